@@ -1,0 +1,39 @@
+"""fhirserver: a FHIR R4 server for Patient, Observation and DiagnosticReport on MongoDB."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from flask import Flask
+
+from .config import Settings
+
+__version__ = "0.1.0"
+__all__ = ["Settings", "__version__", "create_app"]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The WSGI application for one database (DESIGN.md section 4).
+
+    ``settings.mongodb_uri`` must be set: `fhirserver serve` starts the embedded
+    FerretDB and sets it when no MongoDB is configured.
+    """
+    from .api import init_api
+    from .api.state import AppState
+    from .errors import ServerError
+    from .storage.repository import Repository
+
+    settings = settings or Settings.from_env()
+    if not settings.mongodb_uri:
+        raise ServerError("MONGODB_URI is not set; run `fhirserver serve` for the embedded database")
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    repo = Repository(
+        settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
+        settings.mongodb_transactions,
+    )
+    repo.initialise()
+    app.extensions["fhirserver"] = AppState(settings, repo)
+    init_api(app)
+    return app

@@ -1,0 +1,33 @@
+"""The HTTP layer: Flask / flask-smorest blueprints around the interactions."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from . import handlers, resources, system
+from .negotiation import response_mimetype
+
+UNNEGOTIATED = ("/openapi.json", "/docs")
+
+
+def init_api(app: Flask) -> Api:
+    app.config.setdefault("API_TITLE", "fhirserver")
+    app.config.setdefault("API_VERSION", "4.0.1")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+    api = Api(app)
+    # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
+    api.register_blueprint(system.blp)
+    api.register_blueprint(resources.blp)
+    handlers.register(app)
+
+    @app.before_request
+    def negotiate() -> None:
+        if not request.path.startswith(UNNEGOTIATED):
+            response_mimetype(request)  # 406 before any work is done
+
+    return api

@@ -1,0 +1,35 @@
+"""Reading request bodies (R4 http.html#mime-type): media type, size and JSON syntax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import request
+
+from .. import errors
+
+RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
+PATCH_TYPES = ("application/json-patch+json",)
+
+
+def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
+    """The parsed JSON body: 415 for another media type, 400 for broken JSON.
+
+    The size limit is werkzeug's MAX_CONTENT_LENGTH: reading past it raises the 413.
+    """
+    mimetype = (request.mimetype or "").lower()
+    if mimetype not in accepted:
+        if "xml" in mimetype:
+            raise errors.UnsupportedMedia("XML is not supported by this server; send application/fhir+json")
+        raise errors.UnsupportedMedia(
+            f"Unsupported Content-Type '{request.content_type or '(none)'}'; "
+            f"send {' or '.join(accepted[:2])}"
+        )
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise errors.Invalid("The request body is empty")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc

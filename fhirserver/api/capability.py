@@ -1,0 +1,95 @@
+"""The CapabilityStatement, generated from what is registered (R4 capabilitystatement.html).
+
+Interactions come from the app's URL map (a route that exists is an interaction we
+offer), search parameters from the search registry, formats from negotiation. No
+hand-written JSON, so the statement cannot drift from the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+
+from .. import __version__
+from ..interactions.context import Context
+from ..model.types import SUPPORTED_TYPES
+from ..search.parameters import parameters_for
+from ..storage.indexing import instant, now
+
+# (URL rule, HTTP method) -> FHIR interaction code
+TYPE_INTERACTIONS = {
+    ("/<rtype>/<rid>", "GET"): "read",
+    ("/<rtype>/<rid>/_history/<vid>", "GET"): "vread",
+    ("/<rtype>/<rid>", "PUT"): "update",
+    ("/<rtype>/<rid>", "PATCH"): "patch",
+    ("/<rtype>/<rid>", "DELETE"): "delete",
+    ("/<rtype>/<rid>/_history", "GET"): "history-instance",
+    ("/<rtype>/_history", "GET"): "history-type",
+    ("/<rtype>", "POST"): "create",
+    ("/<rtype>", "GET"): "search-type",
+}
+SYSTEM_INTERACTIONS = {
+    ("/", "POST"): ("transaction", "batch"),
+    ("/_history", "GET"): ("history-system",),
+}
+SEARCH_TYPE_DOCS = "http://hl7.org/fhir/SearchParameter/"
+
+
+def _routes() -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for rule in current_app.url_map.iter_rules():
+        for method in rule.methods or ():
+            out.add((rule.rule, method))
+    return out
+
+
+def _search_params(rtype: str) -> list[dict[str, Any]]:
+    params = []
+    for name, p in sorted(parameters_for(rtype).items()):
+        base = "Resource" if name.startswith("_") else rtype
+        params.append({
+            "name": name,
+            "definition": f"{SEARCH_TYPE_DOCS}{base}-{name.lstrip('_')}",
+            "type": p.type,
+        })
+    return params
+
+
+def capability_statement(ctx: Context) -> dict[str, Any]:
+    routes = _routes()
+    type_interactions = [code for key, code in TYPE_INTERACTIONS.items() if key in routes]
+    resources = []
+    for rtype in SUPPORTED_TYPES:
+        resources.append({
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": c} for c in type_interactions],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": ("/<rtype>/<rid>", "PUT") in routes,
+            "conditionalCreate": ("/<rtype>", "POST") in routes,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": ("/<rtype>", "PUT") in routes,
+            "conditionalDelete": "single" if ("/<rtype>", "DELETE") in routes else "not-supported",
+            "referencePolicy": ["literal", "local", "enforced"],
+            "searchParam": _search_params(rtype),
+        })
+    system = [c for key, codes in SYSTEM_INTERACTIONS.items() if key in routes for c in codes]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant(now()),
+        "publisher": "fhirserver",
+        "kind": "instance",
+        "software": {"name": "fhirserver", "version": __version__},
+        "implementation": {"description": "fhirserver FHIR R4 server", "url": ctx.base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": c} for c in system],
+        }],
+    }

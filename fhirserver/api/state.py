@@ -1,0 +1,43 @@
+"""Per-app state and the per-request interaction context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, request
+
+from ..config import Settings
+from ..interactions.context import Context
+from ..storage.repository import Repository
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    repo: Repository
+
+
+def state() -> AppState:
+    return current_app.extensions["fhirserver"]  # type: ignore[no-any-return]
+
+
+def base_url() -> str:
+    configured = state().settings.base_url
+    if configured:
+        return configured.rstrip("/")
+    return request.host_url.rstrip("/") + request.script_root
+
+
+def context() -> Context:
+    st = state()
+    return Context(st.repo, st.settings, base_url())
+
+
+def prefer(name: str) -> str | None:
+    """One token of the Prefer header (RFC 7240), e.g. prefer("return")."""
+    for part in request.headers.get("Prefer", "").split(";"):
+        for item in part.split(","):
+            key, _, value = item.strip().partition("=")
+            if key.strip().lower() == name:
+                return value.strip().strip('"') or None
+    return None

@@ -1,0 +1,84 @@
+"""Settings: documented defaults, then environment variables, then explicit values.
+
+Every environment variable the server reads is listed here and in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    # MongoDB connection. Unset URI: `fhirserver serve` starts the embedded FerretDB.
+    mongodb_uri: str | None = None  # MONGODB_URI
+    mongodb_db: str = "fhir"  # MONGODB_DB
+    # Multi-document transactions: "auto" uses them when the server is a replica set
+    # or sharded cluster; "off" always uses the journalled compensating unit of work.
+    mongodb_transactions: str = "auto"  # FHIR_MONGODB_TRANSACTIONS
+    # Public base URL used in fullUrl, Location and links; empty = from the request.
+    base_url: str = ""  # FHIR_BASE_URL
+    # Request limits.
+    max_body_bytes: int = 16 * 1024 * 1024  # FHIR_MAX_BODY_BYTES
+    max_bundle_entries: int = 1000  # FHIR_MAX_BUNDLE_ENTRIES
+    # Search paging.
+    default_count: int = 20  # FHIR_DEFAULT_COUNT
+    max_count: int = 1000  # FHIR_MAX_COUNT
+    # Time zone used for dates without one, in queries and stored data (IANA name).
+    timezone: str = "Asia/Shanghai"  # FHIR_TIMEZONE
+    # Embedded database: where FerretDB keeps its SQLite files, and the binary.
+    data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".data")  # FHIR_DATA_DIR
+    ferretdb_bin: str = ""  # FERRETDB_BIN (default: .tools/bin/ferretdb, then PATH)
+    # Server.
+    host: str = "127.0.0.1"  # FHIR_HOST
+    port: int = 8080  # FHIR_PORT
+    workers: int = 2  # FHIR_WORKERS
+    log_level: str = "info"  # FHIR_LOG_LEVEL
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_NAMES[f.name])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+ENV_NAMES: dict[str, str] = {
+    "mongodb_uri": "MONGODB_URI",
+    "mongodb_db": "MONGODB_DB",
+    "mongodb_transactions": "FHIR_MONGODB_TRANSACTIONS",
+    "base_url": "FHIR_BASE_URL",
+    "max_body_bytes": "FHIR_MAX_BODY_BYTES",
+    "max_bundle_entries": "FHIR_MAX_BUNDLE_ENTRIES",
+    "default_count": "FHIR_DEFAULT_COUNT",
+    "max_count": "FHIR_MAX_COUNT",
+    "timezone": "FHIR_TIMEZONE",
+    "data_dir": "FHIR_DATA_DIR",
+    "ferretdb_bin": "FERRETDB_BIN",
+    "host": "FHIR_HOST",
+    "port": "FHIR_PORT",
+    "workers": "FHIR_WORKERS",
+    "log_level": "FHIR_LOG_LEVEL",
+}
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    text = str(type_name)
+    if text == "int":
+        return int(raw)
+    if text == "Path":
+        return Path(raw)
+    return raw

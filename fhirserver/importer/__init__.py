@@ -1,0 +1,1 @@
+"""Bulk import of Bundle and NDJSON files (`fhirserver import`)."""

@@ -1,0 +1,143 @@
+"""What every interaction works with, and the planner that makes writes atomic.
+
+Interactions never write directly: they *plan* writes into a :class:`Planner`, which
+commits them at the end. A single REST call commits its one planned write at once;
+a transaction Bundle plans all its entries into one planner and commits them
+together (all or nothing), and a batch gives each entry a planner of its own. The
+planner also answers "does this resource exist?" as the transaction will leave the
+database, so references between entries resolve.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, TypeVar
+
+from .. import errors
+from ..config import Settings
+from ..storage.records import Stored, Write
+from ..storage.repository import Repository
+from ..storage.unit_of_work import VersionConflict
+
+
+@dataclass(frozen=True)
+class Context:
+    """Per-request facts: where we are and what we store."""
+
+    repo: Repository
+    settings: Settings
+    base_url: str  # absolute, no trailing slash
+
+    @property
+    def tz(self) -> tzinfo:
+        return self.repo.tz
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path}"
+
+
+@dataclass
+class Result:
+    """What an interaction answers, before any HTTP rendering."""
+
+    status: int
+    stored: Stored | None = None
+    outcome: dict[str, Any] | None = None
+    location: str | None = None  # relative: Type/id/_history/n
+    body: dict[str, Any] | None = None  # a Bundle or other computed resource
+
+    @property
+    def resource(self) -> dict[str, Any] | None:
+        if self.body is not None:
+            return self.body
+        return self.stored.resource if self.stored else None
+
+
+@dataclass
+class Planner:
+    ctx: Context
+    writes: list[Write] = field(default_factory=list)
+    # Checks that must see every planned write (references between entries of a
+    # transaction, referential integrity of deletes): they run just before commit.
+    checks: list[Callable[[], None]] = field(default_factory=list)
+    _pending: dict[tuple[str, str], Write] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], Stored | None] = field(default_factory=dict)
+
+    @property
+    def repo(self) -> Repository:
+        return self.ctx.repo
+
+    def add(self, write: Write) -> Write:
+        self.writes.append(write)
+        self._pending[(write.type, write.id)] = write
+        return write
+
+    def pending(self, rtype: str, rid: str) -> Write | None:
+        return self._pending.get((rtype, rid))
+
+    def prefetch(self, rtype: str, ids: list[str]) -> None:
+        """Load current versions in one query (imports plan many writes at once)."""
+        found = self.repo.get_many(rtype, ids)
+        for rid in ids:
+            self._cache[(rtype, rid)] = found.get(rid)
+
+    def current(self, rtype: str, rid: str) -> Stored | None:
+        """The stored current version (as before this planner's writes)."""
+        key = (rtype, rid)
+        if key not in self._cache:
+            return self.repo.get(rtype, rid)
+        return self._cache[key]
+
+    def exists(self, rtype: str, rid: str) -> bool:
+        w = self.pending(rtype, rid)
+        if w is not None:
+            return not w.deleted
+        if (rtype, rid) in self._cache:
+            cached = self._cache[(rtype, rid)]
+            return cached is not None and not cached.deleted
+        return self.repo.exists(rtype, rid)
+
+    def check(self) -> None:
+        for check in self.checks:
+            check()
+        self.checks = []
+
+    def commit(self) -> None:
+        self.check()
+        self.repo.commit(self.writes)
+        self.writes = []
+        self._pending.clear()
+        self._cache.clear()
+
+
+T = TypeVar("T")
+
+
+def run_single(ctx: Context, plan: Callable[[Planner], T], *, retry: bool = True) -> T:
+    """Plan and commit one interaction; replan when a concurrent write got in first.
+
+    With ``retry`` off (the client sent If-Match) losing the race is the client's
+    412: the version it based its change on is gone.
+    """
+    attempts = 10 if retry else 1
+    for attempt in range(attempts):
+        planner = Planner(ctx)
+        result = plan(planner)
+        try:
+            planner.commit()
+        except VersionConflict as exc:
+            if attempt + 1 < attempts:
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
+                continue
+            if retry:
+                raise errors.Conflict(str(exc)) from exc
+            raise errors.PreconditionFailed(
+                f"{exc.write.type}/{exc.write.id} was changed by another request "
+                "(If-Match no longer matches)"
+            ) from exc
+        return result
+    raise AssertionError("unreachable")

@@ -1,0 +1,73 @@
+"""history at instance, type and system level (R4 http.html#history).
+
+Newest version first; ``_since`` keeps versions made at or after an instant;
+``_count`` pages; the ``next`` link carries a keyset cursor (lastUpdated, version
+key), so pages stay correct while other clients keep writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .. import errors
+from ..model.types import SUPPORTED_TYPES
+from .bundles import bundle, decode_cursor, encode_cursor, history_entry, link, page_url
+from .context import Context
+
+_KNOWN = {"_since", "_count", "_cursor", "_format", "_pretty", "_at", "_summary", "_elements"}
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise errors.Invalid(f"Invalid instant '{value}' for '_since'", expression="_since") from exc
+    if parsed.tzinfo is None:
+        raise errors.Invalid(
+            f"'_since' must be an instant with a time zone, got '{value}'", expression="_since"
+        )
+    return parsed
+
+
+def _parse_count(value: str | None, ctx: Context) -> int:
+    if value is None:
+        return ctx.settings.default_count
+    if not value.isdigit():
+        raise errors.Invalid(f"Invalid '_count' value '{value}'", expression="_count")
+    return max(0, min(int(value), ctx.settings.max_count))
+
+
+def history(
+    ctx: Context,
+    params: Sequence[tuple[str, str]],
+    rtype: str | None = None,
+    rid: str | None = None,
+) -> dict[str, Any]:
+    args = dict(params)
+    unknown = sorted(set(args) - _KNOWN)
+    if unknown:
+        raise errors.Invalid(f"Unknown history parameter(s): {', '.join(unknown)}")
+    since = _parse_since(args["_since"]) if "_since" in args else None
+    count = _parse_count(args.get("_count"), ctx)
+    after = None
+    if "_cursor" in args:
+        raw = decode_cursor(args["_cursor"])
+        try:
+            after = (datetime.fromisoformat(raw["lu"]), str(raw["k"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.Invalid("Invalid paging cursor in '_cursor'", expression="_cursor") from exc
+    types = [rtype] if rtype else list(SUPPORTED_TYPES)
+    if rtype and rid and ctx.repo.get(rtype, rid) is None:
+        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+    versions = ctx.repo.history(types, rid, since, after, limit=count + 1)
+    page, more = versions[:count], len(versions) > count
+    path = "/".join(p for p in (rtype, rid, "_history") if p)
+    base_params = [(k, v) for k, v in params if k in ("_since", "_count")]
+    links = [link("self", page_url(ctx, path, list(params)))]
+    if more and page:
+        lu, key = ctx.repo.history_key(page[-1])
+        cursor = encode_cursor({"lu": lu.isoformat(), "k": key})
+        links.append(link("next", page_url(ctx, path, [*base_params, ("_cursor", cursor)])))
+    return bundle("history", (history_entry(ctx, s) for s in page), links=links)

@@ -1,0 +1,30 @@
+"""read and vread (R4 http.html#read, http.html#vread)."""
+
+from __future__ import annotations
+
+from .. import errors
+from ..storage.records import Stored
+from .context import Context
+
+
+def read(ctx: Context, rtype: str, rid: str) -> Stored:
+    stored = ctx.repo.get(rtype, rid)
+    if stored is None:
+        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+    if stored.deleted:
+        raise errors.Gone(
+            f"Resource {rtype}/{rid} was deleted (version {stored.version})",
+            headers={"ETag": stored.etag},
+        )
+    return stored
+
+
+def vread(ctx: Context, rtype: str, rid: str, version: str) -> Stored:
+    if not version.isdigit():
+        raise errors.NotFound(f"Version '{version}' of {rtype}/{rid} is not known")
+    stored = ctx.repo.get_version(rtype, rid, int(version))
+    if stored is None:
+        raise errors.NotFound(f"Version {version} of {rtype}/{rid} is not known")
+    if stored.deleted:
+        raise errors.Gone(f"Version {version} of {rtype}/{rid} is a deletion")
+    return stored

@@ -1,0 +1,71 @@
+"""Checks every write makes before it is planned: validity, preconditions, references."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import errors
+from ..model.references import iter_references, parse_reference
+from ..model.types import SUPPORTED_TYPES
+from ..model.validation import validate_resource
+from ..storage.records import Stored
+from .context import Planner
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+
+
+def version_of_etag(value: str) -> int:
+    """The version an If-Match header names: W/"3", "3" or 3 (http.html#concurrency)."""
+    m = _ETAG.match(value)
+    if not m:
+        raise errors.Invalid(f"If-Match value '{value}' is not a version ETag such as W/\"1\"")
+    return int(m.group(1))
+
+
+def check_if_match(if_match: str | None, current: Stored | None, label: str) -> None:
+    """412 when the client's version is not the current one (http.html#concurrency)."""
+    if not if_match:
+        return
+    wanted = version_of_etag(if_match)
+    if current is None or current.deleted or current.version != wanted:
+        have = "no current version" if current is None or current.deleted else (
+            f"current version {current.version}"
+        )
+        raise errors.PreconditionFailed(
+            f"If-Match W/\"{wanted}\" does not match {label}: it has {have}"
+        )
+
+
+def validate(body: Any, rtype: str) -> dict[str, Any]:
+    validate_resource(body, expected_type=rtype)
+    assert isinstance(body, dict)
+    return body
+
+
+def check_references(planner: Planner, resource: dict[str, Any]) -> None:
+    """Local references to the types we store must resolve (422 otherwise).
+
+    References to other types, to other servers and to contained resources are
+    kept as given. A versioned reference must name an existing version.
+    """
+    problems: list[errors.Issue] = []
+    base = planner.ctx.base_url
+    for path, ref in iter_references(resource):
+        local = parse_reference(ref, base)
+        if local is None or local.type not in SUPPORTED_TYPES:
+            continue
+        if local.version is not None:
+            ok = planner.repo.get_version(local.type, local.id, int(local.version)) is not None
+        else:
+            ok = planner.exists(local.type, local.id)
+        if not ok:
+            problems.append(
+                errors.Issue(
+                    f"Reference '{ref}' does not resolve to an existing resource",
+                    code="not-found",
+                    expression=(path,),
+                )
+            )
+    if problems:
+        raise errors.Unprocessable(issues=problems)

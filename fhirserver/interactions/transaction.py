@@ -1,0 +1,237 @@
+"""batch and transaction Bundles at the base URL (R4 http.html#transaction).
+
+transaction: all or nothing. Entries are processed in the spec's order (DELETE,
+POST, PUT/PATCH, then GET/HEAD), ``urn:uuid:`` fullUrls of new resources become the
+ids the server assigns and every reference to them is rewritten, conditional
+references (``Patient?identifier=...``) are resolved, and the writes are committed
+in one unit of work. Any failure answers with that entry's error and writes nothing.
+
+batch: every entry on its own; a failing entry reports its error in its response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .. import errors
+from ..model.references import is_conditional_reference, rewrite_references
+from ..model.types import SUPPORTED_TYPES
+from ..storage.indexing import instant
+from .bundles import bundle
+from .conditional import single_match
+from .context import Context, Planner, Result, run_single
+from .dispatch import Target, parse_url, read_entry, write_entry
+from . import write
+from .write import new_id
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
+
+Entry = tuple[int, str, Target, dict[str, Any], Any]  # index, method, target, request, resource
+
+
+def _at(index: int, err: errors.FhirError) -> errors.FhirError:
+    """The same error with each FHIRPath rooted at the entry it came from."""
+    def root(e: str) -> str:
+        if e.startswith("Bundle.entry."):
+            return f"Bundle.entry[{index}]." + e[len("Bundle.entry."):]
+        if e[:1].isupper():  # Type.path -> the entry's resource
+            head, dot, rest = e.partition(".")
+            return f"Bundle.entry[{index}].resource" + (dot + rest if dot else "")
+        return e
+
+    issues = []
+    for issue in err.issues:
+        exprs = tuple(root(e) for e in issue.expression) or (f"Bundle.entry[{index}]",)
+        issues.append(dataclasses.replace(
+            issue, diagnostics=f"Bundle.entry[{index}]: {issue.diagnostics}", expression=exprs
+        ))
+    return type(err)(issues=issues, headers=err.headers)
+
+
+def parse_entries(ctx: Context, body: dict[str, Any]) -> list[Entry]:
+    raw = body.get("entry", [])
+    if not isinstance(raw, list):
+        raise errors.Invalid("Bundle.entry must be an array", expression="Bundle.entry")
+    limit = ctx.settings.max_bundle_entries
+    if len(raw) > limit:
+        raise errors.TooLarge(
+            f"The Bundle has {len(raw)} entries; this server accepts at most {limit} per request",
+            expression="Bundle.entry",
+        )
+    entries: list[Entry] = []
+    for i, entry in enumerate(raw):
+        try:
+            if not isinstance(entry, dict):
+                raise errors.Invalid("An entry must be an object")
+            request = entry.get("request")
+            if not isinstance(request, dict):
+                raise errors.Invalid("Each entry needs a request", expression="Bundle.entry.request")
+            method = request.get("method")
+            url = request.get("url")
+            if method not in METHODS:
+                raise errors.Invalid(f"Unsupported request.method '{method}'")
+            if not isinstance(url, str) or not url:
+                raise errors.Invalid("request.url is required")
+            target = parse_url(url, ctx.base_url)
+            entries.append((i, method, target, request, entry.get("resource")))
+        except errors.FhirError as err:
+            raise _at(i, err) from err
+    return entries
+
+
+def _full_urls(body: dict[str, Any]) -> list[str | None]:
+    return [e.get("fullUrl") if isinstance(e, dict) else None for e in body.get("entry", [])]
+
+
+def _assign_ids(ctx: Context, body: dict[str, Any], entries: list[Entry]) -> dict[str, str]:
+    """fullUrl -> "Type/id" for every entry a reference may point at."""
+    urls = _full_urls(body)
+    seen: set[str] = set()
+    mapping: dict[str, str] = {}
+    for index, method, target, request, resource in entries:
+        full = urls[index]
+        if not full:
+            continue
+        if full in seen:
+            raise _at(index, errors.Invalid(f"fullUrl '{full}' appears more than once"))
+        seen.add(full)
+        if method == "POST":
+            found = None
+            if request.get("ifNoneExist"):
+                found = single_match(ctx, target.type, request["ifNoneExist"], "Conditional create")
+            mapping[full] = f"{target.type}/{found or new_id()}"
+        elif method == "PUT" and target.id:
+            mapping[full] = f"{target.type}/{target.id}"
+        elif method == "PUT":
+            found = single_match(ctx, target.type, target.query, "Conditional update")
+            if found is None and isinstance(resource, dict) and isinstance(resource.get("id"), str):
+                found = resource["id"]
+            mapping[full] = f"{target.type}/{found or new_id()}"
+    return mapping
+
+
+def _resolver(ctx: Context, mapping: dict[str, str], index: int) -> Callable[[str], str | None]:
+    def resolve(ref: str) -> str | None:
+        if ref in mapping:
+            return mapping[ref]
+        if ref.startswith(("urn:uuid:", "urn:oid:")):
+            raise _at(index, errors.Invalid(issues=[errors.Issue(
+                f"Reference '{ref}' names no entry of this transaction", code="not-found")]))
+        if is_conditional_reference(ref):
+            rtype, _, query = ref.partition("?")
+            if rtype not in SUPPORTED_TYPES:
+                return None
+            found = single_match(ctx, rtype, query, f"Conditional reference '{ref}'")
+            if found is None:
+                raise _at(index, errors.PreconditionFailed(
+                    f"Conditional reference '{ref}' matches no resource"))
+            return f"{rtype}/{found}"
+        return None
+    return resolve
+
+
+def transaction(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[str, Any]:
+    entries = parse_entries(ctx, body)
+    mapping = _assign_ids(ctx, body, entries)
+    planner = Planner(ctx)
+    results: dict[int, Result] = {}
+    later: list[Entry] = []
+    for entry in sorted(entries, key=lambda e: ORDER[e[1]]):
+        index, method, target, request, resource = entry
+        if method in ("GET", "HEAD"):
+            later.append(entry)
+            continue
+        try:
+            if isinstance(resource, dict) and method != "PATCH":
+                resource = rewrite_references(resource, _resolver(ctx, mapping, index))
+                full = _full_urls(body)[index]
+                if method == "POST" and full in mapping:
+                    resource = {**resource, "id": mapping[full].split("/", 1)[1]}
+            before = len(planner.checks)
+            results[index] = _create_with_id(planner, target, method, request, resource, mapping,
+                                             _full_urls(body)[index])
+            planner.checks[before:] = [_located(index, c) for c in planner.checks[before:]]
+        except errors.FhirError as err:
+            raise _at(index, err) if not _rooted(err) else err from err
+    planner.commit()
+    for index, method, target, request, _ in later:
+        try:
+            results[index] = read_entry(planner, target, request)
+        except errors.FhirError as err:
+            results[index] = Result(err.status, outcome=err.outcome())
+    return bundle("transaction-response",
+                  [_response_entry(ctx, results[i], prefer) for i in sorted(results)])
+
+
+def _rooted(err: errors.FhirError) -> bool:
+    return any(e.startswith("Bundle.entry[") for i in err.issues for e in i.expression)
+
+
+def _located(index: int, check: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            check()
+        except errors.FhirError as err:
+            raise _at(index, err) from err
+    return run
+
+
+def _create_with_id(planner: Planner, target: Target, method: str, request: dict[str, Any],
+                    resource: Any, mapping: dict[str, str], full_url: str | None) -> Result:
+    """POST entries get the id chosen when the fullUrls were mapped."""
+    if method == "POST" and full_url in mapping:
+        rid = mapping[str(full_url)].split("/", 1)[1]
+        existing = planner.repo.get(target.type, rid)
+        if existing is not None and request.get("ifNoneExist"):
+            return Result(200, existing, location=f"{target.type}/{rid}/_history/{existing.version}")
+        return write.create(planner, target.type, resource, rid=rid)
+    return write_entry(planner, target, method, request, resource)
+
+
+def batch(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[str, Any]:
+    entries_out: list[dict[str, Any]] = []
+    raw = body.get("entry", [])
+    if isinstance(raw, list) and len(raw) > ctx.settings.max_bundle_entries:
+        parse_entries(ctx, body)  # raises the 413
+    for i, entry in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            [(_, method, target, request, resource)] = parse_entries(ctx, {"entry": [entry]})
+            if method in ("GET", "HEAD"):
+                result = read_entry(Planner(ctx), target, request)
+            else:
+                result = run_single(
+                    ctx, lambda p: write_entry(p, target, method, request, resource),
+                    retry=not request.get("ifMatch"),
+                )
+        except errors.FhirError as err:
+            err = _at(i, err) if not _rooted(err) else err
+            result = Result(err.status, outcome=err.outcome())
+        entries_out.append(_response_entry(ctx, result, prefer))
+    return bundle("batch-response", entries_out)
+
+
+def _response_entry(ctx: Context, result: Result, prefer: str | None) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": STATUS_TEXT.get(result.status, str(result.status))}
+    entry: dict[str, Any] = {}
+    stored = result.stored
+    if result.location:
+        response["location"] = result.location
+    if stored is not None:
+        entry["fullUrl"] = ctx.url(stored.reference)
+        response["etag"] = stored.etag
+        response["lastModified"] = instant(stored.last_updated)
+    if result.body is not None:
+        entry["resource"] = result.body
+    elif result.status >= 400 or prefer == "OperationOutcome":
+        if result.outcome:
+            response["outcome"] = result.outcome
+    elif stored is not None and stored.resource is not None and (
+        prefer == "representation" or result.status in (200,) and result.location is None
+    ):
+        entry["resource"] = stored.resource
+    entry["response"] = response
+    return entry

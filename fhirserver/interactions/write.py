@@ -1,0 +1,187 @@
+"""create, update, patch and delete, plain and conditional (R4 http.html).
+
+Each function plans its write into the planner and returns the Result the client
+gets; nothing is written until the planner commits.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+
+from .. import errors
+from ..model.types import is_valid_id
+from ..storage.indexing import content_hash, make_write
+from ..storage.records import Stored
+from .conditional import single_match
+from .context import Planner, Result
+from .rules import check_if_match, check_references, validate
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _location(rtype: str, rid: str, version: int) -> str:
+    return f"{rtype}/{rid}/_history/{version}"
+
+
+def create(
+    planner: Planner,
+    rtype: str,
+    body: Any,
+    *,
+    if_none_exist: str | None = None,
+    rid: str | None = None,
+) -> Result:
+    """POST Type (http.html#create): the server assigns the id, a body id is ignored.
+
+    With If-None-Exist (http.html#ccreate): one match answers 200 with it and
+    writes nothing; several are a 412.
+    """
+    resource = validate(body, rtype)
+    if if_none_exist:
+        found = single_match(planner.ctx, rtype, if_none_exist, "Conditional create")
+        if found is not None:
+            existing = planner.current(rtype, found)
+            return Result(200, existing, location=_location(rtype, found, existing.version) if existing else None)
+    planner.checks.append(lambda: check_references(planner, resource))
+    rid = rid or new_id()
+    w = planner.add(
+        make_write(rtype, rid, resource, version=1, expected=None, method="POST", tz=planner.ctx.tz)
+    )
+    return Result(201, w.stored(), location=_location(rtype, rid, 1))
+
+
+def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], current: Stored | None,
+         method: str = "PUT") -> Result:
+    planner.checks.append(lambda: check_references(planner, resource))
+    if current is not None and not current.deleted:
+        if current.content_hash == content_hash(resource):
+            # Same content: no new version, as HAPI does; keeps re-imports idempotent.
+            return Result(200, current, location=_location(rtype, rid, current.version))
+    version = (current.version + 1) if current else 1
+    w = planner.add(
+        make_write(
+            rtype, rid, resource, version=version,
+            expected=current.version if current else None, method=method, tz=planner.ctx.tz,
+        )
+    )
+    status = 200 if current is not None and not current.deleted else 201
+    return Result(status, w.stored(), location=_location(rtype, rid, version))
+
+
+def update(
+    planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None
+) -> Result:
+    """PUT Type/id (http.html#update); update-as-create for a client-chosen id."""
+    resource = validate(body, rtype)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
+    if body_id != rid:
+        raise errors.Invalid(
+            f"The resource id '{body_id}' does not match the URL id '{rid}'", expression=f"{rtype}.id"
+        )
+    if not is_valid_id(rid):
+        raise errors.Invalid(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
+    current = planner.current(rtype, rid)
+    check_if_match(if_match, current, f"{rtype}/{rid}")
+    return _put(planner, rtype, rid, resource, current)
+
+
+def conditional_update(
+    planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None
+) -> Result:
+    """PUT Type?criteria (http.html#cond-update): 0 matches create, 1 updates, many 412."""
+    resource = validate(body, rtype)
+    found = single_match(planner.ctx, rtype, query, "Conditional update")
+    body_id = resource.get("id")
+    if found is None:
+        if body_id is not None:
+            return update(planner, rtype, body_id, resource, if_match=if_match)
+        return create(planner, rtype, resource)
+    if body_id is not None and body_id != found:
+        raise errors.Invalid(
+            f"The resource id '{body_id}' differs from the matching resource {rtype}/{found}",
+            expression=f"{rtype}.id",
+        )
+    return update(planner, rtype, found, {**resource, "id": found}, if_match=if_match)
+
+
+def patch(
+    planner: Planner, rtype: str, rid: str, operations: Any, *, if_match: str | None = None
+) -> Result:
+    """PATCH Type/id with a JSON Patch document (http.html#patch, RFC 6902)."""
+    current = planner.current(rtype, rid)
+    if current is None:
+        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+    if current.deleted:
+        raise errors.Gone(f"Resource {rtype}/{rid} was deleted")
+    check_if_match(if_match, current, f"{rtype}/{rid}")
+    if not isinstance(operations, list):
+        raise errors.Invalid("A JSON Patch document must be a JSON array of operations")
+    try:
+        ops = jsonpatch.JsonPatch(operations)
+        patched = ops.apply(copy.deepcopy(current.resource))
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise errors.Unprocessable(f"JSON Patch test failed: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise errors.Unprocessable(f"JSON Patch cannot be applied: {exc}") from exc
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise errors.Invalid(f"Malformed JSON Patch document: {exc}") from exc
+    if not isinstance(patched, dict) or patched.get("resourceType") != rtype:
+        raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
+    if patched.get("id") != rid:
+        raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
+    resource = validate(patched, rtype)
+    return _put(planner, rtype, rid, resource, current, method="PATCH")
+
+
+def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = None) -> Result:
+    """DELETE Type/id (http.html#delete): deleting what is missing or gone is not an error.
+
+    Like HAPI, a resource that others still reference is not deleted (409), so that
+    no stored reference dangles.
+    """
+    current = planner.current(rtype, rid)
+    check_if_match(if_match, current, f"{rtype}/{rid}")
+    if current is None or current.deleted:
+        return Result(200, outcome=errors.information(f"{rtype}/{rid} does not exist or is already deleted: nothing to do"))
+    planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
+    w = planner.add(
+        make_write(rtype, rid, None, version=current.version + 1, expected=current.version,
+                   method="DELETE", tz=planner.ctx.tz)
+    )
+    return Result(
+        200,
+        w.stored(),
+        outcome=errors.information(f"Deleted {rtype}/{rid} (version {w.version})"),
+    )
+
+
+def conditional_delete(planner: Planner, rtype: str, query: str) -> Result:
+    """DELETE Type?criteria (http.html#cdelete): 0 is fine, 1 is deleted, many 412."""
+    found = single_match(planner.ctx, rtype, query, "Conditional delete")
+    if found is None:
+        return Result(200, outcome=errors.information("No resource matched: nothing deleted"))
+    return delete(planner, rtype, found)
+
+
+def _check_not_referenced(planner: Planner, target: str) -> None:
+    referrers = [
+        (t, i) for t, i in planner.repo.referrers(target)
+        if (p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs)
+    ]
+    referrers += [
+        (w.type, w.id) for w in planner.writes if not w.deleted and target in w.refs
+    ]
+    if referrers:
+        names = ", ".join(sorted({f"{t}/{i}" for t, i in referrers})[:5])
+        raise errors.Conflict(
+            f"{target} cannot be deleted: it is referenced by {names}",
+        )

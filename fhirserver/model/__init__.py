@@ -1,0 +1,9 @@
+"""FHIR knowledge with no I/O: supported types, validation and references.
+
+- :mod:`.types`: the resource types this server stores and every R4 type name,
+  resource id syntax (R4 datatypes.html#id).
+- :mod:`.validation`: structure and datatypes through ``fhir.resources``, then the
+  JSON Schema profiles in ``profiles/`` and the FHIR invariants they cannot express.
+- :mod:`.references`: finding, parsing and rewriting ``Reference.reference``
+  (R4 references.html).
+"""

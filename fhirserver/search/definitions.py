@@ -1,0 +1,142 @@
+"""The R4 (4.0.1) search parameter tables for the supported resource types.
+
+Transcribed from the "Search Parameters" tables of patient.html#search,
+observation.html#search and diagnosticreport.html#search. Each FHIRPath expression is
+written as :mod:`.paths` paths: a choice element ``value[x]`` is spelled once per
+type the expression admits (``(Observation.value as Quantity)`` is
+``valueQuantity:Quantity``); SampledData values are not indexed.
+"""
+
+from __future__ import annotations
+
+from .parameters import Component, SearchParameter
+
+P = SearchParameter
+
+_PRACTITIONERS = ("Practitioner", "Organization", "CareTeam", "PractitionerRole")
+_SUBJECTS = ("Group", "Device", "Patient", "Location")
+
+PATIENT: tuple[SearchParameter, ...] = (
+    P("active", "token", ("active:boolean",)),
+    P("address", "string", ("address:Address",)),
+    P("address-city", "string", ("address.city:string",)),
+    P("address-country", "string", ("address.country:string",)),
+    P("address-postalcode", "string", ("address.postalCode:string",)),
+    P("address-state", "string", ("address.state:string",)),
+    P("address-use", "token", ("address.use:code",), system="http://hl7.org/fhir/address-use"),
+    P("birthdate", "date", ("birthDate:date",)),
+    P("death-date", "date", ("deceasedDateTime:dateTime",)),
+    P("deceased", "token", ("deceasedBoolean:boolean", "deceasedDateTime:present"),
+      absent="false"),
+    P("email", "token", ("telecom[system=email]:ContactPoint",)),
+    P("family", "string", ("name.family:string",)),
+    P("gender", "token", ("gender:code",), system="http://hl7.org/fhir/administrative-gender"),
+    P("general-practitioner", "reference", ("generalPractitioner:Reference",),
+      targets=("Organization", "Practitioner", "PractitionerRole")),
+    P("given", "string", ("name.given:string",)),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("language", "token", ("communication.language:CodeableConcept",)),
+    P("link", "reference", ("link.other:Reference",), targets=("Patient", "RelatedPerson")),
+    P("name", "string", ("name:HumanName",)),
+    P("organization", "reference", ("managingOrganization:Reference",),
+      targets=("Organization",)),
+    P("phone", "token", ("telecom[system=phone]:ContactPoint",)),
+    # No phonetic algorithm is defined by the spec; this matches like ``name``.
+    P("phonetic", "string", ("name:HumanName",)),
+    P("telecom", "token", ("telecom:ContactPoint",)),
+)
+
+_CODE = Component("token", ("code:CodeableConcept",))
+_VALUE_CONCEPT = Component("token", ("valueCodeableConcept:CodeableConcept",))
+_VALUE_QUANTITY = Component("quantity", ("valueQuantity:Quantity",))
+_VALUE_DATE = Component("date", ("valueDateTime:dateTime", "valuePeriod:Period"))
+_VALUE_STRING = Component("string", ("valueString:string", "valueCodeableConcept.text:string"))
+_BOTH = ("", "component")
+
+
+def _composite(name: str, bases: tuple[str, ...], *components: Component) -> SearchParameter:
+    return P(name, "composite", bases=bases, components=components)
+
+
+OBSERVATION: tuple[SearchParameter, ...] = (
+    P("based-on", "reference", ("basedOn:Reference",),
+      targets=("CarePlan", "DeviceRequest", "ImmunizationRecommendation", "MedicationRequest",
+               "NutritionOrder", "ServiceRequest")),
+    P("category", "token", ("category:CodeableConcept",)),
+    P("code", "token", ("code:CodeableConcept",)),
+    _composite("code-value-concept", ("",), _CODE, _VALUE_CONCEPT),
+    _composite("code-value-date", ("",), _CODE, _VALUE_DATE),
+    _composite("code-value-quantity", ("",), _CODE, _VALUE_QUANTITY),
+    _composite("code-value-string", ("",), _CODE, _VALUE_STRING),
+    P("combo-code", "token", ("code:CodeableConcept", "component.code:CodeableConcept")),
+    _composite("combo-code-value-concept", _BOTH, _CODE, _VALUE_CONCEPT),
+    _composite("combo-code-value-quantity", _BOTH, _CODE, _VALUE_QUANTITY),
+    P("combo-data-absent-reason", "token",
+      ("dataAbsentReason:CodeableConcept", "component.dataAbsentReason:CodeableConcept")),
+    P("combo-value-concept", "token",
+      ("valueCodeableConcept:CodeableConcept", "component.valueCodeableConcept:CodeableConcept")),
+    P("combo-value-quantity", "quantity",
+      ("valueQuantity:Quantity", "component.valueQuantity:Quantity")),
+    P("component-code", "token", ("component.code:CodeableConcept",)),
+    _composite("component-code-value-concept", ("component",), _CODE, _VALUE_CONCEPT),
+    _composite("component-code-value-quantity", ("component",), _CODE, _VALUE_QUANTITY),
+    P("component-data-absent-reason", "token",
+      ("component.dataAbsentReason:CodeableConcept",)),
+    P("component-value-concept", "token", ("component.valueCodeableConcept:CodeableConcept",)),
+    P("component-value-quantity", "quantity", ("component.valueQuantity:Quantity",)),
+    P("data-absent-reason", "token", ("dataAbsentReason:CodeableConcept",)),
+    P("date", "date", ("effectiveDateTime:dateTime", "effectivePeriod:Period",
+                       "effectiveTiming:Timing", "effectiveInstant:instant")),
+    P("derived-from", "reference", ("derivedFrom:Reference",),
+      targets=("DocumentReference", "ImagingStudy", "Media", "QuestionnaireResponse",
+               "Observation", "MolecularSequence")),
+    P("device", "reference", ("device:Reference",), targets=("Device", "DeviceMetric")),
+    P("encounter", "reference", ("encounter:Reference",), targets=("Encounter",)),
+    P("focus", "reference", ("focus:Reference",)),
+    P("has-member", "reference", ("hasMember:Reference",),
+      targets=("Observation", "QuestionnaireResponse", "MolecularSequence")),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("method", "token", ("method:CodeableConcept",)),
+    P("part-of", "reference", ("partOf:Reference",),
+      targets=("MedicationAdministration", "MedicationDispense", "MedicationStatement",
+               "Procedure", "Immunization", "ImagingStudy")),
+    P("patient", "reference", ("subject[is=Patient]:Reference",), targets=("Patient",)),
+    P("performer", "reference", ("performer:Reference",),
+      targets=(*_PRACTITIONERS, "Patient", "RelatedPerson")),
+    P("specimen", "reference", ("specimen:Reference",), targets=("Specimen",)),
+    P("status", "token", ("status:code",), system="http://hl7.org/fhir/observation-status"),
+    P("subject", "reference", ("subject:Reference",), targets=_SUBJECTS),
+    P("value-concept", "token", ("valueCodeableConcept:CodeableConcept",)),
+    P("value-date", "date", ("valueDateTime:dateTime", "valuePeriod:Period")),
+    P("value-quantity", "quantity", ("valueQuantity:Quantity",)),
+    P("value-string", "string", ("valueString:string", "valueCodeableConcept.text:string")),
+)
+
+DIAGNOSTIC_REPORT: tuple[SearchParameter, ...] = (
+    P("based-on", "reference", ("basedOn:Reference",),
+      targets=("CarePlan", "ImmunizationRecommendation", "MedicationRequest",
+               "NutritionOrder", "ServiceRequest")),
+    P("category", "token", ("category:CodeableConcept",)),
+    P("code", "token", ("code:CodeableConcept",)),
+    P("conclusion", "token", ("conclusionCode:CodeableConcept",)),
+    P("date", "date", ("effectiveDateTime:dateTime", "effectivePeriod:Period")),
+    P("encounter", "reference", ("encounter:Reference",), targets=("Encounter",)),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("issued", "date", ("issued:instant",)),
+    P("media", "reference", ("media.link:Reference",), targets=("Media",)),
+    P("patient", "reference", ("subject[is=Patient]:Reference",), targets=("Patient",)),
+    P("performer", "reference", ("performer:Reference",), targets=_PRACTITIONERS),
+    P("result", "reference", ("result:Reference",), targets=("Observation",)),
+    P("results-interpreter", "reference", ("resultsInterpreter:Reference",),
+      targets=_PRACTITIONERS),
+    P("specimen", "reference", ("specimen:Reference",), targets=("Specimen",)),
+    P("status", "token", ("status:code",),
+      system="http://hl7.org/fhir/diagnostic-report-status"),
+    P("subject", "reference", ("subject:Reference",), targets=_SUBJECTS),
+)
+
+TABLES: dict[str, tuple[SearchParameter, ...]] = {
+    "Patient": PATIENT,
+    "Observation": OBSERVATION,
+    "DiagnosticReport": DIAGNOSTIC_REPORT,
+}

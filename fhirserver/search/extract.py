@@ -1,0 +1,43 @@
+"""Index values of a resource, computed at write time (search.html#ptypes).
+
+The result is the ``sp`` subdocument stored next to the resource: one list per
+parameter under its name, plus companion lists ``name:suffix`` described in each
+type's module. A parameter without values has no key at all, which is what
+``:missing`` (search.html#missing) tests. ``_id`` is not copied: it is the document's
+own ``_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any
+
+from . import paths
+from .parameters import SearchParameter, parameters_for
+from .types import HANDLERS
+
+
+def _values(param: SearchParameter, resource: dict[str, Any], tz: tzinfo) -> dict[str, list[Any]]:
+    handler = HANDLERS[param.type]
+    if param.type == "composite":
+        return handler.extract(param, [(resource, "Resource")], tz)
+    return handler.extract(param, paths.values(resource, param.paths), tz)
+
+
+def extract(resource: dict[str, Any], tz: tzinfo) -> dict[str, list[Any]]:
+    """The search values of ``resource``; never raises on a resource it cannot read."""
+    out: dict[str, list[Any]] = {}
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(rtype, str):
+        return out
+    for param in parameters_for(rtype).values():
+        if param.field == "_id" or param.type not in HANDLERS:
+            continue
+        try:
+            found = _values(param, resource, tz)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
+            continue  # malformed element: the resource stays storable, just not findable
+        for suffix, values in found.items():
+            if values:
+                out[param.name + suffix] = values
+    return out

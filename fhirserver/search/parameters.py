@@ -1,0 +1,95 @@
+"""Search parameter definitions (R4 searchparameter-registry.html, search.html#table).
+
+A :class:`SearchParameter` says where a parameter's values live in a resource, as a
+small path language read by :mod:`.paths` (``name.given:string``,
+``telecom[system=email]:ContactPoint``, ``subject[is=Patient]:Reference``): each path
+ends in the FHIR datatype found there, so extraction never has to guess a shape.
+The per-resource tables are in :mod:`.definitions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+TYPES = ("token", "string", "date", "reference", "quantity", "uri", "number", "composite",
+         "special")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component of a composite parameter (search.html#composite), relative to its base."""
+
+    type: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SearchParameter:
+    """One search parameter of one resource type.
+
+    ``targets`` lists the resource types a reference may point to (empty means any);
+    ``system`` is the implicit code system of a bound ``code`` element, so that
+    ``gender=http://hl7.org/fhir/administrative-gender|male`` matches too;
+    ``absent`` is the token indexed when the element is absent (Patient ``deceased``
+    is a FHIRPath boolean that is false when nothing is recorded);
+    composites list their ``bases`` ("" is the resource itself) and ``components``.
+    """
+
+    name: str
+    type: str
+    paths: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    system: str | None = None
+    absent: str | None = None
+    bases: tuple[str, ...] = ()
+    components: tuple[Component, ...] = ()
+
+    @property
+    def field(self) -> str:
+        """The MongoDB field holding this parameter's values."""
+        return "_id" if self.name == "_id" else f"sp.{self.name}"
+
+
+COMMON: tuple[SearchParameter, ...] = (
+    SearchParameter("_id", "token", ("id:id",)),
+    SearchParameter("_lastUpdated", "date", ("meta.lastUpdated:instant",)),
+    SearchParameter("_tag", "token", ("meta.tag:Coding",)),
+    SearchParameter("_profile", "uri", ("meta.profile:canonical",)),
+    SearchParameter("_security", "token", ("meta.security:Coding",)),
+    SearchParameter("_source", "uri", ("meta.source:uri",)),
+)
+
+#: Result parameters (search.html#return) and the HTTP-level ones (http.html#parameters).
+RESULT_PARAMS = frozenset({
+    "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
+    "_contained", "_containedType",
+})
+HTTP_PARAMS = frozenset({"_format", "_pretty"})
+#: Defined by the spec for all resources but not implemented here.
+UNSUPPORTED_PARAMS = frozenset({
+    "_text", "_content", "_list", "_has", "_type", "_query", "_filter",
+})
+
+
+def parameters_for(resource_type: str) -> Mapping[str, SearchParameter]:
+    """Every search parameter of ``resource_type`` by name, the common ones included.
+
+    Unknown types have only the common parameters (search.html#all).
+    """
+    from .definitions import TABLES
+
+    return _TABLES_WITH_COMMON.get(resource_type) or _build(resource_type, TABLES)
+
+
+_TABLES_WITH_COMMON: dict[str, Mapping[str, SearchParameter]] = {}
+
+
+def _build(
+    resource_type: str, tables: Mapping[str, tuple[SearchParameter, ...]]
+) -> Mapping[str, SearchParameter]:
+    params = {p.name: p for p in (*COMMON, *tables.get(resource_type, ()))}
+    table = MappingProxyType(params)
+    _TABLES_WITH_COMMON[resource_type] = table
+    return table

@@ -1,0 +1,134 @@
+"""The MongoDB collections, declared as mongoengine documents.
+
+DESIGN.md section 4: one collection per resource type for current versions
+(``Patient``), one for history (``Patient_history``). A current document holds the
+FHIR JSON exactly as accepted (``res``, with server-managed ``meta``) next to what
+search needs (``sp``, extracted at write time) and the compartment key ``pat`` (the
+patient the record belongs to; also the shard key once one machine is outgrown).
+
+History documents hold every version, including the current one, keyed
+``"<id>/<version>"`` so that inserting a version twice fails on the primary key.
+Search values are not kept in history: they are a pure function of ``res`` and are
+recomputed when a current document has to be rebuilt from history.
+
+Hot paths use the pymongo collections behind these classes directly; the classes
+give the collections their names, their indexes and a connection alias, so several
+apps (and test databases) can live in one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mongoengine import (
+    BooleanField,
+    DateTimeField,
+    DictField,
+    Document,
+    IntField,
+    ListField,
+    StringField,
+)
+from pymongo.collection import Collection
+
+from ..model.types import SUPPORTED_TYPES
+from ..search.compile import index_keys
+
+HISTORY_SUFFIX = "_history"
+JOURNAL_COLLECTION = "_journal"
+
+
+def _current_class(resource_type: str, alias: str) -> type[Document]:
+    indexes: list[Any] = [
+        {"fields": ["pat", "lu"]},
+        {"fields": ["lu", "_id"]},
+        {"fields": ["refs"]},
+    ]
+    for keys in index_keys(resource_type):
+        indexes.append({"fields": [("+" if d > 0 else "-") + f for f, d in keys]})
+    attrs = {
+        "id": StringField(primary_key=True),
+        "v": IntField(required=True),
+        "lu": DateTimeField(required=True),
+        "deleted": BooleanField(db_field="del", default=False),
+        "res": DictField(),
+        "pat": StringField(),
+        "sp": DictField(),
+        "h": StringField(),
+        "refs": ListField(StringField()),
+        "meta": {
+            "collection": resource_type,
+            "db_alias": alias,
+            "indexes": indexes,
+            "auto_create_index": False,
+        },
+    }
+    return type(f"{resource_type}Current_{alias}", (Document,), attrs)
+
+
+def _history_class(resource_type: str, alias: str) -> type[Document]:
+    attrs = {
+        "id": StringField(primary_key=True),
+        "rid": StringField(required=True),
+        "v": IntField(required=True),
+        "lu": DateTimeField(required=True),
+        "deleted": BooleanField(db_field="del", default=False),
+        "res": DictField(),
+        "pat": StringField(),
+        "method": StringField(),
+        "meta": {
+            "collection": resource_type + HISTORY_SUFFIX,
+            "db_alias": alias,
+            "indexes": [
+                {"fields": ["rid", "-v"]},
+                {"fields": ["-lu", "-_id"]},
+            ],
+            "auto_create_index": False,
+        },
+    }
+    return type(f"{resource_type}History_{alias}", (Document,), attrs)
+
+
+def _journal_class(alias: str) -> type[Document]:
+    attrs = {
+        "id": StringField(primary_key=True),
+        "state": StringField(required=True),
+        "started": DateTimeField(required=True),
+        "writes": ListField(DictField()),
+        "meta": {
+            "collection": JOURNAL_COLLECTION,
+            "db_alias": alias,
+            "indexes": [{"fields": ["state", "started"]}],
+            "auto_create_index": False,
+        },
+    }
+    return type(f"Journal_{alias}", (Document,), attrs)
+
+
+@dataclass(frozen=True)
+class Collections:
+    """The pymongo collections of one database, by resource type."""
+
+    current: dict[str, Collection[Any]]
+    history: dict[str, Collection[Any]]
+    journal: Collection[Any]
+    documents: tuple[type[Document], ...]
+
+    def ensure_indexes(self) -> None:
+        for doc in self.documents:
+            doc.ensure_indexes()  # type: ignore[attr-defined]
+
+
+def build_collections(alias: str) -> Collections:
+    docs: list[type[Document]] = []
+    current: dict[str, Collection[Any]] = {}
+    history: dict[str, Collection[Any]] = {}
+    for rtype in SUPPORTED_TYPES:
+        cur, hist = _current_class(rtype, alias), _history_class(rtype, alias)
+        docs += [cur, hist]
+        current[rtype] = cur._get_collection()  # type: ignore[attr-defined]
+        history[rtype] = hist._get_collection()  # type: ignore[attr-defined]
+    journal = _journal_class(alias)
+    docs.append(journal)
+    return Collections(current, history, journal._get_collection(), tuple(docs))  # type: ignore[attr-defined]

@@ -1,0 +1,269 @@
+"""The embedded database: a FerretDB child process on a loopback port.
+
+No MongoDB server can be installed on development and CI machines, so when no
+``MONGODB_URI`` is given the server and the tests run FerretDB (a MongoDB
+wire-protocol server) with its SQLite backend, keeping its files in ``data_dir``.
+The code above this module talks to it through pymongo exactly as it would to
+MongoDB.
+
+The child must never outlive its parent: an orphaned FerretDB would keep the
+SQLite files open and a port bound. It is stopped by :meth:`EmbeddedFerretDB.stop`,
+at interpreter exit, and on Linux the kernel sends it SIGTERM when the parent dies
+in any other way (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from ..config import PROJECT_ROOT
+
+SETUP_HINT = "run `bash scripts/setup.sh` to build it into .tools/bin/ferretdb"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+LOG_NAME = "ferretdb.log"
+_PR_SET_PDEATHSIG = 1
+
+
+class FerretDBError(RuntimeError):
+    """The embedded database could not be found, started or stopped."""
+
+
+class FerretDBNotFound(FerretDBError):
+    """No FerretDB binary where the settings, the project or PATH point."""
+
+
+def find_binary(explicit: str = "") -> str:
+    """Locate the FerretDB binary.
+
+    Order: ``explicit`` (the ``ferretdb_bin`` setting), ``FERRETDB_BIN``, the
+    project's ``.tools/bin/ferretdb``, then ``ferretdb`` on PATH. A binary that was
+    named explicitly and is missing is an error, not a reason to fall back.
+    """
+    for source, named in (
+        ("ferretdb_bin", explicit),
+        ("FERRETDB_BIN", os.environ.get("FERRETDB_BIN", "")),
+    ):
+        if named:
+            found = _executable(named)
+            if found is None:
+                raise FerretDBNotFound(
+                    f"FerretDB binary {named!r} (from {source}) not found; {SETUP_HINT}"
+                )
+            return found
+    local = PROJECT_ROOT / ".tools" / "bin" / "ferretdb"
+    if os.access(local, os.X_OK) and local.is_file():
+        return str(local)
+    on_path = shutil.which("ferretdb")
+    if on_path:
+        return on_path
+    raise FerretDBNotFound(
+        f"FerretDB binary not found (looked in {local} and on PATH); {SETUP_HINT}"
+    )
+
+
+def _executable(name: str) -> str | None:
+    if os.sep in name or (os.altsep and os.altsep in name):
+        path = Path(name).expanduser()
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(name)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent(libc: ctypes.CDLL, parent_pid: int) -> None:
+    """Runs in the child between fork and exec: ask for SIGTERM when the parent dies.
+
+    ``libc`` is loaded by the parent so the child does as little as possible
+    before exec.
+    """
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class EmbeddedFerretDB:
+    """One FerretDB process serving the SQLite files in ``data_dir``.
+
+    Data survives restarts with the same ``data_dir``. Without a ``port`` each start
+    takes a free loopback port, so several instances can run side by side.
+    """
+
+    def __init__(self, data_dir: Path, binary: str | None = None, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self._binary = binary
+        self._requested_port = port
+        self._port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        """The mongodb:// URI of the running instance."""
+        if self._port is None or not self.running:
+            raise FerretDBError("FerretDB is not running; call start() first")
+        return f"mongodb://127.0.0.1:{self._port}/"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_NAME
+
+    def start(self) -> str:
+        """Start the process (if not running), wait until it answers ``ping``, return its URI."""
+        with self._lock:
+            if self.running:
+                return self.uri
+            binary = find_binary(self._binary or "")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # A port picked here could be taken before FerretDB binds it; try again then.
+            attempts = 1 if self._requested_port else 3
+            for attempt in range(attempts):
+                port = self._requested_port or free_port()
+                log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+                self._process = self._spawn(binary, port)
+                self._port = port
+                atexit.register(self.stop)
+                try:
+                    self._wait_ready(log_offset)
+                    return self.uri
+                except FerretDBError:
+                    self._terminate()
+                    if attempt + 1 == attempts:
+                        raise
+            raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop the process, gracefully first; a no-op when it is not running."""
+        with self._lock:
+            self._terminate()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _spawn(self, binary: str, port: int) -> subprocess.Popen[bytes]:
+        data = self.data_dir.resolve()
+        args = [
+            binary,
+            "--handler=sqlite",
+            f"--sqlite-url=file:{quote(data.as_posix())}/",
+            f"--listen-addr=127.0.0.1:{port}",
+            f"--state-dir={data}",
+            "--telemetry=disable",
+            "--debug-addr=-",
+            "--log-level=error",
+            "--log-format=text",
+        ]
+        preexec = None
+        # PDEATHSIG fires when the forking *thread* exits, so it is only safe when
+        # the main thread starts the process; otherwise atexit has to do.
+        if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
+            parent = os.getpid()
+            libc = ctypes.CDLL(None, use_errno=True)
+
+            def preexec() -> None:
+                _die_with_parent(libc, parent)
+
+        with open(self.log_path, "ab") as log:
+            try:
+                return subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=data,
+                    preexec_fn=preexec,  # noqa: PLW1509 - main thread only, see above
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise FerretDBError(
+                    f"could not run FerretDB {binary!r}: {exc}; {SETUP_HINT}"
+                ) from exc
+
+    def _wait_ready(self, log_offset: int) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        client: MongoClient[dict[str, object]] = MongoClient(
+            f"mongodb://127.0.0.1:{self._port}/",
+            serverSelectionTimeoutMS=250,
+            connectTimeoutMS=250,
+            directConnection=True,
+        )
+        try:
+            while True:
+                code = self._process.poll()
+                if code is not None:
+                    raise FerretDBError(
+                        f"FerretDB exited with code {code} during start-up; its log:\n"
+                        + self._log_tail(log_offset)
+                    )
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise FerretDBError(
+                        f"FerretDB did not answer on port {self._port} within {START_TIMEOUT:.0f} s;"
+                        " its log:\n" + self._log_tail(log_offset)
+                    )
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _log_tail(self, offset: int, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                text = log.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+    def _terminate(self) -> None:
+        process, self._process = self._process, None
+        self._port = None
+        atexit.unregister(self.stop)
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,125 @@
+"""Turning an accepted resource into a write: server-managed meta and index values.
+
+Pure: no database. The search values (``sp``) are extracted here, at write time, so
+that search never reads the FHIR JSON itself (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+import orjson
+
+from ..model.references import iter_references, parse_reference
+from ..search.extract import extract
+from .records import Write
+
+_COMPARTMENT_ELEMENT = {"Observation": "subject", "DiagnosticReport": "subject"}
+
+
+def now() -> datetime:
+    """The current instant at the millisecond precision MongoDB stores."""
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def instant(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def patient_of(resource: dict[str, Any]) -> str | None:
+    """The compartment key: the Patient a record belongs to (R4 compartmentdefinition-patient)."""
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    element = _COMPARTMENT_ELEMENT.get(str(rtype))
+    ref = resource.get(element) if element else None
+    if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+        local = parse_reference(ref["reference"])
+        if local is not None and local.type == "Patient":
+            return local.id
+    return None
+
+
+def local_references(resource: dict[str, Any]) -> list[str]:
+    """Every "Type/id" this resource points to, for referential integrity and _revinclude."""
+    out: set[str] = set()
+    for _path, ref in iter_references(resource):
+        local = parse_reference(ref)
+        if local is not None:
+            out.add(f"{local.type}/{local.id}")
+    return sorted(out)
+
+
+def content_hash(resource: dict[str, Any]) -> str:
+    """Hash of the content without server-managed meta, to recognise no-op updates."""
+    body = dict(resource)
+    meta = dict(body.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    body.pop("id", None)
+    if meta:
+        body["meta"] = meta
+    else:
+        body.pop("meta", None)
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def with_meta(resource: dict[str, Any], rid: str, version: int, at: datetime) -> dict[str, Any]:
+    """A copy of ``resource`` with the id and server-managed meta of a new version."""
+    out = dict(resource)
+    out["id"] = rid
+    meta = dict(out.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant(at)
+    out["meta"] = meta
+    return out
+
+
+def make_write(
+    rtype: str,
+    rid: str,
+    resource: dict[str, Any] | None,
+    *,
+    version: int,
+    expected: int | None,
+    method: str,
+    tz: tzinfo,
+    at: datetime | None = None,
+) -> Write:
+    at = at or now()
+    if resource is None:
+        return Write(rtype, rid, version, expected, at, None, method)
+    stored = with_meta(resource, rid, version, at)
+    return Write(
+        rtype,
+        rid,
+        version,
+        expected,
+        at,
+        stored,
+        method,
+        patient=patient_of(stored),
+        search=extract(stored, tz),
+        content_hash=content_hash(stored),
+        refs=local_references(stored),
+    )
+
+
+def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+    """The current-collection document for a version read back from history."""
+    res = history_doc.get("res")
+    return {
+        "_id": history_doc["rid"],
+        "v": history_doc["v"],
+        "lu": history_doc["lu"],
+        "del": bool(history_doc.get("del")),
+        "res": res,
+        "pat": history_doc.get("pat"),
+        "sp": extract(res, tz) if res else {},
+        "h": content_hash(res) if res else "",
+        "refs": local_references(res) if res else [],
+    }

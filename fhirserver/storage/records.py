@@ -1,0 +1,62 @@
+"""Plain records passed between storage and the interactions above it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One version of a resource as stored; ``resource`` is None for a delete."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    resource: dict[str, Any] | None
+    method: str = ""
+    content_hash: str = ""
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def reference(self) -> str:
+        return f"{self.type}/{self.id}"
+
+
+@dataclass
+class Write:
+    """A new version to store.
+
+    ``expected`` is the version the write was planned against: ``None`` means the
+    resource must not exist yet (create, update-as-create), an int means the
+    current version must still be exactly that one (the compare-and-set that makes
+    If-Match and concurrent updates safe).
+    """
+
+    type: str
+    id: str
+    version: int
+    expected: int | None
+    last_updated: datetime
+    resource: dict[str, Any] | None  # None: delete
+    method: str  # POST, PUT, PATCH, DELETE
+    patient: str | None = None
+    search: dict[str, Any] = field(default_factory=dict)
+    content_hash: str = ""
+    refs: list[str] = field(default_factory=list)  # local references, "Type/id"
+
+    @property
+    def deleted(self) -> bool:
+        return self.resource is None
+
+    def stored(self) -> Stored:
+        return Stored(
+            self.type, self.id, self.version, self.last_updated, self.deleted,
+            self.resource, self.method, self.content_hash,
+        )

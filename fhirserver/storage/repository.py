@@ -1,0 +1,169 @@
+"""Reading and writing versioned resources in one MongoDB database."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, tzinfo
+from functools import partial
+from typing import Any
+
+from mongoengine import connect, disconnect
+from mongoengine.connection import get_connection, get_db
+from pymongo import DESCENDING
+from pymongo.errors import OperationFailure
+
+from ..model.types import SUPPORTED_TYPES
+from .documents import build_collections
+from .indexing import rebuild_current
+from .records import Stored, Write
+from .unit_of_work import UnitOfWork
+
+HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
+
+
+def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
+    return Stored(
+        type=rtype,
+        id=rid or doc["_id"],
+        version=doc["v"],
+        last_updated=doc["lu"],
+        deleted=bool(doc.get("del")),
+        resource=doc.get("res"),
+        method=doc.get("method", ""),
+        content_hash=doc.get("h", ""),
+    )
+
+
+class Repository:
+    """Versioned resources of the supported types in one database."""
+
+    def __init__(self, uri: str, db_name: str, tz: tzinfo, transactions: str = "auto") -> None:
+        self.alias = f"fhir-{uuid.uuid4().hex[:12]}"
+        connect(db=db_name, host=uri, alias=self.alias, tz_aware=True, uuidRepresentation="standard")
+        self.client = get_connection(self.alias)
+        self.db = get_db(self.alias)
+        self.cols = build_collections(self.alias)
+        self.tz = tz
+        self.uow = UnitOfWork(
+            self.cols,
+            self.client,  # type: ignore[arg-type]
+            partial(rebuild_current, tz=tz),
+            use_transactions=self._supports_transactions(transactions),
+        )
+
+    def _supports_transactions(self, mode: str) -> bool:
+        if mode in ("on", "off"):
+            return mode == "on"
+        try:
+            hello = self.db.command("hello")
+        except OperationFailure:
+            return False
+        return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+
+    def initialise(self) -> None:
+        """Create indexes and roll back transactions a dead process left half done."""
+        self.cols.ensure_indexes()
+        self.uow.recover()
+
+    def close(self) -> None:
+        disconnect(self.alias)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, rtype: str, rid: str) -> Stored | None:
+        doc = self.cols.current[rtype].find_one({"_id": rid}, {"sp": 0, "refs": 0})
+        return _stored(rtype, doc) if doc else None
+
+    def get_many(self, rtype: str, ids: Iterable[str]) -> dict[str, Stored]:
+        docs = self.cols.current[rtype].find({"_id": {"$in": list(ids)}}, {"sp": 0, "refs": 0})
+        return {d["_id"]: _stored(rtype, d) for d in docs}
+
+    def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:
+        doc = self.cols.history[rtype].find_one({"_id": f"{rid}/{version}"})
+        return _stored(rtype, doc, doc["rid"]) if doc else None
+
+    def exists(self, rtype: str, rid: str) -> bool:
+        return (
+            rtype in self.cols.current
+            and self.cols.current[rtype].count_documents({"_id": rid, "del": False}, limit=1) > 0
+        )
+
+    def find(
+        self,
+        rtype: str,
+        query: dict[str, Any],
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int = 0,
+        skip: int = 0,
+    ) -> list[Stored]:
+        """Current, not deleted resources matching a compiled search filter."""
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        cursor = self.cols.current[rtype].find(flt, {"sp": 0, "h": 0, "refs": 0})
+        if sort:
+            cursor = cursor.sort(list(sort))
+        if skip:
+            cursor = cursor.skip(skip)
+        if limit:
+            cursor = cursor.limit(limit)
+        return [_stored(rtype, d) for d in cursor]
+
+    def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        return [d["_id"] for d in self.cols.current[rtype].find(flt, {"_id": 1}).limit(limit)]
+
+    def referrers(self, target: str, limit: int = 10) -> list[tuple[str, str]]:
+        """Current resources whose references point at ``target`` ("Type/id")."""
+        out: list[tuple[str, str]] = []
+        for rtype, col in self.cols.current.items():
+            out += [(rtype, d["_id"]) for d in col.find({"refs": target, "del": False}, {"_id": 1}).limit(limit)]
+        return out
+
+    def count(self, rtype: str, query: dict[str, Any]) -> int:
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        return self.cols.current[rtype].count_documents(flt)
+
+    def history(
+        self,
+        types: Sequence[str] = SUPPORTED_TYPES,
+        rid: str | None = None,
+        since: datetime | None = None,
+        after: HistoryKey | None = None,
+        limit: int = 20,
+    ) -> list[Stored]:
+        """Versions newest first (http.html#history), resuming after a keyset cursor."""
+        streams = [self._history_stream(t, rid, since, after) for t in types]
+        merged = heapq.merge(*streams, key=lambda p: p[0], reverse=True)
+        return [s for _, s in _take(merged, limit)]
+
+    def _history_stream(
+        self, rtype: str, rid: str | None, since: datetime | None, after: HistoryKey | None
+    ) -> Iterator[tuple[HistoryKey, Stored]]:
+        clauses: list[dict[str, Any]] = []
+        if rid is not None:
+            clauses.append({"rid": rid})
+        if since is not None:
+            clauses.append({"lu": {"$gte": since}})
+        if after is not None:
+            lu, hid = after
+            clauses.append({"$or": [{"lu": {"$lt": lu}}, {"lu": lu, "_id": {"$lt": hid}}]})
+        flt = {"$and": clauses} if clauses else {}
+        cursor = self.cols.history[rtype].find(flt).sort([("lu", DESCENDING), ("_id", DESCENDING)])
+        for doc in cursor:
+            yield (doc["lu"], doc["_id"]), _stored(rtype, doc, doc["rid"])
+
+    def history_key(self, stored: Stored) -> HistoryKey:
+        return (stored.last_updated, f"{stored.id}/{stored.version}")
+
+    # -- writes ----------------------------------------------------------------------
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        self.uow.commit(writes)
+
+
+def _take(it: Iterator[tuple[HistoryKey, Stored]], n: int) -> Iterator[tuple[HistoryKey, Stored]]:
+    for i, item in enumerate(it):
+        if i >= n:
+            return
+        yield item

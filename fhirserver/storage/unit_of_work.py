@@ -1,0 +1,243 @@
+"""All-or-nothing writes of several versions (FHIR R4 http.html#transaction).
+
+Two ways to get there:
+
+* On a replica set or sharded cluster, a MongoDB multi-document transaction.
+* On a standalone MongoDB or FerretDB, which have none, a journalled compensating
+  unit of work: the planned writes are recorded in ``_journal`` first, each write is
+  a compare-and-set on the current document's version, and a failure part-way undoes
+  the writes already made, newest first, by restoring the previous version from
+  history. A process that dies mid-way leaves a ``pending`` journal entry that
+  :func:`recover` rolls back on the next start. Readers may briefly see a
+  transaction's first writes before its last ones (read-uncommitted); they never see
+  a failed transaction's writes once it has answered.
+
+Every single write is a compare-and-set too: ``expected=None`` inserts the current
+document (the primary key refuses a second create of the same id); ``expected=n``
+first claims history key ``<id>/<n+1>`` (the primary key again: only one writer can)
+and then replaces the current document. Losing that race raises
+:class:`VersionConflict`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import MongoClient, ReplaceOne
+from pymongo.client_session import ClientSession
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from .documents import Collections
+from .records import Write
+
+log = logging.getLogger(__name__)
+
+ORPHAN_AGE = timedelta(seconds=30)
+Rebuild = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class VersionConflict(Exception):
+    """The current version changed between planning and writing."""
+
+    def __init__(self, write: Write) -> None:
+        super().__init__(f"{write.type}/{write.id} was changed by another request")
+        self.write = write
+
+
+def current_document(w: Write) -> dict[str, Any]:
+    return {
+        "_id": w.id,
+        "v": w.version,
+        "lu": w.last_updated,
+        "del": w.deleted,
+        "res": w.resource,
+        "pat": w.patient,
+        "sp": w.search,
+        "h": w.content_hash,
+        "refs": w.refs,
+    }
+
+
+def history_document(w: Write) -> dict[str, Any]:
+    return {
+        "_id": f"{w.id}/{w.version}",
+        "rid": w.id,
+        "v": w.version,
+        "lu": w.last_updated,
+        "del": w.deleted,
+        "res": w.resource,
+        "pat": w.patient,
+        "method": w.method,
+    }
+
+
+class UnitOfWork:
+    def __init__(
+        self,
+        cols: Collections,
+        client: MongoClient[Any],
+        rebuild: Rebuild,
+        use_transactions: bool,
+    ) -> None:
+        self.cols = cols
+        self.client = client
+        self.rebuild = rebuild
+        self.use_transactions = use_transactions
+
+    # -- one write -----------------------------------------------------------------
+
+    def _apply(self, w: Write, session: ClientSession | None = None) -> None:
+        current = self.cols.current[w.type]
+        if w.expected is None:
+            # A create: the current collection's primary key refuses a second one.
+            try:
+                current.insert_one(current_document(w), session=session)
+            except DuplicateKeyError as exc:
+                raise VersionConflict(w) from exc
+            try:
+                self.cols.history[w.type].replace_one(
+                    {"_id": f"{w.id}/{w.version}"}, history_document(w), upsert=True,
+                    session=session,
+                )
+            except Exception:
+                if session is None:
+                    self._undo(w)
+                raise
+            return
+        # An update: claiming version n+1 in history is the compare-and-set. Inserting
+        # a primary key is atomic on every MongoDB wire-protocol server, where a
+        # filtered replace is not (FerretDB reads and then writes).
+        self._claim(w, session)
+        result = current.replace_one(
+            {"_id": w.id, "v": w.expected}, current_document(w), session=session
+        )
+        if result.matched_count == 0:
+            self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"}, session=session)
+            raise VersionConflict(w)
+
+    def _claim(self, w: Write, session: ClientSession | None) -> None:
+        history = self.cols.history[w.type]
+        for attempt in range(2):
+            try:
+                history.insert_one(history_document(w), session=session)
+                return
+            except DuplicateKeyError as exc:
+                if attempt or session is not None or not self._clear_orphan(w):
+                    raise VersionConflict(w) from exc
+
+    def _clear_orphan(self, w: Write) -> bool:
+        """Free version n+1 claimed by a write that died before updating the current one."""
+        now = self.cols.current[w.type].find_one({"_id": w.id}, {"v": 1})
+        if now is None or now["v"] != w.expected:
+            return False
+        hid = f"{w.id}/{w.version}"
+        claim = self.cols.history[w.type].find_one({"_id": hid}, {"lu": 1})
+        if claim is None:
+            return True
+        if claim["lu"] > datetime.now(UTC) - ORPHAN_AGE:
+            return False  # most likely a write still in flight
+        self.cols.history[w.type].delete_one({"_id": hid, "lu": claim["lu"]})
+        return True
+
+    def _undo(self, w: Write) -> None:
+        """Put back the version ``w`` replaced, if ``w`` is still the current one."""
+        current = self.cols.current[w.type]
+        now = current.find_one({"_id": w.id}, {"v": 1})
+        if now is not None and now["v"] > w.version:
+            log.error("cannot restore %s/%s: changed again since", w.type, w.id)
+            return
+        self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"})
+        if now is None or now["v"] != w.version:
+            return  # the write never reached the current document
+        if w.expected is None:
+            current.delete_one({"_id": w.id, "v": w.version})
+            return
+        previous = self.cols.history[w.type].find_one({"_id": f"{w.id}/{w.expected}"})
+        if previous is None:
+            log.error("cannot restore %s/%s: version %s missing", w.type, w.id, w.expected)
+            return
+        result = current.replace_one(
+            {"_id": w.id, "v": w.version}, self.rebuild(w.type, previous)
+        )
+        if result.matched_count == 0:
+            log.error("cannot restore %s/%s: changed again since", w.type, w.id)
+
+    # -- several writes --------------------------------------------------------------
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        if not writes:
+            return
+        if len(writes) == 1:
+            self._apply(writes[0])
+        elif self.use_transactions:
+            with self.client.start_session() as session:
+                session.with_transaction(lambda s: [self._apply(w, s) for w in writes])
+        else:
+            self._commit_compensating(writes)
+
+    def _commit_compensating(self, writes: Sequence[Write]) -> None:
+        journal_id = uuid.uuid4().hex
+        self.cols.journal.insert_one(
+            {
+                "_id": journal_id,
+                "state": "pending",
+                "started": datetime.now(UTC),
+                "writes": [
+                    {"type": w.type, "id": w.id, "expected": w.expected, "version": w.version}
+                    for w in writes
+                ],
+            }
+        )
+        applied: list[Write] = []
+        try:
+            self._insert_new(writes, applied)
+            for w in writes:
+                if w.expected is not None:
+                    self._apply(w)
+                    applied.append(w)
+        except BaseException:
+            for w in reversed(applied):
+                self._undo(w)
+            self.cols.journal.delete_one({"_id": journal_id})
+            raise
+        self.cols.journal.delete_one({"_id": journal_id})
+
+    def _insert_new(self, writes: Sequence[Write], applied: list[Write]) -> None:
+        """Creates in bulk, one round trip per collection: imports are mostly creates."""
+        by_type: dict[str, list[Write]] = {}
+        for w in writes:
+            if w.expected is None:
+                by_type.setdefault(w.type, []).append(w)
+        for rtype, group in by_type.items():
+            try:
+                self.cols.current[rtype].insert_many([current_document(w) for w in group])
+            except BulkWriteError as exc:
+                done = exc.details.get("nInserted", 0)
+                applied.extend(group[:done])
+                raise VersionConflict(group[done]) from exc
+            applied.extend(group)
+            self.cols.history[rtype].bulk_write(
+                [ReplaceOne({"_id": f"{w.id}/{w.version}"}, history_document(w), upsert=True)
+                 for w in group]
+            )
+
+    def recover(self, older_than: timedelta = timedelta(minutes=2)) -> int:
+        """Roll back transactions left pending by a process that died mid-way."""
+        cutoff = datetime.now(UTC) - older_than
+        count = 0
+        for entry in self.cols.journal.find({"state": "pending", "started": {"$lt": cutoff}}):
+            for raw in reversed(entry["writes"]):
+                if raw["type"] not in self.cols.current:
+                    continue
+                w = Write(
+                    raw["type"], raw["id"], raw["version"], raw["expected"],
+                    datetime.now(UTC), None, "",
+                )
+                self._undo(w)
+            self.cols.journal.delete_one({"_id": entry["_id"]})
+            count += 1
+        return count

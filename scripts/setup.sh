@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Prepares a checkout for development, tests and CI: the Python virtualenv with the
+# package and its test extras, and the pinned FerretDB binary that serves as the
+# embedded MongoDB wire-protocol database. Safe to run again: each step is skipped
+# when what it produces is already there and current.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# --- Python -------------------------------------------------------------------
+VENV="$ROOT/.venv"
+STAMP="$VENV/.fhirserver-install-stamp"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    PY=""
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            PY="$candidate"
+            break
+        fi
+    done
+    [[ -n "$PY" ]] || die "Python 3.11 or newer is needed (tried python3.11, python3)"
+    say "creating virtualenv .venv with $(command -v "$PY") ($("$PY" --version 2>&1))"
+    "$PY" -m venv "$VENV" || die "could not create .venv"
+    rm -f "$STAMP"
+fi
+
+WANT_STAMP="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
+    say "Python dependencies are current (pyproject.toml unchanged)"
+else
+    say "installing fhirserver and its test dependencies into .venv"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]' \
+        || die "pip install -e '.[test]' failed"
+    printf '%s\n' "$WANT_STAMP" > "$STAMP"
+fi
+
+# --- FerretDB -----------------------------------------------------------------
+# The version comes from scripts/ferretdb/go.mod, so that file and its go.sum are
+# the single place where the pin lives.
+MODDIR="$ROOT/scripts/ferretdb"
+BIN="$ROOT/.tools/bin/ferretdb"
+FERRETDB_VERSION="$(awk '$1 == "require" && $2 == "github.com/FerretDB/FerretDB" { print $3 }' "$MODDIR/go.mod")"
+[[ -n "$FERRETDB_VERSION" ]] || die "no FerretDB version found in scripts/ferretdb/go.mod"
+
+installed_version() {
+    [[ -x "$BIN" ]] || return 0
+    "$BIN" --version 2>/dev/null | awk '$1 == "version:" { print $2 }' || true
+}
+
+if [[ "$(installed_version)" == "$FERRETDB_VERSION" ]]; then
+    say "FerretDB $FERRETDB_VERSION is installed at .tools/bin/ferretdb"
+else
+    command -v go >/dev/null 2>&1 || die "the Go toolchain is needed to build FerretDB (go not found on PATH)"
+    say "building FerretDB $FERRETDB_VERSION into .tools/bin/ferretdb with $(go version) (takes a few minutes on a cold cache)"
+    # FerretDB's cmd/ferretdb reads its version from build/version/version.txt, a
+    # file its release process generates and the published module lacks; a binary
+    # built straight from the module cache panics on start. So the build runs from
+    # a vendored copy of the pinned modules (checked against go.sum) with that file
+    # written in.
+    WORK="$(mktemp -d)"
+    trap 'rm -rf "$WORK"' EXIT
+    cp "$MODDIR/go.mod" "$MODDIR/go.sum" "$MODDIR/tools.go" "$WORK/"
+    export GOWORK=off GOFLAGS=-buildvcs=false
+    (cd "$WORK" && go mod vendor) || die "downloading FerretDB's modules failed"
+    VERSION_DIR="$WORK/vendor/github.com/FerretDB/FerretDB/build/version"
+    [[ -d "$VERSION_DIR" ]] || die "vendored FerretDB has no build/version directory"
+    printf '%s\n' "$FERRETDB_VERSION" > "$VERSION_DIR/version.txt"
+    mkdir -p "$ROOT/.tools/bin"
+    (cd "$WORK" && GOBIN="$ROOT/.tools/bin" GOFLAGS="-buildvcs=false -mod=vendor" \
+        go install github.com/FerretDB/FerretDB/cmd/ferretdb) || die "building FerretDB failed"
+    rm -rf "$WORK"
+    trap - EXIT
+    GOT="$(installed_version)"
+    [[ "$GOT" == "$FERRETDB_VERSION" ]] \
+        || die "built .tools/bin/ferretdb reports version '${GOT:-none}', expected $FERRETDB_VERSION"
+    say "FerretDB $FERRETDB_VERSION installed at .tools/bin/ferretdb"
+fi
+
+say "setup complete"

@@ -1,0 +1,182 @@
+"""batch and transaction Bundles (FHIR R4 http.html#transaction, bundle.html)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from tests.factories import observation, patient
+
+SYS = "http://example.org/mrn"
+
+
+def tx(*entries: dict, kind: str = "transaction") -> dict:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def post(resource: dict, full_url: str | None = None, **request: str) -> dict:
+    entry: dict = {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"], **request}}
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def total(fhir, rtype: str) -> int:
+    return fhir.get(f"{rtype}?_summary=count").get_json()["total"]
+
+
+def test_transaction_resolves_urn_uuid_references_http_transaction(fhir):
+    p = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"
+    o = "urn:uuid:88f151c0-a954-468a-88da-3a0c4f3de8b1"
+    report = {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "panel"},
+              "subject": {"reference": p}, "result": [{"reference": o}]}
+    r = fhir.post("", tx(post(report), post(observation(None, subject={"reference": p}), o),
+                     post(patient(), p)))
+    assert r.status_code == 200, r.get_json()
+    out = r.get_json()
+    assert out["type"] == "transaction-response"
+    statuses = [e["response"]["status"] for e in out["entry"]]
+    assert statuses == ["201 Created"] * 3
+    locations = [e["response"]["location"] for e in out["entry"]]
+    assert locations[0].startswith("DiagnosticReport/") and locations[2].startswith("Patient/")
+    assert all(e["response"]["etag"] == 'W/"1"' for e in out["entry"])
+    pid = locations[2].split("/")[1]
+    oid = locations[1].split("/")[1]
+    dr = fhir.get("/".join(locations[0].split("/")[:2])).get_json()
+    assert dr["subject"]["reference"] == f"Patient/{pid}"
+    assert dr["result"][0]["reference"] == f"Observation/{oid}"
+
+
+def test_transaction_failure_leaves_nothing_written_http_transaction(fhir):
+    """All or nothing, on a database without multi-document transactions too."""
+    existing = fhir.create(patient(family="Before"))
+    before = {"Patient": total(fhir, "Patient"), "Observation": total(fhir, "Observation")}
+    bad = tx(
+        post(patient(family="New")),
+        {"resource": {**existing, "name": [{"family": "Changed"}]},
+         "request": {"method": "PUT", "url": f"Patient/{existing['id']}"}},
+        post(observation(None)),
+        post(observation("does-not-exist")),
+    )
+    r = fhir.post("", bad)
+    assert r.status_code == 422
+    issue = r.get_json()["issue"][0]
+    assert issue["expression"][0].startswith("Bundle.entry[3]")
+    assert total(fhir, "Patient") == before["Patient"]
+    assert total(fhir, "Observation") == before["Observation"]
+    assert fhir.get(f"Patient/{existing['id']}").get_json()["name"][0]["family"] == "Before"
+    assert len(fhir.get(f"Patient/{existing['id']}/_history").get_json()["entry"]) == 1
+
+
+def test_transaction_failing_at_write_time_rolls_back_http_transaction(fhir):
+    """A version conflict found only while writing undoes the writes already made."""
+    a = fhir.create(patient(family="A"))
+    b = fhir.create(patient(family="B"))
+    bundle = tx(
+        {"resource": {**a, "name": [{"family": "A2"}]}, "request": {"method": "PUT", "url": f"Patient/{a['id']}"}},
+        {"resource": {**b, "name": [{"family": "B2"}]},
+         "request": {"method": "PUT", "url": f"Patient/{b['id']}", "ifMatch": 'W/"7"'}},
+        post(patient(family="C")),
+    )
+    r = fhir.post("", bundle)
+    assert r.status_code == 412
+    assert fhir.get(f"Patient/{a['id']}").get_json()["name"][0]["family"] == "A"
+    assert total(fhir, "Patient") == 2
+
+
+def test_transaction_processing_order_delete_post_put_get_http_transaction(fhir):
+    doomed = fhir.create(patient(family="Doomed"))
+    r = fhir.post("", tx(
+        {"request": {"method": "GET", "url": "Patient?family=Doomed"}},
+        {"resource": patient(id="kept", family="Kept"), "request": {"method": "PUT", "url": "Patient/kept"}},
+        post(patient(family="Posted")),
+        {"request": {"method": "DELETE", "url": f"Patient/{doomed['id']}"}},
+    ))
+    assert r.status_code == 200, r.get_json()
+    entries = r.get_json()["entry"]
+    assert entries[0]["resource"]["type"] == "searchset"
+    assert entries[0]["resource"].get("total", 0) == 0  # GET ran after the DELETE
+    assert entries[1]["response"]["status"] == "201 Created"
+    assert entries[3]["response"]["status"] == "200 OK"
+
+
+def test_transaction_conditional_create_and_update_http_transaction(fhir):
+    existing = fhir.create(patient(identifier=[{"system": SYS, "value": "m1"}]))
+    p = "urn:uuid:0c3d2f6e-2d0e-4a57-9f0e-1a3f3c1d2e4f"
+    r = fhir.post("", tx(
+        post(patient(identifier=[{"system": SYS, "value": "m1"}]), p, ifNoneExist=f"identifier={SYS}|m1"),
+        post(observation(None, subject={"reference": p})),
+        {"resource": patient(identifier=[{"system": SYS, "value": "m2"}], gender="other"),
+         "request": {"method": "PUT", "url": f"Patient?identifier={SYS}|m2"}},
+    ))
+    assert r.status_code == 200, r.get_json()
+    entries = r.get_json()["entry"]
+    assert entries[0]["response"]["status"] == "200 OK"
+    assert entries[0]["response"]["location"].startswith(f"Patient/{existing['id']}/")
+    obs_id = entries[1]["response"]["location"].split("/")[1]
+    assert fhir.get(f"Observation/{obs_id}").get_json()["subject"]["reference"] == f"Patient/{existing['id']}"
+    assert entries[2]["response"]["status"] == "201 Created"
+    assert total(fhir, "Patient") == 2
+
+
+def test_transaction_conditional_reference_http_transaction(fhir):
+    pid = fhir.create(patient(identifier=[{"system": SYS, "value": "cr"}]))["id"]
+    r = fhir.post("", tx(post(observation(None, subject={"reference": f"Patient?identifier={SYS}|cr"}))))
+    assert r.status_code == 200, r.get_json()
+    oid = r.get_json()["entry"][0]["response"]["location"].split("/")[1]
+    assert fhir.get(f"Observation/{oid}").get_json()["subject"]["reference"] == f"Patient/{pid}"
+
+
+def test_transaction_patch_entry_as_binary_http_patch(fhir):
+    rid = fhir.create(patient())["id"]
+    ops = [{"op": "add", "path": "/active", "value": True}]
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+              "data": base64.b64encode(json.dumps(ops).encode()).decode()}
+    r = fhir.post("", tx({"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{rid}"}}))
+    assert r.status_code == 200, r.get_json()
+    assert fhir.get(f"Patient/{rid}").get_json()["active"] is True
+
+
+def test_transaction_duplicate_full_url_is_400(fhir):
+    p = "urn:uuid:11111111-2222-3333-4444-555555555555"
+    r = fhir.post("", tx(post(patient(), p), post(patient(), p)))
+    assert r.status_code == 400
+    assert total(fhir, "Patient") == 0
+
+
+def test_transaction_dangling_urn_uuid_is_400(fhir):
+    r = fhir.post("", tx(post(observation(None, subject={"reference": "urn:uuid:0000-nope"}))))
+    assert r.status_code == 400
+    assert total(fhir, "Observation") == 0
+
+
+def test_batch_entries_succeed_or_fail_independently_http_batch(fhir):
+    r = fhir.post("", tx(
+        post(patient(family="Good")),
+        post(observation("missing")),
+        {"request": {"method": "GET", "url": "Patient/nope"}},
+        post({"resourceType": "Patient", "gender": "sometimes"}),
+        kind="batch",
+    ))
+    assert r.status_code == 200
+    out = r.get_json()
+    assert out["type"] == "batch-response"
+    statuses = [e["response"]["status"] for e in out["entry"]]
+    assert statuses[0] == "201 Created"
+    assert statuses[1].startswith("422") and statuses[2].startswith("404")
+    assert statuses[3].startswith("4")
+    assert out["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert total(fhir, "Patient") == 1
+
+
+def test_bundle_limits_and_types(fhir, app):
+    limit = app.extensions["fhirserver"].settings.max_bundle_entries
+    r = fhir.post("", tx(*[post(patient()) for _ in range(limit + 1)]))
+    assert r.status_code == 413
+    assert str(limit) in r.get_json()["issue"][0]["diagnostics"]
+    assert total(fhir, "Patient") == 0
+    assert fhir.post("", {"resourceType": "Bundle", "type": "collection"}).status_code == 400
+    assert fhir.post("", patient()).status_code == 400
+    bad = fhir.post("", tx({"request": {"method": "FETCH", "url": "Patient"}}))
+    assert bad.status_code == 400
+    assert bad.get_json()["issue"][0]["expression"][0].startswith("Bundle.entry[0]")

@@ -1,0 +1,185 @@
+"""read, vread, create, update, delete and versioning (FHIR R4 http.html)."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime, parsedate_to_datetime
+from datetime import timedelta
+
+from tests.factories import observation, patient
+
+BASE = "http://fhir.test/fhir"
+
+
+def test_create_assigns_id_and_version_1_with_location_http_create(fhir):
+    """http.html#create: server-assigned id, body id ignored, Location with _history."""
+    r = fhir.post("Patient", patient(id="client-chosen"))
+    assert r.status_code == 201
+    body = r.get_json()
+    assert body["id"] != "client-chosen"
+    assert body["meta"]["versionId"] == "1"
+    assert body["meta"]["lastUpdated"].endswith("Z")
+    assert r.headers["Location"] == f"{BASE}/Patient/{body['id']}/_history/1"
+    assert r.headers["ETag"] == 'W/"1"'
+    assert parsedate_to_datetime(r.headers["Last-Modified"])
+    assert r.headers["Content-Type"].startswith("application/fhir+json")
+
+
+def test_read_returns_stored_json_http_read(fhir):
+    created = fhir.create(patient(gender="female", birthDate="1974-12-25"))
+    r = fhir.get(f"Patient/{created['id']}")
+    assert r.status_code == 200
+    assert r.get_json() == created
+    assert r.headers["ETag"] == 'W/"1"'
+
+
+def test_read_unknown_is_404_operation_outcome_http_read(fhir):
+    r = fhir.get("Patient/does-not-exist")
+    assert r.status_code == 404
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+    assert r.get_json()["issue"][0]["code"] == "not-found"
+
+
+def test_update_increments_version_and_vread_keeps_old_http_update_vread(fhir):
+    created = fhir.create(patient(family="Old"))
+    rid = created["id"]
+    changed = {**created, "name": [{"family": "New"}]}
+    r = fhir.put(f"Patient/{rid}", changed)
+    assert r.status_code == 200
+    assert r.get_json()["meta"]["versionId"] == "2"
+    assert r.headers["ETag"] == 'W/"2"'
+    assert r.headers["Location"] == f"{BASE}/Patient/{rid}/_history/2"
+    old = fhir.get(f"Patient/{rid}/_history/1")
+    assert old.status_code == 200 and old.get_json()["name"][0]["family"] == "Old"
+    assert fhir.get(f"Patient/{rid}/_history/2").get_json()["name"][0]["family"] == "New"
+    assert fhir.get(f"Patient/{rid}/_history/3").status_code == 404
+
+
+def test_update_as_create_with_client_id_http_update(fhir):
+    r = fhir.put("Patient/chosen-1", patient(id="chosen-1"))
+    assert r.status_code == 201
+    assert r.get_json()["meta"]["versionId"] == "1"
+    assert fhir.get("Patient/chosen-1").status_code == 200
+
+
+def test_update_id_must_match_url_http_update(fhir):
+    r = fhir.put("Patient/a", patient(id="b"))
+    assert r.status_code == 400
+    assert r.get_json()["issue"][0]["expression"] == ["Patient.id"]
+    r = fhir.put("Patient/a", patient())
+    assert r.status_code == 400
+    assert fhir.get("Patient/a").status_code == 404
+
+
+def test_update_with_same_content_makes_no_new_version(fhir):
+    """As HAPI: an update that changes nothing keeps the version (no-op detection)."""
+    created = fhir.create(patient())
+    r = fhir.put(f"Patient/{created['id']}", created)
+    assert r.status_code == 200
+    assert r.get_json()["meta"]["versionId"] == "1"
+
+
+def test_delete_then_read_is_410_and_history_keeps_it_http_delete(fhir):
+    rid = fhir.create(patient())["id"]
+    r = fhir.delete(f"Patient/{rid}")
+    assert r.status_code == 200
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+    assert r.headers["ETag"] == 'W/"2"'
+    gone = fhir.get(f"Patient/{rid}")
+    assert gone.status_code == 410
+    assert gone.get_json()["issue"][0]["code"] == "deleted"
+    assert fhir.get(f"Patient/{rid}/_history/1").status_code == 200
+    assert fhir.get(f"Patient/{rid}/_history/2").status_code == 410
+
+
+def test_delete_missing_or_deleted_is_not_an_error_http_delete(fhir):
+    assert fhir.delete("Patient/never-existed").status_code == 200
+    rid = fhir.create(patient())["id"]
+    assert fhir.delete(f"Patient/{rid}").status_code == 200
+    again = fhir.delete(f"Patient/{rid}")
+    assert again.status_code == 200
+    history = fhir.get(f"Patient/{rid}/_history").get_json()
+    assert len(history["entry"]) == 2  # the second delete made no version
+
+
+def test_update_after_delete_resurrects_with_next_version(fhir):
+    created = fhir.create(patient())
+    rid = created["id"]
+    fhir.delete(f"Patient/{rid}")
+    r = fhir.put(f"Patient/{rid}", created)
+    assert r.status_code == 201
+    assert r.get_json()["meta"]["versionId"] == "3"
+
+
+def test_delete_refused_while_referenced(fhir):
+    """Like HAPI's referential integrity: no stored reference may dangle (409)."""
+    pid = fhir.create(patient())["id"]
+    oid = fhir.create(observation(pid))["id"]
+    r = fhir.delete(f"Patient/{pid}")
+    assert r.status_code == 409
+    assert f"Observation/{oid}" in r.get_json()["issue"][0]["diagnostics"]
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert fhir.delete(f"Observation/{oid}").status_code == 200
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+
+
+def test_if_match_stale_is_412_current_succeeds_http_concurrency(fhir):
+    created = fhir.create(patient())
+    rid = created["id"]
+    ok = fhir.put(f"Patient/{rid}", {**created, "active": True}, headers={"If-Match": 'W/"1"'})
+    assert ok.status_code == 200
+    stale = fhir.put(f"Patient/{rid}", {**created, "active": False}, headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    assert stale.get_json()["resourceType"] == "OperationOutcome"
+    assert fhir.get(f"Patient/{rid}").get_json()["active"] is True
+    assert fhir.delete(f"Patient/{rid}", headers={"If-Match": 'W/"1"'}).status_code == 412
+    assert fhir.delete(f"Patient/{rid}", headers={"If-Match": 'W/"2"'}).status_code == 200
+
+
+def test_if_none_match_and_if_modified_since_give_304_http_cread(fhir):
+    created = fhir.create(patient())
+    rid = created["id"]
+    assert fhir.get(f"Patient/{rid}", headers={"If-None-Match": 'W/"1"'}).status_code == 304
+    assert fhir.get(f"Patient/{rid}", headers={"If-None-Match": 'W/"0"'}).status_code == 200
+    r = fhir.get(f"Patient/{rid}")
+    last = parsedate_to_datetime(r.headers["Last-Modified"])
+    later = format_datetime(last + timedelta(seconds=5), usegmt=True)
+    earlier = format_datetime(last - timedelta(seconds=5), usegmt=True)
+    assert fhir.get(f"Patient/{rid}", headers={"If-Modified-Since": later}).status_code == 304
+    assert fhir.get(f"Patient/{rid}", headers={"If-Modified-Since": earlier}).status_code == 200
+
+
+def test_prefer_return_minimal_representation_outcome_http_ops(fhir):
+    r = fhir.post("Patient", patient(), headers={"Prefer": "return=minimal"})
+    assert r.status_code == 201 and r.data == b"" and r.headers["Location"]
+    r = fhir.post("Patient", patient(), headers={"Prefer": "return=OperationOutcome"})
+    assert r.status_code == 201 and r.get_json()["resourceType"] == "OperationOutcome"
+    r = fhir.post("Patient", patient(), headers={"Prefer": "return=representation"})
+    assert r.status_code == 201 and r.get_json()["resourceType"] == "Patient"
+
+
+def test_meta_tags_from_client_are_kept_server_meta_replaced(fhir):
+    tag = {"system": "http://example.org/tags", "code": "t1"}
+    r = fhir.post("Patient", patient(meta={"versionId": "99", "lastUpdated": "2001-01-01T00:00:00Z",
+                                          "tag": [tag]}))
+    meta = r.get_json()["meta"]
+    assert meta["versionId"] == "1" and meta["tag"] == [tag]
+    assert not meta["lastUpdated"].startswith("2001")
+
+
+def test_local_reference_must_resolve_422_other_types_kept(fhir):
+    r = fhir.post("Observation", observation("missing-patient"))
+    assert r.status_code == 422
+    issue = r.get_json()["issue"][0]
+    assert issue["expression"] == ["Observation.subject.reference"]
+    ok = fhir.post("Observation", observation(None, subject={"reference": "Group/g1"},
+                                             performer=[{"reference": "Practitioner/p1"}]))
+    assert ok.status_code == 201
+    assert ok.get_json()["performer"] == [{"reference": "Practitioner/p1"}]
+
+
+def test_absolute_reference_to_this_server_must_resolve(fhir):
+    r = fhir.post("Observation", observation(None, subject={"reference": f"{BASE}/Patient/nope"}))
+    assert r.status_code == 422
+    pid = fhir.create(patient())["id"]
+    r = fhir.post("Observation", observation(None, subject={"reference": f"{BASE}/Patient/{pid}"}))
+    assert r.status_code == 201

@@ -1,0 +1,90 @@
+"""`fhirserver serve --demo` end to end: the README's first command, as a process.
+
+Runs the real command (gunicorn, embedded FerretDB in a fresh data directory), waits
+for /metadata, reads the demo patients over HTTP, stops the server with SIGTERM and
+checks that FerretDB went with it and the data survives a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from fhirserver.storage.ferretdb import free_port
+
+DEMO_PATIENTS = 3
+
+
+def start(data_dir: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port), "FHIR_WORKERS": "1"})
+    exe = Path(sys.executable).parent / "fhirserver"
+    return subprocess.Popen([str(exe), "serve", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"fhirserver serve exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/metadata", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    pytest.fail("fhirserver serve did not answer in time")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def ferretdb_running(data_dir: Path) -> bool:
+    out = subprocess.run(["pgrep", "-f", f"file:{data_dir}"], capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+@pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="tests the embedded database")
+def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(tmp_path, port, "--demo")
+    try:
+        wait_up(url, proc)
+        bundle = requests.get(f"{url}/Patient?_summary=count", timeout=10).json()
+        assert bundle["total"] == DEMO_PATIENTS
+        obs = requests.get(f"{url}/Observation?_count=1", timeout=10)
+        assert obs.status_code == 200 and obs.json()["total"] > 0
+        created = requests.post(
+            f"{url}/Patient", json={"resourceType": "Patient", "gender": "other"},
+            headers={"Content-Type": "application/fhir+json"}, timeout=10,
+        )
+        assert created.status_code == 201
+        new_id = created.json()["id"]
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    time.sleep(0.5)
+    assert not ferretdb_running(tmp_path)
+
+    proc = start(tmp_path, port)
+    try:
+        wait_up(url, proc)
+        assert requests.get(f"{url}/Patient/{new_id}", timeout=10).status_code == 200
+        assert requests.get(f"{url}/Patient?_summary=count", timeout=10).json()["total"] == DEMO_PATIENTS + 1
+    finally:
+        stop(proc)

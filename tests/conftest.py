@@ -1,0 +1,128 @@
+"""Shared fixtures.
+
+Database: tests run against a real MongoDB wire-protocol server. ``MONGODB_URI``
+points them at an existing MongoDB; otherwise one embedded FerretDB, with its files
+in a temporary directory, serves the whole session. Each test gets a database of
+its own, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from fhirserver.storage.ferretdb import EmbeddedFerretDB
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+    from werkzeug.test import TestResponse
+
+    from fhirserver.config import Settings
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of the MongoDB-compatible server the tests use."""
+    external = os.environ.get("MONGODB_URI")
+    if external:
+        yield external
+        return
+    data_dir: Path = tmp_path_factory.mktemp("ferretdb")
+    with EmbeddedFerretDB(data_dir) as server:
+        yield server.uri
+
+
+@pytest.fixture
+def db_name(mongo_uri: str) -> Iterator[str]:
+    """A database name no other test uses; the database is dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield name
+    # Cleanup must not hide the test's own result.
+    with contextlib.suppress(Exception):
+        client: MongoClient[dict[str, object]]
+        with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(name)
+
+
+# -- the application -----------------------------------------------------------------
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED.exists():  # a checkout laid out elsewhere: SHARED_DATA points at shared/data
+    SHARED = Path(os.environ.get("SHARED_DATA", "../shared/data")).resolve()
+
+
+@pytest.fixture
+def settings(mongo_uri: str, db_name: str, tmp_path: Path) -> "Settings":
+    from fhirserver.config import Settings
+
+    return Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, data_dir=tmp_path,
+                    base_url="http://fhir.test/fhir")
+
+
+@pytest.fixture
+def app(settings: "Settings") -> Iterator["Flask"]:
+    from fhirserver import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["fhirserver"].repo.close()
+
+
+@pytest.fixture
+def client(app: "Flask") -> "FlaskClient":
+    return app.test_client()
+
+
+@pytest.fixture
+def fhir(client: "FlaskClient") -> "FhirClient":
+    return FhirClient(client)
+
+
+class FhirClient:
+    """A thin helper over the Flask test client that speaks FHIR JSON."""
+
+    def __init__(self, client: "FlaskClient") -> None:
+        self.client = client
+
+    def _call(self, method: str, url: str, body: object = None, headers: dict[str, str] | None = None,
+              content_type: str = "application/fhir+json") -> "TestResponse":
+        url = "/" + url.lstrip("/")
+        h = dict(headers or {})
+        kwargs: dict[str, object] = {"headers": h}
+        if body is not None:
+            kwargs["data"] = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            kwargs["content_type"] = content_type
+        return self.client.open(url, method=method, **kwargs)
+
+    def get(self, url: str, **kw: object) -> "TestResponse":
+        return self._call("GET", url, **kw)  # type: ignore[arg-type]
+
+    def post(self, url: str, body: object, **kw: object) -> "TestResponse":
+        return self._call("POST", url, body, **kw)  # type: ignore[arg-type]
+
+    def put(self, url: str, body: object, **kw: object) -> "TestResponse":
+        return self._call("PUT", url, body, **kw)  # type: ignore[arg-type]
+
+    def patch(self, url: str, body: object, **kw: object) -> "TestResponse":
+        kw.setdefault("content_type", "application/json-patch+json")
+        return self._call("PATCH", url, body, **kw)  # type: ignore[arg-type]
+
+    def delete(self, url: str, **kw: object) -> "TestResponse":
+        return self._call("DELETE", url, **kw)  # type: ignore[arg-type]
+
+    def create(self, resource: dict) -> dict:
+        r = self.post(resource["resourceType"], resource)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()
+

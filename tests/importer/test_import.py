@@ -1,0 +1,90 @@
+"""`fhirserver import`: Synthea bundles, NDJSON, idempotency, reference rewriting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fhirserver.cli import main, run_import
+from tests.conftest import SHARED
+
+SYNTHEA = sorted((SHARED / "synthea").glob("*.json.gz"))
+KEPT = ("Patient", "Observation", "DiagnosticReport")
+
+
+def counts_from_files(files: list[Path]) -> Counter[str]:
+    """Resource counts read straight from the files, independently of the importer."""
+    counts: Counter[str] = Counter()
+    for f in files:
+        with gzip.open(f) as fh:
+            bundle = json.load(fh)
+        counts.update(e["resource"]["resourceType"] for e in bundle["entry"])
+    return counts
+
+
+def total(fhir, rtype: str) -> int:
+    return fhir.get(f"{rtype}?_summary=count").get_json()["total"]
+
+
+def test_import_all_synthea_bundles_counts_and_idempotency(settings, fhir):
+    assert len(SYNTHEA) == 40
+    expected = counts_from_files(SYNTHEA)
+    stats = run_import(settings, SYNTHEA)
+    assert not stats.problems
+    for rtype in KEPT:
+        assert stats.created[rtype] == expected[rtype]
+        assert total(fhir, rtype) == expected[rtype]
+    assert stats.dropped == Counter({k: v for k, v in expected.items() if k not in KEPT})
+
+    again = run_import(settings, SYNTHEA)
+    assert sum(again.created.values()) == 0 and sum(again.updated.values()) == 0
+    assert sum(again.unchanged.values()) == sum(expected[t] for t in KEPT)
+    for rtype in KEPT:
+        assert total(fhir, rtype) == expected[rtype]
+
+
+def test_import_rewrites_urn_uuid_references(settings, fhir):
+    path = SYNTHEA[0]
+    with gzip.open(path) as fh:
+        bundle = json.load(fh)
+    by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+    report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    run_import(settings, [path])
+    stored = fhir.get(f"DiagnosticReport/{report['id']}").get_json()
+    subject = by_url[report["subject"]["reference"]]
+    assert stored["subject"]["reference"] == f"Patient/{subject['id']}"
+    encounter = by_url[report["encounter"]["reference"]]
+    assert stored["encounter"]["reference"] == f"Encounter/{encounter['id']}"  # dropped type: kept
+    for ref, result in zip(report["result"], stored["result"]):
+        assert result["reference"] == f"Observation/{by_url[ref['reference']]['id']}"
+        assert fhir.get(result["reference"]).status_code == 200
+
+
+def test_import_ndjson_and_bad_lines(settings, fhir, tmp_path):
+    good = tmp_path / "patients.ndjson"
+    lines = [json.dumps({"resourceType": "Patient", "id": f"nd{i}", "gender": "female"}) for i in range(3)]
+    lines.append(json.dumps({"resourceType": "Encounter", "id": "e1", "status": "finished"}))
+    lines.append(json.dumps({"resourceType": "Patient", "id": "bad", "gender": 12}))
+    good.write_text("\n".join(lines) + "\n")
+    stats = run_import(settings, [good])
+    assert stats.created["Patient"] == 3
+    assert stats.rejected["Patient"] == 1
+    assert stats.dropped["Encounter"] == 1
+    assert total(fhir, "Patient") == 3
+    broken = tmp_path / "broken.ndjson"
+    broken.write_text('{"resourceType": "Patient"\n')
+    assert run_import(settings, [broken]).problems
+
+
+def test_import_command_line(settings, tmp_path):
+    runner = CliRunner()
+    env = {"MONGODB_URI": settings.mongodb_uri, "MONGODB_DB": settings.mongodb_db}
+    result = runner.invoke(main, ["import", str(SYNTHEA[1])], env=env)
+    assert result.exit_code == 0, result.output
+    assert "resources/s" in result.output
+    assert "dropped" in result.output

@@ -1,0 +1,81 @@
+"""The parameter tables (patient.html#search, observation.html#search,
+diagnosticreport.html#search, search.html#all) and their indexes."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhirserver.search.compile import index_keys
+from fhirserver.search.definitions import TABLES
+from fhirserver.search.parameters import TYPES, parameters_for
+from fhirserver.search.types import HANDLERS
+
+R4_NAMES = {
+    "Patient": {
+        "active", "address", "address-city", "address-country", "address-postalcode",
+        "address-state", "address-use", "birthdate", "death-date", "deceased", "email",
+        "family", "gender", "general-practitioner", "given", "identifier", "language", "link",
+        "name", "organization", "phone", "phonetic", "telecom",
+    },
+    "Observation": {
+        "based-on", "category", "code", "code-value-concept", "code-value-date",
+        "code-value-quantity", "code-value-string", "combo-code", "combo-code-value-concept",
+        "combo-code-value-quantity", "combo-data-absent-reason", "combo-value-concept",
+        "combo-value-quantity", "component-code", "component-code-value-concept",
+        "component-code-value-quantity", "component-data-absent-reason",
+        "component-value-concept", "component-value-quantity", "data-absent-reason", "date",
+        "derived-from", "device", "encounter", "focus", "has-member", "identifier", "method",
+        "part-of", "patient", "performer", "specimen", "status", "subject", "value-concept",
+        "value-date", "value-quantity", "value-string",
+    },
+    "DiagnosticReport": {
+        "based-on", "category", "code", "conclusion", "date", "encounter", "identifier",
+        "issued", "media", "patient", "performer", "result", "results-interpreter",
+        "specimen", "status", "subject",
+    },
+}
+COMMON = {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"}
+
+
+@pytest.mark.parametrize("rtype", sorted(R4_NAMES))
+def test_table_is_the_r4_table_plus_common_parameters(rtype: str) -> None:
+    assert set(parameters_for(rtype)) == R4_NAMES[rtype] | COMMON
+
+
+@pytest.mark.parametrize("rtype", sorted(TABLES))
+def test_every_parameter_has_a_known_type_and_a_definition(rtype: str) -> None:
+    for p in parameters_for(rtype).values():
+        assert p.type in TYPES and p.type in HANDLERS
+        if p.type == "composite":
+            assert p.bases and len(p.components) == 2
+            assert p.components[0].type == "token"
+        else:
+            assert p.paths and all(":" in path for path in p.paths)
+
+
+@pytest.mark.parametrize("rtype", sorted(TABLES))
+def test_every_parameter_has_an_index_on_its_field(rtype: str) -> None:
+    """Each parameter's conditions test ``sp.<name>`` (or a companion); one index leads
+    with it, so no search needs a collection scan on MongoDB."""
+    leading = {keys[0][0] for keys in index_keys(rtype)}
+    for p in parameters_for(rtype).values():
+        if p.name == "_id":
+            continue
+        field = f"sp.{p.name}:a" if p.type == "composite" else f"sp.{p.name}"
+        assert field in leading, p.name
+
+
+@pytest.mark.parametrize("rtype", sorted(TABLES))
+def test_index_count_fits_mongodb_limit(rtype: str) -> None:
+    """MongoDB allows 64 indexes per collection; storage declares a few of its own."""
+    assert len(index_keys(rtype)) <= 56
+
+
+def test_unknown_type_has_the_common_parameters() -> None:
+    assert set(parameters_for("Encounter")) == COMMON
+
+
+def test_observation_patient_is_subject_restricted_to_patient() -> None:
+    p = parameters_for("Observation")["patient"]
+    assert (p.type, p.paths, p.targets) == ("reference", ("subject[is=Patient]:Reference",),
+                                            ("Patient",))
