@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from flask import Flask
 
 from .config import Settings
@@ -20,20 +18,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     from .api import init_api
     from .api.state import AppState
-    from .errors import ServerError
     from .storage.repository import Repository
 
     settings = settings or Settings.from_env()
-    if not settings.mongodb_uri:
-        raise ServerError("MONGODB_URI is not set; run `fhirserver serve` for the embedded database")
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    repo = Repository(
-        settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
-        settings.mongodb_transactions,
-    )
-    repo.initialise()
+    repo = Repository.from_settings(settings)
     app.extensions["fhirserver"] = AppState(settings, repo)
     init_api(app)
     return app

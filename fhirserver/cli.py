@@ -6,7 +6,6 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
@@ -91,10 +90,7 @@ def run_import(settings: Settings, files: list[Path]) -> Any:
     from .interactions.context import Context
     from .storage.repository import Repository
 
-    assert settings.mongodb_uri
-    repo = Repository(settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
-                      settings.mongodb_transactions)
-    repo.initialise()
+    repo = Repository.from_settings(settings)
     ctx = Context(repo, settings, settings.base_url.rstrip("/") or "")
     stats = ImportStats()
     started = time.perf_counter()

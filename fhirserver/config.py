@@ -34,6 +34,10 @@ class Settings:
     # Embedded database: where FerretDB keeps its SQLite files, and the binary.
     data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".data")  # FHIR_DATA_DIR
     ferretdb_bin: str = ""  # FERRETDB_BIN (default: .tools/bin/ferretdb, then PATH)
+    # A FerretDB on SQLite whose files are in this directory gets the _id lookup
+    # index its query pushdown needs (storage/sqlite_tuning.py); set automatically
+    # for the embedded database.
+    ferretdb_sqlite_dir: str = ""  # FERRETDB_SQLITE_DIR
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -68,6 +72,7 @@ ENV_NAMES: dict[str, str] = {
     "timezone": "FHIR_TIMEZONE",
     "data_dir": "FHIR_DATA_DIR",
     "ferretdb_bin": "FERRETDB_BIN",
+    "ferretdb_sqlite_dir": "FERRETDB_SQLITE_DIR",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

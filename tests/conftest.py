@@ -31,15 +31,20 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URI of the MongoDB-compatible server the tests use."""
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """URI of the MongoDB-compatible server the tests use, and its SQLite directory if embedded."""
     external = os.environ.get("MONGODB_URI")
     if external:
-        yield external
+        yield external, os.environ.get("FERRETDB_SQLITE_DIR", "")
         return
     data_dir: Path = tmp_path_factory.mktemp("ferretdb")
     with EmbeddedFerretDB(data_dir) as server:
-        yield server.uri
+        yield server.uri, str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(database_server: tuple[str, str]) -> str:
+    return database_server[0]
 
 
 @pytest.fixture
@@ -62,11 +67,12 @@ if not SHARED.exists():  # a checkout laid out elsewhere: SHARED_DATA points at 
 
 
 @pytest.fixture
-def settings(mongo_uri: str, db_name: str, tmp_path: Path) -> "Settings":
+def settings(database_server: tuple[str, str], db_name: str, tmp_path: Path) -> "Settings":
     from fhirserver.config import Settings
 
-    return Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, data_dir=tmp_path,
-                    base_url="http://fhir.test/fhir")
+    uri, sqlite_dir = database_server
+    return Settings(mongodb_uri=uri, mongodb_db=db_name, data_dir=tmp_path,
+                    ferretdb_sqlite_dir=sqlite_dir, base_url="http://fhir.test/fhir")
 
 
 @pytest.fixture

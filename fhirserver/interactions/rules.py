@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from .. import errors
-from ..model.references import iter_references, parse_reference
+from ..model.references import iter_references, parse_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..storage.records import Stored
@@ -37,10 +37,30 @@ def check_if_match(if_match: str | None, current: Stored | None, label: str) -> 
         )
 
 
-def validate(body: Any, rtype: str) -> dict[str, Any]:
+def validate(body: Any, rtype: str, base_url: str) -> dict[str, Any]:
+    """The resource to store: valid, with absolute references to this server made relative.
+
+    A reference to ``{base}/Patient/1`` names the same resource as ``Patient/1``
+    (references.html#literal); storing the relative form keeps it resolving when the
+    server's public address changes, and makes it match ``subject=Patient/1``
+    searches and referential-integrity checks (HAPI treats its base as local too).
+    """
     validate_resource(body, expected_type=rtype)
     assert isinstance(body, dict)
-    return body
+    base = base_url.rstrip("/")
+    if not base:
+        return body
+
+    def localise(ref: str) -> str | None:
+        if not ref.startswith(base + "/"):
+            return None
+        local = parse_reference(ref, base)
+        if local is None:
+            return None
+        suffix = f"/_history/{local.version}" if local.version else ""
+        return f"{local.type}/{local.id}{suffix}"
+
+    return rewrite_references(body, localise)
 
 
 def check_references(planner: Planner, resource: dict[str, Any]) -> None:

@@ -105,7 +105,8 @@ def _offset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple
     if not raw.isdigit():
         raise errors.Invalid(f"Invalid '_offset' value '{raw}'", expression="_offset")
     offset = int(raw)
-    rows = ctx.repo.find(rtype, flt, [*sort, ("_id", 1)], limit=count + 1, skip=offset)
+    order = sort if any(key == "_id" for key, _ in sort) else [*sort, ("_id", 1)]
+    rows = ctx.repo.find(rtype, flt, order, limit=count + 1, skip=offset)
     page = rows[:count]
     nxt = ("_offset", str(offset + count)) if len(rows) > count else None
     prev = ("_offset", str(max(0, offset - count))) if offset > 0 else None

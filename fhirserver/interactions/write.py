@@ -43,7 +43,7 @@ def create(
     With If-None-Exist (http.html#ccreate): one match answers 200 with it and
     writes nothing; several are a 412.
     """
-    resource = validate(body, rtype)
+    resource = validate(body, rtype, planner.ctx.base_url)
     if if_none_exist:
         found = single_match(planner.ctx, rtype, if_none_exist, "Conditional create")
         if found is not None:
@@ -79,7 +79,7 @@ def update(
     planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None
 ) -> Result:
     """PUT Type/id (http.html#update); update-as-create for a client-chosen id."""
-    resource = validate(body, rtype)
+    resource = validate(body, rtype, planner.ctx.base_url)
     body_id = resource.get("id")
     if body_id is None:
         raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
@@ -98,7 +98,7 @@ def conditional_update(
     planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None
 ) -> Result:
     """PUT Type?criteria (http.html#cond-update): 0 matches create, 1 updates, many 412."""
-    resource = validate(body, rtype)
+    resource = validate(body, rtype, planner.ctx.base_url)
     found = single_match(planner.ctx, rtype, query, "Conditional update")
     body_id = resource.get("id")
     if found is None:
@@ -138,7 +138,7 @@ def patch(
         raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
     if patched.get("id") != rid:
         raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
-    resource = validate(patched, rtype)
+    resource = validate(patched, rtype, planner.ctx.base_url)
     return _put(planner, rtype, rid, resource, current, method="PATCH")
 
 

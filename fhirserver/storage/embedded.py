@@ -48,16 +48,17 @@ def database(settings: Settings) -> Iterator[Settings]:
         return
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    sqlite_dir = str(data_dir / "ferretdb")
     uri = _running(data_dir)
     if uri:
-        yield settings.with_(mongodb_uri=uri)
+        yield settings.with_(mongodb_uri=uri, ferretdb_sqlite_dir=sqlite_dir)
         return
-    server = EmbeddedFerretDB(data_dir / "ferretdb", binary=settings.ferretdb_bin or None)
+    server = EmbeddedFerretDB(Path(sqlite_dir), binary=settings.ferretdb_bin or None)
     uri = server.start()
     state = data_dir / STATE_FILE
     state.write_text(json.dumps({"pid": os.getpid(), "uri": uri}))
     try:
-        yield settings.with_(mongodb_uri=uri)
+        yield settings.with_(mongodb_uri=uri, ferretdb_sqlite_dir=sqlite_dir)
     finally:
         state.unlink(missing_ok=True)
         server.stop()

@@ -183,3 +183,18 @@ def test_absolute_reference_to_this_server_must_resolve(fhir):
     pid = fhir.create(patient())["id"]
     r = fhir.post("Observation", observation(None, subject={"reference": f"{BASE}/Patient/{pid}"}))
     assert r.status_code == 201
+
+
+def test_absolute_reference_to_this_server_is_stored_relative_references_literal(fhir):
+    """references.html#literal: an absolute URL under the service base names the same
+    resource as the relative form; it is stored relative so searches and
+    referential integrity treat both alike. Other servers' URLs are kept."""
+    pid = fhir.create(patient())["id"]
+    other = "http://elsewhere.example/fhir/Practitioner/9"
+    obs = fhir.create(observation(None, subject={"reference": f"{BASE}/Patient/{pid}"},
+                                  performer=[{"reference": other}]))
+    assert obs["subject"] == {"reference": f"Patient/{pid}"}
+    assert obs["performer"] == [{"reference": other}]
+    found = fhir.get(f"Observation?subject=Patient/{pid}").get_json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [obs["id"]]
+    assert fhir.delete(f"Patient/{pid}").status_code == 409  # still referenced
