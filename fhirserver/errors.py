@@ -99,6 +99,12 @@ class Unprocessable(Invalid):
     code = "processing"
 
 
+class TooCostly(Invalid):
+    """A search the server refuses to run in full (search.html#errors: too-costly)."""
+
+    code = "too-costly"
+
+
 class NotFound(FhirError):
     status = 404
     code = "not-found"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from . import handlers, resources, system
+from . import handlers, operations, resources, system
 from .negotiation import response_mimetype
 
 UNNEGOTIATED = ("/openapi.json", "/docs")
@@ -23,6 +23,7 @@ def init_api(app: Flask) -> Api:
     # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
     api.register_blueprint(system.blp)
     api.register_blueprint(resources.blp)
+    api.register_blueprint(operations.blp)
     handlers.register(app)
 
     @app.before_request

@@ -16,6 +16,7 @@ from ..interactions.context import Context
 from ..model.types import SUPPORTED_TYPES
 from ..search.parameters import parameters_for
 from ..storage.indexing import instant, now
+from .operations import OPERATIONS
 
 # (URL rule, HTTP method) -> FHIR interaction code
 TYPE_INTERACTIONS = {
@@ -28,6 +29,7 @@ TYPE_INTERACTIONS = {
     ("/<rtype>/_history", "GET"): "history-type",
     ("/<rtype>", "POST"): "create",
     ("/<rtype>", "GET"): "search-type",
+    ("/<rtype>/_search", "POST"): "search-type",
 }
 SYSTEM_INTERACTIONS = {
     ("/", "POST"): ("transaction", "batch"),
@@ -56,9 +58,26 @@ def _search_params(rtype: str) -> list[dict[str, Any]]:
     return params
 
 
+def _includes(rtype: str) -> list[str]:
+    """``_include`` values for searches on ``rtype``: its reference parameters."""
+    refs = [n for n, p in sorted(parameters_for(rtype).items()) if p.type == "reference"]
+    return ["*", *(f"{rtype}:{n}" for n in refs)]
+
+
+def _revincludes(rtype: str) -> list[str]:
+    """``_revinclude`` values: reference parameters of held types that can point here."""
+    out = ["*"]
+    for source in SUPPORTED_TYPES:
+        for name, p in sorted(parameters_for(source).items()):
+            if p.type == "reference" and (not p.targets or rtype in p.targets):
+                out.append(f"{source}:{name}")
+    return out
+
+
 def capability_statement(ctx: Context) -> dict[str, Any]:
     routes = _routes()
-    type_interactions = [code for key, code in TYPE_INTERACTIONS.items() if key in routes]
+    type_interactions = list(dict.fromkeys(
+        code for key, code in TYPE_INTERACTIONS.items() if key in routes))
     resources = []
     for rtype in SUPPORTED_TYPES:
         resources.append({
@@ -73,8 +92,14 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
             "conditionalUpdate": ("/<rtype>", "PUT") in routes,
             "conditionalDelete": "single" if ("/<rtype>", "DELETE") in routes else "not-supported",
             "referencePolicy": ["literal", "local", "enforced"],
+            "searchInclude": _includes(rtype),
+            "searchRevInclude": _revincludes(rtype),
             "searchParam": _search_params(rtype),
+            "operation": [{"name": name, "definition": definition}
+                          for name, definition in OPERATIONS.get(rtype, ())],
         })
+        if not resources[-1]["operation"]:
+            del resources[-1]["operation"]
     system = [c for key, codes in SYSTEM_INTERACTIONS.items() if key in routes for c in codes]
     return {
         "resourceType": "CapabilityStatement",

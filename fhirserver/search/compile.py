@@ -9,14 +9,17 @@ equality, ranges, ``$in``/``$nin``, ``$regex``, ``$exists``, ``$or``/``$nor``/``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import Invalid
 from .parameters import parameters_for
-from .query import Clause, Missing, SearchQuery
+from .query import Chain, Clause, Condition, Has, Missing, SearchQuery
 from .types import HANDLERS
 
 Filter = dict[str, Any]
+#: Turns a join (chain or _has) into a condition on this collection: it needs the
+#: database, so the executor supplies it and compilation itself stays pure.
+Resolver = Callable[[Chain | Has], Filter]
 
 
 def _any_of(conds: list[Filter]) -> Filter:
@@ -65,31 +68,30 @@ def compile_clause(clause: Clause) -> Filter:
     return _any_of(conds)
 
 
-def compile_filter(query: SearchQuery) -> Filter:
+def compile_condition(condition: Condition, resolve: Resolver | None = None) -> Filter:
+    if isinstance(condition, Clause):
+        return compile_clause(condition)
+    if resolve is None:
+        raise TypeError("a search with chained or _has parameters needs a resolver")
+    return resolve(condition)
+
+
+def compile_filter(query: SearchQuery, resolve: Resolver | None = None) -> Filter:
     """The MongoDB filter selecting the resources that match every clause of ``query``."""
-    return _all_of([compile_clause(c) for c in query.clauses])
+    return _all_of([compile_condition(c, resolve) for c in query.clauses])
 
 
-def compile_sort(query: SearchQuery) -> list[tuple[str, int]]:
-    """The pymongo sort for ``_sort`` (search.html#sort); empty when none was asked.
+def chain_condition(chain: Chain, targets: dict[str, list[str]]) -> Filter:
+    """A chain as a condition, given the ids that matched its inner condition, by type."""
+    refs = [f"{t}/{i}" for t, ids in targets.items() for i in ids]
+    return {chain.param.field: {"$in": refs}}
 
-    Over a list of values MongoDB sorts ascending by the smallest and descending by
-    the largest, which is what the spec asks of repeating elements. ``_sort=_id``
-    sorts on ``_id`` itself, so a caller adding ``_id`` as tie-breaker must skip it
-    when it is already there.
-    """
-    params = parameters_for(query.resource_type)
-    out: list[tuple[str, int]] = []
-    for name, descending in query.sort:
-        param = params[name]
-        direction = -1 if descending else 1
-        if param.field == "_id":
-            out.append(("_id", direction))
-            continue
-        if param.type == "composite":
-            raise Invalid(f"Cannot sort on composite parameter '{name}'", expression="_sort")
-        out.append((HANDLERS[param.type].sort_field(param.field, descending), direction))
-    return out
+
+def has_condition(has: Has, referenced: list[str]) -> Filter:
+    """A ``_has`` as a condition, given the references its matching sources hold."""
+    prefix = has.target + "/"
+    ids = sorted({r[len(prefix):] for r in referenced if r.startswith(prefix)})
+    return {"_id": {"$in": ids}}
 
 
 def index_keys(resource_type: str) -> list[list[tuple[str, int]]]:

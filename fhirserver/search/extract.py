@@ -9,7 +9,7 @@ own ``_id``.
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
 from . import paths
@@ -22,6 +22,17 @@ def _values(param: SearchParameter, resource: dict[str, Any], tz: tzinfo) -> dic
     if param.type == "composite":
         return handler.extract(param, [(resource, "Resource")], tz)
     return handler.extract(param, paths.values(resource, param.paths), tz)
+
+
+def references(param: SearchParameter, resource: dict[str, Any]) -> list[str]:
+    """The literal references a reference parameter finds in ``resource`` ("Type/id"
+    when relative), read from the resource itself, as ``_include`` needs them."""
+    handler = HANDLERS["reference"]
+    try:
+        found = handler.extract(param, paths.values(resource, param.paths), UTC)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return []
+    return list(found.get("", []))
 
 
 def extract(resource: dict[str, Any], tz: tzinfo) -> dict[str, list[Any]]:

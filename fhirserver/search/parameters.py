@@ -69,7 +69,7 @@ RESULT_PARAMS = frozenset({
 HTTP_PARAMS = frozenset({"_format", "_pretty"})
 #: Defined by the spec for all resources but not implemented here.
 UNSUPPORTED_PARAMS = frozenset({
-    "_text", "_content", "_list", "_has", "_type", "_query", "_filter",
+    "_text", "_content", "_list", "_type", "_query", "_filter",
 })
 
 

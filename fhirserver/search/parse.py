@@ -15,8 +15,15 @@ from datetime import UTC, datetime, tzinfo
 
 from ..errors import Invalid
 from . import results
-from .parameters import HTTP_PARAMS, RESULT_PARAMS, UNSUPPORTED_PARAMS, parameters_for
-from .query import Clause, Include, Missing, SearchQuery
+from .parameters import (
+    HTTP_PARAMS,
+    RESULT_PARAMS,
+    UNSUPPORTED_PARAMS,
+    SearchParameter,
+    parameters_for,
+)
+from .definitions import TABLES
+from .query import Chain, Clause, Condition, Has, Include, Missing, SearchQuery
 from .text import split_escaped
 from .types import HANDLERS, ParseContext
 from .types.reference import TYPE_MODIFIER
@@ -47,6 +54,68 @@ def _clause(resource_type: str, key: str, raw: str, ctx: ParseContext) -> Clause
     values = tuple(handler.parse(param, modifier, part, ctx)
                    for part in split_escaped(raw, ","))
     return Clause(param, modifier, values)
+
+
+class _NotApplicable(Exception):
+    """A parameter (or a link of a chain) this server cannot apply: ignored and
+    reported, or refused under ``Prefer: handling=strict``."""
+
+
+def _reference_param(resource_type: str, name: str, key: str) -> SearchParameter:
+    param = parameters_for(resource_type).get(name)
+    if param is None:
+        raise _NotApplicable(f"unknown search parameter '{name}' for {resource_type} in '{key}'")
+    if param.type != "reference":
+        raise Invalid(f"Search parameter '{name}' of {resource_type} is a {param.type}, "
+                      "not a reference, and cannot be chained", expression=key)
+    return param
+
+
+def _condition(resource_type: str, key: str, raw: str, ctx: ParseContext,
+               full_key: str) -> Condition:
+    """One parameter, possibly chained (``a.b``) or reverse-chained (``_has:``), on
+    ``resource_type``. Recursive: a chain may continue through several references."""
+    if key.startswith("_has:"):
+        parts = key.split(":", 3)
+        if len(parts) != 4 or not all(parts):
+            raise Invalid(f"Invalid '_has' parameter '{full_key}': expected "
+                          "_has:Type:reference:parameter", expression=full_key)
+        _, source, ref_name, rest = parts
+        if source not in TABLES:
+            raise _NotApplicable(f"resources of type '{source}' are not held by this server")
+        param = _reference_param(source, ref_name, full_key)
+        if param.targets and resource_type not in param.targets:
+            raise Invalid(f"{source}.{ref_name} cannot point to {resource_type}",
+                          expression=full_key)
+        return Has(resource_type, source, param, _condition(source, rest, raw, ctx, full_key))
+    head, dot, rest = key.partition(".")
+    if not dot:
+        name = key.partition(":")[0]
+        if name not in parameters_for(resource_type):
+            raise _NotApplicable(f"unknown search parameter '{name}' for {resource_type}")
+        return _clause(resource_type, key, raw, ctx)
+    name, _, type_modifier = head.partition(":")
+    param = _reference_param(resource_type, name, full_key)
+    if type_modifier:
+        if param.targets and type_modifier not in param.targets:
+            raise Invalid(f"{resource_type}.{name} cannot point to {type_modifier}",
+                          expression=full_key)
+        targets: tuple[str, ...] = (type_modifier,)
+    else:
+        targets = param.targets or tuple(TABLES)
+    held = [t for t in targets if t in TABLES]
+    if not held:
+        raise _NotApplicable(f"'{name}' points to resources this server does not hold")
+    inner: list[tuple[str, Condition]] = []
+    reasons: list[str] = []
+    for target in held:
+        try:
+            inner.append((target, _condition(target, rest, raw, ctx, full_key)))
+        except _NotApplicable as exc:
+            reasons.append(str(exc))
+    if not inner:
+        raise _NotApplicable("; ".join(reasons))
+    return Chain(param, tuple(inner))
 
 
 @dataclass
@@ -127,16 +196,18 @@ def parse_query(
             value = res.take(resource_type, key, raw, max_count, skip)
             if value is not None:
                 applied.append((key, value))
-        elif "." in key:
-            skip(key, "chained parameters are not supported")
         elif name in UNSUPPORTED_PARAMS:
             skip(key, "this parameter is not supported")
-        elif name not in params:
+        elif name not in params and "." not in key and name != "_has":
             skip(key, f"unknown search parameter for {resource_type}")
         elif raw == "":
             skip(key, "empty value")
         else:
-            clauses.append(_clause(resource_type, key, raw, ctx))
+            try:
+                clauses.append(_condition(resource_type, key, raw, ctx, key))
+            except _NotApplicable as exc:
+                skip(key, str(exc))
+                continue
             applied.append((key, raw))
     return SearchQuery(
         resource_type,

@@ -28,6 +28,32 @@ class Clause:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """A chained parameter (search.html#chaining), ``subject:Patient.name=x``: resources
+    whose reference ``param`` points at a resource of one of the listed types that
+    matches that type's inner condition (the alternatives are ORed)."""
+
+    param: SearchParameter
+    inner: tuple[tuple[str, Condition], ...]
+
+
+@dataclass(frozen=True)
+class Has:
+    """Reverse chaining (search.html#has), ``_has:Observation:patient:code=x``: resources
+    of ``target`` type that some ``source`` resource matching ``inner`` points at
+    through its reference parameter ``param``."""
+
+    target: str
+    source: str
+    param: SearchParameter
+    inner: Condition
+
+
+#: One AND-ed element of a search: a plain parameter, or a join through references.
+Condition = Clause | Chain | Has
+
+
+@dataclass(frozen=True)
 class Include:
     """One ``_include`` or ``_revinclude`` (search.html#include): ``source:param[:target]``.
 
@@ -50,7 +76,7 @@ class SearchQuery:
     """
 
     resource_type: str
-    clauses: tuple[Clause, ...] = ()
+    clauses: tuple[Condition, ...] = ()
     count: int = 20
     sort: tuple[tuple[str, bool], ...] = ()
     total: str | None = None

@@ -34,6 +34,7 @@ from pymongo.collection import Collection
 
 from ..model.types import SUPPORTED_TYPES
 from ..search.compile import index_keys
+from ..search.sorting import sort_index_keys
 
 HISTORY_SUFFIX = "_history"
 JOURNAL_COLLECTION = "_journal"
@@ -45,7 +46,7 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         {"fields": ["lu", "_id"]},
         {"fields": ["refs"]},
     ]
-    for keys in index_keys(resource_type):
+    for keys in [*index_keys(resource_type), *sort_index_keys(resource_type)]:
         indexes.append({"fields": [("+" if d > 0 else "-") + f for f, d in keys]})
     attrs = {
         "id": StringField(primary_key=True),
@@ -55,6 +56,7 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         "res": DictField(),
         "pat": StringField(),
         "sp": DictField(),
+        "so": DictField(),
         "h": StringField(),
         "refs": ListField(StringField()),
         "meta": {

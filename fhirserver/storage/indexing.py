@@ -14,6 +14,7 @@ import orjson
 
 from ..model.references import iter_references, parse_reference
 from ..search.extract import extract
+from ..search.sorting import sort_values
 from .records import Write
 
 _COMPARTMENT_ELEMENT = {"Observation": "subject", "DiagnosticReport": "subject"}
@@ -112,6 +113,7 @@ def make_write(
 def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
     """The current-collection document for a version read back from history."""
     res = history_doc.get("res")
+    sp = extract(res, tz) if res else {}
     return {
         "_id": history_doc["rid"],
         "v": history_doc["v"],
@@ -119,7 +121,8 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         "del": bool(history_doc.get("del")),
         "res": res,
         "pat": history_doc.get("pat"),
-        "sp": extract(res, tz) if res else {},
+        "sp": sp,
+        "so": sort_values(rtype, sp),
         "h": content_hash(res) if res else "",
         "refs": local_references(res) if res else [],
     }

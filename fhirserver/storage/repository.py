@@ -7,19 +7,27 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, tzinfo
 from functools import partial
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mongoengine import connect, disconnect
 from mongoengine.connection import get_connection, get_db
 from pymongo import DESCENDING
 from pymongo.errors import OperationFailure
 
+from ..config import Settings
+from ..errors import ServerError
 from ..model.types import SUPPORTED_TYPES
+from ..search.sorting import row_key
 from .documents import build_collections
 from .indexing import rebuild_current
 from .records import Stored, Write
+from .sqlite_tuning import add_id_lookup_indexes
 from .unit_of_work import UnitOfWork
 
+#: What reads leave out: the search and sort values and references are for the database.
+_LEAN = {"sp": 0, "so": 0, "refs": 0}
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
 
 
@@ -39,19 +47,40 @@ def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
 class Repository:
     """Versioned resources of the supported types in one database."""
 
-    def __init__(self, uri: str, db_name: str, tz: tzinfo, transactions: str = "auto") -> None:
+    def __init__(
+        self, uri: str, db_name: str, tz: tzinfo, transactions: str = "auto", sqlite_dir: str = ""
+    ) -> None:
+        self.db_name = db_name
+        self.sqlite_dir = sqlite_dir
         self.alias = f"fhir-{uuid.uuid4().hex[:12]}"
         connect(db=db_name, host=uri, alias=self.alias, tz_aware=True, uuidRepresentation="standard")
         self.client = get_connection(self.alias)
         self.db = get_db(self.alias)
         self.cols = build_collections(self.alias)
         self.tz = tz
+        # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
+        # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
+        self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
         self.uow = UnitOfWork(
             self.cols,
             self.client,  # type: ignore[arg-type]
             partial(rebuild_current, tz=tz),
             use_transactions=self._supports_transactions(transactions),
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Repository:
+        """The repository the settings name, indexes created and recovery done."""
+        if not settings.mongodb_uri:
+            raise ServerError(
+                "MONGODB_URI is not set; run `fhirserver serve` for the embedded database"
+            )
+        repo = cls(
+            settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
+            settings.mongodb_transactions, settings.ferretdb_sqlite_dir,
+        )
+        repo.initialise()
+        return repo
 
     def _supports_transactions(self, mode: str) -> bool:
         if mode in ("on", "off"):
@@ -65,6 +94,8 @@ class Repository:
     def initialise(self) -> None:
         """Create indexes and roll back transactions a dead process left half done."""
         self.cols.ensure_indexes()
+        if self.sqlite_dir:
+            add_id_lookup_indexes(Path(self.sqlite_dir), self.db_name)
         self.uow.recover()
 
     def close(self) -> None:
@@ -73,11 +104,17 @@ class Repository:
     # -- reads -----------------------------------------------------------------------
 
     def get(self, rtype: str, rid: str) -> Stored | None:
-        doc = self.cols.current[rtype].find_one({"_id": rid}, {"sp": 0, "refs": 0})
+        doc = self.cols.current[rtype].find_one({"_id": rid}, _LEAN)
         return _stored(rtype, doc) if doc else None
 
     def get_many(self, rtype: str, ids: Iterable[str]) -> dict[str, Stored]:
-        docs = self.cols.current[rtype].find({"_id": {"$in": list(ids)}}, {"sp": 0, "refs": 0})
+        collection = self.cols.current[rtype]
+        wanted = list(dict.fromkeys(ids))
+        if self.lookup_ids_one_by_one:
+            found = (collection.find_one({"_id": rid}, _LEAN) for rid in wanted)
+            docs = [d for d in found if d is not None]
+        else:
+            docs = list(collection.find({"_id": {"$in": wanted}}, _LEAN))
         return {d["_id"]: _stored(rtype, d) for d in docs}
 
     def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:
@@ -100,7 +137,7 @@ class Repository:
     ) -> list[Stored]:
         """Current, not deleted resources matching a compiled search filter."""
         flt = {"$and": [query, {"del": False}]} if query else {"del": False}
-        cursor = self.cols.current[rtype].find(flt, {"sp": 0, "h": 0, "refs": 0})
+        cursor = self.cols.current[rtype].find(flt, {**_LEAN, "h": 0})
         if sort:
             cursor = cursor.sort(list(sort))
         if skip:
@@ -109,9 +146,31 @@ class Repository:
             cursor = cursor.limit(limit)
         return [_stored(rtype, d) for d in cursor]
 
+    def iterate(
+        self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]]
+    ) -> Iterator[Stored]:
+        """Current resources matching ``query`` in ``sort`` order, streamed."""
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        for doc in self.cols.current[rtype].find(flt, {**_LEAN, "h": 0}).sort(list(sort)):
+            yield _stored(rtype, doc)
+
+    def find_keyed(
+        self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int
+    ) -> list[tuple[Stored, list[Any]]]:
+        """Like :meth:`find`, with each row's values of the ``sort`` fields (keyset paging)."""
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        cursor = self.cols.current[rtype].find(flt, {"sp": 0, "refs": 0, "h": 0})
+        cursor = cursor.sort(list(sort)).limit(limit)
+        return [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
+
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
         flt = {"$and": [query, {"del": False}]} if query else {"del": False}
         return [d["_id"] for d in self.cols.current[rtype].find(flt, {"_id": 1}).limit(limit)]
+
+    def distinct(self, rtype: str, field: str, query: dict[str, Any]) -> list[Any]:
+        """The distinct values of ``field`` over current resources matching ``query``."""
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        return list(self.cols.current[rtype].distinct(field, flt))
 
     def referrers(self, target: str, limit: int = 10) -> list[tuple[str, str]]:
         """Current resources whose references point at ``target`` ("Type/id")."""

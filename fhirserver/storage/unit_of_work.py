@@ -31,6 +31,7 @@ from pymongo import MongoClient, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from ..search.sorting import sort_values
 from .documents import Collections
 from .records import Write
 
@@ -57,6 +58,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "res": w.resource,
         "pat": w.patient,
         "sp": w.search,
+        "so": sort_values(w.type, w.search),
         "h": w.content_hash,
         "refs": w.refs,
     }
@@ -99,10 +101,7 @@ class UnitOfWork:
             except DuplicateKeyError as exc:
                 raise VersionConflict(w) from exc
             try:
-                self.cols.history[w.type].replace_one(
-                    {"_id": f"{w.id}/{w.version}"}, history_document(w), upsert=True,
-                    session=session,
-                )
+                self._record_created([w], session)
             except Exception:
                 if session is None:
                     self._undo(w)
@@ -220,9 +219,27 @@ class UnitOfWork:
                 applied.extend(group[:done])
                 raise VersionConflict(group[done]) from exc
             applied.extend(group)
-            self.cols.history[rtype].bulk_write(
-                [ReplaceOne({"_id": f"{w.id}/{w.version}"}, history_document(w), upsert=True)
-                 for w in group]
+            self._record_created(group)
+
+    def _record_created(self, group: Sequence[Write], session: ClientSession | None = None) -> None:
+        """History entries for creates: inserts, overwriting a leftover of a write that died.
+
+        The current document's primary key already decided these creates, so a
+        history entry of the same key can only be debris; plain inserts keep the
+        common case at one round trip (an upsert by ``_id`` costs a lookup each).
+        """
+        history = self.cols.history[group[0].type]
+        try:
+            history.insert_many([history_document(w) for w in group], ordered=False,
+                                session=session)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            history.bulk_write(
+                [ReplaceOne({"_id": f"{group[e['index']].id}/{group[e['index']].version}"},
+                            history_document(group[e["index"]]), upsert=True) for e in errors],
+                session=session,
             )
 
     def recover(self, older_than: timedelta = timedelta(minutes=2)) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fhirserver.search.compile import compile_sort
+from fhirserver.search.sorting import compile_sort
 from fhirserver.search.dates import HIGHEST
 from fhirserver.search.parse import parse_query
 
@@ -140,23 +140,25 @@ def test_compile_filter(rtype: str, query: str, expected: dict[str, Any]) -> Non
 
 
 SORTS = [
-    ("birthdate", [("sp.birthdate", 1)]),
-    ("-birthdate", [("sp.birthdate:hi", -1)]),
-    ("family,-_lastUpdated", [("sp.family", 1), ("sp._lastUpdated:hi", -1)]),
+    ("birthdate", [("so.birthdate", 1), ("_id", 1)]),
+    ("-birthdate", [("so.-birthdate", -1), ("_id", 1)]),
+    ("family,-_lastUpdated", [("so.family", 1), ("so.-_lastUpdated", -1), ("_id", 1)]),
     ("-_id", [("_id", -1)]),
-    ("identifier", [("sp.identifier", 1)]),
+    ("_id,family", [("_id", 1)]),
+    ("identifier", [("so.identifier", 1), ("_id", 1)]),
 ]
 
 
 @pytest.mark.parametrize(("sort", "expected"), SORTS)
 def test_compile_sort(sort: str, expected: list[tuple[str, int]]) -> None:
-    """search.html#sort: ``-`` for descending; dates by their earliest/latest instant."""
+    """search.html#sort: ``-`` for descending, on the lowest value ascending and the
+    highest descending (the ``so`` scalars); ``_id`` ends every order so it is total."""
     q = parse_query("Patient", [("_sort", sort)], tz=SHANGHAI, now=NOW)
     assert compile_sort(q) == expected
 
 
-def test_no_sort_is_empty() -> None:
-    assert compile_sort(parse_query("Patient", [], tz=SHANGHAI)) == []
+def test_no_sort_is_id_order() -> None:
+    assert compile_sort(parse_query("Patient", [], tz=SHANGHAI)) == [("_id", 1)]
 
 
 def test_date_ap_tolerance_has_a_minimum_of_one_day() -> None:

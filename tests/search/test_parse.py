@@ -9,7 +9,7 @@ import pytest
 
 from fhirserver.errors import Invalid
 from fhirserver.search.parse import parse_query
-from fhirserver.search.query import Include
+from fhirserver.search.query import Chain, Clause, Has, Include
 
 from .conftest import NOW, SHANGHAI
 
@@ -90,23 +90,72 @@ def test_malformed_observation_values(key: str, raw: str, message: str) -> None:
 
 def test_unknown_and_unsupported_parameters_are_ignored_and_reported() -> None:
     """search.html#errors: lenient handling ignores them; the self link leaves them out."""
-    q = parse([("foo", "1"), ("subject.name", "x"), ("_has:Observation:patient:code", "1"),
+    q = parse([("foo", "1"), ("subject.foo", "x"), ("_has:AuditEvent:entity:user", "1"),
                ("code", ""), ("_sort", "code-value-quantity"), ("code", "x"),
-               ("_contained", "true")])
+               ("_contained", "true"), ("encounter.status", "x")])
     assert q.ignored == (
         ("foo", "unknown search parameter for Observation"),
-        ("subject.name", "chained parameters are not supported"),
-        ("_has:Observation:patient:code", "this parameter is not supported"),
+        ("subject.foo", "unknown search parameter 'foo' for Patient"),
+        ("_has:AuditEvent:entity:user", "resources of type 'AuditEvent' are not held by this server"),
         ("code", "empty value"),
         ("_sort", "cannot sort on 'code-value-quantity'"),
         ("_contained", "this parameter is not supported"),
+        ("encounter.status", "'encounter' points to resources this server does not hold"),
     )
     assert q.applied == (("code", "x"),)
     assert len(q.clauses) == 1 and q.sort == ()
 
 
+def test_chain_parses_per_held_target_type_search_chaining() -> None:
+    """search.html#chaining: ``subject.name`` chains into every target type that has
+    ``name`` (Observation.subject may be Group, Device, Patient or Location; only
+    Patient is held); ``:Patient`` names the type; chains nest."""
+    (chain,) = parse([("subject.name", "peter")]).clauses
+    assert isinstance(chain, Chain) and chain.param.name == "subject"
+    assert [t for t, _ in chain.inner] == ["Patient"]
+    inner = chain.inner[0][1]
+    assert isinstance(inner, Clause) and inner.param.name == "name"
+    (typed,) = parse([("subject:Patient.identifier", "urn:oid:1|123")]).clauses
+    assert isinstance(typed, Chain) and typed.inner[0][0] == "Patient"
+    (nested,) = parse([("derived-from:Observation.patient.gender", "male")]).clauses
+    assert isinstance(nested, Chain)
+    deeper = nested.inner[0][1]
+    assert isinstance(deeper, Chain) and deeper.inner[0][0] == "Patient"
+
+
+def test_has_parses_recursively_search_has() -> None:
+    """search.html#has: ``_has:Observation:patient:code=x`` on Patient; nested _has."""
+    (has,) = parse([("_has:Observation:patient:code", "1234-5")], rtype="Patient").clauses
+    assert isinstance(has, Has)
+    assert (has.target, has.source, has.param.name) == ("Patient", "Observation", "patient")
+    assert isinstance(has.inner, Clause) and has.inner.param.name == "code"
+    (nested,) = parse([("_has:Observation:patient:_has:DiagnosticReport:result:status",
+                        "final")], rtype="Patient").clauses
+    assert isinstance(nested, Has) and isinstance(nested.inner, Has)
+    assert nested.inner.target == "Observation"
+
+
+@pytest.mark.parametrize(("rtype", "key", "message"), [
+    ("Observation", "code.text", "is a token, not a reference"),
+    ("Observation", "subject:Practitioner.name", "cannot point to Practitioner"),
+    ("Patient", "_has:Observation", "expected _has:Type:reference:parameter"),
+    ("Patient", "_has:Observation:code:status", "is a token, not a reference"),
+    ("Observation", "_has:DiagnosticReport:subject:status", "cannot point to Observation"),
+])
+def test_malformed_chains_are_refused(rtype: str, key: str, message: str) -> None:
+    with pytest.raises(Invalid) as e:
+        parse([(key, "x")], rtype=rtype)
+    assert message in str(e.value)
+    assert e.value.issues[0].expression == (key,)
+
+
+def test_malformed_value_inside_a_chain_is_refused() -> None:
+    with pytest.raises(Invalid, match="birthdate"):
+        parse([("subject.birthdate", "not-a-date")])
+
+
 @pytest.mark.parametrize("items", [
-    [("foo", "1")], [("subject.name", "x")], [("_text", "x")], [("_sort", "nope")],
+    [("foo", "1")], [("subject.foo", "x")], [("_text", "x")], [("_sort", "nope")],
 ])
 def test_strict_handling_refuses_what_it_would_ignore(items: list[tuple[str, str]]) -> None:
     """http.html#ccreate and Prefer: handling=strict: an ignored criterion is an error."""

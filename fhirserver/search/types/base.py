@@ -43,8 +43,6 @@ class Handler(Protocol):
 
     def indexes(self, field: str) -> list[list[tuple[str, int]]]: ...
 
-    def sort_field(self, field: str, descending: bool) -> str: ...
-
 
 def invalid(kind: str, raw: str, param: SearchParameter, why: str = "") -> Invalid:
     """The error for a malformed value, naming the parameter (search.html#errors)."""

@@ -82,9 +82,6 @@ class CompositeHandler:
     def indexes(self, field: str) -> list[list[tuple[str, int]]]:
         return [[(f"{field}:a", 1)]]
 
-    def sort_field(self, field: str, descending: bool) -> str:
-        raise NotImplementedError("composite parameters cannot be sorted on")
-
 
 def _type_of(value: Any) -> str:
     from .date import DateValue

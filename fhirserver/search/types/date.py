@@ -112,7 +112,3 @@ class DateHandler:
     def indexes(self, field: str) -> list[list[tuple[str, int]]]:
         # Two single-field indexes: a compound index over two arrays is not allowed.
         return [[(field, 1)], [(f"{field}:hi", 1)]]
-
-    def sort_field(self, field: str, descending: bool) -> str:
-        """Ascending by the earliest instant, descending by the latest (search.html#sort)."""
-        return f"{field}:hi" if descending else field

@@ -98,6 +98,3 @@ class NumberHandler:
 
     def indexes(self, field: str) -> list[list[tuple[str, int]]]:
         return [[(field, 1)]]
-
-    def sort_field(self, field: str, descending: bool) -> str:
-        return field

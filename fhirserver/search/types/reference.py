@@ -87,6 +87,3 @@ class ReferenceHandler:
 
     def indexes(self, field: str) -> list[list[tuple[str, int]]]:
         return [[(field, 1)]]
-
-    def sort_field(self, field: str, descending: bool) -> str:
-        return field

@@ -62,6 +62,3 @@ class UriHandler:
 
     def indexes(self, field: str) -> list[list[tuple[str, int]]]:
         return [[(field, 1)]]
-
-    def sort_field(self, field: str, descending: bool) -> str:
-        return field

@@ -1,0 +1,82 @@
+"""Compartment search and the search operations (R4 http.html#search,
+patient-operation-everything.html, observation-operation-lastn.html).
+
+``OPERATIONS`` is what the CapabilityStatement lists: an operation is offered
+exactly when it is registered here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from flask_smorest import Blueprint
+
+from .. import errors
+from ..interactions import compartment, lastn
+from .body import json_body
+from .negotiation import render
+from .resources import check_type, query_items, strict
+from .state import context
+
+blp = Blueprint(
+    "operations", __name__, url_prefix="/",
+    description="Patient compartment search, Patient/$everything and Observation/$lastn",
+)
+
+#: resource type -> (operation name, canonical OperationDefinition)
+OPERATIONS: dict[str, list[tuple[str, str]]] = {
+    "Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
+    "Observation": [("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn")],
+}
+
+
+def _only(rtype: str, wanted: str, operation: str) -> None:
+    check_type(rtype)
+    if rtype != wanted:
+        raise errors.NotFound(f"Operation '${operation}' is not defined on {rtype}")
+
+
+def operation_params() -> list[tuple[str, str]]:
+    """Query parameters, plus a Parameters body on POST (operations.html#request):
+    primitive ``value[x]`` parameters become name=value pairs."""
+    items = query_items()
+    if request.method == "POST" and request.content_length:
+        body: dict[str, Any] = json_body()
+        if body.get("resourceType") != "Parameters":
+            raise errors.Invalid("The body of an operation must be a Parameters resource",
+                                 expression="resourceType")
+        for i, param in enumerate(body.get("parameter") or ()):
+            name = param.get("name") if isinstance(param, dict) else None
+            values = [v for k, v in param.items() if k.startswith("value")] if name else []
+            if not isinstance(name, str) or len(values) != 1 or isinstance(values[0], (dict, list)):
+                raise errors.Invalid("Only primitive parameters are accepted",
+                                     expression=f"Parameters.parameter[{i}]")
+            value = values[0]
+            items.append((name, str(value).lower() if isinstance(value, bool) else str(value)))
+    return items
+
+
+@blp.route("/<rtype>/<rid>/<ctype>", methods=["GET"])
+def compartment_search(rtype: str, rid: str, ctype: str) -> Response:
+    """search-compartment: GET Patient/{id}/{type}?params (http.html#search)"""
+    check_type(rtype)
+    if rtype != "Patient":
+        raise errors.NotFound(f"{rtype} is not a compartment on this server")
+    check_type(ctype)
+    return render(200, compartment.compartment_search(context(), rid, ctype, query_items(),
+                                                      strict=strict()))
+
+
+@blp.route("/<rtype>/<rid>/$everything", methods=["GET", "POST"])
+def everything(rtype: str, rid: str) -> Response:
+    """Patient/{id}/$everything: the patient and their compartment, paged"""
+    _only(rtype, "Patient", "everything")
+    return render(200, compartment.everything(context(), rid, operation_params()))
+
+
+@blp.route("/<rtype>/$lastn", methods=["GET", "POST"])
+def observation_lastn(rtype: str) -> Response:
+    """Observation/$lastn: the last ``max`` observations of each code"""
+    _only(rtype, "Observation", "lastn")
+    return render(200, lastn.lastn(context(), operation_params(), strict=strict()))

@@ -1,0 +1,87 @@
+"""Patient/$everything (R4 patient-operation-everything.html) and Observation/$lastn
+(R4 observation-operation-lastn.html)."""
+
+from __future__ import annotations
+
+from tests import factories as f
+
+from .test_search import follow, get, ids, obs_at
+
+
+def _patient_with_records(fhir) -> tuple[str, list[str], str]:
+    p = fhir.create(f.patient())["id"]
+    obs = [fhir.create(obs_at(p, f"2024-0{m}-15"))["id"] for m in range(1, 6)]
+    dr = fhir.create({"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": f"Patient/{p}"},
+                      "effectiveDateTime": "2024-03-01"})["id"]
+    other = fhir.create(f.patient("Other"))["id"]
+    fhir.create(obs_at(other, "2024-01-01"))
+    return p, obs, dr
+
+
+def test_everything_returns_the_patient_and_their_compartment_paged(fhir):
+    """Patient first, then every Observation and DiagnosticReport whose subject is the
+    patient, and nobody else's; _count pages through all of it."""
+    p, obs, dr = _patient_with_records(fhir)
+    first = get(fhir, f"Patient/{p}/$everything?_count=3")
+    assert first["type"] == "searchset" and first["total"] == 7
+    pages = [first]
+    while (nxt := follow(fhir, pages[-1], "next")) is not None:
+        pages.append(nxt)
+    got = [(e["resource"]["resourceType"], e["resource"]["id"]) for b in pages for e in b["entry"]]
+    assert got[0] == ("Patient", p)
+    assert sorted(got[1:]) == sorted([("Observation", o) for o in obs] + [("DiagnosticReport", dr)])
+    assert [len(b["entry"]) for b in pages] == [3, 3, 1]
+
+
+def test_everything_start_end_type_and_since(fhir):
+    """start/end select by care date (the patient itself always comes back); _type
+    limits the types; _since keeps what changed since an instant."""
+    p, obs, dr = _patient_with_records(fhir)
+    b = get(fhir, f"Patient/{p}/$everything?start=2024-02-01&end=2024-03-31")
+    assert sorted(ids(b)) == sorted([p, obs[1], obs[2], dr])
+    b = get(fhir, f"Patient/{p}/$everything?_type=DiagnosticReport")
+    assert ids(b) == [dr]
+    marker = fhir.get(f"Observation/{obs[0]}").get_json()["meta"]["lastUpdated"]
+    fhir.put(f"Observation/{obs[0]}", {**obs_at(p, "2024-01-15", value=7.0), "id": obs[0]})
+    b = get(fhir, f"Patient/{p}/$everything?_since={marker}&_type=Observation")
+    assert obs[0] in ids(b)
+    assert fhir.get(f"Patient/{p}/$everything?start=yesterday").status_code == 400
+    assert fhir.get(f"Patient/{p}/$everything?_type=Encounter").status_code == 400
+
+
+def test_everything_by_post_and_on_missing_or_deleted_patient(fhir):
+    p, obs, dr = _patient_with_records(fhir)
+    r = fhir.post(f"Patient/{p}/$everything",
+                  {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Patient"}]})
+    assert r.status_code == 200 and ids(r.get_json()) == [p]
+    assert fhir.get("Patient/nobody/$everything").status_code == 404
+    gone = fhir.create(f.patient("Gone"))["id"]
+    fhir.delete(f"Patient/{gone}")
+    assert fhir.get(f"Patient/{gone}/$everything").status_code == 410
+    assert fhir.get(f"Observation/{obs[0]}/$everything").status_code == 404
+
+
+def test_lastn_groups_by_code_most_recent_first(fhir):
+    """$lastn: per patient and code, the ``max`` most recent (default 1), newest first."""
+    p = fhir.create(f.patient())["id"]
+    q = fhir.create(f.patient("Q"))["id"]
+    glucose = [fhir.create(obs_at(p, f"2024-01-0{d}", code="15074-8"))["id"] for d in range(1, 5)]
+    bp = [fhir.create(obs_at(p, f"2024-02-0{d}", code="8480-6"))["id"] for d in range(1, 3)]
+    other = fhir.create(obs_at(q, "2024-03-01", code="15074-8"))["id"]
+
+    b = get(fhir, f"Observation/$lastn?patient={p}")
+    assert sorted(ids(b)) == sorted([glucose[3], bp[1]])
+    b = get(fhir, f"Observation/$lastn?patient={p}&max=2")
+    got = ids(b)
+    assert sorted(got) == sorted([glucose[3], glucose[2], bp[1], bp[0]])
+    # Within a group the newest comes first, and a group's entries are adjacent.
+    assert got.index(glucose[3]) + 1 == got.index(glucose[2])
+    assert got.index(bp[1]) + 1 == got.index(bp[0])
+    b = get(fhir, f"Observation/$lastn?patient={p}&code=8480-6&max=5")
+    assert ids(b) == [bp[1], bp[0]]
+    b = get(fhir, "Observation/$lastn?code=15074-8&date=ge2024-01-03")
+    assert sorted(ids(b)) == sorted([glucose[3], other])
+    assert fhir.get("Observation/$lastn?max=0").status_code == 400
+    assert fhir.get("Observation/$lastn?max=two").status_code == 400
+    assert fhir.get("Patient/$lastn").status_code == 404
