@@ -4,7 +4,8 @@
 
 Each phase sends requests from ``-c`` client threads and prints requests/s with
 p50 and p99 latency; the transaction phase posts Synthea-shaped transaction Bundles
-and reports resources/s. Bundles come from --bundles (default: the shared Synthea
+and reports resources/s; the search phases (--searches requests each) query the patients
+those transactions created and report entries returned per second as resources/s. Bundles come from --bundles (default: the shared Synthea
 sample if present, else the demo patients shipped with the package).
 """
 
@@ -102,6 +103,7 @@ def main() -> None:
     ap.add_argument("-c", type=int, default=4, help="client threads")
     ap.add_argument("--bundles", type=Path, nargs="*", help="transaction bundles to post")
     ap.add_argument("--max-bundles", type=int, default=10)
+    ap.add_argument("--searches", type=int, default=100, help="requests per search phase")
     args = ap.parse_args()
     base = args.url.rstrip("/")
     expect(requests.get(f"{base}/metadata", timeout=10), 200)
@@ -134,11 +136,34 @@ def main() -> None:
             return 1
         return job
 
+    loaded: list[str] = []  # Patient ids the transactions created
+
     def transaction(bundle: dict[str, Any]) -> Callable[[requests.Session], int]:
         def job(s: requests.Session) -> int:
-            expect(s.post(base, json=bundle, headers=FHIR_JSON, timeout=600), 200)
+            r = s.post(base, json=bundle, headers=FHIR_JSON, timeout=600)
+            expect(r, 200)
+            loaded.extend(e["response"]["location"].split("/")[1] for e in r.json()["entry"]
+                          if e["response"]["location"].startswith("Patient/"))
             return len(bundle["entry"])
         return job
+
+    def searching(make_url: Callable[[str], str]) -> Callable[[int], Callable[[requests.Session], int]]:
+        """A search phase: one request per job over the loaded patients; units = entries."""
+        def make(i: int) -> Callable[[requests.Session], int]:
+            def job(s: requests.Session) -> int:
+                r = s.get(f"{base}/{make_url(loaded[i % len(loaded)])}", headers=FHIR_JSON, timeout=60)
+                expect(r, 200)
+                return len(r.json().get("entry", []))
+            return job
+        return make
+
+    searches = [
+        ("search patient+code", searching(lambda p: f"Observation?patient={p}&code=http://loinc.org|8302-2")),
+        ("search sorted page", searching(lambda p: f"Observation?patient={p}&_sort=-date&_count=20")),
+        ("search chained", searching(lambda p: f"Observation?subject:Patient._id={p}&category=vital-signs&_count=20")),
+        ("search _revinclude", searching(lambda p: f"Patient?_id={p}&_revinclude=DiagnosticReport:subject")),
+        ("$everything page", searching(lambda p: f"Patient/{p}/$everything?_count=50")),
+    ]
 
     table = Table(title=f"fhirserver bench: {base}, {args.c} client threads")
     for col in ("phase", "requests", "req/s", "resources/s", "p50 ms", "p99 ms"):
@@ -150,6 +175,9 @@ def main() -> None:
             ("update", [update(i) for i in range(args.n)]),
             ("transaction", [transaction(b) for b in bundles]),
         ]
+        searches_n = args.searches
+        for name, make in searches:
+            phases.append((name, [make(i) for i in range(searches_n)]))
         for name, jobs in phases:
             seconds, lat, units = run_phase(name, jobs, args.c, progress)
             table.add_row(

@@ -84,6 +84,24 @@ def test_sort_on_repeating_values_uses_lowest_then_highest_search_sort(fhir):
     assert desc == [a, c, b]
 
 
+def test_paging_crosses_resources_without_the_sort_value_search_sort(fhir):
+    """Resources lacking the sorted element still appear exactly once: first ascending,
+    last descending (MongoDB orders missing below every value), one per page."""
+    named = [fhir.create(f.patient(given=g))["id"] for g in ("Bea", "Al", "Cy")]
+    bare = sorted(fhir.create({"resourceType": "Patient", "gender": "other"})["id"] for _ in range(2))
+
+    def walk(url: str) -> list[str]:
+        out, bundle = [], get(fhir, url)
+        while bundle is not None:
+            out += ids(bundle)
+            bundle = follow(fhir, bundle, "next")
+        return out
+
+    assert walk("Patient?_sort=given&_count=1") == [*bare, named[1], named[0], named[2]]
+    assert walk("Patient?_sort=-given&_count=1") == [named[2], named[0], named[1], *bare]
+    assert walk("Patient?_sort=-given&_count=2") == [named[2], named[0], named[1], *bare]
+
+
 def test_sort_on_several_parameters_search_sort(fhir):
     p = fhir.create(f.patient())["id"]
     o1 = fhir.create(obs_at(p, "2024-01-01", code="1-1"))["id"]
