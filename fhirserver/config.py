@@ -38,6 +38,8 @@ class Settings:
     # index its query pushdown needs (storage/sqlite_tuning.py); set automatically
     # for the embedded database.
     ferretdb_sqlite_dir: str = ""  # FERRETDB_SQLITE_DIR
+    # Master patient index: the identifier systems (JSON, see mpi/identifier_systems.json).
+    identifier_systems: str = ""  # FHIR_IDENTIFIER_SYSTEMS
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -73,6 +75,7 @@ ENV_NAMES: dict[str, str] = {
     "data_dir": "FHIR_DATA_DIR",
     "ferretdb_bin": "FERRETDB_BIN",
     "ferretdb_sqlite_dir": "FERRETDB_SQLITE_DIR",
+    "identifier_systems": "FHIR_IDENTIFIER_SYSTEMS",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from . import handlers, operations, resources, system
+from . import handlers, naming, operations, resources, system
 from .negotiation import response_mimetype
 
 UNNEGOTIATED = ("/openapi.json", "/docs")
@@ -22,6 +22,7 @@ def init_api(app: Flask) -> Api:
     api = Api(app)
     # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
     api.register_blueprint(system.blp)
+    api.register_blueprint(naming.blp)
     api.register_blueprint(resources.blp)
     api.register_blueprint(operations.blp)
     handlers.register(app)

@@ -100,6 +100,12 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
         })
         if not resources[-1]["operation"]:
             del resources[-1]["operation"]
+    if ("/NamingSystem", "GET") in routes:
+        resources.append({
+            "type": "NamingSystem",
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": n, "type": "token"} for n in ("_id", "type", "value")],
+        })
     system = [c for key, codes in SYSTEM_INTERACTIONS.items() if key in routes for c in codes]
     return {
         "resourceType": "CapabilityStatement",

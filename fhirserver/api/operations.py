@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..interactions import compartment, lastn
+from ..mpi import pix
 from .body import json_body
 from .negotiation import render
 from .resources import check_type, query_items, strict
@@ -26,7 +27,10 @@ blp = Blueprint(
 
 #: resource type -> (operation name, canonical OperationDefinition)
 OPERATIONS: dict[str, list[tuple[str, str]]] = {
-    "Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")],
+    "Patient": [
+        ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+        ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"),
+    ],
     "Observation": [("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn")],
 }
 
@@ -80,3 +84,10 @@ def observation_lastn(rtype: str) -> Response:
     """Observation/$lastn: the last ``max`` observations of each code"""
     _only(rtype, "Observation", "lastn")
     return render(200, lastn.lastn(context(), operation_params(), strict=strict()))
+
+
+@blp.route("/<rtype>/$ihe-pix", methods=["GET", "POST"])
+def ihe_pix(rtype: str) -> Response:
+    """IHE PIXm Patient/$ihe-pix: a document number to the patient's other identifiers"""
+    _only(rtype, "Patient", "ihe-pix")
+    return render(200, pix.ihe_pix(context(), operation_params()))

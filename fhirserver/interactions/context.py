@@ -21,7 +21,8 @@ from .. import errors
 from ..config import Settings
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
-from ..storage.unit_of_work import VersionConflict
+from ..mpi.registry import Registry, load_registry
+from ..storage.unit_of_work import IdentifierTaken, VersionConflict
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Context:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path}"
+
+    @property
+    def registry(self) -> Registry:
+        """The identifier systems of the master patient index."""
+        return load_registry(self.settings.identifier_systems)
 
 
 @dataclass
@@ -108,7 +114,15 @@ class Planner:
 
     def commit(self) -> None:
         self.check()
-        self.repo.commit(self.writes)
+        try:
+            self.repo.commit(self.writes)
+        except IdentifierTaken as exc:
+            system, _, value = exc.key.rpartition("|")
+            raise errors.Conflict(
+                f"Identifier {system}|{value} already belongs to Patient/{exc.holder}: "
+                "no two active Patients may share it",
+                expression=f"{exc.write.type}.identifier",
+            ) from exc
         self.writes = []
         self._pending.clear()
         self._cache.clear()

@@ -10,7 +10,8 @@ from ..model.references import iter_references, parse_reference, rewrite_referen
 from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..storage.records import Stored
-from .context import Planner
+from ..mpi.patients import check_patient
+from .context import Context, Planner
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
 
@@ -37,8 +38,10 @@ def check_if_match(if_match: str | None, current: Stored | None, label: str) -> 
         )
 
 
-def validate(body: Any, rtype: str, base_url: str) -> dict[str, Any]:
-    """The resource to store: valid, with absolute references to this server made relative.
+def validate(body: Any, rtype: str, ctx: Context) -> dict[str, Any]:
+    """The resource to store: valid, with absolute references to this server made relative,
+    and for a Patient, its registered identifiers normalised and checked
+    (:func:`fhirserver.mpi.patients.check_patient`).
 
     A reference to ``{base}/Patient/1`` names the same resource as ``Patient/1``
     (references.html#literal); storing the relative form keeps it resolving when the
@@ -47,7 +50,9 @@ def validate(body: Any, rtype: str, base_url: str) -> dict[str, Any]:
     """
     validate_resource(body, expected_type=rtype)
     assert isinstance(body, dict)
-    base = base_url.rstrip("/")
+    if rtype == "Patient":
+        body = check_patient(body, ctx.registry)
+    base = ctx.base_url.rstrip("/")
     if not base:
         return body
 

@@ -15,6 +15,7 @@ import jsonpointer
 
 from .. import errors
 from ..model.types import is_valid_id
+from ..mpi.patients import claims
 from ..storage.indexing import content_hash, make_write
 from ..storage.records import Stored
 from .conditional import single_match
@@ -24,6 +25,13 @@ from .rules import check_if_match, check_references, validate
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def _claims(planner: Planner, rtype: str, resource: dict[str, Any] | None) -> tuple[str, ...]:
+    """The unique identifiers a Patient version holds in the master patient index."""
+    if rtype != "Patient":
+        return ()
+    return tuple(claims(resource, planner.ctx.registry))
 
 
 def _location(rtype: str, rid: str, version: int) -> str:
@@ -43,7 +51,7 @@ def create(
     With If-None-Exist (http.html#ccreate): one match answers 200 with it and
     writes nothing; several are a 412.
     """
-    resource = validate(body, rtype, planner.ctx.base_url)
+    resource = validate(body, rtype, planner.ctx)
     if if_none_exist:
         found = single_match(planner.ctx, rtype, if_none_exist, "Conditional create")
         if found is not None:
@@ -52,7 +60,8 @@ def create(
     planner.checks.append(lambda: check_references(planner, resource))
     rid = rid or new_id()
     w = planner.add(
-        make_write(rtype, rid, resource, version=1, expected=None, method="POST", tz=planner.ctx.tz)
+        make_write(rtype, rid, resource, version=1, expected=None, method="POST", tz=planner.ctx.tz,
+                   claims=_claims(planner, rtype, resource))
     )
     return Result(201, w.stored(), location=_location(rtype, rid, 1))
 
@@ -69,6 +78,8 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
         make_write(
             rtype, rid, resource, version=version,
             expected=current.version if current else None, method=method, tz=planner.ctx.tz,
+            claims=_claims(planner, rtype, resource),
+            previous_claims=_claims(planner, rtype, current.resource if current else None),
         )
     )
     status = 200 if current is not None and not current.deleted else 201
@@ -79,7 +90,7 @@ def update(
     planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None
 ) -> Result:
     """PUT Type/id (http.html#update); update-as-create for a client-chosen id."""
-    resource = validate(body, rtype, planner.ctx.base_url)
+    resource = validate(body, rtype, planner.ctx)
     body_id = resource.get("id")
     if body_id is None:
         raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
@@ -98,7 +109,7 @@ def conditional_update(
     planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None
 ) -> Result:
     """PUT Type?criteria (http.html#cond-update): 0 matches create, 1 updates, many 412."""
-    resource = validate(body, rtype, planner.ctx.base_url)
+    resource = validate(body, rtype, planner.ctx)
     found = single_match(planner.ctx, rtype, query, "Conditional update")
     body_id = resource.get("id")
     if found is None:
@@ -138,7 +149,7 @@ def patch(
         raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
     if patched.get("id") != rid:
         raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
-    resource = validate(patched, rtype, planner.ctx.base_url)
+    resource = validate(patched, rtype, planner.ctx)
     return _put(planner, rtype, rid, resource, current, method="PATCH")
 
 
@@ -155,7 +166,8 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
     planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
     w = planner.add(
         make_write(rtype, rid, None, version=current.version + 1, expected=current.version,
-                   method="DELETE", tz=planner.ctx.tz)
+                   method="DELETE", tz=planner.ctx.tz,
+                   previous_claims=_claims(planner, rtype, current.resource))
     )
     return Result(
         200,

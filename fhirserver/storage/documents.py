@@ -38,6 +38,7 @@ from ..search.sorting import sort_index_keys
 
 HISTORY_SUFFIX = "_history"
 JOURNAL_COLLECTION = "_journal"
+CLAIMS_COLLECTION = "_identifier_claims"
 
 
 def _current_class(resource_type: str, alias: str) -> type[Document]:
@@ -108,6 +109,22 @@ def _journal_class(alias: str) -> type[Document]:
     return type(f"Journal_{alias}", (Document,), attrs)
 
 
+def _claims_class(alias: str) -> type[Document]:
+    """Unique identifiers held by active Patients: ``_id`` is ``system|value``, so the
+    primary key itself refuses a second holder (master patient index uniqueness)."""
+    attrs = {
+        "id": StringField(primary_key=True),
+        "rid": StringField(required=True),
+        "meta": {
+            "collection": CLAIMS_COLLECTION,
+            "db_alias": alias,
+            "indexes": [{"fields": ["rid"]}],
+            "auto_create_index": False,
+        },
+    }
+    return type(f"Claims_{alias}", (Document,), attrs)
+
+
 @dataclass(frozen=True)
 class Collections:
     """The pymongo collections of one database, by resource type."""
@@ -115,6 +132,7 @@ class Collections:
     current: dict[str, Collection[Any]]
     history: dict[str, Collection[Any]]
     journal: Collection[Any]
+    claims: Collection[Any]
     documents: tuple[type[Document], ...]
 
     def ensure_indexes(self) -> None:
@@ -131,6 +149,11 @@ def build_collections(alias: str) -> Collections:
         docs += [cur, hist]
         current[rtype] = cur._get_collection()  # type: ignore[attr-defined]
         history[rtype] = hist._get_collection()  # type: ignore[attr-defined]
-    journal = _journal_class(alias)
-    docs.append(journal)
-    return Collections(current, history, journal._get_collection(), tuple(docs))  # type: ignore[attr-defined]
+    journal, claims = _journal_class(alias), _claims_class(alias)
+    docs += [journal, claims]
+    return Collections(
+        current, history,
+        journal._get_collection(),  # type: ignore[attr-defined]
+        claims._get_collection(),  # type: ignore[attr-defined]
+        tuple(docs),
+    )

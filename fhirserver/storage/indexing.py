@@ -90,10 +90,13 @@ def make_write(
     method: str,
     tz: tzinfo,
     at: datetime | None = None,
+    claims: tuple[str, ...] = (),
+    previous_claims: tuple[str, ...] = (),
 ) -> Write:
     at = at or now()
     if resource is None:
-        return Write(rtype, rid, version, expected, at, None, method)
+        return Write(rtype, rid, version, expected, at, None, method,
+                     previous_claims=previous_claims)
     stored = with_meta(resource, rid, version, at)
     return Write(
         rtype,
@@ -107,6 +110,8 @@ def make_write(
         search=extract(stored, tz),
         content_hash=content_hash(stored),
         refs=local_references(stored),
+        claims=claims,
+        previous_claims=previous_claims,
     )
 
 

@@ -50,6 +50,18 @@ class Write:
     search: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
     refs: list[str] = field(default_factory=list)  # local references, "Type/id"
+    # Unique identifier keys ("system|value") this version holds, and those the
+    # version it replaces held (master patient index; Patients only).
+    claims: tuple[str, ...] = ()
+    previous_claims: tuple[str, ...] = ()
+
+    @property
+    def taken(self) -> list[str]:
+        return [k for k in self.claims if k not in self.previous_claims]
+
+    @property
+    def released(self) -> list[str]:
+        return [k for k in self.previous_claims if k not in self.claims]
 
     @property
     def deleted(self) -> bool:

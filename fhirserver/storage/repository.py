@@ -172,6 +172,11 @@ class Repository:
         flt = {"$and": [query, {"del": False}]} if query else {"del": False}
         return list(self.cols.current[rtype].distinct(field, flt))
 
+    def claim_holder(self, key: str) -> str | None:
+        """The id of the active Patient holding unique identifier ``system|value``."""
+        doc = self.cols.claims.find_one({"_id": key})
+        return doc["rid"] if doc else None
+
     def referrers(self, target: str, limit: int = 10) -> list[tuple[str, str]]:
         """Current resources whose references point at ``target`` ("Type/id")."""
         out: list[tuple[str, str]] = []

@@ -49,6 +49,14 @@ class VersionConflict(Exception):
         self.write = write
 
 
+class IdentifierTaken(Exception):
+    """A unique identifier the write claims is held by another active resource."""
+
+    def __init__(self, write: Write, key: str, holder: str) -> None:
+        super().__init__(f"{key} is held by {write.type}/{holder}")
+        self.write, self.key, self.holder = write, key, holder
+
+
 def current_document(w: Write) -> dict[str, Any]:
     return {
         "_id": w.id,
@@ -61,6 +69,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "so": sort_values(w.type, w.search),
         "h": w.content_hash,
         "refs": w.refs,
+        "cl": list(w.claims),
     }
 
 
@@ -93,6 +102,16 @@ class UnitOfWork:
     # -- one write -----------------------------------------------------------------
 
     def _apply(self, w: Write, session: ClientSession | None = None) -> None:
+        taken = self._take_claims(w, session)
+        try:
+            self._apply_version(w, session)
+        except BaseException:
+            if session is None:
+                self._give_back(w, taken)
+            raise
+        self._release_claims(w, session)
+
+    def _apply_version(self, w: Write, session: ClientSession | None) -> None:
         current = self.cols.current[w.type]
         if w.expected is None:
             # A create: the current collection's primary key refuses a second one.
@@ -117,6 +136,60 @@ class UnitOfWork:
         if result.matched_count == 0:
             self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"}, session=session)
             raise VersionConflict(w)
+
+    # -- unique identifiers (master patient index) -----------------------------------
+
+    def _take_claims(self, w: Write, session: ClientSession | None) -> list[tuple[str, str | None]]:
+        """Hold ``w``'s new unique identifiers; returns (key, previous holder) for each
+        key taken, so a failure can give them back. The claims collection's primary key
+        makes two concurrent holders impossible."""
+        claims = self.cols.claims
+        taken: list[tuple[str, str | None]] = []
+        try:
+            for key in w.taken:
+                doc = claims.find_one({"_id": key}, session=session)
+                if doc is None:
+                    try:
+                        claims.insert_one({"_id": key, "rid": w.id, "at": datetime.now(UTC)},
+                                          session=session)
+                    except DuplicateKeyError as exc:
+                        holder = (claims.find_one({"_id": key}) or {}).get("rid", "")
+                        raise IdentifierTaken(w, key, holder) from exc
+                    taken.append((key, None))
+                elif doc["rid"] != w.id:
+                    if not self._stale_claim(w.type, doc):
+                        raise IdentifierTaken(w, key, doc["rid"])
+                    result = claims.replace_one(
+                        {"_id": key, "rid": doc["rid"]},
+                        {"_id": key, "rid": w.id, "at": datetime.now(UTC)}, session=session)
+                    if result.matched_count == 0:
+                        raise IdentifierTaken(w, key, "")
+                    taken.append((key, doc["rid"]))
+        except BaseException:
+            if session is None:
+                self._give_back(w, taken)
+            raise
+        return taken
+
+    def _stale_claim(self, rtype: str, claim: dict[str, Any]) -> bool:
+        """A claim whose holder no longer holds the identifier, left by a write that
+        died; a young one may belong to a write still in flight."""
+        holder = self.cols.current[rtype].find_one({"_id": claim["rid"]}, {"del": 1, "cl": 1})
+        if holder is not None and not holder.get("del") and claim["_id"] in holder.get("cl", ()):
+            return False
+        at = claim.get("at")
+        return at is None or at < datetime.now(UTC) - ORPHAN_AGE
+
+    def _give_back(self, w: Write, taken: list[tuple[str, str | None]]) -> None:
+        for key, before in taken:
+            if before is None:
+                self.cols.claims.delete_one({"_id": key, "rid": w.id})
+            else:
+                self.cols.claims.update_one({"_id": key, "rid": w.id}, {"$set": {"rid": before}})
+
+    def _release_claims(self, w: Write, session: ClientSession | None) -> None:
+        for key in w.released:
+            self.cols.claims.delete_one({"_id": key, "rid": w.id}, session=session)
 
     def _claim(self, w: Write, session: ClientSession | None) -> None:
         history = self.cols.history[w.type]
@@ -144,6 +217,16 @@ class UnitOfWork:
 
     def _undo(self, w: Write) -> None:
         """Put back the version ``w`` replaced, if ``w`` is still the current one."""
+        self._undo_version(w)
+        for key in w.taken:
+            self.cols.claims.delete_one({"_id": key, "rid": w.id})
+        for key in w.released:
+            try:
+                self.cols.claims.insert_one({"_id": key, "rid": w.id, "at": datetime.now(UTC)})
+            except DuplicateKeyError:
+                log.error("cannot restore identifier %s of %s/%s: taken since", key, w.type, w.id)
+
+    def _undo_version(self, w: Write) -> None:
         current = self.cols.current[w.type]
         now = current.find_one({"_id": w.id}, {"v": 1})
         if now is not None and now["v"] > w.version:
@@ -160,7 +243,8 @@ class UnitOfWork:
             log.error("cannot restore %s/%s: version %s missing", w.type, w.id, w.expected)
             return
         result = current.replace_one(
-            {"_id": w.id, "v": w.version}, self.rebuild(w.type, previous)
+            {"_id": w.id, "v": w.version},
+            {**self.rebuild(w.type, previous), "cl": list(w.previous_claims)},
         )
         if result.matched_count == 0:
             log.error("cannot restore %s/%s: changed again since", w.type, w.id)
@@ -186,7 +270,8 @@ class UnitOfWork:
                 "state": "pending",
                 "started": datetime.now(UTC),
                 "writes": [
-                    {"type": w.type, "id": w.id, "expected": w.expected, "version": w.version}
+                    {"type": w.type, "id": w.id, "expected": w.expected, "version": w.version,
+                     "claims": list(w.claims), "previous_claims": list(w.previous_claims)}
                     for w in writes
                 ],
             }
@@ -206,10 +291,14 @@ class UnitOfWork:
         self.cols.journal.delete_one({"_id": journal_id})
 
     def _insert_new(self, writes: Sequence[Write], applied: list[Write]) -> None:
-        """Creates in bulk, one round trip per collection: imports are mostly creates."""
+        """Creates in bulk, one round trip per collection: imports are mostly creates.
+        A create that claims unique identifiers goes alone, claims first."""
         by_type: dict[str, list[Write]] = {}
         for w in writes:
-            if w.expected is None:
+            if w.expected is None and w.claims:
+                self._apply(w)
+                applied.append(w)
+            elif w.expected is None:
                 by_type.setdefault(w.type, []).append(w)
         for rtype, group in by_type.items():
             try:
@@ -253,6 +342,8 @@ class UnitOfWork:
                 w = Write(
                     raw["type"], raw["id"], raw["version"], raw["expected"],
                     datetime.now(UTC), None, "",
+                    claims=tuple(raw.get("claims", ())),
+                    previous_claims=tuple(raw.get("previous_claims", ())),
                 )
                 self._undo(w)
             self.cols.journal.delete_one({"_id": entry["_id"]})

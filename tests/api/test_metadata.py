@@ -16,7 +16,8 @@ def test_capability_statement_lists_registered_interactions_http_capabilities(fh
     rest = cs["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     types = {r["type"]: r for r in rest["resource"]}
-    assert set(types) == {"Patient", "Observation", "DiagnosticReport"}
+    assert set(types) == {"Patient", "Observation", "DiagnosticReport", "NamingSystem"}
+    assert {i["code"] for i in types.pop("NamingSystem")["interaction"]} == {"read", "search-type"}
     for rtype, res in types.items():
         codes = {i["code"] for i in res["interaction"]}
         assert codes == {"read", "vread", "update", "patch", "delete", "history-instance",

@@ -1,0 +1,77 @@
+"""IHE PIXm ``Patient/$ihe-pix`` (ITI-83, Mobile Patient Identifier Cross-reference
+Query): one document number in, the same person's other identifiers out.
+
+Answers as PIXm says: 400 for a malformed or unregistered ``sourceIdentifier``
+system, 403 for an unregistered ``targetSystem``, 404 when no Patient holds the
+source identifier, else a Parameters with ``targetIdentifier`` per identifier (of
+the target systems, if given) and ``targetId`` for the Patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .. import errors
+from ..interactions.context import Context
+from .registry import Registry
+from .validators import InvalidNumber
+
+
+def parse_identifier(raw: str, registry: Registry, name: str) -> tuple[str, str]:
+    """``system|value`` of a registered system, the value normalised."""
+    system, sep, value = raw.partition("|")
+    if not sep or not system or not value:
+        raise errors.Invalid(f"'{name}' must be system|value", expression=name)
+    found = registry.match(system)
+    if found is None:
+        raise errors.Invalid(f"'{name}': system '{system}' is not a registered identifier "
+                             "system (see GET NamingSystem)", expression=name)
+    try:
+        return system, found.entry.check(value, found.parameter)
+    except InvalidNumber as exc:
+        raise errors.Invalid(f"'{name}': {exc}", expression=name) from exc
+
+
+def has_identifier(resource: dict[str, Any] | None, system: str, value: str) -> bool:
+    return any(i.get("system") == system and i.get("value") == value
+               for i in (resource or {}).get("identifier") or ())
+
+
+def holders(ctx: Context, system: str, value: str) -> list[str]:
+    """Ids of the Patients holding ``system|value``: the active holder of a unique
+    identifier by its claim (one primary-key read), else by search."""
+    found = ctx.registry.match(system)
+    if found is not None and found.entry.unique:
+        holder = ctx.repo.claim_holder(f"{system}|{value}")
+        stored = ctx.repo.get("Patient", holder) if holder else None
+        if stored is not None and not stored.deleted and has_identifier(stored.resource, system, value):
+            return [holder]  # type: ignore[list-item]
+    token = f"{system}|{value}"
+    return ctx.repo.find_ids("Patient", {"sp.identifier": token}, limit=10)
+
+
+def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    sources = [v for k, v in params if k == "sourceIdentifier"]
+    if len(sources) != 1:
+        raise errors.Invalid("Exactly one 'sourceIdentifier' (system|value) is required",
+                             expression="sourceIdentifier")
+    registry = ctx.registry
+    system, value = parse_identifier(sources[0], registry, "sourceIdentifier")
+    targets = [v for k, v in params if k == "targetSystem"]
+    for target in targets:
+        if registry.match(target) is None:
+            raise errors.Forbidden(f"targetSystem '{target}' is not a registered identifier system",
+                                   expression="targetSystem")
+    ids = holders(ctx, system, value)
+    patients = [p for p in ctx.repo.get_many("Patient", ids).values() if not p.deleted]
+    if not patients:
+        raise errors.NotFound(f"No Patient holds identifier {system}|{value}")
+    out: list[dict[str, Any]] = []
+    for stored in patients:
+        for ident in (stored.resource or {}).get("identifier") or ():
+            same = ident.get("system") == system and ident.get("value") == value
+            if not same and (not targets or ident.get("system") in targets):
+                out.append({"name": "targetIdentifier", "valueIdentifier": ident})
+        out.append({"name": "targetId", "valueReference": {"reference": stored.reference}})
+    return {"resourceType": "Parameters", "parameter": out}
