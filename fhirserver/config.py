@@ -40,6 +40,10 @@ class Settings:
     ferretdb_sqlite_dir: str = ""  # FERRETDB_SQLITE_DIR
     # Master patient index: the identifier systems (JSON, see mpi/identifier_systems.json).
     identifier_systems: str = ""  # FHIR_IDENTIFIER_SYSTEMS
+    # Health cards: how long a QR code stays valid, and the key that signs it
+    # (unset: a random key kept in the database, shared by every worker).
+    card_code_seconds: int = 300  # FHIR_CARD_CODE_SECONDS
+    card_signing_key: str = ""  # FHIR_CARD_SIGNING_KEY
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -76,6 +80,8 @@ ENV_NAMES: dict[str, str] = {
     "ferretdb_bin": "FERRETDB_BIN",
     "ferretdb_sqlite_dir": "FERRETDB_SQLITE_DIR",
     "identifier_systems": "FHIR_IDENTIFIER_SYSTEMS",
+    "card_code_seconds": "FHIR_CARD_CODE_SECONDS",
+    "card_signing_key": "FHIR_CARD_SIGNING_KEY",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+DETAILS_SYSTEM = "https://fhirserver.example/CodeSystem/outcome-details"
+
+
 @dataclass(frozen=True)
 class Issue:
     """One OperationOutcome.issue."""
@@ -36,13 +39,18 @@ class Issue:
     code: str = "invalid"
     severity: str = "error"
     expression: tuple[str, ...] = ()
+    # A machine-readable reason of this server's own (issue.details), for clients
+    # that must tell failures apart (e.g. an expired card code from a revoked card).
+    details: str | None = None
 
     def to_fhir(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "severity": self.severity,
             "code": self.code,
-            "diagnostics": self.diagnostics,
         }
+        if self.details:
+            out["details"] = {"coding": [{"system": DETAILS_SYSTEM, "code": self.details}]}
+        out["diagnostics"] = self.diagnostics
         if self.expression:
             out["expression"] = list(self.expression)
         return out
@@ -70,6 +78,7 @@ class FhirError(Exception):
     issues: Sequence[Issue] = field(default_factory=tuple)
     expression: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    details: str | None = None
 
     status = 500
     code = "exception"
@@ -78,7 +87,8 @@ class FhirError(Exception):
         super().__init__(self.message)
         if not self.issues:
             expr = (self.expression,) if self.expression else ()
-            self.issues = (Issue(self.message, code=self.code, expression=expr),)
+            self.issues = (Issue(self.message, code=self.code, expression=expr,
+                                 details=self.details),)
         elif not self.message:
             self.message = "; ".join(i.diagnostics for i in self.issues)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from . import handlers, naming, operations, resources, system
+from . import cards, handlers, naming, operations, resources, system
 from .negotiation import response_mimetype
 
 UNNEGOTIATED = ("/openapi.json", "/docs")
@@ -25,10 +25,13 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(naming.blp)
     api.register_blueprint(resources.blp)
     api.register_blueprint(operations.blp)
+    api.register_blueprint(cards.blp)
     handlers.register(app)
 
     @app.before_request
     def negotiate() -> None:
+        if request.path.endswith("/$card-qr") and request.accept_mimetypes.best_match(cards.IMAGE_TYPES):
+            return  # the QR image itself
         if not request.path.startswith(UNNEGOTIATED):
             response_mimetype(request)  # 406 before any work is done
 

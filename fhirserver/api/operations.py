@@ -30,6 +30,9 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
     "Patient": [
         ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
         ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"),
+        *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
+            "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
+            "reissue-card", "bind-family", "unbind-family", "family")),
     ],
     "Observation": [("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn")],
 }
@@ -53,12 +56,24 @@ def operation_params() -> list[tuple[str, str]]:
         for i, param in enumerate(body.get("parameter") or ()):
             name = param.get("name") if isinstance(param, dict) else None
             values = [v for k, v in param.items() if k.startswith("value")] if name else []
-            if not isinstance(name, str) or len(values) != 1 or isinstance(values[0], (dict, list)):
-                raise errors.Invalid("Only primitive parameters are accepted",
-                                     expression=f"Parameters.parameter[{i}]")
-            value = values[0]
+            value = _flat(values[0]) if len(values) == 1 else None
+            if not isinstance(name, str) or value is None:
+                raise errors.Invalid("Only primitive, Reference and Identifier parameters are "
+                                     "accepted", expression=f"Parameters.parameter[{i}]")
             items.append((name, str(value).lower() if isinstance(value, bool) else str(value)))
     return items
+
+
+def _flat(value: Any) -> Any:
+    """A parameter value as a search-style string: a Reference as its reference, an
+    Identifier as ``system|value``; None for other complex values."""
+    if isinstance(value, dict):
+        if isinstance(value.get("reference"), str):
+            return value["reference"]
+        if isinstance(value.get("value"), str):
+            return f"{value.get('system', '')}|{value['value']}" if "system" in value else value["value"]
+        return None
+    return None if isinstance(value, list) else value
 
 
 @blp.route("/<rtype>/<rid>/<ctype>", methods=["GET"])

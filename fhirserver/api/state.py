@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from flask import current_app, request
 
@@ -15,6 +17,8 @@ from ..storage.repository import Repository
 class AppState:
     settings: Settings
     repo: Repository
+    # The time source for card codes and care relationships; tests replace it.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 def state() -> AppState:
@@ -30,7 +34,7 @@ def base_url() -> str:
 
 def context() -> Context:
     st = state()
-    return Context(st.repo, st.settings, base_url())
+    return Context(st.repo, st.settings, base_url(), st.clock)
 
 
 def prefer(name: str) -> str | None:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 from .. import errors
@@ -32,6 +32,7 @@ class Context:
     repo: Repository
     settings: Settings
     base_url: str  # absolute, no trailing slash
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # injectable in tests
 
     @property
     def tz(self) -> tzinfo:

@@ -1,0 +1,136 @@
+"""Health card operations (the master patient index's card life cycle) and family
+binding, as FHIR operations on Patient."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import segno
+from flask import Response, request
+from flask_smorest import Blueprint
+
+from .. import errors
+from ..mpi import cards, family
+from ..storage.indexing import instant
+from .negotiation import render
+from .operations import _only, operation_params
+from .state import context
+
+blp = Blueprint("cards", __name__, url_prefix="/",
+                description="Electronic health cards: issue, QR code, scan, suspend, revoke, "
+                            "reissue; family binding")
+
+IMAGE_TYPES = ("image/svg+xml", "image/png")
+
+
+def _one(params: list[tuple[str, str]], name: str, required: bool = True) -> str | None:
+    values = [v for k, v in params if k == name]
+    if len(values) > 1 or (required and not values):
+        raise errors.Invalid(f"Parameter '{name}' is required once", expression=name)
+    return values[0] if values else None
+
+
+def _card_answer(status: int, card: dict[str, Any]) -> Response:
+    return render(status, cards.card_parameters(card, cards.card_system(context())))
+
+
+@blp.route("/<rtype>/<rid>/$issue-card", methods=["POST"])
+def issue_card(rtype: str, rid: str) -> Response:
+    """Issue a health card: one active card per patient; its number becomes an identifier"""
+    _only(rtype, "Patient", "issue-card")
+    return _card_answer(201, cards.issue(context(), rid))
+
+
+@blp.route("/<rtype>/<rid>/$reissue-card", methods=["POST"])
+def reissue_card(rtype: str, rid: str) -> Response:
+    """Revoke the current card at once and issue a new one (a lost phone)"""
+    _only(rtype, "Patient", "reissue-card")
+    return _card_answer(201, cards.reissue(context(), rid))
+
+
+@blp.route("/<rtype>/<rid>/$revoke-card", methods=["POST"])
+def revoke_card(rtype: str, rid: str) -> Response:
+    """Revoke the active card"""
+    _only(rtype, "Patient", "revoke-card")
+    return _card_answer(200, cards.revoke(context(), rid))
+
+
+@blp.route("/<rtype>/<rid>/$suspend-card", methods=["POST"])
+def suspend_card(rtype: str, rid: str) -> Response:
+    """Suspend the active card: its codes stop scanning until resumed"""
+    _only(rtype, "Patient", "suspend-card")
+    return _card_answer(200, cards.set_status(context(), rid, "suspended"))
+
+
+@blp.route("/<rtype>/<rid>/$resume-card", methods=["POST"])
+def resume_card(rtype: str, rid: str) -> Response:
+    """Lift a suspension"""
+    _only(rtype, "Patient", "resume-card")
+    return _card_answer(200, cards.set_status(context(), rid, "active"))
+
+
+@blp.route("/<rtype>/<rid>/$card-qr", methods=["GET"])
+def card_qr(rtype: str, rid: str) -> Response:
+    """The card's current QR code: image/svg+xml or image/png by Accept, else a
+    Parameters with the payload, its expiry and both images"""
+    _only(rtype, "Patient", "card-qr")
+    payload, expires = cards.current_code(context(), rid)
+    qr = segno.make(payload, error="m")
+    images: dict[str, bytes] = {}
+    for mimetype, kind, scale in (("image/svg+xml", "svg", 4), ("image/png", "png", 6)):
+        buffer = io.BytesIO()
+        qr.save(buffer, kind=kind, scale=scale, border=2)
+        images[mimetype] = buffer.getvalue()
+    headers = {"Cache-Control": "no-store", "Expires": expires.strftime("%a, %d %b %Y %H:%M:%S GMT")}
+    wanted = request.accept_mimetypes.best_match(IMAGE_TYPES) if request.headers.get("Accept") else None
+    if wanted and request.accept_mimetypes[wanted] > 0:
+        return Response(images[wanted], status=200, mimetype=wanted, headers=headers)
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "payload", "valueString": payload},
+        {"name": "expires", "valueInstant": instant(expires)},
+        *({"name": kind, "valueAttachment": {"contentType": mt,
+                                              "data": base64.b64encode(data).decode()}}
+          for kind, mt, data in (("svg", "image/svg+xml", images["image/svg+xml"]),
+                                 ("png", "image/png", images["image/png"]))),
+    ]}
+    return render(200, body, headers)
+
+
+@blp.route("/<rtype>/$scan-card", methods=["POST"])
+def scan_card(rtype: str) -> Response:
+    """Scan a card code: the Patient, after checking signature, lifetime and card status"""
+    _only(rtype, "Patient", "scan-card")
+    params = operation_params()
+    payload = _one(params, "payload")
+    assert payload is not None
+    return render(200, cards.scan(context(), payload, _one(params, "scanner", False),
+                                  _one(params, "organization", False)))
+
+
+@blp.route("/<rtype>/<rid>/$bind-family", methods=["POST"])
+def bind_family(rtype: str, rid: str) -> Response:
+    """Bind a family member's card to this cardholder (at most five)"""
+    _only(rtype, "Patient", "bind-family")
+    params = operation_params()
+    card = _one(params, "card")
+    assert card is not None
+    return render(201, family.bind(context(), rid, card, _one(params, "relationship", False)))
+
+
+@blp.route("/<rtype>/<rid>/$unbind-family", methods=["POST"])
+def unbind_family(rtype: str, rid: str) -> Response:
+    """Remove a family member's binding"""
+    _only(rtype, "Patient", "unbind-family")
+    member = _one(operation_params(), "member")
+    assert member is not None
+    family.unbind(context(), rid, member.removeprefix("Patient/"))
+    return render(200, errors.information(f"Patient/{member.removeprefix('Patient/')} unbound"))
+
+
+@blp.route("/<rtype>/<rid>/$family", methods=["GET"])
+def list_family(rtype: str, rid: str) -> Response:
+    """The cardholder's bound family members, as RelatedPerson resources"""
+    _only(rtype, "Patient", "family")
+    return render(200, family.listing(context(), rid))

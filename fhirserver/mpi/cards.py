@@ -1,0 +1,185 @@
+"""Electronic health cards: issue, QR code, scan, suspend, resume, revoke, reissue.
+
+A card is a record in ``_health_cards`` keyed by an opaque random key (what the QR
+token carries); its 20-digit number (Luhn check digit) becomes a Patient identifier
+in the health-card system, so it is unique like every registered identifier. One
+active card per patient is a primary key too: the pointer ``active|<patient>``.
+
+Scans are recorded in ``_card_scans`` (who scanned, for which organisation, when):
+the care relationship a clinician gets from presenting the card rests on them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+from stdnum import luhn
+
+from .. import errors
+from ..interactions import read as read_
+from ..interactions import write
+from ..interactions.context import Context, run_single
+from .card_tokens import issue_token, new_secret, read_token
+
+CARDS = "_health_cards"
+SCANS = "_card_scans"
+SECRETS = "_secrets"
+CARD_SYSTEM_KEY = "health-card"
+
+
+def card_system(ctx: Context) -> str:
+    return ctx.registry.by_key(CARD_SYSTEM_KEY).system
+
+
+def new_card_number() -> str:
+    body = "6" + "".join(secrets.choice("0123456789") for _ in range(18))
+    return body + luhn.calc_check_digit(body)
+
+
+def signing_secret(ctx: Context) -> str:
+    """The configured key, else one generated once and kept in the database."""
+    if ctx.settings.card_signing_key:
+        return ctx.settings.card_signing_key
+    col = ctx.repo.db[SECRETS]
+    doc = col.find_one({"_id": "card-signing-key"})
+    if doc is None:
+        try:
+            col.insert_one({"_id": "card-signing-key", "value": new_secret()})
+        except DuplicateKeyError:
+            pass  # another worker got there first: use theirs
+        doc = col.find_one({"_id": "card-signing-key"})
+    return str(doc["value"])  # type: ignore[index]
+
+
+def _set_card_identifier(ctx: Context, pid: str, number: str | None, drop: str | None) -> None:
+    """Replace the Patient's health-card identifier ``drop`` by ``number``."""
+    system = card_system(ctx)
+
+    def plan(planner: Any) -> Any:
+        current = read_.read(ctx, "Patient", pid)
+        resource = dict(current.resource or {})
+        idents = [i for i in resource.get("identifier") or ()
+                  if not (i.get("system") == system and i.get("value") == drop)]
+        if number:
+            idents.append({"use": "official", "system": system, "value": number})
+        if idents:
+            resource["identifier"] = idents
+        else:
+            resource.pop("identifier", None)  # FHIR JSON has no empty arrays
+        return write.update(planner, "Patient", pid, resource)
+
+    run_single(ctx, plan)
+
+
+def active_card(ctx: Context, pid: str) -> dict[str, Any]:
+    cards = ctx.repo.db[CARDS]
+    pointer = cards.find_one({"_id": f"active|{pid}"})
+    card = cards.find_one({"_id": pointer["card"]}) if pointer else None
+    if card is None:
+        raise errors.NotFound(f"Patient/{pid} has no active health card", details="no-card")
+    return card
+
+
+def issue(ctx: Context, pid: str) -> dict[str, Any]:
+    """A new card for an active Patient that has none (409 when it has one)."""
+    patient = read_.read(ctx, "Patient", pid)
+    if (patient.resource or {}).get("active") is False:
+        raise errors.Unprocessable(f"Patient/{pid} is inactive: no card can be issued",
+                                   details="patient-inactive")
+    cards = ctx.repo.db[CARDS]
+    key = secrets.token_urlsafe(16)
+    try:
+        cards.insert_one({"_id": f"active|{pid}", "card": key})
+    except DuplicateKeyError as exc:
+        raise errors.Conflict(f"Patient/{pid} already has an active health card; "
+                              "use $reissue-card to replace it", details="card-exists") from exc
+    card = {"_id": key, "number": new_card_number(), "patient": pid, "status": "active",
+            "issued": ctx.clock(), "changed": ctx.clock(), "guardian": None}
+    try:
+        cards.insert_one(card)
+        _set_card_identifier(ctx, pid, card["number"], None)
+    except BaseException:
+        cards.delete_one({"_id": key})
+        cards.delete_one({"_id": f"active|{pid}", "card": key})
+        raise
+    return card
+
+
+def set_status(ctx: Context, pid: str, status: str) -> dict[str, Any]:
+    """Suspend (``suspended``) or resume (``active``) the active card."""
+    card = active_card(ctx, pid)
+    ctx.repo.db[CARDS].update_one({"_id": card["_id"]},
+                                  {"$set": {"status": status, "changed": ctx.clock()}})
+    return {**card, "status": status}
+
+
+def revoke(ctx: Context, pid: str) -> dict[str, Any]:
+    """Revoke at once: scans of any of its codes fail from now on."""
+    card = active_card(ctx, pid)
+    cards = ctx.repo.db[CARDS]
+    cards.update_one({"_id": card["_id"]}, {"$set": {"status": "revoked", "changed": ctx.clock()}})
+    cards.delete_one({"_id": f"active|{pid}", "card": card["_id"]})
+    _set_card_identifier(ctx, pid, None, card["number"])
+    return {**card, "status": "revoked"}
+
+
+def reissue(ctx: Context, pid: str) -> dict[str, Any]:
+    """A lost phone: the old card is revoked before the new one exists."""
+    try:
+        old = revoke(ctx, pid)
+    except errors.NotFound:
+        old = None
+    new = issue(ctx, pid)
+    if old is not None and old.get("guardian"):
+        ctx.repo.db[CARDS].update_one({"_id": new["_id"]}, {"$set": {"guardian": old["guardian"]}})
+    return new
+
+
+def current_code(ctx: Context, pid: str) -> tuple[str, datetime]:
+    card = active_card(ctx, pid)
+    if card["status"] != "active":
+        raise errors.Forbidden(f"The health card of Patient/{pid} is {card['status']}",
+                               details=f"card-{card['status']}")
+    now = ctx.clock()
+    token = issue_token(card["_id"], now, ctx.settings.card_code_seconds, signing_secret(ctx))
+    expires = datetime.fromtimestamp(int(now.timestamp()) + ctx.settings.card_code_seconds, now.tzinfo)
+    return token, expires
+
+
+def scan(ctx: Context, payload: str, scanner: str | None, organization: str | None) -> dict[str, Any]:
+    """The Patient a scanned code stands for, recording the scan. Bad codes are told
+    apart (malformed, altered, expired, unknown, suspended, revoked) without saying
+    whose card it was."""
+    key = read_token(payload, ctx.clock(), signing_secret(ctx))
+    card = ctx.repo.db[CARDS].find_one({"_id": key})
+    if card is None:
+        raise errors.NotFound("The scanned card is not known", details="card-unknown")
+    if card["status"] != "active":
+        raise errors.Forbidden(f"The scanned card is {card['status']}",
+                               details=f"card-{card['status']}")
+    try:
+        patient = read_.read(ctx, "Patient", card["patient"])
+    except (errors.NotFound, errors.Gone) as exc:
+        raise errors.NotFound("The scanned card is not known", details="card-unknown") from exc
+    ctx.repo.db[SCANS].insert_one({
+        "_id": uuid.uuid4().hex, "card": key, "patient": card["patient"],
+        "by": scanner, "organization": organization, "at": ctx.clock(),
+    })
+    return patient.resource or {}
+
+
+def card_parameters(card: dict[str, Any], system: str) -> dict[str, Any]:
+    """A card as an operation's Parameters answer."""
+    params = [
+        {"name": "number", "valueIdentifier": {"system": system, "value": card["number"]}},
+        {"name": "status", "valueCode": card["status"]},
+        {"name": "patient", "valueReference": {"reference": f"Patient/{card['patient']}"}},
+    ]
+    if card.get("guardian"):
+        params.append({"name": "guardian",
+                       "valueReference": {"reference": f"Patient/{card['guardian']}"}})
+    return {"resourceType": "Parameters", "parameter": params}
