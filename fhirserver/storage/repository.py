@@ -66,6 +66,7 @@ class Repository:
             self.client,  # type: ignore[arg-type]
             partial(rebuild_current, tz=tz),
             use_transactions=self._supports_transactions(transactions),
+            pk_only=self.lookup_ids_one_by_one,
         )
 
     @classmethod
@@ -122,10 +123,10 @@ class Repository:
         return _stored(rtype, doc, doc["rid"]) if doc else None
 
     def exists(self, rtype: str, rid: str) -> bool:
-        return (
-            rtype in self.cols.current
-            and self.cols.current[rtype].count_documents({"_id": rid, "del": False}, limit=1) > 0
-        )
+        if rtype not in self.cols.current:
+            return False
+        doc = self.cols.current[rtype].find_one({"_id": rid}, {"del": 1})
+        return doc is not None and not doc.get("del")
 
     def find(
         self,

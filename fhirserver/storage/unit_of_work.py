@@ -93,11 +93,15 @@ class UnitOfWork:
         client: MongoClient[Any],
         rebuild: Rebuild,
         use_transactions: bool,
+        pk_only: bool = False,
     ) -> None:
         self.cols = cols
         self.client = client
         self.rebuild = rebuild
         self.use_transactions = use_transactions
+        # FerretDB 1.x uses its primary-key index only for a filter that is exactly
+        # {_id: value}; any other filter scans the collection.
+        self.pk_only = pk_only
 
     # -- one write -----------------------------------------------------------------
 
@@ -130,10 +134,17 @@ class UnitOfWork:
         # a primary key is atomic on every MongoDB wire-protocol server, where a
         # filtered replace is not (FerretDB reads and then writes).
         self._claim(w, session)
-        result = current.replace_one(
-            {"_id": w.id, "v": w.expected}, current_document(w), session=session
-        )
-        if result.matched_count == 0:
+        if self.pk_only:
+            # The history claim above already made this writer the only one that may
+            # move the resource from version n to n+1; check n, then write by key.
+            now = current.find_one({"_id": w.id}, {"v": 1})
+            matched = now is not None and now["v"] == w.expected and current.replace_one(
+                {"_id": w.id}, current_document(w)).matched_count == 1
+        else:
+            matched = current.replace_one(
+                {"_id": w.id, "v": w.expected}, current_document(w), session=session
+            ).matched_count == 1
+        if not matched:
             self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"}, session=session)
             raise VersionConflict(w)
 
