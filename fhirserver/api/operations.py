@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..interactions import compartment, lastn
+from ..mpi import merge as merge_
 from ..mpi import pix
 from .body import json_body
 from .negotiation import render
@@ -30,6 +31,7 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
     "Patient": [
         ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
         ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"),
+        ("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge"),
         *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
             "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
             "reissue-card", "bind-family", "unbind-family", "family")),
@@ -106,3 +108,10 @@ def ihe_pix(rtype: str) -> Response:
     """IHE PIXm Patient/$ihe-pix: a document number to the patient's other identifiers"""
     _only(rtype, "Patient", "ihe-pix")
     return render(200, pix.ihe_pix(context(), operation_params()))
+
+
+@blp.route("/<rtype>/$merge", methods=["POST"])
+def patient_merge(rtype: str) -> Response:
+    """Patient/$merge: fold a duplicate (source-patient) into target-patient, all or nothing"""
+    _only(rtype, "Patient", "merge")
+    return render(200, merge_.merge(context(), operation_params()))
