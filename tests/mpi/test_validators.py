@@ -37,11 +37,19 @@ def test_lower_case_x_and_spaces_are_normalised() -> None:
     (gb11643("110105", "21991231", "002"), "future"),
     (gb11643("110105", "19491231", "000"), "000"),
     (gb11643("999999", "19491231", "002"), "unknown area code"),
+    (gb11643("449999", "19491231", "002"), "unknown area code"),
     (gb11643("810000", "19491231", "002"), "residence permit"),
 ])
 def test_invalid_resident_ids(value: str, why: str) -> None:
     with pytest.raises(InvalidNumber, match=why):
         check("resident-id", value)
+
+
+def test_area_codes_created_after_the_birth_date_are_valid() -> None:
+    """The area code is where the number was issued: Guangzhou's Tianhe district
+    (440106) dates from 1985, and people born before that carry it."""
+    number = gb11643("440106", "19500504", "001")
+    assert check("resident-id", number) == number
 
 
 def test_birth_date_and_gender_encoded() -> None:
