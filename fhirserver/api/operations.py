@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..interactions import compartment, lastn
+from ..mpi import match_op
 from ..mpi import merge as merge_
 from ..mpi import pix
 from .body import json_body
@@ -32,6 +33,7 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
         ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
         ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"),
         ("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge"),
+        ("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
         *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
             "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
             "reissue-card", "bind-family", "unbind-family", "family")),
@@ -115,3 +117,10 @@ def patient_merge(rtype: str) -> Response:
     """Patient/$merge: fold a duplicate (source-patient) into target-patient, all or nothing"""
     _only(rtype, "Patient", "merge")
     return render(200, merge_.merge(context(), operation_params()))
+
+
+@blp.route("/<rtype>/$match", methods=["POST"])
+def patient_match(rtype: str) -> Response:
+    """Patient/$match: scored, graded candidates for a Patient (best first)"""
+    _only(rtype, "Patient", "match")
+    return render(200, match_op.match(context(), json_body()))

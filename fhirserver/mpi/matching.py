@@ -368,21 +368,15 @@ def _names(patient: dict[str, Any]) -> list[_Name]:
         raw_given = " ".join(g for g in name.get("given") or () if isinstance(g, str))
         raw_text = name.get("text") if isinstance(name.get("text"), str) else ""
         family, given = _fold(raw_family), _fold(raw_given)
-        wholes: set[str] = set()
-        splits: set[tuple[str, str]] = set()
+        # The parts and the text are separate forms: they may be in different scripts
+        # (family/given in pinyin, text in Han characters).
         if family and given:
-            wholes |= {family + given, given + family}
-            splits.add((family, given))
-        elif family or given:  # the whole name in one part, as some systems store it
-            w, s = _unstructured(raw_family or raw_given)
-            wholes |= w
-            splits |= s
-        w, s = _unstructured(raw_text)
-        wholes |= w
-        splits |= s
-        if wholes:
-            han = bool(_HAN.search(raw_family + raw_given + raw_text))
-            out.append(_Name(han, frozenset(wholes), frozenset(splits)))
+            wholes, splits = {family + given, given + family}, {(family, given)}
+        else:  # the whole name in one part, as some systems store it
+            wholes, splits = _unstructured(raw_family or raw_given)
+        forms = [(raw_family + raw_given, wholes, splits), (raw_text, *_unstructured(raw_text))]
+        out.extend(_Name(bool(_HAN.search(raw)), frozenset(w), frozenset(s))
+                   for raw, w, s in forms if w)
     return out
 
 
