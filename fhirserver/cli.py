@@ -1,4 +1,4 @@
-"""The `fhirserver` command: serve, import."""
+"""The `fhirserver` command: serve, import, token, keys."""
 
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ console = Console(stderr=True)
 def main() -> None:
     """FHIR R4 server for Patient, Observation and DiagnosticReport."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register_commands() -> None:
+    from .auth.commands import clients, keys, token
+
+    main.add_command(token)
+    main.add_command(keys)
+    main.add_command(clients)
+
+
+_register_commands()
 
 
 # -- serve -------------------------------------------------------------------------

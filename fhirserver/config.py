@@ -44,6 +44,12 @@ class Settings:
     # (unset: a random key kept in the database, shared by every worker).
     card_code_seconds: int = 300  # FHIR_CARD_CODE_SECONDS
     card_signing_key: str = ""  # FHIR_CARD_SIGNING_KEY
+    # Authorization: token issuer (default: FHIR_BASE_URL, else http://HOST:PORT),
+    # access token lifetime, care relationship lengths.
+    auth_issuer: str = ""  # FHIR_AUTH_ISSUER
+    token_seconds: int = 3600  # FHIR_TOKEN_SECONDS
+    care_hours: int = 24  # FHIR_CARE_HOURS
+    break_glass_minutes: int = 60  # FHIR_BREAK_GLASS_MINUTES
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -61,6 +67,11 @@ class Settings:
             values[f.name] = _coerce(f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def issuer(self) -> str:
+        """The authorization server's issuer: also the audience of its tokens."""
+        return (self.auth_issuer or self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -82,6 +93,10 @@ ENV_NAMES: dict[str, str] = {
     "identifier_systems": "FHIR_IDENTIFIER_SYSTEMS",
     "card_code_seconds": "FHIR_CARD_CODE_SECONDS",
     "card_signing_key": "FHIR_CARD_SIGNING_KEY",
+    "auth_issuer": "FHIR_AUTH_ISSUER",
+    "token_seconds": "FHIR_TOKEN_SECONDS",
+    "care_hours": "FHIR_CARE_HOURS",
+    "break_glass_minutes": "FHIR_BREAK_GLASS_MINUTES",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

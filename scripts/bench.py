@@ -12,6 +12,7 @@ sample if present, else the demo patients shipped with the package).
 from __future__ import annotations
 
 import argparse
+import os
 import gzip
 import json
 import statistics
@@ -104,7 +105,11 @@ def main() -> None:
     ap.add_argument("--bundles", type=Path, nargs="*", help="transaction bundles to post")
     ap.add_argument("--max-bundles", type=int, default=10)
     ap.add_argument("--searches", type=int, default=100, help="requests per search phase")
+    ap.add_argument("--token", default=os.environ.get("FHIR_TOKEN", ""),
+                    help="access token [FHIR_TOKEN]; e.g. from `fhirserver token --operator --scope 'system/*.cruds'`")
     args = ap.parse_args()
+    if args.token:
+        FHIR_JSON["Authorization"] = f"Bearer {args.token}"
     base = args.url.rstrip("/")
     expect(requests.get(f"{base}/metadata", timeout=10), 200)
 

@@ -19,6 +19,7 @@ Prints p50/p99 latency and requests/s per phase.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import threading
@@ -104,7 +105,11 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=5, help="requests for identifier search")
     ap.add_argument("--batch", type=int, default=500, help="Patients per transaction Bundle")
     ap.add_argument("-c", type=int, default=4, help="client threads")
+    ap.add_argument("--token", default=os.environ.get("FHIR_TOKEN", ""),
+                    help="access token [FHIR_TOKEN]; e.g. from `fhirserver token --operator --scope 'system/*.cruds'`")
     args = ap.parse_args()
+    if args.token:
+        FHIR_JSON["Authorization"] = f"Bearer {args.token}"
     base = args.url.rstrip("/")
     session = requests.Session()
     ids = unique_ids(args.patients)

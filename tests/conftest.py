@@ -75,12 +75,49 @@ def settings(database_server: tuple[str, str], db_name: str, tmp_path: Path) -> 
                     ferretdb_sqlite_dir=sqlite_dir, base_url="http://fhir.test/fhir")
 
 
-@pytest.fixture
-def app(settings: "Settings") -> Iterator["Flask"]:
+OPERATOR_SCOPE = "system/*.cruds"
+
+
+def mint(application: "Flask", kind: str = "operator", scope: str = OPERATOR_SCOPE,
+         **context: str | None) -> str:
+    """An access token for ``application``, as ``fhirserver token`` mints one."""
+    from datetime import UTC, datetime
+
+    from fhirserver.auth.tokens import TokenService
+
+    st = application.extensions["fhirserver"]
+    service = TokenService(st.repo.db, st.settings.issuer)
+    token, _ = service.mint(subject=context.pop("subject", None) or f"test-{kind}", scope=scope,
+                            kind=kind, lifetime=3600, now=datetime.now(UTC), **context)
+    return token
+
+
+def authorised_client_class(token: str) -> type:
+    """Test clients that send ``token`` unless a request names its own Authorization."""
+    from flask.testing import FlaskClient
+
+    class Client(FlaskClient):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    return Client
+
+
+def make_app(settings: "Settings") -> "Flask":
+    """The app under test; its test clients carry an operator token (tests of the
+    access policy make their own clients and tokens)."""
     from fhirserver import create_app
 
     application = create_app(settings)
     application.config["TESTING"] = True
+    application.test_client_class = authorised_client_class(mint(application))
+    return application
+
+
+@pytest.fixture
+def app(settings: "Settings") -> Iterator["Flask"]:
+    application = make_app(settings)
     yield application
     application.extensions["fhirserver"].repo.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from . import cards, handlers, naming, operations, resources, system
+from . import cards, guard, handlers, naming, oauth, operations, resources, system
 from .negotiation import response_mimetype
 
 UNNEGOTIATED = ("/openapi.json", "/docs")
@@ -22,16 +22,20 @@ def init_api(app: Flask) -> Api:
     api = Api(app)
     # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
     api.register_blueprint(system.blp)
+    api.register_blueprint(oauth.blp)
     api.register_blueprint(naming.blp)
     api.register_blueprint(resources.blp)
     api.register_blueprint(operations.blp)
     api.register_blueprint(cards.blp)
     handlers.register(app)
+    guard.register(app)
 
     @app.before_request
     def negotiate() -> None:
         if request.path.endswith("/$card-qr") and request.accept_mimetypes.best_match(cards.IMAGE_TYPES):
             return  # the QR image itself
+        if request.path.startswith(("/oauth/", "/.well-known/")):
+            return  # OAuth speaks application/json
         if not request.path.startswith(UNNEGOTIATED):
             response_mimetype(request)  # 406 before any work is done
 

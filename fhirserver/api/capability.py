@@ -107,6 +107,22 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
             "searchParam": [{"name": n, "type": "token"} for n in ("_id", "type", "value")],
         })
     system = [c for key, codes in SYSTEM_INTERACTIONS.items() if key in routes for c in codes]
+    from .oauth import endpoints
+
+    urls = endpoints()
+    security = {
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR"}]}],
+        "description": "SMART App Launch 2.x and SMART Backend Services; "
+                       "see /.well-known/smart-configuration",
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": urls["token_endpoint"]},
+                          {"url": "introspect", "valueUri": urls["introspection_endpoint"]},
+                          {"url": "revoke", "valueUri": urls["revocation_endpoint"]}],
+        }],
+    }
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -120,6 +136,7 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": security,
             "resource": resources,
             "interaction": [{"code": c} for c in system],
         }],

@@ -32,6 +32,26 @@ def _one(params: list[tuple[str, str]], name: str, required: bool = True) -> str
     return values[0] if values else None
 
 
+def _allow(interaction: str, kinds: tuple[str, ...], patient: str | None = None) -> None:
+    ctx = context()
+    if ctx.access is not None:
+        ctx.access.require(interaction, kinds, patient)
+
+
+def _own_card(holder: str, interaction: str = "update") -> None:
+    """Family binding is the cardholder's own business (or an operator's)."""
+    ctx = context()
+    if ctx.access is None or ctx.access.caller is None:
+        return
+    caller = ctx.access.caller
+    _allow(interaction, ("patient",), holder)
+    if caller.kind == "patient" and caller.patient != holder:
+        raise errors.Forbidden("Only the cardholder manages their family binding")
+
+
+MANAGE = ("system", "patient")  # clinic systems, and cardholders for their own cards
+
+
 def _card_answer(status: int, card: dict[str, Any]) -> Response:
     return render(status, cards.card_parameters(card, cards.card_system(context())))
 
@@ -40,6 +60,7 @@ def _card_answer(status: int, card: dict[str, Any]) -> Response:
 def issue_card(rtype: str, rid: str) -> Response:
     """Issue a health card: one active card per patient; its number becomes an identifier"""
     _only(rtype, "Patient", "issue-card")
+    _allow("update", ("system",), rid)
     return _card_answer(201, cards.issue(context(), rid))
 
 
@@ -47,6 +68,7 @@ def issue_card(rtype: str, rid: str) -> Response:
 def reissue_card(rtype: str, rid: str) -> Response:
     """Revoke the current card at once and issue a new one (a lost phone)"""
     _only(rtype, "Patient", "reissue-card")
+    _allow("update", MANAGE, rid)
     return _card_answer(201, cards.reissue(context(), rid))
 
 
@@ -54,6 +76,7 @@ def reissue_card(rtype: str, rid: str) -> Response:
 def revoke_card(rtype: str, rid: str) -> Response:
     """Revoke the active card"""
     _only(rtype, "Patient", "revoke-card")
+    _allow("update", MANAGE, rid)
     return _card_answer(200, cards.revoke(context(), rid))
 
 
@@ -61,6 +84,7 @@ def revoke_card(rtype: str, rid: str) -> Response:
 def suspend_card(rtype: str, rid: str) -> Response:
     """Suspend the active card: its codes stop scanning until resumed"""
     _only(rtype, "Patient", "suspend-card")
+    _allow("update", MANAGE, rid)
     return _card_answer(200, cards.set_status(context(), rid, "suspended"))
 
 
@@ -68,6 +92,7 @@ def suspend_card(rtype: str, rid: str) -> Response:
 def resume_card(rtype: str, rid: str) -> Response:
     """Lift a suspension"""
     _only(rtype, "Patient", "resume-card")
+    _allow("update", MANAGE, rid)
     return _card_answer(200, cards.set_status(context(), rid, "active"))
 
 
@@ -76,6 +101,7 @@ def card_qr(rtype: str, rid: str) -> Response:
     """The card's current QR code: image/svg+xml or image/png by Accept, else a
     Parameters with the payload, its expiry and both images"""
     _only(rtype, "Patient", "card-qr")
+    _allow("read", ("patient",), rid)  # the cardholder (or a guardian's bound family)
     payload, expires = cards.current_code(context(), rid)
     qr = segno.make(payload, error="m")
     images: dict[str, bytes] = {}
@@ -102,17 +128,28 @@ def card_qr(rtype: str, rid: str) -> Response:
 def scan_card(rtype: str) -> Response:
     """Scan a card code: the Patient, after checking signature, lifetime and card status"""
     _only(rtype, "Patient", "scan-card")
+    _allow("read", ("user", "system"))
     params = operation_params()
     payload = _one(params, "payload")
     assert payload is not None
-    return render(200, cards.scan(context(), payload, _one(params, "scanner", False),
-                                  _one(params, "organization", False)))
+    ctx = context()
+    caller = ctx.access.caller if ctx.access else None
+    if caller is not None and caller.kind in ("patient",):
+        raise errors.Forbidden("Cards are scanned by clinicians and clinic systems")
+    # Who scanned is the token's clinician and organisation; only an operator's
+    # script may name them in the parameters.
+    scanner = caller.practitioner if caller is not None and caller.kind != "operator" else \
+        _one(params, "scanner", False)
+    organization = caller.organization if caller is not None and caller.kind != "operator" else \
+        _one(params, "organization", False)
+    return render(200, cards.scan(ctx, payload, scanner, organization))
 
 
 @blp.route("/<rtype>/<rid>/$bind-family", methods=["POST"])
 def bind_family(rtype: str, rid: str) -> Response:
     """Bind a family member's card to this cardholder (at most five)"""
     _only(rtype, "Patient", "bind-family")
+    _own_card(rid)
     params = operation_params()
     card = _one(params, "card")
     assert card is not None
@@ -123,6 +160,7 @@ def bind_family(rtype: str, rid: str) -> Response:
 def unbind_family(rtype: str, rid: str) -> Response:
     """Remove a family member's binding"""
     _only(rtype, "Patient", "unbind-family")
+    _own_card(rid)
     member = _one(operation_params(), "member")
     assert member is not None
     family.unbind(context(), rid, member.removeprefix("Patient/"))
@@ -133,4 +171,5 @@ def unbind_family(rtype: str, rid: str) -> Response:
 def list_family(rtype: str, rid: str) -> Response:
     """The cardholder's bound family members, as RelatedPerson resources"""
     _only(rtype, "Patient", "family")
+    _own_card(rid, "read")
     return render(200, family.listing(context(), rid))

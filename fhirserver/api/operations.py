@@ -13,6 +13,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from .. import errors
+from ..auth import emergency
 from ..interactions import compartment, lastn
 from ..mpi import match_op
 from ..mpi import merge as merge_
@@ -34,12 +35,19 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
         ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"),
         ("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge"),
         ("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
+        ("break-glass", "https://fhirserver.example/OperationDefinition/Patient-break-glass"),
         *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
             "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
             "reissue-card", "bind-family", "unbind-family", "family")),
     ],
     "Observation": [("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn")],
 }
+
+
+def _allow(interaction: str, kinds: tuple[str, ...], patient: str | None = None) -> None:
+    ctx = context()
+    if ctx.access is not None:
+        ctx.access.require(interaction, kinds, patient)
 
 
 def _only(rtype: str, wanted: str, operation: str) -> None:
@@ -109,6 +117,7 @@ def observation_lastn(rtype: str) -> Response:
 def ihe_pix(rtype: str) -> Response:
     """IHE PIXm Patient/$ihe-pix: a document number to the patient's other identifiers"""
     _only(rtype, "Patient", "ihe-pix")
+    _allow("search", ("system", "user"))
     return render(200, pix.ihe_pix(context(), operation_params()))
 
 
@@ -116,6 +125,7 @@ def ihe_pix(rtype: str) -> Response:
 def patient_merge(rtype: str) -> Response:
     """Patient/$merge: fold a duplicate (source-patient) into target-patient, all or nothing"""
     _only(rtype, "Patient", "merge")
+    _allow("update", ("system",))
     return render(200, merge_.merge(context(), operation_params()))
 
 
@@ -123,4 +133,19 @@ def patient_merge(rtype: str) -> Response:
 def patient_match(rtype: str) -> Response:
     """Patient/$match: scored, graded candidates for a Patient (best first)"""
     _only(rtype, "Patient", "match")
+    _allow("search", ("system",))
     return render(200, match_op.match(context(), json_body()))
+
+
+@blp.route("/<rtype>/<rid>/$break-glass", methods=["POST"])
+def break_glass(rtype: str, rid: str) -> Response:
+    """Emergency access to one patient for a short time, with a stated reason (recorded)"""
+    _only(rtype, "Patient", "break-glass")
+    ctx = context()
+    caller = ctx.access.caller if ctx.access else None
+    if caller is None or caller.kind != "user" or not caller.practitioner:
+        raise errors.Forbidden("Break-the-glass is for clinicians (user tokens with fhirUser)")
+    reasons = [v for k, v in operation_params() if k == "reason"]
+    if len(reasons) != 1 or not reasons[0].strip():
+        raise errors.Invalid("A 'reason' is required to break the glass", expression="reason")
+    return render(200, emergency.break_glass(ctx, caller, rid, reasons[0].strip()))

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flask import current_app, request
+from flask import current_app, g, request
 
+from ..auth.access import Access
+from ..auth.tokens import TokenService
 from ..config import Settings
 from ..interactions.context import Context
 from ..storage.repository import Repository
@@ -19,6 +21,7 @@ class AppState:
     repo: Repository
     # The time source for card codes and care relationships; tests replace it.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    tokens: TokenService | None = None
 
 
 def state() -> AppState:
@@ -34,7 +37,9 @@ def base_url() -> str:
 
 def context() -> Context:
     st = state()
-    return Context(st.repo, st.settings, base_url(), st.clock)
+    caller = g.get("caller")
+    access = Access(caller, st.repo.db, st.clock()) if caller is not None else None
+    return Context(st.repo, st.settings, base_url(), st.clock, access)
 
 
 def prefer(name: str) -> str | None:

@@ -77,6 +77,9 @@ def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dic
     filters: dict[str, dict[str, Any]] = {}
     for rtype in types:
         parts = [{"_id": pid} if rtype == "Patient" else {"pat": pid}]
+        limit = ctx.search_filter(rtype)  # scopes may still narrow a type, or refuse it
+        if limit:
+            parts.append(limit)
         if rtype in MEMBERS:
             care = _care_dates(ctx, rtype, args.get("start"), args.get("end"))
             parts += [care] if care else []

@@ -21,6 +21,7 @@ from .. import errors
 from ..config import Settings
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
+from ..auth.access import Access
 from ..mpi.registry import Registry, load_registry
 from ..storage.unit_of_work import IdentifierTaken, VersionConflict
 
@@ -33,6 +34,34 @@ class Context:
     settings: Settings
     base_url: str  # absolute, no trailing slash
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # injectable in tests
+    #: what the caller may see and change; None for trusted internal callers (import)
+    access: Access | None = None
+
+    def search_filter(self, rtype: str, identifier_lookup: bool = False) -> dict[str, Any] | None:
+        return self.access.search_filter(rtype, identifier_lookup) if self.access else None
+
+    def visible(self, stored: Stored, interaction: str = "read") -> bool:
+        """May the caller see this stored resource? (False: answer 404.)"""
+        if self.access is None or stored.resource is None:
+            return True
+        from ..storage.indexing import patient_of
+
+        if not self.access.can_see(stored.type, patient_of(stored.resource), interaction):
+            return False
+        d = self.access.decision(stored.type, interaction)
+        if d.constraints:
+            flt = self.access.search_filter(stored.type) or {}
+            return self.repo.count(stored.type, {"$and": [{"_id": stored.id}, flt]}) > 0
+        return True
+
+    def check_write(self, rtype: str, interaction: str, old: dict[str, Any] | None,
+                    new: dict[str, Any] | None) -> None:
+        if self.access is None:
+            return
+        from ..storage.indexing import patient_of
+
+        patients = {patient_of(r) for r in (old, new) if r is not None}
+        self.access.check_write(rtype, interaction, patients, creating=old is None)
 
     @property
     def tz(self) -> tzinfo:
@@ -113,10 +142,27 @@ class Planner:
             check()
         self.checks = []
 
+    def _record_care(self, writes: list[Write]) -> None:
+        """Writing or performing a patient's record is a lasting care relationship
+        (the clinician who wrote it, and the practitioners it names as performers)."""
+        from ..auth.access import LASTING, record_care
+
+        caller = self.ctx.access.caller if self.ctx.access else None
+        now = self.ctx.clock()
+        for w in writes:
+            if not w.patient or w.resource is None:
+                continue
+            who = {r for r in w.search.get("performer", []) if r.startswith("Practitioner/")}
+            if caller is not None and caller.kind == "user" and caller.practitioner:
+                who.add(caller.practitioner)
+            for practitioner in who:
+                record_care(self.repo.db, practitioner, w.patient, now + LASTING, "author", now=now)
+
     def commit(self) -> None:
         self.check()
         try:
             self.repo.commit(self.writes)
+            self._record_care(self.writes)
         except IdentifierTaken as exc:
             system, _, value = exc.key.rpartition("|")
             raise errors.Conflict(

@@ -39,6 +39,16 @@ def _parse_count(value: str | None, ctx: Context) -> int:
     return max(0, min(int(value), ctx.settings.max_count))
 
 
+def _history_limit(ctx: Context, rtype: str) -> dict[str, Any] | None:
+    """History entries of patients the caller may not see are left out."""
+    if ctx.access is None:
+        return None
+    d = ctx.access.decision(rtype, "search")
+    if d.patients is None:
+        return None
+    return {"rid" if rtype == "Patient" else "pat": {"$in": sorted(d.patients)}}
+
+
 def history(
     ctx: Context,
     params: Sequence[tuple[str, str]],
@@ -59,9 +69,13 @@ def history(
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.Invalid("Invalid paging cursor in '_cursor'", expression="_cursor") from exc
     types = [rtype] if rtype else list(SUPPORTED_TYPES)
-    if rtype and rid and ctx.repo.get(rtype, rid) is None:
-        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
-    versions = ctx.repo.history(types, rid, since, after, limit=count + 1)
+    if rtype and rid:
+        current = ctx.repo.get(rtype, rid)
+        if current is None or not ctx.visible(current):
+            raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+    limits = {} if rid else {t: _history_limit(ctx, t) for t in types}
+    versions = ctx.repo.history(types, rid, since, after, limit=count + 1,
+                                filters={t: f for t, f in limits.items() if f is not None})
     page, more = versions[:count], len(versions) > count
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     base_params = [(k, v) for k, v in params if k in ("_since", "_count")]

@@ -11,6 +11,9 @@ answering an unbounded page.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+from .. import errors
 
 from ..search.definitions import TABLES
 from ..search.extract import references
@@ -48,7 +51,7 @@ def _forward(ctx: Context, inc: Include, frontier: list[Stored]) -> list[Stored]
     out: list[Stored] = []
     for rtype, ids in wanted.items():
         found = ctx.repo.get_many(rtype, ids)
-        out += [s for s in found.values() if not s.deleted]
+        out += [s for s in found.values() if not s.deleted and _may(ctx, s)]
     return out
 
 
@@ -60,8 +63,26 @@ def _reverse(ctx: Context, inc: Include, frontier: list[Stored], limit: int) -> 
                     if (not param.targets or s.type in param.targets)
                     and inc.target in (None, s.type)]
             if keys:
-                out += ctx.repo.find(source, {param.field: {"$in": keys}}, limit=limit + 1)
+                flt: dict[str, Any] = {param.field: {"$in": keys}}
+                limit_ = _limit(ctx, source)
+                if limit_:
+                    flt = {"$and": [flt, limit_]}
+                out += ctx.repo.find(source, flt, limit=limit + 1)
     return out
+
+
+def _may(ctx: Context, stored: Stored) -> bool:
+    try:
+        return ctx.visible(stored, "search")
+    except errors.Forbidden:
+        return False  # no scope for that type: it is simply not included
+
+
+def _limit(ctx: Context, rtype: str) -> dict[str, Any] | None:
+    try:
+        return ctx.search_filter(rtype)
+    except errors.Forbidden:
+        return {"_id": {"$exists": False}}
 
 
 def included(ctx: Context, matches: list[Stored], query: SearchQuery) -> tuple[list[Stored], list[str]]:

@@ -25,16 +25,27 @@ def resolver(ctx: Context) -> Any:
         if isinstance(join, Chain):
             found: dict[str, list[str]] = {}
             for target, inner in join.inner:
-                ids = ctx.repo.find_ids(target, compile_condition(inner, resolve), limit=MAX_JOIN + 1)
+                ids = ctx.repo.find_ids(target, _seen(ctx, target, compile_condition(inner, resolve)),
+                                        limit=MAX_JOIN + 1)
                 _bounded(len(ids), join.param.name)
                 found[target] = ids
             _bounded(sum(len(v) for v in found.values()), join.param.name)
             return chain_condition(join, found)
-        refs = ctx.repo.distinct(join.source, join.param.field, compile_condition(join.inner, resolve))
+        refs = ctx.repo.distinct(join.source, join.param.field,
+                                 _seen(ctx, join.source, compile_condition(join.inner, resolve)))
         _bounded(len(refs), f"_has:{join.source}:{join.param.name}")
         return has_condition(join, refs)
 
     return resolve
+
+
+def _seen(ctx: Context, rtype: str, flt: dict[str, Any]) -> dict[str, Any]:
+    """A join only goes through resources the caller may see: a hidden patient's
+    data must not decide which results come back."""
+    limit = ctx.search_filter(rtype)
+    if not limit:
+        return flt
+    return {"$and": [flt, limit]} if flt else limit
 
 
 def _bounded(n: int, name: str) -> None:

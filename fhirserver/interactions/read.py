@@ -9,6 +9,8 @@ from .context import Context
 
 def read(ctx: Context, rtype: str, rid: str) -> Stored:
     stored = ctx.repo.get(rtype, rid)
+    if stored is not None and not ctx.visible(stored):
+        stored = None  # not the caller's to see: as if it did not exist
     if stored is None:
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     if stored.deleted:
@@ -23,6 +25,9 @@ def vread(ctx: Context, rtype: str, rid: str, version: str) -> Stored:
     if not version.isdigit():
         raise errors.NotFound(f"Version '{version}' of {rtype}/{rid} is not known")
     stored = ctx.repo.get_version(rtype, rid, int(version))
+    current = ctx.repo.get(rtype, rid)
+    if stored is not None and current is not None and not ctx.visible(current):
+        stored = None
     if stored is None:
         raise errors.NotFound(f"Version {version} of {rtype}/{rid} is not known")
     if stored.deleted:

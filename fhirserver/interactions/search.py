@@ -13,7 +13,7 @@ from typing import Any
 from .. import errors
 from ..search.compile import compile_filter
 from ..search.parse import parse_query
-from ..search.query import SearchQuery
+from ..search.query import Clause, SearchQuery
 from ..search.sorting import after, compile_sort, decode_key, encode_key, reverse
 from ..storage.records import Stored
 from .bundles import bundle, decode_cursor, encode_cursor, link, match_entry, outcome_entry, page_url
@@ -43,8 +43,12 @@ def matching(ctx: Context, query: SearchQuery,
              extra_filter: dict[str, Any] | None = None) -> dict[str, Any]:
     """The MongoDB filter of ``query`` with its joins resolved, ANDed with ``extra_filter``."""
     flt = compile_filter(query, resolver(ctx))
-    if extra_filter:
-        flt = {"$and": [flt, extra_filter]} if flt else extra_filter
+    lookup = query.resource_type == "Patient" and any(
+        getattr(c, "param", None) is not None and c.param.name == "identifier"  # type: ignore[union-attr]
+        and isinstance(c, Clause) for c in query.clauses)
+    for extra in (extra_filter, ctx.search_filter(query.resource_type, identifier_lookup=lookup)):
+        if extra:
+            flt = {"$and": [flt, extra]} if flt else extra
     return flt
 
 

@@ -57,6 +57,7 @@ def create(
         if found is not None:
             existing = planner.current(rtype, found)
             return Result(200, existing, location=_location(rtype, found, existing.version) if existing else None)
+    planner.ctx.check_write(rtype, "create", None, resource)
     planner.checks.append(lambda: check_references(planner, resource))
     rid = rid or new_id()
     w = planner.add(
@@ -68,6 +69,10 @@ def create(
 
 def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], current: Stored | None,
          method: str = "PUT") -> Result:
+    old = current.resource if current is not None and not current.deleted else None
+    if old is not None and not planner.ctx.visible(current):  # type: ignore[arg-type]
+        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+    planner.ctx.check_write(rtype, "update" if old is not None else "create", old, resource)
     planner.checks.append(lambda: check_references(planner, resource))
     if current is not None and not current.deleted:
         if current.content_hash == content_hash(resource):
@@ -129,7 +134,7 @@ def patch(
 ) -> Result:
     """PATCH Type/id with a JSON Patch document (http.html#patch, RFC 6902)."""
     current = planner.current(rtype, rid)
-    if current is None:
+    if current is None or (not current.deleted and not planner.ctx.visible(current)):
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     if current.deleted:
         raise errors.Gone(f"Resource {rtype}/{rid} was deleted")
@@ -161,6 +166,9 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
     """
     current = planner.current(rtype, rid)
     check_if_match(if_match, current, f"{rtype}/{rid}")
+    if current is not None and not current.deleted and not planner.ctx.visible(current):
+        current = None  # not the caller's to see: as if it did not exist
+    planner.ctx.check_write(rtype, "delete", current.resource if current else None, None)
     if current is None or current.deleted:
         return Result(200, outcome=errors.information(f"{rtype}/{rid} does not exist or is already deleted: nothing to do"))
     planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 from stdnum import luhn
 
 from .. import errors
+from ..auth.access import record_care
 from ..interactions import read as read_
 from ..interactions import write
 from ..interactions.context import Context, run_single
@@ -161,14 +162,21 @@ def scan(ctx: Context, payload: str, scanner: str | None, organization: str | No
     if card["status"] != "active":
         raise errors.Forbidden(f"The scanned card is {card['status']}",
                                details=f"card-{card['status']}")
-    try:
-        patient = read_.read(ctx, "Patient", card["patient"])
-    except (errors.NotFound, errors.Gone) as exc:
-        raise errors.NotFound("The scanned card is not known", details="card-unknown") from exc
+    # Read directly: the scan itself is what opens the record to the scanner.
+    patient = ctx.repo.get("Patient", card["patient"])
+    if patient is None or patient.deleted:
+        raise errors.NotFound("The scanned card is not known", details="card-unknown")
+    now = ctx.clock()
     ctx.repo.db[SCANS].insert_one({
         "_id": uuid.uuid4().hex, "card": key, "patient": card["patient"],
-        "by": scanner, "organization": organization, "at": ctx.clock(),
+        "by": scanner, "organization": organization, "at": now,
     })
+    # Presenting the card opens the care relationship: the scanning clinician and
+    # their organisation may read the record for the configured time.
+    until = now + timedelta(hours=ctx.settings.care_hours)
+    for who in (scanner, organization):
+        if who and who.split("/")[0] in ("Practitioner", "Organization"):
+            record_care(ctx.repo.db, who, card["patient"], until, "card-scan", now=now)
     return patient.resource or {}
 
 

@@ -119,7 +119,8 @@ def bind(ctx: Context, holder: str, card_number: str, relationship: str | None) 
         raise errors.Unprocessable(
             f"Patient/{holder} already has {MAX_MEMBERS} family members bound: unbind one first",
             details="binding-limit")
-    member_res = read_.read(ctx, "Patient", member).resource or {}
+    stored = ctx.repo.get("Patient", member)  # the member's card was shown: no read check
+    member_res = (stored.resource if stored else None) or {}
     if is_minor(member_res, ctx.clock().date()):
         ctx.repo.db[CARDS].update_one(
             {"_id": active_card(ctx, member)["_id"], "guardian": None}, {"$set": {"guardian": holder}})

@@ -65,6 +65,10 @@ def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
                                    expression="targetSystem")
     ids = holders(ctx, system, value)
     patients = [p for p in ctx.repo.get_many("Patient", ids).values() if not p.deleted]
+    caller = ctx.access.caller if ctx.access else None
+    if caller is not None and caller.kind not in ("system", "operator"):
+        # Backend clients look patients up by identifier; others only whom they treat.
+        patients = [p for p in patients if ctx.visible(p)]
     if not patients:
         raise errors.NotFound(f"No Patient holds identifier {system}|{value}")
     out: list[dict[str, Any]] = []

@@ -196,16 +196,19 @@ class Repository:
         since: datetime | None = None,
         after: HistoryKey | None = None,
         limit: int = 20,
+        filters: dict[str, dict[str, Any]] | None = None,
     ) -> list[Stored]:
-        """Versions newest first (http.html#history), resuming after a keyset cursor."""
-        streams = [self._history_stream(t, rid, since, after) for t in types]
+        """Versions newest first (http.html#history), resuming after a keyset cursor;
+        ``filters`` narrows a type's versions (access control)."""
+        streams = [self._history_stream(t, rid, since, after, (filters or {}).get(t)) for t in types]
         merged = heapq.merge(*streams, key=lambda p: p[0], reverse=True)
         return [s for _, s in _take(merged, limit)]
 
     def _history_stream(
-        self, rtype: str, rid: str | None, since: datetime | None, after: HistoryKey | None
+        self, rtype: str, rid: str | None, since: datetime | None, after: HistoryKey | None,
+        extra: dict[str, Any] | None = None,
     ) -> Iterator[tuple[HistoryKey, Stored]]:
-        clauses: list[dict[str, Any]] = []
+        clauses: list[dict[str, Any]] = [extra] if extra else []
         if rid is not None:
             clauses.append({"rid": rid})
         if since is not None:

@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from fhirserver.cli import run_import
 from fhirserver.config import Settings
-from tests.conftest import SHARED, FhirClient
+from tests.conftest import SHARED, FhirClient, make_app
 
 FILES = sorted((SHARED / "synthea").glob("*.json.gz"))[::4]
 LOINC = "http://loinc.org"
@@ -46,8 +46,6 @@ def raw() -> Resources:
 
 @pytest.fixture(scope="module")
 def fhir(database_server: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirClient]:
-    from fhirserver import create_app
-
     uri, sqlite_dir = database_server
     name = f"test_synthea_{uuid.uuid4().hex[:12]}"
     settings = Settings(mongodb_uri=uri, mongodb_db=name, ferretdb_sqlite_dir=sqlite_dir,
@@ -55,7 +53,7 @@ def fhir(database_server: tuple[str, str], tmp_path_factory: pytest.TempPathFact
                         base_url="http://fhir.test/fhir")
     stats = run_import(settings, FILES)
     assert not stats.problems
-    app = create_app(settings)
+    app = make_app(settings)
     yield FhirClient(app.test_client())
     app.extensions["fhirserver"].repo.close()
     with MongoClient(uri) as client:

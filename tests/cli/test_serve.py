@@ -30,6 +30,16 @@ def start(data_dir: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL)
 
 
+def operator_token(data_dir: Path, port: int) -> dict[str, str]:
+    """``fhirserver token --operator``, as an operator's script gets one."""
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port)})
+    exe = Path(sys.executable).parent / "fhirserver"
+    out = subprocess.run([str(exe), "token", "--operator", "--scope", "system/*.cruds"], env=env,
+                         capture_output=True, text=True, check=True, timeout=120)
+    return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
+
 def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,13 +75,16 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
     proc = start(tmp_path, port, "--demo")
     try:
         wait_up(url, proc)
-        bundle = requests.get(f"{url}/Patient?_summary=count", timeout=10).json()
+        # Closed by default: nothing but /metadata without a token.
+        assert requests.get(f"{url}/Patient", timeout=10).status_code == 401
+        auth = operator_token(tmp_path, port)
+        bundle = requests.get(f"{url}/Patient?_summary=count", headers=auth, timeout=10).json()
         assert bundle["total"] == DEMO_PATIENTS
-        obs = requests.get(f"{url}/Observation?_count=1", timeout=10)
+        obs = requests.get(f"{url}/Observation?_count=1", headers=auth, timeout=10)
         assert obs.status_code == 200 and obs.json()["total"] > 0
         created = requests.post(
             f"{url}/Patient", json={"resourceType": "Patient", "gender": "other"},
-            headers={"Content-Type": "application/fhir+json"}, timeout=10,
+            headers={"Content-Type": "application/fhir+json", **auth}, timeout=10,
         )
         assert created.status_code == 201
         new_id = created.json()["id"]
@@ -84,7 +97,9 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
     proc = start(tmp_path, port)
     try:
         wait_up(url, proc)
-        assert requests.get(f"{url}/Patient/{new_id}", timeout=10).status_code == 200
-        assert requests.get(f"{url}/Patient?_summary=count", timeout=10).json()["total"] == DEMO_PATIENTS + 1
+        # Signing keys are kept in the database: the token still works after a restart.
+        assert requests.get(f"{url}/Patient/{new_id}", headers=auth, timeout=10).status_code == 200
+        total = requests.get(f"{url}/Patient?_summary=count", headers=auth, timeout=10).json()["total"]
+        assert total == DEMO_PATIENTS + 1
     finally:
         stop(proc)

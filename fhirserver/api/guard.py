@@ -1,0 +1,38 @@
+"""Authentication of every request: no endpoint answers without a valid access token
+except /metadata, the SMART discovery document and the OAuth endpoints."""
+
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from .. import errors
+from ..auth.callers import caller_from_claims
+from ..auth.tokens import TokenService, challenge
+from .state import state
+
+PUBLIC = ("/metadata", "/.well-known/smart-configuration")
+PUBLIC_PREFIX = "/oauth/"
+
+
+def tokens() -> TokenService:
+    st = state()
+    if st.tokens is None:
+        st.tokens = TokenService(st.repo.db, st.settings.issuer)
+    return st.tokens
+
+
+def authenticate() -> None:
+    if request.path in PUBLIC or request.path.startswith(PUBLIC_PREFIX):
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized("An access token is required (Authorization: Bearer ...)",
+                                  headers=challenge())
+    claims = tokens().verify(token.strip(), state().clock())
+    g.caller = caller_from_claims(claims)
+    g.claims = claims
+
+
+def register(app: Flask) -> None:
+    app.before_request(authenticate)

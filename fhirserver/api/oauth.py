@@ -1,0 +1,166 @@
+"""The authorization server's endpoints (SMART App Launch 2.x, SMART Backend
+Services, RFC 6749, RFC 7523, RFC 7662, RFC 7009): discovery, JWKS, token,
+introspection and revocation. Public, like /metadata: they are how a client gets a
+token in the first place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response, request
+from flask_smorest import Blueprint
+
+from .. import errors
+from ..auth import clients as clients_
+from ..auth.clients import ASSERTION_TYPE, Client, OAuthError
+from ..auth.scopes import grant, parse_scopes
+from .guard import tokens
+from .state import state
+
+blp = Blueprint("oauth", __name__, url_prefix="/",
+                description="SMART on FHIR authorization server: discovery, JWKS, token, "
+                            "introspection, revocation")
+
+GRANT_TYPES = ["client_credentials"]
+CAPABILITIES = [
+    "client-confidential-symmetric", "client-confidential-asymmetric",
+    "permission-v1", "permission-v2", "permission-patient", "permission-user",
+]
+SCOPES = ["system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs", "patient/*.rs",
+          "patient/*.read", "user/*.read", "system/*.read"]
+
+
+def endpoints() -> dict[str, str]:
+    base = state().settings.issuer
+    return {
+        "token_endpoint": f"{base}/oauth/token",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "jwks_uri": f"{base}/oauth/jwks",
+    }
+
+
+def _json(body: dict[str, Any], status: int = 200, mimetype: str = "application/json") -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype=mimetype,
+                    headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _oauth_error(exc: OAuthError) -> Response:
+    resp = _json({"error": exc.error, "error_description": exc.description}, exc.status)
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="fhirserver"'
+    return resp
+
+
+@blp.route("/.well-known/smart-configuration", methods=["GET"])
+def smart_configuration() -> Response:
+    """SMART App Launch discovery (conformance.html#using-well-known)"""
+    return _json({
+        "issuer": state().settings.issuer,
+        **endpoints(),
+        "grant_types_supported": GRANT_TYPES,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": clients_.ASSERTION_ALGORITHMS,
+        "scopes_supported": SCOPES,
+        "response_types_supported": ["token"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": CAPABILITIES,
+    })
+
+
+@blp.route("/oauth/jwks", methods=["GET"])
+def jwks() -> Response:
+    """The public keys that verify this server's tokens (RFC 7517)"""
+    return _json(tokens().jwks(), mimetype="application/jwk-set+json")
+
+
+def _client(form: dict[str, str]) -> Client:
+    """Client authentication (RFC 6749 section 2.3): Basic or a JWT assertion."""
+    st = state()
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("basic "):
+        return clients_.authenticate_basic(st.repo.db, header)
+    if form.get("client_assertion_type") == ASSERTION_TYPE and form.get("client_assertion"):
+        return clients_.authenticate_assertion(st.repo.db, form["client_assertion"],
+                                               endpoints()["token_endpoint"], st.clock())
+    raise OAuthError("invalid_client", "Client authentication is required "
+                     "(client_secret_basic or private_key_jwt)", 401)
+
+
+def _form() -> dict[str, str]:
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "Use application/x-www-form-urlencoded")
+    form: dict[str, str] = {}
+    for key, value in request.form.items(multi=True):
+        if key in form:
+            raise OAuthError("invalid_request", f"Parameter '{key}' given more than once")
+        form[key] = value
+    return form
+
+
+@blp.route("/oauth/token", methods=["POST"])
+def token() -> Response:
+    """Token endpoint: client_credentials for backend services (SMART Backend Services)"""
+    try:
+        form = _form()
+        grant_type = form.get("grant_type")
+        if grant_type not in GRANT_TYPES:
+            raise OAuthError("unsupported_grant_type", f"grant_type '{grant_type}' is not supported")
+        client = _client(form)
+        return _json(_client_credentials(client, form))
+    except OAuthError as exc:
+        return _oauth_error(exc)
+
+
+def _client_credentials(client: Client, form: dict[str, str]) -> dict[str, Any]:
+    if client.kind not in ("backend", "confidential"):
+        raise OAuthError("unauthorized_client", "This client may not use client_credentials")
+    requested = form.get("scope", "")
+    clinical, _ = parse_scopes(client.scopes)
+    granted = grant(" ".join(s for s in requested.split() if s.startswith("system/")), client.scopes)
+    if not granted:
+        raise OAuthError("invalid_scope", "None of the requested system/ scopes is allowed "
+                         f"for this client (allowed: {client.scopes})")
+    st = state()
+    value, claims = tokens().mint(subject=client.client_id, scope=granted, kind="system",
+                                  lifetime=min(st.settings.token_seconds, 3600), now=st.clock(),
+                                  client_id=client.client_id, organization=client.organization)
+    return {"access_token": value, "token_type": "bearer", "expires_in": claims["exp"] - claims["iat"],
+            "scope": granted}
+
+
+@blp.route("/oauth/introspect", methods=["POST"])
+def introspect() -> Response:
+    """Token introspection (RFC 7662), for authenticated clients"""
+    try:
+        form = _form()
+        _client(form)
+        try:
+            claims = tokens().verify(form.get("token", ""), state().clock())
+        except errors.Unauthorized:
+            return _json({"active": False})
+        keep = ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "patient", "fhirUser",
+                "organization", "jti")
+        return _json({"active": True, "token_type": "Bearer",
+                      **{k: claims[k] for k in keep if k in claims}})
+    except OAuthError as exc:
+        return _oauth_error(exc)
+
+
+@blp.route("/oauth/revoke", methods=["POST"])
+def revoke() -> Response:
+    """Token revocation (RFC 7009): 200 whether or not the token was valid"""
+    try:
+        form = _form()
+        client = _client(form)
+        try:
+            claims = tokens().decode_unverified_time(form.get("token", ""))
+        except errors.Unauthorized:
+            return _json({})
+        if claims.get("client_id") == client.client_id:
+            tokens().revoke(claims)
+        return _json({})
+    except OAuthError as exc:
+        return _oauth_error(exc)

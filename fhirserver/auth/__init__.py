@@ -1,0 +1,1 @@
+"""Authorization: SMART scopes, access tokens, the access policy and its application."""

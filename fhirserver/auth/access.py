@@ -1,0 +1,140 @@
+"""Applying the access policy to one request: the caller's reachable patients, and
+the checks and filters the interactions call (reads, searches, writes).
+
+Care relationships live in ``_care_relationships``, one record per (clinician or
+organisation, patient) keyed by both, with the time it lasts: a card scan gives one
+for ``care_hours`` (default 24), break-the-glass for ``break_glass_minutes`` and
+flags it as an emergency, and writing or performing a record gives a lasting one.
+
+A read the caller may not make answers 404, as if the resource did not exist; a
+search silently leaves out what the caller may not see, counts included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import errors
+from .policy import Caller, Decision, decide, may_write
+
+CARE = "_care_relationships"
+LASTING = timedelta(days=365 * 100)
+
+
+def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
+                emergency: bool = False, now: datetime | None = None) -> None:
+    """Open (or extend) a care relationship; never shortens a longer one."""
+    key = f"{who}|{patient}"
+    current = db[CARE].find_one({"_id": key})
+    if current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until \
+            and not emergency:
+        return
+    db[CARE].replace_one({"_id": key}, {"_id": key, "who": who, "patient": patient,
+                                        "until": until, "reason": reason,
+                                        "emergency": emergency, "at": now or until}, upsert=True)
+
+
+@dataclass
+class Access:
+    """One request's view: computed once, used by every check of the request."""
+
+    caller: Caller | None  # None: a trusted internal caller (CLI import), sees all
+    db: Any
+    now: datetime
+    _reach: frozenset[str] | None | bool = field(default=False)  # False: not computed
+    _family: dict[str, Any] = field(default_factory=dict)
+
+    # -- who is in reach ------------------------------------------------------------------
+
+    def reachable(self) -> frozenset[str] | None:
+        if self._reach is False:
+            self._reach = self._compute()
+        return self._reach  # type: ignore[return-value]
+
+    def _compute(self) -> frozenset[str] | None:
+        caller = self.caller
+        if caller is None or caller.kind == "operator":
+            return None
+        if caller.kind == "patient":
+            from ..mpi.family import BINDINGS, MAX_MEMBERS
+
+            own = caller.patient or ""
+            slots = (self.db[BINDINGS].find_one({"_id": f"{own}|{i}"}) for i in range(1, MAX_MEMBERS + 1))
+            return frozenset({own, *(b["member"] for b in slots if b)})
+        # A clinician's own relationships; a backend client's organisation's.
+        who = [caller.practitioner] if caller.kind == "user" else [caller.organization]
+        who = [w for w in who if w]
+        found: set[str] = set()
+        for w in who:
+            for doc in self.db[CARE].find({"who": w}, {"patient": 1, "until": 1}):
+                if doc["until"].replace(tzinfo=self.now.tzinfo) > self.now:
+                    found.add(doc["patient"])
+        return frozenset(found)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def decision(self, rtype: str, interaction: str, *, identifier_lookup: bool = False) -> Decision:
+        if self.caller is None:
+            return Decision(True, None)
+        d = decide(self.caller, rtype, interaction, self.reachable(),
+                   identifier_lookup=identifier_lookup)
+        if not d.allowed:
+            raise errors.Forbidden(f"The access token's scopes do not allow {interaction} on "
+                                   f"{rtype} ({d.reason})")
+        return d
+
+    def search_filter(self, rtype: str, identifier_lookup: bool = False) -> dict[str, Any] | None:
+        """The MongoDB condition limiting a search to what the caller may see, or None."""
+        d = self.decision(rtype, "search", identifier_lookup=identifier_lookup)
+        parts: list[dict[str, Any]] = []
+        if d.patients is not None:
+            field_ = "_id" if rtype == "Patient" else "pat"
+            parts.append({field_: {"$in": sorted(d.patients)}})
+        if d.constraints:
+            parts.append(self._constraints(rtype, d.constraints))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+    @staticmethod
+    def _constraints(rtype: str, constraints: tuple[tuple[tuple[str, str], ...], ...]) -> dict[str, Any]:
+        from zoneinfo import ZoneInfo
+
+        from ..search.compile import compile_filter
+        from ..search.parse import parse_query
+
+        ors = [compile_filter(parse_query(rtype, list(q), tz=ZoneInfo("UTC"), strict=True))
+               for q in constraints]
+        return ors[0] if len(ors) == 1 else {"$or": ors}
+
+    def require(self, interaction: str, kinds: tuple[str, ...], patient: str | None = None) -> None:
+        """For operations on Patient: the caller must be of one of ``kinds`` (operators
+        always are), hold a scope for ``interaction`` on Patient, and reach
+        ``patient`` when one is named (404 otherwise, as for a read)."""
+        caller = self.caller
+        if caller is None:
+            return
+        if caller.kind != "operator" and caller.kind not in kinds:
+            raise errors.Forbidden(f"This operation is not available to {caller.kind} tokens")
+        d = self.decision("Patient", interaction)
+        if patient is not None and d.patients is not None and patient not in d.patients:
+            raise errors.NotFound(f"Resource Patient/{patient} is not known")
+
+    def can_see(self, rtype: str, resource_patient: str | None, interaction: str = "read") -> bool:
+        """For one stored resource: False means answer as if it did not exist."""
+        d = self.decision(rtype, interaction)
+        return d.patients is None or (resource_patient is not None and resource_patient in d.patients)
+
+    def check_write(self, rtype: str, interaction: str, patients: set[str | None],
+                    creating: bool) -> None:
+        d = self.decision(rtype, interaction)
+        caller = self.caller
+        if caller is not None and caller.kind == "system" and creating and rtype != "Patient":
+            return  # backend systems deliver results for any patient
+        if caller is not None and creating and rtype == "Patient" and caller.kind in ("system", "user"):
+            return  # registering a new patient
+        if not may_write(d, patients):
+            raise errors.Forbidden(
+                f"You may not write {rtype} into the record of a patient you are not treating")

@@ -1,0 +1,174 @@
+"""Signing keys, access tokens and their verification.
+
+Access tokens are JWTs signed RS256 (RFC 7519/7515, via joserfc) with a key from
+``_auth_keys``: the newest key signs, every key not yet retired verifies, and all
+of them are published at the JWKS endpoint with their ``kid``, so keys rotate
+without invalidating tokens in flight (``fhirserver keys rotate``). A private key
+never leaves the database and the process.
+
+Verifying a token needs no database round trip: the keys are cached per process,
+and so are revoked token ids (RFC 7009), refreshed every ``REVOCATION_REFRESH``
+seconds; a verified token string is remembered until it expires.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, RSAKey
+from pymongo.database import Database
+
+from .. import errors
+
+KEYS = "_auth_keys"
+REVOKED = "_auth_revoked"
+ALGORITHM = "RS256"
+REVOCATION_REFRESH = 2.0
+_VERIFIED_CACHE = 10_000
+
+
+@dataclass
+class _Cache:
+    keys: KeySet | None = None
+    signing: RSAKey | None = None
+    revoked: frozenset[str] = frozenset()
+    revoked_at: float = 0.0
+    verified: dict[str, dict[str, Any]] | None = None
+
+
+_caches: dict[str, _Cache] = {}
+_lock = threading.Lock()
+
+
+class TokenService:
+    """Mints and verifies access tokens for one database (one deployment)."""
+
+    def __init__(self, db: Database[Any], issuer: str) -> None:
+        self.db = db
+        self.issuer = issuer
+        key = f"{db.client.address}/{db.name}" if db.client else db.name
+        with _lock:
+            self.cache = _caches.setdefault(key, _Cache(verified={}))
+
+    # -- keys ------------------------------------------------------------------------
+
+    def _load_keys(self) -> None:
+        docs = list(self.db[KEYS].find({"retired": {"$ne": True}}).sort("created", -1))
+        if not docs:
+            self.rotate()
+            docs = list(self.db[KEYS].find({"retired": {"$ne": True}}).sort("created", -1))
+        keys = [RSAKey.import_key(d["jwk"]) for d in docs]
+        self.cache.keys = KeySet(keys)
+        self.cache.signing = keys[0]
+
+    def rotate(self) -> str:
+        """A new signing key; older ones keep verifying until retired."""
+        kid = secrets.token_hex(8)
+        key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": ALGORITHM})
+        self.db[KEYS].insert_one({"_id": kid, "jwk": key.as_dict(private=True),
+                                  "created": datetime.now(UTC), "retired": False})
+        self.cache.keys = None
+        return kid
+
+    def retire(self, kid: str) -> None:
+        self.db[KEYS].update_one({"_id": kid}, {"$set": {"retired": True}})
+        self.cache.keys = None
+
+    def keyset(self) -> KeySet:
+        if self.cache.keys is None:
+            self._load_keys()
+        assert self.cache.keys is not None
+        return self.cache.keys
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [k.as_dict(private=False) for k in self.keyset().keys]}
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        self.keyset()
+        key = self.cache.signing
+        assert key is not None
+        return jwt.encode({"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}, claims, key)
+
+    def mint(self, *, subject: str, scope: str, kind: str, lifetime: int, now: datetime,
+             client_id: str = "", **context: str | None) -> tuple[str, dict[str, Any]]:
+        t = int(now.timestamp())
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "aud": self.issuer, "sub": subject, "iat": t, "exp": t + lifetime,
+            "jti": secrets.token_urlsafe(16), "scope": scope, "kind": kind, "client_id": client_id,
+        }
+        claims.update({k: v for k, v in context.items() if v})
+        return self.sign(claims), claims
+
+    def _revoked(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now - self.cache.revoked_at > REVOCATION_REFRESH:
+            cutoff = int(datetime.now(UTC).timestamp())
+            self.cache.revoked = frozenset(
+                d["_id"] for d in self.db[REVOKED].find({"exp": {"$gt": cutoff}}, {"_id": 1}))
+            self.cache.revoked_at = now
+        return self.cache.revoked
+
+    def revoke(self, claims: dict[str, Any]) -> None:
+        self.db[REVOKED].replace_one({"_id": claims["jti"]},
+                                     {"_id": claims["jti"], "exp": int(claims.get("exp", 0))},
+                                     upsert=True)
+        self.cache.revoked_at = 0.0
+
+    def verify(self, token: str, now: datetime) -> dict[str, Any]:
+        """The claims of a valid, current, unrevoked token of ours; 401 otherwise."""
+        verified = self.cache.verified
+        assert verified is not None
+        claims = verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(verified) >= _VERIFIED_CACHE:
+                verified.clear()
+            verified[token] = claims
+        if int(now.timestamp()) >= int(claims.get("exp", 0)):
+            raise errors.Unauthorized("The access token has expired",
+                                      headers=challenge("invalid_token", "The access token expired"))
+        if claims.get("jti") in self._revoked():
+            raise errors.Unauthorized("The access token has been revoked",
+                                      headers=challenge("invalid_token", "The access token was revoked"))
+        return claims
+
+    def decode_unverified_time(self, token: str) -> dict[str, Any]:
+        """Claims of a token we signed, whatever its expiry (introspection, revocation)."""
+        return self._decode(token)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            decoded = jwt.decode(token, self.keyset(), algorithms=[ALGORITHM])
+        except (JoseError, ValueError) as exc:
+            self.cache.keys = None  # a key rotated in another process: reload once
+            try:
+                decoded = jwt.decode(token, self.keyset(), algorithms=[ALGORITHM])
+            except (JoseError, ValueError):
+                raise errors.Unauthorized(
+                    "The access token is not valid",
+                    headers=challenge("invalid_token", "The access token is malformed or not ours"),
+                ) from exc
+        claims = dict(decoded.claims)
+        if claims.get("iss") != self.issuer or claims.get("aud") != self.issuer:
+            raise errors.Unauthorized("The access token was issued for another server",
+                                      headers=challenge("invalid_token", "Wrong issuer or audience"))
+        return claims
+
+
+def challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401 (RFC 6750 section 3)."""
+    value = 'Bearer realm="fhirserver"'
+    if error:
+        value += f', error="{error}"'
+    if description:
+        value += f', error_description="{description}"'
+    return {"WWW-Authenticate": value}

@@ -1,0 +1,213 @@
+"""Authorization over HTTP: closed by default (RFC 6750 errors), and the promise that
+only clinicians actually treating a patient read the record (DESIGN.md section 1),
+with no leak of hidden patients through reads, counts, includes, chains or paging."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests import factories as f
+from tests.conftest import mint
+
+
+class As:
+    """Requests carrying one caller's token."""
+
+    def __init__(self, fhir, token: str) -> None:
+        self.fhir, self.h = fhir, {"Authorization": f"Bearer {token}"}
+
+    def get(self, url: str):
+        return self.fhir.get(url, headers=self.h)
+
+    def post(self, url: str, body):
+        return self.fhir.post(url, body, headers=self.h)
+
+    def put(self, url: str, body):
+        return self.fhir.put(url, body, headers=self.h)
+
+    def delete(self, url: str):
+        return self.fhir.delete(url, headers=self.h)
+
+    def ids(self, url: str) -> list[str]:
+        r = self.get(url)
+        assert r.status_code == 200, r.get_json()
+        return [e["resource"]["id"] for e in r.get_json().get("entry", [])
+                if e["search"]["mode"] in ("match", "include")]
+
+
+def clinician(app, fhir, dr: str = "dr-li", scope: str = "user/*.cruds") -> As:
+    return As(fhir, mint(app, "user", scope, subject=dr, fhirUser=f"Practitioner/{dr}",
+                         organization="Organization/hospital-1"))
+
+
+@pytest.fixture
+def world(fhir):
+    """Two patients with records; an operator set them up."""
+    mine = fhir.create(f.patient("Treated", identifier=[
+        {"system": "https://fhirserver.example/sid/passport/USA", "value": "X1234567"}]))["id"]
+    other = fhir.create(f.patient("Hidden"))["id"]
+    obs_mine = fhir.create(f.observation(mine, code="1-1"))["id"]
+    obs_other = fhir.create(f.observation(other, code="1-1"))["id"]
+    dr_other = fhir.create({"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"},
+                            "subject": {"reference": f"Patient/{other}"},
+                            "result": [{"reference": f"Observation/{obs_other}"}]})["id"]
+    return {"mine": mine, "other": other, "obs_mine": obs_mine, "obs_other": obs_other,
+            "dr_other": dr_other}
+
+
+def scan_card(fhir, app, pid: str, who: As) -> None:
+    fhir.post(f"Patient/{pid}/$issue-card", None)
+    code = fhir.get(f"Patient/{pid}/$card-qr").get_json()["parameter"][0]["valueString"]
+    r = who.post("Patient/$scan-card", {"resourceType": "Parameters",
+                                        "parameter": [{"name": "payload", "valueString": code}]})
+    assert r.status_code == 200, r.get_json()
+
+
+def test_no_token_is_401_with_www_authenticate_rfc6750(fhir):
+    r = fhir.get("Patient", headers={"Authorization": ""})
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith('Bearer realm="fhirserver"')
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+    bad = fhir.get("Patient", headers={"Authorization": "Bearer not.a.token"})
+    assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["WWW-Authenticate"]
+    for public in ("metadata", ".well-known/smart-configuration"):
+        assert fhir.get(public, headers={"Authorization": ""}).status_code == 200
+
+
+def test_expired_and_foreign_tokens_are_401(fhir, app):
+    from fhirserver.auth.tokens import TokenService
+
+    st = app.extensions["fhirserver"]
+    service = TokenService(st.repo.db, st.settings.issuer)
+    old, _ = service.mint(subject="x", scope="system/*.rs", kind="operator", lifetime=60,
+                          now=datetime.now(UTC) - timedelta(hours=2))
+    assert fhir.get("Patient", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    other = TokenService(st.repo.db, "https://elsewhere.example")
+    foreign, _ = other.mint(subject="x", scope="system/*.rs", kind="operator", lifetime=60,
+                            now=datetime.now(UTC))
+    assert fhir.get("Patient", headers={"Authorization": f"Bearer {foreign}"}).status_code == 401
+
+
+def test_scope_not_covering_the_interaction_is_403(fhir, app, world):
+    reader = As(fhir, mint(app, "patient", "patient/Observation.rs", patient=world["mine"]))
+    assert reader.get(f"Observation/{world['obs_mine']}").status_code == 200
+    r = reader.post("Observation", f.observation(world["mine"]))
+    assert r.status_code == 403 and r.get_json()["issue"][0]["code"] == "forbidden"
+    assert reader.get(f"Patient/{world['mine']}").status_code == 403
+
+
+def test_clinician_without_relationship_sees_nothing(fhir, app, world):
+    dr = clinician(app, fhir)
+    assert dr.get(f"Patient/{world['mine']}").status_code == 404  # existence not revealed
+    assert dr.get(f"Observation/{world['obs_mine']}").status_code == 404
+    assert dr.get(f"Observation/{world['obs_mine']}/_history/1").status_code == 404
+    r = dr.get("Observation?_total=accurate")
+    assert r.get_json()["total"] == 0 and "entry" not in r.get_json()
+    assert dr.get(f"Patient/{world['mine']}/$everything").status_code == 404
+    assert dr.get("Observation/_history").get_json().get("entry") is None
+
+
+def test_card_scan_opens_the_record_to_that_clinician_for_a_day(fhir, app, world):
+    dr, colleague = clinician(app, fhir, "dr-li"), clinician(app, fhir, "dr-wu")
+    scan_card(fhir, app, world["mine"], dr)
+    assert dr.get(f"Patient/{world['mine']}").status_code == 200
+    assert dr.ids("Observation") == [world["obs_mine"]]
+    assert dr.get(f"Observation/{world['obs_other']}").status_code == 404
+    assert colleague.get(f"Patient/{world['mine']}").status_code == 404  # only who scanned
+    # The relationship ends after FHIR_CARE_HOURS (24).
+    st = app.extensions["fhirserver"]
+    later = datetime.now(UTC) + timedelta(hours=25)
+    st.clock = lambda: later
+    assert dr.get(f"Patient/{world['mine']}").status_code in (401, 404)
+
+
+def test_hidden_patients_do_not_leak_through_counts_includes_chains_or_has(fhir, app, world):
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, world["mine"], dr)
+    assert dr.get("Observation?_summary=count").get_json()["total"] == 1
+    assert dr.get("Patient?_total=accurate").get_json()["total"] == 1
+    # Chains and _has only go through visible resources.
+    assert dr.ids("Observation?subject.name=hidden") == []
+    assert dr.ids("Patient?_has:Observation:patient:code=1-1") == [world["mine"]]
+    # Includes never bring in a hidden patient's resources.
+    assert world["other"] not in dr.ids("Observation?_include=Observation:patient")
+    assert dr.ids(f"Observation?_id={world['obs_other']}&_revinclude=DiagnosticReport:result") == []
+    assert dr.ids(f"Patient?_revinclude=DiagnosticReport:subject") == [world["mine"]]
+    # Paging links carry no hidden data either: one page of one.
+    page = dr.get("Observation?_count=1").get_json()
+    assert [link["relation"] for link in page["link"]] == ["self"]
+
+
+def test_patient_token_sees_own_and_bound_family_only(fhir, app, world):
+    me, child = world["mine"], world["other"]
+    fhir.post(f"Patient/{me}/$issue-card", None)
+    fhir.post(f"Patient/{child}/$issue-card", None)
+    patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=me))
+    assert patient.get(f"Observation/{world['obs_other']}").status_code == 404
+    assert patient.ids("Observation") == [world["obs_mine"]]
+    child_card = [i["value"] for i in fhir.get(f"Patient/{child}").get_json()["identifier"]
+                  if i["system"].endswith("health-card")][0]
+    r = patient.post(f"Patient/{me}/$bind-family", {"resourceType": "Parameters", "parameter": [
+        {"name": "card", "valueString": child_card}]})
+    assert r.status_code == 201, r.get_json()
+    assert sorted(patient.ids("Observation")) == sorted([world["obs_mine"], world["obs_other"]])
+    # Another patient's family is not theirs to manage.
+    assert patient.get(f"Patient/{child}/$family").status_code == 403
+
+
+def test_clinician_writes_only_for_treated_patients(fhir, app, world):
+    dr = clinician(app, fhir)
+    r = dr.post("Observation", f.observation(world["mine"]))
+    assert r.status_code == 403
+    scan_card(fhir, app, world["mine"], dr)
+    assert dr.post("Observation", f.observation(world["mine"])).status_code == 201
+    # Moving a treated patient's record to a hidden patient is refused.
+    body = fhir.get(f"Observation/{world['obs_mine']}").get_json()
+    body["subject"] = {"reference": f"Patient/{world['other']}"}
+    assert dr.put(f"Observation/{world['obs_mine']}", body).status_code == 403
+
+
+def test_authoring_a_record_is_a_lasting_relationship(fhir, app, world):
+    fhir.create(f.observation(world["other"], performer=[{"reference": "Practitioner/dr-zhao"}]))
+    performer = clinician(app, fhir, "dr-zhao")
+    assert performer.get(f"Patient/{world['other']}").status_code == 200
+
+
+def test_break_the_glass_needs_a_reason_and_is_recorded(fhir, app, world):
+    dr = clinician(app, fhir)
+    assert dr.get(f"Patient/{world['other']}").status_code == 404
+    no_reason = dr.post(f"Patient/{world['other']}/$break-glass", {"resourceType": "Parameters"})
+    assert no_reason.status_code == 400
+    r = dr.post(f"Patient/{world['other']}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "unconscious in the emergency room"}]})
+    assert r.status_code == 200
+    assert dr.get(f"Patient/{world['other']}").status_code == 200
+    log = list(app.extensions["fhirserver"].repo.db["_emergency_access"].find({"patient": world["other"]}))
+    assert [(e["by"], e["reason"]) for e in log] == [("Practitioner/dr-li", "unconscious in the emergency room")]
+    patient = As(fhir, mint(app, "patient", "patient/*.rs", patient=world["mine"]))
+    assert patient.post(f"Patient/{world['other']}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "x"}]}).status_code == 403
+
+
+def test_backend_client_writes_results_and_looks_up_by_identifier(fhir, app, world):
+    lab = As(fhir, mint(app, "system", "system/Observation.crus system/Patient.rs", subject="lab-1",
+                        client_id="lab-1", organization="Organization/lab"))
+    assert lab.post("Observation", f.observation(world["mine"])).status_code == 201
+    found = lab.ids("Patient?identifier=https://fhirserver.example/sid/passport/USA|X1234567")
+    assert found == [world["mine"]]
+    # ...but reads records only with a care relationship of its organisation.
+    assert lab.get(f"Observation/{world['obs_mine']}").status_code == 404
+    assert lab.ids("Observation") == []
+    assert lab.delete(f"Observation/{world['obs_mine']}").status_code == 403
+
+
+def test_granular_scope_limits_to_matching_records(fhir, app, world):
+    me = world["mine"]
+    lab_obs = fhir.create(f.observation(me, category=[{"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]))["id"]
+    scoped = As(fhir, mint(app, "patient", "patient/Observation.rs?category=laboratory", patient=me))
+    assert scoped.ids("Observation") == [lab_obs]
+    assert scoped.get(f"Observation/{world['obs_mine']}").status_code == 404
+    assert scoped.get(f"Observation/{lab_obs}").status_code == 200

@@ -1,0 +1,81 @@
+"""The access policy as a table (DESIGN.md section 1): each kind of caller x care
+relationship x interaction, decided without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhirserver.auth.policy import Caller, decide, may_write
+from fhirserver.auth.scopes import parse_scopes
+
+ME, CHILD, STRANGER = "p-me", "p-child", "p-stranger"
+
+
+def caller(kind: str, scope: str, **kw: str) -> Caller:
+    clinical, _ = parse_scopes(scope)
+    return Caller(kind=kind, scopes=tuple(clinical), subject="s", **kw)  # type: ignore[arg-type]
+
+
+PATIENT = caller("patient", "patient/*.rs", patient=ME)
+CLINICIAN = caller("user", "user/*.cruds", practitioner="Practitioner/dr", organization="Organization/h")
+LAUNCHED = caller("user", "patient/Observation.rs", practitioner="Practitioner/dr", patient=ME)
+BACKEND = caller("system", "system/Observation.cru system/Patient.rs", organization="Organization/lab")
+OPERATOR = caller("operator", "system/*.cruds")
+
+# (caller, reachable patients, type, interaction, allowed, patients in reach)
+TABLE = [
+    # patient tokens: own compartment and bound family, read-only scopes
+    (PATIENT, {ME, CHILD}, "Observation", "search", True, {ME, CHILD}),
+    (PATIENT, {ME, CHILD}, "Patient", "read", True, {ME, CHILD}),
+    (PATIENT, {ME}, "Observation", "create", False, set()),
+    # clinicians: exactly the patients they treat; nobody when they treat nobody
+    (CLINICIAN, {STRANGER}, "Observation", "read", True, {STRANGER}),
+    (CLINICIAN, set(), "Patient", "search", True, set()),
+    (CLINICIAN, {ME}, "DiagnosticReport", "update", True, {ME}),
+    # a launched app with patient/ scopes: the launch patient only, if treated
+    (LAUNCHED, {ME, STRANGER}, "Observation", "read", True, {ME}),
+    (LAUNCHED, {STRANGER}, "Observation", "read", True, set()),
+    (LAUNCHED, {ME}, "Patient", "read", False, set()),
+    # backend clients: their organisation's relationships; no delete
+    (BACKEND, {CHILD}, "Observation", "read", True, {CHILD}),
+    (BACKEND, {CHILD}, "Observation", "delete", False, set()),
+    (BACKEND, set(), "DiagnosticReport", "read", False, set()),
+    # operators: everything
+    (OPERATOR, set(), "Observation", "delete", True, None),
+]
+
+
+@pytest.mark.parametrize(("who", "reach", "rtype", "interaction", "allowed", "patients"), TABLE)
+def test_policy_table(who: Caller, reach: set[str], rtype: str, interaction: str, allowed: bool,
+                      patients: set[str] | None) -> None:
+    d = decide(who, rtype, interaction, frozenset(reach) if who.kind != "operator" else None)
+    assert d.allowed is allowed, d.reason
+    if allowed:
+        assert d.patients == (frozenset(patients) if patients is not None else None)
+
+
+def test_backend_identifier_lookup_reaches_every_patient() -> None:
+    """Backend clients look patients up by identifier without a care relationship."""
+    d = decide(BACKEND, "Patient", "search", frozenset(), identifier_lookup=True)
+    assert d.allowed and d.patients is None
+    assert decide(CLINICIAN, "Patient", "search", frozenset(), identifier_lookup=True).patients == frozenset()
+
+
+def test_granular_constraints_are_lifted_by_an_unconstrained_scope() -> None:
+    lab = caller("patient", "patient/Observation.rs?category=laboratory", patient=ME)
+    d = decide(lab, "Observation", "search", frozenset({ME}))
+    assert d.constraints == ((("category", "laboratory"),),)
+    both = caller("patient", "patient/Observation.rs?category=laboratory patient/Observation.rs",
+                  patient=ME)
+    assert decide(both, "Observation", "search", frozenset({ME})).constraints == ()
+
+
+@pytest.mark.parametrize(("patients", "touched", "ok"), [
+    (frozenset({ME}), {ME}, True),
+    (frozenset({ME}), {ME, STRANGER}, False),  # moving a record out of reach
+    (frozenset({ME}), {None}, False),  # a record in no compartment
+    (None, {STRANGER, None}, True),
+])
+def test_writes_need_every_touched_compartment(patients, touched, ok) -> None:
+    d = decide(CLINICIAN if patients is not None else OPERATOR, "Observation", "update", patients)
+    assert may_write(d, touched) is ok
