@@ -27,11 +27,12 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from .auth.commands import clients, keys, token
+    from .auth.commands import audit, clients, keys, token
 
     main.add_command(token)
     main.add_command(keys)
     main.add_command(clients)
+    main.add_command(audit)
 
 
 _register_commands()

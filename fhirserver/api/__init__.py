@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from . import cards, guard, handlers, naming, oauth, operations, resources, system
+from . import audit_log, auditing, cards, guard, handlers, naming, oauth, operations, resources, system
 from .negotiation import response_mimetype
 
 UNNEGOTIATED = ("/openapi.json", "/docs")
@@ -24,11 +24,13 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(system.blp)
     api.register_blueprint(oauth.blp)
     api.register_blueprint(naming.blp)
+    api.register_blueprint(audit_log.blp)
     api.register_blueprint(resources.blp)
     api.register_blueprint(operations.blp)
     api.register_blueprint(cards.blp)
     handlers.register(app)
     guard.register(app)
+    auditing.register(app)
 
     @app.before_request
     def negotiate() -> None:

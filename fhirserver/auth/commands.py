@@ -130,3 +130,28 @@ def add_client(client_id: str, kind: str, scopes: str, jwks_file: str | None,
     click.echo(f"registered {kind} client {client_id}")
     if secret:
         click.echo(f"client secret (shown once): {secret}")
+
+
+@click.group("audit")
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+def verify_audit() -> None:
+    """Check the audit log's hash chain; exit 1 at the first broken or missing link."""
+    from ..audit.chain import verify
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            checked, broken = verify(repo.db)
+        finally:
+            repo.close()
+    if broken is None:
+        click.echo(f"audit log intact: {checked} records")
+        return
+    click.echo(f"audit log broken at record {broken.seq}: {broken.problem} "
+               f"({checked} records before it are intact)")
+    raise SystemExit(1)

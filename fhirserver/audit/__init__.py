@@ -1,0 +1,1 @@
+"""The audit log: AuditEvents in a hash chain, and reading them back."""

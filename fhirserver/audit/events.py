@@ -1,0 +1,114 @@
+"""AuditEvent resources for what happens here (R4 auditevent.html, with the DICOM
+audit codes FHIR uses), pure: facts about one request in, an AuditEvent out.
+
+* type: DICOM 110110 "Patient Record" for FHIR interactions on patient data,
+  110112 "Query" for searches, 110114 "User Authenticated" for logins and token
+  issue; subtype: the FHIR restful interaction (or the operation's name);
+* action: C R U D E (create, read, update, delete, execute), from the interaction;
+* outcome: 0 success, 4 the client's failure, 8 the server's;
+* purposeOfEvent: TREAT, or ETREAT when access rests on break-the-glass;
+* agent: the user (Practitioner or Patient) as requestor, the client application,
+  the organisation;
+* entity: each patient whose data was returned or changed, the resource itself,
+  and for a search its query (base64, as AuditEvent.entity.query requires).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..storage.indexing import instant
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+RESTFUL = "http://hl7.org/fhir/restful-interaction"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+EXTRA_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
+
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "search-system": "E",
+           "history-instance": "R", "history-type": "R", "history-system": "R",
+           "update": "U", "patch": "U", "delete": "D"}
+TYPES = {"query": ("110112", "Query"), "record": ("110110", "Patient Record"),
+         "login": ("110114", "User Authenticated")}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What one request did, as the API layer saw it."""
+
+    interaction: str  # restful interaction code, or "operation:<name>", "token", "login"
+    at: datetime
+    status: int
+    method: str
+    path: str
+    query: str = ""
+    who: str | None = None  # Practitioner/x, Patient/x, or None
+    client_id: str = ""
+    organization: str | None = None
+    kind: str = ""  # caller kind
+    patients: tuple[str, ...] = ()
+    resource: str | None = None  # Type/id the interaction was about
+    emergency: bool = False
+    detail: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _outcome(status: int) -> str:
+    return "0" if status < 400 else "4" if status < 500 else "8"
+
+
+def audit_event(f: Facts) -> dict[str, Any]:
+    kind = "query" if f.interaction.startswith("search") else \
+        "login" if f.interaction in ("token", "login") else "record"
+    code, display = TYPES[kind]
+    action = ACTIONS.get(f.interaction, "E")
+    agents: list[dict[str, Any]] = []
+    if f.who:
+        agents.append({"type": {"coding": [{"system": EXTRA_ROLE, "code": "humanuser"}]},
+                       "who": {"reference": f.who}, "requestor": True})
+    if f.client_id:
+        agents.append({"type": {"coding": [{"system": DCM, "code": "110150", "display": "Application"}]},
+                       "who": {"identifier": {"system": "urn:fhirserver:client", "value": f.client_id}},
+                       "requestor": not f.who})
+    if f.organization:
+        agents.append({"who": {"reference": f.organization}, "requestor": False})
+    if not agents:
+        agents.append({"who": {"display": "unauthenticated caller"}, "requestor": True})
+    entities: list[dict[str, Any]] = [
+        {"what": {"reference": f"Patient/{p}"},
+         "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+         "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}}
+        for p in f.patients
+    ]
+    if f.resource and not (f.resource.startswith("Patient/") and f.resource[8:] in f.patients):
+        entities.append({"what": {"reference": f.resource},
+                         "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}})
+    if kind == "query":
+        entities.append({"type": {"system": ENTITY_TYPE, "code": "2"},
+                         "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+                         "query": base64.b64encode(f"{f.path}?{f.query}".encode()).decode()})
+    subtype = f.interaction if not f.interaction.startswith("operation:") else f.interaction[10:]
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": code, "display": display},
+        "subtype": [{"system": RESTFUL if f.interaction in ACTIONS else "urn:fhirserver:operation",
+                     "code": subtype}],
+        "action": action,
+        "recorded": instant(f.at),
+        "outcome": _outcome(f.status),
+        "purposeOfEvent": [{"coding": [{"system": ACT_REASON,
+                                        "code": "ETREAT" if f.emergency else "TREAT"}]}],
+        "agent": agents,
+        "source": {"observer": {"display": "fhirserver"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                             "code": "4", "display": "Application Server"}]},
+    }
+    if f.status >= 400 or f.detail:
+        event["outcomeDesc"] = f.detail or f"HTTP {f.status}"
+    if entities:
+        event["entity"] = entities
+    return event
