@@ -1,4 +1,4 @@
-"""The `fhirserver` command: serve, import, token, keys."""
+"""The `fhirserver` command: serve, import, token, keys, clients, users, audit."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from .auth.commands import audit, clients, keys, token
+    from .auth.commands import audit, clients, keys, token, users_
 
     main.add_command(token)
     main.add_command(keys)
     main.add_command(clients)
     main.add_command(audit)
+    main.add_command(users_)
 
 
 _register_commands()

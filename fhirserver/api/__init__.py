@@ -5,7 +5,19 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from . import audit_log, auditing, cards, guard, handlers, naming, oauth, operations, resources, system
+from . import (
+    audit_log,
+    auditing,
+    authorize,
+    cards,
+    guard,
+    handlers,
+    naming,
+    oauth,
+    operations,
+    resources,
+    system,
+)
 from .negotiation import response_mimetype
 
 UNNEGOTIATED = ("/openapi.json", "/docs")
@@ -23,6 +35,8 @@ def init_api(app: Flask) -> Api:
     # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
     api.register_blueprint(system.blp)
     api.register_blueprint(oauth.blp)
+    api.register_blueprint(authorize.blp)
+    authorize.register(app)
     api.register_blueprint(naming.blp)
     api.register_blueprint(audit_log.blp)
     api.register_blueprint(resources.blp)

@@ -33,6 +33,7 @@ _RULES = {
     ("/<rtype>/<rid>/<ctype>", "GET"): "search-type",
     ("/", "POST"): "transaction",
     ("/oauth/token", "POST"): "token",
+    ("/oauth/login", "POST"): "login",
     ("/AuditEvent", "GET"): "search-type",
 }
 
@@ -79,7 +80,8 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
 
 
 def record(response: Response) -> Response:
-    if request.path in PUBLIC or (request.path.startswith("/oauth/") and request.path != "/oauth/token") \
+    if request.path in PUBLIC or (request.path.startswith("/oauth/")
+                                  and request.path not in ("/oauth/token", "/oauth/login")) \
             or request.path.startswith(("/openapi.json", "/docs")):
         return response
     caller = g.get("caller")

@@ -118,7 +118,8 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
                        "see /.well-known/smart-configuration",
         "extension": [{
             "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-            "extension": [{"url": "token", "valueUri": urls["token_endpoint"]},
+            "extension": [{"url": "authorize", "valueUri": urls["authorization_endpoint"]},
+                          {"url": "token", "valueUri": urls["token_endpoint"]},
                           {"url": "introspect", "valueUri": urls["introspection_endpoint"]},
                           {"url": "revoke", "valueUri": urls["revocation_endpoint"]}],
         }],

@@ -9,11 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Response, request
+import dataclasses
+
+from flask import Response, g, request
 from flask_smorest import Blueprint
 
 from .. import errors
 from ..auth import clients as clients_
+from ..auth import grants
+from ..auth.tokens import challenge
 from ..auth.clients import ASSERTION_TYPE, Client, OAuthError
 from ..auth.scopes import grant, parse_scopes
 from .guard import tokens
@@ -23,9 +27,12 @@ blp = Blueprint("oauth", __name__, url_prefix="/",
                 description="SMART on FHIR authorization server: discovery, JWKS, token, "
                             "introspection, revocation")
 
-GRANT_TYPES = ["client_credentials"]
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
 CAPABILITIES = [
-    "client-confidential-symmetric", "client-confidential-asymmetric",
+    "launch-ehr", "launch-standalone", "authorize-post",
+    "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+    "context-ehr-patient", "context-standalone-patient",
+    "sso-openid-connect", "permission-offline", "permission-online",
     "permission-v1", "permission-v2", "permission-patient", "permission-user",
 ]
 SCOPES = ["system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs", "patient/*.rs",
@@ -35,6 +42,7 @@ SCOPES = ["system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs", "patient
 def endpoints() -> dict[str, str]:
     base = state().settings.issuer
     return {
+        "authorization_endpoint": f"{base}/oauth/authorize",
         "token_endpoint": f"{base}/oauth/token",
         "introspection_endpoint": f"{base}/oauth/introspect",
         "revocation_endpoint": f"{base}/oauth/revoke",
@@ -63,8 +71,9 @@ def smart_configuration() -> Response:
         "grant_types_supported": GRANT_TYPES,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": clients_.ASSERTION_ALGORITHMS,
-        "scopes_supported": SCOPES,
-        "response_types_supported": ["token"],
+        "scopes_supported": [*SCOPES, "openid", "fhirUser", "launch", "launch/patient",
+                             "offline_access", "online_access"],
+        "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": CAPABILITIES,
     })
@@ -85,6 +94,9 @@ def _client(form: dict[str, str]) -> Client:
     if form.get("client_assertion_type") == ASSERTION_TYPE and form.get("client_assertion"):
         return clients_.authenticate_assertion(st.repo.db, form["client_assertion"],
                                                endpoints()["token_endpoint"], st.clock())
+    public = clients_.find(st.repo.db, form.get("client_id", ""))
+    if public is not None and public.kind == "public":
+        return public  # public clients prove themselves with PKCE, not a secret
     raise OAuthError("invalid_client", "Client authentication is required "
                      "(client_secret_basic or private_key_jwt)", 401)
 
@@ -109,9 +121,68 @@ def token() -> Response:
         if grant_type not in GRANT_TYPES:
             raise OAuthError("unsupported_grant_type", f"grant_type '{grant_type}' is not supported")
         client = _client(form)
-        return _json(_client_credentials(client, form))
+        g.oauth_client = client.client_id
+        if grant_type == "client_credentials":
+            return _json(_client_credentials(client, form))
+        st = state()
+        if grant_type == "authorization_code":
+            issued = grants.redeem_code(st.repo.db, form.get("code", ""), client.client_id,
+                                        form.get("redirect_uri", ""), form.get("code_verifier"),
+                                        st.clock())
+        else:
+            issued = grants.redeem_refresh(st.repo.db, form.get("refresh_token", ""),
+                                           client.client_id, st.clock())
+            narrower = form.get("scope")
+            if narrower:
+                kept = [s for s in narrower.split() if s in issued.scope.split()]
+                issued = dataclasses.replace(issued, scope=" ".join(kept))
+        return _json(_user_tokens(issued))
     except OAuthError as exc:
         return _oauth_error(exc)
+
+
+def _user_tokens(issued: grants.Grant) -> dict[str, Any]:
+    """Access token (and refresh and ID tokens) for what a user approved."""
+    st = state()
+    now = st.clock()
+    scopes = issued.scope.split()
+    value, claims = tokens().mint(
+        subject=issued.username, scope=issued.scope, kind=issued.kind,
+        lifetime=st.settings.token_seconds, now=now, client_id=issued.client_id,
+        fhirUser=issued.fhir_user, patient=issued.patient, organization=issued.organization)
+    g.audit_detail = f"token issued to {issued.client_id} for {issued.fhir_user}"
+    out: dict[str, Any] = {"access_token": value, "token_type": "bearer",
+                           "expires_in": claims["exp"] - claims["iat"], "scope": issued.scope}
+    if issued.patient:
+        out["patient"] = issued.patient
+        out["need_patient_banner"] = True
+    if "openid" in scopes:
+        out["id_token"] = tokens().sign(grants.id_token_claims(issued, st.settings.issuer, now,
+                                                               st.settings.token_seconds))
+    if "offline_access" in scopes or "online_access" in scopes:
+        out["refresh_token"] = grants.issue_refresh(st.repo.db, issued, now,
+                                                    online="offline_access" not in scopes)
+    return out
+
+
+@blp.route("/oauth/launch", methods=["POST"])
+def launch() -> Response:
+    """EHR launch: an EHR (system or operator token) names the patient an app opens on
+    and gets the ``launch`` value to pass to the app"""
+    try:
+        token_ = request.headers.get("Authorization", "")
+        if not token_.lower().startswith("bearer "):
+            raise errors.Unauthorized("An EHR's access token is required", headers=challenge())
+        claims = tokens().verify(token_.split(" ", 1)[1].strip(), state().clock())
+        if claims.get("kind") not in ("system", "operator"):
+            raise errors.Forbidden("Only EHR systems create launch contexts")
+        patient = request.form.get("patient") or (request.get_json(silent=True) or {}).get("patient")
+        stored = state().repo.get("Patient", str(patient or ""))
+        if stored is None or stored.deleted:
+            raise errors.NotFound(f"Resource Patient/{patient} is not known")
+    except errors.FhirError as exc:
+        return _json(exc.outcome(), exc.status)
+    return _json({"launch": grants.create_launch(state().repo.db, stored.id, state().clock())})
 
 
 def _client_credentials(client: Client, form: dict[str, str]) -> dict[str, Any]:

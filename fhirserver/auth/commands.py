@@ -155,3 +155,41 @@ def verify_audit() -> None:
     click.echo(f"audit log broken at record {broken.seq}: {broken.problem} "
                f"({checked} records before it are intact)")
     raise SystemExit(1)
+
+
+@click.group("users")
+def users_() -> None:
+    """People who sign in: clinicians and patients."""
+
+
+@users_.command("add")
+@click.argument("username")
+@click.option("--practitioner", help="A clinician: their Practitioner/<id>.")
+@click.option("--organization", help="The clinician's Organization/<id>.")
+@click.option("--patient", help="A patient: their Patient id.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def add_user(username: str, practitioner: str | None, organization: str | None,
+             patient: str | None, password_stdin: bool) -> None:
+    """Create (or replace) a user who signs in at the authorization server."""
+    import sys
+
+    from .users import User, add
+
+    if bool(practitioner) == bool(patient):
+        raise click.UsageError("give exactly one of --practitioner or --patient")
+    if practitioner and not practitioner.startswith("Practitioner/"):
+        raise click.BadParameter("use Practitioner/<id>", param_hint="--practitioner")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    user = User(username, "practitioner" if practitioner else "patient",
+                practitioner or f"Patient/{patient}", organization)
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            add(repo.db, user, password)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="password") from exc
+        finally:
+            repo.close()
+    click.echo(f"user {username} ({user.fhir_user}) saved")

@@ -118,3 +118,34 @@ def matching(scopes: Iterable[Scope], rtype: str, interaction: str,
     letter = INTERACTION_LETTER[interaction]
     wanted = set(contexts)
     return [s for s in scopes if s.context in wanted and s.covers(rtype, letter)]
+
+
+_VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+_WHOSE = {"patient": "your", "user": "your patients'", "system": "all permitted"}
+_OTHER_WORDS = {
+    "openid": "Know who you are",
+    "fhirUser": "Know who you are in this record system",
+    "profile": "Know who you are",
+    "launch": "Open in the context of the record you are working in",
+    "launch/patient": "Choose which patient it works with",
+    "launch/encounter": "Know which visit it works with",
+    "offline_access": "Keep access while you are not using it",
+    "online_access": "Keep access while you are using it",
+}
+
+
+def describe(text: str) -> str:
+    """A scope in plain words, for the approval page."""
+    try:
+        parsed = parse_scope(text)
+    except ScopeError:
+        return text
+    if isinstance(parsed, str):
+        return _OTHER_WORDS.get(parsed, parsed)
+    verbs = [_VERBS[c] for c in V2_ORDER if c in parsed.permissions]
+    what = "records of every kind" if parsed.resource == "*" else f"{parsed.resource} records"
+    sentence = f"{', '.join(verbs[:-1]) + ' and ' if len(verbs) > 1 else ''}{verbs[-1]} " \
+               f"{_WHOSE[parsed.context]} {what}"
+    if parsed.query:
+        sentence += " where " + ", ".join(f"{k} is {v}" for k, v in parsed.query)
+    return sentence[0].upper() + sentence[1:]
