@@ -13,7 +13,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from .. import errors
-from ..auth import emergency
+from ..auth import consent, emergency
 from ..interactions import compartment, lastn
 from ..mpi import match_op
 from ..mpi import merge as merge_
@@ -36,6 +36,7 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
         ("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge"),
         ("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
         ("break-glass", "https://fhirserver.example/OperationDefinition/Patient-break-glass"),
+        ("consent", "https://fhirserver.example/OperationDefinition/Patient-consent"),
         *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
             "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
             "reissue-card", "bind-family", "unbind-family", "family")),
@@ -149,3 +150,30 @@ def break_glass(rtype: str, rid: str) -> Response:
     if len(reasons) != 1 or not reasons[0].strip():
         raise errors.Invalid("A 'reason' is required to break the glass", expression="reason")
     return render(200, emergency.break_glass(ctx, caller, rid, reasons[0].strip()))
+
+
+@blp.route("/<rtype>/<rid>/$consent", methods=["GET", "POST"])
+def patient_consent(rtype: str, rid: str) -> Response:
+    """The patient's sharing choices: restrictSensitive (sensitive-labelled records only
+    to the organisation that wrote them) and optOut (no sharing across organisations)"""
+    _only(rtype, "Patient", "consent")
+    ctx = context()
+    caller = ctx.access.caller if ctx.access else None
+    interaction = "update" if request.method == "POST" else "read"
+    _allow(interaction, ("patient",), rid)
+    if caller is not None and caller.kind == "patient" and caller.patient != rid:
+        raise errors.Forbidden("Only the patient sets their own sharing choices")
+    current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
+    if request.method == "POST":
+        values = dict(operation_params())
+        flags: dict[str, bool] = {}
+        for name, attr in (("restrictSensitive", "restrict_sensitive"), ("optOut", "opt_out")):
+            if name in values:
+                if values[name] not in ("true", "false"):
+                    raise errors.Invalid(f"'{name}' must be a boolean", expression=name)
+                flags[attr] = values[name] == "true"
+        current = consent.Choice(**{**current.__dict__, **flags})
+        consent.save(ctx.repo.db, rid, current)
+    return render(200, {"resourceType": "Parameters", "parameter": [
+        {"name": "restrictSensitive", "valueBoolean": current.restrict_sensitive},
+        {"name": "optOut", "valueBoolean": current.opt_out}]})

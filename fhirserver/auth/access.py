@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .. import errors
+from . import consent
 from .policy import Caller, Decision, decide, may_write
 
 CARE = "_care_relationships"
@@ -44,7 +45,8 @@ class Access:
     db: Any
     now: datetime
     _reach: frozenset[str] | None | bool = field(default=False)  # False: not computed
-    _family: dict[str, Any] = field(default_factory=dict)
+    _emergency: set[str] = field(default_factory=set)
+    _choices: dict[str, Any] | None = None
 
     # -- who is in reach ------------------------------------------------------------------
 
@@ -68,10 +70,39 @@ class Access:
         who = [w for w in who if w]
         found: set[str] = set()
         for w in who:
-            for doc in self.db[CARE].find({"who": w}, {"patient": 1, "until": 1}):
+            for doc in self.db[CARE].find({"who": w}, {"patient": 1, "until": 1, "emergency": 1}):
                 if doc["until"].replace(tzinfo=self.now.tzinfo) > self.now:
                     found.add(doc["patient"])
+                    if doc.get("emergency"):
+                        self._emergency.add(doc["patient"])
         return frozenset(found)
+
+    # -- the patients' sharing choices ----------------------------------------------------
+
+    def _consent_applies(self) -> bool:
+        return self.caller is not None and self.caller.kind in ("user", "system")
+
+    def choices(self) -> dict[str, Any]:
+        """Consent choices of the patients in reach, except those opened by
+        break-the-glass (an emergency overrides them, and is recorded as such)."""
+        if self._choices is None:
+            reach = self.reachable()
+            wanted = (reach or frozenset()) - self._emergency
+            self._choices = consent.load(self.db, wanted) if self._consent_applies() else {}
+        return self._choices
+
+    def consent_filter(self, rtype: str) -> dict[str, Any] | None:
+        if rtype not in ("Observation", "DiagnosticReport") or not self._consent_applies():
+            return None
+        return consent.condition(self.choices(), self.caller.organization if self.caller else None)
+
+    def consent_allows(self, rtype: str, patient: str | None, resource: dict[str, Any] | None,
+                       writer_org: str | None) -> bool:
+        if rtype not in ("Observation", "DiagnosticReport") or not self._consent_applies() or not patient:
+            return True
+        choice = self.choices().get(patient)
+        return consent.allowed(choice, consent.is_sensitive(resource), writer_org,
+                               self.caller.organization if self.caller else None)
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -94,6 +125,9 @@ class Access:
             parts.append({field_: {"$in": sorted(d.patients)}})
         if d.constraints:
             parts.append(self._constraints(rtype, d.constraints))
+        chosen = self.consent_filter(rtype)
+        if chosen:
+            parts.append(chosen)
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else {"$and": parts}

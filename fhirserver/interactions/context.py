@@ -46,7 +46,10 @@ class Context:
             return True
         from ..storage.indexing import patient_of
 
-        if not self.access.can_see(stored.type, patient_of(stored.resource), interaction):
+        patient = patient_of(stored.resource)
+        if not self.access.can_see(stored.type, patient, interaction):
+            return False
+        if not self.access.consent_allows(stored.type, patient, stored.resource, stored.org):
             return False
         d = self.access.decision(stored.type, interaction)
         if d.constraints:

@@ -34,6 +34,14 @@ def _claims(planner: Planner, rtype: str, resource: dict[str, Any] | None) -> tu
     return tuple(claims(resource, planner.ctx.registry))
 
 
+def _writer_org(planner: Planner, current: Stored | None) -> str | None:
+    """The organisation a record belongs to for consent: whoever wrote it first."""
+    if current is not None and current.org:
+        return current.org
+    access = planner.ctx.access
+    return access.caller.organization if access is not None and access.caller is not None else None
+
+
 def _location(rtype: str, rid: str, version: int) -> str:
     return f"{rtype}/{rid}/_history/{version}"
 
@@ -64,6 +72,7 @@ def create(
         make_write(rtype, rid, resource, version=1, expected=None, method="POST", tz=planner.ctx.tz,
                    claims=_claims(planner, rtype, resource))
     )
+    w.org = _writer_org(planner, None)
     return Result(201, w.stored(), location=_location(rtype, rid, 1))
 
 
@@ -87,6 +96,7 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
             previous_claims=_claims(planner, rtype, current.resource if current else None),
         )
     )
+    w.org = _writer_org(planner, current)
     status = 200 if current is not None and not current.deleted else 201
     return Result(status, w.stored(), location=_location(rtype, rid, version))
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from ..model.references import iter_references, parse_reference
+from ..auth.consent import is_sensitive
 from ..search.extract import extract
 from ..search.sorting import sort_values
 from .records import Write
@@ -130,4 +131,6 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         "so": sort_values(rtype, sp),
         "h": content_hash(res) if res else "",
         "refs": local_references(res) if res else [],
+        "sens": is_sensitive(res),
+        "org": history_doc.get("org"),
     }

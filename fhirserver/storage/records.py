@@ -19,6 +19,7 @@ class Stored:
     resource: dict[str, Any] | None
     method: str = ""
     content_hash: str = ""
+    org: str | None = None  # the organisation that first wrote it (consent)
 
     @property
     def etag(self) -> str:
@@ -54,6 +55,7 @@ class Write:
     # version it replaces held (master patient index; Patients only).
     claims: tuple[str, ...] = ()
     previous_claims: tuple[str, ...] = ()
+    org: str | None = None
 
     @property
     def taken(self) -> list[str]:

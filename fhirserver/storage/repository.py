@@ -41,6 +41,7 @@ def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
         resource=doc.get("res"),
         method=doc.get("method", ""),
         content_hash=doc.get("h", ""),
+        org=doc.get("org"),
     )
 
 

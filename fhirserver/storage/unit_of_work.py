@@ -31,6 +31,7 @@ from pymongo import MongoClient, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from ..auth.consent import is_sensitive
 from ..search.sorting import sort_values
 from .documents import Collections
 from .records import Write
@@ -70,6 +71,8 @@ def current_document(w: Write) -> dict[str, Any]:
         "h": w.content_hash,
         "refs": w.refs,
         "cl": list(w.claims),
+        "org": w.org,
+        "sens": is_sensitive(w.resource),
     }
 
 
@@ -83,6 +86,7 @@ def history_document(w: Write) -> dict[str, Any]:
         "res": w.resource,
         "pat": w.patient,
         "method": w.method,
+        "org": w.org,
     }
 
 

@@ -211,3 +211,39 @@ def test_granular_scope_limits_to_matching_records(fhir, app, world):
     assert scoped.ids("Observation") == [lab_obs]
     assert scoped.get(f"Observation/{world['obs_mine']}").status_code == 404
     assert scoped.get(f"Observation/{lab_obs}").status_code == 200
+
+
+SENSITIVE = {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}]}
+
+
+def test_consent_restricts_sensitive_records_to_the_writing_organisation(fhir, app, world):
+    me = world["mine"]
+    ours = clinician(app, fhir, "dr-li")  # Organization/hospital-1
+    theirs = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-ma", fhirUser="Practitioner/dr-ma",
+                           organization="Organization/hospital-2"))
+    scan_card(fhir, app, me, ours)
+    scan_card(fhir, app, me, theirs)
+    hiv = ours.post("Observation", {**f.observation(me, code="hiv-1"), "meta": SENSITIVE}).get_json()["id"]
+    patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=me))
+    assert sorted(theirs.ids("Observation")) == sorted([world["obs_mine"], hiv])
+
+    r = patient.post(f"Patient/{me}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "restrictSensitive", "valueBoolean": True}]})
+    assert r.status_code == 200
+    assert theirs.ids("Observation") == [world["obs_mine"]]
+    assert theirs.get(f"Observation/{hiv}").status_code == 404
+    assert theirs.get("Observation?_summary=count").get_json()["total"] == 1
+    assert sorted(ours.ids("Observation")) == sorted([world["obs_mine"], hiv])  # the writer still sees it
+    assert sorted(patient.ids("Observation")) == sorted([world["obs_mine"], hiv])  # and the patient
+
+    patient.post(f"Patient/{me}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "optOut", "valueBoolean": True}]})
+    assert theirs.ids("Observation") == []
+    assert ours.ids("Observation") == [hiv]  # only what hospital-1 wrote
+
+    # Break the glass still opens the record, as an emergency.
+    theirs.post(f"Patient/{me}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "anaphylaxis"}]})
+    assert sorted(theirs.ids("Observation")) == sorted([world["obs_mine"], hiv])
+    # Nobody but the patient (or an operator) sets the choices.
+    assert theirs.post(f"Patient/{me}/$consent", {"resourceType": "Parameters"}).status_code == 403

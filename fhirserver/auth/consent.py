@@ -1,0 +1,77 @@
+"""A patient's sharing choices (DESIGN.md section 1): restrict records carrying
+sensitive security labels to the organisation that wrote them, or opt out of
+sharing across organisations altogether. Break-the-glass still opens the record
+(and is recorded as an emergency).
+
+Sensitive labels are ``meta.security`` codes: from v3-ActCode the information
+sensitivity codes HIV, PSY (psychiatry), STD (sexually transmitted disease), SDV
+(sexual and domestic violence), ETH (substance abuse); from v3-Confidentiality
+R (restricted) and V (very restricted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+SENSITIVE = frozenset({(ACT_CODE, c) for c in ("HIV", "PSY", "STD", "SDV", "ETH")}
+                      | {(CONFIDENTIALITY, c) for c in ("R", "V")})
+CONSENTS = "_consents"
+
+
+def is_sensitive(resource: dict[str, Any] | None) -> bool:
+    labels = ((resource or {}).get("meta") or {}).get("security") or ()
+    return any((c.get("system"), c.get("code")) in SENSITIVE for c in labels if isinstance(c, dict))
+
+
+@dataclass(frozen=True)
+class Choice:
+    restrict_sensitive: bool = False
+    opt_out: bool = False
+
+
+def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
+    wanted = sorted(set(patients))
+    if not wanted:
+        return {}
+    return {d["_id"]: Choice(bool(d.get("restrict_sensitive")), bool(d.get("opt_out")))
+            for d in db[CONSENTS].find({"_id": {"$in": wanted}})}
+
+
+def save(db: Any, patient: str, choice: Choice) -> None:
+    db[CONSENTS].replace_one({"_id": patient}, {"_id": patient, **choice.__dict__}, upsert=True)
+
+
+def allowed(choice: Choice | None, sensitive: bool, writer_org: str | None,
+            reader_org: str | None) -> bool:
+    """May a clinician or client of ``reader_org`` see a record of this patient?"""
+    if choice is None:
+        return True
+    same_org = writer_org is not None and writer_org == reader_org
+    if choice.opt_out:
+        return same_org
+    if choice.restrict_sensitive and sensitive:
+        return same_org
+    return True
+
+
+def condition(choices: dict[str, Choice], reader_org: str | None) -> dict[str, Any] | None:
+    """The MongoDB condition on Observation/DiagnosticReport documents that applies
+    the choices of these patients (``pat`` the patient, ``sens`` the label flag,
+    ``org`` the writing organisation); None when none of them chose anything."""
+    restricted = sorted(p for p, c in choices.items() if c.restrict_sensitive and not c.opt_out)
+    opted_out = sorted(p for p, c in choices.items() if c.opt_out)
+    if not restricted and not opted_out:
+        return None
+    mine = {"org": reader_org} if reader_org else {"_id": {"$exists": False}}
+    special = restricted + opted_out
+    branches: list[dict[str, Any]] = [{"pat": {"$nin": special}}]
+    if restricted:
+        branches.append({"$and": [{"pat": {"$in": restricted}},
+                                  {"$or": [{"sens": {"$ne": True}}, mine]}]})
+    if opted_out:
+        branches.append({"$and": [{"pat": {"$in": opted_out}}, mine]})
+    return {"$or": branches}
