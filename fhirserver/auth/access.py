@@ -12,6 +12,7 @@ search silently leaves out what the caller may not see, counts included.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,45 @@ from . import consent
 from .policy import Caller, Decision, decide, may_write
 
 CARE = "_care_relationships"
+CARE_INDEX = "_care_index"  # one document per clinician or organisation: its patients
 LASTING = timedelta(days=365 * 100)
+
+
+#: Per process, for REACH_TTL seconds: whom each caller reaches (a care index or a
+#: family list), so most requests make no database round trip for the policy. A
+#: change made in this process is seen at once; one made in another worker within
+#: the TTL is caught for single-resource reads by a direct check before refusing.
+REACH_TTL = 2.0
+_reach_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+
+def _cache_key(db: Any, who: str) -> tuple[str, str]:
+    return (f"{getattr(db.client, 'address', '')}/{db.name}", who)
+
+
+def forget(db: Any, who: str) -> None:
+    _reach_cache.pop(_cache_key(db, who), None)
+
+
+def _cached(db: Any, who: str, load: Any) -> dict[str, Any]:
+    key = _cache_key(db, who)
+    hit = _reach_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < REACH_TTL:
+        return hit[1]
+    value = load()
+    if len(_reach_cache) > 50_000:
+        _reach_cache.clear()
+    _reach_cache[key] = (time.monotonic(), value)
+    return value
+
+
+def _key(patient: str) -> str:
+    """A patient id as a document key (ids may hold '.', which paths would split)."""
+    return patient.replace("%", "%25").replace(".", "%2E")
+
+
+def _unkey(key: str) -> str:
+    return key.replace("%2E", ".").replace("%25", "%")
 
 
 def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
@@ -35,6 +74,10 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
     db[CARE].replace_one({"_id": key}, {"_id": key, "who": who, "patient": patient,
                                         "until": until, "reason": reason,
                                         "emergency": emergency, "at": now or until}, upsert=True)
+    # The per-caller index makes "whom does this caller treat?" one primary-key read.
+    db[CARE_INDEX].update_one({"_id": who}, {"$set": {
+        f"patients.{_key(patient)}": {"until": until, "emergency": emergency}}}, upsert=True)
+    forget(db, who)
 
 
 @dataclass
@@ -60,21 +103,22 @@ class Access:
         if caller is None or caller.kind == "operator":
             return None
         if caller.kind == "patient":
-            from ..mpi.family import BINDINGS, MAX_MEMBERS
+            from ..mpi.family import members
 
             own = caller.patient or ""
-            slots = (self.db[BINDINGS].find_one({"_id": f"{own}|{i}"}) for i in range(1, MAX_MEMBERS + 1))
-            return frozenset({own, *(b["member"] for b in slots if b)})
+            family = _cached(self.db, f"family|{own}", lambda: {"m": members(self.db, own)})
+            return frozenset({own, *family["m"]})
         # A clinician's own relationships; a backend client's organisation's.
         who = [caller.practitioner] if caller.kind == "user" else [caller.organization]
         who = [w for w in who if w]
         found: set[str] = set()
         for w in who:
-            for doc in self.db[CARE].find({"who": w}, {"patient": 1, "until": 1, "emergency": 1}):
-                if doc["until"].replace(tzinfo=self.now.tzinfo) > self.now:
-                    found.add(doc["patient"])
-                    if doc.get("emergency"):
-                        self._emergency.add(doc["patient"])
+            index = _cached(self.db, w, lambda w=w: self.db[CARE_INDEX].find_one({"_id": w}) or {})
+            for key, rel in (index.get("patients") or {}).items():
+                if rel["until"].replace(tzinfo=self.now.tzinfo) > self.now:
+                    found.add(_unkey(key))
+                    if rel.get("emergency"):
+                        self._emergency.add(_unkey(key))
         return frozenset(found)
 
     # -- the patients' sharing choices ----------------------------------------------------
@@ -88,7 +132,7 @@ class Access:
         if self._choices is None:
             reach = self.reachable()
             wanted = (reach or frozenset()) - self._emergency
-            self._choices = consent.load(self.db, wanted) if self._consent_applies() else {}
+            self._choices = consent.cached(self.db, wanted) if self._consent_applies() else {}
         return self._choices
 
     def consent_filter(self, rtype: str) -> dict[str, Any] | None:
@@ -159,7 +203,26 @@ class Access:
     def can_see(self, rtype: str, resource_patient: str | None, interaction: str = "read") -> bool:
         """For one stored resource: False means answer as if it did not exist."""
         d = self.decision(rtype, interaction)
-        return d.patients is None or (resource_patient is not None and resource_patient in d.patients)
+        if d.patients is None or (resource_patient is not None and resource_patient in d.patients):
+            return True
+        return resource_patient is not None and self._fresh_reach(resource_patient, d)
+
+    def _fresh_reach(self, patient: str, d: Decision) -> bool:
+        """Before refusing, look again without the cache: another worker may have just
+        opened the relationship (a card scan) or bound the family member."""
+        caller = self.caller
+        if caller is None or d.patients is None:
+            return True
+        if caller.kind == "user" and caller.patient and not any(
+                s.context == "user" for s in caller.scopes):
+            return False  # patient/ scopes: only the launch patient
+        if caller.kind == "patient":
+            from ..mpi.family import members
+
+            return patient in members(self.db, caller.patient or "")
+        who = caller.practitioner if caller.kind == "user" else caller.organization
+        doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None
+        return doc is not None and doc["until"].replace(tzinfo=self.now.tzinfo) > self.now
 
     def check_write(self, rtype: str, interaction: str, patients: set[str | None],
                     creating: bool) -> None:

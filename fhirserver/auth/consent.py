@@ -43,6 +43,30 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 def save(db: Any, patient: str, choice: Choice) -> None:
     db[CONSENTS].replace_one({"_id": patient}, {"_id": patient, **choice.__dict__}, upsert=True)
+    _cache.pop(_cache_key(db), None)  # this process sees its own change at once
+
+
+#: Per process: every patient's choice, re-read every REFRESH seconds. Only patients
+#: who chose something have a record, so this stays small, and a request that must
+#: check hundreds of treated patients pays no database round trip for it.
+REFRESH = 2.0
+_cache: dict[str, tuple[float, dict[str, Choice]]] = {}
+
+
+def _cache_key(db: Any) -> str:
+    return f"{getattr(db.client, 'address', '')}/{db.name}"
+
+
+def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
+    import time
+
+    key = _cache_key(db)
+    at, everyone = _cache.get(key, (0.0, {}))
+    if time.monotonic() - at > REFRESH:
+        everyone = {d["_id"]: Choice(bool(d.get("restrict_sensitive")), bool(d.get("opt_out")))
+                    for d in db[CONSENTS].find({})}
+        _cache[key] = (time.monotonic(), everyone)
+    return {p: everyone[p] for p in patients if p in everyone}
 
 
 def allowed(choice: Choice | None, sensitive: bool, writer_org: str | None,

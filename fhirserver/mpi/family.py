@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from .. import errors
 from ..interactions import read as read_
 from ..interactions.bundles import bundle, link
+from ..auth.access import forget
 from ..interactions.context import Context
 from .cards import CARDS, active_card, card_system
 from .validators import InvalidNumber
@@ -34,6 +35,12 @@ RELATIONSHIPS = frozenset({
 
 def _slots(holder: str) -> list[str]:
     return [f"{holder}|{i}" for i in range(1, MAX_MEMBERS + 1)]
+
+
+def members(db: Any, holder: str) -> list[str]:
+    """The patients bound to ``holder``'s card (one primary-key read)."""
+    doc = db[BINDINGS].find_one({"_id": f"members|{holder}"})
+    return list(doc.get("members", [])) if doc else []
 
 
 def bindings(ctx: Context, holder: str) -> list[dict[str, Any]]:
@@ -119,6 +126,8 @@ def bind(ctx: Context, holder: str, card_number: str, relationship: str | None) 
         raise errors.Unprocessable(
             f"Patient/{holder} already has {MAX_MEMBERS} family members bound: unbind one first",
             details="binding-limit")
+    col.update_one({"_id": f"members|{holder}"}, {"$addToSet": {"members": member}}, upsert=True)
+    forget(ctx.repo.db, f"family|{holder}")
     stored = ctx.repo.get("Patient", member)  # the member's card was shown: no read check
     member_res = (stored.resource if stored else None) or {}
     if is_minor(member_res, ctx.clock().date()):
@@ -132,6 +141,8 @@ def unbind(ctx: Context, holder: str, member: str) -> None:
     for b in bindings(ctx, holder):
         if b["member"] == member:
             col.delete_one({"_id": b["_id"]})
+            col.update_one({"_id": f"members|{holder}"}, {"$pull": {"members": member}})
+            forget(ctx.repo.db, f"family|{holder}")
             ctx.repo.db[CARDS].update_many({"patient": member, "guardian": holder},
                                            {"$set": {"guardian": None}})
             return

@@ -1,0 +1,83 @@
+"""Authorization overhead per request: token check + access policy, per kind of caller.
+
+    .venv/bin/python scripts/bench_auth.py [-n 2000] [--relationships 50]
+
+Runs in-process against the configured database (MONGODB_URI, else the embedded
+FerretDB, started if needed) what every FHIR request pays before its own work:
+verifying the Bearer token (RS256; a repeated token is remembered), building the
+caller, and the policy's search filter for Observation, which for clinicians and
+backend clients reads their care relationships and the patients' consent choices.
+Prints p50/p99 in microseconds per caller kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from fhirserver.auth.access import Access, record_care
+from fhirserver.auth.callers import caller_from_claims
+from fhirserver.auth.tokens import TokenService
+from fhirserver.config import Settings
+from fhirserver.storage.embedded import database
+from fhirserver.storage.repository import Repository
+
+console = Console()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=2000, help="requests per caller kind")
+    ap.add_argument("--relationships", type=int, default=50, help="care relationships of the clinician")
+    args = ap.parse_args()
+    settings = Settings.from_env(mongodb_db="fhir_bench_auth")
+    with database(settings) as live:
+        repo = Repository.from_settings(live.with_(mongodb_db="fhir_bench_auth"))
+        try:
+            service = TokenService(repo.db, live.issuer)
+            now = datetime.now(UTC)
+            for i in range(args.relationships):
+                record_care(repo.db, "Practitioner/bench-dr", f"bench-p{i}", now + timedelta(hours=1),
+                            "card-scan")
+                record_care(repo.db, "Organization/bench-org", f"bench-p{i}", now + timedelta(hours=1),
+                            "card-scan")
+            kinds = {
+                "operator": dict(kind="operator", scope="system/*.cruds"),
+                "backend client": dict(kind="system", scope="system/*.rs", organization="Organization/bench-org"),
+                "clinician": dict(kind="user", scope="user/*.cruds", fhirUser="Practitioner/bench-dr"),
+                "patient": dict(kind="patient", scope="patient/*.rs", patient="bench-p1"),
+            }
+            table = Table(title=f"authorization overhead per request ({args.n} requests each)")
+            for col in ("caller", "p50 µs", "p99 µs", "first request µs"):
+                table.add_column(col, justify="left" if col == "caller" else "right")
+            with Progress(console=console, transient=True) as progress:
+                for name, claims in kinds.items():
+                    kind = claims.pop("kind")
+                    scope = claims.pop("scope")
+                    token, _ = service.mint(subject=f"bench-{kind}", scope=scope, kind=kind,
+                                            lifetime=3600, now=now, **claims)
+                    task = progress.add_task(name, total=args.n)
+                    times: list[float] = []
+                    for _ in range(args.n):
+                        t0 = time.perf_counter()
+                        caller = caller_from_claims(service.verify(token, datetime.now(UTC)))
+                        Access(caller, repo.db, datetime.now(UTC)).search_filter("Observation")
+                        times.append((time.perf_counter() - t0) * 1e6)
+                        progress.advance(task)
+                    ordered = sorted(times)
+                    table.add_row(name, f"{statistics.median(times):.0f}",
+                                  f"{ordered[int(0.99 * len(ordered))]:.0f}", f"{times[0]:.0f}")
+            console.print(table)
+        finally:
+            repo.client.drop_database("fhir_bench_auth")
+            repo.close()
+
+
+if __name__ == "__main__":
+    main()
