@@ -13,6 +13,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from .. import errors
+from ..auth import access as care
 from ..auth import consent, emergency
 from ..interactions import compartment, lastn
 from ..mpi import match_op
@@ -37,6 +38,7 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
         ("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
         ("break-glass", "https://fhirserver.example/OperationDefinition/Patient-break-glass"),
         ("consent", "https://fhirserver.example/OperationDefinition/Patient-consent"),
+        ("care-team", "https://fhirserver.example/OperationDefinition/Patient-care-team"),
         *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
             "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
             "reissue-card", "bind-family", "unbind-family", "family")),
@@ -177,3 +179,27 @@ def patient_consent(rtype: str, rid: str) -> Response:
     return render(200, {"resourceType": "Parameters", "parameter": [
         {"name": "restrictSensitive", "valueBoolean": current.restrict_sensitive},
         {"name": "optOut", "valueBoolean": current.opt_out}]})
+
+
+@blp.route("/<rtype>/<rid>/$care-team", methods=["GET", "POST"])
+def care_team(rtype: str, rid: str) -> Response:
+    """The patient's care team: members (Practitioner references) have a lasting care
+    relationship. POST with ``member`` (and ``remove=true`` to take one off); clinic
+    systems and operators manage it"""
+    _only(rtype, "Patient", "care-team")
+    _allow("update" if request.method == "POST" else "read", ("system",), rid)
+    ctx = context()
+    if ctx.repo.get("Patient", rid) is None:
+        raise errors.NotFound(f"Resource Patient/{rid} is not known")
+    if request.method == "POST":
+        params = operation_params()
+        members = [v for k, v in params if k == "member"]
+        if len(members) != 1 or not members[0].startswith("Practitioner/"):
+            raise errors.Invalid("One 'member' (a Practitioner reference) is required",
+                                 expression="member")
+        remove = dict(params).get("remove") == "true"
+        care.set_team_member(ctx.repo.db, rid, members[0], ctx.clock(), remove=remove)
+    team = care.team(ctx.repo.db, rid, ctx.clock())
+    return render(200, {"resourceType": "CareTeam", "id": f"care-team-{rid}", "status": "active",
+                        "subject": {"reference": f"Patient/{rid}"},
+                        **({"participant": [{"member": {"reference": m}} for m in team]} if team else {})})

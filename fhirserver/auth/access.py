@@ -235,3 +235,21 @@ class Access:
         if not may_write(d, patients):
             raise errors.Forbidden(
                 f"You may not write {rtype} into the record of a patient you are not treating")
+
+
+def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
+                    remove: bool = False) -> None:
+    """Care team membership: a lasting care relationship, until taken off the team."""
+    until = now if remove else now + LASTING
+    db[CARE].replace_one({"_id": f"{practitioner}|{patient}"}, {
+        "_id": f"{practitioner}|{patient}", "who": practitioner, "patient": patient,
+        "until": until, "reason": "care-team", "emergency": False, "at": now,
+        "team": not remove}, upsert=True)
+    db[CARE_INDEX].update_one({"_id": practitioner}, {"$set": {
+        f"patients.{_key(patient)}": {"until": until, "emergency": False}}}, upsert=True)
+    forget(db, practitioner)
+
+
+def team(db: Any, patient: str, now: datetime) -> list[str]:
+    return sorted(d["who"] for d in db[CARE].find({"patient": patient, "team": True})
+                  if d["until"].replace(tzinfo=now.tzinfo) > now)

@@ -247,3 +247,21 @@ def test_consent_restricts_sensitive_records_to_the_writing_organisation(fhir, a
     assert sorted(theirs.ids("Observation")) == sorted([world["obs_mine"], hiv])
     # Nobody but the patient (or an operator) sets the choices.
     assert theirs.post(f"Patient/{me}/$consent", {"resourceType": "Parameters"}).status_code == 403
+
+
+def test_care_team_membership_is_a_care_relationship(fhir, app, world):
+    dr = clinician(app, fhir, "dr-team")
+    assert dr.get(f"Patient/{world['mine']}").status_code == 404
+    r = fhir.post(f"Patient/{world['mine']}/$care-team", {"resourceType": "Parameters", "parameter": [
+        {"name": "member", "valueReference": {"reference": "Practitioner/dr-team"}}]})
+    assert r.status_code == 200
+    assert r.get_json()["participant"] == [{"member": {"reference": "Practitioner/dr-team"}}]
+    assert dr.get(f"Patient/{world['mine']}").status_code == 200
+    assert dr.ids("Observation") == [world["obs_mine"]]
+    fhir.post(f"Patient/{world['mine']}/$care-team", {"resourceType": "Parameters", "parameter": [
+        {"name": "member", "valueReference": {"reference": "Practitioner/dr-team"}},
+        {"name": "remove", "valueBoolean": True}]})
+    assert dr.get(f"Patient/{world['mine']}").status_code == 404
+    # Clinicians do not put themselves on a team.
+    assert dr.post(f"Patient/{world['mine']}/$care-team", {"resourceType": "Parameters", "parameter": [
+        {"name": "member", "valueReference": {"reference": "Practitioner/dr-team"}}]}).status_code == 403
