@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from pymongo.errors import DuplicateKeyError
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +24,6 @@ from . import consent
 from .policy import Caller, Decision, decide, may_write
 
 CARE = "_care_relationships"
-CARE_INDEX = "_care_index"  # one document per clinician or organisation: its patients
 LASTING = timedelta(days=365 * 100)
 
 
@@ -54,13 +55,7 @@ def _cached(db: Any, who: str, load: Any) -> dict[str, Any]:
     return value
 
 
-def _key(patient: str) -> str:
-    """A patient id as a document key (ids may hold '.', which paths would split)."""
-    return patient.replace("%", "%25").replace(".", "%2E")
 
-
-def _unkey(key: str) -> str:
-    return key.replace("%2E", ".").replace("%25", "%")
 
 
 def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
@@ -71,13 +66,22 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
     if current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until \
             and not emergency:
         return
-    db[CARE].replace_one({"_id": key}, {"_id": key, "who": who, "patient": patient,
-                                        "until": until, "reason": reason,
-                                        "emergency": emergency, "at": now or until}, upsert=True)
-    # The per-caller index makes "whom does this caller treat?" one primary-key read.
-    db[CARE_INDEX].update_one({"_id": who}, {"$set": {
-        f"patients.{_key(patient)}": {"until": until, "emergency": emergency}}}, upsert=True)
+    upsert(db[CARE], {"_id": key, "who": who, "patient": patient, "until": until,
+                      "reason": reason, "emergency": emergency, "at": now or until})
     forget(db, who)
+
+
+def upsert(collection: Any, doc: dict[str, Any], attempts: int = 5) -> None:
+    """Replace-or-insert by primary key. Two concurrent upserts of one new key can
+    both try to insert (MongoDB documents this; FerretDB does it more often): the
+    loser retries, and then finds the document to replace."""
+    for attempt in range(attempts):
+        try:
+            collection.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+            return
+        except DuplicateKeyError:
+            if attempt + 1 == attempts:
+                raise
 
 
 @dataclass
@@ -113,12 +117,14 @@ class Access:
         who = [w for w in who if w]
         found: set[str] = set()
         for w in who:
-            index = _cached(self.db, w, lambda w=w: self.db[CARE_INDEX].find_one({"_id": w}) or {})
-            for key, rel in (index.get("patients") or {}).items():
-                if rel["until"].replace(tzinfo=self.now.tzinfo) > self.now:
-                    found.add(_unkey(key))
-                    if rel.get("emergency"):
-                        self._emergency.add(_unkey(key))
+            rels = _cached(self.db, w, lambda w=w: {"r": [
+                (d["patient"], d["until"], bool(d.get("emergency")))
+                for d in self.db[CARE].find({"who": w}, {"patient": 1, "until": 1, "emergency": 1})]})
+            for patient, until, emergency in rels["r"]:
+                if until.replace(tzinfo=self.now.tzinfo) > self.now:
+                    found.add(patient)
+                    if emergency:
+                        self._emergency.add(patient)
         return frozenset(found)
 
     # -- the patients' sharing choices ----------------------------------------------------
@@ -241,12 +247,9 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
                     remove: bool = False) -> None:
     """Care team membership: a lasting care relationship, until taken off the team."""
     until = now if remove else now + LASTING
-    db[CARE].replace_one({"_id": f"{practitioner}|{patient}"}, {
-        "_id": f"{practitioner}|{patient}", "who": practitioner, "patient": patient,
-        "until": until, "reason": "care-team", "emergency": False, "at": now,
-        "team": not remove}, upsert=True)
-    db[CARE_INDEX].update_one({"_id": practitioner}, {"$set": {
-        f"patients.{_key(patient)}": {"until": until, "emergency": False}}}, upsert=True)
+    upsert(db[CARE], {"_id": f"{practitioner}|{patient}", "who": practitioner, "patient": patient,
+                      "until": until, "reason": "care-team", "emergency": False, "at": now,
+                      "team": not remove})
     forget(db, practitioner)
 
 

@@ -42,7 +42,9 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 
 def save(db: Any, patient: str, choice: Choice) -> None:
-    db[CONSENTS].replace_one({"_id": patient}, {"_id": patient, **choice.__dict__}, upsert=True)
+    from .access import upsert
+
+    upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
     _cache.pop(_cache_key(db), None)  # this process sees its own change at once
 
 

@@ -118,9 +118,9 @@ class TokenService:
         return self.cache.revoked
 
     def revoke(self, claims: dict[str, Any]) -> None:
-        self.db[REVOKED].replace_one({"_id": claims["jti"]},
-                                     {"_id": claims["jti"], "exp": int(claims.get("exp", 0))},
-                                     upsert=True)
+        from .access import upsert
+
+        upsert(self.db[REVOKED], {"_id": claims["jti"], "exp": int(claims.get("exp", 0))})
         self.cache.revoked_at = 0.0
 
     def verify(self, token: str, now: datetime) -> dict[str, Any]:

@@ -37,6 +37,19 @@ def _slots(holder: str) -> list[str]:
     return [f"{holder}|{i}" for i in range(1, MAX_MEMBERS + 1)]
 
 
+def _add_member(col: Any, holder: str, member: str) -> None:
+    """The holder's member list, updated by primary key; two first bindings at once
+    may race to create it, and the loser retries (then finds it)."""
+    for attempt in range(5):
+        try:
+            col.update_one({"_id": f"members|{holder}"}, {"$addToSet": {"members": member}},
+                           upsert=True)
+            return
+        except DuplicateKeyError:
+            if attempt == 4:
+                raise
+
+
 def members(db: Any, holder: str) -> list[str]:
     """The patients bound to ``holder``'s card (one primary-key read)."""
     doc = db[BINDINGS].find_one({"_id": f"members|{holder}"})
@@ -126,7 +139,7 @@ def bind(ctx: Context, holder: str, card_number: str, relationship: str | None) 
         raise errors.Unprocessable(
             f"Patient/{holder} already has {MAX_MEMBERS} family members bound: unbind one first",
             details="binding-limit")
-    col.update_one({"_id": f"members|{holder}"}, {"$addToSet": {"members": member}}, upsert=True)
+    _add_member(col, holder, member)
     forget(ctx.repo.db, f"family|{holder}")
     stored = ctx.repo.get("Patient", member)  # the member's card was shown: no read check
     member_res = (stored.resource if stored else None) or {}

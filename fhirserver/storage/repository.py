@@ -26,6 +26,15 @@ from .records import Stored, Write
 from .sqlite_tuning import add_id_lookup_indexes
 from .unit_of_work import UnitOfWork
 
+#: Indexes of the collections beside the resources: care relationships by who holds
+#: them (the access policy's one query per caller), audit records by patient (a
+#: patient's own log), card scans by patient.
+OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
+    ("_care_relationships", [("who", 1)]),
+    ("_care_relationships", [("patient", 1), ("team", 1)]),
+    ("_audit", [("patients", 1), ("_id", -1)]),
+    ("_card_scans", [("patient", 1), ("at", -1)]),
+)
 #: What reads leave out: the search and sort values and references are for the database.
 _LEAN = {"sp": 0, "so": 0, "refs": 0}
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
@@ -96,6 +105,8 @@ class Repository:
     def initialise(self) -> None:
         """Create indexes and roll back transactions a dead process left half done."""
         self.cols.ensure_indexes()
+        for name, keys in OPERATIONAL_INDEXES:
+            self.db[name].create_index(keys)
         if self.sqlite_dir:
             add_id_lookup_indexes(Path(self.sqlite_dir), self.db_name)
         self.uow.recover()
