@@ -41,7 +41,7 @@ def search_audit() -> Response:
     if params.get("_cursor"):
         if not params["_cursor"].isdigit():
             raise errors.Invalid("Invalid paging cursor", expression="_cursor")
-        parts.append({"_id": {"$lt": int(params["_cursor"])}})
+        parts.append({"_id": {"$lt": params["_cursor"]}})
     flt = {"$and": parts} if len(parts) > 1 else (parts[0] if parts else {})
     docs = list(ctx.repo.db[RECORDS].find(flt, {"event": 1}).sort("_id", -1).limit(count + 1))
     page = docs[:count]

@@ -12,6 +12,7 @@ its primary key, so exactly one writer links to record ``n``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from pymongo.errors import DuplicateKeyError
 RECORDS = "_audit"
 HEAD = "_audit_head"
 GENESIS = "0" * 64
+_lock = threading.Lock()
 
 
 def digest(previous: str, event: dict[str, Any]) -> str:
@@ -40,22 +42,29 @@ def append(db: Any, event: dict[str, Any], patients: list[str], attempts: int = 
     MongoDB wire-protocol server; the head is a hint (a consistent number/hash pair)
     that may lag, so a writer steps forward over records that already exist.
     """
-    head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
-    seq, previous = head["seq"], head["hash"]
-    for _ in range(attempts):
-        event = {**event, "id": f"audit-{seq + 1}"}
-        own = digest(previous, event)
-        try:
-            db[RECORDS].insert_one({"_id": seq + 1, "prev": previous, "hash": own,
-                                    "event": event, "patients": patients})
-        except DuplicateKeyError:
-            taken = db[RECORDS].find_one({"_id": seq + 1}, {"hash": 1})
-            seq, previous = seq + 1, taken["hash"] if taken else previous
-            continue
-        db[HEAD].replace_one({"_id": "head"}, {"_id": "head", "seq": seq + 1, "hash": own},
-                             upsert=True)
-        return seq + 1
+    with _lock:  # writers of one process take turns; other processes may still race
+        head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
+        seq, previous = head["seq"], head["hash"]
+        for _ in range(attempts):
+            event = {**event, "id": f"audit-{seq + 1}"}
+            own = digest(previous, event)
+            try:
+                db[RECORDS].insert_one({"_id": record_id(seq + 1), "prev": previous, "hash": own,
+                                        "event": event, "patients": patients})
+            except DuplicateKeyError:
+                taken = db[RECORDS].find_one({"_id": record_id(seq + 1)}, {"hash": 1})
+                seq, previous = seq + 1, taken["hash"] if taken else previous
+                continue
+            db[HEAD].replace_one({"_id": "head"}, {"_id": "head", "seq": seq + 1, "hash": own},
+                                 upsert=True)
+            return seq + 1
     raise AuditUnavailable("the audit log is too busy to append to")
+
+
+def record_id(seq: int) -> str:
+    """Record numbers as fixed-width strings: they sort in order, and a string key is
+    one FerretDB looks up by index."""
+    return f"{seq:012d}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ def verify(db: Any) -> tuple[int, Broken | None]:
     previous = GENESIS
     expected = 1
     for doc in _in_order(db):
-        if doc["_id"] != expected:
+        if doc["_id"] != record_id(expected):
             return expected - 1, Broken(expected, "record is missing")
         if doc["prev"] != previous:
             return expected - 1, Broken(expected, "does not link to the record before it")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 
-from fhirserver.audit.chain import GENESIS, HEAD, RECORDS, verify
+from fhirserver.audit.chain import GENESIS, HEAD, RECORDS, record_id, verify
 from tests import factories as f
 from tests.conftest import mint
 
@@ -87,10 +87,10 @@ def test_hash_chain_verifies_and_reports_the_first_broken_link(fhir, app):
     db = app.extensions["fhirserver"].repo.db
     checked, broken = verify(db)
     assert broken is None and checked == len(events(app)) >= 4
-    db[RECORDS].update_one({"_id": 2}, {"$set": {"event.outcome": "0", "event.action": "D"}})
+    db[RECORDS].update_one({"_id": record_id(2)}, {"$set": {"event.outcome": "0", "event.action": "D"}})
     checked, broken = verify(db)
     assert broken is not None and broken.seq == 2 and "altered" in broken.problem and checked == 1
-    db[RECORDS].delete_one({"_id": 2})
+    db[RECORDS].delete_one({"_id": record_id(2)})
     _, broken = verify(db)
     assert broken is not None and broken.seq == 2 and "missing" in broken.problem
 
@@ -100,7 +100,7 @@ def test_no_unaudited_access_when_the_log_cannot_be_written(fhir, app):
     db = app.extensions["fhirserver"].repo.db
     head = db[HEAD].find_one({"_id": "head"})
     # The next 300 record numbers are taken: appending gives up.
-    db[RECORDS].insert_many([{"_id": head["seq"] + i, "prev": GENESIS, "hash": GENESIS,
+    db[RECORDS].insert_many([{"_id": record_id(head["seq"] + i), "prev": GENESIS, "hash": GENESIS,
                               "event": {}, "patients": []} for i in range(1, 301)])
     r = fhir.get(f"Patient/{pid}")
     assert r.status_code == 503
