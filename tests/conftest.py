@@ -79,7 +79,7 @@ OPERATOR_SCOPE = "system/*.cruds"
 
 
 def mint(application: "Flask", kind: str = "operator", scope: str = OPERATOR_SCOPE,
-         **context: str | None) -> str:
+         lifetime: int = 3600, **context: str | None) -> str:
     """An access token for ``application``, as ``fhirserver token`` mints one."""
     from datetime import UTC, datetime
 
@@ -88,7 +88,7 @@ def mint(application: "Flask", kind: str = "operator", scope: str = OPERATOR_SCO
     st = application.extensions["fhirserver"]
     service = TokenService(st.repo.db, st.settings.issuer)
     token, _ = service.mint(subject=context.pop("subject", None) or f"test-{kind}", scope=scope,
-                            kind=kind, lifetime=3600, now=datetime.now(UTC), **context)
+                            kind=kind, lifetime=lifetime, now=datetime.now(UTC), **context)
     return token
 
 
