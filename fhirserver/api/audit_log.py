@@ -20,6 +20,21 @@ from .state import context
 blp = Blueprint("audit", __name__, url_prefix="/", description="The audit log, as AuditEvent")
 
 
+def redact(event: dict[str, object], reach: frozenset[str]) -> dict[str, object]:
+    """What a patient sees of an event: who, when, why and outcome, and only the
+    patients in their own reach; not other patients, the resources or the query."""
+    out = dict(event)
+    entities = [e for e in event.get("entity", []) or []  # type: ignore[union-attr]
+                if isinstance(e, dict) and str(e.get("what", {}).get("reference", ""))
+                .removeprefix("Patient/") in reach
+                and str(e.get("what", {}).get("reference", "")).startswith("Patient/")]
+    if entities:
+        out["entity"] = entities
+    else:
+        out.pop("entity", None)
+    return out
+
+
 @blp.route("/AuditEvent", methods=["GET"])
 def search_audit() -> Response:
     """search-type on AuditEvent (patient, _count, _cursor)"""
@@ -49,6 +64,7 @@ def search_audit() -> Response:
     links = [link("self", page_url(ctx, "AuditEvent", list(params.items())))]
     if len(docs) > count:
         links.append(link("next", page_url(ctx, "AuditEvent", [*applied, ("_cursor", str(page[-1]["_id"]))])))
-    entries = [{"fullUrl": ctx.url(f"AuditEvent/{d['event']['id']}"), "resource": d["event"],
-                "search": {"mode": "match"}} for d in page]
+    events = [d["event"] if reach is None else redact(d["event"], reach) for d in page]
+    entries = [{"fullUrl": ctx.url(f"AuditEvent/{e['id']}"), "resource": e,
+                "search": {"mode": "match"}} for e in events]
     return render(200, bundle("searchset", entries, links=links))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from .. import errors
-from ..search.compile import compile_filter
 from ..search.parse import parse_query
 from .context import Context
 
@@ -36,7 +35,11 @@ def matching_ids(ctx: Context, rtype: str, query: str, limit: int = 2) -> list[s
         default_count=limit,
         max_count=max(limit, ctx.settings.max_count),
     )
-    return ctx.repo.find_ids(rtype, compile_filter(parsed), limit=limit)
+    # The caller's view, like any search: a conditional interaction must neither
+    # reveal nor touch what the caller may not see.
+    from .search import matching
+
+    return ctx.repo.find_ids(rtype, matching(ctx, parsed), limit=limit)
 
 
 def single_match(ctx: Context, rtype: str, query: str, what: str) -> str | None:

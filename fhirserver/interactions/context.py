@@ -42,8 +42,16 @@ class Context:
 
     def visible(self, stored: Stored, interaction: str = "read") -> bool:
         """May the caller see this stored resource? (False: answer 404.)"""
-        if self.access is None or stored.resource is None:
+        if self.access is None:
             return True
+        if stored.resource is None:
+            # A deletion: judge by the content it deleted, so that a hidden record's
+            # history (and the fact that it existed) stays hidden.
+            previous = self.repo.get_version(stored.type, stored.id, stored.version - 1) \
+                if stored.version > 1 else None
+            if previous is None or previous.resource is None:
+                return False
+            stored = previous
         from ..storage.indexing import patient_of
 
         patient = patient_of(stored.resource)
@@ -168,8 +176,11 @@ class Planner:
             self._record_care(self.writes)
         except IdentifierTaken as exc:
             system, _, value = exc.key.rpartition("|")
+            holder = self.repo.get("Patient", exc.holder) if exc.holder else None
+            named = holder is not None and self.ctx.visible(holder)
             raise errors.Conflict(
-                f"Identifier {system}|{value} already belongs to Patient/{exc.holder}: "
+                f"Identifier {system}|{value} already belongs to "
+                f"{f'Patient/{exc.holder}' if named else 'another active Patient'}: "
                 "no two active Patients may share it",
                 expression=f"{exc.write.type}.identifier",
             ) from exc

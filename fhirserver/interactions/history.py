@@ -44,9 +44,22 @@ def _history_limit(ctx: Context, rtype: str) -> dict[str, Any] | None:
     if ctx.access is None:
         return None
     d = ctx.access.decision(rtype, "search")
-    if d.patients is None:
+    if d.constraints:
+        raise errors.Forbidden(f"{rtype} history is not available to tokens whose scopes "
+                               "only allow some records (granular scopes)")
+    patients = d.patients
+    if rtype != "Patient" and ctx.access.choices():
+        # Old versions carry no consent marks: the history of a patient who
+        # restricted sharing is left out for clinicians and clients.
+        restricted = {p for p, c in ctx.access.choices().items() if c.restrict_sensitive or c.opt_out}
+        if restricted:
+            patients = (patients if patients is not None else frozenset()) - restricted \
+                if patients is not None else None
+            if patients is None:
+                return {"pat": {"$nin": sorted(restricted)}}
+    if patients is None:
         return None
-    return {"rid" if rtype == "Patient" else "pat": {"$in": sorted(d.patients)}}
+    return {"rid" if rtype == "Patient" else "pat": {"$in": sorted(patients)}}
 
 
 def history(

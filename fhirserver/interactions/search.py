@@ -43,13 +43,25 @@ def matching(ctx: Context, query: SearchQuery,
              extra_filter: dict[str, Any] | None = None) -> dict[str, Any]:
     """The MongoDB filter of ``query`` with its joins resolved, ANDed with ``extra_filter``."""
     flt = compile_filter(query, resolver(ctx))
-    lookup = query.resource_type == "Patient" and any(
-        getattr(c, "param", None) is not None and c.param.name == "identifier"  # type: ignore[union-attr]
-        and isinstance(c, Clause) for c in query.clauses)
+    lookup = is_identifier_lookup(query)
     for extra in (extra_filter, ctx.search_filter(query.resource_type, identifier_lookup=lookup)):
         if extra:
             flt = {"$and": [flt, extra]} if flt else extra
     return flt
+
+
+def is_identifier_lookup(query: SearchQuery) -> bool:
+    """``Patient?identifier=system|value`` and nothing else: the look-up backend
+    clients may run for any patient. Any other clause, modifier, partial token or
+    include makes it an ordinary search."""
+    if query.resource_type != "Patient" or len(query.clauses) != 1:
+        return False
+    clause = query.clauses[0]
+    return (isinstance(clause, Clause) and clause.param.name == "identifier"
+            and clause.modifier is None and not query.includes and not query.revincludes
+            and all(getattr(v, "system", None) and getattr(v, "code", None) and
+                    getattr(v, "text", None) is None and getattr(v, "of_type", None) is None
+                    for v in clause.values))
 
 
 def search(

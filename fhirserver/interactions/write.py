@@ -34,6 +34,14 @@ def _claims(planner: Planner, rtype: str, resource: dict[str, Any] | None) -> tu
     return tuple(claims(resource, planner.ctx.registry))
 
 
+def _seen(planner: Planner, current: Stored | None) -> Stored | None:
+    """The current version if the caller may see it; None (as if it did not exist)
+    otherwise, before any precondition can say something about it."""
+    if current is not None and not planner.ctx.visible(current):
+        return None
+    return current
+
+
 def _writer_org(planner: Planner, current: Stored | None) -> str | None:
     """The organisation a record belongs to for consent: whoever wrote it first."""
     if current is not None and current.org:
@@ -115,7 +123,10 @@ def update(
         )
     if not is_valid_id(rid):
         raise errors.Invalid(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
-    current = planner.current(rtype, rid)
+    stored = planner.current(rtype, rid)
+    current = _seen(planner, stored)
+    if stored is not None and current is None:
+        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     check_if_match(if_match, current, f"{rtype}/{rid}")
     return _put(planner, rtype, rid, resource, current)
 
@@ -143,8 +154,8 @@ def patch(
     planner: Planner, rtype: str, rid: str, operations: Any, *, if_match: str | None = None
 ) -> Result:
     """PATCH Type/id with a JSON Patch document (http.html#patch, RFC 6902)."""
-    current = planner.current(rtype, rid)
-    if current is None or (not current.deleted and not planner.ctx.visible(current)):
+    current = _seen(planner, planner.current(rtype, rid))
+    if current is None:
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     if current.deleted:
         raise errors.Gone(f"Resource {rtype}/{rid} was deleted")
@@ -174,10 +185,8 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
     Like HAPI, a resource that others still reference is not deleted (409), so that
     no stored reference dangles.
     """
-    current = planner.current(rtype, rid)
+    current = _seen(planner, planner.current(rtype, rid))
     check_if_match(if_match, current, f"{rtype}/{rid}")
-    if current is not None and not current.deleted and not planner.ctx.visible(current):
-        current = None  # not the caller's to see: as if it did not exist
     planner.ctx.check_write(rtype, "delete", current.resource if current else None, None)
     if current is None or current.deleted:
         return Result(200, outcome=errors.information(f"{rtype}/{rid} does not exist or is already deleted: nothing to do"))
@@ -211,7 +220,10 @@ def _check_not_referenced(planner: Planner, target: str) -> None:
         (w.type, w.id) for w in planner.writes if not w.deleted and target in w.refs
     ]
     if referrers:
-        names = ", ".join(sorted({f"{t}/{i}" for t, i in referrers})[:5])
+        shown = sorted({f"{t}/{i}" for t, i in referrers
+                        if (s := planner.repo.get(t, i)) is not None and planner.ctx.visible(s)})
+        hidden = len({(t, i) for t, i in referrers}) - len(shown)
+        names = ", ".join(shown[:5]) + (f" and {hidden} other resource(s)" if hidden else "")
         raise errors.Conflict(
-            f"{target} cannot be deleted: it is referenced by {names}",
+            f"{target} cannot be deleted: it is referenced by {names.lstrip(', ')}",
         )

@@ -44,6 +44,9 @@ def plan_merge(planner: Planner, source_id: str, target_id: str) -> dict[str, An
                              expression="source-patient")
     source = planner.current("Patient", source_id)
     target = planner.current("Patient", target_id)
+    # What the caller may not see does not exist for the merge either.
+    source = source if source is None or planner.ctx.visible(source) else None
+    target = target if target is None or planner.ctx.visible(target) else None
     for stored, name, rid in ((source, "source-patient", source_id), (target, "target-patient", target_id)):
         if stored is None or stored.deleted:
             raise errors.NotFound(f"{name} Patient/{rid} does not exist", expression=name)

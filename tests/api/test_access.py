@@ -265,3 +265,67 @@ def test_care_team_membership_is_a_care_relationship(fhir, app, world):
     # Clinicians do not put themselves on a team.
     assert dr.post(f"Patient/{world['mine']}/$care-team", {"resourceType": "Parameters", "parameter": [
         {"name": "member", "valueReference": {"reference": "Practitioner/dr-team"}}]}).status_code == 403
+
+
+def test_conditional_interactions_see_only_what_the_caller_sees(fhir, app, world):
+    """http.html#ccreate: If-None-Exist and conditional update match within the
+    caller's view, so they cannot fetch or reveal a hidden patient."""
+    dr = clinician(app, fhir)
+    r = fhir.post("Patient", f.patient("Hidden"), headers={**dr.h, "If-None-Exist": "family=hidden"})
+    assert r.status_code == 201 and r.get_json()["id"] != world["other"]
+    put = fhir.put("Patient?family=hidden&given=peter", {**f.patient("Hidden")}, headers=dr.h)
+    assert world["other"] not in put.get_data(as_text=True)
+
+
+def test_deleted_hidden_records_stay_hidden(fhir, app, world):
+    fhir.delete(f"DiagnosticReport/{world['dr_other']}")
+    fhir.delete(f"Observation/{world['obs_other']}")
+    dr = clinician(app, fhir)
+    assert dr.get(f"Observation/{world['obs_other']}").status_code == 404  # not 410
+    assert dr.get(f"Observation/{world['obs_other']}/_history/1").status_code == 404
+    assert dr.get(f"Observation/{world['obs_other']}/_history").status_code == 404
+
+
+def test_backend_identifier_lookup_is_exact_system_and_value_only(fhir, app, world):
+    lab = As(fhir, mint(app, "system", "system/Patient.rs", subject="lab-2", client_id="lab-2",
+                        organization="Organization/lab"))
+    for listing in ("Patient?identifier:missing=false", "Patient?identifier=https://fhirserver.example/sid/passport/USA|",
+                    "Patient?identifier:text=x", "Patient?identifier=X1234567",
+                    "Patient?identifier=https://fhirserver.example/sid/passport/USA|X1234567&_revinclude=Observation:patient"):
+        assert world["mine"] not in lab.ids(listing), listing
+    assert lab.ids("Patient?identifier=https://fhirserver.example/sid/passport/USA|X1234567") == [world["mine"]]
+
+
+def test_history_respects_granular_scopes_and_consent(fhir, app, world):
+    me = world["mine"]
+    scoped = As(fhir, mint(app, "patient", "patient/Observation.rs?category=laboratory", patient=me))
+    assert scoped.get("Observation/_history").status_code == 403
+    theirs = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-ma", fhirUser="Practitioner/dr-ma",
+                           organization="Organization/hospital-2"))
+    scan_card(fhir, app, me, theirs)
+    history = lambda: [e["resource"]["id"] for e in theirs.get("Observation/_history").get_json().get("entry", [])
+                       if "resource" in e]  # noqa: E731
+    assert world["obs_mine"] in history()
+    patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=me))
+    patient.post(f"Patient/{me}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "optOut", "valueBoolean": True}]})
+    assert world["obs_mine"] not in history()
+
+
+def test_a_patients_audit_view_shows_no_other_patients_or_queries(fhir, app, world):
+    me = world["mine"]
+    fhir.get("Observation?code=1-1")  # an event about both patients
+    patient = As(fhir, mint(app, "patient", "patient/*.rs", patient=me))
+    body = patient.get("AuditEvent?_count=200").get_data(as_text=True)
+    assert world["other"] not in body and "query" not in body
+    assert f"Patient/{me}" in body
+
+
+def test_identifier_conflict_names_the_holder_only_to_who_may_see_it(fhir, app, world):
+    dr = clinician(app, fhir)
+    taken = {"system": "https://fhirserver.example/sid/passport/USA", "value": "X1234567"}
+    r = dr.post("Patient", f.patient("Copy", identifier=[taken]))
+    assert r.status_code == 409
+    assert world["mine"] not in r.get_data(as_text=True)
+    r = fhir.post("Patient", f.patient("Copy", identifier=[taken]))  # the operator sees all
+    assert world["mine"] in r.get_data(as_text=True)
