@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     from .api import init_api
     from .api.state import AppState
+    from .auth.access import drop_authorship_relationships
     from .storage.repository import Repository
 
     settings = settings or Settings.from_env()
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     repo = Repository.from_settings(settings)
+    drop_authorship_relationships(repo.db)
     app.extensions["fhirserver"] = AppState(settings, repo)
     init_api(app)
     return app

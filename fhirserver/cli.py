@@ -55,12 +55,50 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
             run_import(live, sorted(DEMO_DIR.glob("*.json.gz")))
         if settings.mongodb_uri is None:
             console.print(f"database: embedded FerretDB, data in {live.data_dir}")
-        console.print(f"FHIR base URL: http://{live.host}:{live.port}/  (docs at /docs)")
+        for line in banner(live):
+            console.print(line, highlight=False)
         _gunicorn(live)
 
 
+def banner(settings: Settings) -> list[str]:
+    """Where apps reach the server and what they must call it. Tokens carry the issuer
+    as ``iss`` and ``aud``, and an app's authorization request must name it as ``aud``
+    (SMART App Launch 2.x, app-launch.html#obtain-authorization-code); without
+    FHIR_BASE_URL a loopback server also accepts its other loopback names there
+    (``Settings.audiences``), which an app set up for ``localhost`` needs to know."""
+    base = (settings.base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    lines = [f"FHIR base URL: {base}/  (docs at /docs)",
+             f"token issuer (iss; the aud apps send): {settings.issuer}"]
+    others = [aud for aud in settings.audiences if aud != settings.issuer]
+    if others:
+        lines.append(f"also accepted as aud on this machine: {', '.join(others)}")
+    elif not (settings.base_url or settings.auth_issuer) and settings.host in ("0.0.0.0", "::"):
+        lines.append("set FHIR_BASE_URL to the address apps use: no app can reach the issuer above")
+    return lines
+
+
 def _gunicorn(settings: Settings) -> None:
+    """Run the app under gunicorn. The master key is loaded (the key file created) and
+    checked against the database here, before the workers start: a wrong key stops
+    ``serve`` with a message instead of failing every request. The access log shows
+    requests without their identifying query values (``audit/access_log.py``)."""
     from gunicorn.app.base import BaseApplication
+    from pymongo import MongoClient
+
+    from .audit.access_log import RedactingLogger
+    from .crypto import MasterKeyError
+    from .crypto.binding import bind
+    from .crypto.master import load
+
+    try:
+        master = load(settings)
+        client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri)
+        try:
+            bind(client[settings.mongodb_db], master)
+        finally:
+            client.close()
+    except MasterKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -70,6 +108,7 @@ def _gunicorn(settings: Settings) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("loglevel", settings.log_level)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", RedactingLogger)
             self.cfg.set("timeout", 120)
             self.cfg.set("control_socket_disable", True)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,29 @@ class Settings:
     # (unset: a random key kept in the database, shared by every worker).
     card_code_seconds: int = 300  # FHIR_CARD_CODE_SECONDS
     card_signing_key: str = ""  # FHIR_CARD_SIGNING_KEY
+    # Master key (base64url of 32 random bytes) that seals the secrets kept in the
+    # database and keys the audit chain; never stored in the database. Unset: the
+    # key file, created 0600 on first start (default <FHIR_DATA_DIR>/master.key).
+    master_key: str = field(default="", repr=False)  # FHIR_MASTER_KEY
+    master_key_file: str = ""  # FHIR_MASTER_KEY_FILE
+    # Append-only file of signed audit checkpoints (default
+    # <FHIR_DATA_DIR>/audit-checkpoints.log); point it at a WORM store.
+    audit_checkpoints: str = ""  # FHIR_AUDIT_CHECKPOINTS
     # Authorization: token issuer (default: FHIR_BASE_URL, else http://HOST:PORT),
     # access token lifetime, care relationship lengths.
     auth_issuer: str = ""  # FHIR_AUTH_ISSUER
     token_seconds: int = 3600  # FHIR_TOKEN_SECONDS
     care_hours: int = 24  # FHIR_CARE_HOURS
     break_glass_minutes: int = 60  # FHIR_BREAK_GLASS_MINUTES
+    # Identity look-ups outside the caller's care relationships (a Patient search by
+    # one identifier, $ihe-pix, $match candidates) each client may make per minute,
+    # counted in the database for all workers; more are answered 429. A registration
+    # desk stays far below; a harvester of ID numbers does not. 0 refuses them all.
+    lookups_per_minute: int = 30  # FHIR_LOOKUPS_PER_MINUTE
+    # Browser apps (CORS, Fetch standard): origins allowed to call discovery, the
+    # token endpoint and the FHIR API, comma-separated, or "*"; empty = the origins
+    # of the registered OAuth clients' redirect URIs (api/cors.py).
+    cors_origins: str = ""  # FHIR_CORS_ORIGINS
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -71,7 +90,20 @@ class Settings:
     @property
     def issuer(self) -> str:
         """The authorization server's issuer: also the audience of its tokens."""
-        return (self.auth_issuer or self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return (self.auth_issuer or self.base_url or f"http://{host}:{self.port}").rstrip("/")
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """The ``aud`` values an app may send: the issuer and, when no public address
+        is configured and the server listens on a loopback address, the same port
+        under the other loopback names (an app set up with ``http://localhost:8080``
+        reaches the server that calls itself ``http://127.0.0.1:8080``)."""
+        issuer = self.issuer
+        if self.auth_issuer or self.base_url or self.host not in LOOPBACK:
+            return (issuer,)
+        return (issuer, *(f"http://{name}:{self.port}" for name in LOOPBACK_NAMES
+                          if f"http://{name}:{self.port}" != issuer))
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -93,10 +125,15 @@ ENV_NAMES: dict[str, str] = {
     "identifier_systems": "FHIR_IDENTIFIER_SYSTEMS",
     "card_code_seconds": "FHIR_CARD_CODE_SECONDS",
     "card_signing_key": "FHIR_CARD_SIGNING_KEY",
+    "master_key": "FHIR_MASTER_KEY",
+    "master_key_file": "FHIR_MASTER_KEY_FILE",
+    "audit_checkpoints": "FHIR_AUDIT_CHECKPOINTS",
     "auth_issuer": "FHIR_AUTH_ISSUER",
     "token_seconds": "FHIR_TOKEN_SECONDS",
     "care_hours": "FHIR_CARE_HOURS",
     "break_glass_minutes": "FHIR_BREAK_GLASS_MINUTES",
+    "lookups_per_minute": "FHIR_LOOKUPS_PER_MINUTE",
+    "cors_origins": "FHIR_CORS_ORIGINS",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

@@ -18,6 +18,7 @@ HTTP status, so handlers raise and one renderer answers::
     ├── PreconditionFailed   412  conflict
     ├── Forbidden            403  forbidden
     ├── Unauthorized         401  login
+    ├── Throttled            429  throttled (with Retry-After)
     └── ServerError          500  exception (a bug; never carries internals)
 """
 
@@ -163,6 +164,14 @@ class Forbidden(FhirError):
 class Unauthorized(FhirError):
     status = 401
     code = "login"
+
+
+class Throttled(FhirError):
+    """Too many requests of one kind from one client (RFC 6585 section 4); raise it
+    with a ``Retry-After`` header (RFC 9110 section 10.2.3)."""
+
+    status = 429
+    code = "throttled"
 
 
 class ServerError(FhirError):

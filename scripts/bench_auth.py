@@ -25,6 +25,8 @@ from fhirserver.auth.access import Access, record_care
 from fhirserver.auth.callers import caller_from_claims
 from fhirserver.auth.tokens import TokenService
 from fhirserver.config import Settings
+from fhirserver.crypto.master import load
+from fhirserver.crypto.sealing import sealer
 from fhirserver.storage.embedded import database
 from fhirserver.storage.repository import Repository
 
@@ -40,7 +42,7 @@ def main() -> None:
     with database(settings) as live:
         repo = Repository.from_settings(live.with_(mongodb_db="fhir_bench_auth"))
         try:
-            service = TokenService(repo.db, live.issuer)
+            service = TokenService(repo.db, live.issuer, sealer(load(live)))
             now = datetime.now(UTC)
             for i in range(args.relationships):
                 record_care(repo.db, "Practitioner/bench-dr", f"bench-p{i}", now + timedelta(hours=1),

@@ -82,4 +82,56 @@ else
     say "FerretDB $FERRETDB_VERSION installed at .tools/bin/ferretdb"
 fi
 
+# --- Browser tests ------------------------------------------------------------
+# tests/browser drives Debian's Chromium through chromedriver (selenium) against a
+# page that uses the npm package fhirclient. Both are installed here when missing
+# and this script may install system packages (root, or passwordless sudo);
+# otherwise the browser tests skip (except under CI=true, where they fail).
+CHROMIUM=/usr/bin/chromium
+CHROMEDRIVER=/usr/bin/chromedriver
+
+if [[ -x "$CHROMIUM" && -x "$CHROMEDRIVER" ]]; then
+    say "chromium and chromedriver are installed (browser tests)"
+else
+    SUDO=()
+    if [[ "$(id -u)" -ne 0 ]] && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "chromium/chromedriver missing and no apt-get to install them: browser tests will be skipped"
+    elif [[ "$(id -u)" -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+        say "chromium/chromedriver missing and installing them needs root or passwordless sudo: browser tests will be skipped"
+    else
+        say "installing chromium and chromium-driver with apt-get (browser tests)"
+        LOG="$(mktemp)"
+        if "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$LOG" 2>&1 \
+            && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends chromium chromium-driver >>"$LOG" 2>&1; then
+            say "chromium and chromedriver installed"
+        else
+            tail -n 20 "$LOG" >&2
+            say "apt-get could not install chromium and chromium-driver: browser tests will be skipped"
+        fi
+        rm -f "$LOG"
+    fi
+fi
+
+# The page's npm packages, pinned by tests/browser/package-lock.json. Optional
+# dependencies are left out: fhirclient's browser build (build/fhir-client.js) is
+# self-contained, and the optional ones (React Native crypto shims) are hundreds of
+# packages it never loads in a browser.
+NPM_DIR="$ROOT/tests/browser"
+NPM_STAMP="$NPM_DIR/node_modules/.fhirserver-npm-stamp"
+WANT_NPM="$(sha256sum "$NPM_DIR/package-lock.json" | cut -d' ' -f1)"
+if [[ -f "$NPM_STAMP" && "$(cat "$NPM_STAMP")" == "$WANT_NPM" ]]; then
+    say "npm test dependencies are current (tests/browser/package-lock.json unchanged)"
+elif ! command -v npm >/dev/null 2>&1; then
+    say "npm not found, so the test page's npm packages are missing: browser tests will be skipped"
+else
+    say "installing the browser tests' npm packages into tests/browser/node_modules (npm ci)"
+    (cd "$NPM_DIR" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci in tests/browser failed"
+    printf '%s\n' "$WANT_NPM" > "$NPM_STAMP"
+fi
+
 say "setup complete"

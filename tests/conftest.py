@@ -84,9 +84,11 @@ def mint(application: "Flask", kind: str = "operator", scope: str = OPERATOR_SCO
     from datetime import UTC, datetime
 
     from fhirserver.auth.tokens import TokenService
+    from fhirserver.crypto.master import load
+    from fhirserver.crypto.sealing import sealer
 
     st = application.extensions["fhirserver"]
-    service = TokenService(st.repo.db, st.settings.issuer)
+    service = TokenService(st.repo.db, st.settings.issuer, sealer(load(st.settings)))
     token, _ = service.mint(subject=context.pop("subject", None) or f"test-{kind}", scope=scope,
                             kind=kind, lifetime=lifetime, now=datetime.now(UTC), **context)
     return token
@@ -120,6 +122,74 @@ def app(settings: "Settings") -> Iterator["Flask"]:
     application = make_app(settings)
     yield application
     application.extensions["fhirserver"].repo.close()
+
+
+@pytest.fixture
+def live(settings: "Settings") -> Iterator[tuple[str, "Flask"]]:
+    """The app on a real loopback port, its issuer and base URL being that address:
+    for tests that must go over real HTTP (browsers, third-party clients, the
+    attacks of the trust tests)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from fhirserver.storage.ferretdb import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    application = make_app(settings.with_(base_url=url))
+    server = make_server("127.0.0.1", port, application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url, application
+    server.shutdown()
+    application.extensions["fhirserver"].repo.close()
+
+
+class Http:
+    """Requests over real HTTP to a live server, carrying one caller's token."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        import requests
+
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, body: object = None, **kw: object):  # type: ignore[no-untyped-def]
+        headers = dict(kw.pop("headers", None) or {})  # type: ignore[call-overload]
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            headers.setdefault("Content-Type", "application/fhir+json")
+        kw.setdefault("timeout", 30)
+        return self.session.request(method, f"{self.url}/{path.lstrip('/')}", data=body,
+                                    headers=headers, **kw)  # type: ignore[arg-type]
+
+    def get(self, path: str, **kw: object):  # type: ignore[no-untyped-def]
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, body: object = None, **kw: object):  # type: ignore[no-untyped-def]
+        return self.call("POST", path, body, **kw)
+
+    def put(self, path: str, body: object, **kw: object):  # type: ignore[no-untyped-def]
+        return self.call("PUT", path, body, **kw)
+
+    def delete(self, path: str, **kw: object):  # type: ignore[no-untyped-def]
+        return self.call("DELETE", path, **kw)
+
+    def ids(self, path: str) -> list[str]:
+        r = self.get(path)
+        assert r.status_code == 200, r.text
+        return [e["resource"]["id"] for e in r.json().get("entry", [])
+                if e.get("search", {}).get("mode") in ("match", "include")]
+
+
+def http_as(live: tuple[str, "Flask"], kind: str = "operator", scope: str = OPERATOR_SCOPE,
+            **context: str | None) -> Http:
+    """An :class:`Http` client for a caller of ``kind`` on the live server."""
+    url, application = live
+    return Http(url, mint(application, kind, scope, **context))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from . import (
     auditing,
     authorize,
     cards,
+    cors,
     guard,
     handlers,
     naming,
@@ -36,7 +37,6 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(system.blp)
     api.register_blueprint(oauth.blp)
     api.register_blueprint(authorize.blp)
-    authorize.register(app)
     api.register_blueprint(naming.blp)
     api.register_blueprint(audit_log.blp)
     api.register_blueprint(resources.blp)
@@ -44,6 +44,7 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(cards.blp)
     handlers.register(app)
     guard.register(app)
+    cors.register(app)  # answers preflights before the guard asks for a token
     auditing.register(app)
 
     @app.before_request

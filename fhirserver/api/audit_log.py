@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..audit.chain import RECORDS
+from ..audit.events import QUERY_ROLE
 from ..interactions.bundles import bundle, link, page_url
 from .negotiation import render
 from .resources import query_items
@@ -21,13 +22,20 @@ blp = Blueprint("audit", __name__, url_prefix="/", description="The audit log, a
 
 
 def redact(event: dict[str, object], reach: frozenset[str]) -> dict[str, object]:
-    """What a patient sees of an event: who, when, why and outcome, and only the
-    patients in their own reach; not other patients, the resources or the query."""
+    """What a patient sees of an event: who, when, why and outcome, only the patients
+    in their own reach, and of a search its shape in plain words (entity.description,
+    e.g. "Search for Patient by identifier (...)"); not other patients, the resources
+    or the query itself."""
     out = dict(event)
-    entities = [e for e in event.get("entity", []) or []  # type: ignore[union-attr]
-                if isinstance(e, dict) and str(e.get("what", {}).get("reference", ""))
-                .removeprefix("Patient/") in reach
-                and str(e.get("what", {}).get("reference", "")).startswith("Patient/")]
+    entities: list[dict[str, object]] = []
+    for e in event.get("entity", []) or []:  # type: ignore[union-attr]
+        if not isinstance(e, dict):
+            continue
+        ref = str(e.get("what", {}).get("reference", ""))
+        if ref.startswith("Patient/") and ref.removeprefix("Patient/") in reach:
+            entities.append(e)
+        elif e.get("role", {}).get("code") == QUERY_ROLE and e.get("description"):
+            entities.append({k: e[k] for k in ("type", "role", "description") if k in e})
     if entities:
         out["entity"] = entities
     else:
@@ -43,7 +51,11 @@ def search_audit() -> Response:
     if caller is not None and caller.kind not in ("patient", "operator"):
         raise errors.Forbidden("The audit log is readable by patients (their own) and operators")
     params = dict(query_items())
-    reach = ctx.access.decision("AuditEvent", "search").patients if ctx.access else None
+    if ctx.access is not None:
+        ctx.access.decision("AuditEvent", "search")  # the token must allow reading the log
+    # A patient reads their own log and their guarded children's, never an adult
+    # family member's: whom that member saw is theirs alone.
+    reach = ctx.access.audit_reach() if ctx.access else None
     parts: list[dict[str, object]] = []
     if reach is not None:
         parts.append({"patients": {"$in": sorted(reach)}})

@@ -1,18 +1,31 @@
 """Every request leaves an AuditEvent before its answer leaves the server; when the
-audit log cannot be written the request fails with 503 (no unaudited access)."""
+audit log cannot be written the request fails with 503 (no unaudited access).
+
+The audit log's keys come from the master key, which is checked against the
+database when the app is created (``crypto/binding.py``): a server holding another
+key does not start, rather than extend the chain under a key its verification lacks.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from .. import errors
-from ..audit.chain import append
+from ..audit import checkpoints
+from ..audit.chain import Keys, append
 from ..audit.events import Facts, audit_event
+from ..audit.queries import PURPOSE as PSEUDONYM_PURPOSE
+from ..audit.queries import Pseudonyms, describe, pseudonymise
 from ..auth.access import CARE
+from ..crypto.binding import bind
+from ..crypto.master import load
+from ..mpi.registry import Registry, load_registry
 from ..storage.indexing import patient_of
 from .guard import PUBLIC
 from .negotiation import render
@@ -20,6 +33,18 @@ from .state import state
 
 log = logging.getLogger(__name__)
 MAX_PATIENTS = 200  # per event; a larger page is listed up to here
+EXTENSION = "fhirserver.audit"
+
+
+@dataclass(frozen=True)
+class AuditSetup:
+    """What recording needs besides the request: keys, checkpoint file, registry."""
+
+    keys: Keys
+    checkpoints: Path
+    pseudonyms: Pseudonyms
+    registry: Registry
+
 
 _RULES = {
     ("/<rtype>", "GET"): "search-type", ("/<rtype>", "POST"): "create",
@@ -34,6 +59,7 @@ _RULES = {
     ("/", "POST"): "transaction",
     ("/oauth/token", "POST"): "token",
     ("/oauth/login", "POST"): "login",
+    ("/oauth/launch", "POST"): "operation:launch",
     ("/AuditEvent", "GET"): "search-type",
 }
 
@@ -79,28 +105,40 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
                for p in patients[:20])
 
 
+#: The OAuth endpoints whose requests are audited: sign-in, token issue, and the EHR
+#: launch (it names a patient).
+AUDITED_OAUTH = ("/oauth/token", "/oauth/login", "/oauth/launch")
+
+
 def record(response: Response) -> Response:
     if request.path in PUBLIC or (request.path.startswith("/oauth/")
-                                  and request.path not in ("/oauth/token", "/oauth/login")) \
+                                  and request.path not in AUDITED_OAUTH) \
             or request.path.startswith(("/openapi.json", "/docs")):
         return response
     caller = g.get("caller")
     patients = _patients(response)
+    patients += [p for p in g.get("audit_patients", ()) if p not in patients]
     who = None
     if caller is not None:
         who = caller.practitioner or (f"Patient/{caller.patient}" if caller.kind == "patient" else None)
     args = request.view_args or {}
     resource = f"{args['rtype']}/{args['rid']}" if args.get("rtype") and args.get("rid") else None
+    setup: AuditSetup = current_app.extensions[EXTENSION]
+    interaction = _interaction()
+    query = request.query_string.decode(errors="replace")
+    searched = args.get("ctype") or args.get("rtype") or request.path.strip("/").split("/")[0]
     facts = Facts(
-        interaction=_interaction(), at=state().clock(), status=response.status_code,
-        method=request.method, path=request.path, query=request.query_string.decode(errors="replace"),
+        interaction=interaction, at=state().clock(), status=response.status_code,
+        method=request.method, path=request.path, query=pseudonymise(query, setup.pseudonyms),
+        query_description=describe(searched or None, query, setup.registry)
+        if interaction.startswith("search") else "",
         who=who, client_id=caller.client_id if caller else g.get("oauth_client", ""),
         organization=caller.organization if caller else None, kind=caller.kind if caller else "",
         patients=tuple(patients), resource=resource, emergency=_emergency(who, patients),
         detail=g.get("audit_detail", ""),
     )
     try:
-        append(state().repo.db, audit_event(facts), patients)
+        append(state().repo.db, audit_event(facts), patients, setup.keys, setup.checkpoints)
     except Exception:  # noqa: BLE001 - any failure to audit must stop the answer
         log.exception("audit record could not be written")
         return render(503, errors.ServerError(
@@ -109,4 +147,10 @@ def record(response: Response) -> Response:
 
 
 def register(app: Flask) -> None:
+    st = app.extensions["fhirserver"]
+    master = load(st.settings)
+    bind(st.repo.db, master)  # WrongMasterKey: the app is not created
+    app.extensions[EXTENSION] = AuditSetup(
+        Keys.derive(master), checkpoints.path_of(st.settings),
+        Pseudonyms(master.derive(PSEUDONYM_PURPOSE)), load_registry(st.settings.identifier_systems))
     app.after_request(record)

@@ -2,32 +2,40 @@
 app-launch.html#obtain-authorization-code; RFC 6749 section 4.1; RFC 7636).
 
 GET /oauth/authorize checks the request (client, exact redirect URI, S256 PKCE,
-``aud``); errors that concern the redirect URI itself are shown, never redirected.
-Then a login page (CSRF-protected, lockout after repeated failures) and an approval
-page that lists the scopes in plain words and, for ``launch/patient``, lets the
-user pick the patient: a patient themself or a bound family member, a clinician
-one of the patients they treat. The code goes back to the redirect URI.
+``aud``, an EHR ``launch`` made for this client); errors that concern the redirect
+URI itself are shown, never redirected. Then a login page (CSRF-protected, failures
+slowed per user name and address) and an approval page that lists the scopes in
+plain words and, for ``launch/patient``, lets the user pick the patient: a patient
+themself or a family member bound with their consent, a clinician one of the
+patients they treat. The code goes back to the redirect URI.
+
+The state between the pages lives on the server (:mod:`..auth.signin`); the cookie
+carries only its random identifier: ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when
+the issuer is https, limited to ``/oauth/``.
 """
 
 from __future__ import annotations
 
 import hmac
-import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from flask import Flask, Response, g, redirect, render_template_string, request, session
+from flask import Response, g, render_template_string, request
 from flask_smorest import Blueprint
 
 from ..auth import clients as clients_
-from ..auth import grants, users
+from ..auth import grants, launches, signin, throttle, users
 from ..auth.access import Access
 from ..auth.policy import Caller
-from ..auth.scopes import describe, grant, parse_scopes
+from ..auth.scopes import CARD_NUMBER, REGISTRATION, describe, grant
 from .state import state
 
 blp = Blueprint("authorize", __name__, url_prefix="/",
                 description="SMART authorization: login, approval, patient choice")
+
+COOKIE = "fhirserver_auth"
+#: Scopes of this server's own that a user's token carries only with the same role.
+ROLE_SCOPES = {REGISTRATION: users.REGISTRATION, CARD_NUMBER: users.REGISTRATION}
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }} · fhirserver</title>
@@ -57,27 +65,50 @@ button{padding:.5rem 1.2rem;margin-right:.5rem}.error{color:#a00}</style></head>
 </body></html>"""
 
 
-def _page(status: int, title: str, **values: Any) -> Response:
+def _page(status: int, title: str, *, returns_to: str | None = None, **values: Any) -> Response:
+    """An HTML page that no other site may frame. Its forms post only here, and the
+    approval form's answer redirects to the application (``returns_to``): browsers
+    apply ``form-action`` to that redirect too, so exactly that origin is added."""
     html = render_template_string(PAGE, title=title, **values)
+    targets = "'self'" + (f" {origin_of(returns_to)}" if returns_to else "")
+    csp = f"default-src 'none'; style-src 'unsafe-inline'; form-action {targets}; frame-ancestors 'none'"
     return Response(html, status=status, mimetype="text/html",
                     headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"})
+                             "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer"})
 
 
-def _csrf() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(24)
-    return str(session["csrf"])
+def origin_of(uri: str) -> str:
+    """``scheme://host[:port]`` of a registered redirect URI (RFC 6454), as CSP
+    source expressions name origins."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
-def _check_csrf() -> bool:
-    sent = request.form.get("csrf", "")
-    return bool(sent) and hmac.compare_digest(sent, str(session.get("csrf", "")))
+def _db() -> Any:
+    return state().repo.db
+
+
+def _current() -> signin.SignIn | None:
+    return signin.load(_db(), request.cookies.get(COOKIE), state().clock())
+
+
+def _with_cookie(resp: Response, value: str | None) -> Response:
+    """Set a new sign-in identifier (only when it changed)."""
+    if value is not None:
+        resp.set_cookie(COOKIE, value, path="/oauth/", httponly=True, samesite="Lax",
+                        secure=state().settings.issuer.startswith("https://"),
+                        max_age=signin.IDLE_MINUTES * 60)
+    return resp
 
 
 def _redirect(uri: str, **params: str | None) -> Response:
     query = urlencode({k: v for k, v in params.items() if v is not None})
-    return redirect(f"{uri}{'&' if '?' in uri else '?'}{query}", code=302)
+    return Response(status=302, headers={"Location": f"{uri}{'&' if '?' in uri else '?'}{query}"})
+
+
+def _client_name(client_id: str) -> str:
+    client = clients_.find(_db(), client_id)
+    return (client.name or client.client_id) if client else client_id
 
 
 @blp.route("/oauth/authorize", methods=["GET", "POST"])
@@ -85,7 +116,7 @@ def authorize() -> Response:
     """Authorization endpoint (GET, or POST as authorize-post)"""
     args = request.values
     st = state()
-    client = clients_.find(st.repo.db, args.get("client_id", ""))
+    client = clients_.find(_db(), args.get("client_id", ""))
     redirect_uri = args.get("redirect_uri", "")
     if client is None:
         return _page(400, "Unknown application", error="This application is not registered here.")
@@ -102,63 +133,92 @@ def authorize() -> Response:
     if args.get("code_challenge_method") != "S256" or not args.get("code_challenge"):
         return fail("invalid_request", "PKCE with code_challenge_method=S256 is required "
                     "(plain is refused)")
-    if args.get("aud", "").rstrip("/") != st.settings.issuer:
+    if args.get("aud", "").rstrip("/") not in st.settings.audiences:
         return fail("invalid_request", f"aud must be this server's base URL, {st.settings.issuer}")
     scope = grant(args.get("scope", ""), client.scopes)
     if not scope:
         return fail("invalid_scope", "None of the requested scopes is allowed for this application")
-    launch_patient = None
-    if args.get("launch"):
-        launch_patient = grants.launch_patient(st.repo.db, args["launch"], st.clock())
-        if launch_patient is None:
-            return fail("invalid_request", "Unknown or expired launch")
-    session["request"] = {
+    launch = args.get("launch") or None
+    if launch and launches.peek(_db(), launch, client.client_id, st.clock()) is None:
+        return fail("invalid_request", "Unknown, expired or used launch, or one made for "
+                    "another application")
+    pending = {
         "client_id": client.client_id, "redirect_uri": redirect_uri, "state": state_,
         "scope": scope, "challenge": args["code_challenge"], "nonce": args.get("nonce"),
-        "launch_patient": launch_patient,
+        "launch": launch,
     }
-    if session.get("user"):
-        return _approval_page()
-    return _page(200, "Sign in", form="login", client=client.name or client.client_id, csrf=_csrf())
+    current, value = _current(), None
+    if current is None:
+        value, current = signin.start(_db(), st.clock(), request=pending)
+    else:
+        current.request = pending
+        signin.save(_db(), current, st.clock())
+    if current.user:
+        return _with_cookie(_approval_page(current), value)
+    return _with_cookie(_page(200, "Sign in", form="login", client=_client_name(client.client_id),
+                              csrf=current.csrf), value)
+
+
+def _csrf_ok(current: signin.SignIn) -> bool:
+    sent = request.form.get("csrf", "")
+    return bool(sent) and hmac.compare_digest(sent, current.csrf)
 
 
 @blp.route("/oauth/login", methods=["POST"])
 def login() -> Response:
     """Login form post"""
-    pending = session.get("request")
-    if not pending:
+    st = state()
+    current = _current()
+    if current is None or not current.request:
         return _page(400, "Start again", error="No authorization request is in progress.")
-    client = clients_.find(state().repo.db, pending["client_id"])
-    name = (client.name or client.client_id) if client else pending["client_id"]
-    if not _check_csrf():
-        return _page(400, "Sign in", form="login", client=name, csrf=_csrf(),
+    name = _client_name(current.request["client_id"])
+    if not _csrf_ok(current):
+        return _page(400, "Sign in", form="login", client=name, csrf=current.csrf,
                      error="The form expired; please sign in again.")
     username = request.form.get("username", "")
+    address = request.remote_addr or ""
+    now = st.clock()
+    wait = throttle.begin(_db(), username, address, now)
+    if wait:
+        g.audit_detail = "sign-in refused: too many failed attempts (throttled)"
+        resp = _page(429, "Sign in", form="login", client=name, csrf=current.csrf,
+                     error=f"Too many failed attempts: try again in {wait} seconds.")
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     try:
-        user = users.login(state().repo.db, username, request.form.get("password", ""), state().clock())
+        user = users.login(_db(), username, request.form.get("password", ""))
     except users.LoginFailed as exc:
-        g.audit_detail = f"login failed for {username!r}"
-        return _page(401 if not exc.locked else 429, "Sign in", form="login", client=name,
-                     csrf=_csrf(), error=str(exc))
-    session.clear()
-    session["request"] = pending
-    session["user"] = user.username
-    g.audit_detail = f"login of {user.username} ({user.fhir_user})"
-    return _approval_page()
+        later = throttle.end(_db(), username, address, now, success=False)
+        g.audit_detail = "sign-in failed"
+        hint = f" Wait {later} seconds before the next attempt." if later else ""
+        return _page(401, "Sign in", form="login", client=name, csrf=current.csrf,
+                     error=f"{exc}.{hint}")
+    except BaseException:
+        throttle.end(_db(), username, address, now, success=False)
+        raise
+    throttle.end(_db(), username, address, now, success=True)
+    # A new identifier once signed in: one planted before the login is worth nothing.
+    signin.drop(_db(), current)
+    value, current = signin.start(_db(), now, request=current.request, user=user.username)
+    g.audit_detail = f"sign-in of {user.username} ({user.fhir_user})"
+    return _with_cookie(_approval_page(current), value)
+
+
+def _family_and_self(user: users.User) -> frozenset[str]:
+    caller = Caller("patient", (), user.username, patient=user.patient)
+    return Access(caller, _db(), state().clock()).reachable() or frozenset()
 
 
 def _choices(user: users.User, pending: dict[str, Any]) -> list[tuple[str, str]]:
     """Patients the user may pick for launch/patient."""
     st = state()
-    if pending.get("launch_patient"):
-        return []
-    if "launch/patient" not in pending["scope"].split():
+    if pending.get("launch") or "launch/patient" not in pending["scope"].split():
         return []
     if user.kind == "patient":
-        caller = Caller("patient", (), user.username, patient=user.patient)
+        reach = _family_and_self(user)
     else:
         caller = Caller("user", (), user.username, practitioner=user.fhir_user)
-    reach = Access(caller, st.repo.db, st.clock()).reachable() or frozenset()
+        reach = Access(caller, _db(), st.clock()).reachable() or frozenset()
     out = []
     for pid in sorted(reach):
         stored = st.repo.get("Patient", pid)
@@ -172,66 +232,73 @@ def _choices(user: users.User, pending: dict[str, Any]) -> list[tuple[str, str]]
     return out
 
 
-def _approval_page(error: str | None = None) -> Response:
-    pending = session["request"]
-    user = users.find(state().repo.db, session["user"])
-    if user is None:
-        session.clear()
+def _user_scope(user: users.User, scope: str) -> str:
+    """What of the approved scopes this user's token may carry: this server's own
+    scopes need the matching role, which patients never have."""
+    return " ".join(s for s in scope.split()
+                    if s not in ROLE_SCOPES or ROLE_SCOPES[s] in user.roles)
+
+
+def _approval_page(current: signin.SignIn, error: str | None = None) -> Response:
+    pending = current.request or {}
+    user = users.find(_db(), current.user or "")
+    if user is None or not pending:
         return _page(400, "Start again", error="Your session ended.")
-    client = clients_.find(state().repo.db, pending["client_id"])
-    lines = [describe(s) for s in pending["scope"].split()]
-    return _page(200, "Allow access?", form="approve", client=(client.name or client.client_id)
-                 if client else pending["client_id"], scopes=list(dict.fromkeys(lines)),
-                 patients=_choices(user, pending), csrf=_csrf(), error=error)
+    lines = [describe(s) for s in _user_scope(user, pending["scope"]).split()]
+    return _page(200, "Allow access?", returns_to=pending["redirect_uri"], form="approve",
+                 client=_client_name(pending["client_id"]), scopes=list(dict.fromkeys(lines)),
+                 patients=_choices(user, pending), csrf=current.csrf, error=error)
 
 
 @blp.route("/oauth/approve", methods=["POST"])
 def approve() -> Response:
     """Approval form post: the code goes back to the application"""
-    pending = session.get("request")
-    username = session.get("user")
-    if not pending or not username or not _check_csrf():
-        return _page(400, "Start again", error="The form expired; please start again.")
     st = state()
-    user = users.find(st.repo.db, username)
-    assert user is not None
-    session.pop("request", None)
+    current = _current()
+    if current is None or not current.request or not current.user or not _csrf_ok(current):
+        return _page(400, "Start again", error="The form expired; please start again.")
+    user = users.find(_db(), current.user)
+    pending = current.request
+    if user is None:
+        signin.drop(_db(), current)
+        return _page(400, "Start again", error="Your session ended.")
+
+    def fail(error: str, description: str) -> Response:
+        return _redirect(pending["redirect_uri"], error=error, error_description=description,
+                         state=pending["state"])
+
     if request.form.get("decision") != "approve":
-        return _redirect(pending["redirect_uri"], error="access_denied",
-                         error_description="The user denied access", state=pending["state"])
-    patient = pending.get("launch_patient")
+        current.request = None
+        signin.save(_db(), current, st.clock())
+        return fail("access_denied", "The user denied access")
+    patient: str | None = None
     choices = _choices(user, pending)
-    if choices:
+    if pending.get("launch"):
+        found = launches.use(_db(), pending["launch"], pending["client_id"], user.fhir_user,
+                             st.clock())
+        if found is None:
+            current.request = None
+            signin.save(_db(), current, st.clock())
+            return fail("access_denied", "The launch has expired, was used, or was made for "
+                        "another user")
+        patient = found.patient
+    elif choices:
         picked = request.form.get("patient", "")
         if picked not in {pid for pid, _ in choices}:
-            session["request"] = pending
-            return _approval_page("Choose one of the listed patients.")
+            return _approval_page(current, "Choose one of the listed patients.")
         patient = picked
     elif user.kind == "patient":
-        patient = patient or user.patient
-    scope = pending["scope"]
-    clinical, _ = parse_scopes(scope)
+        patient = user.patient
+    if user.kind == "patient" and patient not in _family_and_self(user):
+        # A patient's token never opens on someone who has not bound their card to them.
+        current.request = None
+        signin.save(_db(), current, st.clock())
+        return fail("access_denied", "That patient's record is not yours to open")
+    current.request = None
+    signin.save(_db(), current, st.clock())
     kind = "patient" if user.kind == "patient" else "user"
-    code = grants.issue_code(st.repo.db, grants.Grant(
-        pending["client_id"], user.username, kind, user.fhir_user, scope, patient,
-        user.organization, pending.get("nonce")), pending["redirect_uri"], pending["challenge"],
-        st.clock())
+    code = grants.issue_code(_db(), grants.Grant(
+        pending["client_id"], user.username, kind, user.fhir_user,
+        _user_scope(user, pending["scope"]), patient, user.organization, pending.get("nonce")),
+        pending["redirect_uri"], pending["challenge"], st.clock())
     return _redirect(pending["redirect_uri"], code=code, state=pending["state"])
-
-
-def register(app: Flask) -> None:
-    """The session cookie (holding only the pending request, the user name and the
-    CSRF token) is signed with a key kept in the database, shared by every worker."""
-    from ..mpi.cards import SECRETS
-
-    db = app.extensions["fhirserver"].repo.db
-    doc = db[SECRETS].find_one({"_id": "session-key"})
-    if doc is None:
-        try:
-            db[SECRETS].insert_one({"_id": "session-key", "value": secrets.token_urlsafe(32)})
-        except Exception:  # noqa: BLE001 - another worker created it
-            pass
-        doc = db[SECRETS].find_one({"_id": "session-key"})
-    app.secret_key = doc["value"]  # type: ignore[index]
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_NAME="fhirserver_auth")

@@ -49,6 +49,29 @@ def _own_card(holder: str, interaction: str = "update") -> None:
         raise errors.Forbidden("Only the cardholder manages their family binding")
 
 
+def _card_of(pid: str, interaction: str, kinds: tuple[str, ...]) -> None:
+    """Who may use or manage a card: clinic systems reaching the patient, the
+    cardholder, a guardian for a child; an adult family member reads the record
+    but never holds the card (its code, its reissue)."""
+    ctx = context()
+    caller = ctx.access.caller if ctx.access else None
+    if caller is None or caller.kind != "patient" or "patient" not in kinds:
+        _allow(interaction, kinds, pid)
+        return
+    ctx.access.decision("Patient", interaction)  # type: ignore[union-attr]  # the scope
+    if not ctx.access.acts_for(pid):  # type: ignore[union-attr]
+        raise errors.Forbidden("Only the cardholder (or a child's guardian) uses and manages this card")
+
+
+def _party() -> str:
+    """Who presents a live card code, for the code's one-party rule."""
+    ctx = context()
+    caller = ctx.access.caller if ctx.access else None
+    if caller is None:
+        return "internal"
+    return caller.organization or caller.who or caller.client_id or caller.subject
+
+
 MANAGE = ("system", "patient")  # clinic systems, and cardholders for their own cards
 
 
@@ -68,7 +91,7 @@ def issue_card(rtype: str, rid: str) -> Response:
 def reissue_card(rtype: str, rid: str) -> Response:
     """Revoke the current card at once and issue a new one (a lost phone)"""
     _only(rtype, "Patient", "reissue-card")
-    _allow("update", MANAGE, rid)
+    _card_of(rid, "update", MANAGE)
     return _card_answer(201, cards.reissue(context(), rid))
 
 
@@ -76,7 +99,7 @@ def reissue_card(rtype: str, rid: str) -> Response:
 def revoke_card(rtype: str, rid: str) -> Response:
     """Revoke the active card"""
     _only(rtype, "Patient", "revoke-card")
-    _allow("update", MANAGE, rid)
+    _card_of(rid, "update", MANAGE)
     return _card_answer(200, cards.revoke(context(), rid))
 
 
@@ -84,7 +107,7 @@ def revoke_card(rtype: str, rid: str) -> Response:
 def suspend_card(rtype: str, rid: str) -> Response:
     """Suspend the active card: its codes stop scanning until resumed"""
     _only(rtype, "Patient", "suspend-card")
-    _allow("update", MANAGE, rid)
+    _card_of(rid, "update", MANAGE)
     return _card_answer(200, cards.set_status(context(), rid, "suspended"))
 
 
@@ -92,7 +115,7 @@ def suspend_card(rtype: str, rid: str) -> Response:
 def resume_card(rtype: str, rid: str) -> Response:
     """Lift a suspension"""
     _only(rtype, "Patient", "resume-card")
-    _allow("update", MANAGE, rid)
+    _card_of(rid, "update", MANAGE)
     return _card_answer(200, cards.set_status(context(), rid, "active"))
 
 
@@ -101,7 +124,7 @@ def card_qr(rtype: str, rid: str) -> Response:
     """The card's current QR code: image/svg+xml or image/png by Accept, else a
     Parameters with the payload, its expiry and both images"""
     _only(rtype, "Patient", "card-qr")
-    _allow("read", ("patient",), rid)  # the cardholder (or a guardian's bound family)
+    _card_of(rid, "read", ("patient",))  # the cardholder, or a child's guardian
     payload, expires = cards.current_code(context(), rid)
     qr = segno.make(payload, error="m")
     images: dict[str, bytes] = {}
@@ -142,34 +165,75 @@ def scan_card(rtype: str) -> Response:
         _one(params, "scanner", False)
     organization = caller.organization if caller is not None and caller.kind != "operator" else \
         _one(params, "organization", False)
-    return render(200, cards.scan(ctx, payload, scanner, organization))
+    # The party a code binds to: the organisation the scan is for; without one, the
+    # caller itself (another organisation replaying the code is refused).
+    party = organization or (caller.who if caller is not None else "") or scanner or "internal"
+    return render(200, cards.scan(ctx, payload, scanner, organization, party=party))
 
 
 @blp.route("/<rtype>/<rid>/$bind-family", methods=["POST"])
 def bind_family(rtype: str, rid: str) -> Response:
-    """Bind a family member's card to this cardholder (at most five)"""
+    """Bind a family member's card to this cardholder (at most five): with the
+    member's live card ``code``, at once (a child under 14: only so, and the holder
+    becomes guardian); with their ``card`` number, a request they accept when signed
+    in (202)"""
     _only(rtype, "Patient", "bind-family")
     _own_card(rid)
     params = operation_params()
-    card = _one(params, "card")
-    assert card is not None
-    return render(201, family.bind(context(), rid, card, _one(params, "relationship", False)))
+    code, number = _one(params, "code", False), _one(params, "card", False)
+    relationship = _one(params, "relationship", False)
+    if (code is None) == (number is None):
+        raise errors.Invalid("Give the member's live card 'code' (from their QR code) or their "
+                             "'card' number, not both", expression="code")
+    ctx = context()
+    if code is not None:
+        return render(201, family.bind_with_code(ctx, rid, code, relationship, _party()))
+    assert number is not None
+    caller = ctx.access.caller if ctx.access else None
+    if caller is None or caller.kind == "operator":
+        return render(201, family.bind_by_operator(ctx, rid, number, relationship))
+    return render(202, errors.information(family.request_binding(ctx, rid, number, relationship)))
+
+
+@blp.route("/<rtype>/<rid>/$accept-family", methods=["POST"])
+def accept_family(rtype: str, rid: str) -> Response:
+    """The member, signed in, accepts a binding request from their ``$family`` list
+    (``decision=decline`` turns it down)"""
+    _only(rtype, "Patient", "accept-family")
+    _own_card(rid)
+    params = operation_params()
+    request_id = _one(params, "request")
+    assert request_id is not None
+    if _one(params, "decision", False) == "decline":
+        family.decline(context(), rid, request_id)
+        return render(200, errors.information("Request declined"))
+    return render(201, family.accept(context(), rid, request_id))
 
 
 @blp.route("/<rtype>/<rid>/$unbind-family", methods=["POST"])
 def unbind_family(rtype: str, rid: str) -> Response:
-    """Remove a family member's binding"""
+    """End a binding: the holder names the ``member``, or the member names the
+    ``holder`` of their card"""
     _only(rtype, "Patient", "unbind-family")
     _own_card(rid)
-    member = _one(operation_params(), "member")
-    assert member is not None
-    family.unbind(context(), rid, member.removeprefix("Patient/"))
-    return render(200, errors.information(f"Patient/{member.removeprefix('Patient/')} unbound"))
+    params = operation_params()
+    member, holder = _one(params, "member", False), _one(params, "holder", False)
+    if (member is None) == (holder is None):
+        raise errors.Invalid("Name the 'member' whose card you hold, or the 'holder' of your card",
+                             expression="member")
+    if member is not None:
+        other = member.removeprefix("Patient/")
+        family.unbind(context(), rid, other)
+    else:
+        other = (holder or "").removeprefix("Patient/")
+        family.unbind(context(), other, rid)
+    return render(200, errors.information(f"The binding with Patient/{other} has ended"))
 
 
 @blp.route("/<rtype>/<rid>/$family", methods=["GET"])
 def list_family(rtype: str, rid: str) -> Response:
-    """The cardholder's bound family members, as RelatedPerson resources"""
+    """Who is bound: the members whose cards this patient holds, the holders of this
+    patient's card, and requests waiting for this patient's answer (RelatedPerson)"""
     _only(rtype, "Patient", "family")
     _own_card(rid, "read")
     return render(200, family.listing(context(), rid))

@@ -1,5 +1,7 @@
 """Authentication of every request: no endpoint answers without a valid access token
-except /metadata, the SMART discovery document and the OAuth endpoints."""
+except /metadata, the SMART and OpenID Connect discovery documents and the OAuth
+endpoints. CORS preflights never reach here: they carry no token by design (Fetch
+standard, #http-requests) and are answered in front of the application (cors.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,18 @@ from flask import Flask, g, request
 from .. import errors
 from ..auth.callers import caller_from_claims
 from ..auth.tokens import TokenService, challenge
+from ..crypto.master import load
+from ..crypto.sealing import sealer
 from .state import state
 
-PUBLIC = ("/metadata", "/.well-known/smart-configuration")
+PUBLIC = ("/metadata", "/.well-known/smart-configuration", "/.well-known/openid-configuration")
 PUBLIC_PREFIX = "/oauth/"
 
 
 def tokens() -> TokenService:
     st = state()
     if st.tokens is None:
-        st.tokens = TokenService(st.repo.db, st.settings.issuer)
+        st.tokens = TokenService(st.repo.db, st.settings.issuer, sealer(load(st.settings)))
     return st.tokens
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
@@ -34,6 +34,10 @@ _HTTP_CODES = {
 
 
 def render_error(err: errors.FhirError) -> Response:
+    if err.details and not g.get("audit_detail"):
+        # The machine-readable reason goes into the request's AuditEvent (outcomeDesc):
+        # e.g. a registration check that found an identity number taken.
+        g.audit_detail = f"{err.status} {err.details}"
     return render(err.status, err.outcome(), err.headers)
 
 

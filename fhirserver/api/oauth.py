@@ -16,12 +16,15 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..auth import clients as clients_
-from ..auth import grants
-from ..auth.tokens import challenge
+from ..auth import grants, launches
+from ..auth.callers import caller_from_claims
+from ..auth.policy import Caller
+from ..auth.tokens import ALGORITHM, challenge
 from ..auth.clients import ASSERTION_TYPE, Client, OAuthError
 from ..auth.scopes import grant, parse_scopes
+from ..interactions import read as read_
 from .guard import tokens
-from .state import state
+from .state import context, state
 
 blp = Blueprint("oauth", __name__, url_prefix="/",
                 description="SMART on FHIR authorization server: discovery, JWKS, token, "
@@ -71,11 +74,42 @@ def smart_configuration() -> Response:
         "grant_types_supported": GRANT_TYPES,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": clients_.ASSERTION_ALGORITHMS,
-        "scopes_supported": [*SCOPES, "openid", "fhirUser", "launch", "launch/patient",
-                             "offline_access", "online_access"],
+        "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": CAPABILITIES,
+    })
+
+
+SCOPES_SUPPORTED = [*SCOPES, "openid", "fhirUser", "launch", "launch/patient", "offline_access",
+                    "online_access"]
+# What the ID tokens carry (auth/grants.py id_token_claims): OpenID Connect Core
+# section 2, plus SMART's fhirUser (app-launch.html#scopes-for-requesting-identity-data).
+ID_TOKEN_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser"]
+
+
+@blp.route("/.well-known/openid-configuration", methods=["GET"])
+def openid_configuration() -> Response:
+    """OpenID Connect Discovery 1.0 (section 3) for the ``sso-openid-connect`` capability:
+    the issuer is exactly the ``iss`` of the ID tokens, signed RS256 with the keys at
+    ``jwks_uri``; subjects are the user names, the same for every client (public)"""
+    return _json({
+        "issuer": state().settings.issuer,
+        **endpoints(),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": GRANT_TYPES,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "scopes_supported": SCOPES_SUPPORTED,
+        # "none": public clients prove themselves with PKCE (RFC 8414 section 2).
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": clients_.ASSERTION_ALGORITHMS,
+        "claims_supported": ID_TOKEN_CLAIMS,
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "code_challenge_methods_supported": ["S256"],
     })
 
 
@@ -129,20 +163,28 @@ def token() -> Response:
             issued = grants.redeem_code(st.repo.db, form.get("code", ""), client.client_id,
                                         form.get("redirect_uri", ""), form.get("code_verifier"),
                                         st.clock())
+            family = grants.new_family(st.repo.db, client.client_id, st.clock())
         else:
-            issued = grants.redeem_refresh(st.repo.db, form.get("refresh_token", ""),
-                                           client.client_id, st.clock())
+            try:
+                issued, family = grants.redeem_refresh(st.repo.db, form.get("refresh_token", ""),
+                                                       client.client_id, st.clock())
+            except grants.Replayed as exc:
+                for stolen in exc.tokens:
+                    tokens().revoke(stolen)
+                g.audit_detail = "refresh token replayed: its token family was revoked"
+                raise
             narrower = form.get("scope")
             if narrower:
                 kept = [s for s in narrower.split() if s in issued.scope.split()]
                 issued = dataclasses.replace(issued, scope=" ".join(kept))
-        return _json(_user_tokens(issued))
+        return _json(_user_tokens(issued, family))
     except OAuthError as exc:
         return _oauth_error(exc)
 
 
-def _user_tokens(issued: grants.Grant) -> dict[str, Any]:
-    """Access token (and refresh and ID tokens) for what a user approved."""
+def _user_tokens(issued: grants.Grant, family: str) -> dict[str, Any]:
+    """Access token (and refresh and ID tokens) for what a user approved; every token
+    is recorded in the authorization's family, to be revoked together."""
     st = state()
     now = st.clock()
     scopes = issued.scope.split()
@@ -150,6 +192,7 @@ def _user_tokens(issued: grants.Grant) -> dict[str, Any]:
         subject=issued.username, scope=issued.scope, kind=issued.kind,
         lifetime=st.settings.token_seconds, now=now, client_id=issued.client_id,
         fhirUser=issued.fhir_user, patient=issued.patient, organization=issued.organization)
+    grants.record_access_token(st.repo.db, family, claims["jti"], claims["exp"])
     g.audit_detail = f"token issued to {issued.client_id} for {issued.fhir_user}"
     out: dict[str, Any] = {"access_token": value, "token_type": "bearer",
                            "expires_in": claims["exp"] - claims["iat"], "scope": issued.scope}
@@ -161,36 +204,74 @@ def _user_tokens(issued: grants.Grant) -> dict[str, Any]:
                                                                st.settings.token_seconds))
     if "offline_access" in scopes or "online_access" in scopes:
         out["refresh_token"] = grants.issue_refresh(st.repo.db, issued, now,
-                                                    online="offline_access" not in scopes)
+                                                    online="offline_access" not in scopes,
+                                                    family=family)
     return out
 
 
 @blp.route("/oauth/launch", methods=["POST"])
 def launch() -> Response:
-    """EHR launch: an EHR (system or operator token) names the patient an app opens on
-    and gets the ``launch`` value to pass to the app"""
+    """EHR launch: an EHR user (a clinician's token) or EHR system names the
+    ``patient`` an app opens on, the app (``client_id``) and, for a system, the
+    ``user`` (fhirUser) who will approve; the single-use ``launch`` value lasts five
+    minutes. A patient the caller may not see answers 404, like one that does not exist"""
     try:
-        token_ = request.headers.get("Authorization", "")
-        if not token_.lower().startswith("bearer "):
-            raise errors.Unauthorized("An EHR's access token is required", headers=challenge())
-        claims = tokens().verify(token_.split(" ", 1)[1].strip(), state().clock())
-        if claims.get("kind") not in ("system", "operator"):
-            raise errors.Forbidden("Only EHR systems create launch contexts")
-        patient = request.form.get("patient") or (request.get_json(silent=True) or {}).get("patient")
-        stored = state().repo.get("Patient", str(patient or ""))
-        if stored is None or stored.deleted:
-            raise errors.NotFound(f"Resource Patient/{patient} is not known")
+        caller = _bearer_caller()
+        if caller.kind not in ("user", "system", "operator"):
+            raise errors.Forbidden("Launch contexts are created by EHR users and EHR systems")
+        values = _launch_values()
+        client = clients_.find(state().repo.db, values.get("client_id", ""))
+        if client is None:
+            raise errors.Invalid("'client_id' must name a registered application",
+                                 expression="client_id")
+        user = values.get("user", "")
+        if caller.kind == "user":
+            if user and user != caller.practitioner:
+                raise errors.Forbidden("A clinician creates launches for themself")
+            user = caller.practitioner or ""
+        if not user.startswith(("Practitioner/", "Patient/")) or user.count("/") != 1:
+            raise errors.Invalid("'user' must be the fhirUser who will approve the launch "
+                                 "(Practitioner/<id> or Patient/<id>)", expression="user")
+        g.caller = caller
+        stored = read_.read(context(), "Patient", values.get("patient", "").removeprefix("Patient/"))
     except errors.FhirError as exc:
         return _json(exc.outcome(), exc.status)
-    return _json({"launch": grants.create_launch(state().repo.db, stored.id, state().clock())})
+    value = launches.create(state().repo.db, launches.Launch(stored.id, client.client_id, user),
+                            state().clock())
+    g.audit_detail = f"launch of {client.client_id} for {user}"
+    g.audit_patients = [stored.id]
+    return _json({"launch": value, "expires_in": launches.LAUNCH_SECONDS})
+
+
+def _bearer_caller() -> Caller:
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise errors.Unauthorized("An EHR's access token is required", headers=challenge())
+    return caller_from_claims(tokens().verify(header.split(" ", 1)[1].strip(), state().clock()))
+
+
+def _launch_values() -> dict[str, str]:
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return {k: v for k, v in request.form.items()}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise errors.Invalid("Send the launch as form fields or a JSON object "
+                             "(patient, client_id, user)")
+    return {k: v for k, v in body.items() if isinstance(v, str)}
 
 
 def _client_credentials(client: Client, form: dict[str, str]) -> dict[str, Any]:
     if client.kind not in ("backend", "confidential"):
         raise OAuthError("unauthorized_client", "This client may not use client_credentials")
+    from ..auth.scopes import CARD_NUMBER, REGISTRATION
+
     requested = form.get("scope", "")
     clinical, _ = parse_scopes(client.scopes)
-    granted = grant(" ".join(s for s in requested.split() if s.startswith("system/")), client.scopes)
+    # SMART Backend Services: system/ scopes; and this server's own scopes, which a
+    # backend client holds only when registered with them (scopes.py).
+    wanted = [s for s in requested.split()
+              if s.startswith("system/") or s in (REGISTRATION, CARD_NUMBER)]
+    granted = grant(" ".join(wanted), client.scopes)
     if not granted:
         raise OAuthError("invalid_scope", "None of the requested system/ scopes is allowed "
                          f"for this client (allowed: {client.scopes})")
@@ -226,8 +307,15 @@ def revoke() -> Response:
     try:
         form = _form()
         client = _client(form)
+        value = form.get("token", "")
+        family = grants.family_of_refresh(state().repo.db, value) if value else None
+        if family is not None:  # a refresh token: the authorization ends, all its tokens
+            if grants.family_client(state().repo.db, family) == client.client_id:
+                for issued in grants.revoke_family(state().repo.db, family):
+                    tokens().revoke(issued)
+            return _json({})
         try:
-            claims = tokens().decode_unverified_time(form.get("token", ""))
+            claims = tokens().decode_unverified_time(value)
         except errors.Unauthorized:
             return _json({})
         if claims.get("client_id") == client.client_id:

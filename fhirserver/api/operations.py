@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, g, request
 from flask_smorest import Blueprint
 
 from .. import errors
 from ..auth import access as care
-from ..auth import consent, emergency
+from ..auth import consent, emergency, users
 from ..interactions import compartment, lastn
 from ..mpi import match_op
 from ..mpi import merge as merge_
@@ -41,7 +41,7 @@ OPERATIONS: dict[str, list[tuple[str, str]]] = {
         ("care-team", "https://fhirserver.example/OperationDefinition/Patient-care-team"),
         *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
             "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
-            "reissue-card", "bind-family", "unbind-family", "family")),
+            "reissue-card", "bind-family", "accept-family", "unbind-family", "family")),
     ],
     "Observation": [("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn")],
 }
@@ -121,7 +121,9 @@ def ihe_pix(rtype: str) -> Response:
     """IHE PIXm Patient/$ihe-pix: a document number to the patient's other identifiers"""
     _only(rtype, "Patient", "ihe-pix")
     _allow("search", ("system", "user"))
-    return render(200, pix.ihe_pix(context(), operation_params()))
+    # An identity look-up is marked in the request's AuditEvent (outcomeDesc).
+    return render(200, pix.ihe_pix(context(), operation_params(),
+                                   note=lambda text: setattr(g, "audit_detail", text)))
 
 
 @blp.route("/<rtype>/$merge", methods=["POST"])
@@ -137,7 +139,8 @@ def patient_match(rtype: str) -> Response:
     """Patient/$match: scored, graded candidates for a Patient (best first)"""
     _only(rtype, "Patient", "match")
     _allow("search", ("system",))
-    return render(200, match_op.match(context(), json_body()))
+    return render(200, match_op.match(context(), json_body(),
+                                      note=lambda text: setattr(g, "audit_detail", text)))
 
 
 @blp.route("/<rtype>/<rid>/$break-glass", methods=["POST"])
@@ -148,28 +151,35 @@ def break_glass(rtype: str, rid: str) -> Response:
     caller = ctx.access.caller if ctx.access else None
     if caller is None or caller.kind != "user" or not caller.practitioner:
         raise errors.Forbidden("Break-the-glass is for clinicians (user tokens with fhirUser)")
+    if not users.has_role(ctx.repo.db, caller.subject, caller.practitioner, users.EMERGENCY_ACCESS):
+        raise errors.Forbidden("Break-the-glass needs the emergency-access role "
+                               "(fhirserver users roles NAME --add emergency-access)")
     reasons = [v for k, v in operation_params() if k == "reason"]
     if len(reasons) != 1 or not reasons[0].strip():
         raise errors.Invalid("A 'reason' is required to break the glass", expression="reason")
-    return render(200, emergency.break_glass(ctx, caller, rid, reasons[0].strip()))
+    reason = reasons[0].strip()[:500]
+    g.audit_detail = f"break-the-glass: {reason}"
+    return render(200, emergency.break_glass(ctx, caller, rid, reason))
 
 
 @blp.route("/<rtype>/<rid>/$consent", methods=["GET", "POST"])
 def patient_consent(rtype: str, rid: str) -> Response:
     """The patient's sharing choices: restrictSensitive (sensitive-labelled records only
-    to the organisation that wrote them) and optOut (no sharing across organisations)"""
+    to the organisation that wrote them), optOut (no sharing across organisations) and
+    shareWithFamily (family bound to the card also read sensitive-labelled records)"""
     _only(rtype, "Patient", "consent")
     ctx = context()
     caller = ctx.access.caller if ctx.access else None
     interaction = "update" if request.method == "POST" else "read"
     _allow(interaction, ("patient",), rid)
-    if caller is not None and caller.kind == "patient" and caller.patient != rid:
-        raise errors.Forbidden("Only the patient sets their own sharing choices")
+    if caller is not None and caller.kind == "patient" and not ctx.access.acts_for(rid):  # type: ignore[union-attr]
+        raise errors.Forbidden("Only the patient (or a child's guardian) sets their sharing choices")
     current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
     if request.method == "POST":
         values = dict(operation_params())
         flags: dict[str, bool] = {}
-        for name, attr in (("restrictSensitive", "restrict_sensitive"), ("optOut", "opt_out")):
+        for name, attr in (("restrictSensitive", "restrict_sensitive"), ("optOut", "opt_out"),
+                           ("shareWithFamily", "share_with_family")):
             if name in values:
                 if values[name] not in ("true", "false"):
                     raise errors.Invalid(f"'{name}' must be a boolean", expression=name)
@@ -178,7 +188,8 @@ def patient_consent(rtype: str, rid: str) -> Response:
         consent.save(ctx.repo.db, rid, current)
     return render(200, {"resourceType": "Parameters", "parameter": [
         {"name": "restrictSensitive", "valueBoolean": current.restrict_sensitive},
-        {"name": "optOut", "valueBoolean": current.opt_out}]})
+        {"name": "optOut", "valueBoolean": current.opt_out},
+        {"name": "shareWithFamily", "valueBoolean": current.share_with_family}]})
 
 
 @blp.route("/<rtype>/<rid>/$care-team", methods=["GET", "POST"])

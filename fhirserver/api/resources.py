@@ -9,7 +9,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from flask import Response, request
+from flask import Response, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -93,7 +93,8 @@ class TypeLevel(MethodView):
     def get(self, rtype: str) -> Response:
         """search-type: GET [base]/[type]?params (search.html)"""
         check_type(rtype)
-        return render(200, search_.search(context(), rtype, query_items(), strict=strict()))
+        return render(200, search_.search(context(), rtype, query_items(), strict=strict(),
+                                          note=_audit_note))
 
     def post(self, rtype: str) -> Response:
         """create: POST [base]/[type], conditional with If-None-Exist (http.html#create)"""
@@ -127,7 +128,12 @@ def search_post(rtype: str) -> Response:
     if request.mimetype != "application/x-www-form-urlencoded":
         raise errors.UnsupportedMedia("POST _search takes application/x-www-form-urlencoded parameters")
     items = query_items() + list(request.form.items(multi=True))
-    return render(200, search_.search(context(), rtype, items, strict=strict()))
+    return render(200, search_.search(context(), rtype, items, strict=strict(), note=_audit_note))
+
+
+def _audit_note(text: str) -> None:
+    """What the request's AuditEvent says of it (an identity look-up, api/auditing.py)."""
+    g.audit_detail = text
 
 
 @blp.route("/<rtype>/_history")

@@ -1,63 +1,118 @@
-"""The audit log: append-only AuditEvents in one hash chain (DESIGN.md section 1:
+"""The audit log: append-only AuditEvents in one keyed chain (DESIGN.md section 1:
 every access is recorded and the patient can see who looked).
 
-Each record ``n`` stores the hash of record ``n-1`` and its own hash over that and
-its canonical JSON, so removing or altering any record breaks every later link.
+Each record ``n`` stores the link of record ``n-1`` (``prev``) and ``mac``, an
+HMAC-SHA256 (RFC 2104) over every other field it stores (canonical JSON: record
+number, format, key id, ``prev``, the event and ``patients``, which decides what a
+patient sees), under a key derived from the master key that never enters the
+database. Whoever can write the database but does not hold the key cannot alter,
+insert or re-chain a record without breaking a MAC; removing the newest records is
+caught by the checkpoints kept outside the database (:mod:`.checkpoints`), written
+after every append.
+
+Records from before the keyed chain carry a plain SHA-256 ``hash`` over the event
+alone. They are accepted only as an unbroken prefix: the first keyed record's MAC
+covers the last plain hash, so rewriting them breaks that link, and no plain record
+may stand where a checkpoint names a keyed one (a log rewritten wholesale as plain
+records would otherwise pass as old).
+
 Appending is linear even with many writers: record ``n+1`` is claimed by inserting
 its primary key, so exactly one writer links to record ``n``.
-
 :func:`verify` walks the chain and reports the first broken or missing link.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from pymongo.errors import DuplicateKeyError
 
+from ..crypto.master import MasterKey
+from . import checkpoints
+
 RECORDS = "_audit"
 HEAD = "_audit_head"
 GENESIS = "0" * 64
+FORMAT = 2  # keyed records; the plain SHA-256 records before them carry no "v"
+PURPOSE = "audit/record-mac/v1"
+_LEGACY_FIELDS = frozenset({"_id", "prev", "hash", "event", "patients"})
 _lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Keys:
+    """The audit log's keys, derived from the master key; ``kid`` names it."""
+
+    record: bytes = field(repr=False)
+    checkpoint: bytes = field(repr=False)
+    kid: str
+
+    @classmethod
+    def derive(cls, master: MasterKey) -> Keys:
+        return cls(master.derive(PURPOSE), master.derive(checkpoints.PURPOSE), master.kid)
+
+
 def digest(previous: str, event: dict[str, Any]) -> str:
+    """The plain SHA-256 link of a record from before the keyed chain."""
     body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(previous.encode() + body).hexdigest()
+
+
+def mac(key: bytes, record: dict[str, Any]) -> str:
+    """HMAC-SHA256 over every stored field of ``record`` but ``mac`` itself."""
+    body = orjson.dumps({k: v for k, v in record.items() if k != "mac"},
+                        option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _link(doc: dict[str, Any]) -> str:
+    """What the next record's ``prev`` holds: the MAC, or a plain record's hash."""
+    return str(doc.get("mac") or doc.get("hash") or GENESIS)
 
 
 class AuditUnavailable(Exception):
     """The record could not be appended: the request must not go through."""
 
 
-def append(db: Any, event: dict[str, Any], patients: list[str], attempts: int = 200) -> int:
+def append(db: Any, event: dict[str, Any], patients: list[str], keys: Keys,
+           checkpoint_file: Path, attempts: int = 200) -> int:
     """Append ``event`` (an AuditEvent as JSON) about ``patients``; returns its number.
 
     Record numbers are claimed by inserting the primary key, which is atomic on every
-    MongoDB wire-protocol server; the head is a hint (a consistent number/hash pair)
-    that may lag, so a writer steps forward over records that already exist.
+    MongoDB wire-protocol server; the head is a hint (a consistent number/link pair)
+    that may lag, so a writer steps forward over records that already exist. The
+    checkpoint follows the record: a failure to write it fails the append, since a
+    log that cannot be anchored can be cut unnoticed.
     """
     with _lock:  # writers of one process take turns; other processes may still race
-        head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
-        seq, previous = head["seq"], head["hash"]
+        head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0}
+        seq, previous = int(head["seq"]), str(head.get("link") or head.get("hash") or GENESIS)
         for _ in range(attempts):
-            event = {**event, "id": f"audit-{seq + 1}"}
-            own = digest(previous, event)
+            number = seq + 1
+            record: dict[str, Any] = {
+                "_id": record_id(number), "v": FORMAT, "kid": keys.kid, "prev": previous,
+                "event": {**event, "id": f"audit-{number}"}, "patients": patients,
+            }
+            record["mac"] = mac(keys.record, record)
             try:
-                db[RECORDS].insert_one({"_id": record_id(seq + 1), "prev": previous, "hash": own,
-                                        "event": event, "patients": patients})
+                db[RECORDS].insert_one(record)
             except DuplicateKeyError:
-                taken = db[RECORDS].find_one({"_id": record_id(seq + 1)}, {"hash": 1})
-                seq, previous = seq + 1, taken["hash"] if taken else previous
+                taken = db[RECORDS].find_one({"_id": record_id(number)}, {"mac": 1, "hash": 1})
+                seq, previous = number, _link(taken) if taken else previous
                 continue
-            db[HEAD].replace_one({"_id": "head"}, {"_id": "head", "seq": seq + 1, "hash": own},
+            db[HEAD].replace_one({"_id": "head"},
+                                 {"_id": "head", "seq": number, "link": record["mac"]},
                                  upsert=True)
-            return seq + 1
+            checkpoints.write(checkpoint_file, keys.checkpoint, keys.kid, db.name, number,
+                              record["mac"])
+            return number
     raise AuditUnavailable("the audit log is too busy to append to")
 
 
@@ -73,23 +128,74 @@ class Broken:
     problem: str
 
 
-def verify(db: Any) -> tuple[int, Broken | None]:
-    """(records checked, the first broken or missing link or None)."""
-    head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0, "hash": GENESIS}
-    previous = GENESIS
-    expected = 1
+@dataclass(frozen=True)
+class Report:
+    """What :func:`verify` found: ``checked`` records intact before the first problem
+    (``legacy`` of them plain records from before the keyed chain), the newest
+    checkpoint's record number, and the problem or None."""
+
+    checked: int
+    legacy: int
+    checkpoint: int
+    broken: Broken | None
+
+
+def verify(db: Any, keys: Keys, checkpoint_files: Sequence[Path]) -> Report:
+    """Walk the whole log against its MACs and the checkpoints in ``checkpoint_files``."""
+    marks, bad = checkpoints.read(checkpoint_files, keys.checkpoint, keys.kid, db.name)
+    newest, first_mark = max(marks, default=0), min(marks, default=0)
+    if bad is not None:
+        return Report(0, 0, newest, Broken(bad.seq, bad.problem))
+    previous, expected, legacy, first_keyed = GENESIS, 1, 0, 0
+
+    def broken(problem: str) -> Report:
+        return Report(expected - 1, legacy, newest, Broken(expected, problem))
+
     for doc in _in_order(db):
         if doc["_id"] != record_id(expected):
-            return expected - 1, Broken(expected, "record is missing")
-        if doc["prev"] != previous:
-            return expected - 1, Broken(expected, "does not link to the record before it")
-        if digest(previous, doc["event"]) != doc["hash"]:
-            return expected - 1, Broken(expected, "content does not match its hash (altered)")
-        previous = doc["hash"]
+            return broken("record is missing")
+        if doc.get("prev") != previous:
+            return broken("does not link to the record before it")
+        if "mac" in doc:
+            problem = _keyed_problem(doc, keys, marks.get(expected))
+            if problem:
+                return broken(problem)
+            first_keyed = first_keyed or expected
+        elif first_keyed:
+            return broken("has no MAC although records before it have one (inserted or "
+                          "rewritten)")
+        elif first_mark and expected >= first_mark:
+            return broken("has no MAC although a checkpoint shows keyed records from record "
+                          f"{first_mark} on (rewritten as a plain record)")
+        elif set(doc) - _LEGACY_FIELDS or digest(previous, doc.get("event") or {}) != doc.get("hash"):
+            return broken("content does not match its hash (altered)")
+        else:
+            legacy += 1
+        previous = _link(doc)
         expected += 1
-    if expected - 1 < head["seq"]:
-        return expected - 1, Broken(expected, "records after this one are missing")
-    return expected - 1, None
+    last = expected - 1
+    if newest > last:
+        return broken(f"records {expected} to {newest} are missing: the newest checkpoint names "
+                      f"record {newest} (the log was cut)")
+    if first_keyed and not marks:
+        return Report(first_keyed - 1, legacy, 0, Broken(
+            first_keyed, "no checkpoints were found although keyed records exist: the "
+                         "checkpoint file is missing or was emptied"))
+    head = int((db[HEAD].find_one({"_id": "head"}) or {"seq": 0})["seq"])
+    if last < head:
+        return broken(f"records {expected} to {head} are missing: the head names record {head}")
+    return Report(last, legacy, newest, None)
+
+
+def _keyed_problem(doc: dict[str, Any], keys: Keys, checkpoint: str | None) -> str | None:
+    if not hmac.compare_digest(mac(keys.record, doc), str(doc["mac"])):
+        if doc.get("kid") != keys.kid:
+            return (f"was written under master key {doc.get('kid')}, not the configured "
+                    f"{keys.kid}")
+        return "content or patients do not match its MAC (altered)"
+    if checkpoint is not None and checkpoint != doc["mac"]:
+        return "differs from its checkpoint (replaced)"
+    return None
 
 
 def _in_order(db: Any) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,9 @@ audit codes FHIR uses), pure: facts about one request in, an AuditEvent out.
 * agent: the user (Practitioner or Patient) as requestor, the client application,
   the organisation;
 * entity: each patient whose data was returned or changed, the resource itself,
-  and for a search its query (base64, as AuditEvent.entity.query requires).
+  and for a search its query (base64, as AuditEvent.entity.query requires) with
+  the identity values already replaced by keyed hashes (:mod:`.queries`), and its
+  shape in plain words (entity.description), which is what a patient sees of it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 EXTRA_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
+QUERY_ROLE = "24"  # object-role: Query
 
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "search-system": "E",
            "history-instance": "R", "history-type": "R", "history-system": "R",
@@ -45,7 +48,8 @@ class Facts:
     status: int
     method: str
     path: str
-    query: str = ""
+    query: str = ""  # identity values already pseudonymised (queries.pseudonymise)
+    query_description: str = ""  # queries.describe
     who: str | None = None  # Practitioner/x, Patient/x, or None
     client_id: str = ""
     organization: str | None = None
@@ -88,9 +92,13 @@ def audit_event(f: Facts) -> dict[str, Any]:
         entities.append({"what": {"reference": f.resource},
                          "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}})
     if kind == "query":
-        entities.append({"type": {"system": ENTITY_TYPE, "code": "2"},
-                         "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
-                         "query": base64.b64encode(f"{f.path}?{f.query}".encode()).decode()})
+        query: dict[str, Any] = {
+            "type": {"system": ENTITY_TYPE, "code": "2"},
+            "role": {"system": OBJECT_ROLE, "code": QUERY_ROLE, "display": "Query"},
+            "query": base64.b64encode(f"{f.path}?{f.query}".encode()).decode()}
+        if f.query_description:
+            query["description"] = f.query_description
+        entities.append(query)
     subtype = f.interaction if not f.interaction.startswith("operation:") else f.interaction[10:]
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",

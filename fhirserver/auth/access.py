@@ -4,10 +4,17 @@ the checks and filters the interactions call (reads, searches, writes).
 Care relationships live in ``_care_relationships``, one record per (clinician or
 organisation, patient) keyed by both, with the time it lasts: a card scan gives one
 for ``care_hours`` (default 24), break-the-glass for ``break_glass_minutes`` and
-flags it as an emergency, and writing or performing a record gives a lasting one.
+flags it as an emergency, care team membership lasts until it is ended. Writing a
+record gives none: its author keeps reach to that record only (``by``/``org``).
 
-A read the caller may not make answers 404, as if the resource did not exist; a
-search silently leaves out what the caller may not see, counts included.
+A patient reaches their own record and, read-only, those of the family members
+who bound their cards to them with proof; a member's records with sensitive labels
+stay hidden from adult family unless the member shares them, a guardian of a
+child sees the child's whole record.
+
+A read the caller may not make answers 404, as if the resource did not exist, after
+the same database work as for an id that does not exist; a search silently leaves
+out what the caller may not see, counts included.
 """
 
 from __future__ import annotations
@@ -107,11 +114,8 @@ class Access:
         if caller is None or caller.kind == "operator":
             return None
         if caller.kind == "patient":
-            from ..mpi.family import members
-
             own = caller.patient or ""
-            family = _cached(self.db, f"family|{own}", lambda: {"m": members(self.db, own)})
-            return frozenset({own, *family["m"]})
+            return frozenset({own, *self._family()["m"]})
         # A clinician's own relationships; a backend client's organisation's.
         who = [caller.practitioner] if caller.kind == "user" else [caller.organization]
         who = [w for w in who if w]
@@ -127,10 +131,58 @@ class Access:
                         self._emergency.add(patient)
         return frozenset(found)
 
+    def _family(self) -> dict[str, Any]:
+        """A patient caller's bound family: members ``m`` and the children among them
+        whose guardian the caller is ``g`` (with the day guardianship ends)."""
+        from ..mpi.family import family_reach
+
+        own = self.caller.patient or "" if self.caller else ""
+        return _cached(self.db, f"family|{own}", lambda: family_reach(self.db, own))
+
+    def guarded(self) -> frozenset[str]:
+        """The children a patient caller is guardian of, today."""
+        if self.caller is None or self.caller.kind != "patient":
+            return frozenset()
+        return frozenset(m for m, until in self._family()["g"].items()
+                         if until.replace(tzinfo=self.now.tzinfo) > self.now)
+
+    def audit_reach(self) -> frozenset[str] | None:
+        """Whose access log a caller reads: a patient their own and their guarded
+        children's (an adult family member's log is theirs alone); an operator all."""
+        if self.caller is None or self.caller.kind == "operator":
+            return None
+        if self.caller.kind != "patient" or not self.caller.patient:
+            return frozenset()
+        return frozenset({self.caller.patient, *self.guarded()})
+
+    def acts_for(self, patient: str) -> bool:
+        """Whom a patient caller acts for (their card, their sharing choices): themself,
+        and a guardian their child; never an adult family member (a binding gives
+        reading, not the card)."""
+        caller = self.caller
+        if caller is None or caller.kind == "operator":
+            return True
+        if caller.kind != "patient":
+            return False
+        return patient == caller.patient or patient in self.guarded()
+
     # -- the patients' sharing choices ----------------------------------------------------
 
     def _consent_applies(self) -> bool:
         return self.caller is not None and self.caller.kind in ("user", "system")
+
+    def _family_sensitive_hidden(self) -> list[str]:
+        """Adult family members (in a patient caller's reach) whose sensitive records
+        the caller may not read: those who did not choose to share them."""
+        caller = self.caller
+        if caller is None or caller.kind != "patient":
+            return []
+        others = (self.reachable() or frozenset()) - {caller.patient or ""} - self.guarded()
+        if not others:
+            return []
+        choices = consent.cached(self.db, others)
+        return sorted(p for p in others
+                      if not (choices.get(p) or consent.Choice()).share_with_family)
 
     def choices(self) -> dict[str, Any]:
         """Consent choices of the patients in reach, except those opened by
@@ -142,14 +194,19 @@ class Access:
         return self._choices
 
     def consent_filter(self, rtype: str) -> dict[str, Any] | None:
-        if rtype not in ("Observation", "DiagnosticReport") or not self._consent_applies():
+        if rtype not in ("Observation", "DiagnosticReport"):
             return None
+        if not self._consent_applies():
+            hidden = self._family_sensitive_hidden()
+            return {"$or": [{"pat": {"$nin": hidden}}, {"sens": {"$ne": True}}]} if hidden else None
         return consent.condition(self.choices(), self.caller.organization if self.caller else None)
 
     def consent_allows(self, rtype: str, patient: str | None, resource: dict[str, Any] | None,
                        writer_org: str | None) -> bool:
-        if rtype not in ("Observation", "DiagnosticReport") or not self._consent_applies() or not patient:
+        if rtype not in ("Observation", "DiagnosticReport") or not patient:
             return True
+        if not self._consent_applies():
+            return patient not in self._family_sensitive_hidden() or not consent.is_sensitive(resource)
         choice = self.choices().get(patient)
         return consent.allowed(choice, consent.is_sensitive(resource), writer_org,
                                self.caller.organization if self.caller else None)
@@ -172,7 +229,10 @@ class Access:
         parts: list[dict[str, Any]] = []
         if d.patients is not None:
             field_ = "_id" if rtype == "Patient" else "pat"
-            parts.append({field_: {"$in": sorted(d.patients)}})
+            reach: dict[str, Any] = {field_: {"$in": sorted(d.patients)}}
+            if d.authored:
+                reach = {"$or": [reach, {d.authored[0]: d.authored[1]}]}
+            parts.append(reach)
         if d.constraints:
             parts.append(self._constraints(rtype, d.constraints))
         chosen = self.consent_filter(rtype)
@@ -206,12 +266,28 @@ class Access:
         if patient is not None and d.patients is not None and patient not in d.patients:
             raise errors.NotFound(f"Resource Patient/{patient} is not known")
 
-    def can_see(self, rtype: str, resource_patient: str | None, interaction: str = "read") -> bool:
-        """For one stored resource: False means answer as if it did not exist."""
+    def can_see(self, rtype: str, resource_patient: str | None, interaction: str = "read",
+                authorship: dict[str, str | None] | None = None) -> bool:
+        """For one stored resource (``authorship``: its ``by`` and ``org``): False
+        means answer as if it did not exist."""
         d = self.decision(rtype, interaction)
         if d.patients is None or (resource_patient is not None and resource_patient in d.patients):
             return True
+        if d.authored and (authorship or {}).get(d.authored[0]) == d.authored[1]:
+            return True
         return resource_patient is not None and self._fresh_reach(resource_patient, d)
+
+    def probe_absent(self, rtype: str, rid: str) -> None:
+        """The database work a refused read does, for an id that does not exist, so
+        that "hidden" and "never existed" take the same time (no timing oracle)."""
+        if self.caller is None or self.caller.kind == "operator":
+            return
+        try:
+            d = self.decision(rtype, "read")
+        except errors.Forbidden:
+            return
+        if d.patients is not None:
+            self._fresh_reach(rid if rtype == "Patient" else f"absent-{rid}", d)
 
     def _fresh_reach(self, patient: str, d: Decision) -> bool:
         """Before refusing, look again without the cache: another worker may have just
@@ -223,24 +299,32 @@ class Access:
                 s.context == "user" for s in caller.scopes):
             return False  # patient/ scopes: only the launch patient
         if caller.kind == "patient":
-            from ..mpi.family import members
+            from ..mpi.family import family_reach
 
-            return patient in members(self.db, caller.patient or "")
+            return patient in family_reach(self.db, caller.patient or "")["m"]
         who = caller.practitioner if caller.kind == "user" else caller.organization
         doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None
         return doc is not None and doc["until"].replace(tzinfo=self.now.tzinfo) > self.now
 
     def check_write(self, rtype: str, interaction: str, patients: set[str | None],
                     creating: bool) -> None:
+        """Writing into a patient's record needs a care relationship with them (a
+        backend client: its organisation's), exactly as reading does; registering a
+        new Patient is open to clinicians and clinic systems."""
         d = self.decision(rtype, interaction)
         caller = self.caller
-        if caller is not None and caller.kind == "system" and creating and rtype != "Patient":
-            return  # backend systems deliver results for any patient
         if caller is not None and creating and rtype == "Patient" and caller.kind in ("system", "user"):
             return  # registering a new patient
         if not may_write(d, patients):
             raise errors.Forbidden(
                 f"You may not write {rtype} into the record of a patient you are not treating")
+
+
+def drop_authorship_relationships(db: Any) -> None:
+    """Earlier versions opened a patient's whole record for a century to whoever wrote
+    or performed one of its results; authorship now reaches that record only, so
+    those relationships are removed at start."""
+    db[CARE].delete_many({"reason": "author"})
 
 
 def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,

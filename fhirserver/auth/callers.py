@@ -10,6 +10,7 @@ from .scopes import Scope, ScopeError, parse_scope
 
 def caller_from_claims(claims: dict[str, Any]) -> Caller:
     scopes: list[Scope] = []
+    named: set[str] = set()
     for item in str(claims.get("scope", "")).split():
         try:
             parsed = parse_scope(item)
@@ -17,6 +18,8 @@ def caller_from_claims(claims: dict[str, Any]) -> Caller:
             continue
         if isinstance(parsed, Scope):
             scopes.append(parsed)
+        else:
+            named.add(parsed)
     kind = claims.get("kind") if claims.get("kind") in KINDS else "system"
     fhir_user = str(claims.get("fhirUser") or "")
     return Caller(
@@ -28,4 +31,5 @@ def caller_from_claims(claims: dict[str, Any]) -> Caller:
         practitioner=fhir_user if fhir_user.startswith("Practitioner/") else None,
         organization=claims.get("organization"),
         token_id=str(claims.get("jti", "")),
+        named=frozenset(named),
     )

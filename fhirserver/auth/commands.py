@@ -14,10 +14,22 @@ from .tokens import TokenService
 
 
 def _service(settings: Settings):  # type: ignore[no-untyped-def]
+    """The database and token service of the server these settings describe: the same
+    settings name the same master key (FHIR_MASTER_KEY, else the key file)."""
+    from ..crypto import MasterKeyError
+    from ..crypto.binding import bind
+    from ..crypto.master import load
+    from ..crypto.sealing import sealer
     from ..storage.repository import Repository
 
     repo = Repository.from_settings(settings)
-    return repo, TokenService(repo.db, settings.issuer)
+    try:
+        master = load(settings)
+        bind(repo.db, master)
+    except MasterKeyError as exc:
+        repo.close()
+        raise click.ClickException(str(exc)) from exc
+    return repo, TokenService(repo.db, settings.issuer, sealer(master))
 
 
 @click.command("token")
@@ -138,23 +150,55 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def verify_audit() -> None:
-    """Check the audit log's hash chain; exit 1 at the first broken or missing link."""
-    from ..audit.chain import verify
+@click.option("--checkpoints", "files", multiple=True, type=click.Path(dir_okay=False),
+              help="A checkpoint file to check against (repeat for several servers' files) "
+                   "[FHIR_AUDIT_CHECKPOINTS].")
+def verify_audit(files: tuple[str, ...]) -> None:
+    """Check the audit log's keyed chain and checkpoints; exit 1 naming the first
+    altered, missing or unlinked record, or a checkpoint that fails."""
+    from pathlib import Path
+
+    from ..audit import checkpoints
+    from ..audit.chain import Keys, verify
+    from ..crypto.master import load
 
     settings = Settings.from_env()
     with database(settings) as live:
         repo, _ = _service(live)
         try:
-            checked, broken = verify(repo.db)
+            paths = [Path(f) for f in files] or [checkpoints.path_of(live)]
+            report = verify(repo.db, Keys.derive(load(live)), paths)
         finally:
             repo.close()
-    if broken is None:
-        click.echo(f"audit log intact: {checked} records")
+    legacy = (f"; {report.legacy} of them from before keyed records (plain SHA-256, their "
+              "patients not covered)") if report.legacy else ""
+    if report.broken is None:
+        click.echo(f"audit log intact: {report.checked} records{legacy}; newest checkpoint: "
+                   f"record {report.checkpoint}")
         return
-    click.echo(f"audit log broken at record {broken.seq}: {broken.problem} "
-               f"({checked} records before it are intact)")
+    click.echo(f"audit log broken at record {report.broken.seq}: {report.broken.problem} "
+               f"({report.checked} records before it are intact{legacy})")
     raise SystemExit(1)
+
+
+@audit.command("pseudonym")
+@click.argument("value")
+def pseudonym(value: str) -> None:
+    """Print the keyed hash under which the audit log records VALUE (an ID number, a
+    phone number, a name) in searches' queries: look for it to learn who searched it."""
+    from ..audit.queries import PURPOSE, Pseudonyms
+    from ..crypto import MasterKeyError
+    from ..crypto.master import key_path, load
+
+    settings = Settings.from_env()
+    if not settings.master_key and not key_path(settings).exists():
+        raise click.ClickException(f"no master key: FHIR_MASTER_KEY is unset and "
+                                   f"{key_path(settings)} does not exist")
+    try:
+        master = load(settings)
+    except MasterKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(Pseudonyms(master.derive(PURPOSE)).of(value))
 
 
 @click.group("users")
@@ -167,9 +211,12 @@ def users_() -> None:
 @click.option("--practitioner", help="A clinician: their Practitioner/<id>.")
 @click.option("--organization", help="The clinician's Organization/<id>.")
 @click.option("--patient", help="A patient: their Patient id.")
+@click.option("--role", "roles", multiple=True, type=click.Choice(["emergency-access", "registration"]),
+              help="A clinician's role: emergency-access (break-the-glass), registration "
+                   "(identity documents; the registration scope). Repeat for several.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def add_user(username: str, practitioner: str | None, organization: str | None,
-             patient: str | None, password_stdin: bool) -> None:
+             patient: str | None, roles: tuple[str, ...], password_stdin: bool) -> None:
     """Create (or replace) a user who signs in at the authorization server."""
     import sys
 
@@ -182,7 +229,7 @@ def add_user(username: str, practitioner: str | None, organization: str | None,
     password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt(
         "password", hide_input=True, confirmation_prompt=True)
     user = User(username, "practitioner" if practitioner else "patient",
-                practitioner or f"Patient/{patient}", organization)
+                practitioner or f"Patient/{patient}", organization, roles)
     settings = Settings.from_env()
     with database(settings) as live:
         repo, _ = _service(live)
@@ -193,3 +240,25 @@ def add_user(username: str, practitioner: str | None, organization: str | None,
         finally:
             repo.close()
     click.echo(f"user {username} ({user.fhir_user}) saved")
+
+
+@users_.command("roles")
+@click.argument("username")
+@click.option("--add", "add_", multiple=True, type=click.Choice(["emergency-access", "registration"]),
+              help="Role to grant (repeatable).")
+@click.option("--remove", multiple=True, type=click.Choice(["emergency-access", "registration"]),
+              help="Role to take away (repeatable); takes effect at the user's next request.")
+def user_roles(username: str, add_: tuple[str, ...], remove: tuple[str, ...]) -> None:
+    """Show, grant or take away a clinician's roles."""
+    from .users import set_roles
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            user = set_roles(repo.db, username, add_, remove)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="USERNAME") from exc
+        finally:
+            repo.close()
+    click.echo(f"user {username}: roles {', '.join(user.roles) or '(none)'}")

@@ -1,7 +1,8 @@
 """A patient's sharing choices (DESIGN.md section 1): restrict records carrying
 sensitive security labels to the organisation that wrote them, or opt out of
 sharing across organisations altogether. Break-the-glass still opens the record
-(and is recorded as an emergency).
+(and is recorded as an emergency). Family members bound to the patient's card read
+sensitive-labelled records only when the patient chooses to share them.
 
 Sensitive labels are ``meta.security`` codes: from v3-ActCode the information
 sensitivity codes HIV, PSY (psychiatry), STD (sexually transmitted disease), SDV
@@ -31,14 +32,20 @@ def is_sensitive(resource: dict[str, Any] | None) -> bool:
 class Choice:
     restrict_sensitive: bool = False
     opt_out: bool = False
+    #: family members bound to this patient's card may read sensitive-labelled records
+    share_with_family: bool = False
+
+
+def _choice(doc: dict[str, Any]) -> Choice:
+    return Choice(bool(doc.get("restrict_sensitive")), bool(doc.get("opt_out")),
+                  bool(doc.get("share_with_family")))
 
 
 def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
     wanted = sorted(set(patients))
     if not wanted:
         return {}
-    return {d["_id"]: Choice(bool(d.get("restrict_sensitive")), bool(d.get("opt_out")))
-            for d in db[CONSENTS].find({"_id": {"$in": wanted}})}
+    return {d["_id"]: _choice(d) for d in db[CONSENTS].find({"_id": {"$in": wanted}})}
 
 
 def save(db: Any, patient: str, choice: Choice) -> None:
@@ -65,8 +72,7 @@ def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
     key = _cache_key(db)
     at, everyone = _cache.get(key, (0.0, {}))
     if time.monotonic() - at > REFRESH:
-        everyone = {d["_id"]: Choice(bool(d.get("restrict_sensitive")), bool(d.get("opt_out")))
-                    for d in db[CONSENTS].find({})}
+        everyone = {d["_id"]: _choice(d) for d in db[CONSENTS].find({})}
         _cache[key] = (time.monotonic(), everyone)
     return {p: everyone[p] for p in patients if p in everyone}
 

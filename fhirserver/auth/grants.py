@@ -1,13 +1,15 @@
-"""Authorization codes, PKCE, refresh tokens, launch contexts and ID tokens
-(RFC 6749 section 4.1, RFC 7636, SMART App Launch 2.x, OpenID Connect Core).
+"""Authorization codes, PKCE, refresh tokens and ID tokens (RFC 6749 section 4.1,
+RFC 7636, SMART App Launch 2.x, OpenID Connect Core).
 
 * A code is single-use (deleting it by primary key is the use), lives
   ``CODE_SECONDS``, and is bound to its client, redirect URI and PKCE challenge;
   only ``S256`` is accepted.
 * Refresh tokens are random strings stored as their SHA-256 (a database dump does
-  not yield usable tokens) and rotate on every use.
-* A launch context (EHR launch) is created by the EHR with a system token and names
-  the patient the app opens on; the app passes its id as ``launch``.
+  not yield usable tokens) and rotate on every use. Every token issued from one
+  authorization is a *family*: presenting a refresh token that was already used
+  means it was stolen, by the one presenting it now or the one who used it first,
+  so the whole family (the live refresh token and every access token issued from
+  it) is revoked (RFC 9700 section 4.14.2).
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ from .clients import OAuthError
 
 CODES = "_oauth_codes"
 REFRESH = "_oauth_refresh_tokens"
-LAUNCHES = "_oauth_launches"
+FAMILIES = "_oauth_token_families"
 CODE_SECONDS = 60
 REFRESH_DAYS = 30
-LAUNCH_MINUTES = 10
 
 
 def s256(verifier: str) -> str:
@@ -83,38 +84,86 @@ def _grant(doc: dict[str, Any]) -> Grant:
                  doc.get("patient"), doc.get("organization"), doc.get("nonce"))
 
 
-def issue_refresh(db: Any, grant: Grant, now: datetime, online: bool) -> str:
+def new_family(db: Any, client_id: str, now: datetime) -> str:
+    """A token family for one authorization (its refresh and access tokens)."""
+    family = secrets.token_urlsafe(16)
+    db[FAMILIES].insert_one({"_id": family, "client_id": client_id, "revoked": False,
+                             "live": None, "exp": now + timedelta(days=REFRESH_DAYS)})
+    return family
+
+
+def family_client(db: Any, family: str) -> str | None:
+    doc = db[FAMILIES].find_one({"_id": family}, {"client_id": 1})
+    return str(doc["client_id"]) if doc and doc.get("client_id") else None
+
+
+def record_access_token(db: Any, family: str, jti: str, exp: int) -> None:
+    """Remember an access token of the family, to revoke it with the family (a
+    document of its own: no list that two writers could update at once)."""
+    db[FAMILIES].insert_one({"_id": f"{family}|{jti}", "family": family, "jti": jti, "exp": exp})
+
+
+def issue_refresh(db: Any, grant: Grant, now: datetime, online: bool, family: str) -> str:
     token = secrets.token_urlsafe(32)
+    key = _key(token)
     lifetime = timedelta(hours=12) if online else timedelta(days=REFRESH_DAYS)
-    db[REFRESH].insert_one({"_id": hashlib.sha256(token.encode()).hexdigest(), **grant.__dict__,
-                            "exp": now + lifetime})
+    db[REFRESH].insert_one({"_id": key, **grant.__dict__, "family": family, "exp": now + lifetime})
+    db[FAMILIES].update_one({"_id": family}, {"$set": {"live": key}})
     return token
 
 
-def redeem_refresh(db: Any, token: str, client_id: str, now: datetime) -> Grant:
-    key = hashlib.sha256(token.encode()).hexdigest()
+def _key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Replayed(OAuthError):
+    """A used refresh token came back: its family has been revoked. ``tokens`` are the
+    access tokens (jti, exp) the caller must add to the revocation list."""
+
+    def __init__(self, tokens: list[dict[str, Any]]) -> None:
+        super().__init__("invalid_grant", "The refresh token was already used: every token of "
+                         "this authorization has been revoked; sign in again")
+        self.tokens = tokens
+
+
+def redeem_refresh(db: Any, token: str, client_id: str, now: datetime) -> tuple[Grant, str]:
+    """The grant and family of a live refresh token, used up by this call. A token
+    that was used before revokes its family (:class:`Replayed`)."""
+    key = _key(token)
     doc = db[REFRESH].find_one({"_id": key})
     if doc is None or db[REFRESH].delete_one({"_id": key}).deleted_count != 1:
+        used = db[REFRESH].find_one({"_id": f"used|{key}"})
+        if used is not None:
+            raise Replayed(revoke_family(db, used["family"]))
         raise OAuthError("invalid_grant", "The refresh token is unknown, used or revoked")
+    db[REFRESH].insert_one({"_id": f"used|{key}", "family": doc.get("family"), "exp": doc["exp"]})
+    family = db[FAMILIES].find_one({"_id": doc.get("family")})
+    if family is None or family.get("revoked"):
+        raise OAuthError("invalid_grant", "The refresh token has been revoked")
     if doc["client_id"] != client_id:
         raise OAuthError("invalid_grant", "The refresh token was issued to another client")
     if doc["exp"].replace(tzinfo=now.tzinfo) <= now:
         raise OAuthError("invalid_grant", "The refresh token has expired")
-    return _grant(doc)
+    return _grant(doc), str(doc["family"])
 
 
-def create_launch(db: Any, patient: str, now: datetime) -> str:
-    launch = secrets.token_urlsafe(16)
-    db[LAUNCHES].insert_one({"_id": launch, "patient": patient,
-                             "exp": now + timedelta(minutes=LAUNCH_MINUTES)})
-    return launch
+def revoke_family(db: Any, family: str | None) -> list[dict[str, Any]]:
+    """Revoke a family: its live refresh token is deleted and its access tokens are
+    returned for the revocation list."""
+    doc = db[FAMILIES].find_one_and_update({"_id": family}, {"$set": {"revoked": True}}) \
+        if family else None
+    if doc is None:
+        return []
+    if doc.get("live"):
+        db[REFRESH].delete_one({"_id": doc["live"]})
+    return [{"jti": t["jti"], "exp": t["exp"]} for t in db[FAMILIES].find({"family": family})]
 
 
-def launch_patient(db: Any, launch: str, now: datetime) -> str | None:
-    doc = db[LAUNCHES].find_one({"_id": launch})
-    if doc is None or doc["exp"].replace(tzinfo=now.tzinfo) <= now:
-        return None
-    return str(doc["patient"])
+def family_of_refresh(db: Any, token: str) -> str | None:
+    """The family of a refresh token, live or used (revocation, RFC 7009)."""
+    key = _key(token)
+    doc = db[REFRESH].find_one({"_id": key}) or db[REFRESH].find_one({"_id": f"used|{key}"})
+    return str(doc["family"]) if doc and doc.get("family") else None
 
 
 def id_token_claims(grant: Grant, issuer: str, now: datetime, lifetime: int) -> dict[str, Any]:

@@ -5,9 +5,11 @@ The decision combines the token's scopes with the patients the caller can reach:
 * a **patient** token reaches the patient's own compartment and those of the
   family members bound to their card;
 * a **user** (clinician) token reaches the patients with whom the clinician has an
-  active care relationship (a card scan, break-the-glass, records they authored);
+  active care relationship (a card scan, the care team, break-the-glass), and the
+  records the clinician wrote (not the rest of that patient's record);
 * a **system** (backend) token reaches the patients its organisation has an active
-  care relationship with, and may look any Patient up by identifier;
+  care relationship with and the records its organisation wrote, and may look one
+  Patient up by one exact identifier;
 * an **operator** token (minted by ``fhirserver token`` for scripts) reaches all.
 
 A scope must cover the interaction (``r`` read, ``s`` search, ``c`` create, ``u``
@@ -42,6 +44,12 @@ class Caller:
     organization: str | None = None  # "Organization/x" for users and backend clients
     token_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    #: the non-clinical scopes granted (``openid``, ``registration``, ``card-number``...)
+    named: frozenset[str] = frozenset()
+
+    def has(self, scope: str) -> bool:
+        """Holds the non-clinical ``scope`` (operators hold them all)."""
+        return self.kind == "operator" or scope in self.named
 
     @property
     def who(self) -> str:
@@ -57,6 +65,10 @@ class Decision:
     #: granular constraints (each a search query); empty means none
     constraints: tuple[tuple[tuple[str, str], ...], ...] = ()
     reason: str = ""
+    #: what the caller wrote stays in its reach whatever the patient (a clinician's
+    #: own notes, an organisation's own results): the stored field and value that
+    #: mark those records, ``("by", "Practitioner/x")`` or ``("org", "Organization/y")``
+    authored: tuple[str, str] | None = None
 
 
 def _contexts(caller: Caller) -> tuple[str, ...]:
@@ -69,13 +81,20 @@ def _contexts(caller: Caller) -> tuple[str, ...]:
     return ("patient", "user", "system")
 
 
+WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
 def decide(caller: Caller, rtype: str, interaction: str,
            reachable: frozenset[str] | None, *, identifier_lookup: bool = False) -> Decision:
     """May ``caller`` perform ``interaction`` on ``rtype``, and over which patients?
 
     ``reachable`` is the set of patients the caller's relationships reach (None for
-    all); ``identifier_lookup`` marks a Patient search by identifier, which backend
-    clients may run for any patient.
+    all); ``identifier_lookup`` marks a Patient search by one exact identifier, which
+    backend clients may run for any patient.
+
+    Reach for writes is narrower than for reads: a patient writes only into their
+    own record (a bound family member's record is theirs to read, not to change),
+    and authorship never opens a record for writing.
     """
     found = matching(caller.scopes, rtype, interaction, _contexts(caller))
     if not found:
@@ -84,19 +103,46 @@ def decide(caller: Caller, rtype: str, interaction: str,
     if caller.kind == "operator":
         return Decision(True, None, constraints)
     patients = reachable
-    if caller.kind == "user" and caller.patient and not any(s.context == "user" for s in found):
+    own_context = any(s.context == caller.kind for s in found)
+    if caller.kind == "user" and caller.patient and not own_context:
         # Only patient/ scopes matched: the launch patient alone, if treated.
-        patients = frozenset({caller.patient}) & (reachable or frozenset())
+        patients = _only(caller.patient, reachable)
+    if caller.kind == "patient" and interaction in WRITES:
+        patients = _only(caller.patient, reachable)
     if caller.kind == "system" and identifier_lookup and rtype == "Patient" and interaction == "search":
         return Decision(True, None, constraints, "patient lookup by identifier")
-    return Decision(True, patients if patients is not None else None, constraints)
+    authored = None
+    if interaction not in WRITES and own_context:
+        if caller.kind == "user" and caller.practitioner:
+            authored = ("by", caller.practitioner)
+        elif caller.kind == "system" and caller.organization:
+            authored = ("org", caller.organization)
+    return Decision(True, patients, constraints, authored=authored)
+
+
+def _only(patient: str | None, reachable: frozenset[str] | None) -> frozenset[str]:
+    """``{patient}`` if it is in reach (None: everyone is), else nobody."""
+    if patient and (reachable is None or patient in reachable):
+        return frozenset({patient})
+    return frozenset()
+
+
+def author_key(caller: Caller | None) -> str | None:
+    """What a new record stores as its author (``by``): the clinician, or the
+    backend client, that wrote it first."""
+    if caller is None:
+        return None
+    if caller.kind == "user" and caller.practitioner:
+        return caller.practitioner
+    if caller.kind == "patient" and caller.patient:
+        return f"Patient/{caller.patient}"
+    return f"client/{caller.client_id}" if caller.client_id else None
 
 
 def may_write(decision: Decision, patients: set[str | None]) -> bool:
     """A write is allowed when every compartment it touches (the old and the new
     version's patient) is in reach; a resource outside any compartment (no patient)
-    is writable only by callers who reach every patient or by backend clients
-    creating results."""
+    is writable only by callers who reach every patient."""
     if not decision.allowed:
         return False
     if decision.patients is None:

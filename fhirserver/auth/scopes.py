@@ -12,7 +12,8 @@ Clinical scopes are ``<context>/<resource>.<permissions>[?<query>]``:
   also match (``patient/Observation.rs?category=http://...|laboratory``).
 
 Other scopes (``openid``, ``fhirUser``, ``launch``, ``launch/patient``,
-``offline_access``, ``online_access``) are kept by name. An interaction needs its
+``offline_access``, ``online_access``, and this server's ``registration`` and
+``card-number``) are kept by name. An interaction needs its
 letter: read/vread ``r``, search ``s``, create ``c``, update/patch ``u``, delete ``d``.
 """
 
@@ -26,8 +27,14 @@ from urllib.parse import parse_qsl
 CONTEXTS = ("patient", "user", "system")
 V2_ORDER = "cruds"
 V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+#: This server's own scopes: ``registration`` (a registration desk or registrar:
+#: writes identity documents of Patients and learns when a number is taken) and
+#: ``card-number`` (``$ihe-pix`` answers health card numbers).
+REGISTRATION = "registration"
+CARD_NUMBER = "card-number"
 NON_CLINICAL = frozenset({"openid", "fhirUser", "profile", "launch", "launch/patient",
-                          "launch/encounter", "offline_access", "online_access"})
+                          "launch/encounter", "offline_access", "online_access",
+                          REGISTRATION, CARD_NUMBER})
 INTERACTION_LETTER = {"read": "r", "vread": "r", "search": "s", "create": "c",
                       "update": "u", "patch": "u", "delete": "d", "history": "r"}
 _CLINICAL = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(?:\?(.*))?$")
@@ -131,6 +138,8 @@ _OTHER_WORDS = {
     "launch/encounter": "Know which visit it works with",
     "offline_access": "Keep access while you are not using it",
     "online_access": "Keep access while you are using it",
+    REGISTRATION: "Register patients and change their identity documents",
+    CARD_NUMBER: "Look up health card numbers from identity document numbers",
 }
 
 

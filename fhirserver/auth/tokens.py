@@ -3,8 +3,10 @@
 Access tokens are JWTs signed RS256 (RFC 7519/7515, via joserfc) with a key from
 ``_auth_keys``: the newest key signs, every key not yet retired verifies, and all
 of them are published at the JWKS endpoint with their ``kid``, so keys rotate
-without invalidating tokens in flight (``fhirserver keys rotate``). A private key
-never leaves the database and the process.
+without invalidating tokens in flight (``fhirserver keys rotate``). Private keys are
+stored sealed (``crypto/sealing.py``, associated data ``_auth_keys/<kid>/jwk``) under
+the master key, which never enters the database; a key stored in clear by an older
+version is sealed in place when it is first read.
 
 Verifying a token needs no database round trip: the keys are cached per process,
 and so are revoked token ids (RFC 7009), refreshed every ``REVOCATION_REFRESH``
@@ -26,6 +28,7 @@ from joserfc.jwk import KeySet, RSAKey
 from pymongo.database import Database
 
 from .. import errors
+from ..crypto.sealing import Sealer, is_sealed
 
 KEYS = "_auth_keys"
 REVOKED = "_auth_revoked"
@@ -50,10 +53,12 @@ _lock = threading.Lock()
 class TokenService:
     """Mints and verifies access tokens for one database (one deployment)."""
 
-    def __init__(self, db: Database[Any], issuer: str) -> None:
+    def __init__(self, db: Database[Any], issuer: str, sealer: Sealer) -> None:
         self.db = db
         self.issuer = issuer
-        key = f"{db.client.address}/{db.name}" if db.client else db.name
+        self.sealer = sealer
+        where = f"{db.client.address}/{db.name}" if db.client else db.name
+        key = f"{where}/{sealer.kid}"  # opened keys are cached per database and master key
         with _lock:
             self.cache = _caches.setdefault(key, _Cache(verified={}))
 
@@ -64,7 +69,7 @@ class TokenService:
         if not docs:
             self.rotate()
             docs = list(self.db[KEYS].find({"retired": {"$ne": True}}).sort("created", -1))
-        keys = [RSAKey.import_key(d["jwk"]) for d in docs]
+        keys = [RSAKey.import_key(self._private(d)) for d in docs]
         self.cache.keys = KeySet(keys)
         self.cache.signing = keys[0]
 
@@ -72,10 +77,21 @@ class TokenService:
         """A new signing key; older ones keep verifying until retired."""
         kid = secrets.token_hex(8)
         key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": ALGORITHM})
-        self.db[KEYS].insert_one({"_id": kid, "jwk": key.as_dict(private=True),
+        self.db[KEYS].insert_one({"_id": kid, "jwk": self.sealer.seal_json(
+                                      key.as_dict(private=True), f"{KEYS}/{kid}/jwk"),
                                   "created": datetime.now(UTC), "retired": False})
         self.cache.keys = None
         return kid
+
+    def _private(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The private JWK of a stored key; one still in clear is sealed in place."""
+        identity = f"{KEYS}/{doc['_id']}/jwk"
+        if is_sealed(doc["jwk"]):
+            jwk: dict[str, Any] = self.sealer.open_json(doc["jwk"], identity)
+            return jwk
+        self.db[KEYS].update_one({"_id": doc["_id"], "jwk.sealed": {"$exists": False}},
+                                 {"$set": {"jwk": self.sealer.seal_json(doc["jwk"], identity)}})
+        return dict(doc["jwk"])
 
     def retire(self, kid: str) -> None:
         self.db[KEYS].update_one({"_id": kid}, {"$set": {"retired": True}})

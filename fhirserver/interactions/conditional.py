@@ -39,7 +39,7 @@ def matching_ids(ctx: Context, rtype: str, query: str, limit: int = 2) -> list[s
     # reveal nor touch what the caller may not see.
     from .search import matching
 
-    return ctx.repo.find_ids(rtype, matching(ctx, parsed), limit=limit)
+    return ctx.repo.find_ids(rtype, matching(ctx, parsed, lookups=False), limit=limit)
 
 
 def single_match(ctx: Context, rtype: str, query: str, what: str) -> str | None:

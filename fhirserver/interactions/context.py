@@ -55,7 +55,8 @@ class Context:
         from ..storage.indexing import patient_of
 
         patient = patient_of(stored.resource)
-        if not self.access.can_see(stored.type, patient, interaction):
+        if not self.access.can_see(stored.type, patient, interaction,
+                                   {"by": stored.by, "org": stored.org}):
             return False
         if not self.access.consent_allows(stored.type, patient, stored.resource, stored.org):
             return False
@@ -73,6 +74,26 @@ class Context:
 
         patients = {patient_of(r) for r in (old, new) if r is not None}
         self.access.check_write(rtype, interaction, patients, creating=old is None)
+
+    @property
+    def reaches_all(self) -> bool:
+        """A trusted internal caller (import) or an operator: every record is in reach."""
+        caller = self.access.caller if self.access is not None else None
+        return caller is None or caller.kind == "operator"
+
+    @property
+    def registrar(self) -> bool:
+        """May write identity documents and learn that a number is taken: internal
+        callers, operators, and tokens with the ``registration`` scope."""
+        from ..auth.scopes import REGISTRATION
+
+        caller = self.access.caller if self.access is not None else None
+        return caller is None or caller.has(REGISTRATION)
+
+    def probe_absent(self, rtype: str, rid: str) -> None:
+        """Spend on a missing id what a hidden one costs (see Access.probe_absent)."""
+        if self.access is not None:
+            self.access.probe_absent(rtype, rid)
 
     @property
     def tz(self) -> tzinfo:
@@ -148,32 +169,30 @@ class Planner:
             return cached is not None and not cached.deleted
         return self.repo.exists(rtype, rid)
 
+    def resolves(self, rtype: str, rid: str, version: int | None = None) -> bool:
+        """Does a reference resolve *for this caller*? A record hidden from them
+        answers like one that does not exist (a 422 either way), or writing a
+        reference would tell which hidden ids exist."""
+        w = self.pending(rtype, rid)
+        if w is not None and version is None:
+            return not w.deleted
+        current = self.current(rtype, rid)
+        if current is None:
+            self.ctx.probe_absent(rtype, rid)
+            return False
+        if version is not None:
+            return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)
+        return not current.deleted and self.ctx.visible(current)
+
     def check(self) -> None:
         for check in self.checks:
             check()
         self.checks = []
 
-    def _record_care(self, writes: list[Write]) -> None:
-        """Writing or performing a patient's record is a lasting care relationship
-        (the clinician who wrote it, and the practitioners it names as performers)."""
-        from ..auth.access import LASTING, record_care
-
-        caller = self.ctx.access.caller if self.ctx.access else None
-        now = self.ctx.clock()
-        for w in writes:
-            if not w.patient or w.resource is None:
-                continue
-            who = {r for r in w.search.get("performer", []) if r.startswith("Practitioner/")}
-            if caller is not None and caller.kind == "user" and caller.practitioner:
-                who.add(caller.practitioner)
-            for practitioner in who:
-                record_care(self.repo.db, practitioner, w.patient, now + LASTING, "author", now=now)
-
     def commit(self) -> None:
         self.check()
         try:
             self.repo.commit(self.writes)
-            self._record_care(self.writes)
         except IdentifierTaken as exc:
             system, _, value = exc.key.rpartition("|")
             holder = self.repo.get("Patient", exc.holder) if exc.holder else None
@@ -182,7 +201,7 @@ class Planner:
                 f"Identifier {system}|{value} already belongs to "
                 f"{f'Patient/{exc.holder}' if named else 'another active Patient'}: "
                 "no two active Patients may share it",
-                expression=f"{exc.write.type}.identifier",
+                expression=f"{exc.write.type}.identifier", details="identifier-taken",
             ) from exc
         self.writes = []
         self._pending.clear()

@@ -9,7 +9,9 @@ from .context import Context
 
 def read(ctx: Context, rtype: str, rid: str) -> Stored:
     stored = ctx.repo.get(rtype, rid)
-    if stored is not None and not ctx.visible(stored):
+    if stored is None:
+        ctx.probe_absent(rtype, rid)  # as long as a refusal takes: no timing oracle
+    elif not ctx.visible(stored):
         stored = None  # not the caller's to see (deleted ones included): as if it never existed
     if stored is None:
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known")

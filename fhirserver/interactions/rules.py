@@ -80,10 +80,11 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
         local = parse_reference(ref, base)
         if local is None or local.type not in SUPPORTED_TYPES:
             continue
-        if local.version is not None:
-            ok = planner.repo.get_version(local.type, local.id, int(local.version)) is not None
+        version = int(local.version) if local.version is not None and local.version.isdigit() else None
+        if local.version is not None and version is None:
+            ok = False
         else:
-            ok = planner.exists(local.type, local.id)
+            ok = planner.resolves(local.type, local.id, version)
         if not ok:
             problems.append(
                 errors.Issue(

@@ -7,10 +7,12 @@ write, whatever ``_sort`` asks for (search.html#sort, http.html#paging).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import errors
+from ..auth.lookup_rules import uses_lookup_exception
+from ..mpi.pix import count_lookups, shown
 from ..search.compile import compile_filter
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
@@ -40,10 +42,14 @@ def parse(ctx: Context, rtype: str, params: Sequence[tuple[str, str]], *,
 
 
 def matching(ctx: Context, query: SearchQuery,
-             extra_filter: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The MongoDB filter of ``query`` with its joins resolved, ANDed with ``extra_filter``."""
+             extra_filter: dict[str, Any] | None = None, *, lookups: bool = True) -> dict[str, Any]:
+    """The MongoDB filter of ``query`` with its joins resolved, ANDed with ``extra_filter``.
+
+    ``lookups`` off: the identifier look-up exception never applies (conditional
+    interactions match within the caller's reach only, or a conditional create would
+    hand back, uncounted, the Patient a look-up is limited to)."""
     flt = compile_filter(query, resolver(ctx))
-    lookup = is_identifier_lookup(query)
+    lookup = lookups and is_identifier_lookup(query)
     for extra in (extra_filter, ctx.search_filter(query.resource_type, identifier_lookup=lookup)):
         if extra:
             flt = {"$and": [flt, extra]} if flt else extra
@@ -51,17 +57,42 @@ def matching(ctx: Context, query: SearchQuery,
 
 
 def is_identifier_lookup(query: SearchQuery) -> bool:
-    """``Patient?identifier=system|value`` and nothing else: the look-up backend
-    clients may run for any patient. Any other clause, modifier, partial token or
-    include makes it an ordinary search."""
+    """``Patient?identifier=system|value`` with one value and nothing else: the
+    look-up backend clients may run for any patient, one person per request. A
+    comma list (OR, search.html#combining) or a repeated parameter, any other
+    clause, modifier, partial token or include makes it an ordinary search, limited
+    to the caller's reach."""
     if query.resource_type != "Patient" or len(query.clauses) != 1:
         return False
     clause = query.clauses[0]
-    return (isinstance(clause, Clause) and clause.param.name == "identifier"
-            and clause.modifier is None and not query.includes and not query.revincludes
-            and all(getattr(v, "system", None) and getattr(v, "code", None) and
-                    getattr(v, "text", None) is None and getattr(v, "of_type", None) is None
-                    for v in clause.values))
+    if not isinstance(clause, Clause) or len(clause.values) != 1:
+        return False
+    value = clause.values[0]
+    return (clause.param.name == "identifier" and clause.modifier is None
+            and not query.includes and not query.revincludes
+            and bool(getattr(value, "system", None)) and bool(getattr(value, "code", None))
+            and getattr(value, "text", None) is None and getattr(value, "of_type", None) is None)
+
+
+def _identity_lookup(ctx: Context, query: SearchQuery,
+                     note: Callable[[str], None] | None) -> bool:
+    """Count the search if it is an identity look-up reaching beyond the caller's
+    patients (429 past ``FHIR_LOOKUPS_PER_MINUTE``); True if it is."""
+    caller = ctx.access.caller if ctx.access else None
+    if not is_identifier_lookup(query) or not uses_lookup_exception(caller):
+        return False
+    count_lookups(ctx, "Patient search by identifier", note)
+    return True
+
+
+def _shown(ctx: Context, stored: Stored, resource: dict[str, Any] | None,
+           lookup: bool) -> dict[str, Any] | None:
+    """A look-up's result outside the caller's reach shows no health card number
+    unless the caller holds the ``card-number`` scope (as ``$ihe-pix``)."""
+    if not lookup or resource is None or ctx.access is None:
+        return resource
+    reach = ctx.access.reachable()
+    return resource if reach is None or stored.id in reach else shown(ctx, resource)
 
 
 def search(
@@ -72,10 +103,13 @@ def search(
     strict: bool = False,
     path: str | None = None,
     extra_filter: dict[str, Any] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """``note`` receives what the audit record should say of an identity look-up."""
     path = path or rtype
     paging = [(k, v) for k, v in params if k in PAGING]
     query = parse(ctx, rtype, params, strict=strict)
+    lookup = _identity_lookup(ctx, query, note)
     flt = matching(ctx, query, extra_filter)
     applied = list(query.applied)
     self_link = link("self", page_url(ctx, path, [*applied, *paging]))
@@ -90,7 +124,7 @@ def search(
     if prev:
         links.append(link("previous", page_url(ctx, path, [*applied, prev])))
 
-    entries = [match_entry(ctx, s, shape(s.resource, query)) for s in page]
+    entries = [match_entry(ctx, s, _shown(ctx, s, shape(s.resource, query), lookup)) for s in page]
     extra, notes = included(ctx, page, query)
     entries += [match_entry(ctx, s, shape(s.resource, query), mode="include") for s in extra]
     warnings = [

@@ -15,11 +15,12 @@ import jsonpointer
 
 from .. import errors
 from ..model.types import is_valid_id
-from ..mpi.patients import claims
+from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import content_hash, make_write
 from ..storage.records import Stored
 from .conditional import single_match
 from .context import Planner, Result
+from ..auth.policy import author_key
 from .rules import check_if_match, check_references, validate
 
 
@@ -50,6 +51,42 @@ def _writer_org(planner: Planner, current: Stored | None) -> str | None:
     return access.caller.organization if access is not None and access.caller is not None else None
 
 
+def _author(planner: Planner, current: Stored | None) -> str | None:
+    """Who wrote the record first: they keep reach to it (and to nothing else of the
+    patient's record: authorship is not a care relationship)."""
+    if current is not None and current.by:
+        return current.by
+    access = planner.ctx.access
+    return author_key(access.caller) if access is not None else None
+
+
+def _identity(planner: Planner, rtype: str, old: dict[str, Any] | None,
+              new: dict[str, Any] | None, server: bool) -> dict[str, Any] | None:
+    """The master patient index's part of a Patient write.
+
+    The health card number is the server's: a client's version keeps the stored
+    one whatever it sends (a re-import or a PUT without it must not drop it). And
+    identity documents (the registry's uniquely-identifying numbers) are written
+    only by registration (the ``registration`` scope): a patient cannot change their
+    own resident ID, and nobody else learns from a refused write that a number is
+    someone else's.
+    """
+    if rtype != "Patient" or new is None or server:
+        return new
+    registry = planner.ctx.registry
+    card = registry.by_key("health-card").system
+    new = keep_server_owned(new, old, {card})
+    if planner.ctx.registrar:
+        return new
+    changed = identity_documents(new, registry) != identity_documents(old, registry) or \
+        set(claims(new, registry)) != set(claims(old, registry))
+    if changed:
+        raise errors.Forbidden("Identity documents of a Patient (resident ID, passport, permit "
+                               "and card numbers) are recorded and changed by registration: "
+                               "this needs the 'registration' scope",
+                               expression="Patient.identifier")
+    return new
+
 def _location(rtype: str, rid: str, version: int) -> str:
     return f"{rtype}/{rid}/_history/{version}"
 
@@ -74,6 +111,7 @@ def create(
             existing = planner.current(rtype, found)
             return Result(200, existing, location=_location(rtype, found, existing.version) if existing else None)
     planner.ctx.check_write(rtype, "create", None, resource)
+    resource = _identity(planner, rtype, None, resource, server=False)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
     rid = rid or new_id()
     w = planner.add(
@@ -81,15 +119,17 @@ def create(
                    claims=_claims(planner, rtype, resource))
     )
     w.org = _writer_org(planner, None)
+    w.by = _author(planner, None)
     return Result(201, w.stored(), location=_location(rtype, rid, 1))
 
 
 def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], current: Stored | None,
-         method: str = "PUT") -> Result:
+         method: str = "PUT", server: bool = False) -> Result:
     old = current.resource if current is not None and not current.deleted else None
     if old is not None and not planner.ctx.visible(current):  # type: ignore[arg-type]
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     planner.ctx.check_write(rtype, "update" if old is not None else "create", old, resource)
+    resource = _identity(planner, rtype, old, resource, server)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
     if current is not None and not current.deleted:
         if current.content_hash == content_hash(resource):
@@ -105,14 +145,23 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
         )
     )
     w.org = _writer_org(planner, current)
+    w.by = _author(planner, current)
     status = 200 if current is not None and not current.deleted else 201
     return Result(status, w.stored(), location=_location(rtype, rid, version))
 
 
 def update(
-    planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None
+    planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None,
+    server: bool = False,
 ) -> Result:
-    """PUT Type/id (http.html#update); update-as-create for a client-chosen id."""
+    """PUT Type/id (http.html#update); update-as-create for a client-chosen id.
+
+    Update-as-create (http.html#upsert) is offered to callers who reach every record
+    only: for anyone else an id that is free and an id that holds a record hidden
+    from them must answer alike (404), or a PUT would tell which ids exist.
+    ``server`` marks the server's own changes (a card number), which may change what
+    clients may not.
+    """
     resource = validate(body, rtype, planner.ctx)
     body_id = resource.get("id")
     if body_id is None:
@@ -125,10 +174,11 @@ def update(
         raise errors.Invalid(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
     stored = planner.current(rtype, rid)
     current = _seen(planner, stored)
-    if stored is not None and current is None:
-        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+    if current is None and (stored is not None or not planner.ctx.reaches_all):
+        raise errors.NotFound(f"Resource {rtype}/{rid} is not known (a client-chosen id is "
+                              "available only to callers who reach every record: create with POST)")
     check_if_match(if_match, current, f"{rtype}/{rid}")
-    return _put(planner, rtype, rid, resource, current)
+    return _put(planner, rtype, rid, resource, current, server=server)
 
 
 def conditional_update(

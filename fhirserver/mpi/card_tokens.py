@@ -1,18 +1,24 @@
 """The health card's QR payload: a signed, short-lived token (pure).
 
 The QR code carries a JWS (HS256, RFC 7515/7519 via joserfc) whose claims are the
-card's opaque key ``c`` (never the card number or the patient), ``iat`` and
-``exp``. A screenshot of an old code stops working once ``exp`` passes; a code
-whose signature fails was altered. The clock is a parameter so expiry is tested
-without waiting.
+card's opaque key ``c`` (never the card number or the patient), ``iat``, ``exp``
+and a random nonce ``n``. A screenshot of an old code stops working once ``exp``
+passes; a code whose signature fails was altered. The clock is a parameter so
+expiry is tested without waiting.
 
 Failures are told apart for the scanning client (each a distinct 4xx and
 ``details`` code) but none names a patient.
+
+A code is bound to the first party that redeems it (:mod:`.cards`): the record of
+that first use is keyed by :func:`fingerprint`, a hash of the signed part, so the
+database never holds a code that could be replayed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 
 from joserfc import jwt
@@ -35,12 +41,33 @@ def _key(secret: str) -> OctKey:
 
 def issue_token(card_key: str, now: datetime, lifetime_seconds: int, secret: str) -> str:
     t = int(now.timestamp())
-    claims = {"c": card_key, "iat": t, "exp": t + lifetime_seconds}
+    # A nonce makes every code shown a fresh one, even two within one second: a
+    # code is redeemed by one party only, so the next party needs a new code.
+    claims = {"c": card_key, "iat": t, "exp": t + lifetime_seconds, "n": secrets.token_urlsafe(6)}
     return PREFIX + jwt.encode({"alg": ALGORITHM}, claims, _key(secret), algorithms=[ALGORITHM])
 
 
-def read_token(payload: str, now: datetime, secret: str) -> str:
-    """The card key a scanned payload carries, if it is ours, intact and current."""
+@dataclass(frozen=True)
+class CardCode:
+    """What a valid payload says: the card's opaque key and when the code expires
+    (seconds since the epoch, the JWT ``exp`` claim, RFC 7519 section 4.1.4)."""
+
+    card: str
+    exp: int
+
+
+def fingerprint(payload: str) -> str:
+    """The key a code's first use is recorded under: SHA-256 of the signed part
+    (header and claims, RFC 7515 section 5.1's signing input), which tells codes
+    apart (each has its nonce). Not of the whole payload: the signature's last
+    base64url character has spare bits (RFC 4648 section 3.5), and were a decoder
+    lenient about them, each spelling would pass for a new code."""
+    signed, _, _ = payload.rpartition(".")
+    return hashlib.sha256(signed.encode()).hexdigest()
+
+
+def read_code(payload: str, now: datetime, secret: str) -> CardCode:
+    """The claims of a scanned payload, if it is ours, intact and current."""
     if not isinstance(payload, str) or not payload.startswith(PREFIX) or payload.count(".") != 2:
         raise errors.Invalid("The scanned code is not a health card code", details="card-malformed",
                              expression="payload")
@@ -57,4 +84,4 @@ def read_token(payload: str, now: datetime, secret: str) -> str:
     if int(now.timestamp()) >= exp:
         raise errors.Gone("The scanned code has expired: ask the patient to show the current code",
                           details="card-expired")
-    return card
+    return CardCode(card, exp)

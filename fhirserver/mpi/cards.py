@@ -7,6 +7,9 @@ active card per patient is a primary key too: the pointer ``active|<patient>``.
 
 Scans are recorded in ``_card_scans`` (who scanned, for which organisation, when):
 the care relationship a clinician gets from presenting the card rests on them.
+
+A live code is redeemed (:func:`redeem_code`) by one party only: scanning it again
+in the same visit works, another organisation needs a fresh code (:mod:`.code_uses`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ..auth.access import record_care
 from ..interactions import read as read_
 from ..interactions import write
 from ..interactions.context import Context, run_single
-from .card_tokens import issue_token, new_secret, read_token
+from . import code_uses
+from .card_tokens import fingerprint, issue_token, new_secret, read_code
 
 CARDS = "_health_cards"
 SCANS = "_card_scans"
@@ -42,18 +46,31 @@ def new_card_number() -> str:
 
 
 def signing_secret(ctx: Context) -> str:
-    """The configured key, else one generated once and kept in the database."""
+    """The configured key, else one generated once and kept in the database, sealed
+    under the master key (``crypto/sealing.py``); one an older version kept in clear
+    is sealed in place when it is first read."""
     if ctx.settings.card_signing_key:
         return ctx.settings.card_signing_key
+    from ..crypto.master import load
+    from ..crypto.sealing import is_sealed, sealer
+
+    seal = sealer(load(ctx.settings))
+    identity = f"{SECRETS}/card-signing-key/value"
     col = ctx.repo.db[SECRETS]
     doc = col.find_one({"_id": "card-signing-key"})
     if doc is None:
         try:
-            col.insert_one({"_id": "card-signing-key", "value": new_secret()})
+            col.insert_one({"_id": "card-signing-key",
+                            "value": seal.seal(new_secret().encode(), identity)})
         except DuplicateKeyError:
             pass  # another worker got there first: use theirs
         doc = col.find_one({"_id": "card-signing-key"})
-    return str(doc["value"])  # type: ignore[index]
+    value = doc["value"]  # type: ignore[index]
+    if is_sealed(value):
+        return seal.open(value, identity).decode()
+    col.update_one({"_id": "card-signing-key", "value": value},
+                   {"$set": {"value": seal.seal(str(value).encode(), identity)}})
+    return str(value)
 
 
 def _set_card_identifier(ctx: Context, pid: str, number: str | None, drop: str | None) -> None:
@@ -71,7 +88,7 @@ def _set_card_identifier(ctx: Context, pid: str, number: str | None, drop: str |
             resource["identifier"] = idents
         else:
             resource.pop("identifier", None)  # FHIR JSON has no empty arrays
-        return write.update(planner, "Patient", pid, resource)
+        return write.update(planner, "Patient", pid, resource, server=True)
 
     run_single(ctx, plan)
 
@@ -151,17 +168,30 @@ def current_code(ctx: Context, pid: str) -> tuple[str, datetime]:
     return token, expires
 
 
-def scan(ctx: Context, payload: str, scanner: str | None, organization: str | None) -> dict[str, Any]:
-    """The Patient a scanned code stands for, recording the scan. Bad codes are told
-    apart (malformed, altered, expired, unknown, suspended, revoked) without saying
-    whose card it was."""
-    key = read_token(payload, ctx.clock(), signing_secret(ctx))
-    card = ctx.repo.db[CARDS].find_one({"_id": key})
+def redeem_code(ctx: Context, payload: str, party: str) -> dict[str, Any]:
+    """The active card a live code stands for, the code now bound to ``party`` (the
+    organisation presenting it; without one, the caller's own identity). Bad codes
+    are told apart (malformed, altered, expired, unknown, suspended, revoked, used
+    by another party) without saying whose card it was; a refused code is bound to
+    no one."""
+    now = ctx.clock()
+    code = read_code(payload, now, signing_secret(ctx))
+    card: dict[str, Any] | None = ctx.repo.db[CARDS].find_one({"_id": code.card})
     if card is None:
         raise errors.NotFound("The scanned card is not known", details="card-unknown")
     if card["status"] != "active":
         raise errors.Forbidden(f"The scanned card is {card['status']}",
                                details=f"card-{card['status']}")
+    code_uses.claim(ctx.repo.db, fingerprint(payload), party, code.card,
+                    code_uses.expiry(code.exp), now)
+    return card
+
+
+def scan(ctx: Context, payload: str, scanner: str | None, organization: str | None, *,
+         party: str) -> dict[str, Any]:
+    """The Patient a scanned code stands for, recording the scan by ``party``."""
+    card = redeem_code(ctx, payload, party)
+    key = card["_id"]
     # Read directly: the scan itself is what opens the record to the scanner.
     patient = ctx.repo.get("Patient", card["patient"])
     if patient is None or patient.deleted:

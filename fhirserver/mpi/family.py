@@ -1,59 +1,106 @@
-"""Family binding: a cardholder manages up to five family members' cards (children,
+"""Family binding: a cardholder reads up to five family members' records (children,
 elderly parents), each binding shown as a FHIR RelatedPerson (R4 relatedperson.html:
 the holder, related to the member ``patient``).
 
-The limit holds under concurrency because a binding occupies one of five slot
-records ``<holder>|1`` .. ``<holder>|5`` whose primary keys admit one binding each.
-Binding a minor's card makes the holder the card's guardian.
+A card number is no proof: it is printed on the card, shown to every treating
+clinician and answered by ``$ihe-pix``. So a binding needs the member's consent,
+shown one of two ways:
+
+* the member's **live card code** (the short-lived QR on their phone) presented by
+  the holder: bound at once; for a child under 14 this is the only way, and the
+  holder becomes the child's guardian;
+* the member's **approval while signed in**: a request made with the card number
+  waits in the member's ``$family`` until they accept it (the holder learns nothing
+  about the card's owner before that).
+
+The member sees who is bound to them and can end it (``$unbind-family``). What a
+binding gives is read-only, and sensitive-labelled records stay with the member
+unless they share them; only a guardian manages a child's card.
+
+A binding is its slot document, ``slot|<holder>|1..5`` (primary keys, so the limit
+of five holds under concurrency); whom a holder reaches is read from those five
+documents by key, never from a list kept beside them (a list updated by two writers
+at once can lose or resurrect a member). Requests are ``request|<hash>``. What a
+member sees (who holds their card, requests to them) is found by ``member``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from .. import errors
-from ..interactions import read as read_
 from ..interactions.bundles import bundle, link
-from ..auth.access import forget
 from ..interactions.context import Context
-from .cards import CARDS, active_card, card_system
+from .cards import CARDS, active_card, card_system, redeem_code
 from .validators import InvalidNumber
 
 BINDINGS = "_card_bindings"
 MAX_MEMBERS = 5
-ADULT_AGE = 18
+MINOR_AGE = 14  # under 14: a child, bound only by a guardian showing the child's live code
+REQUEST_DAYS = 7
+MAX_PENDING = 20  # open requests a member can receive: more are dropped silently
 ROLE_CODES = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+STATUS_URL = "https://fhirserver.example/StructureDefinition/family-binding-status"
 RELATIONSHIPS = frozenset({
     "FAMMEMB", "CHILD", "SON", "DAU", "PRN", "FTH", "MTH", "GRPRN", "GRFTH", "GRMTH",
     "SPS", "HUSB", "WIFE", "SIB", "GUARD",
 })
 
 
-def _slots(holder: str) -> list[str]:
-    return [f"{holder}|{i}" for i in range(1, MAX_MEMBERS + 1)]
+# -- reading (the access policy's view) -------------------------------------------------
 
 
-def _add_member(col: Any, holder: str, member: str) -> None:
-    """The holder's member list, updated by primary key; two first bindings at once
-    may race to create it, and the loser retries (then finds it)."""
-    for attempt in range(5):
-        try:
-            col.update_one({"_id": f"members|{holder}"}, {"$addToSet": {"members": member}},
-                           upsert=True)
-            return
-        except DuplicateKeyError:
-            if attempt == 4:
-                raise
+def family_reach(db: Any, holder: str) -> dict[str, Any]:
+    """``{"m": members, "g": {child: guardianship ends}}`` of ``holder``, from the
+    binding slots themselves (five primary-key reads)."""
+    found = [db[BINDINGS].find_one({"_id": slot}) for slot in _slots(holder)]
+    bound = [b for b in found if b is not None]
+    return {"m": [b["member"] for b in bound],
+            "g": {b["member"]: _aware(b["guardian_until"]) for b in bound if b.get("guardian_until")}}
 
 
 def members(db: Any, holder: str) -> list[str]:
-    """The patients bound to ``holder``'s card (one primary-key read)."""
-    doc = db[BINDINGS].find_one({"_id": f"members|{holder}"})
-    return list(doc.get("members", [])) if doc else []
+    return list(family_reach(db, holder)["m"])
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def minor_until(patient: dict[str, Any]) -> datetime | None:
+    """The day a patient turns ``MINOR_AGE``; a partial birthDate counts from its
+    latest possible day (the child is protected for longest). None: no birth date."""
+    born = patient.get("birthDate")
+    if not isinstance(born, str) or len(born) < 4:
+        return None
+    try:
+        parts = [int(p) for p in born[:10].split("-")]
+    except ValueError:
+        return None
+    year = parts[0] + MINOR_AGE
+    month = parts[1] if len(parts) > 1 else 12
+    day = parts[2] if len(parts) > 2 else 31
+    try:
+        end = date(year, month, day)
+    except ValueError:  # 29 February, or the 31st of a shorter month
+        end = date(year, month, 28) + timedelta(days=1)
+    return datetime(end.year, end.month, end.day, tzinfo=UTC)
+
+
+def is_minor(patient: dict[str, Any], now: datetime) -> bool:
+    until = minor_until(patient)
+    return until is not None and now < until
+
+
+# -- binding -----------------------------------------------------------------------------
+
+
+def _slots(holder: str) -> list[str]:
+    return [f"slot|{holder}|{i}" for i in range(1, MAX_MEMBERS + 1)]
 
 
 def bindings(ctx: Context, holder: str) -> list[dict[str, Any]]:
@@ -62,73 +109,64 @@ def bindings(ctx: Context, holder: str) -> list[dict[str, Any]]:
     return [b for b in found if b is not None]
 
 
-def is_minor(patient: dict[str, Any], today: date) -> bool:
-    """Under 18 on ``today``; a partial birthDate counts from its latest possible day."""
-    born = patient.get("birthDate")
-    if not isinstance(born, str) or len(born) < 4:
-        return False
-    parts = [int(p) for p in born[:10].split("-")]
-    year, month, day = parts[0], parts[1] if len(parts) > 1 else 12, parts[2] if len(parts) > 2 else 31
-    age = today.year - year - ((today.month, today.day) < (month, day))
-    return age < ADULT_AGE
+def _bound_to(ctx: Context, member: str) -> list[dict[str, Any]]:
+    """The bindings that hold ``member``'s card."""
+    return list(ctx.repo.db[BINDINGS].find({"member": member, "kind": "binding"}))
 
 
-def _member_of_card(ctx: Context, number: str) -> str:
-    system = card_system(ctx)
-    entry = ctx.registry.by_key("health-card")
-    try:
-        number = entry.check(number)
-    except InvalidNumber as exc:
-        raise errors.Invalid(str(exc), expression="card") from exc
-    member = ctx.repo.claim_holder(f"{system}|{number}")
-    if member is None:
-        raise errors.NotFound("No active health card has that number", details="card-unknown")
-    card = active_card(ctx, member)
-    if card["number"] != number or card["status"] != "active":
-        raise errors.NotFound("No active health card has that number", details="card-unknown")
-    return member
-
-
-def related_person(ctx: Context, binding: dict[str, Any]) -> dict[str, Any]:
-    holder = read_.read(ctx, "Patient", binding["holder"]).resource or {}
-    rid = hashlib.sha256(binding["_id"].encode()).hexdigest()[:32]
-    out: dict[str, Any] = {
-        "resourceType": "RelatedPerson",
-        "id": rid,
-        "active": True,
-        "patient": {"reference": f"Patient/{binding['member']}"},
-        "relationship": [{"coding": [{"system": ROLE_CODES, "code": binding["relationship"]}]}],
-    }
-    system = card_system(ctx)
-    cards = [i for i in holder.get("identifier") or () if i.get("system") == system]
-    if cards:
-        out["identifier"] = cards
-    for key in ("name", "telecom", "gender", "birthDate"):
-        if key in holder:
-            out[key] = holder[key]
-    return out
-
-
-def bind(ctx: Context, holder: str, card_number: str, relationship: str | None) -> dict[str, Any]:
-    rel = relationship or "FAMMEMB"
+def _relationship(value: str | None) -> str:
+    rel = value or "FAMMEMB"
     if rel not in RELATIONSHIPS:
         raise errors.Invalid(f"Unknown relationship '{rel}': use a v3 RoleCode family code "
                              f"({', '.join(sorted(RELATIONSHIPS))})", expression="relationship")
-    read_.read(ctx, "Patient", holder)
+    return rel
+
+
+def _holder_ready(ctx: Context, holder: str) -> None:
+    stored = ctx.repo.get("Patient", holder)
+    if stored is None or stored.deleted:
+        raise errors.NotFound(f"Resource Patient/{holder} is not known")
     try:
         active_card(ctx, holder)
     except errors.NotFound as exc:
         raise errors.Unprocessable(f"Patient/{holder} has no active health card to bind to",
                                    details="no-card") from exc
-    member = _member_of_card(ctx, card_number)
+
+
+def _forget(ctx: Context, *patients: str) -> None:
+    from ..auth.access import forget
+
+    for p in patients:
+        forget(ctx.repo.db, f"family|{p}")
+
+
+def _bind(ctx: Context, holder: str, member: str, relationship: str, via: str) -> dict[str, Any]:
+    """Occupy a free slot (at most five, enforced by the slots' primary keys) and
+    index the binding both ways. A child's binding makes the holder its guardian."""
     if member == holder:
         raise errors.Unprocessable("A cardholder cannot bind their own card", expression="card")
-    current = bindings(ctx, holder)
-    if any(b["member"] == member for b in current):
-        raise errors.Conflict(f"Patient/{member} is already bound to Patient/{holder}",
-                              details="already-bound")
     col = ctx.repo.db[BINDINGS]
-    doc = {"holder": holder, "member": member, "relationship": rel, "at": ctx.clock()}
+    try:  # one binding per pair, even for two requests at once
+        col.insert_one({"_id": f"pair|{holder}|{member}", "kind": "pair"})
+    except DuplicateKeyError as exc:
+        raise errors.Conflict(f"Patient/{member} is already bound to Patient/{holder}",
+                              details="already-bound") from exc
+    try:
+        return _occupy(ctx, holder, member, relationship, via)
+    except BaseException:
+        col.delete_one({"_id": f"pair|{holder}|{member}"})
+        raise
+
+
+def _occupy(ctx: Context, holder: str, member: str, relationship: str, via: str) -> dict[str, Any]:
+    stored = ctx.repo.get("Patient", member)
+    member_res = (stored.resource if stored else None) or {}
+    now = ctx.clock()
+    until = minor_until(member_res)
+    child = until is not None and now < until
+    col = ctx.repo.db[BINDINGS]
+    doc = {"kind": "binding", "holder": holder, "member": member, "relationship": relationship,
+           "at": now, "via": via, "guardian_until": until if child else None}
     for slot in _slots(holder):
         try:
             col.insert_one({"_id": slot, **doc})
@@ -139,34 +177,172 @@ def bind(ctx: Context, holder: str, card_number: str, relationship: str | None) 
         raise errors.Unprocessable(
             f"Patient/{holder} already has {MAX_MEMBERS} family members bound: unbind one first",
             details="binding-limit")
-    _add_member(col, holder, member)
-    forget(ctx.repo.db, f"family|{holder}")
-    stored = ctx.repo.get("Patient", member)  # the member's card was shown: no read check
-    member_res = (stored.resource if stored else None) or {}
-    if is_minor(member_res, ctx.clock().date()):
-        ctx.repo.db[CARDS].update_one(
-            {"_id": active_card(ctx, member)["_id"], "guardian": None}, {"$set": {"guardian": holder}})
+    if child:
+        ctx.repo.db[CARDS].update_one({"_id": active_card(ctx, member)["_id"], "guardian": None},
+                                      {"$set": {"guardian": holder}})
+    _forget(ctx, holder, member)
     return related_person(ctx, {"_id": slot, **doc})
 
 
+def bind_with_code(ctx: Context, holder: str, payload: str, relationship: str | None,
+                   party: str) -> dict[str, Any]:
+    """The member's live card code is their consent: bound at once."""
+    rel = _relationship(relationship)
+    _holder_ready(ctx, holder)
+    card = redeem_code(ctx, payload, party)
+    return _bind(ctx, holder, card["patient"], rel, "code")
+
+
+def bind_by_operator(ctx: Context, holder: str, number: str, relationship: str | None) -> dict[str, Any]:
+    """An operator (a support desk acting on a signed form) binds by card number."""
+    rel = _relationship(relationship)
+    _holder_ready(ctx, holder)
+    return _bind(ctx, holder, _member_of_card(ctx, number), rel, "operator")
+
+
+def _member_of_card(ctx: Context, number: str) -> str:
+    entry = ctx.registry.by_key("health-card")
+    try:
+        number = entry.check(number)
+    except InvalidNumber as exc:
+        raise errors.Invalid(str(exc), expression="card") from exc
+    member = ctx.repo.claim_holder(f"{card_system(ctx)}|{number}")
+    if member is not None:
+        card = active_card(ctx, member) if _has_card(ctx, member) else None
+        if card is not None and card["number"] == number and card["status"] == "active":
+            return member
+    raise errors.NotFound("No active health card has that number", details="card-unknown")
+
+
+def _has_card(ctx: Context, pid: str) -> bool:
+    return ctx.repo.db[CARDS].find_one({"_id": f"active|{pid}"}) is not None
+
+
+REQUEST_SENT = ("Request sent. If the card number belongs to an active card of an adult, its "
+                "holder sees the request in their family list and can accept it; a child under "
+                f"{MINOR_AGE} is bound by their guardian showing the child's live card code.")
+
+
+def request_binding(ctx: Context, holder: str, number: str, relationship: str | None) -> str:
+    """A request the member accepts while signed in. The answer is the same whether
+    or not the number is a card, an adult's or already bound: a card number must
+    not become a way to learn about its owner."""
+    rel = _relationship(relationship)
+    _holder_ready(ctx, holder)
+    try:
+        member = _member_of_card(ctx, number)
+    except (errors.NotFound, errors.Invalid):
+        member = None
+    if member is None or member == holder:
+        return REQUEST_SENT
+    stored = ctx.repo.get("Patient", member)
+    now = ctx.clock()
+    if stored is None or is_minor(stored.resource or {}, now) or \
+            any(b["member"] == member for b in bindings(ctx, holder)):
+        return REQUEST_SENT
+    rid = request_id(holder, member)
+    waiting = _pending(ctx, member)
+    if len(waiting) >= MAX_PENDING and all(d["_id"] != f"request|{rid}" for d in waiting):
+        return REQUEST_SENT
+    ctx.repo.db[BINDINGS].replace_one({"_id": f"request|{rid}"}, {
+        "_id": f"request|{rid}", "kind": "request", "holder": holder, "member": member,
+        "relationship": rel, "at": now, "exp": now + timedelta(days=REQUEST_DAYS)}, upsert=True)
+    return REQUEST_SENT
+
+
+def request_id(holder: str, member: str) -> str:
+    """One open request per pair; its id names neither patient."""
+    return hashlib.sha256(f"family-request|{holder}|{member}".encode()).hexdigest()[:32]
+
+
+def _pending(ctx: Context, member: str) -> list[dict[str, Any]]:
+    """Open requests to ``member``, oldest first (expired ones are left out)."""
+    now = ctx.clock()
+    found = ctx.repo.db[BINDINGS].find({"member": member, "kind": "request"})
+    return sorted((d for d in found if _aware(d["exp"]) > now), key=lambda d: d["at"])
+
+
+def _drop_request(ctx: Context, doc: dict[str, Any]) -> None:
+    ctx.repo.db[BINDINGS].delete_one({"_id": doc["_id"]})
+
+
+def accept(ctx: Context, member: str, rid: str) -> dict[str, Any]:
+    """The member, signed in, accepts a request addressed to them."""
+    doc = next((d for d in _pending(ctx, member) if d["_id"] == f"request|{rid}"), None)
+    if doc is None:
+        raise errors.NotFound("No open family request with that id for this patient",
+                              details="request-unknown", expression="request")
+    _holder_ready(ctx, doc["holder"])
+    done = _bind(ctx, doc["holder"], member, doc["relationship"], "approval")
+    _drop_request(ctx, doc)
+    return done
+
+
+def decline(ctx: Context, member: str, rid: str) -> None:
+    doc = next((d for d in _pending(ctx, member) if d["_id"] == f"request|{rid}"), None)
+    if doc is None:
+        raise errors.NotFound("No open family request with that id for this patient",
+                              details="request-unknown", expression="request")
+    _drop_request(ctx, doc)
+
+
 def unbind(ctx: Context, holder: str, member: str) -> None:
+    """End a binding: the holder lets go of a member, or the member of a holder."""
     col = ctx.repo.db[BINDINGS]
     for b in bindings(ctx, holder):
         if b["member"] == member:
             col.delete_one({"_id": b["_id"]})
-            col.update_one({"_id": f"members|{holder}"}, {"$pull": {"members": member}})
-            forget(ctx.repo.db, f"family|{holder}")
+            col.delete_one({"_id": f"pair|{holder}|{member}"})
             ctx.repo.db[CARDS].update_many({"patient": member, "guardian": holder},
                                            {"$set": {"guardian": None}})
+            _forget(ctx, holder, member)
             return
     raise errors.NotFound(f"Patient/{member} is not bound to Patient/{holder}", details="not-bound")
 
 
-def listing(ctx: Context, holder: str) -> dict[str, Any]:
-    read_.read(ctx, "Patient", holder)
-    found = bindings(ctx, holder)
+# -- showing -----------------------------------------------------------------------------
+
+
+def related_person(ctx: Context, binding: dict[str, Any], *, pending: bool = False) -> dict[str, Any]:
+    """The holder as a RelatedPerson of the member. Read directly: the binding (or
+    the request the member is asked to answer) is what lets each side see this."""
+    stored = ctx.repo.get("Patient", binding["holder"])
+    holder = (stored.resource if stored else None) or {}
+    rid = binding["_id"].removeprefix("request|") if pending else \
+        hashlib.sha256(binding["_id"].encode()).hexdigest()[:32]
+    out: dict[str, Any] = {
+        "resourceType": "RelatedPerson",
+        "id": rid,
+        "extension": [{"url": STATUS_URL, "valueCode": "requested" if pending else "active"}],
+        "active": not pending,
+        "patient": {"reference": f"Patient/{binding['member']}"},
+        "relationship": [{"coding": [{"system": ROLE_CODES, "code": binding["relationship"]}]}],
+    }
+    if "name" in holder:
+        out["name"] = holder["name"]
+    if pending:
+        return out  # who asks, nothing more, until accepted
+    system = card_system(ctx)
+    cards = [i for i in holder.get("identifier") or () if i.get("system") == system]
+    if cards:
+        out["identifier"] = cards
+    for key in ("telecom", "gender", "birthDate"):
+        if key in holder:
+            out[key] = holder[key]
+    return out
+
+
+def listing(ctx: Context, pid: str) -> dict[str, Any]:
+    """Everything that binds ``pid``: the members whose cards they hold, the holders
+    of their own card (``patient`` is then ``pid`` itself), and requests waiting
+    for their answer (``active`` false, status ``requested``)."""
+    stored = ctx.repo.get("Patient", pid)
+    if stored is None or stored.deleted:
+        raise errors.NotFound(f"Resource Patient/{pid} is not known")
+    found = [related_person(ctx, b) for b in bindings(ctx, pid)]
+    found += [related_person(ctx, b) for b in _bound_to(ctx, pid)]
+    found += [related_person(ctx, d, pending=True) for d in _pending(ctx, pid)]
     entries = [{"fullUrl": ctx.url(f"RelatedPerson/{rp['id']}"), "resource": rp,
-                "search": {"mode": "match"}}
-               for rp in (related_person(ctx, b) for b in found)]
+                "search": {"mode": "match"}} for rp in found]
     return bundle("searchset", entries, total=len(entries),
-                  links=[link("self", ctx.url(f"Patient/{holder}/$family"))])
+                  links=[link("self", ctx.url(f"Patient/{pid}/$family"))])

@@ -5,19 +5,26 @@ Candidates come from the searches :func:`.matching.blocking_keys` names (identif
 birth date, family name, phone), each bounded; a uniquely-identifying identifier is
 looked up by its claim. The answer is a searchset Bundle whose entries carry
 ``search.score`` and the ``match-grade`` extension.
+
+Candidates outside the caller's reach (found through an identifier's holder) are
+answered only to a registration desk (the ``registration`` scope), each counted as
+an identity look-up (auth/lookup_rules.py) and shown without health card numbers
+unless the caller holds ``card-number``; other callers get the candidates they reach.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import errors
+from ..auth.lookup_rules import matches_beyond_reach
 from ..interactions.bundles import bundle, match_entry
 from ..interactions.context import Context
 from ..interactions.search import matching, parse
 from ..model.validation import validate_resource
 from .matching import blocking_keys, rank
-from .pix import holders
+from .pix import caller_of, count_lookups, holders, shown
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 PER_KEY = 200  # candidates fetched per blocking search
@@ -66,7 +73,12 @@ def _normalised(ctx: Context, patient: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def match(ctx: Context, body: Any) -> dict[str, Any]:
+def _reach(ctx: Context) -> frozenset[str] | None:
+    """The patients the caller may search (None: everyone)."""
+    return ctx.access.decision("Patient", "search").patients if ctx.access else None
+
+
+def match(ctx: Context, body: Any, note: Callable[[str], None] | None = None) -> dict[str, Any]:
     query, only_certain, count = _parameters(body)
     query = _normalised(ctx, query)
 
@@ -83,14 +95,23 @@ def match(ctx: Context, body: Any) -> dict[str, Any]:
             q = parse(ctx, "Patient", [(name, value)])
             found = ctx.repo.find_ids("Patient", matching(ctx, q), limit=PER_KEY)
         ids += [i for i in found if i not in ids]
+    reach = _reach(ctx)
+    wide = matches_beyond_reach(caller_of(ctx))
+    ids = [i for i in ids if wide or reach is None or i in reach]
     stored = ctx.repo.get_many("Patient", ids)
     candidates = [s.resource for s in stored.values()
                   if not s.deleted and s.resource and s.resource.get("active") is not False]
     ranked = rank(query, candidates, unique, count=count or DEFAULT_COUNT, only_certain=only_certain)
+    outside = {c.resource["id"] for c in ranked
+               if reach is not None and c.resource["id"] not in reach}
+    count_lookups(ctx, f"$match, {len(outside)} candidate(s) outside the caller's reach", note,
+                  cost=len(outside))
     entries = []
     for c in ranked:
         s = stored[c.resource["id"]]
         entry = match_entry(ctx, s)
+        if s.id in outside:
+            entry["resource"] = shown(ctx, entry["resource"])
         entry["search"] = {
             "extension": [{"url": MATCH_GRADE, "valueCode": c.grade}],
             "mode": "match",

@@ -82,3 +82,32 @@ def claims(resource: dict[str, Any] | None, registry: Registry) -> list[str]:
                 if key not in out:
                     out.append(key)
     return out
+
+
+def identity_documents(resource: dict[str, Any] | None, registry: Registry) -> set[str]:
+    """``system|value`` of the uniquely-identifying documents a Patient version
+    carries, active or not (what only registration may change)."""
+    out: set[str] = set()
+    for ident in (resource or {}).get("identifier") or ():
+        system, value = ident.get("system"), ident.get("value")
+        if isinstance(system, str) and isinstance(value, str):
+            found = registry.match(system)
+            if found is not None and found.entry.unique:
+                out.add(f"{system}|{value}")
+    return out
+
+
+def keep_server_owned(new: dict[str, Any], old: dict[str, Any] | None,
+                      systems: set[str]) -> dict[str, Any]:
+    """``new`` with the identifiers of server-owned ``systems`` (the health card
+    number) exactly as ``old`` holds them: a client can neither drop nor set them."""
+    kept = [i for i in (old or {}).get("identifier") or () if i.get("system") in systems]
+    given = [i for i in new.get("identifier") or () if i.get("system") not in systems]
+    if kept == [i for i in new.get("identifier") or () if i.get("system") in systems]:
+        return new
+    out = dict(new)
+    if given or kept:
+        out["identifier"] = [*given, *kept]
+    else:
+        out.pop("identifier", None)
+    return out

@@ -5,17 +5,28 @@ Answers as PIXm says: 400 for a malformed or unregistered ``sourceIdentifier``
 system, 403 for an unregistered ``targetSystem``, 404 when no Patient holds the
 source identifier, else a Parameters with ``targetIdentifier`` per identifier (of
 the target systems, if given) and ``targetId`` for the Patient.
+
+For a backend client every query is an identity look-up, counted against
+``FHIR_LOOKUPS_PER_MINUTE`` (auth/lookup_rules.py); health card numbers are
+answered only to the ``card-number`` scope, other callers get the other identifiers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import errors
+from ..auth import lookups
+from ..auth.lookup_rules import sees_card_numbers, uses_lookup_exception, without_systems
+from ..auth.policy import Caller
 from ..interactions.context import Context
+from .cards import card_system
 from .registry import Registry
 from .validators import InvalidNumber
+
+#: what an identity look-up leaves in the audit record (never the number asked)
+LOOKUP_NOTE = "identity look-up"
 
 
 def parse_identifier(raw: str, registry: Registry, name: str) -> tuple[str, str]:
@@ -51,7 +62,32 @@ def holders(ctx: Context, system: str, value: str) -> list[str]:
     return ctx.repo.find_ids("Patient", {"sp.identifier": token}, limit=10)
 
 
-def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def caller_of(ctx: Context) -> Caller | None:
+    return ctx.access.caller if ctx.access else None
+
+
+def count_lookups(ctx: Context, what: str, note: Callable[[str], None] | None,
+                  cost: int = 1) -> None:
+    """Mark the request as an identity look-up (``what`` says which, for the audit
+    record) and count ``cost`` of them for the caller's client (429 past the limit)."""
+    caller = caller_of(ctx)
+    if caller is None or cost <= 0:
+        return
+    if note is not None:
+        note(f"{LOOKUP_NOTE}: {what}")
+    lookups.spend(ctx.repo.db, caller, ctx.clock(), ctx.settings.lookups_per_minute, cost)
+
+
+def shown(ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:
+    """A Patient as an identity look-up may show it: without its health card
+    numbers unless the caller holds the ``card-number`` scope."""
+    if sees_card_numbers(caller_of(ctx)):
+        return resource
+    return without_systems(resource, frozenset({card_system(ctx)}))
+
+
+def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]],
+            note: Callable[[str], None] | None = None) -> dict[str, Any]:
     sources = [v for k, v in params if k == "sourceIdentifier"]
     if len(sources) != 1:
         raise errors.Invalid("Exactly one 'sourceIdentifier' (system|value) is required",
@@ -63,17 +99,21 @@ def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         if registry.match(target) is None:
             raise errors.Forbidden(f"targetSystem '{target}' is not a registered identifier system",
                                    expression="targetSystem")
+    caller = caller_of(ctx)
+    beyond = uses_lookup_exception(caller)
+    if beyond:
+        # Backend clients look patients up by identifier, counted; others only whom
+        # they treat.
+        count_lookups(ctx, "$ihe-pix", note)
     ids = holders(ctx, system, value)
     patients = [p for p in ctx.repo.get_many("Patient", ids).values() if not p.deleted]
-    caller = ctx.access.caller if ctx.access else None
-    if caller is not None and caller.kind not in ("system", "operator"):
-        # Backend clients look patients up by identifier; others only whom they treat.
+    if caller is not None and caller.kind != "operator" and not beyond:
         patients = [p for p in patients if ctx.visible(p)]
     if not patients:
         raise errors.NotFound(f"No Patient holds identifier {system}|{value}")
     out: list[dict[str, Any]] = []
     for stored in patients:
-        for ident in (stored.resource or {}).get("identifier") or ():
+        for ident in shown(ctx, stored.resource or {}).get("identifier") or ():
             same = ident.get("system") == system and ident.get("value") == value
             if not same and (not targets or ident.get("system") in targets):
                 out.append({"name": "targetIdentifier", "valueIdentifier": ident})

@@ -46,6 +46,9 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         {"fields": ["pat", "lu"]},
         {"fields": ["lu", "_id"]},
         {"fields": ["refs"]},
+        # What a clinician or an organisation wrote stays in their reach.
+        {"fields": ["by", "lu"]},
+        {"fields": ["org", "lu"]},
     ]
     for keys in [*index_keys(resource_type), *sort_index_keys(resource_type)]:
         indexes.append({"fields": [("+" if d > 0 else "-") + f for f, d in keys]})
@@ -60,6 +63,8 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         "so": DictField(),
         "h": StringField(),
         "refs": ListField(StringField()),
+        "org": StringField(),
+        "by": StringField(),
         "meta": {
             "collection": resource_type,
             "db_alias": alias,

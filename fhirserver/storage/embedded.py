@@ -3,7 +3,9 @@
 `fhirserver serve` without MONGODB_URI starts FerretDB on the data directory and
 records its address in ``<data_dir>/ferretdb.json``; another command on the same
 data directory (an import while the server runs) uses that running instance rather
-than starting a second process on the same SQLite files.
+than starting a second process on the same SQLite files. The data directory and
+everything the server writes there are readable by the owner only (see
+:mod:`.ferretdb`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from ..config import Settings
-from .ferretdb import EmbeddedFerretDB
+from .ferretdb import EmbeddedFerretDB, private_directory, private_file
 
 STATE_FILE = "ferretdb.json"
 
@@ -47,7 +49,7 @@ def database(settings: Settings) -> Iterator[Settings]:
         yield settings
         return
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir)
     sqlite_dir = str(data_dir / "ferretdb")
     uri = _running(data_dir)
     if uri:
@@ -56,7 +58,8 @@ def database(settings: Settings) -> Iterator[Settings]:
     server = EmbeddedFerretDB(Path(sqlite_dir), binary=settings.ferretdb_bin or None)
     uri = server.start()
     state = data_dir / STATE_FILE
-    state.write_text(json.dumps({"pid": os.getpid(), "uri": uri}))
+    with private_file(state, "w") as fh:
+        fh.write(json.dumps({"pid": os.getpid(), "uri": uri}))
     try:
         yield settings.with_(mongodb_uri=uri, ferretdb_sqlite_dir=sqlite_dir)
     finally:

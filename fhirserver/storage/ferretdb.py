@@ -6,6 +6,10 @@ wire-protocol server) with its SQLite backend, keeping its files in ``data_dir``
 The code above this module talks to it through pymongo exactly as it would to
 MongoDB.
 
+Nobody but the server's own user reads the files: the data directory is made 0700
+(tightened when it already exists, its files 0600), the child runs with umask 077 so
+the SQLite files it creates are 0600, and its log file is 0600 too.
+
 The child must never outlive its parent: an orphaned FerretDB would keep the
 SQLite files open and a port bound. It is stopped by :meth:`EmbeddedFerretDB.stop`,
 at interpreter exit, and on Linux the kernel sends it SIGTERM when the parent dies
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -26,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Any, Self
 from urllib.parse import quote
 
 from pymongo import MongoClient
@@ -34,11 +39,33 @@ from pymongo.errors import PyMongoError
 
 from ..config import PROJECT_ROOT
 
+log = logging.getLogger(__name__)
 SETUP_HINT = "run `bash scripts/setup.sh` to build it into .tools/bin/ferretdb"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 LOG_NAME = "ferretdb.log"
 _PR_SET_PDEATHSIG = 1
+PRIVATE_UMASK = 0o077
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` (mode 0700), or tighten it and the files in it to the owner."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.chmod(path, 0o700)
+        for entry in path.iterdir():
+            if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o077:
+                os.chmod(entry, 0o600)
+    except PermissionError as exc:  # not ours to change: say so, the owner must
+        log.warning("cannot restrict %s to its owner: %s", path, exc)
+
+
+def private_file(path: Path, mode: str = "ab") -> IO[Any]:
+    """``open(path, mode)`` for a file only the owner reads (0600, also when it exists)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode)
 
 
 class FerretDBError(RuntimeError):
@@ -140,7 +167,7 @@ class EmbeddedFerretDB:
             if self.running:
                 return self.uri
             binary = find_binary(self._binary or "")
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_directory(self.data_dir)
             # A port picked here could be taken before FerretDB binds it; try again then.
             attempts = 1 if self._requested_port else 3
             for attempt in range(attempts):
@@ -202,7 +229,7 @@ class EmbeddedFerretDB:
             def preexec() -> None:
                 _die_with_parent(libc, parent)
 
-        with open(self.log_path, "ab") as log:
+        with private_file(self.log_path) as log:
             try:
                 return subprocess.Popen(
                     args,
@@ -212,6 +239,7 @@ class EmbeddedFerretDB:
                     cwd=data,
                     preexec_fn=preexec,  # noqa: PLW1509 - main thread only, see above
                     close_fds=True,
+                    umask=PRIVATE_UMASK,  # its SQLite files (and their WAL) are 0600
                 )
             except OSError as exc:
                 raise FerretDBError(

@@ -133,4 +133,5 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         "refs": local_references(res) if res else [],
         "sens": is_sensitive(res),
         "org": history_doc.get("org"),
+        "by": history_doc.get("by"),
     }

@@ -20,6 +20,7 @@ class Stored:
     method: str = ""
     content_hash: str = ""
     org: str | None = None  # the organisation that first wrote it (consent)
+    by: str | None = None  # who first wrote it (Practitioner/x, client/y): authorship reach
 
     @property
     def etag(self) -> str:
@@ -56,6 +57,7 @@ class Write:
     claims: tuple[str, ...] = ()
     previous_claims: tuple[str, ...] = ()
     org: str | None = None
+    by: str | None = None
 
     @property
     def taken(self) -> list[str]:
@@ -72,5 +74,5 @@ class Write:
     def stored(self) -> Stored:
         return Stored(
             self.type, self.id, self.version, self.last_updated, self.deleted,
-            self.resource, self.method, self.content_hash,
+            self.resource, self.method, self.content_hash, self.org, self.by,
         )

@@ -34,6 +34,8 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("_care_relationships", [("patient", 1), ("team", 1)]),
     ("_audit", [("patients", 1), ("_id", -1)]),
     ("_card_scans", [("patient", 1), ("at", -1)]),
+    ("_card_bindings", [("member", 1), ("kind", 1)]),
+    ("_oauth_token_families", [("family", 1)]),
 )
 #: What reads leave out: the search and sort values and references are for the database.
 _LEAN = {"sp": 0, "so": 0, "refs": 0}
@@ -51,6 +53,7 @@ def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
         method=doc.get("method", ""),
         content_hash=doc.get("h", ""),
         org=doc.get("org"),
+        by=doc.get("by"),
     )
 
 

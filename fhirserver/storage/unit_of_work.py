@@ -72,6 +72,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "refs": w.refs,
         "cl": list(w.claims),
         "org": w.org,
+        "by": w.by,
         "sens": is_sensitive(w.resource),
     }
 
@@ -87,6 +88,7 @@ def history_document(w: Write) -> dict[str, Any]:
         "pat": w.patient,
         "method": w.method,
         "org": w.org,
+        "by": w.by,
     }
 
 

@@ -78,13 +78,15 @@ def test_no_token_is_401_with_www_authenticate_rfc6750(fhir):
 
 def test_expired_and_foreign_tokens_are_401(fhir, app):
     from fhirserver.auth.tokens import TokenService
+    from fhirserver.crypto.master import load
+    from fhirserver.crypto.sealing import sealer
 
     st = app.extensions["fhirserver"]
-    service = TokenService(st.repo.db, st.settings.issuer)
+    service = TokenService(st.repo.db, st.settings.issuer, sealer(load(st.settings)))
     old, _ = service.mint(subject="x", scope="system/*.rs", kind="operator", lifetime=60,
                           now=datetime.now(UTC) - timedelta(hours=2))
     assert fhir.get("Patient", headers={"Authorization": f"Bearer {old}"}).status_code == 401
-    other = TokenService(st.repo.db, "https://elsewhere.example")
+    other = TokenService(st.repo.db, "https://elsewhere.example", service.sealer)
     foreign, _ = other.mint(subject="x", scope="system/*.rs", kind="operator", lifetime=60,
                             now=datetime.now(UTC))
     assert fhir.get("Patient", headers={"Authorization": f"Bearer {foreign}"}).status_code == 401
@@ -134,7 +136,7 @@ def test_hidden_patients_do_not_leak_through_counts_includes_chains_or_has(fhir,
     # Includes never bring in a hidden patient's resources.
     assert world["other"] not in dr.ids("Observation?_include=Observation:patient")
     assert dr.ids(f"Observation?_id={world['obs_other']}&_revinclude=DiagnosticReport:result") == []
-    assert dr.ids(f"Patient?_revinclude=DiagnosticReport:subject") == [world["mine"]]
+    assert dr.ids("Patient?_revinclude=DiagnosticReport:subject") == [world["mine"]]
     # Paging links carry no hidden data either: one page of one.
     page = dr.get("Observation?_count=1").get_json()
     assert [link["relation"] for link in page["link"]] == ["self"]
@@ -147,10 +149,10 @@ def test_patient_token_sees_own_and_bound_family_only(fhir, app, world):
     patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=me))
     assert patient.get(f"Observation/{world['obs_other']}").status_code == 404
     assert patient.ids("Observation") == [world["obs_mine"]]
-    child_card = [i["value"] for i in fhir.get(f"Patient/{child}").get_json()["identifier"]
-                  if i["system"].endswith("health-card")][0]
+    # The member shows their live card code: that is their consent.
+    child_code = fhir.get(f"Patient/{child}/$card-qr").get_json()["parameter"][0]["valueString"]
     r = patient.post(f"Patient/{me}/$bind-family", {"resourceType": "Parameters", "parameter": [
-        {"name": "card", "valueString": child_card}]})
+        {"name": "code", "valueString": child_code}]})
     assert r.status_code == 201, r.get_json()
     assert sorted(patient.ids("Observation")) == sorted([world["obs_mine"], world["obs_other"]])
     # Another patient's family is not theirs to manage.
@@ -169,13 +171,36 @@ def test_clinician_writes_only_for_treated_patients(fhir, app, world):
     assert dr.put(f"Observation/{world['obs_mine']}", body).status_code == 403
 
 
-def test_authoring_a_record_is_a_lasting_relationship(fhir, app, world):
+def test_authoring_gives_reach_to_the_record_written_not_to_the_patient(fhir, app, world):
+    """Being named performer gives nothing; the author of a record reads that record
+    (and only it) once the care relationship that let them write it has ended."""
     fhir.create(f.observation(world["other"], performer=[{"reference": "Practitioner/dr-zhao"}]))
     performer = clinician(app, fhir, "dr-zhao")
-    assert performer.get(f"Patient/{world['other']}").status_code == 200
+    assert performer.get(f"Patient/{world['other']}").status_code == 404
+    assert performer.ids("Observation") == []
+    author = clinician(app, fhir, "dr-author", lifetime=3 * 86400)
+    scan_card(fhir, app, world["other"], author)
+    written = author.post("Observation", f.observation(world["other"], code="9-9")).get_json()["id"]
+    later = datetime.now(UTC) + timedelta(hours=25)
+    app.extensions["fhirserver"].clock = lambda: later  # the card scan's relationship is over
+    assert author.get(f"Patient/{world['other']}").status_code == 404
+    assert author.get(f"Observation/{world['obs_other']}").status_code == 404
+    assert author.get(f"Observation/{written}").status_code == 200
+    assert author.ids("Observation") == [written]
+
+
+def emergency_role(app, *names: str) -> None:
+    """User accounts with the emergency-access role for these clinicians."""
+    from fhirserver.auth import users
+
+    for name in names:
+        users.add(app.extensions["fhirserver"].repo.db, users.User(
+            name, "practitioner", f"Practitioner/{name}", "Organization/hospital-1",
+            (users.EMERGENCY_ACCESS,)), "a long enough password")
 
 
 def test_break_the_glass_needs_a_reason_and_is_recorded(fhir, app, world):
+    emergency_role(app, "dr-li")
     dr = clinician(app, fhir)
     assert dr.get(f"Patient/{world['other']}").status_code == 404
     no_reason = dr.post(f"Patient/{world['other']}/$break-glass", {"resourceType": "Parameters"})
@@ -194,13 +219,17 @@ def test_break_the_glass_needs_a_reason_and_is_recorded(fhir, app, world):
 def test_backend_client_writes_results_and_looks_up_by_identifier(fhir, app, world):
     lab = As(fhir, mint(app, "system", "system/Observation.crus system/Patient.rs", subject="lab-1",
                         client_id="lab-1", organization="Organization/lab"))
-    assert lab.post("Observation", f.observation(world["mine"])).status_code == 201
+    # Writing into a record needs its organisation's care relationship, as reading does.
+    assert lab.post("Observation", f.observation(world["mine"])).status_code == 403
     found = lab.ids("Patient?identifier=https://fhirserver.example/sid/passport/USA|X1234567")
     assert found == [world["mine"]]
-    # ...but reads records only with a care relationship of its organisation.
     assert lab.get(f"Observation/{world['obs_mine']}").status_code == 404
     assert lab.ids("Observation") == []
     assert lab.delete(f"Observation/{world['obs_mine']}").status_code == 403
+    scan_card(fhir, app, world["mine"], clinician(app, fhir, "dr-lab").__class__(
+        fhir, mint(app, "user", "user/*.cruds", subject="dr-lab", fhirUser="Practitioner/dr-lab",
+                   organization="Organization/lab")))
+    assert lab.post("Observation", f.observation(world["mine"])).status_code == 201
 
 
 def test_granular_scope_limits_to_matching_records(fhir, app, world):
@@ -242,6 +271,7 @@ def test_consent_restricts_sensitive_records_to_the_writing_organisation(fhir, a
     assert ours.ids("Observation") == [hiv]  # only what hospital-1 wrote
 
     # Break the glass still opens the record, as an emergency.
+    emergency_role(app, "dr-ma")
     theirs.post(f"Patient/{me}/$break-glass", {"resourceType": "Parameters", "parameter": [
         {"name": "reason", "valueString": "anaphylaxis"}]})
     assert sorted(theirs.ids("Observation")) == sorted([world["obs_mine"], hiv])
@@ -322,9 +352,12 @@ def test_a_patients_audit_view_shows_no_other_patients_or_queries(fhir, app, wor
 
 
 def test_identifier_conflict_names_the_holder_only_to_who_may_see_it(fhir, app, world):
-    dr = clinician(app, fhir)
     taken = {"system": "https://fhirserver.example/sid/passport/USA", "value": "X1234567"}
+    dr = clinician(app, fhir)  # no registration scope: never learns the number is taken
     r = dr.post("Patient", f.patient("Copy", identifier=[taken]))
+    assert r.status_code == 403
+    desk = clinician(app, fhir, "dr-desk", scope="user/*.cruds registration")
+    r = desk.post("Patient", f.patient("Copy", identifier=[taken]))
     assert r.status_code == 409
     assert world["mine"] not in r.get_data(as_text=True)
     r = fhir.post("Patient", f.patient("Copy", identifier=[taken]))  # the operator sees all

@@ -1,16 +1,25 @@
 """The audit log (R4 auditevent.html; DESIGN.md section 1: every access is recorded
-and visible to the patient): AuditEvents per request, the hash chain, and the
-patient's view of who looked at their record."""
+and visible to the patient): AuditEvents per request, the keyed chain, the queries
+kept without identities, and the patient's view of who looked at their record."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
+from click.testing import CliRunner
+
+from fhirserver.api.auditing import EXTENSION
 from fhirserver.audit.chain import GENESIS, HEAD, RECORDS, record_id, verify
+from fhirserver.audit.queries import PURPOSE
+from fhirserver.cli import main
+from fhirserver.crypto.master import load
 from tests import factories as f
-from tests.conftest import mint
+from tests.conftest import Http, http_as, mint
+from tests.mpi.numbers import gb11643
 
-from .test_access import As, clinician, scan_card
+from .test_access import As, clinician, emergency_role, scan_card
 
 
 def events(app) -> list[dict]:
@@ -50,6 +59,7 @@ def test_searches_record_the_query_and_the_patients_returned(fhir, app):
 
 
 def test_failures_and_emergencies_are_recorded(fhir, app):
+    emergency_role(app, "dr-li")
     pid = fhir.create(f.patient())["id"]
     dr = clinician(app, fhir)
     assert dr.get(f"Patient/{pid}").status_code == 404
@@ -81,18 +91,26 @@ def test_patient_sees_who_looked_at_their_record_and_nobody_elses(fhir, app):
     assert dr.get("AuditEvent").status_code == 403
 
 
-def test_hash_chain_verifies_and_reports_the_first_broken_link(fhir, app):
+def check(app):
+    setup = app.extensions[EXTENSION]
+    return verify(app.extensions["fhirserver"].repo.db, setup.keys, [setup.checkpoints])
+
+
+def test_the_chain_verifies_and_reports_the_first_broken_link(fhir, app):
     for n in range(4):
         fhir.create(f.patient(f"P{n}"))
     db = app.extensions["fhirserver"].repo.db
-    checked, broken = verify(db)
-    assert broken is None and checked == len(events(app)) >= 4
+    report = check(app)
+    assert report.broken is None and report.checked == len(events(app)) >= 4
+    assert report.legacy == 0 and report.checkpoint == report.checked
     db[RECORDS].update_one({"_id": record_id(2)}, {"$set": {"event.outcome": "0", "event.action": "D"}})
-    checked, broken = verify(db)
-    assert broken is not None and broken.seq == 2 and "altered" in broken.problem and checked == 1
+    report = check(app)
+    assert report.broken is not None and report.broken.seq == 2 and report.checked == 1
+    assert "altered" in report.broken.problem
     db[RECORDS].delete_one({"_id": record_id(2)})
-    _, broken = verify(db)
-    assert broken is not None and broken.seq == 2 and "missing" in broken.problem
+    report = check(app)
+    assert report.broken is not None and report.broken.seq == 2
+    assert "missing" in report.broken.problem
 
 
 def test_no_unaudited_access_when_the_log_cannot_be_written(fhir, app):
@@ -105,3 +123,72 @@ def test_no_unaudited_access_when_the_log_cannot_be_written(fhir, app):
     r = fhir.get(f"Patient/{pid}")
     assert r.status_code == 503
     assert "Secret" not in r.get_data(as_text=True)
+
+
+RESIDENT = "https://fhirserver.example/sid/resident-id"
+NUMBER = gb11643(seq="002")  # 11010519491231002X: its check character is X
+PHONE = "13800138000"
+
+
+def searched_by_resident_id_and_phone(live, typed: str = NUMBER) -> tuple[str, dict, Http]:
+    """A patient with a resident ID and a phone, found by an operator's search; the
+    stored event of that search."""
+    operator = http_as(live)
+    me = operator.post("Patient", f.patient("Wang", identifier=[{"system": RESIDENT, "value": NUMBER}],
+                                            telecom=[{"system": "phone", "value": PHONE}],
+                                            birthDate="1949-12-31", gender="female"))
+    assert me.status_code == 201, me.text
+    pid = me.json()["id"]
+    r = operator.get("Patient", params={"identifier": f"{RESIDENT}|{typed}", "phone": PHONE,
+                                        "_count": "5"})
+    assert r.status_code == 200 and [e["resource"]["id"] for e in r.json()["entry"]] == [pid]
+    db = live[1].extensions["fhirserver"].repo.db
+    stored = db[RECORDS].find({"event.subtype.code": "search-type"}).sort("_id", -1).limit(1)[0]
+    return pid, stored, operator
+
+
+def test_a_search_by_resident_id_is_kept_without_the_number(live):
+    """AuditEvent.entity.query keeps the search's shape; identity values are replaced by
+    an HMAC of the normalised value (the registry's normalisation: spaces out, X upper
+    case), so the key holder can still find who searched a given number."""
+    pid, stored, operator = searched_by_resident_id_and_phone(live)
+    assert stored["patients"] == [pid]
+    # The same number typed with a space and a lower-case x hashes alike.
+    typed = NUMBER[:6] + " " + NUMBER[6:].lower()
+    assert operator.get("Patient", params={"identifier": f"{RESIDENT}|{typed}"}).status_code == 200
+    db = live[1].extensions["fhirserver"].repo.db
+    again = db[RECORDS].find({"event.subtype.code": "search-type"}).sort("_id", -1).limit(1)[0]
+    key = load(live[1].extensions["fhirserver"].settings).derive(PURPOSE)
+    expected = "hmac-sha256:" + hmac.new(key, NUMBER.encode(), hashlib.sha256).hexdigest()
+    for record in (stored, again):
+        raw = repr(record)
+        assert NUMBER not in raw and NUMBER[6:].lower() not in raw and PHONE not in raw
+        query = base64.b64decode([e["query"] for e in record["event"]["entity"]
+                                  if "query" in e][0]).decode()
+        assert query.startswith(f"/Patient?identifier={RESIDENT}|{expected}")
+    assert query == f"/Patient?identifier={RESIDENT}|{expected}"
+    first = base64.b64decode([e["query"] for e in stored["event"]["entity"] if "query" in e][0]).decode()
+    assert first.endswith("&_count=5") and "&phone=hmac-sha256:" in first
+    # The operator's question "was this number searched?", with the server's settings.
+    s = live[1].extensions["fhirserver"].settings
+    asked = CliRunner().invoke(main, ["audit", "pseudonym", typed], env={
+        "FHIR_DATA_DIR": str(s.data_dir), "FHIR_MASTER_KEY": None, "FHIR_MASTER_KEY_FILE": None})
+    assert asked.exit_code == 0 and asked.output.strip() == expected
+
+
+def test_the_patient_sees_that_someone_searched_by_their_resident_id(live):
+    """The patient's own view (GET AuditEvent) holds no query element, but the query
+    entity's description names the search's shape and the identifier system as the
+    registry (GET NamingSystem) describes it."""
+    pid, _, operator = searched_by_resident_id_and_phone(live)
+    published = operator.get("NamingSystem", params={"value": RESIDENT}).json()["entry"]
+    described = [e["resource"]["description"] for e in published if e["search"]["mode"] == "match"]
+    patient = http_as(live, "patient", "patient/*.rs", patient=pid)
+    r = patient.get("AuditEvent", params={"_count": "100"})
+    assert r.status_code == 200
+    body = r.text
+    assert NUMBER not in body and PHONE not in body and "query" not in body and "hmac" not in body
+    searches = [e for s in r.json()["entry"] for e in s["resource"].get("entity", [])
+                if e.get("role", {}).get("code") == "24"]
+    assert searches and searches[-1]["description"] == (
+        f"Search for Patient by identifier ({described[0]}), phone number")

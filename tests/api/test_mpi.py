@@ -142,12 +142,19 @@ def test_naming_systems_are_published_read_only(fhir):
     assert fhir.delete("NamingSystem/resident-id").status_code == 405
 
 
+def issued_card(fhir, pid: str) -> str:
+    """The number of a card issued to ``pid`` (the server owns card numbers)."""
+    r = fhir.post(f"Patient/{pid}/$issue-card", None)
+    assert r.status_code == 201, r.get_json()
+    return [p["valueIdentifier"]["value"] for p in r.get_json()["parameter"] if p["name"] == "number"][0]
+
+
 def test_identifier_search_and_of_type_find_patients(fhir):
     """search.html#token: identifier=system|value, and :of-type on Identifier.type."""
-    card = luhn_complete("6" + "1" * 18)
-    pid = fhir.create(person(FEMALE_1949, {"system": CARD, "value": card},
+    pid = fhir.create(person(FEMALE_1949,
                              {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
                                                    "code": "MR"}]}, "system": MRN, "value": "a-17"}))["id"]
+    card = issued_card(fhir, pid)
     fhir.create(f.patient("Other"))
     found = fhir.get(f"Patient?identifier={CARD}|{card}").get_json()
     assert [e["resource"]["id"] for e in found["entry"]] == [pid]
@@ -157,9 +164,8 @@ def test_identifier_search_and_of_type_find_patients(fhir):
 
 def test_ihe_pix_maps_one_document_to_the_others(fhir):
     """IHE PIXm ITI-83: health card number -> resident ID (targetSystem), targetId."""
-    card = luhn_complete("6" + "2" * 18)
-    pid = fhir.create(person(FEMALE_1949, {"system": CARD, "value": card},
-                             {"system": PASSPORT_CHN, "value": "E12345678"}))["id"]
+    pid = fhir.create(person(FEMALE_1949, {"system": PASSPORT_CHN, "value": "E12345678"}))["id"]
+    card = issued_card(fhir, pid)
     r = fhir.get(f"Patient/$ihe-pix?sourceIdentifier={CARD}|{card}&targetSystem={RID}")
     assert r.status_code == 200
     params = r.get_json()["parameter"]

@@ -6,10 +6,8 @@ RFC 7523), ``client_secret_basic`` (RFC 6749 section 2.3.1), introspection
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -17,12 +15,9 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from werkzeug.serving import make_server
 
 from fhirserver.auth.clients import Client, register
-from fhirserver.storage.ferretdb import free_port
 from tests import factories as f
-from tests.conftest import make_app
 
 
 class SmartPrivateKeyJWT(PrivateKeyJWT):
@@ -33,20 +28,6 @@ class SmartPrivateKeyJWT(PrivateKeyJWT):
     def sign(self, auth, token_endpoint):  # type: ignore[no-untyped-def]
         self.claims = {"exp": int(time.time()) + 240}
         return super().sign(auth, token_endpoint)
-
-
-@pytest.fixture
-def live(settings) -> Iterator[tuple[str, object]]:
-    """The app on a real port, its issuer and base URL being that address."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = make_app(settings.with_(base_url=url))
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield url, app
-    server.shutdown()
-    app.extensions["fhirserver"].repo.close()
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ from fhirclient import client as smart_client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from fhirserver.auth import users
+from fhirserver.auth import throttle, users
 from fhirserver.auth.clients import Client, register
 from fhirserver.auth.grants import s256
 from tests import factories as f
 
-from .test_oauth_live import live  # noqa: F401 - the running server fixture
 
 REDIRECT = "http://app.example/callback"
 APP_SCOPES = "patient/*.rs user/*.rs launch launch/patient openid fhirUser offline_access"
@@ -56,7 +55,7 @@ def browser_approves(authorize_url: str, username: str, password: str, patient: 
     return done.headers["Location"]
 
 
-def test_standalone_patient_launch_with_fhirclient_pkce(live):  # noqa: F811
+def test_standalone_patient_launch_with_fhirclient_pkce(live):
     url, app = live
     pid, username = setup(app)
     smart = smart_client.FHIRClient(settings={
@@ -95,7 +94,7 @@ def _exchange(url: str, code: str, verifier: str) -> requests.Response:
         "client_id": "app-1", "code_verifier": verifier})
 
 
-def test_pkce_mismatch_code_reuse_refresh_and_id_token(live):  # noqa: F811
+def test_pkce_mismatch_code_reuse_refresh_and_id_token(live):
     url, app = live
     pid, username = setup(app)
     verifier = "v" * 50
@@ -123,7 +122,7 @@ def test_pkce_mismatch_code_reuse_refresh_and_id_token(live):  # noqa: F811
     assert reused.json()["error"] == "invalid_grant"  # refresh tokens rotate
 
 
-def test_authorize_request_errors(live):  # noqa: F811
+def test_authorize_request_errors(live):
     url, app = live
     setup(app)
     bad_redirect = requests.get(_authorize_url(url, s256("v" * 50), redirect_uri="http://evil.example/cb"),
@@ -138,24 +137,31 @@ def test_authorize_request_errors(live):  # noqa: F811
     assert parse_qs(urlsplit(wrong_aud.headers["Location"]).query)["error"] == ["invalid_request"]
 
 
-def test_login_lockout_and_csrf(live):  # noqa: F811
+def test_login_throttle_and_csrf(live):
+    """Failed sign-ins slow the (user, address) pair down with growing delays; the
+    form needs its CSRF token (RFC 6749 section 10.12)."""
     url, app = live
     setup(app)
+    from datetime import UTC, datetime
+
+    frozen = datetime.now(UTC)
+    app.extensions["fhirserver"].clock = lambda: frozen  # the delays do not run out meanwhile
     b = requests.Session()
     page = b.get(_authorize_url(url, s256("v" * 50)), timeout=10)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
     no_csrf = b.post(f"{url}/oauth/login", data={"username": "alice", "password": "x"}, timeout=10)
     assert no_csrf.status_code == 400
-    for _ in range(users.LOCK_AFTER):
+    for _ in range(throttle.FREE_FAILURES):
         r = b.post(f"{url}/oauth/login", data={"csrf": csrf, "username": "alice", "password": "wrong"},
                    timeout=10)
-    assert r.status_code == 429 and "locked" in r.text
+        assert r.status_code == 401
+    assert "Wait 1 seconds" in r.text
     right = b.post(f"{url}/oauth/login", data={"csrf": csrf, "username": "alice",
                                                "password": "correct horse battery"}, timeout=10)
-    assert right.status_code == 429  # even the right password waits out the lock
+    assert right.status_code == 429 and right.headers["Retry-After"] == "1"  # even the right one waits
 
 
-def test_clinician_standalone_picks_among_treated_patients_and_ehr_launch(live):  # noqa: F811
+def test_clinician_standalone_picks_among_treated_patients_and_ehr_launch(live):
     url, app = live
     pid, _ = setup(app)
     st = app.extensions["fhirserver"]
@@ -177,7 +183,8 @@ def test_clinician_standalone_picks_among_treated_patients_and_ehr_launch(live):
 
     # EHR launch: the EHR names the patient, the app passes `launch`.
     ehr = app.test_client()
-    launch = ehr.post("/oauth/launch", data={"patient": pid}).get_json()["launch"]
+    launch = ehr.post("/oauth/launch", data={"patient": pid, "client_id": "app-1",
+                                             "user": "Practitioner/dr-li"}).get_json()["launch"]
     location = browser_approves(_authorize_url(url, s256("v" * 50), launch=launch,
                                                scope="launch patient/*.rs openid fhirUser"),
                                 "dr-li", "another long password")

@@ -40,6 +40,10 @@ TABLE = [
     (BACKEND, {CHILD}, "Observation", "read", True, {CHILD}),
     (BACKEND, {CHILD}, "Observation", "delete", False, set()),
     (BACKEND, set(), "DiagnosticReport", "read", False, set()),
+    # a patient reads bound family's records but writes only their own
+    (caller("patient", "patient/*.cruds", patient=ME), {ME, CHILD}, "Observation", "read", True, {ME, CHILD}),
+    (caller("patient", "patient/*.cruds", patient=ME), {ME, CHILD}, "Observation", "update", True, {ME}),
+    (caller("patient", "patient/*.cruds", patient=ME), {ME, CHILD}, "Patient", "create", True, {ME}),
     # operators: everything
     (OPERATOR, set(), "Observation", "delete", True, None),
 ]
@@ -79,3 +83,19 @@ def test_granular_constraints_are_lifted_by_an_unconstrained_scope() -> None:
 def test_writes_need_every_touched_compartment(patients, touched, ok) -> None:
     d = decide(CLINICIAN if patients is not None else OPERATOR, "Observation", "update", patients)
     assert may_write(d, touched) is ok
+
+
+@pytest.mark.parametrize(("who", "interaction", "authored"), [
+    (CLINICIAN, "read", ("by", "Practitioner/dr")),  # a clinician reads what they wrote...
+    (CLINICIAN, "search", ("by", "Practitioner/dr")),
+    (CLINICIAN, "update", None),  # ...but writing needs a care relationship
+    (LAUNCHED, "read", None),  # patient/ scopes: the launch patient only
+    (BACKEND, "read", ("org", "Organization/lab")),  # an organisation reads its own results
+    (PATIENT, "read", None),
+])
+def test_authorship_reaches_the_record_written_never_the_patient(who: Caller, interaction: str,
+                                                                 authored: tuple[str, str] | None) -> None:
+    """Writing a record is not a care relationship: it keeps reach to that record
+    (read and search), never to the rest of the patient's record, never for writes."""
+    d = decide(who, "Observation", interaction, frozenset())
+    assert d.allowed and d.authored == authored and d.patients == frozenset()

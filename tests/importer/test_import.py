@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from fhirserver.cli import main, run_import
