@@ -117,7 +117,11 @@ def record(response: Response) -> Response:
         return response
     caller = g.get("caller")
     patients = _patients(response)
-    patients += [p for p in g.get("audit_patients", ()) if p not in patients]
+    touched = g.get("access").touched if g.get("access") is not None else ()
+    for p in (*touched, *g.get("audit_patients", ())):
+        if p not in patients:
+            patients.append(p)
+    patients = patients[:MAX_PATIENTS]
     who = None
     if caller is not None:
         who = caller.practitioner or (f"Patient/{caller.patient}" if caller.kind == "patient" else None)

@@ -173,6 +173,7 @@ def token() -> Response:
                     tokens().revoke(stolen)
                 g.audit_detail = "refresh token replayed: its token family was revoked"
                 raise
+            _family_context_holds(issued, family)
             narrower = form.get("scope")
             if narrower:
                 kept = [s for s in narrower.split() if s in issued.scope.split()]
@@ -180,6 +181,21 @@ def token() -> Response:
         return _json(_user_tokens(issued, family))
     except OAuthError as exc:
         return _oauth_error(exc)
+
+
+def _family_context_holds(issued: grants.Grant, family: str) -> None:
+    """A patient's app opened on a family member keeps refreshing only while that
+    member's card is still bound to the patient."""
+    own = issued.fhir_user.removeprefix("Patient/")
+    if issued.kind != "patient" or not issued.patient or issued.patient == own:
+        return
+    from ..mpi.family import family_reach
+
+    if issued.patient not in family_reach(state().repo.db, own)["m"]:
+        for stale in grants.revoke_family(state().repo.db, family):
+            tokens().revoke(stale)
+        raise OAuthError("invalid_grant", "The family binding this authorization rests on has "
+                         "ended; sign in again")
 
 
 def _user_tokens(issued: grants.Grant, family: str) -> dict[str, Any]:

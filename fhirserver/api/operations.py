@@ -171,9 +171,13 @@ def patient_consent(rtype: str, rid: str) -> Response:
     ctx = context()
     caller = ctx.access.caller if ctx.access else None
     interaction = "update" if request.method == "POST" else "read"
-    _allow(interaction, ("patient",), rid)
-    if caller is not None and caller.kind == "patient" and not ctx.access.acts_for(rid):  # type: ignore[union-attr]
-        raise errors.Forbidden("Only the patient (or a child's guardian) sets their sharing choices")
+    if caller is not None and caller.kind == "patient":
+        ctx.access.decision("Patient", interaction)  # type: ignore[union-attr]  # the scope
+        if not ctx.access.acts_for(rid):  # type: ignore[union-attr]
+            raise errors.Forbidden("Only the patient (or a child's guardian) sets their sharing "
+                                   "choices")
+    else:
+        _allow(interaction, ("patient",), rid)
     current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
     if request.method == "POST":
         values = dict(operation_params())
@@ -194,9 +198,11 @@ def patient_consent(rtype: str, rid: str) -> Response:
 
 @blp.route("/<rtype>/<rid>/$care-team", methods=["GET", "POST"])
 def care_team(rtype: str, rid: str) -> Response:
-    """The patient's care team: members (Practitioner references) have a lasting care
-    relationship. POST with ``member`` (and ``remove=true`` to take one off); clinic
-    systems and operators manage it"""
+    """The patient's care team: members (Practitioner references) have a care
+    relationship for as long as the organisation that put them on the team treats
+    the patient (an operator's: until ended). POST with ``member`` (and
+    ``remove=true`` to take one off, by the same organisation); clinic systems and
+    operators manage it"""
     _only(rtype, "Patient", "care-team")
     _allow("update" if request.method == "POST" else "read", ("system",), rid)
     ctx = context()
@@ -209,7 +215,12 @@ def care_team(rtype: str, rid: str) -> Response:
             raise errors.Invalid("One 'member' (a Practitioner reference) is required",
                                  expression="member")
         remove = dict(params).get("remove") == "true"
-        care.set_team_member(ctx.repo.db, rid, members[0], ctx.clock(), remove=remove)
+        caller = ctx.access.caller if ctx.access else None
+        org = None if caller is None or caller.kind == "operator" else caller.organization
+        if caller is not None and caller.kind != "operator" and not org:
+            raise errors.Forbidden("Care teams are managed by an organisation's clinic system")
+        care.set_team_member(ctx.repo.db, rid, members[0], ctx.clock(), remove=remove,
+                             organization=org)
     team = care.team(ctx.repo.db, rid, ctx.clock())
     return render(200, {"resourceType": "CareTeam", "id": f"care-team-{rid}", "status": "active",
                         "subject": {"reference": f"Patient/{rid}"},

@@ -38,7 +38,10 @@ def base_url() -> str:
 def context() -> Context:
     st = state()
     caller = g.get("caller")
-    access = Access(caller, st.repo.db, st.clock()) if caller is not None else None
+    access = g.get("access")
+    if access is None and caller is not None:
+        # One view per request: its caches, and the patients it touched for the audit.
+        access = g.access = Access(caller, st.repo.db, st.clock())
     return Context(st.repo, st.settings, base_url(), st.clock, access)
 
 

@@ -101,6 +101,13 @@ class Access:
     _reach: frozenset[str] | None | bool = field(default=False)  # False: not computed
     _emergency: set[str] = field(default_factory=set)
     _choices: dict[str, Any] | None = None
+    #: the patients whose data this request returned, counted or changed, in order:
+    #: what the audit record names (a patient's own view of the log rests on it)
+    touched: list[str] = field(default_factory=list)
+
+    def touch(self, patient: str | None) -> None:
+        if patient and patient not in self.touched:
+            self.touched.append(patient)
 
     # -- who is in reach ------------------------------------------------------------------
 
@@ -171,7 +178,7 @@ class Access:
     def _consent_applies(self) -> bool:
         return self.caller is not None and self.caller.kind in ("user", "system")
 
-    def _family_sensitive_hidden(self) -> list[str]:
+    def family_hidden(self) -> list[str]:
         """Adult family members (in a patient caller's reach) whose sensitive records
         the caller may not read: those who did not choose to share them."""
         caller = self.caller
@@ -197,7 +204,7 @@ class Access:
         if rtype not in ("Observation", "DiagnosticReport"):
             return None
         if not self._consent_applies():
-            hidden = self._family_sensitive_hidden()
+            hidden = self.family_hidden()
             return {"$or": [{"pat": {"$nin": hidden}}, {"sens": {"$ne": True}}]} if hidden else None
         return consent.condition(self.choices(), self.caller.organization if self.caller else None)
 
@@ -206,7 +213,7 @@ class Access:
         if rtype not in ("Observation", "DiagnosticReport") or not patient:
             return True
         if not self._consent_applies():
-            return patient not in self._family_sensitive_hidden() or not consent.is_sensitive(resource)
+            return patient not in self.family_hidden() or not consent.is_sensitive(resource)
         choice = self.choices().get(patient)
         return consent.allowed(choice, consent.is_sensitive(resource), writer_org,
                                self.caller.organization if self.caller else None)
@@ -328,12 +335,34 @@ def drop_authorship_relationships(db: Any) -> None:
 
 
 def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
-                    remove: bool = False) -> None:
-    """Care team membership: a lasting care relationship, until taken off the team."""
-    until = now if remove else now + LASTING
-    upsert(db[CARE], {"_id": f"{practitioner}|{patient}", "who": practitioner, "patient": patient,
-                      "until": until, "reason": "care-team", "emergency": False, "at": now,
-                      "team": not remove})
+                    remove: bool = False, organization: str | None = None) -> None:
+    """Care team membership, added by an organisation's clinic system: it lasts as
+    long as that organisation's own care relationship with the patient (a team
+    cannot outlive the treatment it belongs to), and only that organisation takes
+    a member off again. ``organization`` None: an operator, whose teams last until
+    ended. Raises Forbidden for another organisation's member."""
+    key = f"{practitioner}|{patient}"
+    current = db[CARE].find_one({"_id": key})
+    if current is not None and current.get("team") and organization is not None \
+            and current.get("team_org") not in (None, organization):
+        raise errors.Forbidden("That member was put on the team by another organisation")
+    if remove and (current is None or not current.get("team")):
+        return  # not on the team: nothing to end (a card scan of theirs stays)
+    if remove:
+        until = now
+    elif organization is None:
+        until = now + LASTING
+    else:
+        own = db[CARE].find_one({"_id": f"{organization}|{patient}"})
+        until = own["until"].replace(tzinfo=now.tzinfo) if own is not None else now
+        if until <= now:
+            raise errors.NotFound(f"Resource Patient/{patient} is not known")
+    if current is not None and not current.get("team") and not remove:
+        # A card scan or break-the-glass of the member's own: keep the longer one.
+        until = max(until, current["until"].replace(tzinfo=now.tzinfo))
+    upsert(db[CARE], {"_id": key, "who": practitioner, "patient": patient, "until": until,
+                      "reason": "care-team", "emergency": False, "at": now,
+                      "team": not remove, "team_org": organization})
     forget(db, practitioner)
 
 

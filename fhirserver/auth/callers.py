@@ -22,12 +22,17 @@ def caller_from_claims(claims: dict[str, Any]) -> Caller:
             named.add(parsed)
     kind = claims.get("kind") if claims.get("kind") in KINDS else "system"
     fhir_user = str(claims.get("fhirUser") or "")
+    patient = claims.get("patient")
+    if kind == "patient" and fhir_user.startswith("Patient/"):
+        # Who a patient token *is* comes from fhirUser; its ``patient`` is only the
+        # launch context (a family member the app opens on), never an identity.
+        patient = fhir_user.removeprefix("Patient/")
     return Caller(
         kind=str(kind),
         scopes=tuple(scopes),
         subject=str(claims.get("sub", "")),
         client_id=str(claims.get("client_id", "")),
-        patient=claims.get("patient"),
+        patient=patient,
         practitioner=fhir_user if fhir_user.startswith("Practitioner/") else None,
         organization=claims.get("organization"),
         token_id=str(claims.get("jti", "")),

@@ -39,7 +39,9 @@ class Caller:
     scopes: tuple[Scope, ...]
     subject: str
     client_id: str = ""
-    patient: str | None = None  # patient token's own patient, or a user's launch patient
+    #: a patient token: the patient it belongs to (its fhirUser); a user token: its
+    #: launch patient
+    patient: str | None = None
     practitioner: str | None = None  # "Practitioner/x" for users (fhirUser)
     organization: str | None = None  # "Organization/x" for users and backend clients
     token_id: str = ""

@@ -53,9 +53,13 @@ def begin(db: Any, username: str, address: str, now: datetime) -> int:
         db[FAILURES].insert_one(lease)
     except DuplicateKeyError:
         held = db[FAILURES].find_one({"_id": lease["_id"]})
-        if held is not None and held["exp"].replace(tzinfo=now.tzinfo) > now:
+        if held is None or held["exp"].replace(tzinfo=now.tzinfo) > now:
+            return 1  # another attempt of the pair is running (or just ended): retry
+        # A lease left by an attempt that crashed: take it over only if it is still
+        # that one (two takers cannot both match its old expiry).
+        taken = db[FAILURES].replace_one({"_id": lease["_id"], "exp": held["exp"]}, lease)
+        if taken.modified_count != 1:
             return 1
-        db[FAILURES].replace_one({"_id": lease["_id"]}, lease, upsert=True)  # a stale lease
     return 0
 
 

@@ -58,6 +58,7 @@ def bundle(kind: str, entries: Iterable[dict[str, Any]], *, total: int | None = 
 
 def match_entry(ctx: Context, stored: Stored, resource: dict[str, Any] | None = None,
                 mode: str = "match") -> dict[str, Any]:
+    ctx.touch(stored.resource)  # whatever of it is shown (_elements, _summary)
     return {
         "fullUrl": ctx.url(stored.reference),
         "resource": resource if resource is not None else stored.resource,
@@ -74,6 +75,7 @@ _HISTORY_STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "D
 
 def history_entry(ctx: Context, stored: Stored) -> dict[str, Any]:
     """One version in a history Bundle (http.html#history): request and response."""
+    ctx.touch(stored.resource)
     method = stored.method or ("DELETE" if stored.deleted else "PUT")
     if method == "PATCH":
         method = "PUT"

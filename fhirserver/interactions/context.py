@@ -57,8 +57,11 @@ class Context:
         patient = patient_of(stored.resource)
         if not self.access.can_see(stored.type, patient, interaction,
                                    {"by": stored.by, "org": stored.org}):
+            self.repo.read_alike(stored.type, found=False)  # as a missing id reads
             return False
         if not self.access.consent_allows(stored.type, patient, stored.resource, stored.org):
+            self.access.probe_absent(stored.type, stored.id)  # as long as any refusal takes
+            self.repo.read_alike(stored.type, found=False)
             return False
         d = self.access.decision(stored.type, interaction)
         if d.constraints:
@@ -90,10 +93,19 @@ class Context:
         caller = self.access.caller if self.access is not None else None
         return caller is None or caller.has(REGISTRATION)
 
+    def touch(self, resource: dict[str, Any] | None) -> None:
+        """Note whose data the request returned or changed (for the audit record)."""
+        if self.access is not None and resource:
+            from ..storage.indexing import patient_of
+
+            self.access.touch(patient_of(resource))
+
     def probe_absent(self, rtype: str, rid: str) -> None:
-        """Spend on a missing id what a hidden one costs (see Access.probe_absent)."""
-        if self.access is not None:
+        """Spend on a missing id what a hidden one costs: the policy's look (see
+        Access.probe_absent) and a read of a stored resource, as a hidden id has."""
+        if self.access is not None and not self.reaches_all:
             self.access.probe_absent(rtype, rid)
+            self.repo.read_alike(rtype, found=True)
 
     @property
     def tz(self) -> tzinfo:
@@ -193,6 +205,9 @@ class Planner:
         self.check()
         try:
             self.repo.commit(self.writes)
+            if self.ctx.access is not None:
+                for w in self.writes:
+                    self.ctx.access.touch(w.patient)
         except IdentifierTaken as exc:
             system, _, value = exc.key.rpartition("|")
             holder = self.repo.get("Patient", exc.holder) if exc.holder else None

@@ -48,6 +48,11 @@ def _history_limit(ctx: Context, rtype: str) -> dict[str, Any] | None:
         raise errors.Forbidden(f"{rtype} history is not available to tokens whose scopes "
                                "only allow some records (granular scopes)")
     patients = d.patients
+    hidden = ctx.access.family_hidden() if rtype != "Patient" else []
+    if hidden and patients is not None:
+        # Old versions carry no label marks either: a family member's results are
+        # left out of a patient's history unless the member shares sensitive ones.
+        patients = patients - set(hidden)
     if rtype != "Patient" and ctx.access.choices():
         # Old versions carry no consent marks: the history of a patient who
         # restricted sharing is left out for clinicians and clients.
@@ -84,6 +89,8 @@ def history(
     types = [rtype] if rtype else list(SUPPORTED_TYPES)
     if rtype and rid:
         current = ctx.repo.get(rtype, rid)
+        if current is None:
+            ctx.probe_absent(rtype, rid)  # as long as a hidden one takes
         if current is None or not ctx.visible(current):
             raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     limits = {} if rid else {t: _history_limit(ctx, t) for t in types}

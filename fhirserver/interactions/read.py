@@ -20,6 +20,7 @@ def read(ctx: Context, rtype: str, rid: str) -> Stored:
             f"Resource {rtype}/{rid} was deleted (version {stored.version})",
             headers={"ETag": stored.etag},
         )
+    ctx.touch(stored.resource)
     return stored
 
 
@@ -28,10 +29,13 @@ def vread(ctx: Context, rtype: str, rid: str, version: str) -> Stored:
         raise errors.NotFound(f"Version '{version}' of {rtype}/{rid} is not known")
     stored = ctx.repo.get_version(rtype, rid, int(version))
     current = ctx.repo.get(rtype, rid)
-    if stored is not None and current is not None and not ctx.visible(current):
+    if current is None:
+        ctx.probe_absent(rtype, rid)  # as long as a hidden one takes
+    elif not ctx.visible(current):
         stored = None
     if stored is None:
         raise errors.NotFound(f"Version {version} of {rtype}/{rid} is not known")
     if stored.deleted:
         raise errors.Gone(f"Version {version} of {rtype}/{rid} is a deletion")
+    ctx.touch(stored.resource)
     return stored

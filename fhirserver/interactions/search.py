@@ -25,6 +25,7 @@ from .joins import resolver
 from .shape import shape
 
 PAGING = ("_cursor",)
+AUDITED_PATIENTS = 200  # patients named in one audit record at most
 Cursor = tuple[str, str]
 
 
@@ -114,7 +115,13 @@ def search(
     applied = list(query.applied)
     self_link = link("self", page_url(ctx, path, [*applied, *paging]))
     if query.summary == "count" or query.count == 0:
-        return bundle("searchset", [], total=ctx.repo.count(rtype, flt), links=[self_link])
+        total = ctx.repo.count(rtype, flt)
+        if total and ctx.access is not None:
+            # A count says something about each record it counted: their patients
+            # see it in their access log.
+            for patient in ctx.repo.compartments(rtype, flt, AUDITED_PATIENTS):
+                ctx.access.touch(patient)
+        return bundle("searchset", [], total=total, links=[self_link])
 
     total = None if query.total == "none" else ctx.repo.count(rtype, flt)
     page, nxt, prev = keyset_page(ctx, rtype, flt, compile_sort(query), query.count, dict(paging))

@@ -35,17 +35,21 @@ def _claims(planner: Planner, rtype: str, resource: dict[str, Any] | None) -> tu
     return tuple(claims(resource, planner.ctx.registry))
 
 
-def _seen(planner: Planner, current: Stored | None) -> Stored | None:
+def _seen(planner: Planner, current: Stored | None, rtype: str, rid: str) -> Stored | None:
     """The current version if the caller may see it; None (as if it did not exist)
-    otherwise, before any precondition can say something about it."""
-    if current is not None and not planner.ctx.visible(current):
+    otherwise, before any precondition can say something about it, and after the
+    same database work for an id that does not exist as for a hidden one."""
+    if current is None:
+        planner.ctx.probe_absent(rtype, rid)
         return None
-    return current
+    return current if planner.ctx.visible(current) else None
 
 
 def _writer_org(planner: Planner, current: Stored | None) -> str | None:
-    """The organisation a record belongs to for consent: whoever wrote it first."""
-    if current is not None and current.org:
+    """The organisation a record belongs to for consent: whoever wrote it first. An
+    update never makes the updater the owner, even of a record that has none
+    (imported, or stored before owners were kept)."""
+    if current is not None:
         return current.org
     access = planner.ctx.access
     return access.caller.organization if access is not None and access.caller is not None else None
@@ -53,8 +57,8 @@ def _writer_org(planner: Planner, current: Stored | None) -> str | None:
 
 def _author(planner: Planner, current: Stored | None) -> str | None:
     """Who wrote the record first: they keep reach to it (and to nothing else of the
-    patient's record: authorship is not a care relationship)."""
-    if current is not None and current.by:
+    patient's record: authorship is not a care relationship). Set at creation only."""
+    if current is not None:
         return current.by
     access = planner.ctx.access
     return author_key(access.caller) if access is not None else None
@@ -126,9 +130,10 @@ def create(
 def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], current: Stored | None,
          method: str = "PUT", server: bool = False) -> Result:
     old = current.resource if current is not None and not current.deleted else None
-    if old is not None and not planner.ctx.visible(current):  # type: ignore[arg-type]
-        raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
-    planner.ctx.check_write(rtype, "update" if old is not None else "create", old, resource)
+    if not server:
+        if old is not None and not planner.ctx.visible(current):  # type: ignore[arg-type]
+            raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
+        planner.ctx.check_write(rtype, "update" if old is not None else "create", old, resource)
     resource = _identity(planner, rtype, old, resource, server)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
     if current is not None and not current.deleted:
@@ -159,8 +164,9 @@ def update(
     Update-as-create (http.html#upsert) is offered to callers who reach every record
     only: for anyone else an id that is free and an id that holds a record hidden
     from them must answer alike (404), or a PUT would tell which ids exist.
-    ``server`` marks the server's own changes (a card number), which may change what
-    clients may not.
+    ``server`` marks the server's own changes (a card number; the records a merge
+    re-points), made whatever the caller may see or write: the operation that asks
+    for them has checked its own rights.
     """
     resource = validate(body, rtype, planner.ctx)
     body_id = resource.get("id")
@@ -173,7 +179,7 @@ def update(
     if not is_valid_id(rid):
         raise errors.Invalid(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
     stored = planner.current(rtype, rid)
-    current = _seen(planner, stored)
+    current = stored if server else _seen(planner, stored, rtype, rid)
     if current is None and (stored is not None or not planner.ctx.reaches_all):
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known (a client-chosen id is "
                               "available only to callers who reach every record: create with POST)")
@@ -204,7 +210,7 @@ def patch(
     planner: Planner, rtype: str, rid: str, operations: Any, *, if_match: str | None = None
 ) -> Result:
     """PATCH Type/id with a JSON Patch document (http.html#patch, RFC 6902)."""
-    current = _seen(planner, planner.current(rtype, rid))
+    current = _seen(planner, planner.current(rtype, rid), rtype, rid)
     if current is None:
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
     if current.deleted:
@@ -235,12 +241,13 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
     Like HAPI, a resource that others still reference is not deleted (409), so that
     no stored reference dangles.
     """
-    current = _seen(planner, planner.current(rtype, rid))
+    current = _seen(planner, planner.current(rtype, rid), rtype, rid)
     check_if_match(if_match, current, f"{rtype}/{rid}")
     planner.ctx.check_write(rtype, "delete", current.resource if current else None, None)
     if current is None or current.deleted:
         return Result(200, outcome=errors.information(f"{rtype}/{rid} does not exist or is already deleted: nothing to do"))
     planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
+    planner.ctx.touch(current.resource)  # a deletion changes that patient's record
     w = planner.add(
         make_write(rtype, rid, None, version=current.version + 1, expected=current.version,
                    method="DELETE", tz=planner.ctx.tz,
@@ -272,8 +279,9 @@ def _check_not_referenced(planner: Planner, target: str) -> None:
     if referrers:
         shown = sorted({f"{t}/{i}" for t, i in referrers
                         if (s := planner.repo.get(t, i)) is not None and planner.ctx.visible(s)})
-        hidden = len({(t, i) for t, i in referrers}) - len(shown)
-        names = ", ".join(shown[:5]) + (f" and {hidden} other resource(s)" if hidden else "")
-        raise errors.Conflict(
-            f"{target} cannot be deleted: it is referenced by {names.lstrip(', ')}",
-        )
+        hidden = len({(t, i) for t, i in referrers}) > len(shown)
+        # Hidden referrers are neither named nor counted.
+        names = ", ".join(shown[:5]) if shown else "other resources"
+        if shown and (hidden or len(shown) > 5):
+            names += " and other resources"
+        raise errors.Conflict(f"{target} cannot be deleted: it is referenced by {names}")

@@ -10,8 +10,9 @@ shown one of two ways:
   the holder: bound at once; for a child under 14 this is the only way, and the
   holder becomes the child's guardian;
 * the member's **approval while signed in**: a request made with the card number
-  waits in the member's ``$family`` until they accept it (the holder learns nothing
-  about the card's owner before that).
+  waits in the member's ``$family`` until they accept or decline it (the holder
+  learns nothing about the card's owner before that, not even whether the number
+  is a card).
 
 The member sees who is bound to them and can end it (``$unbind-family``). What a
 binding gives is read-only, and sensitive-labelled records stay with the member
@@ -20,8 +21,9 @@ unless they share them; only a guardian manages a child's card.
 A binding is its slot document, ``slot|<holder>|1..5`` (primary keys, so the limit
 of five holds under concurrency); whom a holder reaches is read from those five
 documents by key, never from a list kept beside them (a list updated by two writers
-at once can lose or resurrect a member). Requests are ``request|<hash>``. What a
-member sees (who holds their card, requests to them) is found by ``member``.
+at once can lose or resurrect a member). Requests are ``request|<hash>``, filed under
+a hash of the card number. What a member sees is found by ``member`` (who holds
+their card) and by their card's hash (requests to them).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ BINDINGS = "_card_bindings"
 MAX_MEMBERS = 5
 MINOR_AGE = 14  # under 14: a child, bound only by a guardian showing the child's live code
 REQUEST_DAYS = 7
-MAX_PENDING = 20  # open requests a member can receive: more are dropped silently
+DECLINE_DAYS = 30
+MAX_PENDING = 20  # requests a member is shown, newest first
+MAX_OUTGOING = 5  # open requests one holder may have
 ROLE_CODES = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 STATUS_URL = "https://fhirserver.example/StructureDefinition/family-binding-status"
 RELATIONSHIPS = frozenset({
@@ -224,66 +228,88 @@ REQUEST_SENT = ("Request sent. If the card number belongs to an active card of a
 
 
 def request_binding(ctx: Context, holder: str, number: str, relationship: str | None) -> str:
-    """A request the member accepts while signed in. The answer is the same whether
-    or not the number is a card, an adult's or already bound: a card number must
-    not become a way to learn about its owner."""
+    """A request the member accepts while signed in. It is filed under the card
+    number as typed, without looking the card up: whether the number is a card, an
+    adult's, or bound already, the answer and the work are the same, so a card
+    number never becomes a way to learn about its owner. The member finds it by
+    their own card's number."""
     rel = _relationship(relationship)
     _holder_ready(ctx, holder)
+    entry = ctx.registry.by_key("health-card")
     try:
-        member = _member_of_card(ctx, number)
-    except (errors.NotFound, errors.Invalid):
-        member = None
-    if member is None or member == holder:
-        return REQUEST_SENT
-    stored = ctx.repo.get("Patient", member)
+        number = entry.check(number)
+    except InvalidNumber as exc:
+        raise errors.Invalid(str(exc), expression="card") from exc
+    col = ctx.repo.db[BINDINGS]
+    card = card_key(number)
+    rid = request_id(holder, card)
     now = ctx.clock()
-    if stored is None or is_minor(stored.resource or {}, now) or \
-            any(b["member"] == member for b in bindings(ctx, holder)):
+    declined = col.find_one({"_id": f"declined|{rid}"})
+    if declined is not None and _aware(declined["exp"]) > now:
+        return REQUEST_SENT  # the member said no: not asked again for a while
+    mine = [d for d in col.find({"holder": holder, "kind": "request"}) if _aware(d["exp"]) > now]
+    if len(mine) >= MAX_OUTGOING and all(d["_id"] != f"request|{rid}" for d in mine):
         return REQUEST_SENT
-    rid = request_id(holder, member)
-    waiting = _pending(ctx, member)
-    if len(waiting) >= MAX_PENDING and all(d["_id"] != f"request|{rid}" for d in waiting):
-        return REQUEST_SENT
-    ctx.repo.db[BINDINGS].replace_one({"_id": f"request|{rid}"}, {
-        "_id": f"request|{rid}", "kind": "request", "holder": holder, "member": member,
+    col.replace_one({"_id": f"request|{rid}"}, {
+        "_id": f"request|{rid}", "kind": "request", "holder": holder, "card": card,
         "relationship": rel, "at": now, "exp": now + timedelta(days=REQUEST_DAYS)}, upsert=True)
     return REQUEST_SENT
 
 
-def request_id(holder: str, member: str) -> str:
-    """One open request per pair; its id names neither patient."""
-    return hashlib.sha256(f"family-request|{holder}|{member}".encode()).hexdigest()[:32]
+def card_key(number: str) -> str:
+    """What a request stores of the card number it was sent to."""
+    return hashlib.sha256(f"family-card|{number}".encode()).hexdigest()
+
+
+def request_id(holder: str, card: str) -> str:
+    """One open request per holder and card; its id names neither patient."""
+    return hashlib.sha256(f"family-request|{holder}|{card}".encode()).hexdigest()[:32]
 
 
 def _pending(ctx: Context, member: str) -> list[dict[str, Any]]:
-    """Open requests to ``member``, oldest first (expired ones are left out)."""
+    """Open requests to ``member``'s active card, newest first (at most
+    ``MAX_PENDING``; expired ones are left out)."""
+    try:
+        card = active_card(ctx, member)
+    except errors.NotFound:
+        return []
+    if card["status"] != "active":
+        return []
     now = ctx.clock()
-    found = ctx.repo.db[BINDINGS].find({"member": member, "kind": "request"})
-    return sorted((d for d in found if _aware(d["exp"]) > now), key=lambda d: d["at"])
+    found = ctx.repo.db[BINDINGS].find({"card": card_key(card["number"]), "kind": "request"})
+    live = [d for d in found if _aware(d["exp"]) > now and d["holder"] != member]
+    return sorted(live, key=lambda d: d["at"], reverse=True)[:MAX_PENDING]
 
 
-def _drop_request(ctx: Context, doc: dict[str, Any]) -> None:
-    ctx.repo.db[BINDINGS].delete_one({"_id": doc["_id"]})
-
-
-def accept(ctx: Context, member: str, rid: str) -> dict[str, Any]:
-    """The member, signed in, accepts a request addressed to them."""
+def _request_for(ctx: Context, member: str, rid: str) -> dict[str, Any]:
     doc = next((d for d in _pending(ctx, member) if d["_id"] == f"request|{rid}"), None)
     if doc is None:
         raise errors.NotFound("No open family request with that id for this patient",
                               details="request-unknown", expression="request")
+    return doc
+
+
+def accept(ctx: Context, member: str, rid: str) -> dict[str, Any]:
+    """The member, signed in, accepts a request addressed to their card."""
+    doc = _request_for(ctx, member, rid)
+    stored = ctx.repo.get("Patient", member)
+    if is_minor((stored.resource if stored else None) or {}, ctx.clock()):
+        raise errors.Unprocessable(f"A child under {MINOR_AGE} is bound by their guardian showing "
+                                   "the child's live card code", details="minor")
     _holder_ready(ctx, doc["holder"])
     done = _bind(ctx, doc["holder"], member, doc["relationship"], "approval")
-    _drop_request(ctx, doc)
+    ctx.repo.db[BINDINGS].delete_one({"_id": doc["_id"]})
     return done
 
 
 def decline(ctx: Context, member: str, rid: str) -> None:
-    doc = next((d for d in _pending(ctx, member) if d["_id"] == f"request|{rid}"), None)
-    if doc is None:
-        raise errors.NotFound("No open family request with that id for this patient",
-                              details="request-unknown", expression="request")
-    _drop_request(ctx, doc)
+    """Turn a request down; the same holder cannot ask again for ``DECLINE_DAYS``."""
+    doc = _request_for(ctx, member, rid)
+    col = ctx.repo.db[BINDINGS]
+    col.delete_one({"_id": doc["_id"]})
+    col.replace_one({"_id": f"declined|{rid}"}, {"_id": f"declined|{rid}", "kind": "declined",
+                                                 "exp": ctx.clock() + timedelta(days=DECLINE_DAYS)},
+                    upsert=True)
 
 
 def unbind(ctx: Context, holder: str, member: str) -> None:
@@ -303,7 +329,8 @@ def unbind(ctx: Context, holder: str, member: str) -> None:
 # -- showing -----------------------------------------------------------------------------
 
 
-def related_person(ctx: Context, binding: dict[str, Any], *, pending: bool = False) -> dict[str, Any]:
+def related_person(ctx: Context, binding: dict[str, Any], *, pending: bool = False,
+                   member: str | None = None) -> dict[str, Any]:
     """The holder as a RelatedPerson of the member. Read directly: the binding (or
     the request the member is asked to answer) is what lets each side see this."""
     stored = ctx.repo.get("Patient", binding["holder"])
@@ -315,7 +342,7 @@ def related_person(ctx: Context, binding: dict[str, Any], *, pending: bool = Fal
         "id": rid,
         "extension": [{"url": STATUS_URL, "valueCode": "requested" if pending else "active"}],
         "active": not pending,
-        "patient": {"reference": f"Patient/{binding['member']}"},
+        "patient": {"reference": f"Patient/{binding.get('member') or member}"},
         "relationship": [{"coding": [{"system": ROLE_CODES, "code": binding["relationship"]}]}],
     }
     if "name" in holder:
@@ -341,7 +368,7 @@ def listing(ctx: Context, pid: str) -> dict[str, Any]:
         raise errors.NotFound(f"Resource Patient/{pid} is not known")
     found = [related_person(ctx, b) for b in bindings(ctx, pid)]
     found += [related_person(ctx, b) for b in _bound_to(ctx, pid)]
-    found += [related_person(ctx, d, pending=True) for d in _pending(ctx, pid)]
+    found += [related_person(ctx, d, pending=True, member=pid) for d in _pending(ctx, pid)]
     entries = [{"fullUrl": ctx.url(f"RelatedPerson/{rp['id']}"), "resource": rp,
                 "search": {"mode": "match"}} for rp in found]
     return bundle("searchset", entries, total=len(entries),

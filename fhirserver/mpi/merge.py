@@ -78,14 +78,19 @@ def plan_merge(planner: Planner, source_id: str, target_id: str) -> dict[str, An
 
     moved_records = 0
     for rtype in MEMBER_TYPES:
+        # Every record of the source moves, those hidden from the caller too (or
+        # the merge would be partial), and none is named in an answer.
         for stored in planner.repo.find(rtype, {"refs": old}):
             body = rewrite_references(stored.resource or {}, repoint)
-            write.update(planner, rtype, stored.id, body)
+            write.update(planner, rtype, stored.id, body, server=True)
             moved_records += 1
     return {"target": result, "records": moved_records, "identifiers": len(moved)}
 
 
 def merge(ctx: Context, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    if not ctx.registrar:
+        raise errors.Forbidden("Merging patients is registration's work: it needs the "
+                               "'registration' scope")
     args: dict[str, str] = {}
     for k, v in params:
         if k in args:

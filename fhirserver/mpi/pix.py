@@ -50,14 +50,16 @@ def has_identifier(resource: dict[str, Any] | None, system: str, value: str) -> 
 
 
 def holders(ctx: Context, system: str, value: str) -> list[str]:
-    """Ids of the Patients holding ``system|value``: the active holder of a unique
-    identifier by its claim (one primary-key read), else by search."""
+    """Ids of the Patients holding ``system|value``: for a uniquely-identifying
+    system the active holder by its claim only (one primary-key read; a merged
+    Patient's numbers are claimed by the one it was merged into), else by search.
+
+    A number nobody holds and one held by a Patient the caller may not see must
+    cost the same work, so a unique number never falls back to a search."""
     found = ctx.registry.match(system)
     if found is not None and found.entry.unique:
         holder = ctx.repo.claim_holder(f"{system}|{value}")
-        stored = ctx.repo.get("Patient", holder) if holder else None
-        if stored is not None and not stored.deleted and has_identifier(stored.resource, system, value):
-            return [holder]  # type: ignore[list-item]
+        return [holder] if holder else []
     token = f"{system}|{value}"
     return ctx.repo.find_ids("Patient", {"sp.identifier": token}, limit=10)
 
@@ -106,8 +108,12 @@ def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]],
         # they treat.
         count_lookups(ctx, "$ihe-pix", note)
     ids = holders(ctx, system, value)
-    patients = [p for p in ctx.repo.get_many("Patient", ids).values() if not p.deleted]
+    patients = [p for p in ctx.repo.get_many("Patient", ids).values()
+                if not p.deleted and has_identifier(p.resource, system, value)]
     if caller is not None and caller.kind != "operator" and not beyond:
+        if not ids:  # the same round trips as for a holder hidden from the caller
+            ctx.repo.get("Patient", f"absent-{value}")
+            ctx.probe_absent("Patient", f"absent-{value}")
         patients = [p for p in patients if ctx.visible(p)]
     if not patients:
         raise errors.NotFound(f"No Patient holds identifier {system}|{value}")

@@ -35,6 +35,8 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("_audit", [("patients", 1), ("_id", -1)]),
     ("_card_scans", [("patient", 1), ("at", -1)]),
     ("_card_bindings", [("member", 1), ("kind", 1)]),
+    ("_card_bindings", [("card", 1), ("kind", 1)]),
+    ("_card_bindings", [("holder", 1), ("kind", 1)]),
     ("_oauth_token_families", [("family", 1)]),
 )
 #: What reads leave out: the search and sort values and references are for the database.
@@ -71,6 +73,9 @@ class Repository:
         self.db = get_db(self.alias)
         self.cols = build_collections(self.alias)
         self.tz = tz
+        #: per type, an id that was found lately: a read of it costs what reading any
+        #: stored resource costs (see :meth:`read_alike`)
+        self._found: dict[str, str] = {}
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
         # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
         self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
@@ -121,7 +126,17 @@ class Repository:
 
     def get(self, rtype: str, rid: str) -> Stored | None:
         doc = self.cols.current[rtype].find_one({"_id": rid}, _LEAN)
-        return _stored(rtype, doc) if doc else None
+        if doc is None:
+            return None
+        self._found[rtype] = rid
+        return _stored(rtype, doc)
+
+    def read_alike(self, rtype: str, found: bool) -> None:
+        """One more read by id, of a resource that exists (``found``) or of one that
+        does not: the access layer pads a refusal with it so that a hidden resource
+        and a missing one cost the same reads (one hit and one miss each)."""
+        rid = self._found.get(rtype) if found else None
+        self.cols.current[rtype].find_one({"_id": rid or f"absent-{uuid.uuid4().hex}"}, _LEAN)
 
     def get_many(self, rtype: str, ids: Iterable[str]) -> dict[str, Stored]:
         collection = self.cols.current[rtype]
@@ -203,6 +218,14 @@ class Repository:
     def count(self, rtype: str, query: dict[str, Any]) -> int:
         flt = {"$and": [query, {"del": False}]} if query else {"del": False}
         return self.cols.current[rtype].count_documents(flt)
+
+    def compartments(self, rtype: str, query: dict[str, Any], limit: int) -> list[str]:
+        """The patients (up to ``limit``) whose current resources match ``query``."""
+        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        key = "$_id" if rtype == "Patient" else "$pat"
+        found = self.cols.current[rtype].aggregate(
+            [{"$match": flt}, {"$group": {"_id": key}}, {"$limit": limit}])
+        return [str(d["_id"]) for d in found if d.get("_id")]
 
     def history(
         self,

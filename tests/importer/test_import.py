@@ -87,3 +87,19 @@ def test_import_command_line(settings, tmp_path):
     assert result.exit_code == 0, result.output
     assert "resources/s" in result.output
     assert "dropped" in result.output
+
+
+def test_reimport_keeps_the_health_card_number(settings, fhir):
+    """A re-import (or `serve --demo` restarting) writes a Patient version without the
+    server-owned health card identifier: the card number must survive it, so that
+    `Patient?identifier=<card system>|<number>` keeps finding the cardholder."""
+    path = SYNTHEA[0]
+    run_import(settings, [path])
+    with gzip.open(path) as fh:
+        pid = next(e["resource"]["id"] for e in json.load(fh)["entry"]
+                   if e["resource"]["resourceType"] == "Patient")
+    issued = fhir.post(f"Patient/{pid}/$issue-card", None).get_json()
+    card = next(p["valueIdentifier"] for p in issued["parameter"] if p["name"] == "number")
+    run_import(settings, [path])
+    found = fhir.get(f"Patient?identifier={card['system']}|{card['value']}").get_json()
+    assert [e["resource"]["id"] for e in found.get("entry", [])] == [pid]
