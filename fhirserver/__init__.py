@@ -29,4 +29,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     drop_authorship_relationships(repo.db)
     app.extensions["fhirserver"] = AppState(settings, repo)
     init_api(app)
+    if settings.trusted_proxies > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     return app

@@ -69,6 +69,10 @@ class Settings:
     # token endpoint and the FHIR API, comma-separated, or "*"; empty = the origins
     # of the registered OAuth clients' redirect URIs (api/cors.py).
     cors_origins: str = ""  # FHIR_CORS_ORIGINS
+    # Reverse proxies in front of the server whose X-Forwarded-For/-Proto/-Host are
+    # believed (0: none; the client address is the connection's). Behind one TLS
+    # proxy set 1, or every sign-in would come from the proxy's address.
+    trusted_proxies: int = 0  # FHIR_TRUSTED_PROXIES
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -134,6 +138,7 @@ ENV_NAMES: dict[str, str] = {
     "break_glass_minutes": "FHIR_BREAK_GLASS_MINUTES",
     "lookups_per_minute": "FHIR_LOOKUPS_PER_MINUTE",
     "cors_origins": "FHIR_CORS_ORIGINS",
+    "trusted_proxies": "FHIR_TRUSTED_PROXIES",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

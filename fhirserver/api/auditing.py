@@ -110,10 +110,48 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
 AUDITED_OAUTH = ("/oauth/token", "/oauth/login", "/oauth/launch")
 
 
+def _audited() -> bool:
+    return not (request.path in PUBLIC or (request.path.startswith("/oauth/")
+                                           and request.path not in AUDITED_OAUTH)
+                or request.path.startswith(("/openapi.json", "/docs")))
+
+
+#: Requests that may change data: recorded before they run as well as after.
+CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def intend() -> Response | None:
+    """Before a request that may change data: record that it started, or refuse it
+    (503) when the log cannot be written, so that no change is ever made that the
+    log does not show (a crash or a failing log after the change leaves this record)."""
+    if request.method not in CHANGING or not request.path.startswith("/") or not _audited() \
+            or request.path.endswith("/_search") or request.path.startswith("/oauth/"):
+        return None
+    caller = g.get("caller")
+    setup: AuditSetup = current_app.extensions[EXTENSION]
+    args = request.view_args or {}
+    who = caller.practitioner or (f"Patient/{caller.patient}" if caller.kind == "patient" else None) \
+        if caller is not None else None
+    patients = [args["rid"]] if args.get("rtype") == "Patient" and args.get("rid") else []
+    facts = Facts(
+        interaction=_interaction(), at=state().clock(), status=0, method=request.method,
+        path=request.path, who=who, client_id=caller.client_id if caller else "",
+        organization=caller.organization if caller else None, kind=caller.kind if caller else "",
+        patients=tuple(patients),
+        resource=f"{args['rtype']}/{args['rid']}" if args.get("rtype") and args.get("rid") else None,
+        intent=True,
+    )
+    try:
+        append(state().repo.db, audit_event(facts), patients, setup.keys, setup.checkpoints)
+    except Exception:  # noqa: BLE001 - no change may run unrecorded
+        log.exception("audit record could not be written")
+        return render(503, errors.ServerError(
+            "The audit log could not be written, so the request was not started").outcome())
+    return None
+
+
 def record(response: Response) -> Response:
-    if request.path in PUBLIC or (request.path.startswith("/oauth/")
-                                  and request.path not in AUDITED_OAUTH) \
-            or request.path.startswith(("/openapi.json", "/docs")):
+    if not _audited():
         return response
     caller = g.get("caller")
     patients = _patients(response)
@@ -157,4 +195,5 @@ def register(app: Flask) -> None:
     app.extensions[EXTENSION] = AuditSetup(
         Keys.derive(master), checkpoints.path_of(st.settings),
         Pseudonyms(master.derive(PSEUDONYM_PURPOSE)), load_registry(st.settings.identifier_systems))
+    app.before_request(intend)
     app.after_request(record)

@@ -28,6 +28,7 @@ from ..auth import grants, launches, signin, throttle, users
 from ..auth.access import Access
 from ..auth.policy import Caller
 from ..auth.scopes import CARD_NUMBER, REGISTRATION, describe, grant
+from ..auth.sweep import sweep
 from .state import state
 
 blp = Blueprint("authorize", __name__, url_prefix="/",
@@ -56,6 +57,7 @@ button{padding:.5rem 1.2rem;margin-right:.5rem}.error{color:#a00}</style></head>
 <ul>{% for line in scopes %}<li>{{ line }}</li>{% endfor %}</ul>
 <form method="post" action="approve">
 <input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="request" value="{{ request_id }}">
 {% if patients %}<fieldset><legend>Which patient?</legend>
 {% for pid, label in patients %}<label><input type="radio" name="patient" value="{{ pid }}"
 {% if loop.first %}checked{% endif %}> {{ label }}</label>{% endfor %}</fieldset>{% endif %}
@@ -78,10 +80,13 @@ def _page(status: int, title: str, *, returns_to: str | None = None, **values: A
 
 
 def origin_of(uri: str) -> str:
-    """``scheme://host[:port]`` of a registered redirect URI (RFC 6454), as CSP
-    source expressions name origins."""
+    """The CSP source expression (CSP Level 3 section 2.3.1) that allows a registered
+    redirect URI: its origin ``scheme://host[:port]`` (RFC 6454) for http(s), a
+    scheme-source ``com.example.app:`` for a native app's private-use scheme."""
     parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme in ("http", "https"):
+        return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}:"
 
 
 def _db() -> Any:
@@ -147,11 +152,13 @@ def authorize() -> Response:
         "scope": scope, "challenge": args["code_challenge"], "nonce": args.get("nonce"),
         "launch": launch,
     }
+    sweep(_db(), st.clock())
+    request_id = signin.hold(_db(), pending, st.clock())
     current, value = _current(), None
     if current is None:
-        value, current = signin.start(_db(), st.clock(), request=pending)
+        value, current = signin.start(_db(), st.clock(), request_id=request_id)
     else:
-        current.request = pending
+        current.request_id = request_id  # an approval page still open elsewhere goes stale
         signin.save(_db(), current, st.clock())
     if current.user:
         return _with_cookie(_approval_page(current), value)
@@ -169,9 +176,10 @@ def login() -> Response:
     """Login form post"""
     st = state()
     current = _current()
-    if current is None or not current.request:
+    pending = signin.pending(_db(), current.request_id, st.clock()) if current else None
+    if current is None or pending is None:
         return _page(400, "Start again", error="No authorization request is in progress.")
-    name = _client_name(current.request["client_id"])
+    name = _client_name(pending["client_id"])
     if not _csrf_ok(current):
         return _page(400, "Sign in", form="login", client=name, csrf=current.csrf,
                      error="The form expired; please sign in again.")
@@ -199,7 +207,7 @@ def login() -> Response:
     throttle.end(_db(), username, address, now, success=True)
     # A new identifier once signed in: one planted before the login is worth nothing.
     signin.drop(_db(), current)
-    value, current = signin.start(_db(), now, request=current.request, user=user.username)
+    value, current = signin.start(_db(), now, request_id=current.request_id, user=user.username)
     g.audit_detail = f"sign-in of {user.username} ({user.fhir_user})"
     return _with_cookie(_approval_page(current), value)
 
@@ -240,14 +248,15 @@ def _user_scope(user: users.User, scope: str) -> str:
 
 
 def _approval_page(current: signin.SignIn, error: str | None = None) -> Response:
-    pending = current.request or {}
+    pending = signin.pending(_db(), current.request_id, state().clock()) or {}
     user = users.find(_db(), current.user or "")
     if user is None or not pending:
         return _page(400, "Start again", error="Your session ended.")
     lines = [describe(s) for s in _user_scope(user, pending["scope"]).split()]
     return _page(200, "Allow access?", returns_to=pending["redirect_uri"], form="approve",
                  client=_client_name(pending["client_id"]), scopes=list(dict.fromkeys(lines)),
-                 patients=_choices(user, pending), csrf=current.csrf, error=error)
+                 patients=_choices(user, pending), csrf=current.csrf, error=error,
+                 request_id=current.request_id)
 
 
 @blp.route("/oauth/approve", methods=["POST"])
@@ -255,47 +264,53 @@ def approve() -> Response:
     """Approval form post: the code goes back to the application"""
     st = state()
     current = _current()
-    if current is None or not current.request or not current.user or not _csrf_ok(current):
+    if current is None or not current.user or not _csrf_ok(current):
         return _page(400, "Start again", error="The form expired; please start again.")
+    shown = request.form.get("request", "")
+    if not current.request_id or not hmac.compare_digest(shown, current.request_id):
+        return _page(400, "Start again", error="Another authorization request was started in "
+                     "this browser since this page was shown: this one can no longer be answered.")
+    pending = signin.pending(_db(), current.request_id, st.clock())
     user = users.find(_db(), current.user)
-    pending = current.request
-    if user is None:
+    if pending is None or user is None:
         signin.drop(_db(), current)
-        return _page(400, "Start again", error="Your session ended.")
+        return _page(400, "Start again", error="The request has expired or was answered already.")
 
-    def fail(error: str, description: str) -> Response:
-        return _redirect(pending["redirect_uri"], error=error, error_description=description,
-                         state=pending["state"])
+    def done(**params: str | None) -> Response:
+        """Answer the application once; the sign-in ends with the answer."""
+        if not signin.answer(_db(), shown):
+            return _page(400, "Start again", error="This request was answered already.")
+        signin.drop(_db(), current)
+        return _redirect(pending["redirect_uri"], state=pending["state"], **params)
 
     if request.form.get("decision") != "approve":
-        current.request = None
-        signin.save(_db(), current, st.clock())
-        return fail("access_denied", "The user denied access")
+        return done(error="access_denied", error_description="The user denied access")
     patient: str | None = None
     choices = _choices(user, pending)
-    if pending.get("launch"):
-        found = launches.use(_db(), pending["launch"], pending["client_id"], user.fhir_user,
-                             st.clock())
-        if found is None:
-            current.request = None
-            signin.save(_db(), current, st.clock())
-            return fail("access_denied", "The launch has expired, was used, or was made for "
-                        "another user")
-        patient = found.patient
-    elif choices:
+    if not pending.get("launch") and choices:
         picked = request.form.get("patient", "")
         if picked not in {pid for pid, _ in choices}:
             return _approval_page(current, "Choose one of the listed patients.")
         patient = picked
-    elif user.kind == "patient":
+    elif not pending.get("launch") and user.kind == "patient":
         patient = user.patient
+    if not signin.answer(_db(), shown):
+        return _page(400, "Start again", error="This request was answered already.")
+    signin.drop(_db(), current)
+
+    def refuse(description: str) -> Response:
+        return _redirect(pending["redirect_uri"], error="access_denied",
+                         error_description=description, state=pending["state"])
+
+    if pending.get("launch"):
+        found = launches.use(_db(), pending["launch"], pending["client_id"], user.fhir_user,
+                             st.clock())
+        if found is None:
+            return refuse("The launch has expired, was used, or was made for another user")
+        patient = found.patient
     if user.kind == "patient" and patient not in _family_and_self(user):
         # A patient's token never opens on someone who has not bound their card to them.
-        current.request = None
-        signin.save(_db(), current, st.clock())
-        return fail("access_denied", "That patient's record is not yours to open")
-    current.request = None
-    signin.save(_db(), current, st.clock())
+        return refuse("That patient's record is not yours to open")
     kind = "patient" if user.kind == "patient" else "user"
     code = grants.issue_code(_db(), grants.Grant(
         pending["client_id"], user.username, kind, user.fhir_user,

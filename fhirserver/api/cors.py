@@ -28,6 +28,8 @@ browser app can read why it failed.
 
 from __future__ import annotations
 
+import re
+
 import logging
 import threading
 import time
@@ -129,7 +131,10 @@ def allow_origin(origin: str | None, allowed: Allowed) -> str | None:
 
 
 def shared(path: str) -> bool:
-    """Whether responses at ``path`` may be shared with other origins at all."""
+    """Whether responses at ``path`` may be shared with other origins at all. The
+    path is judged as the router will read it: repeated slashes collapse
+    (``//oauth/authorize`` is the authorization page)."""
+    path = re.sub(r"/{2,}", "/", path)
     return path in OAUTH_METHODS or not path.startswith(NOT_FHIR)
 
 

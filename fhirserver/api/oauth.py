@@ -222,6 +222,11 @@ def _user_tokens(issued: grants.Grant, family: str) -> dict[str, Any]:
         out["refresh_token"] = grants.issue_refresh(st.repo.db, issued, now,
                                                     online="offline_access" not in scopes,
                                                     family=family)
+    if grants.family_revoked(st.repo.db, family):
+        # A replay revoked the family while these were being issued: take them back.
+        for stale in grants.revoke_family(st.repo.db, family):
+            tokens().revoke(stale)
+        raise OAuthError("invalid_grant", "This authorization has been revoked; sign in again")
     return out
 
 
@@ -304,7 +309,11 @@ def introspect() -> Response:
     """Token introspection (RFC 7662), for authenticated clients"""
     try:
         form = _form()
-        _client(form)
+        if _client(form).kind == "public":
+            # RFC 7662 section 2.1: the caller must be authorized; a public client's
+            # id is no credential.
+            raise OAuthError("invalid_client", "Introspection needs client authentication "
+                             "(client_secret_basic or private_key_jwt)", 401)
         try:
             claims = tokens().verify(form.get("token", ""), state().clock())
         except errors.Unauthorized:

@@ -82,18 +82,19 @@ class AuditUnavailable(Exception):
 
 
 def append(db: Any, event: dict[str, Any], patients: list[str], keys: Keys,
-           checkpoint_file: Path, attempts: int = 200) -> int:
+           checkpoint_file: Path, attempts: int = 50) -> int:
     """Append ``event`` (an AuditEvent as JSON) about ``patients``; returns its number.
 
     Record numbers are claimed by inserting the primary key, which is atomic on every
-    MongoDB wire-protocol server; the head is a hint (a consistent number/link pair)
-    that may lag, so a writer steps forward over records that already exist. The
-    checkpoint follows the record: a failure to write it fails the append, since a
-    log that cannot be anchored can be cut unnoticed.
+    MongoDB wire-protocol server. The head is only a hint where to look: a writer
+    finds the real newest record from it by primary-key probes (:func:`_tail`), so a
+    head left behind by a stalled or crashed writer costs a few reads, never the
+    log. The checkpoint follows the record: a failure to write it fails the append,
+    since a log that cannot be anchored can be cut unnoticed.
     """
     with _lock:  # writers of one process take turns; other processes may still race
         head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0}
-        seq, previous = int(head["seq"]), str(head.get("link") or head.get("hash") or GENESIS)
+        seq, previous = _tail(db, int(head["seq"]))
         for _ in range(attempts):
             number = seq + 1
             record: dict[str, Any] = {
@@ -104,16 +105,50 @@ def append(db: Any, event: dict[str, Any], patients: list[str], keys: Keys,
             try:
                 db[RECORDS].insert_one(record)
             except DuplicateKeyError:
-                taken = db[RECORDS].find_one({"_id": record_id(number)}, {"mac": 1, "hash": 1})
-                seq, previous = number, _link(taken) if taken else previous
+                seq, previous = _tail(db, number)  # others got there first: find the end
                 continue
-            db[HEAD].replace_one({"_id": "head"},
-                                 {"_id": "head", "seq": number, "link": record["mac"]},
-                                 upsert=True)
+            # Forward only: an older hint never overwrites a newer one.
+            db[HEAD].update_one({"_id": "head", "seq": {"$lt": number}},
+                                {"$set": {"seq": number, "link": record["mac"]}})
+            if number == 1 or not head.get("seq"):
+                _ensure_head(db, number, record["mac"])
             checkpoints.write(checkpoint_file, keys.checkpoint, keys.kid, db.name, number,
                               record["mac"])
             return number
     raise AuditUnavailable("the audit log is too busy to append to")
+
+
+def _ensure_head(db: Any, number: int, link: str) -> None:
+    """The head document exists once the first record does."""
+    try:
+        db[HEAD].insert_one({"_id": "head", "seq": number, "link": link})
+    except DuplicateKeyError:
+        pass
+
+
+def _tail(db: Any, hint: int) -> tuple[int, str]:
+    """The number and link of the newest record, found from ``hint`` by primary-key
+    probes: records are numbered without gaps, so "record n exists" holds up to the
+    end and not after it. Gallops forward from the hint (or from the start, if the
+    hint names a record that is not there) and bisects: O(log distance) reads."""
+    def link(n: int) -> str | None:
+        if n == 0:
+            return GENESIS
+        doc = db[RECORDS].find_one({"_id": record_id(n)}, {"mac": 1, "hash": 1})
+        return _link(doc) if doc is not None else None
+
+    low = hint if hint > 0 and link(hint) is not None else 0
+    step = 1
+    while link(low + step) is not None:
+        low, step = low + step, step * 2
+    high = low + step  # missing
+    while high - low > 1:
+        middle = (low + high) // 2
+        if link(middle) is not None:
+            low = middle
+        else:
+            high = middle
+    return low, link(low) or GENESIS
 
 
 def record_id(seq: int) -> str:

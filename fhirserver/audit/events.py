@@ -59,6 +59,9 @@ class Facts:
     emergency: bool = False
     detail: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    #: recorded before a request that may change data runs: its outcome follows in
+    #: a second record, so a change never stands without a record of it
+    intent: bool = False
 
 
 def _outcome(status: int) -> str:
@@ -115,7 +118,10 @@ def audit_event(f: Facts) -> dict[str, Any]:
                    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
                              "code": "4", "display": "Application Server"}]},
     }
-    if f.status >= 400 or f.detail:
+    if f.intent:
+        del event["outcome"]
+        event["outcomeDesc"] = "started (the outcome is recorded when the request ends)"
+    elif f.status >= 400 or f.detail:
         event["outcomeDesc"] = f.detail or f"HTTP {f.status}"
     if entities:
         event["entity"] = entities

@@ -19,8 +19,10 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from pymongo.errors import DuplicateKeyError
 
 from .clients import OAuthError
 
@@ -87,8 +89,8 @@ def _grant(doc: dict[str, Any]) -> Grant:
 def new_family(db: Any, client_id: str, now: datetime) -> str:
     """A token family for one authorization (its refresh and access tokens)."""
     family = secrets.token_urlsafe(16)
-    db[FAMILIES].insert_one({"_id": family, "client_id": client_id, "revoked": False,
-                             "live": None, "exp": now + timedelta(days=REFRESH_DAYS)})
+    db[FAMILIES].insert_one({"_id": family, "client_id": client_id, "live": None,
+                             "exp": now + timedelta(days=REFRESH_DAYS)})
     return family
 
 
@@ -128,17 +130,24 @@ class Replayed(OAuthError):
 
 def redeem_refresh(db: Any, token: str, client_id: str, now: datetime) -> tuple[Grant, str]:
     """The grant and family of a live refresh token, used up by this call. A token
-    that was used before revokes its family (:class:`Replayed`)."""
+    that was used before revokes its family (:class:`Replayed`).
+
+    Using a token is inserting its ``used|`` marker by primary key: of two requests
+    presenting one token at the same instant exactly one succeeds, and the other is
+    a replay."""
     key = _key(token)
     doc = db[REFRESH].find_one({"_id": key})
-    if doc is None or db[REFRESH].delete_one({"_id": key}).deleted_count != 1:
+    if doc is None:
         used = db[REFRESH].find_one({"_id": f"used|{key}"})
         if used is not None:
             raise Replayed(revoke_family(db, used["family"]))
         raise OAuthError("invalid_grant", "The refresh token is unknown, used or revoked")
-    db[REFRESH].insert_one({"_id": f"used|{key}", "family": doc.get("family"), "exp": doc["exp"]})
-    family = db[FAMILIES].find_one({"_id": doc.get("family")})
-    if family is None or family.get("revoked"):
+    try:
+        db[REFRESH].insert_one({"_id": f"used|{key}", "family": doc.get("family"), "exp": doc["exp"]})
+    except DuplicateKeyError:
+        raise Replayed(revoke_family(db, doc.get("family"))) from None
+    db[REFRESH].delete_one({"_id": key})
+    if family_revoked(db, doc.get("family")):
         raise OAuthError("invalid_grant", "The refresh token has been revoked")
     if doc["client_id"] != client_id:
         raise OAuthError("invalid_grant", "The refresh token was issued to another client")
@@ -147,14 +156,24 @@ def redeem_refresh(db: Any, token: str, client_id: str, now: datetime) -> tuple[
     return _grant(doc), str(doc["family"])
 
 
+def family_revoked(db: Any, family: str | None) -> bool:
+    """Revocation is a document of its own: an update of the family's other fields
+    can never undo it."""
+    return family is None or db[FAMILIES].find_one({"_id": f"revoked|{family}"}) is not None
+
+
 def revoke_family(db: Any, family: str | None) -> list[dict[str, Any]]:
     """Revoke a family: its live refresh token is deleted and its access tokens are
     returned for the revocation list."""
-    doc = db[FAMILIES].find_one_and_update({"_id": family}, {"$set": {"revoked": True}}) \
-        if family else None
-    if doc is None:
+    if not family:
         return []
-    if doc.get("live"):
+    try:
+        db[FAMILIES].insert_one({"_id": f"revoked|{family}", "exp": datetime.now(UTC)
+                                 + timedelta(days=REFRESH_DAYS)})
+    except DuplicateKeyError:
+        pass
+    doc = db[FAMILIES].find_one({"_id": family})
+    if doc is not None and doc.get("live"):
         db[REFRESH].delete_one({"_id": doc["live"]})
     return [{"jti": t["jti"], "exp": t["exp"]} for t in db[FAMILIES].find({"family": family})]
 

@@ -41,13 +41,10 @@ def _key(username: str, address: str) -> str:
 
 def begin(db: Any, username: str, address: str, now: datetime) -> int:
     """Start an attempt: 0 to go ahead (the pair's lease is taken), else the seconds
-    to wait (a delay still running, or another attempt of the pair in flight)."""
+    to wait (a delay still running, or another attempt of the pair in flight). The
+    delay is read once the lease is held, so an attempt that raced the previous
+    failure still sees the delay that failure set."""
     key = _key(username, address)
-    doc = db[FAILURES].find_one({"_id": key})
-    if doc is not None and doc.get("until") is not None:
-        left = (doc["until"].replace(tzinfo=now.tzinfo) - now).total_seconds()
-        if left > 0:
-            return int(left + 0.999)
     lease = {"_id": f"lease|{key}", "exp": now + timedelta(seconds=LEASE_SECONDS)}
     try:
         db[FAILURES].insert_one(lease)
@@ -56,10 +53,16 @@ def begin(db: Any, username: str, address: str, now: datetime) -> int:
         if held is None or held["exp"].replace(tzinfo=now.tzinfo) > now:
             return 1  # another attempt of the pair is running (or just ended): retry
         # A lease left by an attempt that crashed: take it over only if it is still
-        # that one (two takers cannot both match its old expiry).
+        # that one.
         taken = db[FAILURES].replace_one({"_id": lease["_id"], "exp": held["exp"]}, lease)
         if taken.modified_count != 1:
             return 1
+    doc = db[FAILURES].find_one({"_id": key})
+    if doc is not None and doc.get("until") is not None:
+        left = (doc["until"].replace(tzinfo=now.tzinfo) - now).total_seconds()
+        if left > 0:
+            db[FAILURES].delete_one({"_id": lease["_id"]})
+            return int(left + 0.999)
     return 0
 
 
@@ -75,7 +78,7 @@ def end(db: Any, username: str, address: str, now: datetime, *, success: bool) -
         failures = int(doc.get("n", 0)) + 1  # the lease makes this writer the only one
         seconds = delay(failures)
         db[FAILURES].replace_one({"_id": key}, {
-            "_id": key, "n": failures, "at": now,
+            "_id": key, "n": failures, "at": now, "exp": now + timedelta(days=1),
             "until": now + timedelta(seconds=seconds) if seconds else None}, upsert=True)
         return seconds
     finally:

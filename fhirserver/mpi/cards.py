@@ -132,6 +132,10 @@ def set_status(ctx: Context, pid: str, status: str) -> dict[str, Any]:
     card = active_card(ctx, pid)
     ctx.repo.db[CARDS].update_one({"_id": card["_id"]},
                                   {"$set": {"status": status, "changed": ctx.clock()}})
+    if ctx.repo.db[CARDS].find_one({"_id": f"active|{pid}"}) is None:
+        # A revocation ran meanwhile: it stands.
+        ctx.repo.db[CARDS].update_one({"_id": card["_id"]}, {"$set": {"status": "revoked"}})
+        raise errors.NotFound(f"Patient/{pid} has no active health card", details="no-card")
     return {**card, "status": status}
 
 
@@ -182,6 +186,11 @@ def redeem_code(ctx: Context, payload: str, party: str) -> dict[str, Any]:
     if card["status"] != "active":
         raise errors.Forbidden(f"The scanned card is {card['status']}",
                                details=f"card-{card['status']}")
+    pointer = ctx.repo.db[CARDS].find_one({"_id": f"active|{card['patient']}"})
+    if pointer is None or pointer.get("card") != card["_id"]:
+        # Revocation deletes the pointer (an atomic delete), whatever a status update
+        # racing with it wrote: a card without it is revoked.
+        raise errors.Forbidden("The scanned card is revoked", details="card-revoked")
     code_uses.claim(ctx.repo.db, fingerprint(payload), party, code.card,
                     code_uses.expiry(code.exp), now)
     return card

@@ -150,16 +150,28 @@ def _bind(ctx: Context, holder: str, member: str, relationship: str, via: str) -
     if member == holder:
         raise errors.Unprocessable("A cardholder cannot bind their own card", expression="card")
     col = ctx.repo.db[BINDINGS]
+    pair = f"pair|{holder}|{member}"
     try:  # one binding per pair, even for two requests at once
-        col.insert_one({"_id": f"pair|{holder}|{member}", "kind": "pair"})
+        col.insert_one({"_id": pair, "kind": "pair", "at": ctx.clock()})
     except DuplicateKeyError as exc:
-        raise errors.Conflict(f"Patient/{member} is already bound to Patient/{holder}",
-                              details="already-bound") from exc
+        if any(b["member"] == member for b in bindings(ctx, holder)) or not _stale(col, pair, ctx):
+            raise errors.Conflict(f"Patient/{member} is already bound to Patient/{holder}",
+                                  details="already-bound") from exc
+        # A pair left without its slot by a crash between the two writes: free it.
+        col.delete_one({"_id": pair})
+        return _bind(ctx, holder, member, relationship, via)
     try:
         return _occupy(ctx, holder, member, relationship, via)
     except BaseException:
         col.delete_one({"_id": f"pair|{holder}|{member}"})
         raise
+
+
+def _stale(col: Any, pair: str, ctx: Context) -> bool:
+    """A pair record older than a binding takes to write, with no slot behind it."""
+    doc = col.find_one({"_id": pair})
+    at = doc.get("at") if doc else None
+    return at is None or _aware(at) < ctx.clock() - timedelta(minutes=1)
 
 
 def _occupy(ctx: Context, holder: str, member: str, relationship: str, via: str) -> dict[str, Any]:

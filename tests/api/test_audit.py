@@ -113,16 +113,38 @@ def test_the_chain_verifies_and_reports_the_first_broken_link(fhir, app):
     assert "missing" in report.broken.problem
 
 
-def test_no_unaudited_access_when_the_log_cannot_be_written(fhir, app):
+def test_no_unaudited_access_when_the_log_cannot_be_written(fhir, app, tmp_path):
+    """No answer leaves without its record, and no change runs without one: when the
+    log cannot be written (here its checkpoint file), reads answer 503 without data
+    and writes are refused before anything is stored."""
+    import dataclasses
+
+    from fhirserver.api.auditing import EXTENSION
+
     pid = fhir.create(f.patient("Secret"))["id"]
-    db = app.extensions["fhirserver"].repo.db
-    head = db[HEAD].find_one({"_id": "head"})
-    # The next 300 record numbers are taken: appending gives up.
-    db[RECORDS].insert_many([{"_id": record_id(head["seq"] + i), "prev": GENESIS, "hash": GENESIS,
-                              "event": {}, "patients": []} for i in range(1, 301)])
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    setup = app.extensions[EXTENSION]
+    app.extensions[EXTENSION] = dataclasses.replace(setup, checkpoints=blocker / "checkpoints.log")
     r = fhir.get(f"Patient/{pid}")
     assert r.status_code == 503
     assert "Secret" not in r.get_data(as_text=True)
+    db = app.extensions["fhirserver"].repo.db
+    before = db["Observation"].count_documents({})
+    assert fhir.post("Observation", f.observation(pid)).status_code == 503
+    assert db["Observation"].count_documents({}) == before
+
+
+def test_a_change_is_recorded_before_it_runs(fhir, app):
+    """A create leaves a record that it started, then one of its outcome: a crash or a
+    failing log between the change and its answer cannot hide the change."""
+    db = app.extensions["fhirserver"].repo.db
+    pid = fhir.create(f.patient("Watched"))["id"]
+    events = [d["event"] for d in db[RECORDS].find({}).sort("_id", 1)]
+    started, done = events[-2], events[-1]
+    assert started["subtype"][0]["code"] == done["subtype"][0]["code"] == "create"
+    assert "outcome" not in started and started["outcomeDesc"].startswith("started")
+    assert done["outcome"] == "0" and f"Patient/{pid}" in str(done["entity"])
 
 
 RESIDENT = "https://fhirserver.example/sid/resident-id"
@@ -192,3 +214,21 @@ def test_the_patient_sees_that_someone_searched_by_their_resident_id(live):
                 if e.get("role", {}).get("code") == "24"]
     assert searches and searches[-1]["description"] == (
         f"Search for Patient by identifier ({described[0]}), phone number")
+
+
+def test_a_head_left_far_behind_costs_reads_not_the_log(fhir, app):
+    """A writer that stalled between its record and the head hint (a network hiccup,
+    a failover) may leave the head hundreds of records behind: appending finds the
+    real end by primary-key probes, and the chain stays whole."""
+    db = app.extensions["fhirserver"].repo.db
+    pid = fhir.create(f.patient("Busy"))["id"]
+    for _ in range(40):
+        assert fhir.get(f"Patient/{pid}").status_code == 200
+    db[HEAD].replace_one({"_id": "head"}, {"_id": "head", "seq": 1, "link": "stale"})
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    setup = app.extensions[EXTENSION]
+    report = verify(db, setup.keys, [setup.checkpoints])
+    assert report.broken is None and report.checked > 40
+    db[HEAD].delete_one({"_id": "head"})  # lost altogether
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert verify(db, setup.keys, [setup.checkpoints]).broken is None

@@ -47,7 +47,8 @@ def browser_approves(authorize_url: str, username: str, password: str, patient: 
     assert page.status_code == 200 and "Allow access?" in page.text, page.text[:500]
     assert "Read and search your records of every kind" in page.text  # scopes in plain words
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
-    form = {"csrf": csrf, "decision": decision}
+    shown = re.search(r'name="request" value="([^"]+)"', page.text)[1]  # type: ignore[index]
+    form = {"csrf": csrf, "request": shown, "decision": decision}
     if patient:
         form["patient"] = patient
     done = b.post(f"{base}/oauth/approve", data=form, allow_redirects=False, timeout=10)

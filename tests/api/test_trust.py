@@ -37,6 +37,11 @@ def params(**values: str | bool) -> dict:
         for k, v in values.items()]}
 
 
+def shown_request(page: str) -> str:
+    """The pending request an approval page answers (its hidden form field)."""
+    return re.search(r'name="request" value="([^"]+)"', page)[1]  # type: ignore[index]
+
+
 def details(r: requests.Response) -> str:
     return r.json()["issue"][0].get("details", {}).get("coding", [{}])[0].get("code", "")
 
@@ -109,7 +114,8 @@ class World:
                       data={"csrf": csrf, "username": username, "password": PASSWORD})
         assert page.status_code == 200 and "Allow access?" in page.text, page.text[:400]
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
-        form = {"csrf": csrf, "decision": "approve", **({"patient": patient} if patient else {})}
+        form = {"csrf": csrf, "request": shown_request(page.text), "decision": "approve",
+                **({"patient": patient} if patient else {})}
         done = b.post(f"{self.url}/oauth/approve", data=form, allow_redirects=False, timeout=10)
         assert done.status_code == 302, done.text[:400]
         return done.headers["Location"]
@@ -199,7 +205,8 @@ def test_1_a_patient_picks_only_themself_or_consenting_family(world):
     assert f'value="{world.bob}"' not in page.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
     forged = b.post(f"{world.url}/oauth/approve", allow_redirects=False, timeout=10,
-                    data={"csrf": csrf, "decision": "approve", "patient": world.bob})
+                    data={"csrf": csrf, "request": shown_request(page.text), "decision": "approve",
+                          "patient": world.bob})
     assert forged.status_code == 200 and "Choose one of the listed patients" in forged.text
 
 
@@ -835,3 +842,129 @@ def test_audit_names_the_patient_whatever_the_answer_shows(world):
     before = seen()
     assert dr.delete(f"Observation/{created}").status_code == 200
     assert seen() == before + 1
+
+
+# -- found by attacking the sign-in, concurrency and crashes ---------------------------------
+
+
+def signed_in_page(world: World, session: requests.Session, **extra: str) -> str:
+    page = session.get(world.authorize_url(s256(VERIFIER), **extra), timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    page = session.post(f"{world.url}/oauth/login", timeout=10,
+                        data={"csrf": csrf, "username": "alice", "password": PASSWORD})
+    assert "Allow access?" in page.text
+    return page.text
+
+
+def test_13_an_approval_page_answers_only_the_request_it_shows(world):
+    """Point 13: a request started in the same browser after the page was shown (a
+    hidden image, another tab) cannot ride on the user's Allow; a double click
+    gives one code; the sign-in ends with the answer."""
+    b = requests.Session()
+    page = signed_in_page(world, b)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+    swapped = b.get(world.authorize_url(s256("w" * 50), scope="patient/*.cruds offline_access"),
+                    timeout=10)
+    assert swapped.status_code == 200  # the attacker's request, now the session's latest
+    r = b.post(f"{world.url}/oauth/approve", allow_redirects=False, timeout=10, data={
+        "csrf": csrf, "request": shown_request(page), "decision": "approve", "patient": world.alice})
+    assert r.status_code == 400 and "code=" not in r.headers.get("Location", "")
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = requests.Session()
+    page = signed_in_page(world, b)
+    form = {"csrf": re.search(r'name="csrf" value="([^"]+)"', page)[1],
+            "request": shown_request(page), "decision": "approve", "patient": world.alice}
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: b.post(f"{world.url}/oauth/approve", data=form,
+                                                 allow_redirects=False, timeout=10), range(2)))
+    assert sorted(a.status_code for a in answers) == [302, 400]
+    again = b.get(world.authorize_url(s256(VERIFIER)), timeout=10)
+    assert "Sign in" in again.text  # no approval without signing in again
+
+
+def test_14_a_native_apps_redirect_is_allowed_by_its_scheme(world):
+    """Point 14 (CSP Level 3 section 2.3.1): a private-use scheme is a scheme-source."""
+    from fhirserver.api.authorize import origin_of
+
+    assert origin_of("com.example.app:/callback") == "com.example.app:"
+    assert origin_of("https://app.example:8443/cb?x=1") == "https://app.example:8443"
+
+
+def test_10_two_refreshes_with_one_token_revoke_the_family(world):
+    """Point 10: the same refresh token sent twice at the same instant is a replay:
+    exactly one answer can succeed, and then nothing of the family works."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(3):
+        location = world.sign_in("alice", s256(VERIFIER), patient=world.alice)
+        first = world.exchange(location, VERIFIER).json()
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: requests.post(
+                f"{world.url}/oauth/token", timeout=10, data={
+                    "grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                    "client_id": "app-1"}), range(2)))
+        assert [a.status_code for a in answers].count(200) <= 1
+        import time
+
+        time.sleep(2.1)  # the per-process revocation list
+        for a in answers:
+            if a.status_code == 200:
+                assert requests.get(f"{world.url}/Patient/{world.alice}", timeout=10, headers={
+                    "Authorization": f"Bearer {a.json()['access_token']}"}).status_code == 401
+                assert requests.post(f"{world.url}/oauth/token", timeout=10, data={
+                    "grant_type": "refresh_token", "refresh_token": a.json()["refresh_token"],
+                    "client_id": "app-1"}).status_code == 400
+
+
+def test_8_a_revoked_card_stays_revoked_whatever_raced_it(world):
+    """Point 8: a resume that raced a revocation cannot bring the card back: codes
+    issued before the revocation no longer scan."""
+    code = world.live_code(world.bob)
+    assert world.op.post(f"Patient/{world.bob}/$revoke-card").status_code == 200
+    world.db["_health_cards"].update_one({"patient": world.bob, "status": "revoked"},
+                                         {"$set": {"status": "active"}})  # the racing resume
+    dr = world.clinician("dr-li")
+    r = dr.post("Patient/$scan-card", params(payload=code))
+    assert r.status_code == 403 and details(r) == "card-revoked"
+
+
+def test_2_a_binding_half_written_by_a_crash_does_not_block_the_member(world):
+    """Point 2: a crash between the pair record and the binding slot leaves a pair
+    with no binding: the next binding with consent goes through."""
+    world.db["_card_bindings"].insert_one({"_id": f"pair|{world.alice}|{world.bob}", "kind": "pair",
+                                           "at": datetime.now(UTC) - timedelta(minutes=5)})
+    alice = world.as_patient(world.alice)
+    assert alice.post(f"Patient/{world.alice}/$bind-family",
+                      params(code=world.live_code(world.bob))).status_code == 201
+
+
+def test_a_public_client_cannot_introspect(world):
+    """RFC 7662 section 2.1: introspection needs an authenticated caller."""
+    location = world.sign_in("alice", s256(VERIFIER), patient=world.alice)
+    access = world.exchange(location, VERIFIER).json()["access_token"]
+    r = requests.post(f"{world.url}/oauth/introspect", timeout=10,
+                      data={"token": access, "client_id": "app-1"})
+    assert r.status_code == 401 and "active" not in r.json()
+
+
+def test_expired_sign_in_state_is_swept(world):
+    """Anyone may start authorization requests: what they leave expires and goes."""
+    from fhirserver.auth import sweep
+
+    old = datetime.now(UTC) - timedelta(hours=1)
+    world.db["_oauth_sessions"].insert_many([{"_id": f"old-{i}", "exp": old} for i in range(50)])
+    world.db["_oauth_pending"].insert_many([{"_id": f"old-{i}", "exp": old} for i in range(50)])
+    sweep._last.clear()
+    requests.get(world.authorize_url(s256(VERIFIER)), timeout=10)
+    assert world.db["_oauth_sessions"].count_documents({"_id": {"$regex": "^old-"}}) == 0
+    assert world.db["_oauth_pending"].count_documents({"_id": {"$regex": "^old-"}}) == 0
+
+
+def test_15_a_doubled_slash_is_no_way_around_cors():
+    """Point 15: paths are judged as the router reads them."""
+    from fhirserver.api.cors import shared
+
+    assert not shared("//oauth/authorize") and not shared("/oauth//login")
+    assert shared("//Patient")
