@@ -11,7 +11,7 @@ import hmac
 from click.testing import CliRunner
 
 from fhirserver.api.auditing import EXTENSION
-from fhirserver.audit.chain import GENESIS, HEAD, RECORDS, record_id, verify
+from fhirserver.audit.chain import HEAD, RECORDS, record_id, verify
 from fhirserver.audit.queries import PURPOSE
 from fhirserver.cli import main
 from fhirserver.crypto.master import load
