@@ -142,7 +142,8 @@ def intend() -> Response | None:
         intent=True,
     )
     try:
-        append(state().repo.db, audit_event(facts), patients, setup.keys, setup.checkpoints)
+        append(state().repo.db, audit_event(facts), patients, setup.keys, setup.checkpoints,
+               advance=False)  # the outcome's record follows and moves the head
     except Exception:  # noqa: BLE001 - no change may run unrecorded
         log.exception("audit record could not be written")
         return render(503, errors.ServerError(

@@ -81,20 +81,31 @@ class AuditUnavailable(Exception):
     """The record could not be appended: the request must not go through."""
 
 
+#: Per process and database, the newest record this process knows of (number, link):
+#: where the next append is tried first, with no read at all.
+_tails: dict[str, tuple[int, str]] = {}
+
+
 def append(db: Any, event: dict[str, Any], patients: list[str], keys: Keys,
-           checkpoint_file: Path, attempts: int = 50) -> int:
+           checkpoint_file: Path, attempts: int = 50, *, advance: bool = True) -> int:
     """Append ``event`` (an AuditEvent as JSON) about ``patients``; returns its number.
 
     Record numbers are claimed by inserting the primary key, which is atomic on every
-    MongoDB wire-protocol server. The head is only a hint where to look: a writer
-    finds the real newest record from it by primary-key probes (:func:`_tail`), so a
-    head left behind by a stalled or crashed writer costs a few reads, never the
-    log. The checkpoint follows the record: a failure to write it fails the append,
-    since a log that cannot be anchored can be cut unnoticed.
+    MongoDB wire-protocol server. A writer tries the number after the newest record
+    it knows of; when another got there first, it finds the real end by primary-key
+    probes (:func:`_tail`). The shared head, moved forward only, is a hint for
+    processes that start, so a head left behind by a stalled or crashed writer costs
+    a few reads, never the log. The checkpoint follows the record: a failure to
+    write it fails the append, since a log that cannot be anchored can be cut
+    unnoticed.
     """
+    where = f"{getattr(db.client, 'address', '')}/{db.name}"
     with _lock:  # writers of one process take turns; other processes may still race
-        head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0}
-        seq, previous = _tail(db, int(head["seq"]))
+        known = _tails.get(where)
+        if known is None:
+            head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0}
+            known = _tail(db, int(head["seq"]))
+        seq, previous = known
         for _ in range(attempts):
             number = seq + 1
             record: dict[str, Any] = {
@@ -107,23 +118,22 @@ def append(db: Any, event: dict[str, Any], patients: list[str], keys: Keys,
             except DuplicateKeyError:
                 seq, previous = _tail(db, number)  # others got there first: find the end
                 continue
-            # Forward only: an older hint never overwrites a newer one.
-            db[HEAD].update_one({"_id": "head", "seq": {"$lt": number}},
-                                {"$set": {"seq": number, "link": record["mac"]}})
-            if number == 1 or not head.get("seq"):
-                _ensure_head(db, number, record["mac"])
+            _tails[where] = (number, record["mac"])
+            if advance:  # off: a record another follows at once, which moves it
+                _advance_head(db, number, record["mac"])
             checkpoints.write(checkpoint_file, keys.checkpoint, keys.kid, db.name, number,
                               record["mac"])
             return number
     raise AuditUnavailable("the audit log is too busy to append to")
 
 
-def _ensure_head(db: Any, number: int, link: str) -> None:
-    """The head document exists once the first record does."""
+def _advance_head(db: Any, number: int, link: str) -> None:
+    """Move the head hint forward only: an older writer never sets it back."""
     try:
-        db[HEAD].insert_one({"_id": "head", "seq": number, "link": link})
+        db[HEAD].update_one({"_id": "head", "seq": {"$lt": number}},
+                            {"$set": {"seq": number, "link": link}}, upsert=True)
     except DuplicateKeyError:
-        pass
+        pass  # the head is ahead already
 
 
 def _tail(db: Any, hint: int) -> tuple[int, str]:
@@ -131,11 +141,13 @@ def _tail(db: Any, hint: int) -> tuple[int, str]:
     probes: records are numbered without gaps, so "record n exists" holds up to the
     end and not after it. Gallops forward from the hint (or from the start, if the
     hint names a record that is not there) and bisects: O(log distance) reads."""
+    links: dict[int, str | None] = {0: GENESIS}
+
     def link(n: int) -> str | None:
-        if n == 0:
-            return GENESIS
-        doc = db[RECORDS].find_one({"_id": record_id(n)}, {"mac": 1, "hash": 1})
-        return _link(doc) if doc is not None else None
+        if n not in links:
+            doc = db[RECORDS].find_one({"_id": record_id(n)}, {"mac": 1, "hash": 1})
+            links[n] = _link(doc) if doc is not None else None
+        return links[n]
 
     low = hint if hint > 0 and link(hint) is not None else 0
     step = 1
