@@ -276,44 +276,41 @@ def approve() -> Response:
         signin.drop(_db(), current)
         return _page(400, "Start again", error="The request has expired or was answered already.")
 
-    def done(**params: str | None) -> Response:
-        """Answer the application once; the sign-in ends with the answer."""
-        if not signin.answer(_db(), shown):
-            return _page(400, "Start again", error="This request was answered already.")
-        signin.drop(_db(), current)
-        return _redirect(pending["redirect_uri"], state=pending["state"], **params)
-
-    if request.form.get("decision") != "approve":
-        return done(error="access_denied", error_description="The user denied access")
+    approving = request.form.get("decision") == "approve"
     patient: str | None = None
-    choices = _choices(user, pending)
-    if not pending.get("launch") and choices:
-        picked = request.form.get("patient", "")
-        if picked not in {pid for pid, _ in choices}:
-            return _approval_page(current, "Choose one of the listed patients.")
-        patient = picked
-    elif not pending.get("launch") and user.kind == "patient":
-        patient = user.patient
+    if approving and not pending.get("launch"):
+        choices = _choices(user, pending)
+        if choices:
+            picked = request.form.get("patient", "")
+            if picked not in {pid for pid, _ in choices}:
+                return _approval_page(current, "Choose one of the listed patients.")
+            patient = picked
+        elif user.kind == "patient":
+            patient = user.patient
+    # One answer per request, however often the form is sent; the sign-in ends with it.
     if not signin.answer(_db(), shown):
         return _page(400, "Start again", error="This request was answered already.")
     signin.drop(_db(), current)
 
-    def refuse(description: str) -> Response:
-        return _redirect(pending["redirect_uri"], error="access_denied",
-                         error_description=description, state=pending["state"])
+    def back(**params: str | None) -> Response:
+        return _redirect(pending["redirect_uri"], state=pending["state"], **params)
 
+    if not approving:
+        return back(error="access_denied", error_description="The user denied access")
     if pending.get("launch"):
         found = launches.use(_db(), pending["launch"], pending["client_id"], user.fhir_user,
                              st.clock())
         if found is None:
-            return refuse("The launch has expired, was used, or was made for another user")
+            return back(error="access_denied", error_description="The launch has expired, was "
+                        "used, or was made for another user")
         patient = found.patient
     if user.kind == "patient" and patient not in _family_and_self(user):
         # A patient's token never opens on someone who has not bound their card to them.
-        return refuse("That patient's record is not yours to open")
+        return back(error="access_denied", error_description="That patient's record is not "
+                    "yours to open")
     kind = "patient" if user.kind == "patient" else "user"
     code = grants.issue_code(_db(), grants.Grant(
         pending["client_id"], user.username, kind, user.fhir_user,
         _user_scope(user, pending["scope"]), patient, user.organization, pending.get("nonce")),
         pending["redirect_uri"], pending["challenge"], st.clock())
-    return _redirect(pending["redirect_uri"], code=code, state=pending["state"])
+    return back(code=code)
