@@ -33,13 +33,14 @@ class Settings:
     max_count: int = 1000  # FHIR_MAX_COUNT
     # Time zone used for dates without one, in queries and stored data (IANA name).
     timezone: str = "Asia/Shanghai"  # FHIR_TIMEZONE
-    # Embedded database: where FerretDB keeps its SQLite files, and the binary.
+    # Embedded database (PostgreSQL behind FerretDB): where it keeps its files, and
+    # the FerretDB binary.
     data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".data")  # FHIR_DATA_DIR
     ferretdb_bin: str = ""  # FERRETDB_BIN (default: .tools/bin/ferretdb, then PATH)
-    # A FerretDB on SQLite whose files are in this directory gets the _id lookup
-    # index its query pushdown needs (storage/sqlite_tuning.py); set automatically
-    # for the embedded database.
-    ferretdb_sqlite_dir: str = ""  # FERRETDB_SQLITE_DIR
+    # The PostgreSQL database under a FerretDB (libpq URL): the server creates there
+    # the GIN indexes FerretDB's query pushdown needs (storage/postgres_indexes.py).
+    # Set automatically for the embedded database.
+    ferretdb_postgresql_url: str = ""  # FERRETDB_POSTGRESQL_URL
     # Master patient index: the identifier systems (JSON, see mpi/identifier_systems.json).
     identifier_systems: str = ""  # FHIR_IDENTIFIER_SYSTEMS
     # Health cards: how long a QR code stays valid, and the key that signs it
@@ -125,7 +126,7 @@ ENV_NAMES: dict[str, str] = {
     "timezone": "FHIR_TIMEZONE",
     "data_dir": "FHIR_DATA_DIR",
     "ferretdb_bin": "FERRETDB_BIN",
-    "ferretdb_sqlite_dir": "FERRETDB_SQLITE_DIR",
+    "ferretdb_postgresql_url": "FERRETDB_POSTGRESQL_URL",
     "identifier_systems": "FHIR_IDENTIFIER_SYSTEMS",
     "card_code_seconds": "FHIR_CARD_CODE_SECONDS",
     "card_signing_key": "FHIR_CARD_SIGNING_KEY",

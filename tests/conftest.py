@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from fhirserver.storage.ferretdb import EmbeddedFerretDB
+from fhirserver.storage.embedded import EmbeddedDatabase
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -32,14 +32,15 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """URI of the MongoDB-compatible server the tests use, and its SQLite directory if embedded."""
+    """URI of the MongoDB-compatible server the tests use, and the URL of the
+    PostgreSQL database under it when it is the embedded one."""
     external = os.environ.get("MONGODB_URI")
     if external:
-        yield external, os.environ.get("FERRETDB_SQLITE_DIR", "")
+        yield external, os.environ.get("FERRETDB_POSTGRESQL_URL", "")
         return
-    data_dir: Path = tmp_path_factory.mktemp("ferretdb")
-    with EmbeddedFerretDB(data_dir) as server:
-        yield server.uri, str(data_dir)
+    data_dir: Path = tmp_path_factory.mktemp("database")
+    with EmbeddedDatabase(data_dir, durable=False) as server:
+        yield server.uri, server.postgresql_url
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +71,9 @@ if not SHARED.exists():  # a checkout laid out elsewhere: SHARED_DATA points at 
 def settings(database_server: tuple[str, str], db_name: str, tmp_path: Path) -> "Settings":
     from fhirserver.config import Settings
 
-    uri, sqlite_dir = database_server
+    uri, pg_url = database_server
     return Settings(mongodb_uri=uri, mongodb_db=db_name, data_dir=tmp_path,
-                    ferretdb_sqlite_dir=sqlite_dir, base_url="http://fhir.test/fhir")
+                    ferretdb_postgresql_url=pg_url, base_url="http://fhir.test/fhir")
 
 
 OPERATOR_SCOPE = "system/*.cruds"

@@ -33,7 +33,6 @@ from mongoengine import (
 from pymongo.collection import Collection
 
 from ..model.types import SUPPORTED_TYPES
-from ..search.compile import index_keys
 from ..search.sorting import sort_index_keys
 
 HISTORY_SUFFIX = "_history"
@@ -41,17 +40,28 @@ JOURNAL_COLLECTION = "_journal"
 CLAIMS_COLLECTION = "_identifier_claims"
 
 
-def _current_class(resource_type: str, alias: str) -> type[Document]:
-    indexes: list[Any] = [
-        {"fields": ["pat", "lu"]},
-        {"fields": ["lu", "_id"]},
-        {"fields": ["refs"]},
+def current_indexes(resource_type: str) -> list[list[tuple[str, int]]]:
+    """The indexes of a type's current collection: one led by each top-level field a
+    lifted filter pins (search/keys.py), then those that serve sorts."""
+    out: list[list[tuple[str, int]]] = [
+        [("pat", 1), ("k", 1)],
+        [("pat", 1), ("lu", 1)],
+        [("k", 1), ("_id", 1)],
+        [("lu", 1), ("_id", 1)],
+        [("refs", 1)],
         # What a clinician or an organisation wrote stays in their reach.
-        {"fields": ["by", "lu"]},
-        {"fields": ["org", "lu"]},
+        [("by", 1), ("lu", 1)],
+        [("org", 1), ("lu", 1)],
     ]
-    for keys in [*index_keys(resource_type), *sort_index_keys(resource_type)]:
-        indexes.append({"fields": [("+" if d > 0 else "-") + f for f, d in keys]})
+    for keys in sort_index_keys(resource_type):
+        out.append(keys)
+        out.append([("pat", 1), *keys])
+    return out
+
+
+def _current_class(resource_type: str, alias: str) -> type[Document]:
+    indexes: list[Any] = [{"fields": [("+" if d > 0 else "-") + f for f, d in keys]}
+                          for keys in current_indexes(resource_type)]
     attrs = {
         "id": StringField(primary_key=True),
         "v": IntField(required=True),
@@ -60,6 +70,7 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         "res": DictField(),
         "pat": StringField(),
         "sp": DictField(),
+        "k": ListField(StringField()),
         "so": DictField(),
         "h": StringField(),
         "refs": ListField(StringField()),
@@ -140,9 +151,14 @@ class Collections:
     claims: Collection[Any]
     documents: tuple[type[Document], ...]
 
-    def ensure_indexes(self) -> None:
+    def declared_indexes(self) -> list[tuple[str, list[tuple[str, int]]]]:
+        """(collection, keys) of every index the documents declare."""
+        out: list[tuple[str, list[tuple[str, int]]]] = []
         for doc in self.documents:
-            doc.ensure_indexes()  # type: ignore[attr-defined]
+            name = doc._get_collection_name()  # type: ignore[attr-defined]
+            for spec in doc._meta["index_specs"]:  # type: ignore[attr-defined]
+                out.append((name, [(f, int(d)) for f, d in spec["fields"]]))
+        return out
 
 
 def build_collections(alias: str) -> Collections:

@@ -1,17 +1,16 @@
-"""The embedded database: a FerretDB child process on a loopback port.
+"""The embedded database's front: a FerretDB child process on a loopback port.
 
 No MongoDB server can be installed on development and CI machines, so when no
 ``MONGODB_URI`` is given the server and the tests run FerretDB (a MongoDB
-wire-protocol server) with its SQLite backend, keeping its files in ``data_dir``.
-The code above this module talks to it through pymongo exactly as it would to
-MongoDB.
+wire-protocol server) on the embedded PostgreSQL of :mod:`.postgres`. The code above
+this module talks to it through pymongo exactly as it would to MongoDB.
 
-Nobody but the server's own user reads the files: the data directory is made 0700
-(tightened when it already exists, its files 0600), the child runs with umask 077 so
-the SQLite files it creates are 0600, and its log file is 0600 too.
+Nobody but the server's own user reads its files: the state directory is made 0700
+(tightened when it already exists, its files 0600), the child runs with umask 077,
+and its log file is 0600 too.
 
-The child must never outlive its parent: an orphaned FerretDB would keep the
-SQLite files open and a port bound. It is stopped by :meth:`EmbeddedFerretDB.stop`,
+The child must never outlive its parent: an orphaned FerretDB would keep its
+database connections open and a port bound. It is stopped by :meth:`EmbeddedFerretDB.stop`,
 at interpreter exit, and on Linux the kernel sends it SIGTERM when the parent dies
 in any other way (``PR_SET_PDEATHSIG``).
 """
@@ -32,7 +31,6 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
-from urllib.parse import quote
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -132,14 +130,18 @@ def _die_with_parent(libc: ctypes.CDLL, parent_pid: int) -> None:
 
 
 class EmbeddedFerretDB:
-    """One FerretDB process serving the SQLite files in ``data_dir``.
+    """One FerretDB process serving the PostgreSQL database at ``postgresql_url``,
+    keeping its state in ``data_dir``.
 
-    Data survives restarts with the same ``data_dir``. Without a ``port`` each start
-    takes a free loopback port, so several instances can run side by side.
+    Without a ``port`` each start takes a free loopback port, so several instances
+    can run side by side (each on a database of its own: FerretDB caches what it
+    knows of the collections).
     """
 
-    def __init__(self, data_dir: Path, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, postgresql_url: str, binary: str | None = None,
+                 port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.postgresql_url = postgresql_url
         self._binary = binary
         self._requested_port = port
         self._port: int | None = None
@@ -206,12 +208,8 @@ class EmbeddedFerretDB:
         data = self.data_dir.resolve()
         args = [
             binary,
-            "--handler=sqlite",
-            # WAL with synchronous=NORMAL: a commit is not an fsync (the WAL is synced
-            # at checkpoints). Safe against crashes of the processes; a power cut can
-            # lose the last commits, acceptable for the development database and the
-            # difference between ~10 ms and ~1 ms per write on ordinary disks.
-            f"--sqlite-url=file:{quote(data.as_posix())}/?_pragma=synchronous(normal)",
+            "--handler=postgresql",
+            f"--postgresql-url={self.postgresql_url}",
             f"--listen-addr=127.0.0.1:{port}",
             f"--state-dir={data}",
             "--telemetry=disable",
@@ -239,7 +237,7 @@ class EmbeddedFerretDB:
                     cwd=data,
                     preexec_fn=preexec,  # noqa: PLW1509 - main thread only, see above
                     close_fds=True,
-                    umask=PRIVATE_UMASK,  # its SQLite files (and their WAL) are 0600
+                    umask=PRIVATE_UMASK,
                 )
             except OSError as exc:
                 raise FerretDBError(

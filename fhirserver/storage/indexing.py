@@ -15,6 +15,7 @@ import orjson
 from ..model.references import iter_references, parse_reference
 from ..auth.consent import is_sensitive
 from ..search.extract import extract
+from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .records import Write
 
@@ -128,6 +129,7 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         "res": res,
         "pat": history_doc.get("pat"),
         "sp": sp,
+        KEY_FIELD: keys_of(rtype, sp),
         "so": sort_values(rtype, sp),
         "h": content_hash(res) if res else "",
         "refs": local_references(res) if res else [],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,17 +14,18 @@ from zoneinfo import ZoneInfo
 
 from mongoengine import connect, disconnect
 from mongoengine.connection import get_connection, get_db
-from pymongo import DESCENDING
-from pymongo.errors import OperationFailure
+from pymongo import DESCENDING, IndexModel
+from pymongo.errors import CollectionInvalid, OperationFailure
 
 from ..config import Settings
 from ..errors import ServerError
 from ..model.types import SUPPORTED_TYPES
+from ..search.keys import lifted
 from ..search.sorting import row_key
 from .documents import build_collections
 from .indexing import rebuild_current
 from .records import Stored, Write
-from .sqlite_tuning import add_id_lookup_indexes
+from .postgres_indexes import ensure_gin_indexes
 from .unit_of_work import UnitOfWork
 
 #: Indexes of the collections beside the resources: care relationships by who holds
@@ -42,6 +44,12 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
 #: What reads leave out: the search and sort values and references are for the database.
 _LEAN = {"sp": 0, "so": 0, "refs": 0}
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
+
+
+def _live(rtype: str, query: dict[str, Any]) -> dict[str, Any]:
+    """The current, not deleted resources matching ``query``, with the equalities it
+    implies at the top level, where an index (or FerretDB's pushdown) can use them."""
+    return lifted(rtype, query, {"del": False})
 
 
 def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
@@ -63,10 +71,11 @@ class Repository:
     """Versioned resources of the supported types in one database."""
 
     def __init__(
-        self, uri: str, db_name: str, tz: tzinfo, transactions: str = "auto", sqlite_dir: str = ""
+        self, uri: str, db_name: str, tz: tzinfo, transactions: str = "auto",
+        postgresql_url: str = "",
     ) -> None:
         self.db_name = db_name
-        self.sqlite_dir = sqlite_dir
+        self.postgresql_url = postgresql_url
         self.alias = f"fhir-{uuid.uuid4().hex[:12]}"
         connect(db=db_name, host=uri, alias=self.alias, tz_aware=True, uuidRepresentation="standard")
         self.client = get_connection(self.alias)
@@ -96,7 +105,7 @@ class Repository:
             )
         repo = cls(
             settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
-            settings.mongodb_transactions, settings.ferretdb_sqlite_dir,
+            settings.mongodb_transactions, settings.ferretdb_postgresql_url,
         )
         repo.initialise()
         return repo
@@ -112,11 +121,22 @@ class Repository:
 
     def initialise(self) -> None:
         """Create indexes and roll back transactions a dead process left half done."""
-        self.cols.ensure_indexes()
-        for name, keys in OPERATIONAL_INDEXES:
-            self.db[name].create_index(keys)
-        if self.sqlite_dir:
-            add_id_lookup_indexes(Path(self.sqlite_dir), self.db_name)
+        declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
+        if self.postgresql_url:
+            # FerretDB's own (B-tree) indexes serve none of its queries: the tables
+            # get GIN indexes on the same leading fields instead.
+            present = set(self.db.list_collection_names())
+            for name in dict.fromkeys(c for c, _ in declared):
+                if name not in present:
+                    with contextlib.suppress(CollectionInvalid):
+                        self.db.create_collection(name)
+            ensure_gin_indexes(self.postgresql_url, self.db_name, declared)
+        else:
+            by_collection: dict[str, list[IndexModel]] = {}
+            for name, keys in declared:
+                by_collection.setdefault(name, []).append(IndexModel(keys))
+            for name, models in by_collection.items():
+                self.db[name].create_indexes(models)
         self.uow.recover()
 
     def close(self) -> None:
@@ -167,7 +187,7 @@ class Repository:
         skip: int = 0,
     ) -> list[Stored]:
         """Current, not deleted resources matching a compiled search filter."""
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         cursor = self.cols.current[rtype].find(flt, {**_LEAN, "h": 0})
         if sort:
             cursor = cursor.sort(list(sort))
@@ -181,7 +201,7 @@ class Repository:
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]]
     ) -> Iterator[Stored]:
         """Current resources matching ``query`` in ``sort`` order, streamed."""
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         for doc in self.cols.current[rtype].find(flt, {**_LEAN, "h": 0}).sort(list(sort)):
             yield _stored(rtype, doc)
 
@@ -189,18 +209,18 @@ class Repository:
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int
     ) -> list[tuple[Stored, list[Any]]]:
         """Like :meth:`find`, with each row's values of the ``sort`` fields (keyset paging)."""
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         cursor = self.cols.current[rtype].find(flt, {"sp": 0, "refs": 0, "h": 0})
         cursor = cursor.sort(list(sort)).limit(limit)
         return [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         return [d["_id"] for d in self.cols.current[rtype].find(flt, {"_id": 1}).limit(limit)]
 
     def distinct(self, rtype: str, field: str, query: dict[str, Any]) -> list[Any]:
         """The distinct values of ``field`` over current resources matching ``query``."""
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         return list(self.cols.current[rtype].distinct(field, flt))
 
     def claim_holder(self, key: str) -> str | None:
@@ -212,16 +232,17 @@ class Repository:
         """Current resources whose references point at ``target`` ("Type/id")."""
         out: list[tuple[str, str]] = []
         for rtype, col in self.cols.current.items():
-            out += [(rtype, d["_id"]) for d in col.find({"refs": target, "del": False}, {"_id": 1}).limit(limit)]
+            out += [(rtype, d["_id"])
+                    for d in col.find({"refs": target, "del": False}, {"_id": 1}).limit(limit)]
         return out
 
     def count(self, rtype: str, query: dict[str, Any]) -> int:
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         return self.cols.current[rtype].count_documents(flt)
 
     def compartments(self, rtype: str, query: dict[str, Any], limit: int) -> list[str]:
         """The patients (up to ``limit``) whose current resources match ``query``."""
-        flt = {"$and": [query, {"del": False}]} if query else {"del": False}
+        flt = _live(rtype, query)
         key = "$_id" if rtype == "Patient" else "$pat"
         found = self.cols.current[rtype].aggregate(
             [{"$match": flt}, {"$group": {"_id": key}}, {"$limit": limit}])
@@ -254,7 +275,7 @@ class Repository:
         if after is not None:
             lu, hid = after
             clauses.append({"$or": [{"lu": {"$lt": lu}}, {"lu": lu, "_id": {"$lt": hid}}]})
-        flt = {"$and": clauses} if clauses else {}
+        flt = lifted(None, {"$and": clauses}) if clauses else {}
         cursor = self.cols.history[rtype].find(flt).sort([("lu", DESCENDING), ("_id", DESCENDING)])
         for doc in cursor:
             yield (doc["lu"], doc["_id"]), _stored(rtype, doc, doc["rid"])

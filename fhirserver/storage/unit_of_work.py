@@ -32,6 +32,7 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..auth.consent import is_sensitive
+from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .documents import Collections
 from .records import Write
@@ -67,6 +68,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "res": w.resource,
         "pat": w.patient,
         "sp": w.search,
+        KEY_FIELD: keys_of(w.type, w.search),
         "so": sort_values(w.type, w.search),
         "h": w.content_hash,
         "refs": w.refs,

@@ -46,9 +46,9 @@ def raw() -> Resources:
 
 @pytest.fixture(scope="module")
 def fhir(database_server: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirClient]:
-    uri, sqlite_dir = database_server
+    uri, pg_url = database_server
     name = f"test_synthea_{uuid.uuid4().hex[:12]}"
-    settings = Settings(mongodb_uri=uri, mongodb_db=name, ferretdb_sqlite_dir=sqlite_dir,
+    settings = Settings(mongodb_uri=uri, mongodb_db=name, ferretdb_postgresql_url=pg_url,
                         data_dir=tmp_path_factory.mktemp("synthea"),
                         base_url="http://fhir.test/fhir")
     stats = run_import(settings, FILES)

@@ -1,4 +1,5 @@
-"""The embedded FerretDB: start, stop, persistence, ports, and a missing binary."""
+"""The embedded database (PostgreSQL behind FerretDB): start, stop, persistence,
+ports, a missing binary, and children that do not outlive their parent."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
+from fhirserver.storage.embedded import EmbeddedDatabase
 from fhirserver.storage.ferretdb import (
     EmbeddedFerretDB,
     FerretDBError,
@@ -31,7 +33,7 @@ def _client(uri: str) -> MongoClient[dict[str, object]]:
 
 @needs_binary
 def test_start_answers_ping_and_stop_ends_the_process(tmp_path: Path) -> None:
-    server = EmbeddedFerretDB(tmp_path / "db")
+    server = EmbeddedDatabase(tmp_path / "db", durable=False)
     uri = server.start()
     try:
         assert uri.startswith("mongodb://127.0.0.1:")
@@ -40,7 +42,7 @@ def test_start_answers_ping_and_stop_ends_the_process(tmp_path: Path) -> None:
             assert client.admin.command("ping")["ok"] == 1.0
     finally:
         server.stop()
-    assert not server.running
+    assert not server.ferretdb.running and not server.postgres.running
     with pytest.raises(FerretDBError):
         _ = server.uri
     server.stop()  # stopping twice is harmless
@@ -49,16 +51,17 @@ def test_start_answers_ping_and_stop_ends_the_process(tmp_path: Path) -> None:
 @needs_binary
 def test_data_survives_a_restart_with_the_same_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "db"
-    with EmbeddedFerretDB(data_dir) as first, _client(first.uri) as client:
+    with EmbeddedDatabase(data_dir) as first, _client(first.uri) as client:
         client.fhir.patients.insert_one({"_id": "p1", "name": "Ada"})
-    with EmbeddedFerretDB(data_dir) as second, _client(second.uri) as client:
+    with EmbeddedDatabase(data_dir) as second, _client(second.uri) as client:
         assert client.fhir.patients.find_one({"_id": "p1"}) == {"_id": "p1", "name": "Ada"}
-    assert list(data_dir.glob("*.sqlite"))  # the SQLite files live in data_dir
+    assert (data_dir / "postgresql" / "cluster" / "PG_VERSION").exists()  # the cluster is there
 
 
 @needs_binary
 def test_two_instances_get_different_ports(tmp_path: Path) -> None:
-    with EmbeddedFerretDB(tmp_path / "a") as a, EmbeddedFerretDB(tmp_path / "b") as b:
+    with EmbeddedDatabase(tmp_path / "a", durable=False) as a, \
+            EmbeddedDatabase(tmp_path / "b", durable=False) as b:
         assert a.uri != b.uri
         with _client(a.uri) as ca, _client(b.uri) as cb:
             ca.x.c.insert_one({"_id": 1})
@@ -70,7 +73,7 @@ def test_missing_explicit_binary_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FerretDBNotFound, match="scripts/setup.sh"):
         find_binary(missing)
     with pytest.raises(FerretDBNotFound, match="scripts/setup.sh"):
-        EmbeddedFerretDB(tmp_path / "db", binary=missing).start()
+        EmbeddedFerretDB(tmp_path / "db", "postgresql://nowhere", binary=missing).start()
 
 
 def test_missing_binary_everywhere_is_a_clear_error(
@@ -90,7 +93,7 @@ def test_a_binary_that_dies_at_start_reports_its_output(tmp_path: Path) -> None:
     fake.write_text("#!/bin/sh\necho 'cannot open the database' >&2\nexit 3\n")
     fake.chmod(0o755)
     with pytest.raises(FerretDBError, match="(?s)code 3.*cannot open the database"):
-        EmbeddedFerretDB(tmp_path / "db", binary=str(fake)).start()
+        EmbeddedFerretDB(tmp_path / "db", "postgresql://nowhere", binary=str(fake)).start()
 
 
 def test_mongo_uri_fixture_serves_a_fresh_database(mongo_uri: str, db_name: str) -> None:
@@ -99,3 +102,46 @@ def test_mongo_uri_fixture_serves_a_fresh_database(mongo_uri: str, db_name: str)
         assert client[db_name].things.count_documents({}) == 0
         client[db_name].things.insert_one({"_id": "a"})
         assert client[db_name].things.count_documents({}) == 1
+
+
+KILLED_PARENT = """
+import sys, time
+from pathlib import Path
+from fhirserver.storage.embedded import EmbeddedDatabase
+db = EmbeddedDatabase(Path(sys.argv[1]), durable=False)
+db.start()
+print(db.postgres._process.pid, db.ferretdb._process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@needs_binary
+def test_kill_9_of_the_parent_ends_both_children_and_the_next_start_works(
+        tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves no PostgreSQL or FerretDB behind (they get
+    SIGTERM from the kernel), and the cluster starts again on the same directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "db"
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(data)],
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists()
+                 and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
+        time.sleep(0.1)
+    assert alive == []
+    with EmbeddedDatabase(data, durable=False) as again, _client(again.uri) as client:
+        assert client.admin.command("ping")["ok"] == 1.0
+    assert os.path.exists(data / "postgresql" / "cluster" / "PG_VERSION")

@@ -1,0 +1,126 @@
+"""Index keys: the equalities a database answers from an index, and the filter shape
+that lets it.
+
+A search filter tests ``sp.<param>`` sub-fields, range operators and ``$or``s. A
+MongoDB wire-protocol engine answers from an index only what it can see at the top
+level of the filter: FerretDB 1.x on PostgreSQL sends nothing but the top-level
+scalar equalities to the database (DESIGN.md section 5), and a MongoDB planner does
+best with one selective equality it can match to an index. So every stored resource
+also carries ``k``, a flat list of keys (``code=http://loinc.org|8867-4``,
+``family^smi``), and every filter is sent with the equalities it implies lifted to
+the top level (:func:`lifted`): at most one ``k`` key, chosen for selectivity, plus
+``pat``, ``_id`` and the other top-level fields the filter pins. Lifted equalities
+are implied by the filter, never added to it, so results are unchanged; the full
+filter still decides.
+
+Pure: no database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from ..model.types import is_valid_id
+from .parameters import parameters_for
+
+KEY_FIELD = "k"
+#: String parameters keep prefixes of this many characters at most: a longer search
+#: value is found through its first characters, then matched in full.
+PREFIX_MAX = 8
+_EXACT_TYPES = frozenset({"token", "reference", "uri"})
+#: Token parameters with few distinct values: a key on them selects a large share.
+_BROAD = frozenset({"status", "category", "gender", "active", "deceased", "_security",
+                    "_tag", "language", "_profile", "data-absent-reason"})
+_COMPARTMENT_REFS = frozenset({"patient", "subject"})
+Filter = dict[str, Any]
+
+
+def keys_of(rtype: str, sp: dict[str, list[Any]]) -> list[str]:
+    """The ``k`` list of a resource, from its search values ``sp``."""
+    params = parameters_for(rtype)
+    out: dict[str, None] = {}
+    for name, values in sp.items():
+        param = params.get(name)
+        if param is None:
+            continue  # a companion list (``name:text``...), or not a parameter
+        if param.type in _EXACT_TYPES:
+            for v in values:
+                if isinstance(v, str):
+                    out[f"{name}={v}"] = None
+        elif param.type == "string":
+            for v in values:
+                if isinstance(v, str):
+                    for n in range(1, min(len(v), PREFIX_MAX) + 1):
+                        out[f"{name}^{v[:n]}"] = None
+    return list(out)
+
+
+def _conjuncts(flt: Filter) -> Iterator[tuple[str, Any]]:
+    """The (field, condition) pairs every match must satisfy (through nested ``$and``)."""
+    for field, cond in flt.items():
+        if field == "$and" and isinstance(cond, list):
+            for part in cond:
+                if isinstance(part, dict):
+                    yield from _conjuncts(part)
+        elif not field.startswith("$"):
+            yield field, cond
+
+
+def _prefix(cond: Any) -> str | None:
+    """The literal prefix of an anchored ``^escaped`` regular expression, if that is all it is."""
+    if not (isinstance(cond, dict) and set(cond) == {"$regex"} and isinstance(cond["$regex"], str)):
+        return None
+    pattern = cond["$regex"]
+    if not pattern.startswith("^"):
+        return None
+    literal = re.sub(r"\\(.)", r"\1", pattern[1:])
+    return literal if literal and re.escape(literal) == pattern[1:] else None
+
+
+def _rank(key: str, param: str) -> int:
+    """Larger is more selective."""
+    if "=" in key:
+        return 1 if param in _BROAD else 3
+    return 2 if len(key) - len(param) - 1 >= 3 else 0
+
+
+def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter:
+    """``flt`` AND ``base`` with the equalities they imply lifted to the top level."""
+    params = parameters_for(rtype) if rtype else {}
+    top: Filter = {}
+    best: tuple[int, str] | None = None
+    for field, cond in _conjuncts(flt):
+        if not field.startswith("sp."):
+            if "." not in field and isinstance(cond, str):
+                top.setdefault(field, cond)
+            continue
+        name = field[3:]
+        param = params.get(name)
+        if param is None:
+            continue
+        key: str | None = None
+        if param.type in _EXACT_TYPES and isinstance(cond, str):
+            key = f"{name}={cond}"
+            pid = cond[len("Patient/"):]
+            if param.type == "reference" and name in _COMPARTMENT_REFS and rtype != "Patient" \
+                    and cond.startswith("Patient/") and is_valid_id(pid):
+                top.setdefault("pat", pid)
+        elif param.type == "string":
+            literal = _prefix(cond)
+            if literal is not None:
+                key = f"{name}^{literal[:PREFIX_MAX]}"
+        if key is not None:
+            rank = _rank(key, name)
+            if best is None or rank > best[0]:
+                best = (rank, key)
+    if best is not None:
+        top[KEY_FIELD] = best[1]
+    out = dict(top)
+    for extra in (base or {}).items():
+        out.setdefault(*extra)
+    rest = [flt] if flt else []
+    if rest:
+        out["$and"] = rest
+    return out
