@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from ..model.references import iter_references, parse_reference
 from ..auth.consent import is_sensitive
+from ..model.references import iter_references, parse_reference
 from ..search.extract import extract
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, tzinfo
 from functools import partial
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,8 +23,8 @@ from ..search.keys import lifted
 from ..search.sorting import row_key
 from .documents import build_collections
 from .indexing import rebuild_current
-from .records import Stored, Write
 from .postgres_indexes import ensure_gin_indexes
+from .records import Stored, Write
 from .unit_of_work import UnitOfWork
 
 #: Indexes of the collections beside the resources: care relationships by who holds
