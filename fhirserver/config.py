@@ -31,6 +31,9 @@ class Settings:
     # Search paging.
     default_count: int = 20  # FHIR_DEFAULT_COUNT
     max_count: int = 1000  # FHIR_MAX_COUNT
+    # A search no index can answer (no patient, code, identifier, id...) is refused
+    # with 400 too-costly once its type holds more records than this.
+    scan_limit: int = 20000  # FHIR_SCAN_LIMIT
     # Time zone used for dates without one, in queries and stored data (IANA name).
     timezone: str = "Asia/Shanghai"  # FHIR_TIMEZONE
     # Embedded database (PostgreSQL behind FerretDB): where it keeps its files, and
@@ -123,6 +126,7 @@ ENV_NAMES: dict[str, str] = {
     "max_bundle_entries": "FHIR_MAX_BUNDLE_ENTRIES",
     "default_count": "FHIR_DEFAULT_COUNT",
     "max_count": "FHIR_MAX_COUNT",
+    "scan_limit": "FHIR_SCAN_LIMIT",
     "timezone": "FHIR_TIMEZONE",
     "data_dir": "FHIR_DATA_DIR",
     "ferretdb_bin": "FERRETDB_BIN",

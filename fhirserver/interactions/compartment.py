@@ -12,11 +12,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import errors
+from ..search.compile import compile_filter
 from ..search.dates import parse_range
 from ..search.parse import parse_query
-from ..search.compile import compile_filter
+from ..search.sorting import after, decode_key, encode_key
 from ..storage.records import Stored
-from .bundles import bundle, decode_cursor, encode_cursor, link, match_entry, outcome_entry, page_url
+from .bundles import (
+    bundle,
+    decode_cursor,
+    encode_cursor,
+    link,
+    match_entry,
+    outcome_entry,
+    page_url,
+)
 from .context import Context
 from .read import read
 from .search import search
@@ -26,6 +35,9 @@ from .search import search
 MEMBERS = {"Observation": "date", "DiagnosticReport": "date"}
 EVERYTHING_ORDER = ("Patient", *MEMBERS)
 EVERYTHING_PARAMS = ("start", "end", "_since", "_type", "_count", "_cursor")
+#: Within a type, newest clinical date first (a patient's latest records lead), then
+#: id: the order a patient's records can be read in month by month (search/buckets.py).
+EVERYTHING_SORT = [("so.-date", -1), ("_id", 1)]
 
 
 def compartment_search(ctx: Context, pid: str, rtype: str, params: Sequence[tuple[str, str]],
@@ -45,8 +57,8 @@ def _care_dates(ctx: Context, rtype: str, start: str | None, end: str | None) ->
 
 
 def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The patient and every record in their compartment, Patient first, then by type and
-    id, paged by a keyset cursor over (type, id)."""
+    """The patient and every record in their compartment, Patient first, then by type,
+    newest first, paged by a keyset cursor over (type, sort key)."""
     read(ctx, "Patient", pid)  # 404 / 410 as for a read
     args = dict(params)
     ignored = [k for k, _ in params if k not in EVERYTHING_PARAMS]
@@ -88,26 +100,29 @@ def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dic
         filters[rtype] = {"$and": parts} if len(parts) > 1 else parts[0]
 
     cursor = decode_cursor(args["_cursor"]) if "_cursor" in args else {}
-    start_type, after_id = cursor.get("t"), cursor.get("a")
+    start_type, start = cursor.get("t"), cursor.get("k")
     if start_type is not None and start_type not in types:
         raise errors.Invalid("Invalid paging cursor", expression="_cursor")
-    rows: list[Stored] = []
+    rows: list[tuple[Stored, list[Any]]] = []
     for rtype in types[types.index(start_type) if start_type else 0:]:
-        flt = filters[rtype]
-        if rtype == start_type and isinstance(after_id, str):
-            flt = {"$and": [flt, {"_id": {"$gt": after_id}}]}
-        rows += ctx.repo.find(rtype, flt, [("_id", 1)], limit=count + 1 - len(rows))
+        flt, key = filters[rtype], None
+        if rtype == start_type and start is not None:
+            key = decode_key(start)
+            flt = {"$and": [flt, after(EVERYTHING_SORT, key)]}
+        rows += ctx.repo.find_keyed(rtype, flt, EVERYTHING_SORT, count + 1 - len(rows),
+                                    start=key)
         if len(rows) > count:
             break
-    page, more = rows[:count], len(rows) > count
+    page, more = [s for s, _ in rows[:count]], len(rows) > count
 
-    total = sum(ctx.repo.count(t, filters[t]) for t in types)
+    # Counting reads every record: the total is given when it is free (one page).
+    total = len(page) if not more and "_cursor" not in args else None
     applied = [(k, v) for k, v in params if k in EVERYTHING_PARAMS and k != "_cursor"]
     path = f"Patient/{pid}/$everything"
     paging = [("_cursor", args["_cursor"])] if "_cursor" in args else []
     links = [link("self", page_url(ctx, path, [*applied, *paging]))]
     if more:
-        nxt = encode_cursor({"t": page[-1].type, "a": page[-1].id})
+        nxt = encode_cursor({"t": page[-1].type, "k": encode_key(rows[count - 1][1])})
         links.append(link("next", page_url(ctx, path, [*applied, ("_cursor", nxt)])))
     entries = [match_entry(ctx, s) for s in page]
     if ignored:

@@ -169,7 +169,8 @@ class Planner:
         """The stored current version (as before this planner's writes)."""
         key = (rtype, rid)
         if key not in self._cache:
-            return self.repo.get(rtype, rid)
+            # kept: an import's results all name the same patient
+            self._cache[key] = self.repo.get(rtype, rid)
         return self._cache[key]
 
     def exists(self, rtype: str, rid: str) -> bool:

@@ -14,11 +14,20 @@ from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
 from ..mpi.pix import count_lookups, shown
 from ..search.compile import compile_filter
+from ..search.keys import is_indexed
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
 from ..search.sorting import after, compile_sort, decode_key, encode_key, reverse
 from ..storage.records import Stored
-from .bundles import bundle, decode_cursor, encode_cursor, link, match_entry, outcome_entry, page_url
+from .bundles import (
+    bundle,
+    decode_cursor,
+    encode_cursor,
+    link,
+    match_entry,
+    outcome_entry,
+    page_url,
+)
 from .context import Context
 from .includes import included
 from .joins import resolver
@@ -55,6 +64,20 @@ def matching(ctx: Context, query: SearchQuery,
         if extra:
             flt = {"$and": [flt, extra]} if flt else extra
     return flt
+
+
+def bounded(ctx: Context, rtype: str, flt: dict[str, Any]) -> None:
+    """Refuse (400 too-costly, search.html#errors) a search no index can answer once
+    its type holds more than ``FHIR_SCAN_LIMIT`` records: it would read them all,
+    and a clinician at a desk would wait for it. Narrow it by patient, code or
+    identifier."""
+    if is_indexed(rtype, flt):
+        return
+    limit = ctx.settings.scan_limit
+    if ctx.repo.estimated_count(rtype) > limit:
+        raise errors.TooCostly(
+            f"This {rtype} search would read every one of more than {limit} records: "
+            "add a parameter that narrows it (patient, subject, code, identifier, _id)")
 
 
 def is_identifier_lookup(query: SearchQuery) -> bool:
@@ -112,6 +135,7 @@ def search(
     query = parse(ctx, rtype, params, strict=strict)
     lookup = _identity_lookup(ctx, query, note)
     flt = matching(ctx, query, extra_filter)
+    bounded(ctx, rtype, flt)
     applied = list(query.applied)
     self_link = link("self", page_url(ctx, path, [*applied, *paging]))
     if query.summary == "count" or query.count == 0:
@@ -123,8 +147,8 @@ def search(
                 ctx.access.touch(patient)
         return bundle("searchset", [], total=total, links=[self_link])
 
-    total = None if query.total == "none" else ctx.repo.count(rtype, flt)
     page, nxt, prev = keyset_page(ctx, rtype, flt, compile_sort(query), query.count, dict(paging))
+    total = _total(ctx, query, rtype, flt, page, nxt, prev)
     links = [self_link]
     if nxt:
         links.append(link("next", page_url(ctx, path, [*applied, nxt])))
@@ -147,6 +171,20 @@ def search(
 Page = tuple[list[Stored], Cursor | None, Cursor | None]
 
 
+def _total(ctx: Context, query: SearchQuery, rtype: str, flt: dict[str, Any],
+           page: list[Stored], nxt: Cursor | None, prev: Cursor | None) -> int | None:
+    """``Bundle.total`` (search.html#total): exact and free when the result is one
+    page; a count of every match only when ``_total=accurate`` or ``estimate`` asks
+    for it, since counting reads every match and a page should cost what it shows."""
+    if query.total == "none":
+        return None
+    if nxt is None and prev is None:
+        return len(page)
+    if query.total in ("accurate", "estimate"):
+        return ctx.repo.count(rtype, flt)
+    return None
+
+
 def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[str, int]],
                 count: int, paging: dict[str, str]) -> Page:
     """One page in ``sort`` order, after (``a``) or before (``b``) a cursor's row."""
@@ -162,8 +200,9 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
         has_prev, has_next = len(rows) > count, True
         rows = list(reversed(rows[:count]))
     else:
-        q = with_(after(sort, decode_key(cursor["a"]))) if "a" in cursor else flt
-        rows = ctx.repo.find_keyed(rtype, q, sort, count + 1)
+        start = decode_key(cursor["a"]) if "a" in cursor else None
+        q = with_(after(sort, start)) if start is not None else flt
+        rows = ctx.repo.find_keyed(rtype, q, sort, count + 1, start=start)
         has_next, has_prev = len(rows) > count, "a" in cursor
         rows = rows[:count]
     nxt = ("_cursor", encode_cursor({"a": encode_key(rows[-1][1])})) if has_next and rows else None

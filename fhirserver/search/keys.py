@@ -90,7 +90,7 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
     """``flt`` AND ``base`` with the equalities they imply lifted to the top level."""
     params = parameters_for(rtype) if rtype else {}
     top: Filter = {}
-    best: tuple[int, str] | None = None
+    candidates: list[tuple[int, str, bool]] = []  # (rank, key, names the compartment)
     for field, cond in _conjuncts(flt):
         if not field.startswith("sp."):
             if "." not in field and isinstance(cond, str):
@@ -100,6 +100,7 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
         param = params.get(name)
         if param is None:
             continue
+        compartment = False
         key: str | None = None
         if param.type in _EXACT_TYPES and isinstance(cond, str):
             key = f"{name}={cond}"
@@ -107,16 +108,17 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
             if param.type == "reference" and name in _COMPARTMENT_REFS and rtype != "Patient" \
                     and cond.startswith("Patient/") and is_valid_id(pid):
                 top.setdefault("pat", pid)
+                compartment = True
         elif param.type == "string":
             literal = _prefix(cond)
             if literal is not None:
                 key = f"{name}^{literal[:PREFIX_MAX]}"
         if key is not None:
-            rank = _rank(key, name)
-            if best is None or rank > best[0]:
-                best = (rank, key)
-    if best is not None:
-        top[KEY_FIELD] = best[1]
+            candidates.append((_rank(key, name), key, compartment))
+    # The compartment is pinned by ``pat`` already: a second key should narrow it.
+    useful = [(r, k) for r, k, c in candidates if not (c and "pat" in top)]
+    if useful:
+        top[KEY_FIELD] = max(useful, key=lambda c: c[0])[1]
     out = dict(top)
     for extra in (base or {}).items():
         out.setdefault(*extra)
@@ -124,3 +126,12 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
     if rest:
         out["$and"] = rest
     return out
+
+
+#: Top-level fields a lifted equality on which an index answers (documents.py).
+INDEXED = frozenset({"_id", "pat", KEY_FIELD, "b", "refs", "by", "org"})
+
+
+def is_indexed(rtype: str, flt: Filter) -> bool:
+    """Does some equality of ``flt`` reach an index once lifted?"""
+    return any(field in INDEXED for field in lifted(rtype, flt))

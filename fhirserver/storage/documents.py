@@ -47,6 +47,8 @@ def current_indexes(resource_type: str) -> list[list[tuple[str, int]]]:
         [("pat", 1), ("k", 1)],
         [("pat", 1), ("lu", 1)],
         [("k", 1), ("_id", 1)],
+        # A patient's records of one month, for sorted pages (search/buckets.py).
+        [("b", 1), ("pat", 1)],
         [("lu", 1), ("_id", 1)],
         [("refs", 1)],
         # What a clinician or an organisation wrote stays in their reach.
@@ -71,6 +73,7 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         "pat": StringField(),
         "sp": DictField(),
         "k": ListField(StringField()),
+        "b": ListField(StringField()),
         "so": DictField(),
         "h": StringField(),
         "refs": ListField(StringField()),

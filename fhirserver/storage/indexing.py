@@ -15,6 +15,7 @@ import orjson
 from ..auth.consent import is_sensitive
 from ..model.references import iter_references, parse_reference
 from ..search.extract import extract
+from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .records import Write
@@ -121,6 +122,7 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
     """The current-collection document for a version read back from history."""
     res = history_doc.get("res")
     sp = extract(res, tz) if res else {}
+    so = sort_values(rtype, sp)
     return {
         "_id": history_doc["rid"],
         "v": history_doc["v"],
@@ -130,7 +132,8 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         "pat": history_doc.get("pat"),
         "sp": sp,
         KEY_FIELD: keys_of(rtype, sp),
-        "so": sort_values(rtype, sp),
+        "so": so,
+        BUCKET_FIELD: buckets_of(rtype, so),
         "h": content_hash(res) if res else "",
         "refs": local_references(res) if res else [],
         "sens": is_sensitive(res),

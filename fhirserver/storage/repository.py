@@ -6,6 +6,7 @@ import contextlib
 import heapq
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from functools import partial
 from typing import Any
@@ -14,13 +15,22 @@ from zoneinfo import ZoneInfo
 from mongoengine import connect, disconnect
 from mongoengine.connection import get_connection, get_db
 from pymongo import DESCENDING, IndexModel
-from pymongo.errors import CollectionInvalid, OperationFailure
+from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from ..config import Settings
 from ..errors import ServerError
 from ..model.types import SUPPORTED_TYPES
+from ..search.buckets import (
+    BUCKET_FIELD,
+    REGISTRY,
+    buckets_of,
+    group,
+    month_order,
+    registry_docs,
+    walk_plan,
+)
 from ..search.keys import lifted
-from ..search.sorting import row_key
+from ..search.sorting import row_key, sort_values
 from .documents import build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
@@ -39,9 +49,11 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("_card_bindings", [("card", 1), ("kind", 1)]),
     ("_card_bindings", [("holder", 1), ("kind", 1)]),
     ("_oauth_token_families", [("family", 1)]),
+    (REGISTRY, [("g", 1)]),
 )
 #: What reads leave out: the search and sort values and references are for the database.
-_LEAN = {"sp": 0, "so": 0, "refs": 0}
+_LEAN = {"sp": 0, "so": 0, "refs": 0, "k": 0, "b": 0}
+_KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0}
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
 
 
@@ -84,6 +96,8 @@ class Repository:
         #: per type, an id that was found lately: a read of it costs what reading any
         #: stored resource costs (see :meth:`read_alike`)
         self._found: dict[str, str] = {}
+        #: month buckets known to be in the registry (search/buckets.py)
+        self._registered: set[str] = set()
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
         # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
         self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
@@ -161,8 +175,10 @@ class Repository:
         collection = self.cols.current[rtype]
         wanted = list(dict.fromkeys(ids))
         if self.lookup_ids_one_by_one:
-            found = (collection.find_one({"_id": rid}, _LEAN) for rid in wanted)
-            docs = [d for d in found if d is not None]
+            # Side by side: each is a round trip the engine answers from an index.
+            with ThreadPoolExecutor(max_workers=min(8, max(1, len(wanted)))) as pool:
+                found = pool.map(lambda rid: collection.find_one({"_id": rid}, _LEAN), wanted)
+                docs = [d for d in found if d is not None]
         else:
             docs = list(collection.find({"_id": {"$in": wanted}}, _LEAN))
         return {d["_id"]: _stored(rtype, d) for d in docs}
@@ -205,13 +221,37 @@ class Repository:
             yield _stored(rtype, doc)
 
     def find_keyed(
-        self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int
+        self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
+        start: Sequence[Any] | None = None,
     ) -> list[tuple[Stored, list[Any]]]:
-        """Like :meth:`find`, with each row's values of the ``sort`` fields (keyset paging)."""
+        """Like :meth:`find`, with each row's values of the ``sort`` fields (keyset paging).
+
+        ``start`` is the sort key the query's keyset condition resumes after, if any:
+        a patient's records sorted by date are then read month by month from there
+        (search/buckets.py), so a page costs what the page holds."""
         flt = _live(rtype, query)
-        cursor = self.cols.current[rtype].find(flt, {"sp": 0, "refs": 0, "h": 0})
+        plan = walk_plan(rtype, sort)
+        patient = flt.get("pat")
+        if plan is not None and isinstance(patient, str):
+            return self._walk(rtype, flt, sort, limit, plan, patient, start)
+        cursor = self.cols.current[rtype].find(flt, _KEYED)
         cursor = cursor.sort(list(sort)).limit(limit)
         return [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
+
+    def _walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
+              limit: int, plan: str, patient: str,
+              start: Sequence[Any] | None) -> list[tuple[Stored, list[Any]]]:
+        found = self.db[REGISTRY].find({"g": group(rtype, patient, plan)}, {"m": 1})
+        months = month_order([d["m"] for d in found], sort[0][1] > 0,
+                             start[0] if start else None, start is not None)
+        out: list[tuple[Stored, list[Any]]] = []
+        for month in months:
+            cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + month}, _KEYED)
+            cursor = cursor.sort(list(sort)).limit(limit - len(out))
+            out += [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
+            if len(out) >= limit:
+                break
+        return out
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
         flt = _live(rtype, query)
@@ -221,6 +261,10 @@ class Repository:
         """The distinct values of ``field`` over current resources matching ``query``."""
         flt = _live(rtype, query)
         return list(self.cols.current[rtype].distinct(field, flt))
+
+    def estimated_count(self, rtype: str) -> int:
+        """The number of current documents of a type, from collection metadata."""
+        return self.cols.current[rtype].estimated_document_count()
 
     def claim_holder(self, key: str) -> str | None:
         """The id of the active Patient holding unique identifier ``system|value``."""
@@ -285,7 +329,30 @@ class Repository:
     # -- writes ----------------------------------------------------------------------
 
     def commit(self, writes: Sequence[Write]) -> None:
+        self._register_months(writes)
         self.uow.commit(writes)
+
+    def _register_months(self, writes: Sequence[Write]) -> None:
+        """Record the month buckets the writes put records in, before the records:
+        a sorted page must never skip a month that holds one (search/buckets.py)."""
+        docs = {}
+        for w in writes:
+            if w.resource is None or not w.patient:
+                continue
+            buckets = buckets_of(w.type, sort_values(w.type, w.search))
+            for doc in registry_docs(w.type, w.patient, buckets):
+                if doc["_id"] not in self._registered:
+                    docs[doc["_id"]] = doc
+        if not docs:
+            return
+        try:
+            self.db[REGISTRY].insert_many(list(docs.values()), ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", ())):
+                raise
+        if len(self._registered) > 100_000:
+            self._registered.clear()
+        self._registered.update(docs)
 
 
 def _take(it: Iterator[tuple[HistoryKey, Stored]], n: int) -> Iterator[tuple[HistoryKey, Stored]]:

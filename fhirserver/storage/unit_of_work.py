@@ -32,6 +32,7 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..auth.consent import is_sensitive
+from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .documents import Collections
@@ -60,6 +61,7 @@ class IdentifierTaken(Exception):
 
 
 def current_document(w: Write) -> dict[str, Any]:
+    so = sort_values(w.type, w.search)
     return {
         "_id": w.id,
         "v": w.version,
@@ -69,7 +71,8 @@ def current_document(w: Write) -> dict[str, Any]:
         "pat": w.patient,
         "sp": w.search,
         KEY_FIELD: keys_of(w.type, w.search),
-        "so": sort_values(w.type, w.search),
+        "so": so,
+        BUCKET_FIELD: buckets_of(w.type, so),
         "h": w.content_hash,
         "refs": w.refs,
         "cl": list(w.claims),

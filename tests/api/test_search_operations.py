@@ -24,7 +24,7 @@ def test_everything_returns_the_patient_and_their_compartment_paged(fhir):
     patient, and nobody else's; _count pages through all of it."""
     p, obs, dr = _patient_with_records(fhir)
     first = get(fhir, f"Patient/{p}/$everything?_count=3")
-    assert first["type"] == "searchset" and first["total"] == 7
+    assert first["type"] == "searchset" and "total" not in first  # counting would read all
     pages = [first]
     while (nxt := follow(fhir, pages[-1], "next")) is not None:
         pages.append(nxt)

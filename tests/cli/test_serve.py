@@ -80,7 +80,7 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
         auth = operator_token(tmp_path, port)
         bundle = requests.get(f"{url}/Patient?_summary=count", headers=auth, timeout=10).json()
         assert bundle["total"] == DEMO_PATIENTS
-        obs = requests.get(f"{url}/Observation?_count=1", headers=auth, timeout=10)
+        obs = requests.get(f"{url}/Observation?_count=1&_total=accurate", headers=auth, timeout=10)
         assert obs.status_code == 200 and obs.json()["total"] > 0
         created = requests.post(
             f"{url}/Patient", json={"resourceType": "Patient", "gender": "other"},

@@ -1,0 +1,91 @@
+"""Month buckets: a patient's records in date order without reading the whole record.
+
+"The latest results of this patient" is the clinician's main question, and it is a
+sort: ``Observation?patient=X&_sort=-date``. No engine we serve sorts from an index
+after a filter it cannot push down (FerretDB 1.x sorts in Go whatever it selected),
+so a patient with thousands of results would cost thousands of documents a page.
+Instead every record in a patient compartment carries ``b``, the months (UTC) of
+its sort values (``date<2024-05``: the month of its earliest date, which orders it
+ascending; ``date>2024-06``: of its latest, descending; ``-`` when it has none), and
+the registry collection ``_months`` lists which buckets each patient has. A sorted
+page then reads the registry (a few small documents), and the months in sort order,
+until the page is full: its cost follows the page, not the record.
+
+Pure: values in, keys and documents out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+BUCKET_FIELD = "b"
+REGISTRY = "_months"
+NONE = "-"
+#: The date parameter of each compartment type whose sorts are bucketed (the
+#: record's clinical date, as $everything's start/end use it).
+BUCKETED = {"Observation": "date", "DiagnosticReport": "date"}
+
+
+def _month(value: Any) -> str:
+    return value.strftime("%Y-%m") if isinstance(value, datetime) else NONE
+
+
+def buckets_of(rtype: str, so: Mapping[str, Any]) -> list[str]:
+    """The ``b`` list of a record whose sort values are ``so``."""
+    name = BUCKETED.get(rtype)
+    if name is None:
+        return []
+    return [f"{name}<{_month(so.get(name))}", f"{name}>{_month(so.get('-' + name))}"]
+
+
+def group(rtype: str, patient: str, plan: str) -> str:
+    """The registry group of one patient's buckets of one kind (``plan``: ``date<``)."""
+    return f"{rtype}|{patient}|{plan}"
+
+
+def registry_docs(rtype: str, patient: str | None,
+                  buckets: Sequence[str]) -> list[dict[str, str]]:
+    """The ``_months`` documents that say ``patient`` has records in ``buckets``."""
+    name = BUCKETED.get(rtype)
+    if not patient or name is None:
+        return []
+    out = []
+    for bucket in buckets:
+        plan, month = bucket[:len(name) + 1], bucket[len(name) + 1:]
+        g = group(rtype, patient, plan)
+        out.append({"_id": f"{g}{month}", "g": g, "m": month})
+    return out
+
+
+def walk_plan(rtype: str, sort: Sequence[tuple[str, int]]) -> str | None:
+    """The registry group suffix (``date<`` or ``date>``) when ``sort`` can be walked
+    by month: it starts with the bucketed date, ascending by its earliest value or
+    descending by its latest."""
+    name = BUCKETED.get(rtype)
+    if name is None or not sort:
+        return None
+    field, direction = sort[0]
+    if field == f"so.{name}" and direction > 0:
+        return f"{name}<"
+    if field == f"so.-{name}" and direction < 0:
+        return f"{name}>"
+    return None
+
+
+def month_order(months: Sequence[str], ascending: bool, start: Any = None,
+                has_start: bool = False) -> list[str]:
+    """The months to read, in sort order (records without a date first ascending,
+    last descending, as missing values sort lowest), from the cursor's month on."""
+    dated = sorted((m for m in months if m != NONE), reverse=not ascending)
+    order = ([NONE] if NONE in months else []) + dated if ascending \
+        else dated + ([NONE] if NONE in months else [])
+    if not has_start:
+        return order
+    first = _month(start)
+    if first == NONE:
+        return order[order.index(NONE):] if NONE in order else []
+    if ascending:
+        return [m for m in order if m != NONE and m >= first]
+    return [m for m in order if m == NONE or m <= first]

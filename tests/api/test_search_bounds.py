@@ -1,0 +1,29 @@
+"""Searches no index can answer are refused once a type is large (search.html#errors:
+"too-costly"), instead of reading every record while a clinician waits."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import factories as f
+
+
+@pytest.fixture
+def settings(settings):  # type: ignore[no-untyped-def]
+    return settings.with_(scan_limit=3)
+
+
+def test_an_unindexed_search_of_a_large_type_is_400_too_costly_search_errors(fhir):
+    pid = fhir.create(f.patient())["id"]
+    for day in range(1, 6):
+        fhir.create(f.observation(pid, effectiveDateTime=f"2024-01-0{day}"))
+    r = fhir.get("Observation?date=ge2020-01-01")
+    assert r.status_code == 400
+    issue = r.get_json()["issue"][0]
+    assert issue["code"] == "too-costly" and "patient" in issue["diagnostics"]
+    # Narrowed by something an index answers, the same question is fine.
+    assert fhir.get(f"Observation?patient={pid}&date=ge2020-01-01").status_code == 200
+    assert fhir.get("Observation?code=http://loinc.org|15074-8&date=ge2020").status_code == 200
+    assert fhir.get(f"Observation?_id={pid}").status_code == 200
+    # A small type is read in full as before.
+    assert fhir.get("Patient?birthdate=ge1900").status_code == 200

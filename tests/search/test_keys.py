@@ -1,0 +1,74 @@
+"""Index keys and lifted filters (search/keys.py): every equality a search implies
+reaches the top level of the filter, where FerretDB pushes it down to PostgreSQL
+(DESIGN.md section 5) and MongoDB matches it to a declared index; nothing is lifted
+that the filter does not imply (search.html#combining: the results do not change)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from fhirserver.search.compile import compile_filter
+from fhirserver.search.extract import extract
+from fhirserver.search.keys import keys_of, lifted
+from fhirserver.search.parse import parse_query
+
+OBS = {
+    "resourceType": "Observation", "id": "o1", "status": "final",
+    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                              "code": "laboratory"}]}],
+    "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+    "subject": {"reference": "Patient/p1"},
+    "effectiveDateTime": "2024-05-02T08:00:00+08:00",
+}
+PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Zhang", "given": ["Wei"]}],
+           "identifier": [{"system": "urn:sys", "value": "123"}], "birthDate": "1960-03-04"}
+
+
+def _lift(rtype: str, query: str) -> dict:
+    items = [tuple(p.split("=", 1)) for p in query.split("&")]
+    return lifted(rtype, compile_filter(parse_query(rtype, items, tz=UTC)), {"del": False})
+
+
+def test_keys_hold_every_token_and_reference_and_name_prefixes_search_token_string() -> None:
+    obs = keys_of("Observation", extract(OBS, UTC))
+    assert "code=http://loinc.org|2345-7" in obs and "code=2345-7" in obs
+    assert "patient=Patient/p1" in obs and "subject=Patient/p1" in obs
+    pat = keys_of("Patient", extract(PATIENT, UTC))
+    assert {"family^z", "family^zh", "family^zhang", "identifier=urn:sys|123"} <= set(pat)
+
+
+def test_patient_and_code_lift_the_compartment_and_the_code_search_reference_token() -> None:
+    flt = _lift("Observation", "patient=p1&code=http://loinc.org|2345-7")
+    assert flt["pat"] == "p1"
+    assert flt["k"] == "code=http://loinc.org|2345-7"  # the narrower key, not the patient
+    assert flt["del"] is False
+    assert flt["$and"]  # the full filter still decides
+
+
+def test_category_gives_way_to_code_and_identifier_is_lifted_search_token() -> None:
+    assert _lift("Observation", "category=laboratory&code=2345-7")["k"] == "code=2345-7"
+    assert _lift("Patient", "identifier=urn:sys|123")["k"] == "identifier=urn:sys|123"
+
+
+def test_a_name_prefix_is_lifted_at_most_eight_characters_long_search_string() -> None:
+    assert _lift("Patient", "family=Zha&birthdate=1960-03-04")["k"] == "family^zha"
+    assert _lift("Patient", "family=Abcdefghijk")["k"] == "family^abcdefgh"
+
+
+def test_nothing_is_lifted_from_alternatives_or_negations_search_combining() -> None:
+    for query in ("code=a,b", "code:not=a", "family:contains=zh", "date=ge2020-01-01",
+                  "code:text=glucose"):
+        rtype = "Patient" if query.startswith("family") else "Observation"
+        flt = _lift(rtype, query)
+        assert "k" not in flt and "pat" not in flt, (query, flt)
+
+
+def test_a_lifted_filter_matches_what_the_original_matches() -> None:
+    """Soundness: each lifted equality holds for every resource the filter selects."""
+    sp = extract(OBS, UTC)
+    keys = set(keys_of("Observation", sp))
+    for query in ("patient=p1&code=2345-7", "subject=Patient/p1&category=laboratory",
+                  "code=http://loinc.org|2345-7&status=final"):
+        flt = _lift("Observation", query)
+        assert flt["k"] in keys
+        assert flt.get("pat", "p1") == "p1"
