@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
-from pymongo.errors import DuplicateKeyError
 from datetime import datetime, timedelta
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from .. import errors
+from ..model.security_labels import is_sensitive
 from . import consent
 from .policy import Caller, Decision, decide, may_write
 
@@ -213,9 +214,9 @@ class Access:
         if rtype not in ("Observation", "DiagnosticReport") or not patient:
             return True
         if not self._consent_applies():
-            return patient not in self.family_hidden() or not consent.is_sensitive(resource)
+            return patient not in self.family_hidden() or not is_sensitive(resource)
         choice = self.choices().get(patient)
-        return consent.allowed(choice, consent.is_sensitive(resource), writer_org,
+        return consent.allowed(choice, is_sensitive(resource), writer_org,
                                self.caller.organization if self.caller else None)
 
     # -- decisions ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""FHIR knowledge with no I/O: supported types, validation and references.
+"""FHIR knowledge with no I/O: supported types, validation, references and security labels.
 
 - :mod:`.types`: the resource types this server stores and every R4 type name,
   resource id syntax (R4 datatypes.html#id).
@@ -6,4 +6,6 @@
   JSON Schema profiles in ``profiles/`` and the FHIR invariants they cannot express.
 - :mod:`.references`: finding, parsing and rewriting ``Reference.reference``
   (R4 references.html).
+- :mod:`.security_labels`: which ``meta.security`` labels mark a record sensitive
+  (R4 security-labels.html).
 """

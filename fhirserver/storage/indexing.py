@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ..model.references import iter_references, parse_reference
-from ..auth.consent import is_sensitive
+from ..model.security_labels import is_sensitive
 from ..search.extract import extract
 from ..search.sorting import sort_values
 from .records import Write
