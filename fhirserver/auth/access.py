@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from .. import errors
 from ..model.security_labels import is_sensitive
+from ..storage.upserts import upsert
 from . import consent
 from .policy import Caller, Decision, decide, may_write
 
@@ -63,9 +62,6 @@ def _cached(db: Any, who: str, load: Any) -> dict[str, Any]:
     return value
 
 
-
-
-
 def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
                 emergency: bool = False, now: datetime | None = None) -> None:
     """Open (or extend) a care relationship; never shortens a longer one."""
@@ -77,19 +73,6 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
     upsert(db[CARE], {"_id": key, "who": who, "patient": patient, "until": until,
                       "reason": reason, "emergency": emergency, "at": now or until})
     forget(db, who)
-
-
-def upsert(collection: Any, doc: dict[str, Any], attempts: int = 5) -> None:
-    """Replace-or-insert by primary key. Two concurrent upserts of one new key can
-    both try to insert (MongoDB documents this; FerretDB does it more often): the
-    loser retries, and then finds the document to replace."""
-    for attempt in range(attempts):
-        try:
-            collection.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-            return
-        except DuplicateKeyError:
-            if attempt + 1 == attempts:
-                raise
 
 
 @dataclass

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage.upserts import upsert
+
 CONSENTS = "_consents"
 
 
@@ -37,8 +39,6 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 
 def save(db: Any, patient: str, choice: Choice) -> None:
-    from .access import upsert
-
     upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
     _cache.pop(_cache_key(db), None)  # this process sees its own change at once
 
