@@ -28,6 +28,7 @@ from .. import errors
 from ..model.security_labels import is_sensitive
 from ..storage.upserts import upsert
 from . import consent
+from .bindings import family_reach
 from .policy import Caller, Decision, decide, may_write
 
 CARE = "_care_relationships"
@@ -125,8 +126,6 @@ class Access:
     def _family(self) -> dict[str, Any]:
         """A patient caller's bound family: members ``m`` and the children among them
         whose guardian the caller is ``g`` (with the day guardianship ends)."""
-        from ..mpi.family import family_reach
-
         own = self.caller.patient or "" if self.caller else ""
         return _cached(self.db, f"family|{own}", lambda: family_reach(self.db, own))
 
@@ -290,8 +289,6 @@ class Access:
                 s.context == "user" for s in caller.scopes):
             return False  # patient/ scopes: only the launch patient
         if caller.kind == "patient":
-            from ..mpi.family import family_reach
-
             return patient in family_reach(self.db, caller.patient or "")["m"]
         who = caller.practitioner if caller.kind == "user" else caller.organization
         doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None
