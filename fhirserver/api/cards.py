@@ -168,7 +168,9 @@ def scan_card(rtype: str) -> Response:
     # The party a code binds to: the organisation the scan is for; without one, the
     # caller itself (another organisation replaying the code is refused).
     party = organization or (caller.who if caller is not None else "") or scanner or "internal"
-    return render(200, cards.scan(ctx, payload, scanner, organization, party=party))
+    patient = cards.scan(ctx, payload, scanner, organization, party=party)
+    ctx.touch(patient)  # the audit record names the patient scanned
+    return render(200, patient)
 
 
 @blp.route("/<rtype>/<rid>/$bind-family", methods=["POST"])
