@@ -12,14 +12,22 @@ from typing import Any
 
 from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
-from ..mpi.pix import count_lookups, shown
 from ..search.compile import compile_filter
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
 from ..search.sorting import after, compile_sort, decode_key, encode_key, reverse
 from ..storage.records import Stored
-from .bundles import bundle, decode_cursor, encode_cursor, link, match_entry, outcome_entry, page_url
+from .bundles import (
+    bundle,
+    decode_cursor,
+    encode_cursor,
+    link,
+    match_entry,
+    outcome_entry,
+    page_url,
+)
 from .context import Context
+from .identity_lookups import count_lookups, shown
 from .includes import included
 from .joins import resolver
 from .shape import shape

@@ -39,7 +39,8 @@ from ..auth.access import forget
 from ..auth.bindings import BINDINGS, MAX_MEMBERS, aware, slots
 from ..interactions.bundles import bundle, link
 from ..interactions.context import Context
-from .cards import CARDS, active_card, card_system, redeem_code
+from ..interactions.identity_lookups import card_system
+from .cards import CARDS, active_card, redeem_code
 from .validators import InvalidNumber
 
 MINOR_AGE = 14  # under 14: a child, bound only by a guardian showing the child's live code
