@@ -16,7 +16,7 @@ The layers, top first; a module may import its own layer or any layer below it:
     auth       auth/
     audit      audit/
     storage    storage/
-    base       search/, model/, crypto/, config.py, errors.py
+    base       search/, model/, crypto/, config.py, errors.py, version.py
 
 Prints the strongly connected components of more than one module and every edge
 that goes up against that order; exits 1 if there is either. With ``--graph`` it
@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("auth", frozenset({"auth"})),
     ("audit", frozenset({"audit"})),
     ("storage", frozenset({"storage"})),
-    ("base", frozenset({"search", "model", "crypto", "config", "errors"})),
+    ("base", frozenset({"search", "model", "crypto", "config", "errors", "version"})),
 )
 
 Graph = dict[str, set[str]]
