@@ -40,7 +40,7 @@ class Settings:
     # index its query pushdown needs (storage/sqlite_tuning.py); set automatically
     # for the embedded database.
     ferretdb_sqlite_dir: str = ""  # FERRETDB_SQLITE_DIR
-    # Master patient index: the identifier systems (JSON, see mpi/identifier_systems.json).
+    # Master patient index: the identifier systems (JSON, see model/identifier_systems.json).
     identifier_systems: str = ""  # FHIR_IDENTIFIER_SYSTEMS
     # Health cards: how long a QR code stays valid, and the key that signs it
     # (unset: a random key kept in the database, shared by every worker).

@@ -24,7 +24,7 @@ from ..audit.queries import Pseudonyms, describe, pseudonymise
 from ..auth.access import CARE
 from ..crypto.binding import bind
 from ..crypto.master import load
-from ..mpi.registry import Registry, load_registry
+from ..model.identifier_systems import Registry, load_registry
 from .guard import PUBLIC
 from .negotiation import render
 from .state import state

@@ -40,8 +40,8 @@ from ..auth.bindings import BINDINGS, MAX_MEMBERS, aware, slots
 from ..interactions.bundles import bundle, link
 from ..interactions.context import Context
 from ..interactions.identity_lookups import card_system
+from ..model.identity_numbers import InvalidNumber
 from .cards import CARDS, active_card, redeem_code
-from .validators import InvalidNumber
 
 MINOR_AGE = 14  # under 14: a child, bound only by a guardian showing the child's live code
 REQUEST_DAYS = 7

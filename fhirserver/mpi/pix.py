@@ -20,8 +20,8 @@ from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
 from ..interactions.context import Context
 from ..interactions.identity_lookups import caller_of, count_lookups, shown
-from .registry import Registry
-from .validators import InvalidNumber
+from ..model.identifier_systems import Registry
+from ..model.identity_numbers import InvalidNumber
 
 
 def parse_identifier(raw: str, registry: Registry, name: str) -> tuple[str, str]:
