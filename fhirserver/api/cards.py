@@ -12,6 +12,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from .. import errors
+from ..interactions.identity_lookups import card_system
 from ..mpi import cards, family
 from ..storage.indexing import instant
 from .negotiation import render
@@ -76,7 +77,7 @@ MANAGE = ("system", "patient")  # clinic systems, and cardholders for their own 
 
 
 def _card_answer(status: int, card: dict[str, Any]) -> Response:
-    return render(status, cards.card_parameters(card, cards.card_system(context())))
+    return render(status, cards.card_parameters(card, card_system(context())))
 
 
 @blp.route("/<rtype>/<rid>/$issue-card", methods=["POST"])
