@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Flask
 
 from .config import Settings
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Settings", "__version__", "create_app"]
 
 

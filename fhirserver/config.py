@@ -44,7 +44,7 @@ class Settings:
     # the GIN indexes FerretDB's query pushdown needs (storage/postgres_indexes.py).
     # Set automatically for the embedded database.
     ferretdb_postgresql_url: str = ""  # FERRETDB_POSTGRESQL_URL
-    # Master patient index: the identifier systems (JSON, see mpi/identifier_systems.json).
+    # Master patient index: the identifier systems (JSON, see model/identifier_systems.json).
     identifier_systems: str = ""  # FHIR_IDENTIFIER_SYSTEMS
     # Health cards: how long a QR code stays valid, and the key that signs it
     # (unset: a random key kept in the database, shared by every worker).

@@ -11,22 +11,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
 from flask import Flask, Response, current_app, g, request
 
 from .. import errors
 from ..audit import checkpoints
-from ..audit.chain import Keys, append
+from ..audit.appender import Appender
+from ..audit.chain import Keys
 from ..audit.events import Facts, audit_event
 from ..audit.queries import PURPOSE as PSEUDONYM_PURPOSE
 from ..audit.queries import Pseudonyms, describe, pseudonymise
 from ..auth.access import CARE
 from ..crypto.binding import bind
 from ..crypto.master import load
-from ..mpi.registry import Registry, load_registry
-from ..storage.indexing import patient_of
+from ..model.identifier_systems import Registry, load_registry
 from .guard import PUBLIC
 from .negotiation import render
 from .state import state
@@ -38,12 +36,14 @@ EXTENSION = "fhirserver.audit"
 
 @dataclass(frozen=True)
 class AuditSetup:
-    """What recording needs besides the request: keys, checkpoint file, registry."""
+    """What recording needs besides the request: keys, checkpoint file, registry, and
+    the app's appender (group commit: one per process and database)."""
 
     keys: Keys
     checkpoints: Path
     pseudonyms: Pseudonyms
     registry: Registry
+    appender: Appender
 
 
 _RULES = {
@@ -74,26 +74,18 @@ def _interaction() -> str:
     return "read" if request.method == "GET" else request.method.lower()
 
 
-def _patients(response: Response) -> list[str]:
+def _patients() -> list[str]:
+    """The patients the request is about, from what the interactions noted as they
+    ran (``Access.touched``: returned, counted or changed), the patient named in the
+    path, and what a view outside the interactions named (``g.audit_patients``)."""
     found: list[str] = []
     args = request.view_args or {}
     if args.get("rtype") == "Patient" and args.get("rid"):
         found.append(args["rid"])
-    if response.mimetype in ("application/fhir+json", "application/json") and response.status_code < 400:
-        try:
-            body: Any = orjson.loads(response.get_data())
-        except orjson.JSONDecodeError:
-            body = None
-        resources = []
-        if isinstance(body, dict):
-            if body.get("resourceType") == "Bundle":
-                resources = [e.get("resource") for e in body.get("entry", []) if isinstance(e, dict)]
-            else:
-                resources = [body]
-        for res in resources:
-            pid = patient_of(res) if isinstance(res, dict) else None
-            if pid and pid not in found:
-                found.append(pid)
+    access = g.get("access")
+    for p in (*(access.touched if access is not None else ()), *g.get("audit_patients", ())):
+        if p not in found:
+            found.append(p)
     return found[:MAX_PATIENTS]
 
 
@@ -142,8 +134,8 @@ def intend() -> Response | None:
         intent=True,
     )
     try:
-        append(state().repo.db, audit_event(facts), patients, setup.keys, setup.checkpoints,
-               advance=False)  # the outcome's record follows and moves the head
+        setup.appender.append(audit_event(facts), patients, setup.keys, setup.checkpoints,
+                              advance=False)  # the outcome's record follows and moves the head
     except Exception:  # noqa: BLE001 - no change may run unrecorded
         log.exception("audit record could not be written")
         return render(503, errors.ServerError(
@@ -155,12 +147,7 @@ def record(response: Response) -> Response:
     if not _audited():
         return response
     caller = g.get("caller")
-    patients = _patients(response)
-    touched = g.get("access").touched if g.get("access") is not None else ()
-    for p in (*touched, *g.get("audit_patients", ())):
-        if p not in patients:
-            patients.append(p)
-    patients = patients[:MAX_PATIENTS]
+    patients = _patients()
     who = None
     if caller is not None:
         who = caller.practitioner or (f"Patient/{caller.patient}" if caller.kind == "patient" else None)
@@ -181,7 +168,7 @@ def record(response: Response) -> Response:
         detail=g.get("audit_detail", ""),
     )
     try:
-        append(state().repo.db, audit_event(facts), patients, setup.keys, setup.checkpoints)
+        setup.appender.append(audit_event(facts), patients, setup.keys, setup.checkpoints)
     except Exception:  # noqa: BLE001 - any failure to audit must stop the answer
         log.exception("audit record could not be written")
         return render(503, errors.ServerError(
@@ -195,6 +182,7 @@ def register(app: Flask) -> None:
     bind(st.repo.db, master)  # WrongMasterKey: the app is not created
     app.extensions[EXTENSION] = AuditSetup(
         Keys.derive(master), checkpoints.path_of(st.settings),
-        Pseudonyms(master.derive(PSEUDONYM_PURPOSE)), load_registry(st.settings.identifier_systems))
+        Pseudonyms(master.derive(PSEUDONYM_PURPOSE)), load_registry(st.settings.identifier_systems),
+        Appender(st.repo.db))
     app.before_request(intend)
     app.after_request(record)

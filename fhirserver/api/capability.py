@@ -11,11 +11,11 @@ from typing import Any
 
 from flask import current_app
 
-from .. import __version__
 from ..interactions.context import Context
 from ..model.types import SUPPORTED_TYPES
 from ..search.parameters import parameters_for
 from ..storage.indexing import instant, now
+from ..version import __version__
 from .operations import OPERATIONS
 
 # (URL rule, HTTP method) -> FHIR interaction code

@@ -12,6 +12,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from .. import errors
+from ..interactions.identity_lookups import card_system
 from ..mpi import cards, family
 from ..storage.indexing import instant
 from .negotiation import render
@@ -76,7 +77,7 @@ MANAGE = ("system", "patient")  # clinic systems, and cardholders for their own 
 
 
 def _card_answer(status: int, card: dict[str, Any]) -> Response:
-    return render(status, cards.card_parameters(card, cards.card_system(context())))
+    return render(status, cards.card_parameters(card, card_system(context())))
 
 
 @blp.route("/<rtype>/<rid>/$issue-card", methods=["POST"])
@@ -168,7 +169,9 @@ def scan_card(rtype: str) -> Response:
     # The party a code binds to: the organisation the scan is for; without one, the
     # caller itself (another organisation replaying the code is refused).
     party = organization or (caller.who if caller is not None else "") or scanner or "internal"
-    return render(200, cards.scan(ctx, payload, scanner, organization, party=party))
+    patient = cards.scan(ctx, payload, scanner, organization, party=party)
+    ctx.touch(patient)  # the audit record names the patient scanned
+    return render(200, patient)
 
 
 @blp.route("/<rtype>/<rid>/$bind-family", methods=["POST"])

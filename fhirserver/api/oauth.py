@@ -6,22 +6,22 @@ token in the first place.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
-import dataclasses
-
 from flask import Response, g, request
 from flask_smorest import Blueprint
 
 from .. import errors
 from ..auth import clients as clients_
 from ..auth import grants, launches
+from ..auth.bindings import family_reach
 from ..auth.callers import caller_from_claims
-from ..auth.policy import Caller
-from ..auth.tokens import ALGORITHM, challenge
 from ..auth.clients import ASSERTION_TYPE, Client, OAuthError
+from ..auth.policy import Caller
 from ..auth.scopes import grant, parse_scopes
+from ..auth.tokens import ALGORITHM, challenge
 from ..interactions import read as read_
 from .guard import tokens
 from .state import context, state
@@ -189,8 +189,6 @@ def _family_context_holds(issued: grants.Grant, family: str) -> None:
     own = issued.fhir_user.removeprefix("Patient/")
     if issued.kind != "patient" or not issued.patient or issued.patient == own:
         return
-    from ..mpi.family import family_reach
-
     if issued.patient not in family_reach(state().repo.db, own)["m"]:
         for stale in grants.revoke_family(state().repo.db, family):
             tokens().revoke(stale)

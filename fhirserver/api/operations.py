@@ -14,11 +14,10 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..auth import access as care
-from ..auth import consent, emergency, users
-from ..interactions import compartment, lastn
-from ..mpi import match_op
+from ..auth import consent, users
+from ..interactions import compartment, emergency, lastn
+from ..mpi import match_op, pix
 from ..mpi import merge as merge_
-from ..mpi import pix
 from .body import json_body
 from .negotiation import render
 from .resources import check_type, query_items, strict

@@ -17,7 +17,9 @@ may stand where a checkpoint names a keyed one (a log rewritten wholesale as pla
 records would otherwise pass as old).
 
 Appending is linear even with many writers: record ``n+1`` is claimed by inserting
-its primary key, so exactly one writer links to record ``n``.
+its primary key, so exactly one writer links to record ``n``. The appender
+(:mod:`.appender`) writes the records of concurrent requests in groups, each record
+built by :func:`keyed_record`; :func:`tail` finds the end after another writer.
 :func:`verify` walks the chain and reports the first broken or missing link.
 """
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,6 @@ GENESIS = "0" * 64
 FORMAT = 2  # keyed records; the plain SHA-256 records before them carry no "v"
 PURPOSE = "audit/record-mac/v1"
 _LEGACY_FIELDS = frozenset({"_id", "prev", "hash", "event", "patients"})
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,54 +81,27 @@ class AuditUnavailable(Exception):
     """The record could not be appended: the request must not go through."""
 
 
-#: Per process and database, the newest record this process knows of (number, link):
-#: where the next append is tried first, with no read at all.
-_tails: dict[str, tuple[int, str]] = {}
+def keyed_record(number: int, previous: str, event: dict[str, Any], patients: list[str],
+                 keys: Keys) -> dict[str, Any]:
+    """Record ``number``, linked to ``previous`` (the link of record ``number - 1``)."""
+    record: dict[str, Any] = {
+        "_id": record_id(number), "v": FORMAT, "kid": keys.kid, "prev": previous,
+        "event": {**event, "id": f"audit-{number}"}, "patients": patients,
+    }
+    record["mac"] = mac(keys.record, record)
+    return record
 
 
-def append(db: Any, event: dict[str, Any], patients: list[str], keys: Keys,
-           checkpoint_file: Path, attempts: int = 50, *, advance: bool = True) -> int:
-    """Append ``event`` (an AuditEvent as JSON) about ``patients``; returns its number.
-
-    Record numbers are claimed by inserting the primary key, which is atomic on every
-    MongoDB wire-protocol server. A writer tries the number after the newest record
-    it knows of; when another got there first, it finds the real end by primary-key
-    probes (:func:`_tail`). The shared head, moved forward only, is a hint for
-    processes that start, so a head left behind by a stalled or crashed writer costs
-    a few reads, never the log. The checkpoint follows the record: a failure to
-    write it fails the append, since a log that cannot be anchored can be cut
-    unnoticed.
-    """
-    where = f"{getattr(db.client, 'address', '')}/{db.name}"
-    with _lock:  # writers of one process take turns; other processes may still race
-        known = _tails.get(where)
-        if known is None:
-            head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0}
-            known = _tail(db, int(head["seq"]))
-        seq, previous = known
-        for _ in range(attempts):
-            number = seq + 1
-            record: dict[str, Any] = {
-                "_id": record_id(number), "v": FORMAT, "kid": keys.kid, "prev": previous,
-                "event": {**event, "id": f"audit-{number}"}, "patients": patients,
-            }
-            record["mac"] = mac(keys.record, record)
-            try:
-                db[RECORDS].insert_one(record)
-            except DuplicateKeyError:
-                seq, previous = _tail(db, number)  # others got there first: find the end
-                continue
-            _tails[where] = (number, record["mac"])
-            if advance:  # off: a record another follows at once, which moves it
-                _advance_head(db, number, record["mac"])
-            checkpoints.write(checkpoint_file, keys.checkpoint, keys.kid, db.name, number,
-                              record["mac"])
-            return number
-    raise AuditUnavailable("the audit log is too busy to append to")
+def newest(db: Any) -> tuple[int, str]:
+    """The number and link of the newest record, starting from the head hint."""
+    head = db[HEAD].find_one({"_id": "head"}) or {"seq": 0}
+    return tail(db, int(head["seq"]))
 
 
-def _advance_head(db: Any, number: int, link: str) -> None:
-    """Move the head hint forward only: an older writer never sets it back."""
+def advance_head(db: Any, number: int, link: str) -> None:
+    """Move the head hint forward only: an older writer never sets it back. The head
+    is where a process that starts looks for the end (a head left behind costs a few
+    reads, never the log), and one more check for :func:`verify`."""
     try:
         db[HEAD].update_one({"_id": "head", "seq": {"$lt": number}},
                             {"$set": {"seq": number, "link": link}}, upsert=True)
@@ -136,7 +109,7 @@ def _advance_head(db: Any, number: int, link: str) -> None:
         pass  # the head is ahead already
 
 
-def _tail(db: Any, hint: int) -> tuple[int, str]:
+def tail(db: Any, hint: int) -> tuple[int, str]:
     """The number and link of the newest record, found from ``hint`` by primary-key
     probes: records are numbered without gaps, so "record n exists" holds up to the
     end and not after it. Gallops forward from the hint (or from the start, if the

@@ -2,17 +2,18 @@
 
 The keyed chain (:mod:`.chain`) shows a record was altered, but not that the newest
 records were deleted and the head moved back: what is left is still a valid chain.
-So after every append the appender also writes one line to an append-only file
-(``FHIR_AUDIT_CHECKPOINTS``, default ``<FHIR_DATA_DIR>/audit-checkpoints.log``, mode
-0600; point it at a write-once store): the database, the record number and MAC, the
-time, the key id, and ``sig``, an HMAC-SHA256 (RFC 2104) of those under a key derived
-for checkpoints alone. The newest checkpoint is the head: records missing below it
+So after every append the appender also writes one line per record to an append-only
+file (``FHIR_AUDIT_CHECKPOINTS``, default ``<FHIR_DATA_DIR>/audit-checkpoints.log``,
+mode 0600; point it at a write-once store): the database, the record number and MAC,
+the time, the key id, and ``sig``, an HMAC-SHA256 (RFC 2104) of those under a key
+derived for checkpoints alone. The newest checkpoint is the head: records missing below it
 mean the log was cut.
 
-Several worker processes append at once: the file is opened with ``O_APPEND`` and each
-line is one ``write(2)``, so every line lands whole at the end of the file (POSIX:
-with ``O_APPEND`` the offset is set to the end before each write, atomically). Lines
-may arrive slightly out of record order; readers index them by record number.
+Several worker processes append at once: the file is opened with ``O_APPEND`` and the
+lines of one group of records (:mod:`.appender`) are one ``write(2)``, so they land
+whole at the end of the file (POSIX: with ``O_APPEND`` the offset is set to the end
+before each write, atomically). Lines may arrive slightly out of record order;
+readers index them by record number.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +51,11 @@ def line(key: bytes, kid: str, db: str, seq: int, mac: str, at: datetime) -> byt
     return orjson.dumps({**body, "sig": _sign(key, body)}, option=orjson.OPT_SORT_KEYS) + b"\n"
 
 
-def write(path: Path, key: bytes, kid: str, db: str, seq: int, mac: str) -> None:
-    """Append the checkpoint of record ``seq`` to ``path`` (created 0600)."""
-    data = line(key, kid, db, seq, mac, datetime.now(UTC))
+def write(path: Path, key: bytes, kid: str, db: str, marks: Sequence[tuple[int, str]]) -> None:
+    """Append the checkpoints of ``marks`` (record number, MAC) to ``path`` (created
+    0600): one line per record, all of them in one ``write(2)``."""
+    at = datetime.now(UTC)
+    data = b"".join(line(key, kid, db, seq, mac, at) for seq, mac in marks)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         if os.write(fd, data) != len(data):

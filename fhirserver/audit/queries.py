@@ -26,8 +26,8 @@ import hmac
 import re
 from urllib.parse import quote, unquote_plus
 
-from ..mpi.registry import Registry
-from ..mpi.validators import normalise
+from ..model.identifier_systems import Registry
+from ..model.identity_numbers import normalise
 from .redaction import RESULT_PARAMETERS
 
 PURPOSE = "audit/query-pseudonym/v1"

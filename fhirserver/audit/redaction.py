@@ -32,7 +32,7 @@ def redact_query(query: str) -> str:
     replaced by ``***``."""
     if not query:
         return query
-    out = []
+    out: list[str] = []
     for part in query.split("&"):
         if not part:
             out.append(part)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
-from pymongo.errors import DuplicateKeyError
 from datetime import datetime, timedelta
 from typing import Any
 
 from .. import errors
+from ..model.security_labels import is_sensitive
+from ..storage.upserts import upsert
 from . import consent
+from .bindings import family_reach
 from .policy import Caller, Decision, decide, may_write
 
 CARE = "_care_relationships"
@@ -62,9 +63,6 @@ def _cached(db: Any, who: str, load: Any) -> dict[str, Any]:
     return value
 
 
-
-
-
 def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
                 emergency: bool = False, now: datetime | None = None) -> None:
     """Open (or extend) a care relationship; never shortens a longer one."""
@@ -76,19 +74,6 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
     upsert(db[CARE], {"_id": key, "who": who, "patient": patient, "until": until,
                       "reason": reason, "emergency": emergency, "at": now or until})
     forget(db, who)
-
-
-def upsert(collection: Any, doc: dict[str, Any], attempts: int = 5) -> None:
-    """Replace-or-insert by primary key. Two concurrent upserts of one new key can
-    both try to insert (MongoDB documents this; FerretDB does it more often): the
-    loser retries, and then finds the document to replace."""
-    for attempt in range(attempts):
-        try:
-            collection.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-            return
-        except DuplicateKeyError:
-            if attempt + 1 == attempts:
-                raise
 
 
 @dataclass
@@ -141,8 +126,6 @@ class Access:
     def _family(self) -> dict[str, Any]:
         """A patient caller's bound family: members ``m`` and the children among them
         whose guardian the caller is ``g`` (with the day guardianship ends)."""
-        from ..mpi.family import family_reach
-
         own = self.caller.patient or "" if self.caller else ""
         return _cached(self.db, f"family|{own}", lambda: family_reach(self.db, own))
 
@@ -213,9 +196,9 @@ class Access:
         if rtype not in ("Observation", "DiagnosticReport") or not patient:
             return True
         if not self._consent_applies():
-            return patient not in self.family_hidden() or not consent.is_sensitive(resource)
+            return patient not in self.family_hidden() or not is_sensitive(resource)
         choice = self.choices().get(patient)
-        return consent.allowed(choice, consent.is_sensitive(resource), writer_org,
+        return consent.allowed(choice, is_sensitive(resource), writer_org,
                                self.caller.organization if self.caller else None)
 
     # -- decisions ------------------------------------------------------------------------
@@ -306,8 +289,6 @@ class Access:
                 s.context == "user" for s in caller.scopes):
             return False  # patient/ scopes: only the launch patient
         if caller.kind == "patient":
-            from ..mpi.family import family_reach
-
             return patient in family_reach(self.db, caller.patient or "")["m"]
         who = caller.practitioner if caller.kind == "user" else caller.organization
         doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None

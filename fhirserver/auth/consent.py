@@ -4,10 +4,7 @@ sharing across organisations altogether. Break-the-glass still opens the record
 (and is recorded as an emergency). Family members bound to the patient's card read
 sensitive-labelled records only when the patient chooses to share them.
 
-Sensitive labels are ``meta.security`` codes: from v3-ActCode the information
-sensitivity codes HIV, PSY (psychiatry), STD (sexually transmitted disease), SDV
-(sexual and domestic violence), ETH (substance abuse); from v3-Confidentiality
-R (restricted) and V (very restricted).
+Which labels are sensitive is ``model/security_labels.py``.
 """
 
 from __future__ import annotations
@@ -16,16 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-SENSITIVE = frozenset({(ACT_CODE, c) for c in ("HIV", "PSY", "STD", "SDV", "ETH")}
-                      | {(CONFIDENTIALITY, c) for c in ("R", "V")})
+from ..storage.upserts import upsert
+
 CONSENTS = "_consents"
-
-
-def is_sensitive(resource: dict[str, Any] | None) -> bool:
-    labels = ((resource or {}).get("meta") or {}).get("security") or ()
-    return any((c.get("system"), c.get("code")) in SENSITIVE for c in labels if isinstance(c, dict))
 
 
 @dataclass(frozen=True)
@@ -49,8 +39,6 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 
 def save(db: Any, patient: str, choice: Choice) -> None:
-    from .access import upsert
-
     upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
     _cache.pop(_cache_key(db), None)  # this process sees its own change at once
 

@@ -29,6 +29,7 @@ from pymongo.database import Database
 
 from .. import errors
 from ..crypto.sealing import Sealer, is_sealed
+from ..storage.upserts import upsert
 
 KEYS = "_auth_keys"
 REVOKED = "_auth_revoked"
@@ -134,8 +135,6 @@ class TokenService:
         return self.cache.revoked
 
     def revoke(self, claims: dict[str, Any]) -> None:
-        from .access import upsert
-
         upsert(self.db[REVOKED], {"_id": claims["jti"], "exp": int(claims.get("exp", 0))})
         self.cache.revoked_at = 0.0
 

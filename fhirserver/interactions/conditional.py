@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 from .. import errors
 from ..search.parse import parse_query
 from .context import Context
+from .search import matching
 
 
 def criteria(query: str) -> list[tuple[str, str]]:
@@ -37,8 +38,6 @@ def matching_ids(ctx: Context, rtype: str, query: str, limit: int = 2) -> list[s
     )
     # The caller's view, like any search: a conditional interaction must neither
     # reveal nor touch what the caller may not see.
-    from .search import matching
-
     return ctx.repo.find_ids(rtype, matching(ctx, parsed, lookups=False), limit=limit)
 
 

@@ -18,11 +18,11 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 from .. import errors
+from ..auth.access import Access
 from ..config import Settings
+from ..model.identifier_systems import Registry, load_registry
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
-from ..auth.access import Access
-from ..mpi.registry import Registry, load_registry
 from ..storage.unit_of_work import IdentifierTaken, VersionConflict
 
 

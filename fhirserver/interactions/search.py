@@ -12,7 +12,6 @@ from typing import Any
 
 from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
-from ..mpi.pix import count_lookups, shown
 from ..search.compile import compile_filter
 from ..search.keys import is_indexed
 from ..search.parse import parse_query
@@ -29,6 +28,7 @@ from .bundles import (
     page_url,
 )
 from .context import Context
+from .identity_lookups import count_lookups, shown
 from .includes import included
 from .joins import resolver
 from .shape import shape

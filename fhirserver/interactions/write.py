@@ -113,6 +113,7 @@ def create(
         found = single_match(planner.ctx, rtype, if_none_exist, "Conditional create")
         if found is not None:
             existing = planner.current(rtype, found)
+            planner.ctx.touch(existing.resource if existing else None)  # returned: audited
             return Result(200, existing, location=_location(rtype, found, existing.version) if existing else None)
     planner.ctx.check_write(rtype, "create", None, resource)
     resource = _identity(planner, rtype, None, resource, server=False)  # type: ignore[assignment]

@@ -27,17 +27,13 @@ from ..auth.access import record_care
 from ..interactions import read as read_
 from ..interactions import write
 from ..interactions.context import Context, run_single
+from ..interactions.identity_lookups import card_system
 from . import code_uses
 from .card_tokens import fingerprint, issue_token, new_secret, read_code
 
 CARDS = "_health_cards"
 SCANS = "_card_scans"
 SECRETS = "_secrets"
-CARD_SYSTEM_KEY = "health-card"
-
-
-def card_system(ctx: Context) -> str:
-    return ctx.registry.by_key(CARD_SYSTEM_KEY).system
 
 
 def new_card_number() -> str:

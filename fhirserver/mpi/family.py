@@ -20,8 +20,8 @@ unless they share them; only a guardian manages a child's card.
 
 A binding is its slot document, ``slot|<holder>|1..5`` (primary keys, so the limit
 of five holds under concurrency); whom a holder reaches is read from those five
-documents by key, never from a list kept beside them (a list updated by two writers
-at once can lose or resurrect a member). Requests are ``request|<hash>``, filed under
+documents by key, never from a list kept beside them (``auth/bindings.py``, what
+the access policy reads). Requests are ``request|<hash>``, filed under
 a hash of the card number. What a member sees is found by ``member`` (who holds
 their card) and by their card's hash (requests to them).
 """
@@ -35,13 +35,14 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from .. import errors
+from ..auth.access import forget
+from ..auth.bindings import BINDINGS, MAX_MEMBERS, aware, slots
 from ..interactions.bundles import bundle, link
 from ..interactions.context import Context
-from .cards import CARDS, active_card, card_system, redeem_code
-from .validators import InvalidNumber
+from ..interactions.identity_lookups import card_system
+from ..model.identity_numbers import InvalidNumber
+from .cards import CARDS, active_card, redeem_code
 
-BINDINGS = "_card_bindings"
-MAX_MEMBERS = 5
 MINOR_AGE = 14  # under 14: a child, bound only by a guardian showing the child's live code
 REQUEST_DAYS = 7
 DECLINE_DAYS = 30
@@ -55,24 +56,7 @@ RELATIONSHIPS = frozenset({
 })
 
 
-# -- reading (the access policy's view) -------------------------------------------------
-
-
-def family_reach(db: Any, holder: str) -> dict[str, Any]:
-    """``{"m": members, "g": {child: guardianship ends}}`` of ``holder``, from the
-    binding slots themselves (five primary-key reads)."""
-    found = [db[BINDINGS].find_one({"_id": slot}) for slot in _slots(holder)]
-    bound = [b for b in found if b is not None]
-    return {"m": [b["member"] for b in bound],
-            "g": {b["member"]: _aware(b["guardian_until"]) for b in bound if b.get("guardian_until")}}
-
-
-def members(db: Any, holder: str) -> list[str]:
-    return list(family_reach(db, holder)["m"])
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+# -- minors ------------------------------------------------------------------------------
 
 
 def minor_until(patient: dict[str, Any]) -> datetime | None:
@@ -103,13 +87,9 @@ def is_minor(patient: dict[str, Any], now: datetime) -> bool:
 # -- binding -----------------------------------------------------------------------------
 
 
-def _slots(holder: str) -> list[str]:
-    return [f"slot|{holder}|{i}" for i in range(1, MAX_MEMBERS + 1)]
-
-
 def bindings(ctx: Context, holder: str) -> list[dict[str, Any]]:
     col = ctx.repo.db[BINDINGS]
-    found = (col.find_one({"_id": slot}) for slot in _slots(holder))
+    found = (col.find_one({"_id": slot}) for slot in slots(holder))
     return [b for b in found if b is not None]
 
 
@@ -138,8 +118,6 @@ def _holder_ready(ctx: Context, holder: str) -> None:
 
 
 def _forget(ctx: Context, *patients: str) -> None:
-    from ..auth.access import forget
-
     for p in patients:
         forget(ctx.repo.db, f"family|{p}")
 
@@ -171,7 +149,7 @@ def _stale(col: Any, pair: str, ctx: Context) -> bool:
     """A pair record older than a binding takes to write, with no slot behind it."""
     doc = col.find_one({"_id": pair})
     at = doc.get("at") if doc else None
-    return at is None or _aware(at) < ctx.clock() - timedelta(minutes=1)
+    return at is None or aware(at) < ctx.clock() - timedelta(minutes=1)
 
 
 def _occupy(ctx: Context, holder: str, member: str, relationship: str, via: str) -> dict[str, Any]:
@@ -183,7 +161,7 @@ def _occupy(ctx: Context, holder: str, member: str, relationship: str, via: str)
     col = ctx.repo.db[BINDINGS]
     doc = {"kind": "binding", "holder": holder, "member": member, "relationship": relationship,
            "at": now, "via": via, "guardian_until": until if child else None}
-    for slot in _slots(holder):
+    for slot in slots(holder):
         try:
             col.insert_one({"_id": slot, **doc})
             break
@@ -257,9 +235,9 @@ def request_binding(ctx: Context, holder: str, number: str, relationship: str | 
     rid = request_id(holder, card)
     now = ctx.clock()
     declined = col.find_one({"_id": f"declined|{rid}"})
-    if declined is not None and _aware(declined["exp"]) > now:
+    if declined is not None and aware(declined["exp"]) > now:
         return REQUEST_SENT  # the member said no: not asked again for a while
-    mine = [d for d in col.find({"holder": holder, "kind": "request"}) if _aware(d["exp"]) > now]
+    mine = [d for d in col.find({"holder": holder, "kind": "request"}) if aware(d["exp"]) > now]
     if len(mine) >= MAX_OUTGOING and all(d["_id"] != f"request|{rid}" for d in mine):
         return REQUEST_SENT
     col.replace_one({"_id": f"request|{rid}"}, {
@@ -289,7 +267,7 @@ def _pending(ctx: Context, member: str) -> list[dict[str, Any]]:
         return []
     now = ctx.clock()
     found = ctx.repo.db[BINDINGS].find({"card": card_key(card["number"]), "kind": "request"})
-    live = [d for d in found if _aware(d["exp"]) > now and d["holder"] != member]
+    live = [d for d in found if aware(d["exp"]) > now and d["holder"] != member]
     return sorted(live, key=lambda d: d["at"], reverse=True)[:MAX_PENDING]
 
 

@@ -21,10 +21,11 @@ from .. import errors
 from ..auth.lookup_rules import matches_beyond_reach
 from ..interactions.bundles import bundle, match_entry
 from ..interactions.context import Context
+from ..interactions.identity_lookups import caller_of, count_lookups, shown
 from ..interactions.search import matching, parse
 from ..model.validation import validate_resource
 from .matching import blocking_keys, rank
-from .pix import caller_of, count_lookups, holders, shown
+from .pix import holders
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 PER_KEY = 200  # candidates fetched per blocking search

@@ -13,7 +13,7 @@ Identifiers first
 Only identifiers of systems for which ``unique_systems(system)`` is true count (the
 caller builds it from the registry, e.g. ``lambda s: (m := registry.match(s)) is not
 None and m.entry.unique``). Values are compared with whitespace removed and
-upper-cased, as :func:`fhirserver.mpi.validators.normalise` stores them.
+upper-cased, as :func:`fhirserver.model.identity_numbers.normalise` stores them.
 
 * The same value in the same unique system: **certain**, score 1.0. It is the only way
   to "certain": a document number is issued to one person; names, birth dates and

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .registry import Registry
+from ..model.identifier_systems import Registry
 
 UNIQUE = "Identifies one person: no two active Patients share a value"
 NOT_UNIQUE = "Does not identify a person uniquely"

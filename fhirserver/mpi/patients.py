@@ -16,8 +16,8 @@ import copy
 from typing import Any
 
 from .. import errors
-from .registry import Registry
-from .validators import InvalidNumber, gb11643_facts
+from ..model.identifier_systems import Registry
+from ..model.identity_numbers import InvalidNumber, gb11643_facts
 
 
 def check_patient(resource: dict[str, Any], registry: Registry) -> dict[str, Any]:

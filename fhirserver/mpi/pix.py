@@ -17,16 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import errors
-from ..auth import lookups
-from ..auth.lookup_rules import sees_card_numbers, uses_lookup_exception, without_systems
-from ..auth.policy import Caller
+from ..auth.lookup_rules import uses_lookup_exception
 from ..interactions.context import Context
-from .cards import card_system
-from .registry import Registry
-from .validators import InvalidNumber
-
-#: what an identity look-up leaves in the audit record (never the number asked)
-LOOKUP_NOTE = "identity look-up"
+from ..interactions.identity_lookups import caller_of, count_lookups, shown
+from ..model.identifier_systems import Registry
+from ..model.identity_numbers import InvalidNumber
 
 
 def parse_identifier(raw: str, registry: Registry, name: str) -> tuple[str, str]:
@@ -62,30 +57,6 @@ def holders(ctx: Context, system: str, value: str) -> list[str]:
         return [holder] if holder else []
     token = f"{system}|{value}"
     return ctx.repo.find_ids("Patient", {"sp.identifier": token}, limit=10)
-
-
-def caller_of(ctx: Context) -> Caller | None:
-    return ctx.access.caller if ctx.access else None
-
-
-def count_lookups(ctx: Context, what: str, note: Callable[[str], None] | None,
-                  cost: int = 1) -> None:
-    """Mark the request as an identity look-up (``what`` says which, for the audit
-    record) and count ``cost`` of them for the caller's client (429 past the limit)."""
-    caller = caller_of(ctx)
-    if caller is None or cost <= 0:
-        return
-    if note is not None:
-        note(f"{LOOKUP_NOTE}: {what}")
-    lookups.spend(ctx.repo.db, caller, ctx.clock(), ctx.settings.lookups_per_minute, cost)
-
-
-def shown(ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:
-    """A Patient as an identity look-up may show it: without its health card
-    numbers unless the caller holds the ``card-number`` scope."""
-    if sees_card_numbers(caller_of(ctx)):
-        return resource
-    return without_systems(resource, frozenset({card_system(ctx)}))
 
 
 def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]],

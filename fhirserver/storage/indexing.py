@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from ..auth.consent import is_sensitive
 from ..model.references import iter_references, parse_reference
+from ..model.security_labels import is_sensitive
 from ..search.extract import extract
 from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.keys import KEY_FIELD, keys_of

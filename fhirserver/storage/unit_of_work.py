@@ -31,7 +31,7 @@ from pymongo import MongoClient, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from ..auth.consent import is_sensitive
+from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values

@@ -72,6 +72,23 @@ def test_failures_and_emergencies_are_recorded(fhir, app):
     assert events(app)[-1]["agent"][0]["who"]["display"] == "unauthenticated caller"
 
 
+def test_a_conditional_create_that_finds_its_match_names_that_patient(fhir, app):
+    """The patients of a record are those the interactions touched, not a re-reading
+    of the answer: a conditional create (http.html#ccreate) that answers 200 with an
+    existing Observation names that Observation's patient."""
+    pid = fhir.create(f.patient("Matched"))["id"]
+    ident = [{"system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": "O-1"}]
+    existing = fhir.create(f.observation(pid, identifier=ident))
+    r = fhir.post("Observation", f.observation(pid, identifier=ident),
+                  headers={"If-None-Exist": "identifier=urn:oid:2.16.840.1.113883.2.4.6.3|O-1"})
+    assert r.status_code == 200 and r.get_json()["id"] == existing["id"]
+    db = app.extensions["fhirserver"].repo.db
+    last = db[RECORDS].find({}).sort("_id", -1).limit(1)[0]
+    assert last["event"]["subtype"][0]["code"] == "create" and last["patients"] == [pid]
+    assert [e["what"]["reference"] for e in last["event"]["entity"] if "what" in e] == \
+        [f"Patient/{pid}"]
+
+
 def test_patient_sees_who_looked_at_their_record_and_nobody_elses(fhir, app):
     me, other = (fhir.create(f.patient(n))["id"] for n in ("Me", "Other"))
     dr = clinician(app, fhir)

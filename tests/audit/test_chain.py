@@ -19,17 +19,19 @@ import sys
 import time
 from pathlib import Path
 from pymongo import MongoClient
-from fhirserver.audit.chain import Keys, append
+from fhirserver.audit.appender import Appender
+from fhirserver.audit.chain import Keys
 from fhirserver.crypto.master import read_or_create
 uri, name, key_file, checkpoints, who, go = sys.argv[1:7]
 keys = Keys.derive(read_or_create(Path(key_file)))
 db = MongoClient(uri)[name]
 db.command("ping")
+appender = Appender(db)
 while not Path(go).exists():
     time.sleep(0.001)
 for i in range(15):
-    append(db, {"resourceType": "AuditEvent", "action": "R", "outcomeDesc": f"{who}-{i}"},
-           [who], keys, Path(checkpoints))
+    appender.append({"resourceType": "AuditEvent", "action": "R", "outcomeDesc": f"{who}-{i}"},
+                    [who], keys, Path(checkpoints))
 """
 
 

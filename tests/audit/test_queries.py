@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from fhirserver.audit.queries import Pseudonyms, describe, is_identity, pseudonymise, split_values, target
-from fhirserver.mpi.registry import load_registry
+from fhirserver.model.identifier_systems import load_registry
 
 KEY = b"k" * 32
 RESIDENT = "https://fhirserver.example/sid/resident-id"

@@ -1,26 +1,10 @@
-"""Consent and security labels (DESIGN.md section 1), as data."""
+"""Consent (DESIGN.md section 1), as data."""
 
 from __future__ import annotations
 
 import pytest
 
-from fhirserver.auth.consent import Choice, allowed, condition, is_sensitive
-
-ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-CONF = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-
-
-@pytest.mark.parametrize(("labels", "sensitive"), [
-    ([{"system": ACT, "code": "HIV"}], True),
-    ([{"system": ACT, "code": "PSY"}], True),
-    ([{"system": CONF, "code": "R"}], True),
-    ([{"system": CONF, "code": "V"}], True),
-    ([{"system": CONF, "code": "N"}], False),
-    ([{"system": "urn:other", "code": "HIV"}], False),
-    ([], False),
-])
-def test_sensitive_labels(labels: list, sensitive: bool) -> None:
-    assert is_sensitive({"resourceType": "Observation", "meta": {"security": labels}}) is sensitive
+from fhirserver.auth.consent import Choice, allowed, condition
 
 
 @pytest.mark.parametrize(("choice", "sensitive", "writer", "reader", "ok"), [

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fhirserver.model.identifier_systems import load_registry
 from fhirserver.mpi.matching import (
     POSSIBLE,
     PROBABLE,
@@ -18,7 +19,6 @@ from fhirserver.mpi.matching import (
     rank,
     score,
 )
-from fhirserver.mpi.registry import load_registry
 
 from .numbers import gb11643
 

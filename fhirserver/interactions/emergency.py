@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from .. import errors
-from ..interactions.context import Context
+from ..auth.access import record_care
+from ..auth.policy import Caller
 from ..storage.indexing import instant
-from .access import record_care
-from .policy import Caller
+from .context import Context
 
 EMERGENCIES = "_emergency_access"
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from fhirserver.mpi.validators import VALIDATORS, InvalidNumber, gb11643_facts, normalise
-
-from .numbers import check_char, gb11643, luhn_complete
+from fhirserver.model.identity_numbers import VALIDATORS, InvalidNumber, gb11643_facts, normalise
+from tests.mpi.numbers import check_char, gb11643, luhn_complete
 
 
 def check(validator: str, value: str, param: str | None = None) -> str:

@@ -2,7 +2,7 @@
 
 Each validator takes a value already stripped of spaces and upper-cased (so a
 lower-case check character ``x`` reads as ``X``) and returns it, or raises
-:class:`InvalidNumber` saying what is wrong. The registry (``identifier_systems.json``)
+:class:`InvalidNumber` saying what is wrong. The registry (:mod:`.identifier_systems`)
 names the validator of each identifier system.
 
 * Resident identity card numbers follow GB 11643: 6-digit area code, 8-digit birth

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .validators import GB11643, VALIDATORS, InvalidNumber, normalise
+from .identity_numbers import GB11643, VALIDATORS, InvalidNumber, normalise
 
 DEFAULT_FILE = Path(__file__).with_name("identifier_systems.json")
 _PART = re.compile(r"\{(country|organization)\}")

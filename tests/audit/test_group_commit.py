@@ -1,0 +1,232 @@
+"""Group commit of the audit log (``audit/appender.py``) against the real database:
+concurrent appends share writes yet keep one keyed chain that verifies, with every
+record once and each writer's records in its own order; appenders of different
+processes (here: different clients) race through the primary key; a failed write
+fails every request waiting on it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from fhirserver.audit.appender import Appender
+from fhirserver.audit.chain import RECORDS, AuditUnavailable, Keys, verify
+from fhirserver.crypto.master import read_or_create
+from fhirserver.storage.ferretdb import free_port
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return Keys.derive(read_or_create(tmp_path / "master.key"))
+
+
+@pytest.fixture
+def client(mongo_uri: str):  # type: ignore[no-untyped-def]
+    with MongoClient(mongo_uri) as c:
+        yield c
+
+
+def event(name: str) -> dict:
+    return {"resourceType": "AuditEvent", "action": "R", "outcomeDesc": name}
+
+
+def run_threads(count: int, work: Callable[[int], None]) -> None:
+    """``work(n)`` in ``count`` threads started together; re-raises the first failure."""
+    start = threading.Barrier(count)
+    failures: list[BaseException] = []
+
+    def body(n: int) -> None:
+        try:
+            start.wait()
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not any(t.is_alive() for t in threads), "an append never returned"
+    if failures:
+        raise failures[0]
+
+
+def stored(db) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    """The stored records by their event's outcomeDesc; fails on a record stored twice."""
+    by_name: dict[str, dict] = {}
+    for doc in db[RECORDS].find({}):
+        name = doc["event"]["outcomeDesc"]
+        assert name not in by_name, f"{name} was stored twice"
+        by_name[name] = doc
+    return by_name
+
+
+def assert_in_each_writers_order(numbers: dict[tuple[str, int], int], docs: dict[str, dict]) -> None:
+    """Every append returned the number it is stored under, and each writer's records
+    are numbered in the order it appended them."""
+    writers = {w for w, _ in numbers}
+    for writer in writers:
+        mine = sorted((i, n) for (w, i), n in numbers.items() if w == writer)
+        assert [n for _, n in mine] == sorted(n for _, n in mine), writer
+        for i, n in mine:
+            doc = docs[f"{writer}-{i}"]
+            assert int(doc["_id"]) == n and doc["event"]["id"] == f"audit-{n}"
+            assert doc["patients"] == [writer]
+
+
+def test_concurrent_appends_share_writes_and_keep_one_chain(client, db_name, keys, tmp_path):
+    db, checkpoints = client[db_name], tmp_path / "checkpoints.log"
+    appender = Appender(db)
+    threads, each = 8, 25
+    numbers: dict[tuple[str, int], int] = {}
+
+    def writer(n: int) -> None:
+        for i in range(each):
+            numbers[(f"t{n}", i)] = appender.append(event(f"t{n}-{i}"), [f"t{n}"], keys, checkpoints)
+
+    run_threads(threads, writer)
+    total = threads * each
+    report = verify(db, keys, [checkpoints])
+    assert report.broken is None and report.checked == total and report.checkpoint == total
+    docs = stored(db)
+    assert set(docs) == {f"t{n}-{i}" for n in range(threads) for i in range(each)}
+    assert sorted(numbers.values()) == list(range(1, total + 1))
+    assert_in_each_writers_order(numbers, docs)
+    # One checkpoint line per record, and fewer writes than records: requests that
+    # arrived while a group was being written went together in the next one.
+    assert len(checkpoints.read_text().splitlines()) == total
+    assert appender.records == total and appender.groups < total
+
+
+def test_two_appenders_on_one_database_race_and_keep_one_chain(mongo_uri, client, db_name, keys,
+                                                               tmp_path):
+    """Two appenders with their own clients, as two worker processes have: the primary
+    key decides each record number, the loser re-chains its group after the new end."""
+    checkpoints = tmp_path / "checkpoints.log"
+    with MongoClient(mongo_uri) as other:
+        appenders = [Appender(client[db_name]), Appender(other[db_name])]
+        threads, each = 6, 15
+        numbers: dict[tuple[str, int], int] = {}
+
+        def writer(n: int) -> None:
+            appender = appenders[n % 2]
+            for i in range(each):
+                numbers[(f"a{n % 2}t{n}", i)] = appender.append(
+                    event(f"a{n % 2}t{n}-{i}"), [f"a{n % 2}t{n}"], keys, checkpoints)
+
+        run_threads(threads, writer)
+    db, total = client[db_name], threads * each
+    report = verify(db, keys, [checkpoints])
+    assert report.broken is None and report.checked == total and report.checkpoint == total
+    docs = stored(db)
+    assert len(docs) == total and sorted(numbers.values()) == list(range(1, total + 1))
+    assert_in_each_writers_order(numbers, docs)
+
+
+def test_an_appender_behind_the_end_rechains_its_group_after_it(mongo_uri, client, db_name, keys,
+                                                               tmp_path):
+    """An appender whose newest known record is no longer the end (another process
+    wrote since) hits the taken number, finds the end and writes its whole group
+    after it, nothing twice."""
+    checkpoints = tmp_path / "checkpoints.log"
+    db = client[db_name]
+    behind, ahead = Appender(db), None
+    assert behind.append(event("first"), ["p"], keys, checkpoints) == 1
+    with MongoClient(mongo_uri) as other:
+        ahead = Appender(other[db_name])
+        for i in range(5):
+            assert ahead.append(event(f"ahead-{i}"), ["p"], keys, checkpoints) == i + 2
+    numbers: dict[tuple[str, int], int] = {}
+
+    def writer(n: int) -> None:
+        for i in range(3):
+            numbers[(f"b{n}", i)] = behind.append(event(f"b{n}-{i}"), [f"b{n}"], keys, checkpoints)
+
+    run_threads(4, writer)
+    assert sorted(numbers.values()) == list(range(7, 19))
+    report = verify(db, keys, [checkpoints])
+    assert report.broken is None and report.checked == 18
+    assert_in_each_writers_order(numbers, stored(db))
+
+
+def test_a_closed_client_fails_every_append_and_writes_nothing(mongo_uri, db_name, keys, tmp_path):
+    checkpoints = tmp_path / "checkpoints.log"
+    closed: MongoClient = MongoClient(mongo_uri)
+    closed[db_name].command("ping")
+    appender = Appender(closed[db_name])
+    closed.close()
+    failed: list[str] = []
+
+    def writer(n: int) -> None:
+        for i in range(5):
+            with pytest.raises(AuditUnavailable):
+                appender.append(event(f"t{n}-{i}"), ["p"], keys, checkpoints)
+            failed.append(f"t{n}-{i}")
+
+    run_threads(6, writer)
+    assert len(failed) == 30 and not checkpoints.exists()
+    with MongoClient(mongo_uri) as c:
+        assert c[db_name][RECORDS].count_documents({}) == 0
+
+
+def test_a_database_that_does_not_answer_fails_every_request_waiting_on_the_write(db_name, keys,
+                                                                                tmp_path):
+    """While the leader waits on a database that is down, the others queue behind it;
+    its failure (the driver's, after its server selection timeout) reaches each of
+    them, and the next group fails alike."""
+    checkpoints = tmp_path / "checkpoints.log"
+    with MongoClient(f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=1500,
+                     connectTimeoutMS=500) as down:
+        appender = Appender(down[db_name])
+        errors: list[AuditUnavailable] = []
+
+        def writer(n: int) -> None:
+            with pytest.raises(AuditUnavailable) as raised:
+                appender.append(event(f"t{n}"), ["p"], keys, checkpoints)
+            errors.append(raised.value)
+
+        run_threads(8, writer)
+    assert len(errors) == 8 and len({id(e) for e in errors}) == 8  # one exception per request
+    assert all("could not be written" in str(e) for e in errors)
+    assert appender.groups < 8 and appender.records == 0  # they waited together
+    assert not checkpoints.exists()
+
+
+def test_a_client_closed_while_appending_leaves_every_answered_record_once(mongo_uri, db_name, keys,
+                                                                          tmp_path):
+    """Appends that returned are stored exactly once and checkpointed; those that
+    failed when the client went away answered an error; the chain verifies."""
+    checkpoints = tmp_path / "checkpoints.log"
+    client: MongoClient = MongoClient(mongo_uri)
+    appender = Appender(client[db_name])
+    numbers: dict[tuple[str, int], int] = {}
+    failures: list[str] = []
+    closing = threading.Timer(0.3, client.close)
+
+    def writer(n: int) -> None:
+        for i in range(100_000):  # until the client is closed under it
+            try:
+                numbers[(f"t{n}", i)] = appender.append(event(f"t{n}-{i}"), [f"t{n}"], keys,
+                                                        checkpoints)
+            except AuditUnavailable:
+                failures.append(f"t{n}-{i}")
+                return
+
+    closing.start()
+    try:
+        run_threads(4, writer)
+    finally:
+        closing.cancel()
+        client.close()
+    assert numbers and len(failures) == 4
+    with MongoClient(mongo_uri) as c:
+        db = c[db_name]
+        report = verify(db, keys, [checkpoints])
+        assert report.broken is None and report.checkpoint >= max(numbers.values())
+        docs = stored(db)
+    assert_in_each_writers_order(numbers, docs)
