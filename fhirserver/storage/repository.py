@@ -135,15 +135,17 @@ class Repository:
     def initialise(self) -> None:
         """Create indexes and roll back transactions a dead process left half done."""
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
-        if self.postgresql_url:
-            # FerretDB's own (B-tree) indexes serve none of its queries: the tables
-            # get GIN indexes on the same leading fields instead.
+        if self.lookup_ids_one_by_one:
+            # FerretDB's own (B-tree) indexes serve none of its queries and slow every
+            # write: on PostgreSQL the tables get GIN indexes on the same leading
+            # fields instead (storage/postgres_indexes.py).
             present = set(self.db.list_collection_names())
             for name in dict.fromkeys(c for c, _ in declared):
                 if name not in present:
                     with contextlib.suppress(CollectionInvalid):
                         self.db.create_collection(name)
-            ensure_gin_indexes(self.postgresql_url, self.db_name, declared)
+            if self.postgresql_url:
+                ensure_gin_indexes(self.postgresql_url, self.db_name, declared)
         else:
             by_collection: dict[str, list[IndexModel]] = {}
             for name, keys in declared:

@@ -3,7 +3,7 @@
 nor let its thief mint tokens or card codes): the RS256 private keys (RFC 7517
 members ``d``, ``p``, ``q``, ``dp``, ``dq``, ``qi``) and the card-code HMAC key
 (RFC 7518 section 3.2) are AES-256-GCM sealed values, in the documents and in the
-SQLite files of the embedded database alike."""
+rows of the embedded PostgreSQL database, as a dump of it shows them, alike."""
 
 from __future__ import annotations
 
@@ -64,12 +64,21 @@ def test_the_database_holds_no_private_key_or_card_key_in_clear(live, database_s
     assert is_sealed(stored["value"])
     raw = repr(docs) + repr(stored)
     assert not [v for v in [*private, secret] if v in raw]
-    sqlite_dir = database_server[1]
-    if not sqlite_dir:
-        pytest.skip("MONGODB_URI: no embedded SQLite files to read")
-    files = b"".join(p.read_bytes() for p in Path(sqlite_dir).iterdir() if p.is_file())
-    assert docs[0]["_id"].encode() in files  # the documents are there to be read
-    assert not [v for v in [*private, secret] if v.encode() in files]
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("MONGODB_URI: no embedded PostgreSQL to dump")
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        schema = st.repo.db_name
+        tables = [t for (t,) in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema,))]
+        dump = "".join(
+            str(row[0]) for t in tables
+            for row in conn.execute(f'SELECT _jsonb::text FROM "{schema}"."{t}"'))  # type: ignore[arg-type]
+    assert docs[0]["_id"] in dump  # the documents are there to be read
+    assert not [v for v in [*private, secret] if v in dump]
 
 
 def test_secrets_kept_in_clear_by_an_older_version_are_sealed_in_place(live):
