@@ -1,12 +1,30 @@
 """Search over HTTP (R4 search.html, http.html#search): paging, sorting, chaining,
 _has, _include/_revinclude, compartments, POST _search and the result parameters.
-Small hand-made data; tests/api/test_search_synthea.py checks real volumes."""
+Small hand-made data; tests/api/test_search_synthea.py checks real volumes.
+
+On the embedded database every statement these searches send is checked afterwards:
+one that only a sequential scan answers fails the test (tests/seq_scans.py)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests import factories as f
+from tests.seq_scans import no_seq_scans
+
+
+@pytest.fixture(autouse=True)
+def answered_from_indexes(database_server, db_name, fhir):  # type: ignore[no-untyped-def]
+    """Requests only: the app (and its start-up work) exists before the check starts."""
+    pg_url = database_server[1]
+    if not pg_url:
+        yield
+        return
+    with no_seq_scans(pg_url, db_name) as scans:
+        yield
+    assert not scans, "statements no index answers:\n\n" + "\n\n".join(scans)
 
 LOINC = "http://loinc.org"
 
