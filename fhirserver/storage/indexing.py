@@ -14,8 +14,8 @@ import orjson
 
 from ..model.references import iter_references, parse_reference
 from ..model.security_labels import is_sensitive
-from ..search.extract import extract
 from ..search.buckets import BUCKET_FIELD, buckets_of
+from ..search.extract import extract
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .records import Write

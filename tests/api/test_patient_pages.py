@@ -67,21 +67,18 @@ def _expected(fhir, pid: str, descending: bool) -> list[str]:
     """The order search.html#sort defines, computed here from the stored records."""
     from datetime import datetime
 
-    def edge(r: dict) -> str | None:
+    def edge(r: dict) -> datetime | None:
         if "effectiveDateTime" in r:
-            return datetime.fromisoformat(r["effectiveDateTime"]).astimezone().isoformat()
+            return datetime.fromisoformat(r["effectiveDateTime"])
         p = r.get("effectivePeriod")
-        if p:
-            return datetime.fromisoformat((p["end"] if descending else p["start"]).replace(
-                "Z", "+00:00")).astimezone().isoformat()
-        return None
+        return datetime.fromisoformat(p["end"] if descending else p["start"]) if p else None
 
     records = _all(fhir, f"Observation?patient={pid}&_count=100")
     dated = sorted((r for r in records if edge(r)), key=lambda r: (edge(r), r["id"]))
-    undated = sorted((r["id"] for r in records if not edge(r)))
+    undated = sorted(r["id"] for r in records if not edge(r))
     if descending:
         dated = sorted(dated, key=lambda r: r["id"])
-        dated = sorted(dated, key=lambda r: edge(r) or "", reverse=True)
+        dated = sorted(dated, key=lambda r: edge(r), reverse=True)  # type: ignore[arg-type,return-value]
         return [r["id"] for r in dated] + undated
     return undated + [r["id"] for r in dated]
 
