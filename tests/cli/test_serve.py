@@ -46,10 +46,10 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> No
         if proc.poll() is not None:
             pytest.fail(f"fhirserver serve exited with {proc.returncode}")
         try:
-            if requests.get(f"{url}/metadata", timeout=2).status_code == 200:
+            if requests.get(f"{url}/metadata", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # still starting: the worker answers once the app is built
         time.sleep(0.3)
     pytest.fail("fhirserver serve did not answer in time")
 
