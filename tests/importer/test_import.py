@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gzip
 import json
 from collections import Counter
@@ -30,6 +32,7 @@ def total(fhir, rtype: str) -> int:
     return fhir.get(f"{rtype}?_summary=count").get_json()["total"]
 
 
+@pytest.mark.timeout(1200)  # 6,600 resources twice, and counts that read them all
 def test_import_all_synthea_bundles_counts_and_idempotency(settings, fhir):
     assert len(SYNTHEA) == 40
     expected = counts_from_files(SYNTHEA)
