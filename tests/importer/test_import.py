@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import gzip
 import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fhirserver.cli import main, run_import
