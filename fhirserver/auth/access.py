@@ -213,14 +213,23 @@ class Access:
                                    f"{rtype} ({d.reason})")
         return d
 
-    def search_filter(self, rtype: str, identifier_lookup: bool = False) -> dict[str, Any] | None:
-        """The MongoDB condition limiting a search to what the caller may see, or None."""
+    def search_filter(self, rtype: str, identifier_lookup: bool = False,
+                      pinned: str | None = None) -> dict[str, Any] | None:
+        """The MongoDB condition limiting a search to what the caller may see, or None.
+
+        ``pinned``: the one patient whose compartment the search is limited to. When the
+        caller does not reach that patient, only what they wrote there is theirs to
+        see, and the condition says so as an equality an index answers: the search
+        then costs what a search of a patient who does not exist costs, whatever the
+        size of the hidden record (no timing tells it apart)."""
         d = self.decision(rtype, "search", identifier_lookup=identifier_lookup)
         parts: list[dict[str, Any]] = []
         if d.patients is not None:
             field_ = "_id" if rtype == "Patient" else "pat"
             reach: dict[str, Any] = {field_: {"$in": sorted(d.patients)}}
-            if d.authored:
+            if pinned is not None and field_ == "pat" and pinned not in d.patients:
+                reach = {d.authored[0]: d.authored[1]} if d.authored else {"by": NOBODY}
+            elif d.authored:
                 reach = {"$or": [reach, {d.authored[0]: d.authored[1]}]}
             parts.append(reach)
         if d.constraints:
@@ -306,6 +315,10 @@ class Access:
         if not may_write(d, patients):
             raise errors.Forbidden(
                 f"You may not write {rtype} into the record of a patient you are not treating")
+
+
+#: An author no record has: the reach of a caller who reaches nothing in a compartment.
+NOBODY = "urn:fhirserver:nobody"
 
 
 def drop_authorship_relationships(db: Any) -> None:

@@ -37,8 +37,9 @@ class Context:
     #: what the caller may see and change; None for trusted internal callers (import)
     access: Access | None = None
 
-    def search_filter(self, rtype: str, identifier_lookup: bool = False) -> dict[str, Any] | None:
-        return self.access.search_filter(rtype, identifier_lookup) if self.access else None
+    def search_filter(self, rtype: str, identifier_lookup: bool = False,
+                      pinned: str | None = None) -> dict[str, Any] | None:
+        return self.access.search_filter(rtype, identifier_lookup, pinned) if self.access else None
 
     def visible(self, stored: Stored, interaction: str = "read") -> bool:
         """May the caller see this stored resource? (False: answer 404.)"""

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import errors
-
 from ..search.definitions import TABLES
 from ..search.extract import references
 from ..search.parameters import SearchParameter, parameters_for

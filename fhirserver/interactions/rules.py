@@ -9,8 +9,8 @@ from .. import errors
 from ..model.references import iter_references, parse_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
-from ..storage.records import Stored
 from ..mpi.patients import check_patient
+from ..storage.records import Stored
 from .context import Context, Planner
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')

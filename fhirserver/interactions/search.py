@@ -13,7 +13,7 @@ from typing import Any
 from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
 from ..search.compile import compile_filter
-from ..search.keys import is_indexed
+from ..search.keys import is_indexed, lifted
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
 from ..search.sorting import after, compile_sort, decode_key, encode_key, reverse
@@ -59,10 +59,14 @@ def matching(ctx: Context, query: SearchQuery,
     interactions match within the caller's reach only, or a conditional create would
     hand back, uncounted, the Patient a look-up is limited to)."""
     flt = compile_filter(query, resolver(ctx))
+    if extra_filter:
+        flt = {"$and": [flt, extra_filter]} if flt else extra_filter
     lookup = lookups and is_identifier_lookup(query)
-    for extra in (extra_filter, ctx.search_filter(query.resource_type, identifier_lookup=lookup)):
-        if extra:
-            flt = {"$and": [flt, extra]} if flt else extra
+    pinned = lifted(query.resource_type, flt).get("pat")
+    reach = ctx.search_filter(query.resource_type, identifier_lookup=lookup,
+                              pinned=pinned if isinstance(pinned, str) else None)
+    if reach:
+        flt = {"$and": [flt, reach]} if flt else reach
     return flt
 
 

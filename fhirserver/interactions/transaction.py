@@ -19,11 +19,11 @@ from .. import errors
 from ..model.references import is_conditional_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..storage.indexing import instant
+from . import write
 from .bundles import bundle
 from .conditional import single_match
 from .context import Context, Planner, Result, run_single
 from .dispatch import Target, parse_url, read_entry, write_entry
-from . import write
 from .write import new_id
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")

@@ -14,13 +14,13 @@ import jsonpatch
 import jsonpointer
 
 from .. import errors
+from ..auth.policy import author_key
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import content_hash, make_write
 from ..storage.records import Stored
 from .conditional import single_match
 from .context import Planner, Result
-from ..auth.policy import author_key
 from .rules import check_if_match, check_references, validate
 
 

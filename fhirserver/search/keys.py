@@ -93,6 +93,8 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
     candidates: list[tuple[int, str, bool]] = []  # (rank, key, names the compartment)
     for field, cond in _conjuncts(flt):
         if not field.startswith("sp."):
+            if isinstance(cond, dict) and set(cond) == {"$in"} and len(cond["$in"]) == 1:
+                cond = cond["$in"][0]  # one allowed value: an equality
             if "." not in field and isinstance(cond, str):
                 top.setdefault(field, cond)
             continue
@@ -133,5 +135,9 @@ INDEXED = frozenset({"_id", "pat", KEY_FIELD, "b", "refs", "by", "org"})
 
 
 def is_indexed(rtype: str, flt: Filter) -> bool:
-    """Does some equality of ``flt`` reach an index once lifted?"""
-    return any(field in INDEXED for field in lifted(rtype, flt))
+    """Does some selective equality of ``flt`` reach an index once lifted? (A key on
+    a parameter with few values, such as ``status``, selects a large share.)"""
+    out = lifted(rtype, flt)
+    key = out.get(KEY_FIELD)
+    broad = isinstance(key, str) and re.split(r"[=^]", key, maxsplit=1)[0] in _BROAD
+    return any(field in INDEXED and not (field == KEY_FIELD and broad) for field in out)

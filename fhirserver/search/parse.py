@@ -15,6 +15,7 @@ from datetime import UTC, datetime, tzinfo
 
 from ..errors import Invalid
 from . import results
+from .definitions import TABLES
 from .parameters import (
     HTTP_PARAMS,
     RESULT_PARAMS,
@@ -22,7 +23,6 @@ from .parameters import (
     SearchParameter,
     parameters_for,
 )
-from .definitions import TABLES
 from .query import Chain, Clause, Condition, Has, Include, Missing, SearchQuery
 from .text import split_escaped
 from .types import HANDLERS, ParseContext

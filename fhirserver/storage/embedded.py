@@ -11,8 +11,10 @@ are readable by the owner only.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +25,13 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from ..config import Settings
-from .ferretdb import EmbeddedFerretDB, private_directory, private_file
+from .ferretdb import EmbeddedFerretDB, FerretDBError, private_directory, private_file
 from .postgres import EmbeddedPostgres
 
 STATE_FILE = "ferretdb.json"
+LOCK_FILE = "embedded.lock"
+#: How long a command waits for the owner's database to answer.
+OWNER_TIMEOUT = 120.0
 
 
 class EmbeddedDatabase:
@@ -88,27 +93,52 @@ def _running(data_dir: Path) -> tuple[str, str] | None:
         client.close()
 
 
+def _wait_running(data_dir: Path, timeout: float) -> tuple[str, str]:
+    """The address of the embedded database another process owns, once it answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = _running(data_dir)
+        if running:
+            return running
+        if time.monotonic() > deadline:
+            raise FerretDBError(
+                f"another process holds the embedded database in {data_dir} "
+                f"(see {LOCK_FILE}) but it did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 @contextmanager
 def database(settings: Settings) -> Iterator[Settings]:
-    """Settings whose ``mongodb_uri`` points at a live database for the block's duration."""
+    """Settings whose ``mongodb_uri`` points at a live database for the block's duration.
+
+    One process owns the embedded database of a data directory: the one holding the
+    lock file's ``flock`` (released by the kernel however that process ends). Any
+    other command on the directory uses the owner's instance, waiting while it
+    starts or is slow, and never starts or stops a second one on the same files."""
     if settings.mongodb_uri:
         yield settings
         return
     data_dir = Path(settings.data_dir)
     private_directory(data_dir)
-    running = _running(data_dir)
-    if running:
-        uri, pg_url = running
+    lock = private_file(data_dir / LOCK_FILE, "ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        uri, pg_url = _wait_running(data_dir, OWNER_TIMEOUT)
         yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=pg_url)
         return
-    server = EmbeddedDatabase(data_dir, settings.ferretdb_bin or None)
-    uri = server.start()
     state = data_dir / STATE_FILE
-    with private_file(state, "w") as fh:
-        fh.write(json.dumps({"pid": os.getpid(), "uri": uri,
-                             "postgresql_url": server.postgresql_url}))
     try:
-        yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=server.postgresql_url)
+        server = EmbeddedDatabase(data_dir, settings.ferretdb_bin or None)
+        uri = server.start()
+        try:
+            with private_file(state, "w") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "uri": uri,
+                                     "postgresql_url": server.postgresql_url}))
+            yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=server.postgresql_url)
+        finally:
+            state.unlink(missing_ok=True)
+            server.stop()
     finally:
-        state.unlink(missing_ok=True)
-        server.stop()
+        lock.close()

@@ -60,8 +60,11 @@ SERVER_SETTINGS = (
     "max_wal_senders=0",
     "checkpoint_timeout=15min",
     "max_wal_size=1GB",
+    # The log names no value: a unique-key error's DETAIL line would quote the key,
+    # which may be an identity number.
     "log_min_messages=warning",
     "log_min_error_statement=panic",
+    "log_error_verbosity=terse",
     "log_checkpoints=off",
 )
 
@@ -195,8 +198,8 @@ class EmbeddedPostgres:
         pid_file = self.cluster / "postmaster.pid"
         try:
             pid = int(pid_file.read_text().split()[0])
-            if b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return  # the number was reused by another program
+            if Path(os.readlink(f"/proc/{pid}/cwd")).resolve() != self.cluster.resolve():
+                return  # the number was reused by a program that is not this cluster
             os.kill(pid, signal.SIGINT)
         except (OSError, ValueError, IndexError):
             return  # no file, or a stale one: postgres replaces it itself

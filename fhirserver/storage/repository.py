@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from mongoengine import connect, disconnect
 from mongoengine.connection import get_connection, get_db
 from pymongo import DESCENDING, IndexModel
-from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
 from ..config import Settings
 from ..errors import ServerError
@@ -29,7 +29,7 @@ from ..search.buckets import (
     registry_docs,
     walk_plan,
 )
-from ..search.keys import lifted
+from ..search.keys import KEY_FIELD, keys_of, lifted
 from ..search.sorting import row_key, sort_values
 from .documents import build_collections
 from .indexing import rebuild_current
@@ -54,6 +54,10 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
 #: What reads leave out: the search and sort values and references are for the database.
 _LEAN = {"sp": 0, "so": 0, "refs": 0, "k": 0, "b": 0}
 _KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0}
+#: Which one-time migrations of the stored documents have run.
+SCHEMA = "_schema"
+#: Month queries one page may make before it reads the compartment in one query.
+MONTHS_PER_PAGE = 12
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
 
 
@@ -153,6 +157,25 @@ class Repository:
             for name, models in by_collection.items():
                 self.db[name].create_indexes(models)
         self.uow.recover()
+        self._add_search_keys()
+
+    def _add_search_keys(self) -> None:
+        """Records written before index keys and month buckets existed get them (and
+        their months in the registry) once; until then no search would find them."""
+        if self.db[SCHEMA].find_one({"_id": "search-keys"}) is not None:
+            return
+        for rtype, collection in self.cols.current.items():
+            for doc in collection.find({KEY_FIELD: {"$exists": False}},
+                                       {"sp": 1, "so": 1, "pat": 1}):
+                sp, so = doc.get("sp") or {}, doc.get("so") or {}
+                buckets = buckets_of(rtype, so)
+                collection.update_one({"_id": doc["_id"]}, {"$set": {
+                    KEY_FIELD: keys_of(rtype, sp), BUCKET_FIELD: buckets}})
+                for entry in registry_docs(rtype, doc.get("pat"), buckets):
+                    self.db[REGISTRY].update_one({"_id": entry["_id"]}, {"$set": entry},
+                                                 upsert=True)
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
     def close(self) -> None:
         disconnect(self.alias)
@@ -234,7 +257,7 @@ class Repository:
         flt = _live(rtype, query)
         plan = walk_plan(rtype, sort)
         patient = flt.get("pat")
-        if plan is not None and isinstance(patient, str):
+        if plan is not None and isinstance(patient, str) and not {"by", "org", "_id"} & flt.keys():
             return self._walk(rtype, flt, sort, limit, plan, patient, start)
         cursor = self.cols.current[rtype].find(flt, _KEYED)
         cursor = cursor.sort(list(sort)).limit(limit)
@@ -247,13 +270,18 @@ class Repository:
         months = month_order([d["m"] for d in found], sort[0][1] > 0,
                              start[0] if start else None, start is not None)
         out: list[tuple[Stored, list[Any]]] = []
-        for month in months:
+        for month in months[:MONTHS_PER_PAGE]:
             cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + month}, _KEYED)
             cursor = cursor.sort(list(sort)).limit(limit - len(out))
             out += [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
             if len(out) >= limit:
-                break
-        return out
+                return out
+        if len(months) <= MONTHS_PER_PAGE:
+            return out
+        # A filter that few months satisfy (a rare code, a date range far back): one
+        # sorted query over the compartment costs less than many empty months.
+        cursor = self.cols.current[rtype].find(flt, _KEYED).sort(list(sort)).limit(limit)
+        return [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
         flt = _live(rtype, query)

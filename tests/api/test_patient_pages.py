@@ -123,3 +123,56 @@ def test_total_is_exact_on_one_page_and_counted_only_on_request_search_total(fhi
     assert "total" not in fhir.get(f"Observation?patient={pid}&_count=5").get_json()
     accurate = fhir.get(f"Observation?patient={pid}&_count=5&_total=accurate").get_json()
     assert accurate["total"] == len(ids)
+
+
+class Sent(CommandListener):
+    """The find commands sent for resources and the month registry, and the
+    documents they return."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.finds = 0
+        self.documents = 0
+
+    def started(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.active and event.command_name == "find" and str(
+                event.command.get("find")) in ("Observation", "_months"):
+            self.finds += 1
+
+    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.active and event.command_name in ("find", "getMore"):
+            cursor = event.reply.get("cursor") or {}
+            if str(cursor.get("ns", "")).split(".", 1)[-1] in ("Observation", "_months"):
+                self.documents += len(cursor.get("firstBatch") or cursor.get("nextBatch") or [])
+
+    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+SENT = Sent()
+monitoring.register(SENT)
+
+
+def test_a_hidden_patients_record_costs_what_a_missing_patients_costs(app, fhir):
+    """A clinician who does not treat a patient learns nothing from how long a search
+    of that patient takes: the database reads the same for a patient with 27 records
+    as for one who does not exist (the reach is narrowed before the database is asked)."""
+    from flask.testing import FlaskClient
+
+    from tests.conftest import mint
+
+    pid, _ = _records(fhir)
+    token = mint(app, kind="user", scope="user/*.rs", practitioner="Practitioner/dr-nobody",
+                 subject="dr-nobody")
+    dr = FlaskClient(app)
+    work = {}
+    for name, who in (("hidden", pid), ("missing", "no-such-patient")):
+        for query in (f"Observation?patient={who}&_sort=-date", f"Observation?patient={who}"):
+            SENT.finds, SENT.documents, SENT.active = 0, 0, True
+            r = dr.get("/" + query, headers={"Authorization": f"Bearer {token}"})
+            SENT.active = False
+            assert r.status_code == 200 and not r.get_json().get("entry"), r.get_json()
+            work[(name, query.replace(who, "X"))] = (SENT.finds, SENT.documents)
+    for query in ("Observation?patient=X&_sort=-date", "Observation?patient=X"):
+        assert work[("hidden", query)] == work[("missing", query)], work
+        assert work[("hidden", query)][1] == 0

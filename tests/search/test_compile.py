@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from fhirserver.search.sorting import compile_sort
 from fhirserver.search.dates import HIGHEST
 from fhirserver.search.parse import parse_query
+from fhirserver.search.sorting import compile_sort
 
 from .conftest import NOW, SHANGHAI, flt
 

@@ -72,3 +72,14 @@ def test_a_lifted_filter_matches_what_the_original_matches() -> None:
         flt = _lift("Observation", query)
         assert flt["k"] in keys
         assert flt.get("pat", "p1") == "p1"
+
+
+def test_one_allowed_value_is_an_equality_and_broad_keys_are_not_selective() -> None:
+    from fhirserver.search.keys import is_indexed
+
+    assert lifted("Observation", {"pat": {"$in": ["p1"]}})["pat"] == "p1"  # a patient's own reach
+    assert "pat" not in lifted("Observation", {"pat": {"$in": ["p1", "p2"]}})
+    status = compile_filter(parse_query("Observation", [("status", "final")], tz=UTC))
+    assert not is_indexed("Observation", status)
+    code = compile_filter(parse_query("Observation", [("code", "2345-7")], tz=UTC))
+    assert is_indexed("Observation", code)

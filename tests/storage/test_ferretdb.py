@@ -145,3 +145,62 @@ def test_kill_9_of_the_parent_ends_both_children_and_the_next_start_works(
     with EmbeddedDatabase(data, durable=False) as again, _client(again.uri) as client:
         assert client.admin.command("ping")["ok"] == 1.0
     assert os.path.exists(data / "postgresql" / "cluster" / "PG_VERSION")
+
+
+@needs_binary
+def test_a_second_command_on_a_busy_data_dir_uses_the_owners_database(tmp_path: Path) -> None:
+    """Another command on the same data directory (a token, an import) while the
+    server's database is slow to answer waits for it: it neither starts a second
+    database on the same files nor stops the server's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from fhirserver.config import Settings
+    from fhirserver.storage.embedded import STATE_FILE, database
+
+    data = tmp_path / "data"
+    with database(Settings(data_dir=data, mongodb_db="fhir")) as live:
+        owner_pg = (data / "postgresql" / "cluster" / "postmaster.pid").read_text().split()[0]
+        ferret = int(next(p for p in os.listdir("/proc") if p.isdigit() and b"ferretdb" in
+                          Path(f"/proc/{p}/cmdline").read_bytes()
+                          and str(data).encode() in Path(f"/proc/{p}/cmdline").read_bytes()))
+        os.kill(ferret, signal.SIGSTOP)
+        threading.Timer(3.0, os.kill, (ferret, signal.SIGCONT)).start()
+        env = {**os.environ, "FHIR_DATA_DIR": str(data)}
+        env.pop("MONGODB_URI", None)
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "fhirserver"), "token", "--operator",
+             "--scope", "system/*.rs"], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert (data / STATE_FILE).exists()
+        assert (data / "postgresql" / "cluster" / "postmaster.pid").read_text().split()[0] \
+            == owner_pg
+        with _client(str(live.mongodb_uri)) as client:
+            assert client.admin.command("ping")["ok"] == 1.0
+
+
+def test_records_stored_before_index_keys_are_found_after_an_upgrade(settings) -> None:  # type: ignore[no-untyped-def]
+    """A database written by a version without ``k``/``b`` (search/keys.py,
+    search/buckets.py) is searchable after the next start: its records get them."""
+    from tests import factories as f
+    from tests.conftest import FhirClient, make_app
+
+    app = make_app(settings)
+    fhir = FhirClient(app.test_client())
+    pid = fhir.create(f.patient())["id"]
+    oid = fhir.create(f.observation(pid, effectiveDateTime="2024-03-01"))["id"]
+    db = app.extensions["fhirserver"].repo.db
+    db["Observation"].update_many({}, {"$unset": {"k": "", "b": ""}})
+    db["_months"].delete_many({})
+    db["_schema"].delete_many({})
+    before = fhir.get("Observation?code=15074-8")
+    assert before.status_code == 200 and not before.get_json().get("entry")
+    app.extensions["fhirserver"].repo.close()
+
+    again = FhirClient(make_app(settings).test_client())
+    for query in ("Observation?code=15074-8", f"Observation?patient={pid}&_sort=-date"):
+        found = again.get(query).get_json().get("entry", [])
+        assert [e["resource"]["id"] for e in found] == [oid], query
