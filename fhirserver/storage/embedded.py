@@ -43,7 +43,8 @@ class EmbeddedDatabase:
         private_directory(self.data_dir)
         self.postgres = EmbeddedPostgres(self.data_dir / "postgresql", durable=durable)
         self.ferretdb = EmbeddedFerretDB(self.data_dir / "ferretdb", self.postgres.url,
-                                         binary=ferretdb_bin)
+                                         binary=ferretdb_bin,
+                                         socket=self.postgres.socket_dir / "ferretdb.sock")
 
     @property
     def uri(self) -> str:

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 from types import TracebackType
 from typing import IO, Any, Self
 
@@ -133,15 +134,18 @@ class EmbeddedFerretDB:
     """One FerretDB process serving the PostgreSQL database at ``postgresql_url``,
     keeping its state in ``data_dir``.
 
-    Without a ``port`` each start takes a free loopback port, so several instances
-    can run side by side (each on a database of its own: FerretDB caches what it
-    knows of the collections).
+    With a ``socket`` it listens on that Unix socket only (FerretDB asks nobody for a
+    password, so a loopback port would let every local user in; the socket's 0700
+    directory lets in only the owner). Otherwise, without a ``port``, each start takes
+    a free loopback port. Several instances can run side by side, each on a database
+    of its own (FerretDB caches what it knows of the collections).
     """
 
     def __init__(self, data_dir: Path, postgresql_url: str, binary: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, socket: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.postgresql_url = postgresql_url
+        self.socket = socket
         self._binary = binary
         self._requested_port = port
         self._port: int | None = None
@@ -153,6 +157,11 @@ class EmbeddedFerretDB:
         """The mongodb:// URI of the running instance."""
         if self._port is None or not self.running:
             raise FerretDBError("FerretDB is not running; call start() first")
+        return self._address()
+
+    def _address(self) -> str:
+        if self.socket is not None:
+            return f"mongodb://{quote(str(self.socket.resolve()), safe='')}/"
         return f"mongodb://127.0.0.1:{self._port}/"
 
     @property
@@ -175,6 +184,8 @@ class EmbeddedFerretDB:
             for attempt in range(attempts):
                 port = self._requested_port or free_port()
                 log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+                if self.socket is not None:
+                    self.socket.unlink(missing_ok=True)  # left by a killed instance
                 self._process = self._spawn(binary, port)
                 self._port = port
                 atexit.register(self.stop)
@@ -210,7 +221,8 @@ class EmbeddedFerretDB:
             binary,
             "--handler=postgresql",
             f"--postgresql-url={self.postgresql_url}",
-            f"--listen-addr=127.0.0.1:{port}",
+            *([f"--listen-unix={self.socket.resolve()}", "--listen-addr="]
+              if self.socket is not None else [f"--listen-addr=127.0.0.1:{port}"]),
             f"--state-dir={data}",
             "--telemetry=disable",
             "--debug-addr=-",
@@ -248,7 +260,7 @@ class EmbeddedFerretDB:
         assert self._process is not None
         deadline = time.monotonic() + START_TIMEOUT
         client: MongoClient[dict[str, object]] = MongoClient(
-            f"mongodb://127.0.0.1:{self._port}/",
+            self._address(),
             serverSelectionTimeoutMS=250,
             connectTimeoutMS=250,
             directConnection=True,

@@ -36,7 +36,11 @@ def test_start_answers_ping_and_stop_ends_the_process(tmp_path: Path) -> None:
     server = EmbeddedDatabase(tmp_path / "db", durable=False)
     uri = server.start()
     try:
-        assert uri.startswith("mongodb://127.0.0.1:")
+        # A Unix socket in a 0700 directory, no TCP port: FerretDB asks for no password.
+        assert uri.startswith("mongodb://%2F") and uri.endswith(".sock/")
+        socket_dir = server.postgres.socket_dir
+        assert socket_dir.stat().st_mode & 0o777 == 0o700
+        assert (socket_dir / "ferretdb.sock").exists()
         assert server.start() == uri  # starting again is a no-op
         with _client(uri) as client:
             assert client.admin.command("ping")["ok"] == 1.0
