@@ -79,7 +79,10 @@ def ensure_gin_indexes(url: str, schema: str,
                 continue
             fields = gin_fields(by_collection.get(collection, ()))
             for sql in statements(schema, table, fields):
-                conn.execute(sql)  # type: ignore[arg-type]
+                try:
+                    conn.execute(sql)  # type: ignore[arg-type]
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+                    pass  # another worker starting at the same time created it
                 ran += 1
             # fresh statistics, so that the planner picks the indexes
             conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
 #: What reads leave out: the search and sort values and references are for the database.
 _LEAN = {"sp": 0, "so": 0, "refs": 0, "k": 0, "b": 0}
 _KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0}
+NAMESPACE_EXISTS = 48
 #: Which one-time migrations of the stored documents have run.
 SCHEMA = "_schema"
 #: Month queries one page may make before it reads the compartment in one query.
@@ -146,8 +147,13 @@ class Repository:
             present = set(self.db.list_collection_names())
             for name in dict.fromkeys(c for c, _ in declared):
                 if name not in present:
-                    with contextlib.suppress(CollectionInvalid):
+                    try:
                         self.db.create_collection(name)
+                    except CollectionInvalid:
+                        pass
+                    except OperationFailure as exc:
+                        if exc.code != NAMESPACE_EXISTS:  # another worker created it first
+                            raise
             if self.postgresql_url:
                 ensure_gin_indexes(self.postgresql_url, self.db_name, declared)
         else:

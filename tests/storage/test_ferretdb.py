@@ -208,3 +208,21 @@ def test_records_stored_before_index_keys_are_found_after_an_upgrade(settings) -
     for query in ("Observation?code=15074-8", f"Observation?patient={pid}&_sort=-date"):
         found = again.get(query).get_json().get("entry", [])
         assert [e["resource"]["id"] for e in found] == [oid], query
+
+
+def test_workers_starting_together_on_a_fresh_database_all_start(settings) -> None:  # type: ignore[no-untyped-def]
+    """`fhirserver serve` starts several workers at once on a new database: each
+    creates the collections and indexes it needs, and none fails because another
+    worker created them a moment before."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fhirserver.storage.repository import Repository
+
+    def start(_: int) -> Repository:
+        return Repository.from_settings(settings)
+
+    with ThreadPoolExecutor(4) as pool:
+        repos = list(pool.map(start, range(4)))
+    assert all(r.db.command("ping")["ok"] == 1.0 for r in repos)
+    for r in repos:
+        r.close()
