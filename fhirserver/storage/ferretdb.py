@@ -29,9 +29,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 from types import TracebackType
 from typing import IO, Any, Self
+from urllib.parse import quote
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -65,6 +65,17 @@ def private_file(path: Path, mode: str = "ab") -> IO[Any]:
     fd = os.open(path, flags, 0o600)
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, mode)
+
+
+def log_tail(path: Path, offset: int, lines: int = 30) -> str:
+    """The last ``lines`` a child wrote to its log after ``offset``, for an error message."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
 class FerretDBError(RuntimeError):
@@ -287,14 +298,8 @@ class EmbeddedFerretDB:
         finally:
             client.close()
 
-    def _log_tail(self, offset: int, lines: int = 30) -> str:
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                text = log.read().decode("utf-8", "replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+    def _log_tail(self, offset: int) -> str:
+        return log_tail(self.log_path, offset)
 
     def _terminate(self) -> None:
         process, self._process = self._process, None

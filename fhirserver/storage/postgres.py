@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .ferretdb import PRIVATE_UMASK, FerretDBError, private_directory, private_file
+from .ferretdb import PRIVATE_UMASK, FerretDBError, log_tail, private_directory, private_file
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
@@ -240,14 +240,8 @@ class EmbeddedPostgres:
             if not found:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
 
-    def _log_tail(self, offset: int, lines: int = 30) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                text = fh.read().decode("utf-8", "replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+    def _log_tail(self, offset: int) -> str:
+        return log_tail(self.log_path, offset)
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
