@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from . import checkpoints
 from .chain import RECORDS, AuditUnavailable, Keys, advance_head, keyed_record, newest, tail
+from .events import storable
 
 #: Records per ``insert_many`` at most; more waiting go in the next group.
 MAX_GROUP = 256
@@ -78,7 +79,7 @@ class Appender:
         """Append ``event`` (an AuditEvent as JSON) about ``patients``; returns its
         record number once it is written and checkpointed. ``advance`` False: a
         record that another follows at once (which moves the head hint)."""
-        entry = _Entry(event, patients, keys, checkpoint_file, advance)
+        entry = _Entry(storable(event), storable(patients), keys, checkpoint_file, advance)
         with self._mutex:
             self._queue.append(entry)
             if not self._leading:
@@ -117,16 +118,27 @@ class Appender:
     def _write(self, group: list[_Entry]) -> None:
         """Write ``group``: each entry ends with its record number or its error."""
         written, failure = self._insert(group)
-        for entry in group[len(written):]:
-            entry.error = failure
+        done, rest = group[:len(written)], group[len(written):]
+        if isinstance(failure, OperationFailure) and len(rest) > 1:
+            # The database answered and refused a record: that request fails, not
+            # the others that happened to share its group, so the rest go alone.
+            for entry in rest:
+                one, entry.error = self._insert([entry])
+                if one:
+                    done.append(entry)
+                    written += one
+        else:
+            for entry in rest:
+                entry.error = failure
         if written:
-            self._anchor(group[:len(written)], written)
+            self._anchor(done, written)
         self.groups += 1
 
     def _insert(self, group: list[_Entry]) -> tuple[list[dict[str, Any]], Exception | None]:
         """The records written for the first entries of ``group`` (all of them, or
         those before a failure), and the failure."""
         written: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
         try:
             end = self._tail or newest(self.db)
             for _ in range(self.attempts):
@@ -156,7 +168,28 @@ class Appender:
                 self._tail = end = tail(self.db, seq + count + 1)
             raise AuditUnavailable("the audit log is too busy to append to")
         except Exception as exc:  # noqa: BLE001 - handed to every request waiting on it
-            return written, exc
+            return written + self._stored_anyway(records, written), exc
+
+    def _stored_anyway(self, records: list[dict[str, Any]],
+                       written: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of the records an insert that failed was writing, those the database
+        stored all the same (a server may store the first records of an ordered
+        insert and report the failure without a count): the leading ones whose
+        number holds this very record. Their requests are written, not to be
+        written again."""
+        stored: list[dict[str, Any]] = []
+        for record in records:
+            if record in written:
+                continue
+            try:
+                found = self.db[RECORDS].find_one({"_id": record["_id"]}, {"mac": 1})
+            except Exception:  # noqa: BLE001 - unknown: treated as not written
+                break
+            if found is None or found.get("mac") != record["mac"]:
+                break
+            stored.append(record)
+            self._tail = (_number(record), record["mac"])
+        return stored
 
     def _anchor(self, entries: list[_Entry], records: list[dict[str, Any]]) -> None:
         """Checkpoint the written records (one write per checkpoint file), then move

@@ -18,6 +18,7 @@ audit codes FHIR uses), pure: facts about one request in, an AuditEvent out.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -98,7 +99,7 @@ def audit_event(f: Facts) -> dict[str, Any]:
         query: dict[str, Any] = {
             "type": {"system": ENTITY_TYPE, "code": "2"},
             "role": {"system": OBJECT_ROLE, "code": QUERY_ROLE, "display": "Query"},
-            "query": base64.b64encode(f"{f.path}?{f.query}".encode()).decode()}
+            "query": base64.b64encode(f"{f.path}?{f.query}".encode(errors="replace")).decode()}
         if f.query_description:
             query["description"] = f.query_description
         entities.append(query)
@@ -126,3 +127,21 @@ def audit_event(f: Facts) -> dict[str, Any]:
     if entities:
         event["entity"] = entities
     return event
+
+
+#: What no database of ours stores in a string: NUL (PostgreSQL's jsonb under
+#: FerretDB refuses it) and lone UTF-16 surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every unstorable character replaced by U+FFFD. A request's
+    path or query is the caller's text: a NUL in it must not make the record (and,
+    written in one group, the records of everyone else) fail to store."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value

@@ -230,3 +230,43 @@ def test_a_client_closed_while_appending_leaves_every_answered_record_once(mongo
         assert report.broken is None and report.checkpoint >= max(numbers.values())
         docs = stored(db)
     assert_in_each_writers_order(numbers, docs)
+
+
+def test_a_record_the_database_refuses_fails_its_own_request_only(client, db_name, keys, tmp_path):
+    """A record the database refuses (FerretDB: a field name starting with "$")
+    shares its group with others: only its own append fails; the others are
+    written and the chain verifies, so one caller cannot make everyone else's
+    requests fail (503)."""
+    db, checkpoints = client[db_name], tmp_path / "checkpoints.log"
+    appender = Appender(db)
+    numbers: dict[int, int] = {}
+    refused: list[int] = []
+    threads, bad = 8, 3
+
+    def writer(n: int) -> None:
+        for i in range(10):
+            try:
+                refusable = {"$refused": 1} if n == bad and i == 5 else {}
+                numbers[n * 100 + i] = appender.append(
+                    event(f"t{n}-{i}") | refusable, [f"t{n}"], keys, checkpoints)
+            except AuditUnavailable:
+                refused.append(n * 100 + i)
+
+    run_threads(threads, writer)
+    if refused:  # FerretDB refuses the name; MongoDB stores it
+        assert refused == [bad * 100 + 5]
+    total = threads * 10 - len(refused)
+    report = verify(db, keys, [checkpoints])
+    assert report.broken is None and report.checked == total
+    assert sorted(numbers.values()) == list(range(1, total + 1))
+
+
+def test_text_no_database_stores_is_replaced_not_refused(client, db_name, keys, tmp_path):
+    """A NUL or a lone surrogate (from a caller's path or query) is stored as U+FFFD:
+    PostgreSQL cannot hold a NUL, and the request must still be audited."""
+    db, checkpoints = client[db_name], tmp_path / "checkpoints.log"
+    appender = Appender(db)
+    appender.append(event("a\x00b\ud800c"), ["p\x00"], keys, checkpoints)
+    (record,) = db[RECORDS].find()
+    assert record["event"]["outcomeDesc"] == "a\ufffdb\ufffdc" and record["patients"] == ["p\ufffd"]
+    assert verify(db, keys, [checkpoints]).broken is None
