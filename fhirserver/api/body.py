@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -30,6 +31,15 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     if not raw.strip():
         raise errors.Invalid("The request body is empty")
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
+    if _NUL.search(raw):
+        raise errors.Invalid("The request body holds a NUL character (\\u0000) in a string; "
+                             "FHIR strings cannot hold it (datatypes.html#string)")
+    return parsed
+
+
+#: A JSON escape of NUL (after an even number of backslashes, so not the text
+#: "\\u0000" itself); raw NUL bytes are not valid JSON and fail the parse.
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
