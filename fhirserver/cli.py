@@ -50,7 +50,7 @@ _register_commands()
 def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -> None:
     """Run the server under gunicorn (embedded FerretDB when MONGODB_URI is unset)."""
     settings = Settings.from_env(host=host, port=port, workers=workers)
-    with database(settings) as live:
+    with database(settings, own=True) as live:
         if demo:
             run_import(live, sorted(DEMO_DIR.glob("*.json.gz")))
         if settings.mongodb_uri is None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -108,14 +108,33 @@ def _wait_running(data_dir: Path, timeout: float) -> tuple[str, str]:
         time.sleep(0.2)
 
 
+def _wait_lock(lock: Any, data_dir: Path, timeout: float) -> None:
+    """Hold ``lock`` once the process that holds it lets go (it is stopping)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise FerretDBError(
+                    f"another server holds the embedded database in {data_dir} "
+                    f"(see {LOCK_FILE}) and did not stop within {timeout:.0f} s") from None
+            time.sleep(0.2)
+
+
 @contextmanager
-def database(settings: Settings) -> Iterator[Settings]:
+def database(settings: Settings, own: bool = False) -> Iterator[Settings]:
     """Settings whose ``mongodb_uri`` points at a live database for the block's duration.
 
     One process owns the embedded database of a data directory: the one holding the
     lock file's ``flock`` (released by the kernel however that process ends). Any
     other command on the directory uses the owner's instance, waiting while it
-    starts or is slow, and never starts or stops a second one on the same files."""
+    starts or is slow, and never starts or stops a second one on the same files.
+    ``own``: the caller outlives any other command (a server), so it waits for the
+    owner to stop instead: a server restarted while the old one still shuts down
+    would otherwise use the old one's database, and lose it a moment later."""
     if settings.mongodb_uri:
         yield settings
         return
@@ -125,10 +144,13 @@ def database(settings: Settings) -> Iterator[Settings]:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.close()
-        uri, pg_url = _wait_running(data_dir, OWNER_TIMEOUT)
-        yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=pg_url)
-        return
+        if own:
+            _wait_lock(lock, data_dir, OWNER_TIMEOUT)
+        else:
+            lock.close()
+            uri, pg_url = _wait_running(data_dir, OWNER_TIMEOUT)
+            yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=pg_url)
+            return
     state = data_dir / STATE_FILE
     try:
         server = EmbeddedDatabase(data_dir, settings.ferretdb_bin or None)

@@ -226,3 +226,43 @@ def test_workers_starting_together_on_a_fresh_database_all_start(settings) -> No
     assert all(r.db.command("ping")["ok"] == 1.0 for r in repos)
     for r in repos:
         r.close()
+
+
+@needs_binary
+def test_a_server_started_while_the_old_one_stops_waits_and_owns_the_database(
+        tmp_path: Path) -> None:
+    """A restart (the old server stopping, the new one starting at once) must not
+    borrow the old server's database, which goes away a moment later: the new
+    server waits for the old one to let go and then starts its own."""
+    import threading
+    import time
+
+    from fhirserver.config import Settings
+    from fhirserver.storage.embedded import database
+
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, mongodb_db="fhir")
+    took: list[str] = []
+    failed: list[BaseException] = []
+
+    def new_server() -> None:
+        try:
+            with database(settings, own=True) as live:
+                took.append(str(live.mongodb_uri))
+                with _client(str(live.mongodb_uri)) as client:
+                    client.fhir.marks.insert_one({"_id": "new"})
+                    time.sleep(1)  # the old one has stopped by now: this one still answers
+                    assert client.fhir.marks.find_one({"_id": "new"})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    with database(settings) as old:
+        thread = threading.Thread(target=new_server)
+        thread.start()
+        time.sleep(2)
+        assert not took, "the new server used the old server's database"
+        old_uri = str(old.mongodb_uri)
+    thread.join(timeout=120)
+    assert not failed, failed
+    assert took and not thread.is_alive()
+    assert took[0] == old_uri  # the same socket path, now the new server's own process
