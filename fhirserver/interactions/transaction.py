@@ -234,13 +234,18 @@ def _located(index: int, check: Callable[[], None]) -> Callable[[], None]:
 
 def _create_with_id(planner: Planner, target: Target, method: str, request: dict[str, Any],
                     resource: Any, mapping: dict[str, str], full_url: str | None) -> Result:
-    """POST entries get the id chosen when the fullUrls were mapped."""
+    """POST entries, and conditional PUT entries that create, get the id chosen when
+    the fullUrls were mapped: the one the other entries' references now name."""
     if method == "POST" and full_url in mapping:
         rid = mapping[str(full_url)].split("/", 1)[1]
         existing = planner.repo.get(target.type, rid)
         if existing is not None and request.get("ifNoneExist"):
             return Result(200, existing, location=f"{target.type}/{rid}/_history/{existing.version}")
         return write.create(planner, target.type, resource, rid=rid)
+    if method == "PUT" and target.id is None and full_url in mapping:
+        rid = mapping[str(full_url)].split("/", 1)[1]
+        return write.conditional_update(planner, target.type, target.query, resource,
+                                        if_match=request.get("ifMatch"), rid=rid)
     return write_entry(planner, target, method, request, resource)
 
 

@@ -200,19 +200,21 @@ def update(
 
 
 def conditional_update(
-    planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None
+    planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None,
+    rid: str | None = None,
 ) -> Result:
     """PUT Type?criteria (http.html#cond-update): 0 matches create, 1 updates, many 412.
 
     With no match the criteria are claimed as for a conditional create: of several
-    concurrent updates one creates and the others update what it created.
+    concurrent updates one creates and the others update what it created. ``rid``
+    is the id a create gets (a transaction chose it for the entry's fullUrl).
     """
     resource = validate(body, rtype, planner.ctx)
     what = "Conditional update"
     found = single_match(planner.ctx, rtype, query, what)
     body_id = resource.get("id")
     if found is None:
-        rid = body_id if isinstance(body_id, str) else new_id()
+        rid = body_id if isinstance(body_id, str) else rid or new_id()
         found = claim_criteria(planner, rtype, query, what, rid)
         if found is None:
             if body_id is not None:

@@ -234,3 +234,21 @@ def test_a_failed_transaction_gives_its_claims_back_http_trules(live):
     again = op.post("Patient", body, headers={"If-None-Exist": f"identifier={SYS}|{value}"})
     assert again.status_code == 201
     assert datetime.now(UTC) - started < timedelta(seconds=5)
+
+
+def test_a_conditional_put_entry_that_creates_gets_its_fullurl_id_http_transaction(live):
+    """http.html#transaction: a reference to the fullUrl of a conditional PUT entry
+    that creates names the resource it creates."""
+    op = http_as(live)
+    value = f"put-{uuid.uuid4().hex[:8]}"
+    full = f"urn:uuid:{uuid.uuid4()}"
+    r = op.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": full, "resource": patient(identifier=[{"system": SYS, "value": value}]),
+         "request": {"method": "PUT", "url": f"Patient?identifier={SYS}|{value}"}},
+        {"resource": {**observation(), "subject": {"reference": full}},
+         "request": {"method": "POST", "url": "Observation"}},
+    ]})
+    assert r.status_code == 200, r.text
+    [pid] = _ids(op, f"Patient?identifier={SYS}|{value}")
+    obs = op.get(r.json()["entry"][1]["response"]["location"]).json()
+    assert obs["subject"]["reference"] == f"Patient/{pid}"
