@@ -2,16 +2,27 @@
 
 Conditional create, update and delete and conditional references all name their
 target with search criteria; the outcome depends on 0, 1 or many matches.
+
+A conditional create (and a conditional update that creates) makes at most one
+resource for its criteria, also when several clients send it at once: the writer
+that found no match holds a claim on the criteria until its write is done, and
+the others wait for it and match again (storage/search_claims.py).
 """
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qsl
 
 from .. import errors
 from ..search.parse import parse_query
-from .context import Context
+from ..storage.search_claims import ClaimBusy, criteria_key
+from .context import Context, Planner
 from .search import matching
+
+#: How long a plan that already holds criteria waits for others (a transaction whose
+#: entries wait for each other's criteria must not wait for a lease to end).
+HOLDING_WAIT = 0.5
 
 
 def criteria(query: str) -> list[tuple[str, str]]:
@@ -49,3 +60,38 @@ def single_match(ctx: Context, rtype: str, query: str, what: str) -> str | None:
             f"{what}: criteria '{rtype}?{query.lstrip('?')}' match more than one resource"
         )
     return ids[0] if ids else None
+
+
+def claim_criteria(planner: Planner, rtype: str, query: str, what: str, rid: str) -> str | None:
+    """After a match found nothing: hold the criteria for a create of ``rtype/rid``
+    (None), or the one match a concurrent writer made meanwhile (http.html#ccreate).
+
+    The claim is taken whoever the caller is (its key does not depend on what they
+    may see), and held until the planner's writes are done; matching stays the
+    caller's. A writer that holds the criteria is waited for until its lease runs
+    out, when its claim is taken over.
+    """
+    claims = planner.repo.search_claims
+    key = criteria_key(rtype, criteria(query))
+    if planner.holds(key):
+        return None
+    wait = HOLDING_WAIT if planner.held else claims.lease.total_seconds() + 1
+    deadline = time.monotonic() + wait
+    pause = 0.002
+    while True:
+        held = claims.take(key, rtype, rid)
+        # Matched again once held: the previous holder may have written and let go
+        # between the caller's first match and this claim.
+        found = single_match(planner.ctx, rtype, query, what)
+        if held is not None:
+            if found is not None:
+                claims.release(held)
+            else:
+                planner.held.append(held)
+            return found
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise ClaimBusy(f"criteria '{rtype}?{query.lstrip('?')}' are held by another writer")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)

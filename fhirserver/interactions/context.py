@@ -23,6 +23,7 @@ from ..config import Settings
 from ..model.identifier_systems import Registry, load_registry
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
+from ..storage.search_claims import ClaimBusy, Held
 from ..storage.unit_of_work import IdentifierTaken, VersionConflict
 
 
@@ -147,10 +148,22 @@ class Planner:
     checks: list[Callable[[], None]] = field(default_factory=list)
     _pending: dict[tuple[str, str], Write] = field(default_factory=dict)
     _cache: dict[tuple[str, str], Stored | None] = field(default_factory=dict)
+    #: conditional criteria this plan holds until its writes are done
+    held: list[Held] = field(default_factory=list)
 
     @property
     def repo(self) -> Repository:
         return self.ctx.repo
+
+    def holds(self, key: str) -> bool:
+        return any(h.key == key for h in self.held)
+
+    def release_claims(self) -> None:
+        """Give back the criteria claims, written or not: from now on the stored
+        resources answer a conditional create (storage/search_claims.py)."""
+        held, self.held = self.held, []
+        for h in held:
+            self.repo.search_claims.release(h)
 
     def add(self, write: Write) -> Write:
         self.writes.append(write)
@@ -205,6 +218,9 @@ class Planner:
 
     def commit(self) -> None:
         self.check()
+        for h in self.held:
+            if not self.repo.search_claims.renew(h):
+                raise ClaimBusy(f"the claim on conditional criteria {h.key} was taken over")
         try:
             self.repo.commit(self.writes)
             if self.ctx.access is not None:
@@ -237,9 +253,15 @@ def run_single(ctx: Context, plan: Callable[[Planner], T], *, retry: bool = True
     attempts = 10 if retry else 1
     for attempt in range(attempts):
         planner = Planner(ctx)
-        result = plan(planner)
         try:
+            result = plan(planner)
             planner.commit()
+        except ClaimBusy as exc:
+            if attempt + 1 < attempts:
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                continue
+            raise errors.Conflict("Another request is writing a resource for the same "
+                                  "conditional criteria: try again") from exc
         except VersionConflict as exc:
             if attempt + 1 < attempts:
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
@@ -250,5 +272,7 @@ def run_single(ctx: Context, plan: Callable[[Planner], T], *, retry: bool = True
                 f"{exc.write.type}/{exc.write.id} was changed by another request "
                 "(If-Match no longer matches)"
             ) from exc
+        finally:
+            planner.release_claims()
         return result
     raise AssertionError("unreachable")

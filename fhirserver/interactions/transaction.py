@@ -12,6 +12,8 @@ batch: every entry on its own; a failing entry reports its error in its response
 from __future__ import annotations
 
 import dataclasses
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +21,11 @@ from .. import errors
 from ..model.references import is_conditional_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..storage.indexing import instant
+from ..storage.search_claims import ClaimBusy
+from ..storage.unit_of_work import VersionConflict
 from . import write
 from .bundles import bundle
-from .conditional import single_match
+from .conditional import claim_criteria, single_match
 from .context import Context, Planner, Result, run_single
 from .dispatch import Target, parse_url, read_entry, write_entry
 from .write import new_id
@@ -87,8 +91,13 @@ def _full_urls(body: dict[str, Any]) -> list[str | None]:
     return [e.get("fullUrl") if isinstance(e, dict) else None for e in body.get("entry", [])]
 
 
-def _assign_ids(ctx: Context, body: dict[str, Any], entries: list[Entry]) -> dict[str, str]:
-    """fullUrl -> "Type/id" for every entry a reference may point at."""
+def _assign_ids(planner: Planner, body: dict[str, Any], entries: list[Entry]) -> dict[str, str]:
+    """fullUrl -> "Type/id" for every entry a reference may point at.
+
+    Conditional creates and updates are resolved here, before any write
+    (http.html#trules); criteria that match nothing are claimed for the id chosen,
+    as a single conditional create claims them.
+    """
     urls = _full_urls(body)
     seen: set[str] = set()
     mapping: dict[str, str] = {}
@@ -100,18 +109,25 @@ def _assign_ids(ctx: Context, body: dict[str, Any], entries: list[Entry]) -> dic
             raise _at(index, errors.Invalid(f"fullUrl '{full}' appears more than once"))
         seen.add(full)
         if method == "POST":
+            rid = new_id()
             found = None
             if request.get("ifNoneExist"):
-                found = single_match(ctx, target.type, request["ifNoneExist"], "Conditional create")
-            mapping[full] = f"{target.type}/{found or new_id()}"
+                found = _match_or_claim(planner, target.type, request["ifNoneExist"],
+                                        "Conditional create", rid)
+            mapping[full] = f"{target.type}/{found or rid}"
         elif method == "PUT" and target.id:
             mapping[full] = f"{target.type}/{target.id}"
         elif method == "PUT":
-            found = single_match(ctx, target.type, target.query, "Conditional update")
-            if found is None and isinstance(resource, dict) and isinstance(resource.get("id"), str):
-                found = resource["id"]
-            mapping[full] = f"{target.type}/{found or new_id()}"
+            body_id = resource.get("id") if isinstance(resource, dict) else None
+            rid = body_id if isinstance(body_id, str) else new_id()
+            found = _match_or_claim(planner, target.type, target.query, "Conditional update", rid)
+            mapping[full] = f"{target.type}/{found or rid}"
     return mapping
+
+
+def _match_or_claim(planner: Planner, rtype: str, query: str, what: str, rid: str) -> str | None:
+    found = single_match(planner.ctx, rtype, query, what)
+    return found if found is not None else claim_criteria(planner, rtype, query, what, rid)
 
 
 def _resolver(ctx: Context, mapping: dict[str, str], index: int) -> Callable[[str], str | None]:
@@ -134,10 +150,53 @@ def _resolver(ctx: Context, mapping: dict[str, str], index: int) -> Callable[[st
     return resolve
 
 
+ATTEMPTS = 10
+
+
 def transaction(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[str, Any]:
+    """All or nothing; planned again from the start when a concurrent write got in
+    first (nothing of a failed attempt stays written), except when an entry's
+    If-Match says the client wants to know (412)."""
     entries = parse_entries(ctx, body)
-    mapping = _assign_ids(ctx, body, entries)
+    attempts = 1 if any(e[3].get("ifMatch") for e in entries) else ATTEMPTS
+    for attempt in range(attempts):
+        try:
+            return _transaction(ctx, body, entries, prefer)
+        except (VersionConflict, ClaimBusy) as exc:
+            if attempt + 1 < attempts:
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
+                continue
+            if isinstance(exc, VersionConflict) and attempts == 1:
+                raise errors.PreconditionFailed(
+                    f"{exc.write.type}/{exc.write.id} was changed by another request "
+                    "(If-Match no longer matches)") from exc
+            raise errors.Conflict(f"The transaction met concurrent writes: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+def _transaction(ctx: Context, body: dict[str, Any], entries: list[Entry],
+                 prefer: str | None) -> dict[str, Any]:
     planner = Planner(ctx)
+    try:
+        mapping = _assign_ids(planner, body, entries)
+        results, later = _plan(planner, body, entries, mapping)
+        planner.commit()
+    finally:
+        planner.release_claims()
+    for index, method, target, request, _ in later:
+        try:
+            results[index] = read_entry(planner, target, request)
+        except errors.FhirError as err:
+            results[index] = Result(err.status, outcome=err.outcome())
+    return bundle("transaction-response",
+                  [_response_entry(ctx, results[i], prefer) for i in sorted(results)])
+
+
+def _plan(planner: Planner, body: dict[str, Any], entries: list[Entry],
+          mapping: dict[str, str]) -> tuple[dict[int, Result], list[Entry]]:
+    """Every write entry planned in the spec's order; GET and HEAD entries kept for
+    after the commit."""
+    ctx = planner.ctx
     results: dict[int, Result] = {}
     later: list[Entry] = []
     for entry in sorted(entries, key=lambda e: ORDER[e[1]]):
@@ -157,14 +216,7 @@ def transaction(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[
             planner.checks[before:] = [_located(index, c) for c in planner.checks[before:]]
         except errors.FhirError as err:
             raise _at(index, err) if not _rooted(err) else err from err
-    planner.commit()
-    for index, method, target, request, _ in later:
-        try:
-            results[index] = read_entry(planner, target, request)
-        except errors.FhirError as err:
-            results[index] = Result(err.status, outcome=err.outcome())
-    return bundle("transaction-response",
-                  [_response_entry(ctx, results[i], prefer) for i in sorted(results)])
+    return results, later
 
 
 def _rooted(err: errors.FhirError) -> bool:
@@ -182,13 +234,18 @@ def _located(index: int, check: Callable[[], None]) -> Callable[[], None]:
 
 def _create_with_id(planner: Planner, target: Target, method: str, request: dict[str, Any],
                     resource: Any, mapping: dict[str, str], full_url: str | None) -> Result:
-    """POST entries get the id chosen when the fullUrls were mapped."""
+    """POST entries, and conditional PUT entries that create, get the id chosen when
+    the fullUrls were mapped: the one the other entries' references now name."""
     if method == "POST" and full_url in mapping:
         rid = mapping[str(full_url)].split("/", 1)[1]
         existing = planner.repo.get(target.type, rid)
         if existing is not None and request.get("ifNoneExist"):
             return Result(200, existing, location=f"{target.type}/{rid}/_history/{existing.version}")
         return write.create(planner, target.type, resource, rid=rid)
+    if method == "PUT" and target.id is None and full_url in mapping:
+        rid = mapping[str(full_url)].split("/", 1)[1]
+        return write.conditional_update(planner, target.type, target.query, resource,
+                                        if_match=request.get("ifMatch"), rid=rid)
     return write_entry(planner, target, method, request, resource)
 
 

@@ -19,7 +19,7 @@ from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import content_hash, make_write
 from ..storage.records import Stored
-from .conditional import single_match
+from .conditional import claim_criteria, single_match
 from .context import Planner, Result
 from .rules import check_if_match, check_references, validate
 
@@ -106,19 +106,23 @@ def create(
     """POST Type (http.html#create): the server assigns the id, a body id is ignored.
 
     With If-None-Exist (http.html#ccreate): one match answers 200 with it and
-    writes nothing; several are a 412.
+    writes nothing; several are a 412. With no match the criteria are claimed
+    before the write, so that concurrent creates with them make one resource.
     """
     resource = validate(body, rtype, planner.ctx)
+    what = "Conditional create"
     if if_none_exist:
-        found = single_match(planner.ctx, rtype, if_none_exist, "Conditional create")
+        found = single_match(planner.ctx, rtype, if_none_exist, what)
         if found is not None:
-            existing = planner.current(rtype, found)
-            planner.ctx.touch(existing.resource if existing else None)  # returned: audited
-            return Result(200, existing, location=_location(rtype, found, existing.version) if existing else None)
+            return _existing(planner, rtype, found)
     planner.ctx.check_write(rtype, "create", None, resource)
     resource = _identity(planner, rtype, None, resource, server=False)  # type: ignore[assignment]
-    planner.checks.append(lambda: check_references(planner, resource))
     rid = rid or new_id()
+    if if_none_exist:
+        found = claim_criteria(planner, rtype, if_none_exist, what, rid)
+        if found is not None:
+            return _existing(planner, rtype, found)
+    planner.checks.append(lambda: check_references(planner, resource))
     w = planner.add(
         make_write(rtype, rid, resource, version=1, expected=None, method="POST", tz=planner.ctx.tz,
                    claims=_claims(planner, rtype, resource))
@@ -126,6 +130,13 @@ def create(
     w.org = _writer_org(planner, None)
     w.by = _author(planner, None)
     return Result(201, w.stored(), location=_location(rtype, rid, 1))
+
+
+def _existing(planner: Planner, rtype: str, rid: str) -> Result:
+    """A conditional create's one match, returned as it is (200, nothing written)."""
+    existing = planner.current(rtype, rid)
+    planner.ctx.touch(existing.resource if existing else None)  # returned: audited
+    return Result(200, existing, location=_location(rtype, rid, existing.version) if existing else None)
 
 
 def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], current: Stored | None,
@@ -189,16 +200,26 @@ def update(
 
 
 def conditional_update(
-    planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None
+    planner: Planner, rtype: str, query: str, body: Any, *, if_match: str | None = None,
+    rid: str | None = None,
 ) -> Result:
-    """PUT Type?criteria (http.html#cond-update): 0 matches create, 1 updates, many 412."""
+    """PUT Type?criteria (http.html#cond-update): 0 matches create, 1 updates, many 412.
+
+    With no match the criteria are claimed as for a conditional create: of several
+    concurrent updates one creates and the others update what it created. ``rid``
+    is the id a create gets (a transaction chose it for the entry's fullUrl).
+    """
     resource = validate(body, rtype, planner.ctx)
-    found = single_match(planner.ctx, rtype, query, "Conditional update")
+    what = "Conditional update"
+    found = single_match(planner.ctx, rtype, query, what)
     body_id = resource.get("id")
     if found is None:
-        if body_id is not None:
-            return update(planner, rtype, body_id, resource, if_match=if_match)
-        return create(planner, rtype, resource)
+        rid = body_id if isinstance(body_id, str) else rid or new_id()
+        found = claim_criteria(planner, rtype, query, what, rid)
+        if found is None:
+            if body_id is not None:
+                return update(planner, rtype, body_id, resource, if_match=if_match)
+            return create(planner, rtype, resource, rid=rid)
     if body_id is not None and body_id != found:
         raise errors.Invalid(
             f"The resource id '{body_id}' differs from the matching resource {rtype}/{found}",

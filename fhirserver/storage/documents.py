@@ -38,6 +38,8 @@ from ..search.sorting import sort_index_keys
 HISTORY_SUFFIX = "_history"
 JOURNAL_COLLECTION = "_journal"
 CLAIMS_COLLECTION = "_identifier_claims"
+#: Conditional criteria being written (storage/search_claims.py).
+SEARCH_CLAIMS_COLLECTION = "_search_claims"
 
 
 def current_indexes(resource_type: str) -> list[list[tuple[str, int]]]:

@@ -31,10 +31,11 @@ from ..search.buckets import (
 )
 from ..search.keys import KEY_FIELD, keys_of, lifted
 from ..search.sorting import row_key, sort_values
-from .documents import build_collections
+from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
 from .records import Stored, Write
+from .search_claims import SearchClaims
 from .unit_of_work import UnitOfWork
 
 #: Indexes of the collections beside the resources: care relationships by who holds
@@ -106,6 +107,8 @@ class Repository:
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
         # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
         self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
+        #: locks on conditional criteria while a conditional create writes
+        self.search_claims = SearchClaims(self.db[SEARCH_CLAIMS_COLLECTION])
         self.uow = UnitOfWork(
             self.cols,
             self.client,  # type: ignore[arg-type]
@@ -145,7 +148,7 @@ class Repository:
             # write: on PostgreSQL the tables get GIN indexes on the same leading
             # fields instead (storage/postgres_indexes.py).
             present = set(self.db.list_collection_names())
-            for name in dict.fromkeys(c for c, _ in declared):
+            for name in dict.fromkeys([*(c for c, _ in declared), SEARCH_CLAIMS_COLLECTION]):
                 if name not in present:
                     try:
                         self.db.create_collection(name)
