@@ -69,17 +69,30 @@ def loads(raw: bytes | str, *, trusted: bool = False) -> Any:
     """Parse JSON text, keeping numbers exact (see the module docstring).
 
     orjson checks the text first: it is strict where the standard library is lax
-    (lone surrogates, ``NaN``), so both accept and refuse the same documents as
-    before. The standard library's parser, which hands each number's text to a hook,
-    then builds the value. Every refusal is a :class:`ValueError`. ``trusted`` text
-    (written by :func:`dumps`) skips the first check.
+    (lone surrogates, ``NaN``), so the API refuses the same documents as before, but
+    for numbers beyond a double's range (``1e400``), which are JSON and FHIR decimals.
+    The standard library's parser, which hands each number's text to a hook, then
+    builds the value. Every refusal is a :class:`ValueError`. ``trusted`` text
+    (written by :func:`dumps`) skips the check.
     """
+    recheck = False
     if not trusted:
-        orjson.loads(raw)
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if not str(exc).startswith("number is infinity"):
+                raise
+            recheck = True  # orjson stopped there: what follows is checked below
     try:
-        return json.loads(raw, parse_float=_float, parse_int=_int, parse_constant=_constant)
+        value = json.loads(raw, parse_float=_float, parse_int=_int, parse_constant=_constant)
     except RecursionError as exc:
         raise ValueError("the JSON is nested too deeply") from exc
+    if recheck:
+        try:
+            dumps(value)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
 
 
 def _fragment(value: Any) -> orjson.Fragment:

@@ -52,12 +52,15 @@ def create(fhir: Any, value: str) -> str:
     return str(r.get_json()["id"])
 
 
-@pytest.mark.parametrize("value", EXACT)
+@pytest.mark.parametrize("value", [*EXACT, "1e400"])
 def test_read_vread_and_search_return_the_number_as_sent(fhir: Any, patient: None,
                                                          value: str) -> None:
     """datatypes.html#decimal: create, read, vread, search and _summary/_elements keep
-    the number's text, so precision and size survive (no 500 for a big integer)."""
+    the number's text, so precision and size survive (no 500 for a big integer, no
+    400 for a decimal beyond a double's range)."""
     rid = create(fhir, value)
+    found = fhir.get(f"Observation?value-quantity={value}").get_json().get("entry", [])
+    assert [e["resource"]["id"] for e in found] == [rid]
     for url in (f"Observation/{rid}", f"Observation/{rid}/_history/1",
                 f"Observation?_id={rid}", f"Observation?_id={rid}&_elements=valueQuantity",
                 f"Observation/{rid}?_pretty=true"):
@@ -194,3 +197,25 @@ def test_sorting_by_quantity_orders_exact_values(fhir: Any, patient: None) -> No
     order = [by_id[e["resource"]["id"]] for e in r.get_json()["entry"]]
     assert order == ["-9223372036854775809", "0.010", "1.50", "1e2", "9223372036854775808",
                      "12345678901234567890.123456789"]
+
+
+def test_stored_form_keeps_ordinary_resources_as_documents(app: Any, fhir: Any,
+                                                           patient: None) -> None:
+    """Only a resource with a number BSON cannot hold exactly is stored as JSON text;
+    others stay BSON documents, as every existing database holds them, and a current
+    document rebuilt from history (a transaction rolled back) keeps the text and the
+    search values."""
+    from zoneinfo import ZoneInfo
+
+    from fhirserver.storage.indexing import rebuild_current
+
+    repo = app.extensions["fhirserver"].repo
+    plain, exact = create(fhir, "5.4"), create(fhir, "1.50")
+    assert isinstance(repo.cols.current["Observation"].find_one({"_id": plain})["res"], dict)
+    raw = repo.cols.current["Observation"].find_one({"_id": exact})
+    assert isinstance(raw["res"], str) and '"value":1.50' in raw["res"]
+    history = repo.cols.history["Observation"].find_one({"_id": f"{exact}/1"})
+    assert history["res"] == raw["res"]
+    rebuilt = rebuild_current("Observation", history, ZoneInfo("UTC"))
+    assert rebuilt["res"] == raw["res"] and rebuilt["h"] == raw["h"]
+    assert rebuilt["sp"]["value-quantity"] == raw["sp"]["value-quantity"] == [1.5]

@@ -13,7 +13,7 @@ from fhirserver.model.json_text import Number
 
 
 @pytest.mark.parametrize("text", [
-    "1.50", "0.010", "1e2", "1E+2", "100e-2", "0.0000001",
+    "1.50", "0.010", "1e2", "1E+2", "100e-2", "0.0000001", "1e400", "-1E+400",
     "9223372036854775808", "-9223372036854775809", "12345678901234567890.123456789",
 ])
 def test_numbers_a_float_or_int64_would_change_round_trip_verbatim(text: str) -> None:
@@ -36,6 +36,7 @@ def test_numbers_that_round_trip_stay_plain_floats_and_ints(text: str, value: ob
 
 @pytest.mark.parametrize("text", [
     "NaN", "Infinity", "-Infinity", '"\\ud800"', "[1,]", "", "[" * 2000 + "]" * 2000,
+    '[1e400, "\\ud800"]',
 ])
 def test_what_is_not_json_is_refused_as_a_value_error(text: str) -> None:
     """json.html: JSON as RFC 8259 defines it; no NaN, no lone surrogates."""
