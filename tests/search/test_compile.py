@@ -106,6 +106,10 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
      {"$or": [{"sp.value-quantity": {"$lt": 2.0**63}}, {"sp.value-quantity": {"$gt": 2.0**63}}]}),
     ("quantity-beyond-double", "Observation", "value-quantity=1e400",
      {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
+    ("quantity-beyond-decimal-context", "Observation", "value-quantity=1e999999999",
+     {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
+    ("quantity-many-digits", "Observation", "value-quantity=" + "9" * 40,
+     {"sp.value-quantity": {"$gte": 1e40, "$lte": 1e40}}),
     # search.html#reference
     ("ref-typed", "Observation", "subject=Patient/1", {"sp.subject": "Patient/1"}),
     ("ref-id-targets", "Observation", "subject=1",

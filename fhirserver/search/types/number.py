@@ -24,7 +24,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import Any
 
 from ..parameters import SearchParameter
@@ -50,13 +50,15 @@ def parse_number(raw: str, param: SearchParameter, kind: str = "number") -> Numb
         d = Decimal(rest)
     except InvalidOperation as e:
         raise invalid(kind, raw, param) from e
-    exponent = d.as_tuple().exponent
+    digits, exponent = d.as_tuple()[1:]
     assert isinstance(exponent, int)
-    half = Decimal(5).scaleb(exponent - 1)
-    lo, hi = d - half, d + half
+    # Exact: enough digits for d +- half a unit of its last place, any exponent.
+    ctx = Context(prec=len(digits) + 5, Emax=MAX_EMAX, Emin=MIN_EMIN)
+    half = Decimal(5).scaleb(exponent - 1, ctx)
+    lo, hi = ctx.subtract(d, half), ctx.add(d, half)
     if prefix == "ap":
-        spread = abs(d) / 10
-        lo, hi = min(lo, d - spread), max(hi, d + spread)
+        spread = ctx.divide(abs(d), 10)
+        lo, hi = min(lo, ctx.subtract(d, spread)), max(hi, ctx.add(d, spread))
     return NumberValue(prefix, d, lo, hi)
 
 
