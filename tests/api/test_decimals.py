@@ -14,6 +14,7 @@ would look the same.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
@@ -219,3 +220,19 @@ def test_stored_form_keeps_ordinary_resources_as_documents(app: Any, fhir: Any,
     rebuilt = rebuild_current("Observation", history, ZoneInfo("UTC"))
     assert rebuilt["res"] == raw["res"] and rebuilt["h"] == raw["h"]
     assert rebuilt["sp"]["value-quantity"] == raw["sp"]["value-quantity"] == [1.5]
+
+
+def test_import_keeps_the_numbers(settings: Any, fhir: Any, tmp_path: Any) -> None:
+    """`fhirserver import` reads NDJSON and Bundle files with the numbers exact, as the
+    REST API does (datatypes.html#decimal); importing them again changes nothing."""
+    from fhirserver.cli import run_import
+
+    lines = [json.dumps(PATIENT)] + [observation_text(v, f"i{i}") for i, v in enumerate(EXACT)]
+    ndjson = tmp_path / "exact.ndjson"
+    ndjson.write_text("\n".join(lines) + "\n")
+    stats = run_import(settings, [ndjson])
+    assert stats.created["Observation"] == len(EXACT), stats.problems
+    for i, value in enumerate(EXACT):
+        assert has_value(fhir.get(f"Observation/i{i}").get_data(as_text=True), value)
+    again = run_import(settings, [ndjson])
+    assert sum(again.unchanged.values()) == len(EXACT) + 1
