@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 from flask import request
 
 from .. import errors
+from ..model import json_text
 
 RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 PATCH_TYPES = ("application/json-patch+json",)
@@ -16,6 +16,8 @@ PATCH_TYPES = ("application/json-patch+json",)
 
 def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     """The parsed JSON body: 415 for another media type, 400 for broken JSON.
+
+    Numbers are kept exactly as sent (model/json_text.py, datatypes.html#decimal).
 
     The size limit is werkzeug's MAX_CONTENT_LENGTH: reading past it raises the 413.
     """
@@ -31,8 +33,8 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     if not raw.strip():
         raise errors.Invalid("The request body is empty")
     try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        parsed = json_text.loads(raw)
+    except ValueError as exc:
         raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
     if _NUL.search(raw):
         raise errors.Invalid("The request body holds a NUL character (\\u0000) in a string; "

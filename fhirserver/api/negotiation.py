@@ -15,6 +15,7 @@ import orjson
 from flask import Request, Response, request
 
 from .. import errors
+from ..model import json_text
 from ..storage.records import Stored
 
 FHIR_JSON = "application/fhir+json"
@@ -64,7 +65,7 @@ def render(status: int, body: dict[str, Any] | None, headers: dict[str, str] | N
     except errors.NotAcceptable:
         mimetype = FHIR_JSON  # the 406 itself, and errors, are still JSON
     option = orjson.OPT_INDENT_2 if _pretty() else 0
-    data = b"" if body is None else orjson.dumps(body, option=option)
+    data = b"" if body is None else json_text.dumps(body, option=option)
     resp = Response(data, status=status, mimetype=mimetype if body is not None else None)
     if body is not None:
         resp.headers["Content-Type"] = f"{mimetype}; charset=utf-8"

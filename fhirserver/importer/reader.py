@@ -2,6 +2,7 @@
 
 Yields *groups*: the entries of one Bundle, or a chunk of NDJSON lines, each entry
 a (fullUrl, request url, resource) triple. A group is imported all or nothing.
+Numbers are read exactly (model/json_text.py), as the REST API reads them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
+from ..model import json_text
 
 NDJSON_CHUNK = 1000
 
@@ -58,8 +59,8 @@ def read_groups(path: Path) -> Iterator[list[SourceEntry]]:
             if is_ndjson(path):
                 yield from _ndjson(fh, path)
                 return
-            data = orjson.loads(fh.read())
-    except (OSError, EOFError, orjson.JSONDecodeError) as exc:
+            data = json_text.loads(fh.read())
+    except (OSError, EOFError, ValueError) as exc:
         raise ImportFileError(f"{path}: cannot read JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ImportFileError(f"{path}: not a JSON object")
@@ -83,8 +84,8 @@ def _ndjson(fh: IO[bytes], path: Path) -> Iterator[list[SourceEntry]]:
         if not line.strip():
             continue
         try:
-            resource = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            resource = json_text.loads(line)
+        except ValueError as exc:
             raise ImportFileError(f"{path}:{number}: not JSON: {exc}") from exc
         if isinstance(resource, dict):
             chunk.append(SourceEntry(None, None, resource))

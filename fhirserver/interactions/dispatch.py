@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import orjson
-
 from .. import errors
+from ..model import json_text
 from ..model.types import ALL_R4_TYPES, SUPPORTED_TYPES
 from . import history as history_
 from . import read as read_
@@ -71,8 +70,8 @@ def patch_operations(resource: Any) -> Any:
     if resource.get("contentType") != "application/json-patch+json":
         raise errors.UnsupportedMedia("Only application/json-patch+json patches are supported")
     try:
-        return orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
-    except (ValueError, orjson.JSONDecodeError) as exc:
+        return json_text.loads(base64.b64decode(resource.get("data", ""), validate=True))
+    except ValueError as exc:
         raise errors.Invalid(f"The Binary does not hold a JSON Patch: {exc}") from exc
 
 

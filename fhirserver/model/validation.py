@@ -188,7 +188,8 @@ def _resource_model(value: object) -> Model | None:
 # -- pass 2: JSON representation ---------------------------------------------------------
 
 _JSON_KINDS: dict[str, tuple[type, ...]] = {
-    "boolean": (bool,), "integer": (int,), "decimal": (int, float), "string": (str,)}
+    "boolean": (bool,), "integer": (int,), "decimal": (int, float, decimal.Decimal),
+    "string": (str,)}
 _JSON_NAMES = {"boolean": "a JSON boolean", "integer": "a JSON number without fraction",
                "decimal": "a JSON number", "string": "a JSON string"}
 
@@ -255,7 +256,7 @@ def _json_type(value: object) -> str:
     for kind, name in ((bool, "boolean"), (str, "string"), (dict, "object"), (list, "array")):
         if isinstance(value, kind):
             return name
-    return "number" if isinstance(value, (int, float)) else "null"
+    return "number" if isinstance(value, (int, float, decimal.Decimal)) else "null"
 
 
 def _short(value: object, limit: int = 60) -> str:

@@ -2,7 +2,8 @@
 
 DESIGN.md section 4: one collection per resource type for current versions
 (``Patient``), one for history (``Patient_history``). A current document holds the
-FHIR JSON exactly as accepted (``res``, with server-managed ``meta``) next to what
+FHIR JSON exactly as accepted (``res``, with server-managed ``meta``; as text when
+it holds numbers BSON cannot keep exactly, see stored_form.py) next to what
 search needs (``sp``, extracted at write time) and the compartment key ``pat`` (the
 patient the record belongs to; also the shard key once one machine is outgrown).
 
@@ -26,6 +27,7 @@ from mongoengine import (
     DateTimeField,
     DictField,
     Document,
+    DynamicField,
     IntField,
     ListField,
     StringField,
@@ -71,7 +73,7 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         "v": IntField(required=True),
         "lu": DateTimeField(required=True),
         "deleted": BooleanField(db_field="del", default=False),
-        "res": DictField(),
+        "res": DynamicField(),  # a document, or JSON text: storage/stored_form.py
         "pat": StringField(),
         "sp": DictField(),
         "k": ListField(StringField()),
@@ -98,7 +100,7 @@ def _history_class(resource_type: str, alias: str) -> type[Document]:
         "v": IntField(required=True),
         "lu": DateTimeField(required=True),
         "deleted": BooleanField(db_field="del", default=False),
-        "res": DictField(),
+        "res": DynamicField(),  # a document, or JSON text: storage/stored_form.py
         "pat": StringField(),
         "method": StringField(),
         "meta": {

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ..model import json_text
 from ..model.references import iter_references, parse_reference
 from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
@@ -19,6 +20,7 @@ from ..search.extract import extract
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .records import Write
+from .stored_form import resource_of
 
 _COMPARTMENT_ELEMENT = {"Observation": "subject", "DiagnosticReport": "subject"}
 
@@ -69,7 +71,7 @@ def content_hash(resource: dict[str, Any]) -> str:
         body["meta"] = meta
     else:
         body.pop("meta", None)
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(json_text.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def with_meta(resource: dict[str, Any], rid: str, version: int, at: datetime) -> dict[str, Any]:
@@ -120,7 +122,8 @@ def make_write(
 
 def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
     """The current-collection document for a version read back from history."""
-    res = history_doc.get("res")
+    raw = history_doc.get("res")
+    res = resource_of(raw)
     sp = extract(res, tz) if res else {}
     so = sort_values(rtype, sp)
     return {
@@ -128,7 +131,7 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         "v": history_doc["v"],
         "lu": history_doc["lu"],
         "del": bool(history_doc.get("del")),
-        "res": res,
+        "res": raw,
         "pat": history_doc.get("pat"),
         "sp": sp,
         KEY_FIELD: keys_of(rtype, sp),

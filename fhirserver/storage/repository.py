@@ -36,6 +36,7 @@ from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
 from .records import Stored, Write
 from .search_claims import SearchClaims
+from .stored_form import resource_of
 from .unit_of_work import UnitOfWork
 
 #: Indexes of the collections beside the resources: care relationships by who holds
@@ -76,7 +77,7 @@ def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
         version=doc["v"],
         last_updated=doc["lu"],
         deleted=bool(doc.get("del")),
-        resource=doc.get("res"),
+        resource=resource_of(doc.get("res")),
         method=doc.get("method", ""),
         content_hash=doc.get("h", ""),
         org=doc.get("org"),

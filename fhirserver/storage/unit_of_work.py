@@ -37,6 +37,7 @@ from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .documents import Collections
 from .records import Write
+from .stored_form import stored_form
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "v": w.version,
         "lu": w.last_updated,
         "del": w.deleted,
-        "res": w.resource,
+        "res": stored_form(w.resource),
         "pat": w.patient,
         "sp": w.search,
         KEY_FIELD: keys_of(w.type, w.search),
@@ -89,7 +90,7 @@ def history_document(w: Write) -> dict[str, Any]:
         "v": w.version,
         "lu": w.last_updated,
         "del": w.deleted,
-        "res": w.resource,
+        "res": stored_form(w.resource),
         "pat": w.patient,
         "method": w.method,
         "org": w.org,

@@ -93,6 +93,23 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
      {"sp.value-quantity": {"$gte": 90.0, "$lte": 110.0}}),
     ("quantity-exponent", "Observation", "value-quantity=1e2",
      {"sp.value-quantity": {"$gte": 50.0, "$lt": 150.0}}),
+    # Stored values are the doubles nearest exact decimals (datatypes.html#decimal): a
+    # bound no double spells exactly compares inclusively, so what its double holds is
+    # found. 9223372036854775808 is [..807.5, ..808.5): one double wide, not empty.
+    ("quantity-beyond-int64", "Observation", "value-quantity=9223372036854775808",
+     {"sp.value-quantity": {"$gte": 2.0**63, "$lte": 2.0**63}}),
+    ("quantity-gt-long", "Observation", "value-quantity=gt9223372036854775807",
+     {"sp.value-quantity": {"$gte": 2.0**63}}),
+    ("quantity-lt-long", "Observation", "value-quantity=lt-9223372036854775809",
+     {"sp.value-quantity": {"$lte": -(2.0**63)}}),
+    ("quantity-ne-long", "Observation", "value-quantity=ne9223372036854775808",
+     {"$or": [{"sp.value-quantity": {"$lt": 2.0**63}}, {"sp.value-quantity": {"$gt": 2.0**63}}]}),
+    ("quantity-beyond-double", "Observation", "value-quantity=1e400",
+     {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
+    ("quantity-beyond-decimal-context", "Observation", "value-quantity=1e999999999",
+     {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
+    ("quantity-many-digits", "Observation", "value-quantity=" + "9" * 40,
+     {"sp.value-quantity": {"$gte": 1e40, "$lte": 1e40}}),
     # search.html#reference
     ("ref-typed", "Observation", "subject=Patient/1", {"sp.subject": "Patient/1"}),
     ("ref-id-targets", "Observation", "subject=1",
