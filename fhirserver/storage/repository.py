@@ -138,7 +138,8 @@ class Repository:
         return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
     def initialise(self) -> None:
-        """Create indexes and roll back transactions a dead process left half done."""
+        """Create indexes and roll back transactions a dead process left half done,
+        before this process answers anything (storage/recovery.py)."""
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
         if self.lookup_ids_one_by_one:
             # FerretDB's own (B-tree) indexes serve none of its queries and slow every
@@ -184,6 +185,7 @@ class Repository:
             self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
     def close(self) -> None:
+        self.uow.close()
         disconnect(self.alias)
 
     # -- reads -----------------------------------------------------------------------
