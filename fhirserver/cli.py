@@ -99,7 +99,7 @@ def _gunicorn(settings: Settings) -> None:
             client.close()
     except MasterKeyError as exc:
         raise click.ClickException(str(exc)) from exc
-    _prepare_database(settings)
+    _recover(settings)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -121,17 +121,22 @@ def _gunicorn(settings: Settings) -> None:
     Server().run()
 
 
-def _prepare_database(settings: Settings) -> None:
-    """Indexes created and the transactions a killed server left half done rolled
-    back (FHIR R4 http.html#transaction), once, here in the master before gunicorn
-    forks: each worker then starts on whole transactions and finds nothing to do,
-    instead of both rolling back at once (``storage/recovery.py``)."""
+def _recover(settings: Settings) -> None:
+    """Roll back the transactions a killed server left half done (FHIR R4
+    http.html#transaction), once, here in the master before gunicorn forks: the
+    workers then start on whole transactions and find nothing to do, instead of
+    both rolling back at once (``storage/recovery.py``)."""
     from .storage.repository import Repository
 
     started = time.perf_counter()
-    repo = Repository.from_settings(settings)
-    repo.close()
-    logging.getLogger(__name__).info("database ready in %.1f s", time.perf_counter() - started)
+    repo = Repository.from_settings(settings, initialise=False)
+    try:
+        rolled = repo.recover()
+    finally:
+        repo.close()
+    if rolled:
+        console.print(f"rolled back {rolled} interrupted transaction(s) in "
+                      f"{time.perf_counter() - started:.1f} s")
 
 
 # -- import ------------------------------------------------------------------------

@@ -115,8 +115,9 @@ class Repository:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Repository:
-        """The repository the settings name, indexes created and recovery done."""
+    def from_settings(cls, settings: Settings, initialise: bool = True) -> Repository:
+        """The repository the settings name, indexes created and recovery done
+        (unless not ``initialise``)."""
         if not settings.mongodb_uri:
             raise ServerError(
                 "MONGODB_URI is not set; run `fhirserver serve` for the embedded database"
@@ -125,7 +126,8 @@ class Repository:
             settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
             settings.mongodb_transactions, settings.ferretdb_postgresql_url,
         )
-        repo.initialise()
+        if initialise:
+            repo.initialise()
         return repo
 
     def _supports_transactions(self, mode: str) -> bool:
@@ -165,6 +167,10 @@ class Repository:
                 self.db[name].create_indexes(models)
         self.uow.recover()
         self._add_search_keys()
+
+    def recover(self) -> int:
+        """Roll back the transactions nobody will finish (storage/recovery.py)."""
+        return self.uow.recover()
 
     def _add_search_keys(self) -> None:
         """Records written before index keys and month buckets existed get them (and
