@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from pymongo import DeleteOne
 from pymongo.errors import DuplicateKeyError
 
+from .documents import Collections
 from .journal import LEASE, abandoned, alive, from_journal, lease_of, me, new_lease
 from .records import Write
-
-if TYPE_CHECKING:
-    from .unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +39,15 @@ RECOVERY_LOCK = "~recovery"
 
 
 class Recovery:
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.uow = uow
-        self.cols = uow.cols
-        self.journal = uow.cols.journal
+    """One pass over the journal of the database of ``cols``. ``undo`` undoes one
+    write (:meth:`.UnitOfWork._undo`); ``pk_only``: the engine answers ``_id: {$in}``
+    by a scan (FerretDB), so reads go one id at a time."""
+
+    def __init__(self, cols: Collections, undo: Callable[[Write], None], pk_only: bool) -> None:
+        self.cols = cols
+        self.journal = cols.journal
+        self.undo = undo
+        self.pk_only = pk_only
 
     def run(self, wait: bool = True) -> int:
         """Roll back the transactions nobody will finish; returns how many.
@@ -139,36 +141,39 @@ class Recovery:
                 plain.setdefault(w.type, []).append(w)
         for w in reversed(writes):
             if w.expected is not None:
-                self.uow._undo(w)
+                self.undo(w)
         for rtype, group in plain.items():
             self._undo_creates(rtype, group)
         for w in reversed(writes):
             if w.expected is None and w.claims:
-                self.uow._undo(w)
+                self.undo(w)
 
     def _undo_creates(self, rtype: str, group: Sequence[Write]) -> None:
-        """Delete the versions these creates wrote, where they are still current:
-        their current versions read by primary key, then two bulk deletes."""
+        """Delete the versions these creates wrote, where they are still current: the
+        current versions read by primary key, then two bulk deletes of those found.
+
+        History goes first: a create writes its current document before its history
+        entry, and is undone the other way round, so a create whose current document
+        is absent has no history entry left either (killed at any point, a commit or
+        a recovery leaves nothing a second recovery must look for)."""
         current, history = self.cols.current[rtype], self.cols.history[rtype]
         now = self._versions(rtype, [w.id for w in group])
-        gone: list[Write] = []
+        ours: list[Write] = []
         for w in group:
             if now.get(w.id, w.version) > w.version:
                 log.error("cannot restore %s/%s: changed again since", w.type, w.id)
-            else:
-                gone.append(w)
-        ours = [w for w in gone if now.get(w.id) == w.version]
+            elif w.id in now:
+                ours.append(w)
         if ours:
-            current.bulk_write([DeleteOne({"_id": w.id, "v": w.version}) for w in ours],
+            history.bulk_write([DeleteOne({"_id": f"{w.id}/{w.version}"}) for w in ours],
                                ordered=False)
-        if gone:
-            history.bulk_write([DeleteOne({"_id": f"{w.id}/{w.version}"}) for w in gone],
+            current.bulk_write([DeleteOne({"_id": w.id, "v": w.version}) for w in ours],
                                ordered=False)
 
     def _versions(self, rtype: str, ids: Sequence[str]) -> dict[str, int]:
         """The current version of each of ``ids`` that exists, by primary key."""
         current = self.cols.current[rtype]
-        if not self.uow.pk_only:
+        if not self.pk_only:
             return {d["_id"]: d["v"] for d in current.find({"_id": {"$in": list(ids)}}, {"v": 1})}
         # FerretDB answers ``$in`` by scanning the collection: one indexed read each.
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(ids)))) as pool:

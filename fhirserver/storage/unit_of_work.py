@@ -53,6 +53,7 @@ from ..search.sorting import sort_values
 from .documents import Collections
 from .journal import Leases, journal_write, me, new_lease
 from .records import Write
+from .recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +391,4 @@ class UnitOfWork:
     def recover(self, wait: bool = True) -> int:
         """Roll back the transactions nobody will finish (:mod:`.recovery`); returns
         how many."""
-        from .recovery import Recovery
-
-        return Recovery(self).run(wait)
+        return Recovery(self.cols, self._undo, self.pk_only).run(wait)

@@ -201,8 +201,8 @@ class Crash:
 
 def crash_once(server: Server, kill_when: Callable[[dict[str, int]], bool]) -> Crash:
     """Post a 300-entry transaction, SIGKILL the server group once ``kill_when``
-    holds for what the transaction has stored so far (polled every few milliseconds, once the
-    transaction's journal entry is there), restart, and read the outcome."""
+    holds for what the transaction has stored so far (see :func:`_watch`), restart,
+    and read the outcome."""
     client, db = server.database()
     before = stored(db)
     answered: list[int] = []
@@ -218,14 +218,8 @@ def crash_once(server: Server, kill_when: Callable[[dict[str, int]], bool]) -> C
     poster = threading.Thread(target=post, daemon=True)
     poster.start()
     at_kill: dict[str, int] = {}
-    deadline = time.monotonic() + 120
     try:
-        while poster.is_alive() and time.monotonic() < deadline:
-            now = stored(db)
-            at_kill = {k: v - before[k] if k != "pending" else v for k, v in now.items()}
-            if at_kill["pending"] and kill_when(at_kill):
-                break
-            time.sleep(0.003)
+        at_kill = _watch(db, poster, kill_when)
     finally:
         client.close()
     server.kill()
@@ -240,6 +234,32 @@ def crash_once(server: Server, kill_when: Callable[[dict[str, int]], bool]) -> C
     finally:
         client.close()
     return Crash(before, at_kill, answered[0] if answered else None, api, after, seconds)
+
+
+def _watch(db: Database[dict[str, Any]], poster: threading.Thread,
+           kill_when: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    """Wait for the transaction's journal entry, then poll what it has stored (by its
+    patient's compartment key: an indexed count, whatever the database holds) until
+    ``kill_when`` holds, the entry is gone, or the request ended; returns the last
+    state seen."""
+    deadline = time.monotonic() + 120
+    entry = None
+    while entry is None and poster.is_alive() and time.monotonic() < deadline:
+        entry = db["_journal"].find_one({"state": "pending"})
+        time.sleep(0.002)
+    if entry is None:
+        return {"Patient": 0, "Observation": 0, "pending": 0}
+    patient = entry["writes"][0]["id"]
+    seen = {"Patient": 0, "Observation": 0, "pending": 1}
+    while poster.is_alive() and time.monotonic() < deadline:
+        seen = {
+            "Patient": int(db["Patient"].find_one({"_id": patient}, {"_id": 1}) is not None),
+            "Observation": int(db.command("count", "Observation", query={"pat": patient})["n"]),
+            "pending": int(db["_journal"].find_one({"_id": entry["_id"]}, {"_id": 1}) is not None),
+        }
+        if not seen["pending"] or kill_when(seen):
+            break
+    return seen
 
 
 def kill_points() -> dict[str, Callable[[dict[str, int]], bool]]:
