@@ -167,3 +167,24 @@ def test_heartbeat_renews_the_lease_of_entries_held(repo):
     repo.cols.journal.update_one({"_id": entry}, {"$set": {"owner.token": "recoverer"}})
     leases.renew()
     assert repo.cols.journal.find_one({"_id": entry})["lease"] == after
+
+
+def test_recovery_waits_for_another_live_recovery_http_transaction(fhir, repo, living):
+    """Two processes starting on one database: while one holds the recovery lock the
+    other rolls nothing back itself (a sweep skips; a start waits until the lock is
+    released, then finds the entry and rolls it back before it answers)."""
+    import threading
+    import time
+
+    pid, writes = written(fhir)
+    repo.cols.journal.insert_one({"_id": RECOVERY_LOCK, "state": "lock",
+                                  "owner": owner_of(living.pid), "lease": datetime.now(UTC)})
+    leave_pending(repo, writes, dead_owner(), lease=LEASE)
+    assert repo.uow.recover(wait=False) == 0
+    assert intact(fhir, repo, pid)
+    release = threading.Timer(1.5, lambda: repo.cols.journal.delete_one({"_id": RECOVERY_LOCK}))
+    release.start()
+    started = time.monotonic()
+    assert repo.uow.recover(wait=True) == 1
+    assert time.monotonic() - started >= 1.0
+    assert undone(fhir, repo, pid)
