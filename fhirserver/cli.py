@@ -99,6 +99,7 @@ def _gunicorn(settings: Settings) -> None:
             client.close()
     except MasterKeyError as exc:
         raise click.ClickException(str(exc)) from exc
+    _recover(settings)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -118,6 +119,24 @@ def _gunicorn(settings: Settings) -> None:
             return create_app(settings)
 
     Server().run()
+
+
+def _recover(settings: Settings) -> None:
+    """Roll back the transactions a killed server left half done (FHIR R4
+    http.html#transaction), once, here in the master before gunicorn forks: the
+    workers then start on whole transactions and find nothing to do, instead of
+    both rolling back at once (``storage/recovery.py``)."""
+    from .storage.repository import Repository
+
+    started = time.perf_counter()
+    repo = Repository.from_settings(settings, initialise=False)
+    try:
+        rolled = repo.recover()
+    finally:
+        repo.close()
+    if rolled:
+        console.print(f"rolled back {rolled} interrupted transaction(s) in "
+                      f"{time.perf_counter() - started:.1f} s")
 
 
 # -- import ------------------------------------------------------------------------

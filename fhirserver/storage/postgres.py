@@ -43,6 +43,8 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 DATABASE = "ferretdb"
 USER = "fhir"
+#: pg_isready's status for a server that is up but not accepting connections yet.
+PQPING_REJECT = 1
 _CLONE_NEWUSER = 0x10000000
 _PR_SET_PDEATHSIG = 1
 #: Settings of the embedded cluster. Commits are durable (fsync at commit, the
@@ -213,6 +215,9 @@ class EmbeddedPostgres:
         raise PostgresError(f"a PostgreSQL (pid {pid}) still runs on {self.cluster}")
 
     def _wait_ready(self, bindir: Path, offset: int) -> None:
+        """Wait until PostgreSQL accepts connections. While it answers "starting up"
+        (replaying its write-ahead log after a crash) it is not timed out: stopping it
+        would only make the next start replay the same log again."""
         deadline = time.monotonic() + START_TIMEOUT
         socket = self.socket_dir / ".s.PGSQL.5432"
         while True:
@@ -221,10 +226,13 @@ class EmbeddedPostgres:
             if code is not None:
                 raise PostgresError(f"PostgreSQL exited with code {code} during start-up; "
                                     "its log:\n" + self._log_tail(offset))
-            if socket.exists() and subprocess.run(
+            ready = subprocess.run(
                 [str(bindir / "pg_isready"), "-q", "-h", str(self.socket_dir.resolve()),
-                 "-U", USER, "-d", "postgres"], check=False).returncode == 0:
+                 "-U", USER, "-d", "postgres"], check=False).returncode if socket.exists() else 2
+            if ready == 0:
                 return
+            if ready == PQPING_REJECT:
+                deadline = time.monotonic() + START_TIMEOUT
             if time.monotonic() > deadline:
                 raise PostgresError(f"PostgreSQL did not start within {START_TIMEOUT:.0f} s; "
                                     "its log:\n" + self._log_tail(offset))

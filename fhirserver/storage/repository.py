@@ -119,8 +119,9 @@ class Repository:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Repository:
-        """The repository the settings name, indexes created and recovery done."""
+    def from_settings(cls, settings: Settings, initialise: bool = True) -> Repository:
+        """The repository the settings name, indexes created and recovery done
+        (unless not ``initialise``)."""
         if not settings.mongodb_uri:
             raise ServerError(
                 "MONGODB_URI is not set; run `fhirserver serve` for the embedded database"
@@ -129,7 +130,8 @@ class Repository:
             settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
             settings.mongodb_transactions, settings.ferretdb_postgresql_url,
         )
-        repo.initialise()
+        if initialise:
+            repo.initialise()
         return repo
 
     def _supports_transactions(self, mode: str) -> bool:
@@ -142,7 +144,8 @@ class Repository:
         return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
     def initialise(self) -> None:
-        """Create indexes and roll back transactions a dead process left half done."""
+        """Create indexes and roll back transactions a dead process left half done,
+        before this process answers anything (storage/recovery.py)."""
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
         if self.lookup_ids_one_by_one:
             # FerretDB's own (B-tree) indexes serve none of its queries and slow every
@@ -169,6 +172,10 @@ class Repository:
         self.uow.recover()
         self._add_search_keys()
 
+    def recover(self) -> int:
+        """Roll back the transactions nobody will finish (storage/recovery.py)."""
+        return self.uow.recover()
+
     def _add_search_keys(self) -> None:
         """Records written before index keys and month buckets existed get them (and
         their months in the registry) once; until then no search would find them."""
@@ -188,6 +195,7 @@ class Repository:
             self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
     def close(self) -> None:
+        self.uow.close()
         disconnect(self.alias)
 
     # -- reads -----------------------------------------------------------------------

@@ -7,10 +7,24 @@ Two ways to get there:
   unit of work: the planned writes are recorded in ``_journal`` first, each write is
   a compare-and-set on the current document's version, and a failure part-way undoes
   the writes already made, newest first, by restoring the previous version from
-  history. A process that dies mid-way leaves a ``pending`` journal entry that
-  :func:`recover` rolls back on the next start. Readers may briefly see a
-  transaction's first writes before its last ones (read-uncommitted); they never see
-  a failed transaction's writes once it has answered.
+  history.
+
+A process that dies mid-way leaves a ``pending`` journal entry behind;
+:meth:`UnitOfWork.recover` rolls it back before the next start answers anything, and
+the running processes look for such entries every half minute. An entry is only
+rolled back once nobody will finish it: its owner process is gone, or, for an owner
+on another host, its lease ran out (:mod:`.journal`). Recovery holds a lock entry so
+that one process rolls back while the others wait, costs what the pending entries
+cost (the journal is found by its ``state`` index and each undo is by primary key,
+in bulk for creates), and may itself be killed and run again.
+
+Readers may briefly see a transaction's first writes before its last ones
+(read-uncommitted); they never see a failed transaction's writes once it has
+answered, nor a crashed one's once the server answers again. Hiding the writes of a
+transaction in flight (a marker on each document, cleared at commit and filtered out
+by every read) was weighed and left out: it would cost a second write of every
+document at commit, and every read, the read by id included, a filter that FerretDB
+cannot push down to its primary key.
 
 Every single write is a compare-and-set too: ``expected=None`` inserts the current
 document (the primary key refuses a second create of the same id); ``expected=n``
@@ -31,12 +45,15 @@ from pymongo import MongoClient, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from ..errors import ServerError
 from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .documents import Collections
+from .journal import Leases, journal_write, me, new_lease
 from .records import Write
+from .recovery import Recovery
 from .stored_form import stored_form
 
 log = logging.getLogger(__name__)
@@ -114,6 +131,10 @@ class UnitOfWork:
         # FerretDB 1.x uses its primary-key index only for a filter that is exactly
         # {_id: value}; any other filter scans the collection.
         self.pk_only = pk_only
+        self.leases = Leases(cols.journal, lambda: self.recover(wait=False))
+
+    def close(self) -> None:
+        self.leases.close()
 
     # -- one write -----------------------------------------------------------------
 
@@ -287,31 +308,43 @@ class UnitOfWork:
 
     def _commit_compensating(self, writes: Sequence[Write]) -> None:
         journal_id = uuid.uuid4().hex
+        owner = me()
         self.cols.journal.insert_one(
             {
                 "_id": journal_id,
                 "state": "pending",
                 "started": datetime.now(UTC),
-                "writes": [
-                    {"type": w.type, "id": w.id, "expected": w.expected, "version": w.version,
-                     "claims": list(w.claims), "previous_claims": list(w.previous_claims)}
-                    for w in writes
-                ],
+                "owner": owner.document(),
+                "lease": new_lease(),
+                "writes": [journal_write(w) for w in writes],
             }
         )
+        self.leases.hold(journal_id)
         applied: list[Write] = []
         try:
-            self._insert_new(writes, applied)
-            for w in writes:
-                if w.expected is not None:
-                    self._apply(w)
-                    applied.append(w)
-        except BaseException:
-            for w in reversed(applied):
-                self._undo(w)
-            self.cols.journal.delete_one({"_id": journal_id})
-            raise
-        self.cols.journal.delete_one({"_id": journal_id})
+            try:
+                self._insert_new(writes, applied)
+                for w in writes:
+                    if w.expected is not None:
+                        self._apply(w)
+                        applied.append(w)
+            except BaseException:
+                for w in reversed(applied):
+                    self._undo(w)
+                self._finish(journal_id, owner.token)
+                raise
+            if not self._finish(journal_id, owner.token):
+                # Another process judged this one dead (its lease ran out: the database
+                # did not answer for that long) and rolls the transaction back.
+                raise ServerError("the transaction was rolled back: the database did not "
+                                  "answer in time")
+        finally:
+            self.leases.release(journal_id)
+
+    def _finish(self, journal_id: str, token: str) -> bool:
+        """Drop the entry, if it is still this process's; False when it is not."""
+        return self.cols.journal.delete_one(
+            {"_id": journal_id, "owner.token": token}).deleted_count == 1
 
     def _insert_new(self, writes: Sequence[Write], applied: list[Write]) -> None:
         """Creates in bulk, one round trip per collection: imports are mostly creates.
@@ -354,21 +387,9 @@ class UnitOfWork:
                 session=session,
             )
 
-    def recover(self, older_than: timedelta = timedelta(minutes=2)) -> int:
-        """Roll back transactions left pending by a process that died mid-way."""
-        cutoff = datetime.now(UTC) - older_than
-        count = 0
-        for entry in self.cols.journal.find({"state": "pending", "started": {"$lt": cutoff}}):
-            for raw in reversed(entry["writes"]):
-                if raw["type"] not in self.cols.current:
-                    continue
-                w = Write(
-                    raw["type"], raw["id"], raw["version"], raw["expected"],
-                    datetime.now(UTC), None, "",
-                    claims=tuple(raw.get("claims", ())),
-                    previous_claims=tuple(raw.get("previous_claims", ())),
-                )
-                self._undo(w)
-            self.cols.journal.delete_one({"_id": entry["_id"]})
-            count += 1
-        return count
+    # -- recovery --------------------------------------------------------------------
+
+    def recover(self, wait: bool = True) -> int:
+        """Roll back the transactions nobody will finish (:mod:`.recovery`); returns
+        how many."""
+        return Recovery(self.cols, self._undo, self.pk_only).run(wait)

@@ -1,0 +1,190 @@
+"""Rolling back what a dead process left half done, and only that (FHIR R4
+http.html#transaction: a transaction's entries "either all succeed or all fail").
+
+A transaction is written in full through the API, then a pending journal entry
+naming its writes is put back, as the process would have left it had it died before
+its last step; the entry's owner is a real process, alive or gone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fhirserver.storage.journal import LEASE, Leases, me, start_time
+from fhirserver.storage.recovery import RECOVERY_LOCK
+from tests.factories import observation, patient
+
+
+@pytest.fixture
+def repo(app: Any) -> Any:
+    return app.extensions["fhirserver"].repo
+
+
+@pytest.fixture
+def living() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def owner_of(pid: int, start: str | None = None, host: str | None = None) -> dict[str, Any]:
+    return {"host": host or me().host, "pid": pid,
+            "start": start if start is not None else start_time(pid) or "",
+            "token": uuid.uuid4().hex}
+
+
+def dead_owner() -> dict[str, Any]:
+    proc = subprocess.Popen(["true"])
+    start = start_time(proc.pid) or "0"
+    proc.wait()  # exited and reaped: no such process any more
+    return owner_of(proc.pid, start)
+
+
+def written(fhir: Any) -> tuple[str, list[dict[str, Any]]]:
+    """A Patient updated and two Observations created in one transaction; returns the
+    patient id and the journal's record of the writes."""
+    pid = fhir.post("Patient", patient()).get_json()["id"]
+    body = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**patient(family="Renamed"), "id": pid},
+         "request": {"method": "PUT", "url": f"Patient/{pid}"}},
+        *({"resource": observation(pid, value=v), "request": {"method": "POST",
+                                                              "url": "Observation"}}
+          for v in (1, 2)),
+    ]}
+    r = fhir.post("", body)
+    assert r.status_code == 200, r.get_json()
+    writes = [{"type": "Patient", "id": pid, "expected": 1, "version": 2, "claims": [],
+               "previous_claims": []}]
+    for e in r.get_json()["entry"][1:]:
+        writes.append({"type": "Observation", "id": e["response"]["location"].split("/")[1],
+                       "expected": None, "version": 1, "claims": [], "previous_claims": []})
+    return pid, writes
+
+
+def leave_pending(repo: Any, writes: list[dict[str, Any]], owner: dict[str, Any],
+                  lease: timedelta) -> str:
+    entry_id = uuid.uuid4().hex
+    repo.cols.journal.insert_one({"_id": entry_id, "state": "pending",
+                                  "started": datetime.now(UTC), "owner": owner,
+                                  "lease": datetime.now(UTC) + lease, "writes": writes})
+    return entry_id
+
+
+def undone(fhir: Any, repo: Any, pid: str) -> bool:
+    """The transaction is gone whole: Patient back at version 1, no Observation."""
+    p = fhir.get(f"Patient/{pid}").get_json()
+    return (p["meta"]["versionId"] == "1" and p["name"][0]["family"] == "Chalmers"
+            and repo.cols.current["Observation"].count_documents({}) == 0
+            and repo.cols.history["Observation"].count_documents({}) == 0
+            and repo.cols.history["Patient"].find_one({"_id": f"{pid}/2"}) is None)
+
+
+def intact(fhir: Any, repo: Any, pid: str) -> bool:
+    p = fhir.get(f"Patient/{pid}").get_json()
+    return (p["meta"]["versionId"] == "2"
+            and repo.cols.current["Observation"].count_documents({}) == 2)
+
+
+def test_entry_of_a_live_owner_is_never_rolled_back_http_transaction(fhir, repo, living):
+    """Another process on this host still running the transaction: neither an expired
+    lease nor a recovery at start takes it away from it."""
+    pid, writes = written(fhir)
+    entry = leave_pending(repo, writes, owner_of(living.pid), lease=-LEASE)
+    assert repo.uow.recover(wait=True) == 0
+    assert repo.uow.recover(wait=False) == 0
+    assert intact(fhir, repo, pid)
+    assert repo.cols.journal.find_one({"_id": entry}) is not None
+
+
+def test_entry_of_a_dead_owner_is_rolled_back_at_once_http_transaction(fhir, repo):
+    """Its process is gone: rolled back now, though its lease runs for an hour."""
+    pid, writes = written(fhir)
+    leave_pending(repo, writes, dead_owner(), lease=timedelta(hours=1))
+    assert repo.uow.recover(wait=False) == 1
+    assert undone(fhir, repo, pid)
+    assert repo.cols.journal.count_documents({}) == 0
+
+
+def test_a_reused_process_id_is_not_the_owner_http_transaction(fhir, repo, living):
+    """Same process id, another start time: another process, the owner is gone."""
+    pid, writes = written(fhir)
+    leave_pending(repo, writes, owner_of(living.pid, start="1"), lease=timedelta(hours=1))
+    assert repo.uow.recover() == 1
+    assert undone(fhir, repo, pid)
+
+
+def test_owner_on_another_host_is_judged_by_its_lease_http_transaction(fhir, repo):
+    pid, writes = written(fhir)
+    elsewhere = owner_of(1, host="another-host/boot/pid:[1]")
+    entry = leave_pending(repo, writes, elsewhere, lease=LEASE)
+    assert repo.uow.recover(wait=False) == 0
+    assert intact(fhir, repo, pid)
+    repo.cols.journal.update_one({"_id": entry},
+                                 {"$set": {"lease": datetime.now(UTC) - timedelta(seconds=1)}})
+    assert repo.uow.recover(wait=False) == 1
+    assert undone(fhir, repo, pid)
+
+
+def test_recovery_killed_part_way_converges_http_transaction(fhir, repo):
+    """A recovery that died after undoing some writes (it had taken the entry over,
+    so the entry's owner is that dead process) is finished by the next one."""
+    pid, writes = written(fhir)
+    leave_pending(repo, writes, dead_owner(), lease=LEASE)
+    repo.cols.current["Observation"].delete_one({"_id": writes[2]["id"]})
+    repo.cols.history["Observation"].delete_one({"_id": f"{writes[2]['id']}/1"})
+    assert repo.uow.recover() == 1
+    assert undone(fhir, repo, pid)
+    assert repo.uow.recover() == 0  # nothing left: running again changes nothing
+
+
+def test_recovery_lock_of_a_dead_holder_is_taken_over(fhir, repo):
+    """A recovery killed while holding the lock does not block the next start."""
+    pid, writes = written(fhir)
+    repo.cols.journal.insert_one({"_id": RECOVERY_LOCK, "state": "lock", "owner": dead_owner(),
+                                  "lease": datetime.now(UTC) + timedelta(hours=1)})
+    leave_pending(repo, writes, dead_owner(), lease=LEASE)
+    assert repo.uow.recover() == 1
+    assert undone(fhir, repo, pid)
+    assert repo.cols.journal.find_one({"_id": RECOVERY_LOCK}) is None
+
+
+def test_heartbeat_renews_the_lease_of_entries_held(repo):
+    entry = leave_pending(repo, [], me().document(), lease=timedelta(seconds=1))
+    before = repo.cols.journal.find_one({"_id": entry})["lease"]
+    leases = Leases(repo.cols.journal, lambda: None)
+    leases._held.add(entry)
+    leases.renew()
+    after = repo.cols.journal.find_one({"_id": entry})["lease"]
+    assert after - before > LEASE - timedelta(seconds=5)
+    # Taken over by a recovery: the old owner's heartbeat no longer touches it.
+    repo.cols.journal.update_one({"_id": entry}, {"$set": {"owner.token": "recoverer"}})
+    leases.renew()
+    assert repo.cols.journal.find_one({"_id": entry})["lease"] == after
+
+
+def test_recovery_waits_for_another_live_recovery_http_transaction(fhir, repo, living):
+    """Two processes starting on one database: while one holds the recovery lock the
+    other rolls nothing back itself (a sweep skips; a start waits until the lock is
+    released, then finds the entry and rolls it back before it answers)."""
+    import threading
+    import time
+
+    pid, writes = written(fhir)
+    repo.cols.journal.insert_one({"_id": RECOVERY_LOCK, "state": "lock",
+                                  "owner": owner_of(living.pid), "lease": datetime.now(UTC)})
+    leave_pending(repo, writes, dead_owner(), lease=LEASE)
+    assert repo.uow.recover(wait=False) == 0
+    assert intact(fhir, repo, pid)
+    release = threading.Timer(1.5, lambda: repo.cols.journal.delete_one({"_id": RECOVERY_LOCK}))
+    release.start()
+    started = time.monotonic()
+    assert repo.uow.recover(wait=True) == 1
+    assert time.monotonic() - started >= 1.0
+    assert undone(fhir, repo, pid)
