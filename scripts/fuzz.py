@@ -111,6 +111,7 @@ def main() -> int:
     broken: list[str] = []
     lock = threading.Lock()
     written: list[str] = []
+    slowest: list[tuple[float, int, str]] = []
     batch: list[Call] = []
     local = threading.local()
     deadline = time.monotonic() + args.seconds
@@ -119,6 +120,7 @@ def main() -> int:
         if not hasattr(local, "session"):
             local.session = requests.Session()
             local.session.headers["Authorization"] = f"Bearer {bearer}"
+        started = time.perf_counter()
         try:
             r = local.session.request(call.method, url + call.path, headers=call.headers,
                                       data=call.body, timeout=120, allow_redirects=False)
@@ -129,8 +131,12 @@ def main() -> int:
                 broken.append(f"{call}\n -> no answer: {exc}")
             return
         found = problems(call, status, ctype, body)
+        took = time.perf_counter() - started
         with lock:
             statuses[status] += 1
+            slowest.append((took, status, str(call)[:300]))
+            slowest.sort(reverse=True)
+            del slowest[5:]
             if status < 400 and call.method != "GET":
                 written.append(call.path)
             if found:
@@ -165,6 +171,8 @@ def main() -> int:
     console.print(f"{sum(statuses.values())} requests in {args.seconds:.0f} s")
     for status, n in sorted(statuses.items()):
         console.print(f"  {status or 'no answer'}: {n}")
+    for took, status, call in slowest:
+        console.print(f"slowest: {took * 1000:.0f} ms {status} {call}", highlight=False)
     for line in broken[:50]:
         console.print(f"[red]broken[/red] {line}", markup=True, highlight=False)
     if len(broken) > 50:
