@@ -16,7 +16,6 @@ when any did.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,21 +34,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fuzz_cases import TYPES, Call, calls, problems, seed_resources
+from tests.fuzz_cases import (
+    TYPES,
+    Call,
+    calls,
+    problems,
+    route_table,
+    seed_resources,
+)
 
 console = Console()
-#: The app's URL rules and methods, as its URL map gives them (tests/api/test_fuzz.py
-#: reads them from the app itself; a live server is asked for nothing but FHIR).
-ROUTES_SCRIPT = """
-import json
-from flask import Flask
-from fhirserver.api import resources, operations, cards, system, oauth, authorize, naming, audit_log
-app = Flask("routes")
-for b in (system, oauth, authorize, naming, audit_log, resources, operations, cards):
-    app.register_blueprint(b.blp)
-print(json.dumps(sorted({(r.rule, tuple(sorted((r.methods or set()) - {"HEAD", "OPTIONS"})))
-                         for r in app.url_map.iter_rules() if not r.rule.startswith("/static")})))
-"""
 
 
 def token(url: str) -> str:
@@ -62,12 +56,6 @@ def token(url: str) -> str:
     if proc.returncode:
         sys.exit(f"fhirserver token: {proc.stderr.strip()[-600:]}")
     return proc.stdout.strip()
-
-
-def routes() -> list[tuple[str, frozenset[str]]]:
-    out = subprocess.run([sys.executable, "-c", ROUTES_SCRIPT], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
-    return [(rule, frozenset(methods)) for rule, methods in json.loads(out)]
 
 
 def seed(session: requests.Session, url: str) -> dict[str, list[str]]:
@@ -106,7 +94,7 @@ def main() -> int:
     admin = requests.Session()
     admin.headers["Authorization"] = f"Bearer {bearer}"
     ids = seed(admin, url)
-    strategy = calls(routes(), ids, seed_resources(ids["Patient"][0], ids["Observation"][0]))
+    strategy = calls(route_table(), ids, seed_resources(ids["Patient"][0], ids["Observation"][0]))
     statuses: Counter[int] = Counter()
     broken: list[str] = []
     lock = threading.Lock()

@@ -162,6 +162,34 @@ def mutated(draw: st.DrawFn, resources: Sequence[dict[str, Any]]) -> Any:
 
 # -- requests ------------------------------------------------------------------------
 
+def route_table() -> list[tuple[str, frozenset[str]]]:
+    """Every URL rule of the API and its methods, from the blueprints themselves."""
+    from flask import Flask
+
+    from fhirserver.api import (
+        audit_log,
+        authorize,
+        cards,
+        naming,
+        oauth,
+        operations,
+        resources,
+        system,
+    )
+
+    app = Flask("routes")
+    for module in (system, oauth, authorize, naming, audit_log, resources, operations, cards):
+        app.register_blueprint(module.blp)
+    return sorted({(r.rule, frozenset((r.methods or set()) - {"HEAD", "OPTIONS"}))
+                   for r in app.url_map.iter_rules() if not r.rule.startswith("/static")},
+                  key=lambda r: (r[0], sorted(r[1])))
+
+
+def search_parameters() -> list[tuple[str, str]]:
+    """(type, name) of every search parameter of every type served."""
+    return [(t, name) for t in TYPES for name in sorted(parameters_for(t))]
+
+
 def _search_value(draw: st.DrawFn, ptype: str) -> str:
     prefix = draw(st.sampled_from(PREFIXES)) if ptype in ("date", "number", "quantity") else ""
     typed = {
@@ -282,6 +310,20 @@ def _body(draw: st.DrawFn, method: str, path: str, resources: Sequence[dict[str,
             b"[" * 100_000, b'{"a":' * 50_000, b'{"resourceType": "Patient", "id": "\xff"}',
             b'{"resourceType":"Patient","active":true,"active":false}', b"\xef\xbb\xbf{}"))) or b"{"
     return json.dumps(value).encode()
+
+
+@st.composite
+def search_calls(draw: st.DrawFn, rtype: str, name: str) -> Call:
+    """A search on ``rtype`` by parameter ``name`` (with any modifier, prefix and
+    value), sometimes with other parameters, by GET or by POST _search."""
+    param = parameters_for(rtype)[name]
+    items = [(name + draw(st.sampled_from(MODIFIERS)), _search_value(draw, param.type))]
+    items += draw(query_items(rtype))
+    if draw(st.integers(0, 3)) == 0:
+        return Call("POST", f"/{rtype}/_search",
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                    _encode(items).encode())
+    return Call("GET", f"/{rtype}?{_encode(items)}")
 
 
 @st.composite
