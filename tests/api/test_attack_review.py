@@ -1,0 +1,108 @@
+"""Hostile input and hostile callers against conditional writes, exact decimals and
+the NUL checks: every refusal a 4xx OperationOutcome naming the problem, never a
+500, and nothing stored (http.html#ccreate, datatypes.html#string,
+search.html#errors)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+PATIENT = {"resourceType": "Patient", "name": [{"family": "Nul"}]}
+
+
+def _refused(r: Any) -> dict[str, Any]:
+    body = r.get_json()
+    assert r.status_code == 400, body
+    assert body["resourceType"] == "OperationOutcome"
+    assert "NUL" in body["issue"][0]["diagnostics"], body
+    return body
+
+
+def _bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def _entry_outcome(r: Any, kind: str) -> dict[str, Any]:
+    """The refusal of a batch's only entry, or of the whole transaction (but for a
+    read, which a transaction answers entry by entry after its writes)."""
+    if kind == "transaction" and r.status_code != 200:
+        return _refused(r)
+    assert r.status_code == 200, r.get_json()
+    response = r.get_json()["entry"][0]["response"]
+    assert response["status"].startswith("400"), response
+    assert "NUL" in response["outcome"]["issue"][0]["diagnostics"], response
+    return response["outcome"]
+
+
+def _count(fhir: Any, rtype: str = "Patient") -> int:
+    return fhir.get(f"{rtype}?_total=accurate&_count=0").get_json()["total"]
+
+
+# -- NUL in search criteria that do not come from the request's query ------------------
+
+def test_a_nul_in_if_none_exist_is_400_http_ccreate(fhir: Any) -> None:
+    """http.html#ccreate: If-None-Exist holds search criteria; a NUL in them
+    (percent-encoded, as a header cannot carry one raw) is a 400, not a 500."""
+    for criteria in ("identifier=a%00b", "family=a%00b", "fam%00ily=a"):
+        _refused(fhir.post("Patient", PATIENT, headers={"If-None-Exist": criteria}))
+    assert _count(fhir) == 0
+
+
+def test_a_nul_in_a_form_encoded_search_body_is_400_http_search(fhir: Any) -> None:
+    """http.html#search: POST _search carries the parameters form-encoded in the
+    body; a NUL there is refused as it is in the URL."""
+    for body in ("family=a%00b", b"family=a\x00b"):
+        _refused(fhir.post("Patient/_search", body,
+                           content_type="application/x-www-form-urlencoded"))
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+@pytest.mark.parametrize("entry", [
+    {"request": {"method": "GET", "url": "Patient?family=a%00b"}},
+    {"fullUrl": "urn:uuid:1", "resource": PATIENT,
+     "request": {"method": "POST", "url": "Patient", "ifNoneExist": "family=a%00b"}},
+    {"fullUrl": "urn:uuid:2", "resource": PATIENT,
+     "request": {"method": "PUT", "url": "Patient?family=a%00b"}},
+    {"request": {"method": "DELETE", "url": "Patient?family=a%00b"}},
+], ids=["search", "conditional-create", "conditional-update", "conditional-delete"])
+def test_a_nul_in_a_bundle_entrys_criteria_is_400_http_trules(fhir: Any, kind: str,
+                                                              entry: dict[str, Any]) -> None:
+    """http.html#trules: a Bundle entry's request.url and ifNoneExist are search
+    criteria like a URL's query; a NUL in them fails that entry (the transaction)
+    with a 400 naming it."""
+    _entry_outcome(fhir.post("", _bundle(kind, entry)), kind)
+    assert _count(fhir) == 0
+
+
+def test_a_nul_in_a_conditional_reference_is_400_http_trules(fhir: Any) -> None:
+    """http.html#trules: a conditional reference (``Patient?criteria``) in a
+    transaction is resolved by a search; a NUL in it is a 400."""
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": "Patient?family=a%00b"}}
+    _refused(fhir.post("", _bundle("transaction", {
+        "fullUrl": "urn:uuid:3", "resource": obs,
+        "request": {"method": "POST", "url": "Observation"}})))
+    assert _count(fhir, "Observation") == 0
+
+
+# -- NUL in a resource that does not arrive as the request body ------------------------
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_a_nul_put_in_by_a_binary_json_patch_is_400_http_patch(fhir: Any, kind: str) -> None:
+    """http.html#patch, http.html#transaction: in a Bundle a JSON Patch travels as a
+    Binary, base64 in ``data``, so the body's NUL check never sees it; a string the
+    patch puts a NUL in is refused (datatypes.html#string), and the resource is
+    unchanged."""
+    pid = fhir.post("Patient", PATIENT).get_json()["id"]
+    ops = b'[{"op": "replace", "path": "/name/0/family", "value": "a\\u0000b"}]'
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+              "data": base64.b64encode(ops).decode()}
+    r = fhir.post("", _bundle(kind, {"resource": binary,
+                                     "request": {"method": "PATCH", "url": f"Patient/{pid}"}}))
+    outcome = _entry_outcome(r, kind)
+    assert str(outcome["issue"][0].get("expression")).endswith("name[0].family']"), outcome
+    stored = fhir.get(f"Patient/{pid}").get_json()
+    assert stored["name"][0]["family"] == "Nul" and stored["meta"]["versionId"] == "1"
