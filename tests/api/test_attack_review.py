@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests import factories as f
+
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Nul"}]}
 
 
@@ -106,3 +108,63 @@ def test_a_nul_put_in_by_a_binary_json_patch_is_400_http_patch(fhir: Any, kind: 
     assert str(outcome["issue"][0].get("expression")).endswith("name[0].family']"), outcome
     stored = fhir.get(f"Patient/{pid}").get_json()
     assert stored["name"][0]["family"] == "Nul" and stored["meta"]["versionId"] == "1"
+
+
+def test_an_imported_resource_with_a_nul_is_rejected_alone(settings: Any, fhir: Any,
+                                                           tmp_path: Any) -> None:
+    """datatypes.html#string: `fhirserver import` reads files without the API's body
+    check; a resource holding a NUL is rejected by name and the others of its group
+    are imported (the database's refusal aborted the whole import)."""
+    from fhirserver.cli import run_import
+
+    ndjson = tmp_path / "nul.ndjson"
+    ndjson.write_text('{"resourceType": "Patient", "id": "ok-1"}\n'
+                      '{"resourceType": "Patient", "id": "nul-1", "name": [{"family": "a\\u0000b"}]}\n')
+    stats = run_import(settings, [ndjson])
+    assert stats.created["Patient"] == 1 and stats.rejected["Patient"] == 1, stats.problems
+    assert "NUL" in " ".join(stats.problems)
+    assert fhir.get("Patient/ok-1").status_code == 200
+    assert fhir.get("Patient/nul-1").status_code == 404
+
+
+# -- conditional writes by a caller who cannot see the match ----------------------------
+
+SECRET = "http://example.org/lab-accession"
+
+
+def test_conditional_writes_never_reveal_or_touch_a_hidden_match_http_ccreate(live):
+    """http.html#ccreate, http.html#cond-update: criteria are matched within the
+    caller's view. A clinician who does not treat Bob, naming the identifier of
+    Bob's Observation, gets what criteria naming nothing would give: a new
+    resource, never Bob's id, and Bob's Observation unchanged; no claim is left."""
+    from tests.api.test_trust import World
+
+    world = World(live)
+    db = world.db
+    dr = world.clinician("dr-li")
+    world.treat("Practitioner/dr-li", world.alice)
+    obs = {**f.observation(world.bob, code="acc-1"),
+           "identifier": [{"system": SECRET, "value": "bob-1"}]}
+    bobs = world.op.post("Observation", obs).json()["id"]
+
+    def mine(value: str) -> dict[str, Any]:
+        return {**f.observation(world.alice, code="acc-1"),
+                "identifier": [{"system": SECRET, "value": value}]}
+
+    for value in ("bob-1", "nobody-1"):
+        created = dr.post("Observation", mine(value),
+                          headers={"If-None-Exist": f"identifier={SECRET}|{value}"})
+        assert created.status_code == 201, created.text
+        assert created.json()["id"] != bobs and bobs not in created.text
+    answers = []
+    for value in ("bob-1", "nobody-2"):
+        put = dr.put(f"Observation?identifier={SECRET}|{value}&subject=Patient/{world.bob}",
+                     mine(value))
+        assert put.status_code in (201, 403, 404), put.text
+        assert bobs not in put.text
+        answers.append(put.status_code)
+    assert answers[0] == answers[1]  # a hidden match and no match answer alike
+    stored = world.op.get(f"Observation/{bobs}").json()
+    assert stored["meta"]["versionId"] == "1" and stored["subject"]["reference"].endswith(world.bob)
+    assert db["_search_claims"].count_documents({}) == 0
+
