@@ -168,3 +168,25 @@ def test_conditional_writes_never_reveal_or_touch_a_hidden_match_http_ccreate(li
     assert stored["meta"]["versionId"] == "1" and stored["subject"]["reference"].endswith(world.bob)
     assert db["_search_claims"].count_documents({}) == 0
 
+
+
+def test_claims_left_by_dead_writers_are_swept_http_ccreate(live):
+    """http.html#ccreate: a writer killed while it held criteria (kill -9, a worker
+    past its timeout) leaves its claims; criteria nobody sends again must not keep
+    theirs for ever. Once their lease has long ended, the next conditional create,
+    on any criteria, clears them."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import http_as
+
+    op = http_as(live)
+    collection = live[1].extensions["fhirserver"].repo.search_claims.collection
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    collection.insert_many([{"_id": f"dead-{n}", "owner": "killed", "rid": "x", "until": long_ago}
+                            for n in range(50)] + [{"_id": "dead-0~killed", "until": long_ago}])
+    value = uuid.uuid4().hex
+    r = op.post("Patient", {**PATIENT, "identifier": [{"system": SECRET, "value": value}]},
+                headers={"If-None-Exist": f"identifier={SECRET}|{value}"})
+    assert r.status_code == 201, r.text
+    assert collection.count_documents({}) == 0
