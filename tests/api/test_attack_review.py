@@ -190,3 +190,25 @@ def test_claims_left_by_dead_writers_are_swept_http_ccreate(live):
                 headers={"If-None-Exist": f"identifier={SECRET}|{value}"})
     assert r.status_code == 201, r.text
     assert collection.count_documents({}) == 0
+
+
+# -- NUL in the sign-in form ------------------------------------------------------------
+
+def test_a_nul_in_a_sign_in_user_name_is_a_failed_sign_in(live):
+    """A user name with a NUL (typed or posted by a script) names no account: the
+    sign-in fails as for an unknown user (401, the form again), not a 500."""
+    import re
+
+    import requests
+
+    from fhirserver.auth.grants import s256
+    from tests.api.test_trust import VERIFIER, World
+
+    world = World(live)
+    browser = requests.Session()
+    page = browser.get(world.authorize_url(s256(VERIFIER)), timeout=10, allow_redirects=False)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
+    r = browser.post(f"{world.url}/oauth/login", timeout=10,
+                     data={"csrf": csrf, "username": "alice\x00", "password": "x"})
+    assert r.status_code == 401, r.text[:300]
+    assert "Unknown user name or wrong password" in r.text
