@@ -68,8 +68,17 @@ def _user(doc: dict[str, Any]) -> User:
                 tuple(doc.get("roles") or ()))
 
 
+def _doc(db: Any, username: str) -> dict[str, Any] | None:
+    """The account named ``username``; none for a name no account can have (a NUL,
+    which the embedded database cannot even compare, comes from a sign-in form)."""
+    if "\x00" in username:
+        return None
+    doc: dict[str, Any] | None = db[USERS].find_one({"_id": username})
+    return doc
+
+
 def find(db: Any, username: str) -> User | None:
-    doc = db[USERS].find_one({"_id": username})
+    doc = _doc(db, username)
     return _user(doc) if doc else None
 
 
@@ -89,7 +98,7 @@ _EQUALISER = hash_secret("timing-equaliser")
 
 def login(db: Any, username: str, password: str) -> User:
     """The user, or :class:`LoginFailed`."""
-    doc = db[USERS].find_one({"_id": username})
+    doc = _doc(db, username)
     if doc is None:
         check_secret(password, _EQUALISER)  # the same work as a real check
         raise LoginFailed("Unknown user name or wrong password")

@@ -57,6 +57,8 @@ def _float(text: str) -> float | Number:
 
 
 def _int(text: str) -> int | Number:
+    if len(text) > 20:  # beyond int64 whatever its digits; int() refuses over 4,300
+        return Number(text)
     value = int(text)
     return value if INT64[0] <= value <= INT64[1] else Number(text)
 

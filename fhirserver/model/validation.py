@@ -233,6 +233,11 @@ class _Walk:
             if not ok or (spec.kind != "boolean" and isinstance(item, bool)):
                 self._issue(where, f"must be {_JSON_NAMES[spec.kind]}, got {_json_type(item)} "
                             f"{_short(item)}", "structure")
+            elif isinstance(item, str) and "\x00" in item:
+                # A body's NUL is refused before parsing (api/body.py); one a JSON
+                # Patch puts in, or an imported file holds, is caught here.
+                self._issue(where, "a string cannot hold a NUL character (datatypes.html#string)",
+                            "invalid")
         elif isinstance(item, dict):
             cls = _resource_model(item) if spec.kind == "resource" else spec.model
             if cls is not None:

@@ -189,6 +189,11 @@ def parse_query(
         ignored.append((key, reason))
 
     for key, raw in items:
+        if "\x00" in key or "\x00" in raw:
+            # Criteria come from a URL, a form body, If-None-Exist or a Bundle entry;
+            # no parameter or value holds a NUL, and PostgreSQL cannot compare one.
+            raise Invalid(f"Search parameter '{key}' holds a NUL character (%00)",
+                          expression=key.replace("\x00", "\ufffd"))
         name = key.partition(":")[0]
         if name in HTTP_PARAMS:
             continue

@@ -19,6 +19,12 @@ stale claim proceeds.
 
 The key is a SHA-256 of the criteria: it is only a lock name, and identifier values
 are not stored in clear.
+
+A claim (or ticket) whose writer died is only taken over when the same criteria come
+again; criteria that never do would keep theirs for ever, and a writer killed while
+holding many (a transaction past the worker timeout) leaves them all. So claims and
+tickets whose lease ended a lease ago are deleted, at most once a minute per
+process: that is what a taker would do with them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +45,8 @@ from pymongo.errors import DuplicateKeyError
 
 #: How long a claim holds without its writer renewing it; past that it is stale.
 LEASE = timedelta(seconds=10)
+#: Seconds between two sweeps of long-stale claims by one process.
+SWEEP_EVERY = 60.0
 _COMMA = re.compile(r"(?<!\\),")
 
 
@@ -78,6 +88,17 @@ class SearchClaims:
     def __init__(self, collection: Collection[Any], lease: timedelta = LEASE) -> None:
         self.collection = collection
         self.lease = lease
+        self._swept = -SWEEP_EVERY
+        self._sweeping = threading.Lock()
+
+    def sweep(self) -> None:
+        """Delete the claims and tickets whose lease ended at least a lease ago (their
+        writers died), at most once every :data:`SWEEP_EVERY` seconds."""
+        with self._sweeping:
+            if time.monotonic() - self._swept < SWEEP_EVERY:
+                return
+            self._swept = time.monotonic()
+        self.collection.delete_many({"until": {"$lt": datetime.now(UTC) - self.lease}})
 
     def _doc(self, key: str, owner: str, rtype: str, rid: str) -> dict[str, Any]:
         return {"_id": key, "owner": owner, "type": rtype, "rid": rid,
@@ -85,6 +106,7 @@ class SearchClaims:
 
     def take(self, key: str, rtype: str, rid: str) -> Held | None:
         """Hold ``key`` for a write of ``rtype/rid``; None while another writer holds it."""
+        self.sweep()
         owner = uuid.uuid4().hex
         for _ in range(2):
             try:

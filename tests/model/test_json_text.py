@@ -24,6 +24,16 @@ def test_numbers_a_float_or_int64_would_change_round_trip_verbatim(text: str) ->
     assert json_text.dumps({"v": value}) == f'{{"v":{text}}}'.encode()
 
 
+def test_an_integer_of_any_length_round_trips_verbatim() -> None:
+    """json.html, datatypes.html#decimal: a JSON number has no size limit; one of
+    5,000 digits is kept exactly like one of 5,000 digits with a fraction (Python's
+    int() refuses more than 4,300 digits, which was a 400 naming a Python setting)."""
+    for text in ("1" + "0" * 5000, "-" + "9" * 100_000):
+        value = json_text.loads(f"[{text}]")[0]
+        assert isinstance(value, Number) and value == Decimal(text)
+        assert json_text.dumps([value]) == f"[{text}]".encode()
+
+
 @pytest.mark.parametrize(("text", "value"), [
     ("5.4", 5.4), ("100.0", 100.0), ("-0.0", -0.0), ("7", 7), ("9223372036854775807", 2**63 - 1),
     ("-9223372036854775808", -(2**63)),

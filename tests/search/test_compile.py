@@ -108,6 +108,11 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
      {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
     ("quantity-beyond-decimal-context", "Observation", "value-quantity=1e999999999",
      {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
+    # ``ap`` widens by 10% of a value beyond the default decimal context too (a 500)
+    ("quantity-ap-beyond-decimal-context", "Observation", "value-quantity=ap1e999999999",
+     {"sp.value-quantity": {"$gte": 1.7976931348623157e308, "$lte": 1.7976931348623157e308}}),
+    ("quantity-ap-below-decimal-context", "Observation", "value-quantity=ap-1e999999999",
+     {"sp.value-quantity": {"$gte": -1.7976931348623157e308, "$lte": -1.7976931348623157e308}}),
     ("quantity-many-digits", "Observation", "value-quantity=" + "9" * 40,
      {"sp.value-quantity": {"$gte": 1e40, "$lte": 1e40}}),
     # search.html#reference

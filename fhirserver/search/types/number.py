@@ -57,7 +57,7 @@ def parse_number(raw: str, param: SearchParameter, kind: str = "number") -> Numb
     half = Decimal(5).scaleb(exponent - 1, ctx)
     lo, hi = ctx.subtract(d, half), ctx.add(d, half)
     if prefix == "ap":
-        spread = ctx.divide(abs(d), 10)
+        spread = ctx.divide(d.copy_abs(), 10)  # abs() would use the default context
         lo, hi = min(lo, ctx.subtract(d, spread)), max(hi, ctx.add(d, spread))
     return NumberValue(prefix, d, lo, hi)
 
