@@ -80,14 +80,17 @@ def claim_criteria(planner: Planner, rtype: str, query: str, what: str, rid: str
     pause = 0.002
     while True:
         held = claims.take(key, rtype, rid)
+        if held is not None:
+            # The planner gives it back whatever happens next (a 412 from the match
+            # below included), not only a lease later.
+            planner.held.append(held)
         # Matched again once held: the previous holder may have written and let go
         # between the caller's first match and this claim.
         found = single_match(planner.ctx, rtype, query, what)
         if held is not None:
             if found is not None:
+                planner.held.remove(held)
                 claims.release(held)
-            else:
-                planner.held.append(held)
             return found
         if found is not None:
             return found
