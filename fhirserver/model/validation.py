@@ -85,7 +85,12 @@ def _check_envelope(data: object, expected_type: str | None) -> str:
         kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
         raise Invalid(f"The body must be a FHIR resource as a JSON object, not {kind}")
     rtype = data.get("resourceType")
-    where = rtype if rtype in ALL_R4_TYPES else (expected_type or "Resource")
+    where = rtype if isinstance(rtype, str) and rtype in ALL_R4_TYPES else (
+        expected_type or "Resource")
+    if rtype is not None and not isinstance(rtype, str):
+        raise Invalid(issues=(Issue(
+            f"resourceType must be a JSON string, got {_json_type(rtype)} {_short(rtype)}",
+            code="structure", expression=(f"{where}.resourceType",)),))
     if not isinstance(rtype, str) or not rtype:
         raise Invalid(issues=(Issue("The resource has no resourceType", code="required",
                                     expression=(f"{where}.resourceType",)),))
@@ -177,7 +182,7 @@ def _type_names(cls: Model) -> tuple[str, ...]:
 
 def _resource_model(value: object) -> Model | None:
     rtype = value.get("resourceType") if isinstance(value, dict) else None
-    if rtype not in ALL_R4_TYPES:
+    if not isinstance(rtype, str) or rtype not in ALL_R4_TYPES:
         return None
     try:
         return typing.cast(Model, get_fhir_model_class(typing.cast(str, rtype)))
@@ -240,7 +245,10 @@ class _Walk:
                 self._resource_type(item.get("resourceType"), where)
 
     def _resource_type(self, rtype: object, where: str) -> None:
-        if not isinstance(rtype, str):
+        if rtype is not None and not isinstance(rtype, str):
+            self._issue(f"{where}.resourceType", f"resourceType must be a JSON string, got "
+                        f"{_json_type(rtype)} {_short(rtype)}", "structure")
+        elif not isinstance(rtype, str):
             self._issue(f"{where}.resourceType", "a contained resource needs a resourceType "
                         "(json.html#resources)", "required")
         elif rtype not in ALL_R4_TYPES:
