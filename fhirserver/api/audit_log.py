@@ -14,6 +14,7 @@ from .. import errors
 from ..audit.chain import RECORDS
 from ..audit.events import QUERY_ROLE
 from ..interactions.bundles import bundle, link, page_url
+from ..search.results import parse_whole, whole_number
 from .negotiation import render
 from .resources import query_items
 from .state import context
@@ -62,11 +63,9 @@ def search_audit() -> Response:
     if params.get("patient"):
         parts.append({"patients": params["patient"].removeprefix("Patient/")})
     raw_count = params.get("_count", str(ctx.settings.default_count))
-    if not raw_count.isdigit():
-        raise errors.Invalid(f"Invalid '_count' value '{raw_count}'", expression="_count")
-    count = min(max(int(raw_count), 1), ctx.settings.max_count)
+    count = min(max(parse_whole(raw_count, "_count"), 1), ctx.settings.max_count)
     if params.get("_cursor"):
-        if not params["_cursor"].isdigit():
+        if whole_number(params["_cursor"]) is None:
             raise errors.Invalid("Invalid paging cursor", expression="_cursor")
         parts.append({"_id": {"$lt": params["_cursor"]}})
     flt = {"$and": parts} if len(parts) > 1 else (parts[0] if parts else {})

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import errors
 from ..model.types import SUPPORTED_TYPES
+from ..search.results import parse_whole
 from .bundles import bundle, decode_cursor, encode_cursor, history_entry, link, page_url
 from .context import Context
 
@@ -34,9 +35,7 @@ def _parse_since(value: str) -> datetime:
 def _parse_count(value: str | None, ctx: Context) -> int:
     if value is None:
         return ctx.settings.default_count
-    if not value.isdigit():
-        raise errors.Invalid(f"Invalid '_count' value '{value}'", expression="_count")
-    return max(0, min(int(value), ctx.settings.max_count))
+    return max(0, min(parse_whole(value, "_count"), ctx.settings.max_count))
 
 
 def _history_limit(ctx: Context, rtype: str) -> dict[str, Any] | None:

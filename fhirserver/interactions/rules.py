@@ -10,17 +10,19 @@ from ..model.references import iter_references, parse_reference, rewrite_referen
 from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..mpi.patients import check_patient
+from ..search.results import whole_number
 from ..storage.records import Stored
 from .context import Context, Planner
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')
 
 
-def version_of_etag(value: str) -> int:
+def version_of_etag(value: object) -> int:
     """The version an If-Match header names: W/"3", "3" or 3 (http.html#concurrency)."""
-    m = _ETAG.match(value)
+    m = _ETAG.match(value) if isinstance(value, str) else None
     if not m:
-        raise errors.Invalid(f"If-Match value '{value}' is not a version ETag such as W/\"1\"")
+        raise errors.Invalid(f"If-Match value {str(value)[:60]!r} is not a version ETag such "
+                             "as W/\"1\"")
     return int(m.group(1))
 
 
@@ -80,9 +82,9 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
         local = parse_reference(ref, base)
         if local is None or local.type not in SUPPORTED_TYPES:
             continue
-        version = int(local.version) if local.version is not None and local.version.isdigit() else None
+        version = whole_number(local.version) if local.version is not None else None
         if local.version is not None and version is None:
-            ok = False
+            ok = False  # this server's version ids are integers
         else:
             ok = planner.resolves(local.type, local.id, version)
         if not ok:

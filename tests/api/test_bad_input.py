@@ -131,3 +131,125 @@ def test_match_count_must_be_a_positive_integer_not_a_boolean(fhir):
         {"name": "resource", "resource": patient()}, {"name": "count", "valueInteger": True}]}
     r = fhir.post("Patient/$match", body)
     assert "Parameters.parameter[1]" in expressions(outcome(r))
+
+
+# -- 6. versions that are no version number (references.html#literal, http.html#vread) -----
+
+
+@pytest.mark.parametrize("version", ["zz", "0", "9" * 30])
+def test_reference_to_a_version_that_is_no_version_is_422_naming_it_references_literal(
+        fhir, version):
+    """Version ids here are integers from 1: any other names no version, so the reference
+    does not resolve (a 422, as for an unknown id), on create, update and patch."""
+    pid = fhir.create(patient())["id"]
+    ref = {"reference": f"Patient/{pid}/_history/{version}"}
+    r = fhir.post("Observation", observation(subject=ref))
+    assert "Observation.subject.reference" in expressions(outcome(r, 422))
+    r = fhir.put("Observation/o1", observation(id="o1", subject=ref))
+    assert "Observation.subject.reference" in expressions(outcome(r, 422))
+    r = fhir.patch(f"Patient/{pid}", [{"op": "add", "path": "/link",
+                                       "value": [{"type": "seealso", "other": ref}]}])
+    assert "Patient.link[0].other.reference" in expressions(outcome(r, 422))
+    assert total(fhir, "Observation") == 0
+    assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize("version", ["²", "١", "9" * 5000])
+def test_vread_of_a_version_that_is_no_ascii_number_is_404_http_vread(fhir, version):
+    pid = fhir.create(patient())["id"]
+    outcome(fhir.get(f"Patient/{pid}/_history/{version}"), 404)
+
+
+@pytest.mark.parametrize("url,name", [
+    ("Patient?_count=²", "_count"), ("Patient?_count=" + "9" * 5000, "_count"),
+    ("Patient/_history?_count=²", "_count"), ("_history?_count=³", "_count"),
+    ("Patient/{pid}/$everything?_count=²", "_count"), ("Observation/$lastn?max=²", "max"),
+    ("Observation/$lastn?max=0", "max"), ("AuditEvent?_count=²", "_count"),
+    ("Patient/{pid}/Observation?_count=²", "_count"),
+])
+def test_integer_parameters_with_unicode_digits_are_400_search_count(fhir, url, name):
+    pid = fhir.create(patient())["id"]
+    assert name in expressions(outcome(fhir.get(url.format(pid=pid))))
+
+
+def test_if_match_with_a_long_number_is_a_412_not_a_crash_http_concurrency(fhir):
+    pid = fhir.create(patient())["id"]
+    r = fhir.put(f"Patient/{pid}", patient(id=pid), headers={"If-Match": 'W/"' + "9" * 5000 + '"'})
+    assert 400 <= r.status_code < 500
+    outcome(r, r.status_code)
+
+
+# -- 7. Bundle.entry.request elements of the wrong JSON type (bundle.html#Bundle.entry.request)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("ifMatch", 5), ("ifMatch", {"a": 1}), ("ifNoneExist", 5), ("ifNoneMatch", [1]),
+    ("ifModifiedSince", 5), ("url", 5), ("method", {"a": 1}), ("method", ["PUT"]),
+])
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_request_element_of_wrong_type_is_400_naming_it_bundle_request(fhir, kind, field, value):
+    pid = fhir.create(patient())["id"]
+    entry = {"resource": patient(id=pid), "request": {"method": "PUT", "url": f"Patient/{pid}"}}
+    entry["request"][field] = value
+    r = fhir.post("", tx(post(patient(family="Other")), entry, kind=kind))
+    where = f"Bundle.entry[1].request.{field}"
+    if kind == "transaction":
+        assert where in expressions(outcome(r))
+        assert total(fhir, "Patient") == 1
+    else:
+        assert r.status_code == 200
+        response = r.get_json()["entry"][1]["response"]
+        assert response["status"].startswith("400")
+        assert where in expressions(response["outcome"])
+    assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize("value", [5, {"a": 1}, ["urn:uuid:x"]])
+def test_full_url_that_is_no_string_is_400_bundle_fullurl(fhir, value):
+    entry = {**post(patient()), "fullUrl": value}
+    r = fhir.post("", tx(entry))
+    assert "Bundle.entry[0].fullUrl" in expressions(outcome(r))
+    assert total(fhir, "Patient") == 0
+
+
+# -- 8. one resource written twice in a transaction (http.html#trules) ---------------------
+
+
+def _put(rid: str, family: str = "Chalmers") -> dict:
+    return {"resource": patient(family=family, id=rid),
+            "request": {"method": "PUT", "url": f"Patient/{rid}"}}
+
+
+def _patch(rid: str) -> dict:
+    return {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                         "data": "W10="}, "request": {"method": "PATCH", "url": f"Patient/{rid}"}}
+
+
+@pytest.mark.parametrize("case", ["new-id", "existing-id", "put-and-delete", "put-and-patch",
+                                  "conditional-put", "conditional-create"])
+def test_same_resource_twice_in_a_transaction_is_400_naming_both_http_trules(fhir, case):
+    existing = fhir.create(patient(family="Known"))["id"]
+    second = {
+        "new-id": _put("new-1"),
+        "existing-id": _put(existing, "Changed"),
+        "put-and-delete": {"request": {"method": "DELETE", "url": f"Patient/{existing}"}},
+        "put-and-patch": _patch(existing),
+        "conditional-put": {"resource": patient(family="Known"),
+                            "request": {"method": "PUT", "url": "Patient?family=Known"}},
+        "conditional-create": post(patient(family="Known"), ifNoneExist="family=Known"),
+    }[case]
+    first = _put("new-1") if case == "new-id" else _put(existing, "Again")
+    r = fhir.post("", tx(post(patient(family="Bystander")), first, second))
+    body = outcome(r)
+    assert {"Bundle.entry[1]", "Bundle.entry[2]"} <= set(expressions(body))
+    assert "entry[1]" in body["issue"][0]["diagnostics"]
+    assert "entry[2]" in body["issue"][0]["diagnostics"]
+    assert total(fhir, "Patient") == 1
+    assert fhir.get(f"Patient/{existing}").get_json()["meta"]["versionId"] == "1"
+
+
+def test_same_full_url_resolving_twice_is_still_one_write_http_trules(fhir):
+    """Distinct resources stay accepted: the check is on identities, not on types."""
+    r = fhir.post("", tx(_put("a-1"), _put("a-2"), post(patient()), post(patient())))
+    assert r.status_code == 200, r.get_json()
+    assert total(fhir, "Patient") == 4
