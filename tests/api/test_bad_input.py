@@ -253,3 +253,80 @@ def test_same_full_url_resolving_twice_is_still_one_write_http_trules(fhir):
     r = fhir.post("", tx(_put("a-1"), _put("a-2"), post(patient()), post(patient())))
     assert r.status_code == 200, r.get_json()
     assert total(fhir, "Patient") == 4
+
+
+# -- 4. dates at the edges of time (search.html#date: ranges, in the server's zone) ---------
+
+
+def _ids(r) -> set[str]:
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    return {e["resource"]["id"] for e in r.get_json().get("entry", ())
+            if e.get("search", {}).get("mode") == "match"}
+
+
+def test_birthdate_in_year_one_east_of_utc_search_date(fhir):
+    """The default zone is Asia/Shanghai: year 1 there begins before year 1 in UTC,
+    which no datetime holds; the range is clamped to the first instant, and still
+    finds the right patients."""
+    ancient = fhir.create(patient(birthDate="0001-06-01"))["id"]
+    modern = fhir.create(patient(birthDate="1990-01-01"))["id"]
+    last = fhir.create(patient(birthDate="9999-12-31"))["id"]
+    assert _ids(fhir.get("Patient?birthdate=0001")) == {ancient}
+    assert _ids(fhir.get("Patient?birthdate=0001-01-01")) == set()
+    assert _ids(fhir.get("Patient?birthdate=le9999")) == {ancient, modern, last}
+    assert _ids(fhir.get("Patient?birthdate=ge0001")) == {ancient, modern, last}
+    assert _ids(fhir.get("Patient?birthdate=9999-12-31")) == {last}
+    assert _ids(fhir.get("Patient?birthdate=ap0001-01-01")) == {ancient}
+    assert _ids(fhir.get("Patient?birthdate=gt9999-12-31")) == set()
+
+
+@pytest.mark.parametrize("url", [
+    "Observation?date=0001-01-01T00:00:00%2B14:00",
+    "Observation?date=9999-12-31T23:59:59-14:00",
+    "Observation?date=le9999-12-31T23:59:59-14:00",
+    "Patient?_lastUpdated=ap0001-01-01",
+    "Patient?_lastUpdated=gt9999-12-31T23:59:59.999-14:00",
+    "_history?_since=9999-12-31T23:59:59-14:00",
+    "_history?_since=0001-01-01T00:00:00%2B14:00",
+    "Patient/_history?_since=9999-12-31T23:59:59-14:00",
+    "Patient/{pid}/_history?_since=0001-01-01T00:00:00%2B14:00",
+    "Observation/$lastn?date=0001-01-01T00:00:00%2B14:00",
+    "Patient/{pid}/$everything?_since=9999-12-31T23:59:59-14:00",
+    "Patient/{pid}/$everything?start=0001-01-01T00:00:00%2B14:00&end=9999-12-31T23:59:59-14:00",
+])
+def test_dates_beyond_the_edges_of_time_in_utc_are_no_error_search_date(fhir, url):
+    pid = fhir.create(patient())["id"]
+    fhir.create(observation(pid, effectiveDateTime="0001-01-01T00:00:00+14:00"))
+    r = fhir.get(url.format(pid=pid))
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    assert r.get_json()["resourceType"] == "Bundle"
+
+
+def test_history_since_the_first_instant_has_every_version_http_history(fhir):
+    pid = fhir.create(patient())["id"]
+    fhir.put(f"Patient/{pid}", patient(id=pid, gender="male"))
+    r = fhir.get(f"Patient/{pid}/_history?_since=0001-01-01T00:00:00%2B14:00")
+    assert len(r.get_json()["entry"]) == 2
+    r = fhir.get("_history?_since=9999-12-31T23:59:59-14:00")
+    assert r.status_code == 200 and not r.get_json().get("entry")
+
+
+def test_a_resource_dated_at_the_edges_of_time_is_stored_and_found_search_date(fhir):
+    pid = fhir.create(patient())["id"]
+    early = fhir.create(observation(pid, effectiveDateTime="0001-01-01T00:00:00+14:00"))["id"]
+    late = fhir.create(observation(pid, effectivePeriod={"start": "9999-12-31T23:59:59-14:00"}))["id"]
+    assert _ids(fhir.get("Observation?date=le9999")) == {early, late}
+    assert _ids(fhir.get("Observation?date=lt1000")) == {early}
+    assert _ids(fhir.get("Observation?date=ge9999")) == {late}
+
+
+def test_unencoded_plus_in_a_zone_offset_reads_as_plus_like_hapi_search_date(fhir):
+    """``date=eq2014-05-27T07:44:08+00:00`` sent without encoding the ``+`` arrives as a
+    space: read as the offset it was meant to be, not refused."""
+    pid = fhir.create(patient())["id"]
+    oid = fhir.create(observation(pid, effectiveDateTime="2014-05-27T07:44:08+00:00"))["id"]
+    fhir.create(observation(pid, effectiveDateTime="2014-05-27T07:44:08+08:00"))
+    assert _ids(fhir.get("Observation?date=eq2014-05-27T07:44:08+00:00")) == {oid}
+    assert _ids(fhir.get("Observation?date=2014-05-27T15:44:08+08:00")) == {oid}
+    r = fhir.get(f"Patient/{pid}/_history?_since=2000-01-01T00:00:00+08:00")
+    assert r.status_code == 200 and len(r.get_json()["entry"]) == 1
