@@ -8,6 +8,8 @@ import orjson
 from flask import request
 
 from .. import errors
+from ..model.nesting import check_depth
+from .state import state
 
 RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 PATCH_TYPES = ("application/json-patch+json",)
@@ -17,6 +19,7 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     """The parsed JSON body: 415 for another media type, 400 for broken JSON.
 
     The size limit is werkzeug's MAX_CONTENT_LENGTH: reading past it raises the 413.
+    Nesting deeper than FHIR_MAX_JSON_DEPTH is a 400 before anything walks the body.
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype not in accepted:
@@ -30,6 +33,8 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     if not raw.strip():
         raise errors.Invalid("The request body is empty")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)  # refuses nesting past 1024 levels itself
     except orjson.JSONDecodeError as exc:
         raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
+    check_depth(body, state().settings.max_json_depth)
+    return body

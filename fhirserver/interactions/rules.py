@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from .. import errors
+from ..model.nesting import check_depth
 from ..model.references import iter_references, parse_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
@@ -50,6 +51,7 @@ def validate(body: Any, rtype: str, ctx: Context) -> dict[str, Any]:
     server's public address changes, and makes it match ``subject=Patient/1``
     searches and referential-integrity checks (HAPI treats its base as local too).
     """
+    check_depth(body, ctx.settings.max_json_depth, "The resource")  # before walking it
     validate_resource(body, expected_type=rtype)
     assert isinstance(body, dict)
     if rtype == "Patient":

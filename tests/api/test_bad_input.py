@@ -330,3 +330,65 @@ def test_unencoded_plus_in_a_zone_offset_reads_as_plus_like_hapi_search_date(fhi
     assert _ids(fhir.get("Observation?date=2014-05-27T15:44:08+08:00")) == {oid}
     r = fhir.get(f"Patient/{pid}/_history?_since=2000-01-01T00:00:00+08:00")
     assert r.status_code == 200 and len(r.get_json()["entry"]) == 1
+
+
+# -- 2. nesting (json.html; a limit keeps every walk over a resource within the stack) ------
+
+
+def _nested_extension(levels: int) -> dict:
+    node: dict = {"url": "http://example.org/leaf", "valueString": "x"}
+    for _ in range(levels - 1):
+        node = {"url": "http://example.org/branch", "extension": [node]}
+    return node
+
+
+def test_deeply_nested_extensions_are_400_before_validation_json(fhir):
+    r = fhir.post("Patient", patient(extension=[_nested_extension(150)]))
+    assert "64 levels" in outcome(r)["issue"][0]["diagnostics"]
+    r = fhir.post("", tx(post(patient(extension=[_nested_extension(150)]))))
+    outcome(r)
+    assert total(fhir, "Patient") == 0
+
+
+def test_nesting_within_the_limit_is_accepted_json(fhir):
+    fhir.create(patient(extension=[_nested_extension(25)]))
+    r = fhir.post("", tx(post(patient(extension=[_nested_extension(25)]))))
+    assert r.status_code == 200, r.get_json()
+    assert total(fhir, "Patient") == 2
+
+
+def test_nesting_limit_is_a_setting(app, fhir):
+    from fhirserver.config import ENV_NAMES
+
+    assert ENV_NAMES["max_json_depth"] == "FHIR_MAX_JSON_DEPTH"
+    st = app.extensions["fhirserver"]
+    st.settings = st.settings.with_(max_json_depth=8)
+    outcome(fhir.post("Patient", patient(extension=[_nested_extension(5)])))
+    st.settings = st.settings.with_(max_json_depth=200)
+    assert fhir.post("Patient", patient(extension=[_nested_extension(60)])).status_code == 201
+
+
+@pytest.mark.parametrize("url", ["Patient", "", "Patient/$match", "Observation/$lastn",
+                                 "Patient/{pid}"])
+@pytest.mark.parametrize("body", ["[" * 100_000, "[" * 1000 + "]" * 1000,
+                                  '{"resourceType": "Patient", "name": ' + "[" * 900 + "]" * 900
+                                  + "}"])
+def test_json_nested_beyond_any_limit_is_400_json(fhir, url, body):
+    pid = fhir.create(patient())["id"]
+    method = fhir.put if url == "Patient/{pid}" else fhir.post
+    outcome(method(url.format(pid=pid), body))
+    assert total(fhir, "Patient") == 1
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"patient": ' + "[" * 5000 + "]" * 5000 + "}"])
+def test_launch_with_json_nested_beyond_any_limit_is_400(client, body):
+    r = client.post("/oauth/launch", data=body, content_type="application/json")
+    assert r.status_code == 400, r.get_data(as_text=True)[:300]
+
+
+def test_patch_that_nests_too_deep_is_400_http_patch(fhir):
+    pid = fhir.create(patient(extension=[_nested_extension(20)]))["id"]
+    path = "/extension/0" + "/extension/0" * 18
+    ops = [{"op": "add", "path": path + "/extension/-", "value": _nested_extension(20)}]
+    outcome(fhir.patch(f"Patient/{pid}", ops))
+    assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "1"
