@@ -21,6 +21,7 @@ from .. import errors
 from ..auth.access import Access
 from ..config import Settings
 from ..model.identifier_systems import Registry, load_registry
+from ..storage.limits import MAX_DOCUMENT_BYTES, stored_bytes
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
 from ..storage.unit_of_work import IdentifierTaken, VersionConflict
@@ -153,6 +154,12 @@ class Planner:
         return self.ctx.repo
 
     def add(self, write: Write) -> Write:
+        size = stored_bytes(write)
+        if size > MAX_DOCUMENT_BYTES:
+            raise errors.TooLarge(
+                f"{write.type}/{write.id} would take {size:,} bytes stored with its search "
+                f"values; this server stores at most {MAX_DOCUMENT_BYTES:,} per resource",
+                expression=write.type)
         self.writes.append(write)
         self._pending[(write.type, write.id)] = write
         return write

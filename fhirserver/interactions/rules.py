@@ -12,6 +12,7 @@ from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..mpi.patients import check_patient
 from ..search.results import whole_number
+from ..storage.limits import MAX_DOCUMENT_BYTES, resource_bytes
 from ..storage.records import Stored
 from .context import Context, Planner
 
@@ -52,6 +53,10 @@ def validate(body: Any, rtype: str, ctx: Context) -> dict[str, Any]:
     searches and referential-integrity checks (HAPI treats its base as local too).
     """
     check_depth(body, ctx.settings.max_json_depth, "The resource")  # before walking it
+    size = resource_bytes(body) if isinstance(body, dict) else None
+    if size is not None and size > MAX_DOCUMENT_BYTES:  # before validating and indexing it
+        raise errors.TooLarge(f"The resource takes {size:,} bytes stored; this server stores "
+                              f"at most {MAX_DOCUMENT_BYTES:,} per resource", expression=rtype)
     validate_resource(body, expected_type=rtype)
     assert isinstance(body, dict)
     if rtype == "Patient":

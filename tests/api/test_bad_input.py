@@ -392,3 +392,65 @@ def test_patch_that_nests_too_deep_is_400_http_patch(fhir):
     ops = [{"op": "add", "path": path + "/extension/-", "value": _nested_extension(20)}]
     outcome(fhir.patch(f"Patient/{pid}", ops))
     assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "1"
+
+
+# -- 9. long strings in indexed elements (search.html#string, #token) ----------------------
+
+
+def _search_post(fhir, rtype: str, **params: str):
+    from urllib.parse import urlencode
+
+    return fhir.client.post(f"/{rtype}/_search", data=urlencode(params),
+                            content_type="application/x-www-form-urlencoded")
+
+
+def test_a_long_name_is_stored_and_found_search_string(fhir):
+    """A 1.5 MB family name (far under the body limit) is stored and searchable: its
+    index values keep the first 200 characters, and no search misses it."""
+    import time
+
+    name = "Zhang" + "".join(chr(0x4E00 + i % 5000) for i in range(1_500_000))
+    started = time.monotonic()
+    pid = fhir.create(patient(family=name))["id"]
+    assert time.monotonic() - started < 30
+    other = fhir.create(patient(family="Zhang"))["id"]
+    assert fhir.get(f"Patient/{pid}").get_json()["name"][0]["family"] == name
+    assert _ids(fhir.get("Patient?family=zhang")) == {pid, other}
+    assert _ids(_search_post(fhir, "Patient", family=name[:300])) == {pid}
+    assert _ids(_search_post(fhir, "Patient", **{"family:exact": name})) == {pid}
+    assert pid in _ids(_search_post(fhir, "Patient", **{"family:contains": name[900_000:900_050]}))
+    assert _ids(_search_post(fhir, "Patient", **{"family:exact": name[:200]})) == set()
+    assert _ids(fhir.get("Patient?_sort=family")) == {pid, other}
+
+
+def test_names_near_the_cut_compare_exactly_search_string(fhir):
+    long = "a" * 199 + "bc"
+    pid = fhir.create(patient(family=long))["id"]
+    short = fhir.create(patient(family=long[:200]))["id"]
+    assert _ids(_search_post(fhir, "Patient", **{"family:exact": long[:200]})) == {short}
+    assert _ids(_search_post(fhir, "Patient", **{"family:exact": long})) == {pid}
+    assert _ids(_search_post(fhir, "Patient", family=long[:200])) == {pid, short}
+    assert _ids(_search_post(fhir, "Patient", **{"family:contains": "bc"})) == {pid}
+
+
+def test_a_long_identifier_is_stored_and_found_search_token(fhir):
+    value = "X" * 1_000_000
+    pid = fhir.create(patient(identifier=[{"system": "http://example.org/long",
+                                           "value": value}]))["id"]
+    found = _search_post(fhir, "Patient", identifier=f"http://example.org/long|{value}")
+    assert _ids(found) == {pid}
+    assert _ids(fhir.get("Patient?identifier=http://example.org/long|")) == {pid}
+
+
+def test_a_resource_too_large_to_store_is_413_not_a_crash(fhir):
+    """16 MiB is the database's limit on one stored document: a resource whose index
+    values would pass it is refused with 413 before anything is written."""
+    given = [f"{i:06d}" + "x" * 144 for i in range(60_000)]  # 9 MB of JSON
+    r = fhir.post("Patient", patient(given="a") | {"name": [{"family": "F", "given": given}]})
+    assert outcome(r, 413)["issue"][0]["code"] == "too-costly"
+    r = fhir.post("Patient", {"resourceType": "Patient", "name": [{"given": ["a"] * 3_000_000}]})
+    outcome(r, 413)
+    r = fhir.post("", tx(post(patient()), post(patient(family="F") | {
+        "name": [{"family": "F", "given": given}]})))
+    outcome(r, 413)
+    assert total(fhir, "Patient") == 0
