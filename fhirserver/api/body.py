@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import errors
 from ..model.nesting import check_depth
@@ -13,6 +14,18 @@ from .state import state
 
 RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 PATCH_TYPES = ("application/json-patch+json",)
+
+
+def _refuse_longer_stream(limit: int) -> None:
+    """413 for a streamed (chunked) body longer than the limit. werkzeug stops such a
+    body at the limit without an error; reading on raises its 413. A body of exactly
+    the limit cannot be told apart from a longer one, and is refused too."""
+    try:
+        request.stream.read(1)
+    except RequestEntityTooLarge:
+        pass
+    raise errors.TooLarge(f"The request body is larger than {limit:,} bytes "
+                          "(FHIR_MAX_BODY_BYTES)")
 
 
 def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
@@ -30,6 +43,9 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
             f"send {' or '.join(accepted[:2])}"
         )
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        _refuse_longer_stream(limit)
     if not raw.strip():
         raise errors.Invalid("The request body is empty")
     try:
