@@ -454,3 +454,35 @@ def test_a_resource_too_large_to_store_is_413_not_a_crash(fhir):
         "name": [{"family": "F", "given": given}]})))
     outcome(r, 413)
     assert total(fhir, "Patient") == 0
+
+
+# -- AuditEvent search follows the search rules of every type (search.html#errors) ---------
+
+
+def test_audit_unknown_parameter_is_ignored_and_reported_or_refused_search_errors(fhir):
+    pid = fhir.create(patient())["id"]
+    r = fhir.get("AuditEvent?_id:missing=ap1e308&patient=" + pid)
+    assert r.status_code == 200
+    notes = [e["resource"] for e in r.get_json()["entry"] if e["search"]["mode"] == "outcome"]
+    assert notes and "_id:missing" in expressions(notes[0])
+    assert all(e["resource"]["resourceType"] == "AuditEvent"
+               for e in r.get_json()["entry"] if e["search"]["mode"] == "match")
+    r = fhir.get("AuditEvent?_id:missing=ap1e308", headers={"Prefer": "handling=strict"})
+    assert "_id:missing" in expressions(outcome(r))
+
+
+@pytest.mark.parametrize("query", ["patient=Patient/a/b", "patient=", "patient=a&patient=b",
+                                   "_cursor=x", "_count=-1"])
+def test_audit_malformed_value_is_400_search_errors(fhir, query):
+    name = query.partition("=")[0]
+    assert name in expressions(outcome(fhir.get(f"AuditEvent?{query}")))
+
+
+def test_audit_log_read_whole_only_below_the_scan_limit_search_errors(app, fhir):
+    pid = fhir.create(patient())["id"]
+    fhir.get(f"Patient/{pid}")
+    st = app.extensions["fhirserver"]
+    st.settings = st.settings.with_(scan_limit=1)
+    assert outcome(fhir.get("AuditEvent"))["issue"][0]["code"] == "too-costly"
+    r = fhir.get(f"AuditEvent?patient=Patient/{pid}")
+    assert r.status_code == 200 and r.get_json()["entry"]
