@@ -64,8 +64,14 @@ _RULES = {
 }
 
 
+def _clean(text: str) -> str:
+    """``text`` without U+0000, which the database cannot store: a request refused for
+    holding one in its URL is still recorded."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _interaction() -> str:
-    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    rule = request.url_rule.rule if request.url_rule is not None else _clean(request.path)
     code = _RULES.get((rule, request.method))
     if code:
         return code
@@ -81,7 +87,7 @@ def _patients() -> list[str]:
     found: list[str] = []
     args = request.view_args or {}
     if args.get("rtype") == "Patient" and args.get("rid"):
-        found.append(args["rid"])
+        found.append(_clean(args["rid"]))
     access = g.get("access")
     for p in (*(access.touched if access is not None else ()), *g.get("audit_patients", ())):
         if p not in found:
@@ -124,13 +130,14 @@ def intend() -> Response | None:
     args = request.view_args or {}
     who = caller.practitioner or (f"Patient/{caller.patient}" if caller.kind == "patient" else None) \
         if caller is not None else None
-    patients = [args["rid"]] if args.get("rtype") == "Patient" and args.get("rid") else []
+    patients = [_clean(args["rid"])] if args.get("rtype") == "Patient" and args.get("rid") else []
     facts = Facts(
         interaction=_interaction(), at=state().clock(), status=0, method=request.method,
-        path=request.path, who=who, client_id=caller.client_id if caller else "",
+        path=_clean(request.path), who=who, client_id=caller.client_id if caller else "",
         organization=caller.organization if caller else None, kind=caller.kind if caller else "",
         patients=tuple(patients),
-        resource=f"{args['rtype']}/{args['rid']}" if args.get("rtype") and args.get("rid") else None,
+        resource=_clean(f"{args['rtype']}/{args['rid']}") if args.get("rtype") and args.get("rid")
+        else None,
         intent=True,
     )
     try:
@@ -152,14 +159,15 @@ def record(response: Response) -> Response:
     if caller is not None:
         who = caller.practitioner or (f"Patient/{caller.patient}" if caller.kind == "patient" else None)
     args = request.view_args or {}
-    resource = f"{args['rtype']}/{args['rid']}" if args.get("rtype") and args.get("rid") else None
+    resource = _clean(f"{args['rtype']}/{args['rid']}") if args.get("rtype") and args.get("rid") \
+        else None
     setup: AuditSetup = current_app.extensions[EXTENSION]
     interaction = _interaction()
     query = request.query_string.decode(errors="replace")
-    searched = args.get("ctype") or args.get("rtype") or request.path.strip("/").split("/")[0]
+    searched = _clean(args.get("ctype") or args.get("rtype") or request.path.strip("/").split("/")[0])
     facts = Facts(
         interaction=interaction, at=state().clock(), status=response.status_code,
-        method=request.method, path=request.path, query=pseudonymise(query, setup.pseudonyms),
+        method=request.method, path=_clean(request.path), query=pseudonymise(query, setup.pseudonyms),
         query_description=describe(searched or None, query, setup.registry)
         if interaction.startswith("search") else "",
         who=who, client_id=caller.client_id if caller else g.get("oauth_client", ""),

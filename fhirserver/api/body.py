@@ -9,7 +9,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import errors
-from ..model.nesting import check_depth
+from ..model.nesting import check_depth, nul_path
 from .state import state
 
 RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
@@ -53,4 +53,9 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     except orjson.JSONDecodeError as exc:
         raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
     check_depth(body, state().settings.max_json_depth)
+    root = body.get("resourceType") if isinstance(body, dict) else None
+    where = nul_path(body, root if isinstance(root, str) and root.isalpha() else "$")
+    if where is not None:
+        raise errors.Invalid(f"{where}: a JSON string holds U+0000, which FHIR strings may not "
+                             "contain (json.html)", expression=where[:200])
     return body

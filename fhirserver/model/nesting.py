@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import Invalid
 
-__all__ = ["check_depth", "depth_exceeds"]
+__all__ = ["check_depth", "depth_exceeds", "nul_path"]
 
 
 def depth_exceeds(value: object, limit: int) -> bool:
@@ -39,3 +39,23 @@ def check_depth(value: object, limit: int, what: str = "The request body") -> No
     if depth_exceeds(value, limit):
         raise Invalid(f"{what} nests JSON objects and arrays more than {limit} levels deep "
                       f"(FHIR_MAX_JSON_DEPTH)", details="too-deep")
+
+
+def nul_path(value: object, root: str) -> str | None:
+    """The path (``root.entry[0].request.url``) of the first string or key holding
+    U+0000 in ``value``, or None. No FHIR string may hold it (json.html: no
+    characters below U+0020 but tab, CR and LF), and the database cannot store it."""
+    stack: list[tuple[object, str]] = [(value, root)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if "\x00" in key:
+                    return path
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+    return None

@@ -194,6 +194,7 @@ def _resource_model(value: object) -> Model | None:
 
 _JSON_KINDS: dict[str, tuple[type, ...]] = {
     "boolean": (bool,), "integer": (int,), "decimal": (int, float), "string": (str,)}
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _JSON_NAMES = {"boolean": "a JSON boolean", "integer": "a JSON number without fraction",
                "decimal": "a JSON number", "string": "a JSON string"}
 
@@ -237,6 +238,9 @@ class _Walk:
             if not ok or (spec.kind != "boolean" and isinstance(item, bool)):
                 self._issue(where, f"must be {_JSON_NAMES[spec.kind]}, got {_json_type(item)} "
                             f"{_short(item)}", "structure")
+            elif isinstance(item, str) and _CONTROL.search(item):
+                self._issue(where, "strings may not contain characters below U+0020 other "
+                            "than tab, carriage return and line feed (json.html)", "value")
         elif isinstance(item, dict):
             cls = _resource_model(item) if spec.kind == "resource" else spec.model
             if cls is not None:

@@ -486,3 +486,39 @@ def test_audit_log_read_whole_only_below_the_scan_limit_search_errors(app, fhir)
     assert outcome(fhir.get("AuditEvent"))["issue"][0]["code"] == "too-costly"
     r = fhir.get(f"AuditEvent?patient=Patient/{pid}")
     assert r.status_code == 200 and r.get_json()["entry"]
+
+
+# -- characters a FHIR string may not hold (json.html: none below U+0020 but tab, CR, LF) ---
+
+
+@pytest.mark.parametrize("text", ["a\u0000b", "a\u0001b", "a\u001fb"])
+def test_control_characters_in_a_string_are_400_naming_it_json(fhir, text):
+    r = fhir.post("Patient", patient(family=text))
+    assert "Patient.name[0].family" in expressions(outcome(r))
+    r = fhir.post("", tx(post(patient(family=text))))
+    assert "Bundle.entry[0].resource.name[0].family" in expressions(outcome(r))
+    assert total(fhir, "Patient") == 0
+    assert fhir.post("Patient", patient(family="tab\tand\r\nlines")).status_code == 201
+
+
+def test_nul_in_a_bundle_request_is_400_naming_it_json(fhir):
+    r = fhir.post("", tx({"request": {"method": "GET", "url": "Patient?name=a\u0000"}},
+                         kind="batch"))
+    assert "Bundle.entry[0].request.url" in expressions(outcome(r))
+
+
+@pytest.mark.parametrize("url", ["Patient?name=a%00b", "Patient/a%00b", "Patient?a%00b=1",
+                                 "Patient/%00/_history", "Observation/%00/$lastn"])
+def test_nul_in_the_url_is_400_and_still_audited_http_summary(fhir, url):
+    outcome(fhir.get(url))
+    outcome(fhir.put("Patient/a%00", patient()))
+    assert total(fhir, "Patient") == 0
+
+
+def test_patch_entry_with_binary_data_of_the_wrong_type_is_400_http_patch(fhir):
+    pid = fhir.create(patient())["id"]
+    entry = {"request": {"method": "PATCH", "url": f"Patient/{pid}"},
+             "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                          "data": 5}}
+    outcome(fhir.post("", tx(entry)))
+    assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "1"
