@@ -9,6 +9,8 @@ configured limit are refused before any of those walks run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..errors import Invalid
 
 __all__ = ["check_depth", "depth_exceeds", "nul_path"]
@@ -21,6 +23,7 @@ def depth_exceeds(value: object, limit: int) -> bool:
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[object]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):

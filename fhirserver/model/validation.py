@@ -185,7 +185,7 @@ def _resource_model(value: object) -> Model | None:
     if not isinstance(rtype, str) or rtype not in ALL_R4_TYPES:
         return None
     try:
-        return typing.cast(Model, get_fhir_model_class(typing.cast(str, rtype)))
+        return typing.cast(Model, get_fhir_model_class(rtype))
     except (KeyError, ValueError, ImportError, AttributeError):
         return None  # an R4 type R4B dropped; the model reports the contained resource
 

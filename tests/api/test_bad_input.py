@@ -8,8 +8,6 @@ fault), http.html#transaction and #trules (Bundle processing rules), search.html
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.factories import observation, patient
