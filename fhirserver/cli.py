@@ -106,7 +106,10 @@ def _gunicorn(settings: Settings) -> None:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", 4)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, answering the requests gunicorn itself refuses as OperationOutcomes
+            self.cfg.set("worker_class", "fhirserver.api.gunicorn_worker.FhirThreadWorker")
+            # gunicorn's ceiling: long search URLs (many codes or ids) fit
+            self.cfg.set("limit_request_line", 8190)
             self.cfg.set("loglevel", settings.log_level)
             self.cfg.set("accesslog", "-")
             self.cfg.set("logger_class", RedactingLogger)

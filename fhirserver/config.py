@@ -28,6 +28,8 @@ class Settings:
     # Request limits.
     max_body_bytes: int = 16 * 1024 * 1024  # FHIR_MAX_BODY_BYTES
     max_bundle_entries: int = 1000  # FHIR_MAX_BUNDLE_ENTRIES
+    # JSON objects and arrays nested deeper than this in a body or a resource get 400.
+    max_json_depth: int = 64  # FHIR_MAX_JSON_DEPTH
     # Search paging.
     default_count: int = 20  # FHIR_DEFAULT_COUNT
     max_count: int = 1000  # FHIR_MAX_COUNT
@@ -124,6 +126,7 @@ ENV_NAMES: dict[str, str] = {
     "base_url": "FHIR_BASE_URL",
     "max_body_bytes": "FHIR_MAX_BODY_BYTES",
     "max_bundle_entries": "FHIR_MAX_BUNDLE_ENTRIES",
+    "max_json_depth": "FHIR_MAX_JSON_DEPTH",
     "default_count": "FHIR_DEFAULT_COUNT",
     "max_count": "FHIR_MAX_COUNT",
     "scan_limit": "FHIR_SCAN_LIMIT",

@@ -49,15 +49,6 @@ def init_api(app: Flask) -> Api:
     auditing.register(app)
 
     @app.before_request
-    def storable_text() -> None:
-        # No FHIR id, parameter or value holds a NUL, and PostgreSQL (under the
-        # embedded database) cannot store one: refuse it here, named, rather than
-        # fail somewhere deep in a search or a write.
-        if "\x00" in request.path or "\x00" in request.query_string.decode("utf-8", "replace") \
-                or "%00" in request.query_string.decode("ascii", "replace").lower():
-            raise errors.Invalid("The request's path or query holds a NUL character (%00)")
-
-    @app.before_request
     def negotiate() -> None:
         if request.path.endswith("/$card-qr") and request.accept_mimetypes.best_match(cards.IMAGE_TYPES):
             return  # the QR image itself

@@ -13,9 +13,12 @@ from flask_smorest import Blueprint
 from .. import errors
 from ..audit.chain import RECORDS
 from ..audit.events import QUERY_ROLE
-from ..interactions.bundles import bundle, link, page_url
+from ..interactions.bundles import bundle, link, outcome_entry, page_url
+from ..interactions.context import Context
+from ..model.types import is_valid_id
+from ..search.results import parse_whole, whole_number
 from .negotiation import render
-from .resources import query_items
+from .resources import query_items, strict
 from .state import context
 
 blp = Blueprint("audit", __name__, url_prefix="/", description="The audit log, as AuditEvent")
@@ -43,6 +46,37 @@ def redact(event: dict[str, object], reach: frozenset[str]) -> dict[str, object]
     return out
 
 
+#: The parameters this search applies; _format and _pretty belong to the HTTP layer.
+PARAMETERS = frozenset({"patient", "_count", "_cursor"})
+_HTTP = frozenset({"_format", "_pretty"})
+
+
+def _parameters(items: list[tuple[str, str]], strict: bool) -> tuple[dict[str, str], list[str]]:
+    """The applied parameters, and the names ignored (search.html#errors: unknown
+    parameters are ignored and reported, or refused under ``Prefer: handling=strict``);
+    a repeated or malformed value of a known one is a 400."""
+    params: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in items:
+        if key in _HTTP:
+            continue
+        if key not in PARAMETERS:
+            if strict:
+                raise errors.Invalid(f"Search parameter '{key[:60]}' cannot be used: unknown "
+                                     "search parameter for AuditEvent (patient, _count, "
+                                     "_cursor)", expression=key[:60])
+            ignored.append(key[:60])
+            continue
+        if key in params:
+            raise errors.Invalid(f"'{key}' may be given once", expression=key)
+        params[key] = value
+    patient = params.get("patient")
+    if patient is not None and not is_valid_id(patient.removeprefix("Patient/")):
+        raise errors.Invalid(f"Invalid patient value '{patient[:60]}': expected Patient/<id>",
+                             expression="patient")
+    return params, ignored
+
+
 @blp.route("/AuditEvent", methods=["GET"])
 def search_audit() -> Response:
     """search-type on AuditEvent (patient, _count, _cursor)"""
@@ -50,23 +84,27 @@ def search_audit() -> Response:
     caller = ctx.access.caller if ctx.access else None
     if caller is not None and caller.kind not in ("patient", "operator"):
         raise errors.Forbidden("The audit log is readable by patients (their own) and operators")
-    params = dict(query_items())
+    params, ignored = _parameters(query_items(), strict())
     if ctx.access is not None:
         ctx.access.decision("AuditEvent", "search")  # the token must allow reading the log
     # A patient reads their own log and their guarded children's, never an adult
     # family member's: whom that member saw is theirs alone.
     reach = ctx.access.audit_reach() if ctx.access else None
+    wanted = params["patient"].removeprefix("Patient/") if "patient" in params else None
+    count = min(max(parse_whole(params.get("_count", str(ctx.settings.default_count)), "_count"),
+                    1), ctx.settings.max_count)
     parts: list[dict[str, object]] = []
-    if reach is not None:
-        parts.append({"patients": {"$in": sorted(reach)}})
-    if params.get("patient"):
-        parts.append({"patients": params["patient"].removeprefix("Patient/")})
-    raw_count = params.get("_count", str(ctx.settings.default_count))
-    if not raw_count.isdigit():
-        raise errors.Invalid(f"Invalid '_count' value '{raw_count}'", expression="_count")
-    count = min(max(int(raw_count), 1), ctx.settings.max_count)
+    # Each query is one an index answers: records by patient (an equality where one
+    # patient is asked), newest first.
+    if wanted is not None:
+        parts.append({"patients": wanted if reach is None or wanted in reach else {"$in": []}})
+    elif reach is not None:
+        parts.append({"patients": next(iter(reach)) if len(reach) == 1
+                      else {"$in": sorted(reach)}})
+    else:
+        _bounded(ctx)
     if params.get("_cursor"):
-        if not params["_cursor"].isdigit():
+        if whole_number(params["_cursor"]) is None:
             raise errors.Invalid("Invalid paging cursor", expression="_cursor")
         parts.append({"_id": {"$lt": params["_cursor"]}})
     flt = {"$and": parts} if len(parts) > 1 else (parts[0] if parts else {})
@@ -79,4 +117,19 @@ def search_audit() -> Response:
     events = [d["event"] if reach is None else redact(d["event"], reach) for d in page]
     entries = [{"fullUrl": ctx.url(f"AuditEvent/{e['id']}"), "resource": e,
                 "search": {"mode": "match"}} for e in events]
+    if ignored:
+        entries.append(outcome_entry(errors.operation_outcome([
+            errors.Issue(f"Search parameter '{name}' was ignored: unknown search parameter "
+                         "for AuditEvent", code="not-supported", severity="warning",
+                         expression=(name,)) for name in ignored])))
     return render(200, bundle("searchset", entries, links=links))
+
+
+def _bounded(ctx: Context) -> None:
+    """The whole log, newest first, is what an index serves on MongoDB but a scan on
+    FerretDB: refused (400 too-costly) past FHIR_SCAN_LIMIT records, as other types'
+    searches no index answers are (interactions/search.bounded)."""
+    limit = ctx.settings.scan_limit
+    if ctx.repo.db[RECORDS].estimated_document_count() > limit:
+        raise errors.TooCostly(f"Reading the whole audit log (more than {limit} records) is "
+                               "refused: name a 'patient'")

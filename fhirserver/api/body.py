@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import errors
 from ..model import json_text
+from ..model.nesting import check_depth, nul_path
+from .state import state
 
 RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 PATCH_TYPES = ("application/json-patch+json",)
+
+
+def _refuse_longer_stream(limit: int) -> None:
+    """413 for a streamed (chunked) body longer than the limit. werkzeug stops such a
+    body at the limit without an error; reading on raises its 413. A body of exactly
+    the limit cannot be told apart from a longer one, and is refused too."""
+    try:
+        request.stream.read(1)
+    except RequestEntityTooLarge:
+        pass
+    raise errors.TooLarge(f"The request body is larger than {limit:,} bytes "
+                          "(FHIR_MAX_BODY_BYTES)")
 
 
 def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
@@ -20,6 +34,7 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     Numbers are kept exactly as sent (model/json_text.py, datatypes.html#decimal).
 
     The size limit is werkzeug's MAX_CONTENT_LENGTH: reading past it raises the 413.
+    Nesting deeper than FHIR_MAX_JSON_DEPTH is a 400 before anything walks the body.
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype not in accepted:
@@ -30,18 +45,19 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
             f"send {' or '.join(accepted[:2])}"
         )
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        _refuse_longer_stream(limit)
     if not raw.strip():
         raise errors.Invalid("The request body is empty")
     try:
-        parsed = json_text.loads(raw)
+        body = json_text.loads(raw)
     except ValueError as exc:
         raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
-    if _NUL.search(raw):
-        raise errors.Invalid("The request body holds a NUL character (\\u0000) in a string; "
-                             "FHIR strings cannot hold it (datatypes.html#string)")
-    return parsed
-
-
-#: A JSON escape of NUL (after an even number of backslashes, so not the text
-#: "\\u0000" itself); raw NUL bytes are not valid JSON and fail the parse.
-_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+    check_depth(body, state().settings.max_json_depth)
+    root = body.get("resourceType") if isinstance(body, dict) else None
+    where = nul_path(body, root if isinstance(root, str) and root.isalpha() else "$")
+    if where is not None:
+        raise errors.Invalid(f"{where}: a JSON string holds U+0000, which FHIR strings may not "
+                             "contain (json.html)", expression=where[:200])
+    return body

@@ -26,6 +26,10 @@ def tokens() -> TokenService:
 
 
 def authenticate() -> None:
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v
+                                      for k, v in request.args.items(multi=True)):
+        # No id, parameter or value holds U+0000, and the database cannot store it.
+        raise errors.Invalid("The request URL holds a NUL character (%00)")
     if request.path in PUBLIC or request.path.startswith(PUBLIC_PREFIX):
         return
     header = request.headers.get("Authorization", "")

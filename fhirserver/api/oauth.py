@@ -272,7 +272,10 @@ def _bearer_caller() -> Caller:
 def _launch_values() -> dict[str, str]:
     if request.mimetype == "application/x-www-form-urlencoded":
         return {k: v for k, v in request.form.items()}
-    body = request.get_json(silent=True)
+    try:  # orjson: bounded nesting, where the json module recurses until it fails
+        body = orjson.loads(request.get_data(cache=False)) if request.is_json else None
+    except orjson.JSONDecodeError:
+        body = None
     if not isinstance(body, dict):
         raise errors.Invalid("Send the launch as form fields or a JSON object "
                              "(patient, client_id, user)")

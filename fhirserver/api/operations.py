@@ -63,11 +63,15 @@ def operation_params() -> list[tuple[str, str]]:
     primitive ``value[x]`` parameters become name=value pairs."""
     items = query_items()
     if request.method == "POST" and request.content_length:
-        body: dict[str, Any] = json_body()
-        if body.get("resourceType") != "Parameters":
+        body = json_body()
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
             raise errors.Invalid("The body of an operation must be a Parameters resource",
-                                 expression="resourceType")
-        for i, param in enumerate(body.get("parameter") or ()):
+                                 expression="Parameters")
+        params = body.get("parameter") or []
+        if not isinstance(params, list):
+            raise errors.Invalid("Parameters.parameter must be an array",
+                                 expression="Parameters.parameter")
+        for i, param in enumerate(params):
             name = param.get("name") if isinstance(param, dict) else None
             values = [v for k, v in param.items() if k.startswith("value")] if name else []
             value = _flat(values[0]) if len(values) == 1 else None

@@ -15,6 +15,7 @@ from .. import errors
 from ..search.compile import compile_filter
 from ..search.dates import parse_range
 from ..search.parse import parse_query
+from ..search.results import parse_whole
 from ..search.sorting import after, decode_key, encode_key
 from ..storage.records import Stored
 from .bundles import (
@@ -82,9 +83,7 @@ def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dic
                                  "compartment on this server", expression="_type")
         types = [t for t in EVERYTHING_ORDER if t in asked]
     raw_count = args.get("_count", str(ctx.settings.default_count))
-    if not raw_count.isdigit():
-        raise errors.Invalid(f"Invalid '_count' value '{raw_count}'", expression="_count")
-    count = max(1, min(int(raw_count), ctx.settings.max_count))
+    count = max(1, min(parse_whole(raw_count, "_count"), ctx.settings.max_count))
 
     filters: dict[str, dict[str, Any]] = {}
     for rtype in types:

@@ -21,6 +21,7 @@ from .. import errors
 from ..auth.access import Access
 from ..config import Settings
 from ..model.identifier_systems import Registry, load_registry
+from ..storage.limits import MAX_DOCUMENT_BYTES, stored_bytes
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
 from ..storage.search_claims import ClaimBusy, Held
@@ -166,6 +167,12 @@ class Planner:
             self.repo.search_claims.release(h)
 
     def add(self, write: Write) -> Write:
+        size = stored_bytes(write)
+        if size > MAX_DOCUMENT_BYTES:
+            raise errors.TooLarge(
+                f"{write.type}/{write.id} would take {size:,} bytes stored with its search "
+                f"values; this server stores at most {MAX_DOCUMENT_BYTES:,} per resource",
+                expression=write.type)
         self.writes.append(write)
         self._pending[(write.type, write.id)] = write
         return write

@@ -69,8 +69,11 @@ def patch_operations(resource: Any) -> Any:
         raise errors.Invalid("A PATCH entry must carry its JSON Patch as a Binary resource")
     if resource.get("contentType") != "application/json-patch+json":
         raise errors.UnsupportedMedia("Only application/json-patch+json patches are supported")
+    data = resource.get("data", "")
+    if not isinstance(data, str):
+        raise errors.Invalid("Binary.data must be a base64 string", expression="Binary.data")
     try:
-        return json_text.loads(base64.b64decode(resource.get("data", ""), validate=True))
+        return json_text.loads(base64.b64decode(data, validate=True))
     except ValueError as exc:
         raise errors.Invalid(f"The Binary does not hold a JSON Patch: {exc}") from exc
 

@@ -7,12 +7,15 @@ key), so pages stay correct while other clients keep writing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from .. import errors
 from ..model.types import SUPPORTED_TYPES
+from ..search.dates import utc
+from ..search.results import parse_whole
 from .bundles import bundle, decode_cursor, encode_cursor, history_entry, link, page_url
 from .context import Context
 
@@ -21,22 +24,26 @@ _KNOWN = {"_since", "_count", "_cursor", "_format", "_pretty", "_at", "_summary"
 
 def _parse_since(value: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # a "+" sent unencoded arrives as a space: read it as HAPI does
+        parsed = datetime.fromisoformat(re.sub(r" ([0-9]{2}:[0-9]{2})$", r"+\1",
+                                               value.replace("Z", "+00:00")))
     except ValueError as exc:
         raise errors.Invalid(f"Invalid instant '{value}' for '_since'", expression="_since") from exc
     if parsed.tzinfo is None:
         raise errors.Invalid(
             f"'_since' must be an instant with a time zone, got '{value}'", expression="_since"
         )
-    return parsed
+    return utc(parsed)  # naive UTC as stored, clamped at the edges of time
+
+
+def _naive(t: datetime) -> datetime:
+    return utc(t) if t.tzinfo is not None else t
 
 
 def _parse_count(value: str | None, ctx: Context) -> int:
     if value is None:
         return ctx.settings.default_count
-    if not value.isdigit():
-        raise errors.Invalid(f"Invalid '_count' value '{value}'", expression="_count")
-    return max(0, min(int(value), ctx.settings.max_count))
+    return max(0, min(parse_whole(value, "_count"), ctx.settings.max_count))
 
 
 def _history_limit(ctx: Context, rtype: str) -> dict[str, Any] | None:
@@ -83,7 +90,7 @@ def history(
     if "_cursor" in args:
         raw = decode_cursor(args["_cursor"])
         try:
-            after = (datetime.fromisoformat(raw["lu"]), str(raw["k"]))
+            after = (_naive(datetime.fromisoformat(raw["lu"])), str(raw["k"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.Invalid("Invalid paging cursor in '_cursor'", expression="_cursor") from exc
     types = [rtype] if rtype else list(SUPPORTED_TYPES)

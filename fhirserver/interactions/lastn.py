@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import errors
+from ..search.results import parse_whole
 from ..search.text import fold
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
@@ -38,10 +39,9 @@ def group_key(resource: dict[str, Any]) -> tuple[str, ...]:
 
 def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
     raw_max = [v for k, v in params if k == "max"]
-    if len(raw_max) > 1 or (raw_max and not raw_max[0].isdigit()) or (raw_max and int(raw_max[0]) < 1):
-        raise errors.Invalid(f"Invalid 'max' value '{','.join(raw_max)}': expected a positive integer",
-                             expression="max")
-    most = int(raw_max[0]) if raw_max else 1
+    if len(raw_max) > 1:
+        raise errors.Invalid("'max' may be given once", expression="max")
+    most = parse_whole(raw_max[0], "max", least=1) if raw_max else 1
     rest = [(k, v) for k, v in params if k != "max"]
     query = parse(ctx, "Observation", rest, strict=strict)
     flt = matching(ctx, query)

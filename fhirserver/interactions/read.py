@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import errors
+from ..search.results import whole_number
 from ..storage.records import Stored
 from .context import Context
 
@@ -25,9 +26,10 @@ def read(ctx: Context, rtype: str, rid: str) -> Stored:
 
 
 def vread(ctx: Context, rtype: str, rid: str, version: str) -> Stored:
-    if not version.isdigit():
-        raise errors.NotFound(f"Version '{version}' of {rtype}/{rid} is not known")
-    stored = ctx.repo.get_version(rtype, rid, int(version))
+    number = whole_number(version)
+    if number is None:
+        raise errors.NotFound(f"Version '{version[:40]}' of {rtype}/{rid} is not known")
+    stored = ctx.repo.get_version(rtype, rid, number)
     current = ctx.repo.get(rtype, rid)
     if current is None:
         ctx.probe_absent(rtype, rid)  # as long as a hidden one takes

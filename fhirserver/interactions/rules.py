@@ -6,21 +6,25 @@ import re
 from typing import Any
 
 from .. import errors
+from ..model.nesting import check_depth
 from ..model.references import iter_references, parse_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..mpi.patients import check_patient
+from ..search.results import whole_number
+from ..storage.limits import MAX_DOCUMENT_BYTES, resource_bytes
 from ..storage.records import Stored
 from .context import Context, Planner
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')
 
 
-def version_of_etag(value: str) -> int:
+def version_of_etag(value: object) -> int:
     """The version an If-Match header names: W/"3", "3" or 3 (http.html#concurrency)."""
-    m = _ETAG.match(value)
+    m = _ETAG.match(value) if isinstance(value, str) else None
     if not m:
-        raise errors.Invalid(f"If-Match value '{value}' is not a version ETag such as W/\"1\"")
+        raise errors.Invalid(f"If-Match value {str(value)[:60]!r} is not a version ETag such "
+                             "as W/\"1\"")
     return int(m.group(1))
 
 
@@ -48,6 +52,11 @@ def validate(body: Any, rtype: str, ctx: Context) -> dict[str, Any]:
     server's public address changes, and makes it match ``subject=Patient/1``
     searches and referential-integrity checks (HAPI treats its base as local too).
     """
+    check_depth(body, ctx.settings.max_json_depth, "The resource")  # before walking it
+    size = resource_bytes(body) if isinstance(body, dict) else None
+    if size is not None and size > MAX_DOCUMENT_BYTES:  # before validating and indexing it
+        raise errors.TooLarge(f"The resource takes {size:,} bytes stored; this server stores "
+                              f"at most {MAX_DOCUMENT_BYTES:,} per resource", expression=rtype)
     validate_resource(body, expected_type=rtype)
     assert isinstance(body, dict)
     if rtype == "Patient":
@@ -80,9 +89,9 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
         local = parse_reference(ref, base)
         if local is None or local.type not in SUPPORTED_TYPES:
             continue
-        version = int(local.version) if local.version is not None and local.version.isdigit() else None
+        version = whole_number(local.version) if local.version is not None else None
         if local.version is not None and version is None:
-            ok = False
+            ok = False  # this server's version ids are integers
         else:
             ok = planner.resolves(local.type, local.id, version)
         if not ok:

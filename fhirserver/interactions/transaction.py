@@ -69,22 +69,41 @@ def parse_entries(ctx: Context, body: dict[str, Any]) -> list[Entry]:
     entries: list[Entry] = []
     for i, entry in enumerate(raw):
         try:
-            if not isinstance(entry, dict):
-                raise errors.Invalid("An entry must be an object")
-            request = entry.get("request")
-            if not isinstance(request, dict):
-                raise errors.Invalid("Each entry needs a request", expression="Bundle.entry.request")
-            method = request.get("method")
-            url = request.get("url")
-            if method not in METHODS:
-                raise errors.Invalid(f"Unsupported request.method '{method}'")
-            if not isinstance(url, str) or not url:
-                raise errors.Invalid("request.url is required")
-            target = parse_url(url, ctx.base_url)
-            entries.append((i, method, target, request, entry.get("resource")))
+            entries.append(_parse_entry(i, entry, ctx.base_url))
         except errors.FhirError as err:
             raise _at(i, err) from err
     return entries
+
+
+#: Bundle.entry.request elements that are strings (bundle.html#Bundle.entry.request).
+_REQUEST_STRINGS = ("ifNoneMatch", "ifModifiedSince", "ifMatch", "ifNoneExist")
+
+
+def _parse_entry(i: int, entry: Any, base_url: str) -> Entry:
+    if not isinstance(entry, dict):
+        raise errors.Invalid("An entry must be an object")
+    full_url = entry.get("fullUrl")
+    if full_url is not None and not isinstance(full_url, str):
+        raise errors.Invalid(f"fullUrl must be a string, not {type(full_url).__name__}",
+                             expression="Bundle.entry.fullUrl")
+    request = entry.get("request")
+    if not isinstance(request, dict):
+        raise errors.Invalid("Each entry needs a request", expression="Bundle.entry.request")
+    method = request.get("method")
+    url = request.get("url")
+    if not isinstance(method, str) or method not in METHODS:
+        raise errors.Invalid(f"Unsupported request.method {str(method)[:40]!r}; use one of "
+                             + ", ".join(METHODS), expression="Bundle.entry.request.method")
+    if not isinstance(url, str) or not url:
+        raise errors.Invalid("request.url is required and must be a string",
+                             expression="Bundle.entry.request.url")
+    for name in _REQUEST_STRINGS:
+        value = request.get(name)
+        if value is not None and not isinstance(value, str):
+            raise errors.Invalid(f"request.{name} must be a string, not "
+                                 f"{type(value).__name__}",
+                                 expression=f"Bundle.entry.request.{name}")
+    return i, method, parse_url(url, base_url), request, entry.get("resource")
 
 
 def _full_urls(body: dict[str, Any]) -> list[str | None]:
@@ -150,6 +169,50 @@ def _resolver(ctx: Context, mapping: dict[str, str], index: int) -> Callable[[st
     return resolve
 
 
+def _identity(ctx: Context, entry: Entry, mapping: dict[str, str], full: str | None) -> str | None:
+    """"Type/id" an entry writes, conditional criteria resolved; None for a new resource
+    whose id no other entry can name, and for reads."""
+    _, method, target, request, resource = entry
+    if method in ("GET", "HEAD"):
+        return None
+    if full and full in mapping:
+        return mapping[full]
+    if target.id is not None:
+        return f"{target.type}/{target.id}"
+    criteria = request.get("ifNoneExist") if method == "POST" else target.query
+    if not criteria:
+        return None
+    found = single_match(ctx, target.type, criteria, f"Conditional {method}")
+    if found is None and method == "PUT" and isinstance(resource, dict):
+        body_id = resource.get("id")
+        found = body_id if isinstance(body_id, str) else None
+    return f"{target.type}/{found}" if found else None
+
+
+def check_overlaps(ctx: Context, body: dict[str, Any], entries: list[Entry],
+                   mapping: dict[str, str]) -> None:
+    """http.html#trules: "If any resource identities (including resolved identities
+    from conditional update/delete) overlap in steps 1-3 (DELETE, POST, PUT/PATCH),
+    then the transaction SHALL fail": 400 naming both entries, before any write."""
+    urls = _full_urls(body)
+    first: dict[str, int] = {}
+    for entry in entries:
+        index = entry[0]
+        try:
+            identity = _identity(ctx, entry, mapping, urls[index])
+        except errors.FhirError as err:
+            raise _at(index, err) from err
+        if identity is None:
+            continue
+        if identity in first:
+            earlier = first[identity]
+            raise errors.Invalid(issues=[errors.Issue(
+                f"Bundle.entry[{earlier}] and Bundle.entry[{index}] both write {identity}; a "
+                "resource may appear only once in a transaction (http.html#trules)",
+                expression=(f"Bundle.entry[{earlier}]", f"Bundle.entry[{index}]"))])
+        first[identity] = index
+
+
 ATTEMPTS = 10
 
 
@@ -179,6 +242,7 @@ def _transaction(ctx: Context, body: dict[str, Any], entries: list[Entry],
     planner = Planner(ctx)
     try:
         mapping = _assign_ids(planner, body, entries)
+        check_overlaps(ctx, body, entries, mapping)
         results, later = _plan(planner, body, entries, mapping)
         planner.commit()
     finally:
@@ -256,7 +320,7 @@ def batch(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[str, A
         parse_entries(ctx, body)  # raises the 413
     for i, entry in enumerate(raw if isinstance(raw, list) else []):
         try:
-            [(_, method, target, request, resource)] = parse_entries(ctx, {"entry": [entry]})
+            _, method, target, request, resource = _parse_entry(i, entry, ctx.base_url)
             if method in ("GET", "HEAD"):
                 result = read_entry(Planner(ctx), target, request)
             else:

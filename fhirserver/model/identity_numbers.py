@@ -46,7 +46,7 @@ def gb11643_facts(number: str) -> tuple[date, str]:
 def _gb11643_form(number: str, what: str) -> None:
     if len(number) != 18:
         raise InvalidNumber(f"{what} must have 18 characters, not {len(number)}")
-    if not number[:17].isdigit() or not (number[17].isdigit() or number[17] == "X"):
+    if not number.isascii() or not number[:17].isdigit() or not (number[17].isdigit() or number[17] == "X"):
         raise InvalidNumber(f"{what} must be 17 digits and a check digit or X")
     try:
         born, _ = gb11643_facts(number)

@@ -85,7 +85,12 @@ def _check_envelope(data: object, expected_type: str | None) -> str:
         kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
         raise Invalid(f"The body must be a FHIR resource as a JSON object, not {kind}")
     rtype = data.get("resourceType")
-    where = rtype if rtype in ALL_R4_TYPES else (expected_type or "Resource")
+    where = rtype if isinstance(rtype, str) and rtype in ALL_R4_TYPES else (
+        expected_type or "Resource")
+    if rtype is not None and not isinstance(rtype, str):
+        raise Invalid(issues=(Issue(
+            f"resourceType must be a JSON string, got {_json_type(rtype)} {_short(rtype)}",
+            code="structure", expression=(f"{where}.resourceType",)),))
     if not isinstance(rtype, str) or not rtype:
         raise Invalid(issues=(Issue("The resource has no resourceType", code="required",
                                     expression=(f"{where}.resourceType",)),))
@@ -177,10 +182,10 @@ def _type_names(cls: Model) -> tuple[str, ...]:
 
 def _resource_model(value: object) -> Model | None:
     rtype = value.get("resourceType") if isinstance(value, dict) else None
-    if rtype not in ALL_R4_TYPES:
+    if not isinstance(rtype, str) or rtype not in ALL_R4_TYPES:
         return None
     try:
-        return typing.cast(Model, get_fhir_model_class(typing.cast(str, rtype)))
+        return typing.cast(Model, get_fhir_model_class(rtype))
     except (KeyError, ValueError, ImportError, AttributeError):
         return None  # an R4 type R4B dropped; the model reports the contained resource
 
@@ -190,6 +195,7 @@ def _resource_model(value: object) -> Model | None:
 _JSON_KINDS: dict[str, tuple[type, ...]] = {
     "boolean": (bool,), "integer": (int,), "decimal": (int, float, decimal.Decimal),
     "string": (str,)}
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _JSON_NAMES = {"boolean": "a JSON boolean", "integer": "a JSON number without fraction",
                "decimal": "a JSON number", "string": "a JSON string"}
 
@@ -233,11 +239,9 @@ class _Walk:
             if not ok or (spec.kind != "boolean" and isinstance(item, bool)):
                 self._issue(where, f"must be {_JSON_NAMES[spec.kind]}, got {_json_type(item)} "
                             f"{_short(item)}", "structure")
-            elif isinstance(item, str) and "\x00" in item:
-                # A body's NUL is refused before parsing (api/body.py); one a JSON
-                # Patch puts in, or an imported file holds, is caught here.
-                self._issue(where, "a string cannot hold a NUL character (datatypes.html#string)",
-                            "invalid")
+            elif isinstance(item, str) and _CONTROL.search(item):
+                self._issue(where, "strings may not contain characters below U+0020 other "
+                            "than tab, carriage return and line feed (json.html)", "value")
         elif isinstance(item, dict):
             cls = _resource_model(item) if spec.kind == "resource" else spec.model
             if cls is not None:
@@ -246,7 +250,10 @@ class _Walk:
                 self._resource_type(item.get("resourceType"), where)
 
     def _resource_type(self, rtype: object, where: str) -> None:
-        if not isinstance(rtype, str):
+        if rtype is not None and not isinstance(rtype, str):
+            self._issue(f"{where}.resourceType", f"resourceType must be a JSON string, got "
+                        f"{_json_type(rtype)} {_short(rtype)}", "structure")
+        elif not isinstance(rtype, str):
             self._issue(f"{where}.resourceType", "a contained resource needs a resourceType "
                         "(json.html#resources)", "required")
         elif rtype not in ALL_R4_TYPES:

@@ -36,7 +36,11 @@ def _parameters(body: Any) -> tuple[dict[str, Any], bool, int | None]:
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise errors.Invalid("$match takes a Parameters resource", expression="resourceType")
     resource, only_certain, count = None, False, None
-    for i, p in enumerate(body.get("parameter") or ()):
+    params = body.get("parameter") or []
+    if not isinstance(params, list):
+        raise errors.Invalid("Parameters.parameter must be an array",
+                             expression="Parameters.parameter")
+    for i, p in enumerate(params):
         name = p.get("name") if isinstance(p, dict) else None
         where = f"Parameters.parameter[{i}]"
         if name == "resource":
@@ -46,7 +50,8 @@ def _parameters(body: Any) -> tuple[dict[str, Any], bool, int | None]:
                 raise errors.Invalid("onlyCertainMatches must be a valueBoolean", expression=where)
             only_certain = p["valueBoolean"]
         elif name == "count":
-            if not isinstance(p.get("valueInteger"), int) or p["valueInteger"] < 1:
+            value = p.get("valueInteger")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise errors.Invalid("count must be a positive valueInteger", expression=where)
             count = p["valueInteger"]
     if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":

@@ -14,6 +14,7 @@ from typing import Any
 
 from .parameters import parameters_for
 from .query import Chain, Clause, Condition, Has, Missing, SearchQuery
+from .text import BOUNDED_TYPES, bound
 from .types import HANDLERS
 
 Filter = dict[str, Any]
@@ -53,6 +54,18 @@ def _id_filter(clause: Clause) -> Filter:
     return {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
 
 
+def _bounded(cond: Any) -> Any:
+    """The string values a condition compares for equality, cut as stored values are
+    (text.bound); regular expressions cut their own literal (text.prefix_regex)."""
+    if isinstance(cond, str):
+        return bound(cond)
+    if isinstance(cond, list):
+        return [_bounded(c) for c in cond]
+    if isinstance(cond, dict):
+        return {k: v if k == "$regex" else _bounded(v) for k, v in cond.items()}
+    return cond
+
+
 def compile_clause(clause: Clause) -> Filter:
     """One parameter occurrence as a MongoDB condition."""
     param = clause.param
@@ -63,6 +76,8 @@ def compile_clause(clause: Clause) -> Filter:
         return _id_filter(clause)
     handler = HANDLERS[param.type]
     conds = [handler.condition(param.field, clause.modifier, v) for v in clause.values]
+    if param.type in BOUNDED_TYPES:
+        conds = [_bounded(c) for c in conds]
     if clause.modifier == "not":
         return {"$nor": conds}
     return _any_of(conds)

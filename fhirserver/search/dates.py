@@ -18,17 +18,27 @@ LOWEST = datetime(1, 1, 1)
 HIGHEST = datetime(9999, 12, 31, 23, 59, 59, 999000)
 
 _DATE = re.compile(
-    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"^(?P<y>[0-9]{4})(?:-(?P<m>[0-9]{2})(?:-(?P<d>[0-9]{2})"
+    r"(?:T(?P<H>[0-9]{2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2})(?:\.(?P<f>[0-9]+))?)?"
+    r"(?P<tz>Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"
 )
 
 Range = tuple[datetime, datetime]
+_MS = timedelta(milliseconds=1)
 
 
 def utc(t: datetime) -> datetime:
-    """Naive UTC, truncated to the millisecond."""
-    t = t.astimezone(UTC).replace(tzinfo=None)
+    """Naive UTC, truncated to the millisecond; clamped to the edges of time.
+
+    A time in year 1 east of UTC (``0001-01-01T00:00+08:00``) or in year 9999 west
+    of it falls outside what datetime (and BSON's dates, as Python reads them) can
+    hold once in UTC: it becomes the first or last representable instant, which
+    orders the same against every storable date.
+    """
+    try:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return LOWEST if t.year == 1 else HIGHEST
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
@@ -39,6 +49,8 @@ def _zone(offset: str | None, tz: tzinfo) -> tzinfo:
         return UTC
     from datetime import timezone
 
+    # A space is a "+" that reached us unencoded in a query string (date=...T07:44+08:00),
+    # read as HAPI reads it.
     sign = -1 if offset[0] == "-" else 1
     hours, minutes = int(offset[1:3]), int(offset[4:6])
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
@@ -49,14 +61,23 @@ def _add_months(t: datetime, months: int) -> datetime:
     return t.replace(year=t.year + total // 12, month=total % 12 + 1)
 
 
+def _plus(t: datetime, step: timedelta) -> datetime | None:
+    """``t + step``, or None (an open end) past the last representable instant."""
+    try:
+        return t + step
+    except OverflowError:
+        return None
+
+
 def parse_range(value: str, tz: tzinfo) -> Range | None:
     """The ``[lo, hi)`` range of a FHIR date/dateTime/instant string, None if malformed."""
-    m = _DATE.match(value.strip())
+    m = _DATE.match(value.strip(" \t\r\n"))
     if m is None:
         return None
     try:
         zone = _zone(m["tz"], tz)
         year = int(m["y"])
+        end: datetime | None
         if m["m"] is None:
             start = datetime(year, 1, 1, tzinfo=zone)
             end = start.replace(year=year + 1) if year < 9999 else None
@@ -65,7 +86,7 @@ def parse_range(value: str, tz: tzinfo) -> Range | None:
             end = _add_months(start, 1) if (year, start.month) != (9999, 12) else None
         elif m["H"] is None:
             start = datetime(year, int(m["m"]), int(m["d"]), tzinfo=zone)
-            end = start + timedelta(days=1)
+            end = _plus(start, timedelta(days=1))
         else:
             start = datetime(year, int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"]),
                              int(m["S"] or 0), tzinfo=zone)
@@ -77,11 +98,13 @@ def parse_range(value: str, tz: tzinfo) -> Range | None:
                 digits = m["f"][:3]
                 start = start.replace(microsecond=int(digits.ljust(3, "0")) * 1000)
                 step = timedelta(milliseconds=10 ** (3 - len(digits)))
-            end = start + step
-    except (ValueError, OverflowError):
+            end = _plus(start, step)
+    except ValueError:
         return None
-    lo = utc(start)
-    return lo, utc(end) if end is not None else HIGHEST
+    lo, hi = utc(start), utc(end) if end is not None else HIGHEST
+    if hi <= lo:  # squeezed to nothing against an edge of time: keep one millisecond
+        lo, hi = (lo, lo + _MS) if lo < HIGHEST else (HIGHEST - _MS, HIGHEST)
+    return lo, hi
 
 
 def period_range(period: dict[str, object], tz: tzinfo) -> Range | None:

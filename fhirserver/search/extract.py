@@ -14,6 +14,7 @@ from typing import Any
 
 from . import paths
 from .parameters import SearchParameter, parameters_for
+from .text import BOUNDED_TYPES, bound
 from .types import HANDLERS
 
 
@@ -35,6 +36,19 @@ def references(param: SearchParameter, resource: dict[str, Any]) -> list[str]:
     return list(found.get("", []))
 
 
+def _bounded(values: list[Any]) -> list[Any]:
+    """Index values cut to text.INDEX_CHARS characters."""
+    return [bound(v) if isinstance(v, str) else v for v in values]
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """``values`` without repeats, in order (types.base.add leaves those of long lists)."""
+    try:
+        return list(dict.fromkeys(values))
+    except TypeError:  # unhashable (a composite's entries): as they are
+        return values
+
+
 def extract(resource: dict[str, Any], tz: tzinfo) -> dict[str, list[Any]]:
     """The search values of ``resource``; never raises on a resource it cannot read."""
     out: dict[str, list[Any]] = {}
@@ -48,7 +62,8 @@ def extract(resource: dict[str, Any], tz: tzinfo) -> dict[str, list[Any]]:
             found = _values(param, resource, tz)
         except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
             continue  # malformed element: the resource stays storable, just not findable
+        cut = param.type in BOUNDED_TYPES
         for suffix, values in found.items():
             if values:
-                out[param.name + suffix] = values
+                out[param.name + suffix] = _unique(_bounded(values) if cut else values)
     return out

@@ -21,12 +21,30 @@ UNSORTABLE = ("composite", "special")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
+_WHOLE = re.compile(r"[0-9]{1,18}")
+
+
+def whole_number(raw: str) -> int | None:
+    """``raw`` as a non-negative integer, or None: ASCII digits only (``str.isdigit``
+    also accepts "²", which ``int`` refuses), at most 18 of them (a count, a
+    version), so no integer is too long to convert."""
+    text = raw.strip()
+    return int(text) if _WHOLE.fullmatch(text) else None
+
+
+def parse_whole(raw: str, name: str, *, least: int = 0) -> int:
+    """A whole-number parameter (``_count``, ``max``): 400 naming it otherwise."""
+    value = whole_number(raw)
+    if value is None or value < least:
+        kind = "a positive" if least > 0 else "a non-negative"
+        raise Invalid(f"Invalid '{name}' value '{raw[:40]}': expected {kind} integer",
+                      expression=name)
+    return value
+
+
 def parse_count(raw: str, max_count: int) -> int:
     """search.html#count: a non-negative integer; the server may return fewer."""
-    if not raw.strip().isdigit():
-        raise Invalid(f"Invalid '_count' value '{raw}': expected a non-negative integer",
-                      expression="_count")
-    return min(int(raw), max_count)
+    return min(parse_whole(raw, "_count"), max_count)
 
 
 def parse_sort(resource_type: str, raw: str) -> tuple[list[tuple[str, bool]], list[str]]:

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import Invalid
+from .dates import utc
 from .parameters import parameters_for
 from .query import SearchQuery
 from .results import UNSORTABLE
@@ -129,10 +130,12 @@ def decode_key(raw: Any) -> list[Any]:
     for v in raw:
         if isinstance(v, dict):
             try:
-                out.append(datetime.fromisoformat(v["t"]))
+                t = datetime.fromisoformat(v["t"])
+                out.append(utc(t) if t.tzinfo is not None else t)
             except (KeyError, TypeError, ValueError) as exc:
                 raise Invalid("Invalid paging cursor", expression="_cursor") from exc
-        elif v is None or isinstance(v, (str, int, float)):
+        elif v is None or isinstance(v, (str, float)) or (
+                isinstance(v, int) and -2**63 <= v < 2**63):  # what BSON holds
             out.append(v)
         else:
             raise Invalid("Invalid paging cursor", expression="_cursor")

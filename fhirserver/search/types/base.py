@@ -53,11 +53,17 @@ def invalid(kind: str, raw: str, param: SearchParameter, why: str = "") -> Inval
     )
 
 
+_SCANNED = 32
+
+
 def add(out: Values, suffix: str, *values: Any) -> None:
-    """Append values to ``out[suffix]``, skipping None, empty strings and duplicates."""
+    """Append values to ``out[suffix]``, skipping None, empty strings and duplicates.
+
+    Only short lists are searched for duplicates here: a search per value would make a
+    resource with many values quadratic to index; extract.py deduplicates the rest."""
     bucket = out.setdefault(suffix, [])
     for v in values:
-        if v is not None and v != "" and v not in bucket:
+        if v is not None and v != "" and (len(bucket) >= _SCANNED or v not in bucket):
             bucket.append(v)
 
 

@@ -9,13 +9,12 @@ suffix and text), Address every part and its text.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
 from ..parameters import SearchParameter
-from ..text import fold, prefix_regex, unescape
+from ..text import bound, contains_regex, fold_index, prefix_regex, unescape
 from .base import Filter, ParseContext, Values, add, invalid
 
 _PARTS = {
@@ -50,8 +49,8 @@ class StringHandler:
         for node, datatype in items:
             for s in _strings(node, datatype):
                 if s.strip():
-                    add(out, "", fold(s))
-                    add(out, ":exact", s)
+                    add(out, "", fold_index(s))
+                    add(out, ":exact", bound(s))
         return out
 
     def parse(self, param: SearchParameter, modifier: str | None, raw: str,
@@ -62,12 +61,12 @@ class StringHandler:
         return StringValue(value)
 
     def condition(self, field: str, modifier: str | None, value: StringValue) -> Filter:
-        folded = fold(value.value)
+        folded = fold_index(value.value)  # a longer value compares on its head (text.bound)
         if modifier == "exact":
             # The folded equality is implied; it lets the index on ``field`` serve.
-            return {field: folded, f"{field}:exact": value.value}
+            return {field: bound(folded), f"{field}:exact": bound(value.value)}
         if modifier == "contains":
-            return {field: {"$regex": re.escape(folded)}}
+            return {field: {"$regex": contains_regex(folded)}}
         return {field: {"$regex": prefix_regex(folded)}}
 
     def indexes(self, field: str) -> list[list[tuple[str, int]]]:

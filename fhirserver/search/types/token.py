@@ -13,7 +13,7 @@ from datetime import tzinfo
 from typing import Any
 
 from ..parameters import SearchParameter
-from ..text import esc, fold, prefix_regex, split_escaped, token, token_forms, unescape
+from ..text import esc, fold, fold_index, prefix_regex, split_escaped, token, token_forms, unescape
 from .base import Filter, ParseContext, Values, add, invalid, text_of
 
 
@@ -39,7 +39,7 @@ def _coding(out: Values, coding: Any) -> None:
         add(out, "", *token_forms(text_of(coding, "system"), code))
     display = text_of(coding, "display")
     if display:
-        add(out, ":text", fold(display))
+        add(out, ":text", fold_index(display))
 
 
 def _identifier(out: Values, ident: dict[str, Any]) -> None:
@@ -54,7 +54,7 @@ def _identifier(out: Values, ident: dict[str, Any]) -> None:
             if tcode is not None:
                 add(out, ":of-type", f"{token(text_of(coding, 'system'), tcode)}|{esc(value)}")
         if text_of(kind, "text"):
-            add(out, ":text", fold(kind["text"]))
+            add(out, ":text", fold_index(kind["text"]))
 
 
 class TokenHandler:
@@ -70,7 +70,7 @@ class TokenHandler:
                 for coding in node.get("coding") or ():
                     _coding(out, coding)
                 if text_of(node, "text"):
-                    add(out, ":text", fold(node["text"]))
+                    add(out, ":text", fold_index(node["text"]))
             elif datatype == "Identifier" and isinstance(node, dict):
                 _identifier(out, node)
             elif datatype == "ContactPoint":
