@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_smorest import Api
 
-from .. import errors
 from . import (
     audit_log,
     auditing,
