@@ -58,6 +58,6 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     root = body.get("resourceType") if isinstance(body, dict) else None
     where = nul_path(body, root if isinstance(root, str) and root.isalpha() else "$")
     if where is not None:
-        raise errors.Invalid(f"{where}: a JSON string holds U+0000, which FHIR strings may not "
+        raise errors.Invalid(f"{where}: a JSON string holds U+0000 (NUL), which FHIR strings may not "
                              "contain (json.html)", expression=where[:200])
     return body

@@ -239,9 +239,11 @@ class _Walk:
             if not ok or (spec.kind != "boolean" and isinstance(item, bool)):
                 self._issue(where, f"must be {_JSON_NAMES[spec.kind]}, got {_json_type(item)} "
                             f"{_short(item)}", "structure")
-            elif isinstance(item, str) and _CONTROL.search(item):
-                self._issue(where, "strings may not contain characters below U+0020 other "
-                            "than tab, carriage return and line feed (json.html)", "value")
+            elif isinstance(item, str) and (control := _CONTROL.search(item)):
+                code = ord(control.group())
+                self._issue(where, f"holds U+{code:04X}{' (NUL)' if code == 0 else ''}: strings "
+                            "may not contain characters below U+0020 other than tab, carriage "
+                            "return and line feed (json.html)", "value")
         elif isinstance(item, dict):
             cls = _resource_model(item) if spec.kind == "resource" else spec.model
             if cls is not None:
