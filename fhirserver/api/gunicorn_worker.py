@@ -42,12 +42,53 @@ def write_outcome(sock: socket.socket, status_int: int, reason: str, mesg: str) 
     util.write_nonblock(sock, outcome_bytes(status_int, reason, mesg))
 
 
+#: What gunicorn reads and throws away of a body the application left unread, before
+#: it serves the connection's next request (``gunicorn.http.parser._DRAIN_MAX_BYTES``).
+#: Past it, gunicorn closes the connection, although its answer said keep-alive.
+DRAIN_LIMIT = 64 * 1024
+
+
+def _leaves_body_unread(environ: dict[str, Any], status: str) -> bool:
+    """Whether the answer leaves more of the request body than gunicorn drains:
+    a Content-Length body with more than :data:`DRAIN_LIMIT` bytes not read, or a
+    chunked body (its length unknown) under an error status (the application
+    refused it before reading it)."""
+    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    left = getattr(reader, "length", None)
+    if isinstance(left, int):
+        return left > DRAIN_LIMIT
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return chunked and status[:1] in ("4", "5")
+
+
+def closing_unread(app: Any) -> Any:
+    """``app``, its answers saying ``Connection: close`` when the connection will
+    close: a client (a browser, urllib3) that reuses a connection it was told to
+    keep alive fails its next request when gunicorn closes it (an EHR sending a large
+    Bundle with an expired token gets its 401, then a broken connection)."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if _leaves_body_unread(environ, status):
+                start_response.__self__.force_close()  # gunicorn's Response
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wrapped
+
+
 class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker, answering the requests gunicorn refuses with
-    OperationOutcomes. ``Worker.handle_error`` writes through the module function
+    OperationOutcomes, and saying ``Connection: close`` when a body left unread will
+    close the connection. ``Worker.handle_error`` writes through the module function
     ``gunicorn.util.write_error`` (its only caller), replaced here in the worker process
     before it serves anything."""
 
     def init_process(self) -> Any:
         util.write_error = write_outcome
         return super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = closing_unread(self.wsgi)

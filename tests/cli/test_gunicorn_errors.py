@@ -125,3 +125,29 @@ def test_chunked_body_over_the_limit_is_413_http_summary(server, size, status):
     assert got == status, answer[:300]
     if status == 413:
         outcome(got, headers, answer, 413)
+
+
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_a_connection_said_to_stay_open_stays_open_after_an_unread_body_http_keepalive(server, size):
+    """RFC 9112 section 9.6: a server that will close the connection says so. A body
+    refused before it is read (401: no token) is drained when small; past what the
+    server drains, the answer says ``Connection: close``, so a client never sends its
+    next request into a connection that is going away."""
+    body = b"[" * size
+    with socket.create_connection(server, timeout=30) as sock:
+        sock.sendall(b"PUT /Patient/x HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json"
+                     b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        first = b""
+        while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            first += part
+        head = first.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+        assert head.startswith("http/1.1 401")
+        if "connection: close" in head:
+            assert size > 64 * 1024
+            return
+        sock.sendall(b"GET /metadata HTTP/1.1\r\nHost: t\r\n\r\n")
+        second = sock.recv(65536)
+        assert second.startswith(b"HTTP/1.1 200"), (size, second[:100])
