@@ -20,7 +20,7 @@ from ..search.text import fold
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
-from .search import matching, parse
+from .search import bounded, matching, parse
 
 ORDER = [("so.-date", -1), ("_id", 1)]
 
@@ -45,6 +45,7 @@ def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = Fal
     rest = [(k, v) for k, v in params if k != "max"]
     query = parse(ctx, "Observation", rest, strict=strict)
     flt = matching(ctx, query)
+    bounded(ctx, "Observation", flt)  # it reads every candidate: as a search would
 
     kept: list[Stored] = []
     room: dict[tuple[str, tuple[str, ...]], int] = {}

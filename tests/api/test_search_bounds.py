@@ -27,3 +27,16 @@ def test_an_unindexed_search_of_a_large_type_is_400_too_costly_search_errors(fhi
     assert fhir.get(f"Observation?_id={pid}").status_code == 200
     # A small type is read in full as before.
     assert fhir.get("Patient?birthdate=ge1900").status_code == 200
+
+
+def test_lastn_without_a_patient_on_a_large_type_is_400_too_costly(fhir):
+    """observation-operation-lastn.html reads every candidate Observation to keep the
+    newest of each code: without a patient (or a code) on a large type that is the
+    whole collection, refused like a search no index answers (search.html#errors)."""
+    pid = fhir.create(f.patient())["id"]
+    for day in range(1, 6):
+        fhir.create(f.observation(pid, effectiveDateTime=f"2024-01-0{day}"))
+    r = fhir.get("Observation/$lastn")
+    assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly"
+    r = fhir.get(f"Observation/$lastn?patient={pid}")
+    assert r.status_code == 200 and len(r.get_json()["entry"]) >= 1
