@@ -39,7 +39,7 @@ from urllib.parse import quote
 #: Shorter needles would match by chance in binary files.
 MIN_NEEDLE = 6
 CHUNK = 8 << 20
-#: What a data directory holds that is no proof of anything: the key itself.
+#: The files a data directory may hold secrets in: the keys (name any new key file here).
 KEY_FILES = frozenset({"master.key"})
 
 

@@ -44,6 +44,7 @@ from fhirserver.storage.ferretdb import free_port
 from tests.factories import observation
 from tests.mpi.numbers import check_char, gb11643
 from tests.privacy_scan import (
+    KEY_FILES,
     SEPARATORS,
     Hit,
     Secret,
@@ -339,7 +340,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     finally:
         code = stop(server)
     assert code == 0, server.log.read_text()[-3000:]
-    file_hits = scan_tree(data_dir, needles(found), exclude={KEY_FILE})
+    file_hits = scan_tree(data_dir, needles(found), exclude=KEY_FILES)  # master.key only
     key = (data_dir / KEY_FILE).read_text().strip()
     yield Loaded(data_dir, found, patients, key, documents, document_hits, file_hits)
 
