@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
 DETAILS_SYSTEM = "https://fhirserver.example/CodeSystem/outcome-details"
 
 

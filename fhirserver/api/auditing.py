@@ -136,7 +136,7 @@ def intend() -> Response | None:
     try:
         setup.appender.append(audit_event(facts), patients, setup.keys, setup.checkpoints,
                               advance=False)  # the outcome's record follows and moves the head
-    except Exception:  # noqa: BLE001 - no change may run unrecorded
+    except Exception:
         log.exception("audit record could not be written")
         return render(503, errors.ServerError(
             "The audit log could not be written, so the request was not started").outcome())
@@ -169,7 +169,7 @@ def record(response: Response) -> Response:
     )
     try:
         setup.appender.append(audit_event(facts), patients, setup.keys, setup.checkpoints)
-    except Exception:  # noqa: BLE001 - any failure to audit must stop the answer
+    except Exception:
         log.exception("audit record could not be written")
         return render(503, errors.ServerError(
             "The audit log could not be written, so the request was not completed").outcome())

@@ -28,9 +28,8 @@ browser app can read why it failed.
 
 from __future__ import annotations
 
-import re
-
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable

@@ -11,8 +11,8 @@ from flask_smorest import Blueprint
 from .. import errors
 from ..interactions.bundles import bundle, link, match_entry, outcome_entry, page_url
 from ..mpi.naming import naming_systems
-from ..storage.records import Stored
 from ..storage.indexing import now
+from ..storage.records import Stored
 from .negotiation import render
 from .resources import query_items
 from .state import context

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -69,7 +70,7 @@ def token(scope: str, kind: str | None, practitioner: str | None, patient: str |
 
 @click.group("keys")
 def keys() -> None:
-    """Token signing keys."""
+    """Token signing keys, and the data keys that encrypt identity numbers."""
 
 
 @keys.command("rotate")
@@ -96,6 +97,59 @@ def retire(kid: str) -> None:
             click.echo(f"retired {kid}")
         finally:
             repo.close()
+
+
+@keys.command("rotate-data")
+def rotate_data() -> None:
+    """Encrypt identity numbers and telecom under a new data key, re-encrypting what
+    older data keys encrypted while the server keeps serving. Older data keys are
+    kept (backups taken before still open with the master key)."""
+    import time
+
+    from ..crypto.data_keys import REFRESH_SECONDS
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            kid = repo.protection.cipher.ring.rotate()
+            click.echo(f"new data key {kid}; waiting {REFRESH_SECONDS + 1:.0f} s for running "
+                       "servers to take it up")
+            time.sleep(REFRESH_SECONDS + 1)
+            _reencrypt(repo)
+        finally:
+            repo.close()
+
+
+@keys.command("reencrypt")
+def reencrypt() -> None:
+    """Bring every stored value under the active data key (resumes an interrupted
+    rotate-data; safe to run at any time)."""
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            _reencrypt(repo)
+        finally:
+            repo.close()
+
+
+def _reencrypt(repo) -> None:  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=max(total, 1))
+            progress.update(tasks[name], completed=done, total=max(total, done, 1))
+
+        changed = repo.reencryption().run(report)
+    kid, _ = repo.protection.cipher.ring.active()
+    click.echo(f"{changed.total} documents re-encrypted under data key {kid}"
+               + "".join(f"\n  {name}: {n}" for name, n in sorted(changed.changed.items())))
 
 
 @click.group("clients")

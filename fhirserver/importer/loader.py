@@ -21,7 +21,7 @@ from ..interactions import write
 from ..interactions.context import Context, Planner
 from ..model.references import rewrite_references
 from ..model.types import SUPPORTED_TYPES, is_valid_id
-from ..storage.indexing import content_hash
+from ..storage.protection import Protection
 from ..storage.unit_of_work import VersionConflict
 from .reader import SourceEntry
 
@@ -44,7 +44,9 @@ class ImportStats:
         return self.written + sum(self.unchanged.values())
 
 
-def stable_id(entry: SourceEntry) -> str:
+def stable_id(entry: SourceEntry, protection: Protection) -> str:
+    """The entry's id, else one derived from its content (the same on every import of
+    the file), through the blinded form: an id is no hash of an identity number."""
     rid = entry.resource.get("id")
     if isinstance(rid, str) and is_valid_id(rid):
         return rid
@@ -56,7 +58,7 @@ def stable_id(entry: SourceEntry) -> str:
         candidate = entry.full_url.removeprefix("urn:uuid:")
         if is_valid_id(candidate):
             return candidate
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "fhirserver:" + content_hash(entry.resource)))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "fhirserver:" + protection.content_hash(entry.resource)))
 
 
 def import_group(ctx: Context, entries: Iterable[SourceEntry], stats: ImportStats,
@@ -66,7 +68,7 @@ def import_group(ctx: Context, entries: Iterable[SourceEntry], stats: ImportStat
     seen: set[tuple[str, str]] = set()
     for entry in entries:
         rtype = str(entry.resource.get("resourceType", "(none)"))
-        rid = stable_id(entry)
+        rid = stable_id(entry, ctx.repo.protection)
         if entry.full_url:
             mapping[entry.full_url] = f"{rtype}/{rid}"
         if rtype not in SUPPORTED_TYPES:

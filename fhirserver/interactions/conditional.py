@@ -43,6 +43,7 @@ def matching_ids(ctx: Context, rtype: str, query: str, limit: int = 2) -> list[s
         criteria(query),
         tz=ctx.tz,
         base_url=ctx.base_url,
+        blinder=ctx.repo.protection.blinder,
         strict=True,
         default_count=limit,
         max_count=max(limit, ctx.settings.max_count),
@@ -72,7 +73,7 @@ def claim_criteria(planner: Planner, rtype: str, query: str, what: str, rid: str
     out, when its claim is taken over.
     """
     claims = planner.repo.search_claims
-    key = criteria_key(rtype, criteria(query))
+    key = criteria_key(rtype, criteria(query), planner.repo.protection.blinder.keyed)
     if planner.holds(key):
         return None
     wait = HOLDING_WAIT if planner.held else claims.lease.total_seconds() + 1

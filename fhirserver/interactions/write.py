@@ -17,7 +17,7 @@ from .. import errors
 from ..auth.policy import author_key
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
-from ..storage.indexing import content_hash, make_write
+from ..storage.indexing import make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result
@@ -125,6 +125,7 @@ def create(
     planner.checks.append(lambda: check_references(planner, resource))
     w = planner.add(
         make_write(rtype, rid, resource, version=1, expected=None, method="POST", tz=planner.ctx.tz,
+                   protection=planner.repo.protection,
                    claims=_claims(planner, rtype, resource))
     )
     w.org = _writer_org(planner, None)
@@ -149,7 +150,7 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
     resource = _identity(planner, rtype, old, resource, server)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
     if current is not None and not current.deleted:
-        if current.content_hash == content_hash(resource):
+        if current.content_hash == planner.repo.protection.content_hash(resource):
             # Same content: no new version, as HAPI does; keeps re-imports idempotent.
             return Result(200, current, location=_location(rtype, rid, current.version))
     version = (current.version + 1) if current else 1
@@ -157,6 +158,7 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
         make_write(
             rtype, rid, resource, version=version,
             expected=current.version if current else None, method=method, tz=planner.ctx.tz,
+            protection=planner.repo.protection,
             claims=_claims(planner, rtype, resource),
             previous_claims=_claims(planner, rtype, current.resource if current else None),
         )
@@ -272,7 +274,7 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
     planner.ctx.touch(current.resource)  # a deletion changes that patient's record
     w = planner.add(
         make_write(rtype, rid, None, version=current.version + 1, expected=current.version,
-                   method="DELETE", tz=planner.ctx.tz,
+                   method="DELETE", tz=planner.ctx.tz, protection=planner.repo.protection,
                    previous_claims=_claims(planner, rtype, current.resource))
     )
     return Result(

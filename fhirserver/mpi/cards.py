@@ -89,13 +89,31 @@ def _set_card_identifier(ctx: Context, pid: str, number: str | None, drop: str |
     run_single(ctx, plan)
 
 
+#: What a card's encrypted number is bound to (crypto/fields.py associated data).
+NUMBER_FIELD = f"{CARDS}/number"
+
+
+def _sealed_number(ctx: Context, number: str) -> dict[str, str]:
+    """A card number as ``_health_cards`` keeps it: encrypted under the data key."""
+    return ctx.repo.protection.cipher.encrypt(number, NUMBER_FIELD)
+
+
+def opened(ctx: Context, card: dict[str, Any]) -> dict[str, Any]:
+    """A card document with its number decrypted (one stored in clear by an older
+    version reads as it is until the data keys' pass encrypts it)."""
+    number = card.get("number")
+    if isinstance(number, dict):
+        return {**card, "number": ctx.repo.protection.cipher.decrypt(number, NUMBER_FIELD)}
+    return card
+
+
 def active_card(ctx: Context, pid: str) -> dict[str, Any]:
     cards = ctx.repo.db[CARDS]
     pointer = cards.find_one({"_id": f"active|{pid}"})
     card = cards.find_one({"_id": pointer["card"]}) if pointer else None
     if card is None:
         raise errors.NotFound(f"Patient/{pid} has no active health card", details="no-card")
-    return card
+    return opened(ctx, card)
 
 
 def issue(ctx: Context, pid: str) -> dict[str, Any]:
@@ -111,11 +129,12 @@ def issue(ctx: Context, pid: str) -> dict[str, Any]:
     except DuplicateKeyError as exc:
         raise errors.Conflict(f"Patient/{pid} already has an active health card; "
                               "use $reissue-card to replace it", details="card-exists") from exc
-    card = {"_id": key, "number": new_card_number(), "patient": pid, "status": "active",
+    number = new_card_number()
+    card = {"_id": key, "number": number, "patient": pid, "status": "active",
             "issued": ctx.clock(), "changed": ctx.clock(), "guardian": None}
     try:
-        cards.insert_one(card)
-        _set_card_identifier(ctx, pid, card["number"], None)
+        cards.insert_one({**card, "number": _sealed_number(ctx, number)})
+        _set_card_identifier(ctx, pid, number, None)
     except BaseException:
         cards.delete_one({"_id": key})
         cards.delete_one({"_id": f"active|{pid}", "card": key})
@@ -189,7 +208,7 @@ def redeem_code(ctx: Context, payload: str, party: str) -> dict[str, Any]:
         raise errors.Forbidden("The scanned card is revoked", details="card-revoked")
     code_uses.claim(ctx.repo.db, fingerprint(payload), party, code.card,
                     code_uses.expiry(code.exp), now)
-    return card
+    return opened(ctx, card)
 
 
 def scan(ctx: Context, payload: str, scanner: str | None, organization: str | None, *,

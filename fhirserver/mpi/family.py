@@ -231,7 +231,7 @@ def request_binding(ctx: Context, holder: str, number: str, relationship: str | 
     except InvalidNumber as exc:
         raise errors.Invalid(str(exc), expression="card") from exc
     col = ctx.repo.db[BINDINGS]
-    card = card_key(number)
+    card = card_key(ctx, number)
     rid = request_id(holder, card)
     now = ctx.clock()
     declined = col.find_one({"_id": f"declined|{rid}"})
@@ -246,9 +246,10 @@ def request_binding(ctx: Context, holder: str, number: str, relationship: str | 
     return REQUEST_SENT
 
 
-def card_key(number: str) -> str:
-    """What a request stores of the card number it was sent to."""
-    return hashlib.sha256(f"family-card|{number}".encode()).hexdigest()
+def card_key(ctx: Context, number: str) -> str:
+    """What a request stores of the card number it was sent to: a keyed hash (an
+    unkeyed one is found by hashing every possible number)."""
+    return ctx.repo.protection.blinder.keyed("family-card", number)
 
 
 def request_id(holder: str, card: str) -> str:
@@ -266,7 +267,7 @@ def _pending(ctx: Context, member: str) -> list[dict[str, Any]]:
     if card["status"] != "active":
         return []
     now = ctx.clock()
-    found = ctx.repo.db[BINDINGS].find({"card": card_key(card["number"]), "kind": "request"})
+    found = ctx.repo.db[BINDINGS].find({"card": card_key(ctx, card["number"]), "kind": "request"})
     live = [d for d in found if aware(d["exp"]) > now and d["holder"] != member]
     return sorted(live, key=lambda d: d["at"], reverse=True)[:MAX_PENDING]
 

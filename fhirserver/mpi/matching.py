@@ -323,8 +323,7 @@ def _gender(patient: dict[str, Any]) -> str | None:
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 #: Compound (two-character) surnames, so 欧阳娜娜 splits as 欧阳 + 娜娜.
 _COMPOUND_SURNAMES = frozenset(
-    "欧阳 司马 上官 诸葛 东方 皇甫 尉迟 公孙 慕容 长孙 宇文 司徒 夏侯 令狐 端木 独孤 "
-    "南宫 西门 申屠 澹台 轩辕 呼延 闻人 赫连 东郭 太史 百里 钟离 万俟 司空".split())
+    ["欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒", "夏侯", "令狐", "端木", "独孤", "南宫", "西门", "申屠", "澹台", "轩辕", "呼延", "闻人", "赫连", "东郭", "太史", "百里", "钟离", "万俟", "司空"])
 
 
 def _fold(value: str) -> str:
@@ -600,4 +599,4 @@ def _esc(value: str) -> str:
             .replace(",", "\\,").replace("$", "\\$"))
 
 
-__all__ = ["Candidate", "GRADES", "blocking_keys", "grade", "rank", "score"]
+__all__ = ["GRADES", "Candidate", "blocking_keys", "grade", "rank", "score"]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, tzinfo
 
 from ..errors import Invalid
 from . import results
+from .blinding import BlindIndex, blinded_values
 from .definitions import TABLES
 from .parameters import (
     HTTP_PARAMS,
@@ -53,6 +54,8 @@ def _clause(resource_type: str, key: str, raw: str, ctx: ParseContext) -> Clause
         return Clause(param, modifier, (Missing(raw == "true"),))
     values = tuple(handler.parse(param, modifier, part, ctx)
                    for part in split_escaped(raw, ","))
+    if ctx.blinder is not None:
+        values = blinded_values(param, modifier, values, ctx.blinder)
     return Clause(param, modifier, values)
 
 
@@ -169,14 +172,16 @@ def parse_query(
     default_count: int = 20,
     max_count: int = 1000,
     now: datetime | None = None,
+    blinder: BlindIndex | None = None,
 ) -> SearchQuery:
     """Parse search parameters (in request order) for a search on ``resource_type``.
 
     ``now`` fixes the clock for ``ap`` on dates (search.html#prefix); by default it is
     the current time. ``_format`` and ``_pretty`` belong to the HTTP layer and are
-    neither applied nor reported.
+    neither applied nor reported. ``blinder`` turns identity numbers and telecom
+    values into the blind indexes the database holds (search/blinding.py).
     """
-    ctx = ParseContext(tz, base_url, now or datetime.now(UTC))
+    ctx = ParseContext(tz, base_url, now or datetime.now(UTC), blinder)
     params = parameters_for(resource_type)
     clauses: list[Clause] = []
     ignored: list[tuple[str, str]] = []

@@ -19,6 +19,7 @@ from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.extract import extract
 from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
+from .protection import DATA_KEYS_FIELD, Protection
 from .records import Write
 from .stored_form import resource_of
 
@@ -94,15 +95,23 @@ def make_write(
     expected: int | None,
     method: str,
     tz: tzinfo,
+    protection: Protection,
     at: datetime | None = None,
     claims: tuple[str, ...] = (),
     previous_claims: tuple[str, ...] = (),
 ) -> Write:
+    """The write of a new version. Search values, the content hash and the unique
+    identifier claims come from the blinded form, the stored form is encrypted
+    (storage/protection.py): no identity number reaches the database in clear."""
     at = at or now()
+    claims = tuple(protection.claim_key(k) for k in claims)
+    previous_claims = tuple(protection.claim_key(k) for k in previous_claims)
     if resource is None:
         return Write(rtype, rid, version, expected, at, None, method,
                      previous_claims=previous_claims)
     stored = with_meta(resource, rid, version, at)
+    blinded = protection.blinder.blinded(stored)
+    sealed, keys = protection.cipher.seal(stored)
     return Write(
         rtype,
         rid,
@@ -112,19 +121,23 @@ def make_write(
         stored,
         method,
         patient=patient_of(stored),
-        search=extract(stored, tz),
-        content_hash=content_hash(stored),
+        search=extract(blinded, tz),
+        content_hash=content_hash(blinded),
         refs=local_references(stored),
         claims=claims,
         previous_claims=previous_claims,
+        sealed=sealed,
+        data_keys=keys,
     )
 
 
-def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo,
+                    protection: Protection) -> dict[str, Any]:
     """The current-collection document for a version read back from history."""
     raw = history_doc.get("res")
-    res = resource_of(raw)
-    sp = extract(res, tz) if res else {}
+    res = protection.opened(resource_of(raw), history_doc)
+    blinded = protection.blinder.blinded(res) if res else None
+    sp = extract(blinded, tz) if blinded else {}
     so = sort_values(rtype, sp)
     return {
         "_id": history_doc["rid"],
@@ -137,9 +150,10 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo) -> dict
         KEY_FIELD: keys_of(rtype, sp),
         "so": so,
         BUCKET_FIELD: buckets_of(rtype, so),
-        "h": content_hash(res) if res else "",
+        "h": content_hash(blinded) if blinded else "",
         "refs": local_references(res) if res else [],
         "sens": is_sensitive(res),
+        DATA_KEYS_FIELD: history_doc.get(DATA_KEYS_FIELD) or [],
         "org": history_doc.get("org"),
         "by": history_doc.get("by"),
     }

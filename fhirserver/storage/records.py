@@ -58,6 +58,10 @@ class Write:
     previous_claims: tuple[str, ...] = ()
     org: str | None = None
     by: str | None = None
+    #: what ``res`` stores (identity numbers encrypted; None for a delete) and the
+    #: data keys it uses (storage/protection.py)
+    sealed: dict[str, Any] | None = None
+    data_keys: list[str] = field(default_factory=list)
 
     @property
     def taken(self) -> list[str]:

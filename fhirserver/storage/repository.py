@@ -18,7 +18,11 @@ from pymongo import DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
 from ..config import Settings
+from ..crypto.binding import bind
+from ..crypto.master import MasterKey
+from ..crypto.master import load as load_master_key
 from ..errors import ServerError
+from ..model.identifier_systems import Registry, load_registry
 from ..model.types import SUPPORTED_TYPES
 from ..search.buckets import (
     BUCKET_FIELD,
@@ -34,7 +38,9 @@ from ..search.sorting import row_key, sort_values
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
+from .protection import Protection
 from .records import Stored, Write
+from .reencryption import Reencryption
 from .search_claims import SearchClaims
 from .stored_form import resource_of
 from .unit_of_work import UnitOfWork
@@ -70,14 +76,15 @@ def _live(rtype: str, query: dict[str, Any]) -> dict[str, Any]:
     return lifted(rtype, query, {"del": False})
 
 
-def _stored(rtype: str, doc: dict[str, Any], rid: str | None = None) -> Stored:
+def _stored(protection: Protection, rtype: str, doc: dict[str, Any],
+            rid: str | None = None) -> Stored:
     return Stored(
         type=rtype,
         id=rid or doc["_id"],
         version=doc["v"],
         last_updated=doc["lu"],
         deleted=bool(doc.get("del")),
-        resource=resource_of(doc.get("res")),
+        resource=protection.opened(resource_of(doc.get("res")), doc),
         method=doc.get("method", ""),
         content_hash=doc.get("h", ""),
         org=doc.get("org"),
@@ -89,8 +96,8 @@ class Repository:
     """Versioned resources of the supported types in one database."""
 
     def __init__(
-        self, uri: str, db_name: str, tz: tzinfo, transactions: str = "auto",
-        postgresql_url: str = "",
+        self, uri: str, db_name: str, tz: tzinfo, *, master: MasterKey, registry: Registry,
+        transactions: str = "auto", postgresql_url: str = "",
     ) -> None:
         self.db_name = db_name
         self.postgresql_url = postgresql_url
@@ -100,6 +107,9 @@ class Repository:
         self.db = get_db(self.alias)
         self.cols = build_collections(self.alias)
         self.tz = tz
+        #: identity numbers and telecom values: encrypted at rest, blinded for search
+        self.protection = Protection.open(self.db, master, registry)
+        self._stored = partial(_stored, self.protection)
         #: per type, an id that was found lately: a read of it costs what reading any
         #: stored resource costs (see :meth:`read_alike`)
         self._found: dict[str, str] = {}
@@ -113,7 +123,7 @@ class Repository:
         self.uow = UnitOfWork(
             self.cols,
             self.client,  # type: ignore[arg-type]
-            partial(rebuild_current, tz=tz),
+            partial(rebuild_current, tz=tz, protection=self.protection),
             use_transactions=self._supports_transactions(transactions),
             pk_only=self.lookup_ids_one_by_one,
         )
@@ -126,10 +136,19 @@ class Repository:
             raise ServerError(
                 "MONGODB_URI is not set; run `fhirserver serve` for the embedded database"
             )
+        master = load_master_key(settings)
         repo = cls(
             settings.mongodb_uri, settings.mongodb_db, ZoneInfo(settings.timezone),
-            settings.mongodb_transactions, settings.ferretdb_postgresql_url,
+            master=master, registry=load_registry(settings.identifier_systems),
+            transactions=settings.mongodb_transactions,
+            postgresql_url=settings.ferretdb_postgresql_url,
         )
+        try:
+            # Another key could open no data key: stop here, with both key ids named.
+            bind(repo.db, master)
+        except BaseException:
+            repo.close()
+            raise
         if initialise:
             repo.initialise()
         return repo
@@ -171,6 +190,7 @@ class Repository:
                 self.db[name].create_indexes(models)
         self.uow.recover()
         self._add_search_keys()
+        self._encrypt_clear_values()
 
     def recover(self) -> int:
         """Roll back the transactions nobody will finish (storage/recovery.py)."""
@@ -194,6 +214,19 @@ class Repository:
         with contextlib.suppress(DuplicateKeyError):
             self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
+    def _encrypt_clear_values(self) -> None:
+        """Identity numbers and telecom values an older version stored in clear are
+        encrypted, and blinded in search values and claims, once (reencryption.py)."""
+        if self.db[SCHEMA].find_one({"_id": "field-encryption"}) is not None:
+            return
+        self.reencryption().run()
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": "field-encryption", "v": 1})
+
+    def reencryption(self) -> Reencryption:
+        """The pass that brings every stored value under the active data key."""
+        return Reencryption(self.db, self.cols, self.protection, self.tz)
+
     def close(self) -> None:
         self.uow.close()
         disconnect(self.alias)
@@ -205,7 +238,7 @@ class Repository:
         if doc is None:
             return None
         self._found[rtype] = rid
-        return _stored(rtype, doc)
+        return self._stored(rtype, doc)
 
     def read_alike(self, rtype: str, found: bool) -> None:
         """One more read by id, of a resource that exists (``found``) or of one that
@@ -224,11 +257,11 @@ class Repository:
                 docs = [d for d in found if d is not None]
         else:
             docs = list(collection.find({"_id": {"$in": wanted}}, _LEAN))
-        return {d["_id"]: _stored(rtype, d) for d in docs}
+        return {d["_id"]: self._stored(rtype, d) for d in docs}
 
     def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:
         doc = self.cols.history[rtype].find_one({"_id": f"{rid}/{version}"})
-        return _stored(rtype, doc, doc["rid"]) if doc else None
+        return self._stored(rtype, doc, doc["rid"]) if doc else None
 
     def exists(self, rtype: str, rid: str) -> bool:
         if rtype not in self.cols.current:
@@ -253,7 +286,7 @@ class Repository:
             cursor = cursor.skip(skip)
         if limit:
             cursor = cursor.limit(limit)
-        return [_stored(rtype, d) for d in cursor]
+        return [self._stored(rtype, d) for d in cursor]
 
     def iterate(
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]]
@@ -261,7 +294,7 @@ class Repository:
         """Current resources matching ``query`` in ``sort`` order, streamed."""
         flt = _live(rtype, query)
         for doc in self.cols.current[rtype].find(flt, {**_LEAN, "h": 0}).sort(list(sort)):
-            yield _stored(rtype, doc)
+            yield self._stored(rtype, doc)
 
     def find_keyed(
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
@@ -279,7 +312,7 @@ class Repository:
             return self._walk(rtype, flt, sort, limit, plan, patient, start)
         cursor = self.cols.current[rtype].find(flt, _KEYED)
         cursor = cursor.sort(list(sort)).limit(limit)
-        return [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
+        return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
 
     def _walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
               limit: int, plan: str, patient: str,
@@ -291,7 +324,7 @@ class Repository:
         for month in months[:MONTHS_PER_PAGE]:
             cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + month}, _KEYED)
             cursor = cursor.sort(list(sort)).limit(limit - len(out))
-            out += [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
+            out += [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
             if len(out) >= limit:
                 return out
         if len(months) <= MONTHS_PER_PAGE:
@@ -299,7 +332,7 @@ class Repository:
         # A filter that few months satisfy (a rare code, a date range far back): one
         # sorted query over the compartment costs less than many empty months.
         cursor = self.cols.current[rtype].find(flt, _KEYED).sort(list(sort)).limit(limit)
-        return [(_stored(rtype, d), row_key(sort, d)) for d in cursor]
+        return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
         flt = _live(rtype, query)
@@ -316,7 +349,7 @@ class Repository:
 
     def claim_holder(self, key: str) -> str | None:
         """The id of the active Patient holding unique identifier ``system|value``."""
-        doc = self.cols.claims.find_one({"_id": key})
+        doc = self.cols.claims.find_one({"_id": self.protection.claim_key(key)})
         return doc["rid"] if doc else None
 
     def referrers(self, target: str, limit: int = 10) -> list[tuple[str, str]]:
@@ -369,7 +402,7 @@ class Repository:
         flt = lifted(None, {"$and": clauses}) if clauses else {}
         cursor = self.cols.history[rtype].find(flt).sort([("lu", DESCENDING), ("_id", DESCENDING)])
         for doc in cursor:
-            yield (doc["lu"], doc["_id"]), _stored(rtype, doc, doc["rid"])
+            yield (doc["lu"], doc["_id"]), self._stored(rtype, doc, doc["rid"])
 
     def history_key(self, stored: Stored) -> HistoryKey:
         return (stored.last_updated, f"{stored.id}/{stored.version}")

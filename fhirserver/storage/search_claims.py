@@ -29,13 +29,12 @@ process: that is what a taker would do with them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,15 +55,18 @@ def _or_values(value: str) -> str:
     return ",".join(sorted(set(_COMMA.split(value))))
 
 
-def criteria_key(rtype: str, items: Sequence[tuple[str, str]]) -> str:
+def criteria_key(rtype: str, items: Sequence[tuple[str, str]],
+                 keyed: Callable[[str, str], str]) -> str:
     """The lock name of ``rtype?items``: the same for the same criteria in any order.
+    ``keyed`` hashes it under a secret key (the criteria hold identity numbers, and
+    an unkeyed hash of a number is found by trying every number).
 
     Repeated parameters are a conjunction and alternatives in one value a
     disjunction, so the two are kept apart: ``a=1&a=2`` and ``a=1,2`` differ.
     """
     pairs = sorted({(name, _or_values(value)) for name, value in items})
     canonical = json.dumps([rtype, pairs], separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return keyed("search-claim", canonical)
 
 
 class ClaimBusy(Exception):

@@ -52,6 +52,7 @@ from ..search.keys import KEY_FIELD, keys_of
 from ..search.sorting import sort_values
 from .documents import Collections
 from .journal import Leases, journal_write, me, new_lease
+from .protection import DATA_KEYS_FIELD
 from .records import Write
 from .recovery import Recovery
 from .stored_form import stored_form
@@ -85,7 +86,8 @@ def current_document(w: Write) -> dict[str, Any]:
         "v": w.version,
         "lu": w.last_updated,
         "del": w.deleted,
-        "res": stored_form(w.resource),
+        "res": stored_form(w.sealed),
+        DATA_KEYS_FIELD: w.data_keys,
         "pat": w.patient,
         "sp": w.search,
         KEY_FIELD: keys_of(w.type, w.search),
@@ -107,7 +109,8 @@ def history_document(w: Write) -> dict[str, Any]:
         "v": w.version,
         "lu": w.last_updated,
         "del": w.deleted,
-        "res": stored_form(w.resource),
+        "res": stored_form(w.sealed),
+        DATA_KEYS_FIELD: w.data_keys,
         "pat": w.patient,
         "method": w.method,
         "org": w.org,

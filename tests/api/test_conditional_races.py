@@ -167,7 +167,8 @@ def test_a_claim_left_by_a_writer_that_died_does_not_block_http_ccreate(live):
     its lease has run out the next conditional create takes it over and creates."""
     op = http_as(live)
     value = f"dead-{uuid.uuid4().hex[:8]}"
-    key = criteria_key("Patient", [("identifier", f"{SYS}|{value}")])
+    key = criteria_key("Patient", [("identifier", f"{SYS}|{value}")],
+                       live[1].extensions["fhirserver"].repo.protection.blinder.keyed)
     past = datetime.now(UTC) - timedelta(minutes=5)
     _claims(live).collection.insert_one(
         {"_id": key, "owner": "dead-writer", "rid": "never-written", "until": past})
@@ -184,7 +185,8 @@ def test_a_live_claim_makes_the_second_writer_wait_for_the_first_http_ccreate(li
     overtaken once its lease ends, not after a fixed long age."""
     op = http_as(live)
     value = f"slow-{uuid.uuid4().hex[:8]}"
-    key = criteria_key("Patient", [("identifier", f"{SYS}|{value}")])
+    key = criteria_key("Patient", [("identifier", f"{SYS}|{value}")],
+                       live[1].extensions["fhirserver"].repo.protection.blinder.keyed)
     soon = datetime.now(UTC) + timedelta(seconds=1)
     _claims(live).collection.insert_one(
         {"_id": key, "owner": "slow-writer", "rid": "x", "until": soon})
@@ -218,7 +220,8 @@ def test_a_failed_transaction_gives_its_claims_back_http_trules(live):
     its conditional entries claimed are free again at once (no wait for a lease)."""
     op = http_as(live)
     value = f"failed-{uuid.uuid4().hex[:8]}"
-    key = criteria_key("Patient", [("identifier", f"{SYS}|{value}")])
+    key = criteria_key("Patient", [("identifier", f"{SYS}|{value}")],
+                       live[1].extensions["fhirserver"].repo.protection.blinder.keyed)
     body = patient(identifier=[{"system": SYS, "value": value}])
     r = op.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": body,

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from fhirserver.storage.search_claims import SearchClaims, criteria_key
+from fhirserver.crypto.fields import Blinder
+from fhirserver.storage.search_claims import SearchClaims
+from fhirserver.storage.search_claims import criteria_key as keyed_criteria_key
+
+
+def criteria_key(rtype, items, key=b"k" * 32):  # type: ignore[no-untyped-def]
+    return keyed_criteria_key(rtype, items, Blinder(key, lambda s: False).keyed)
 
 
 def test_claim_key_ignores_parameter_order_and_hides_the_criteria():
@@ -25,6 +31,9 @@ def test_claim_key_ignores_parameter_order_and_hides_the_criteria():
         criteria_key("Patient", [("identifier", "s|1,s|2")])
     key = criteria_key("Patient", [("identifier", "urn:sys|123456789")])
     assert "123456789" not in key and len(key) == 64
+    # Keyed: without the deployment's key the lock name of a number cannot be
+    # computed (and so not guessed by trying every number).
+    assert key != criteria_key("Patient", [("identifier", "urn:sys|123456789")], b"x" * 32)
 
 
 

@@ -21,6 +21,9 @@ class ParseContext:
     tz: tzinfo
     base_url: str
     now: datetime
+    #: blind indexes of identity numbers and telecom values (search/blinding.py);
+    #: None compares values as given
+    blinder: Any = None
 
 
 class Handler(Protocol):

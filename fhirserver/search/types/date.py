@@ -34,7 +34,7 @@ from .base import Filter, ParseContext, Values, invalid
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _POINTS = ("date", "dateTime", "instant")
-_PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.*)$", re.S)
+_PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)

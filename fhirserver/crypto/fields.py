@@ -1,0 +1,224 @@
+"""Identity numbers and telecom values: encrypted where they are kept, blinded where
+they are looked up.
+
+PIPL articles 28, 29 and 51 ask for encryption of sensitive personal information;
+DESIGN.md section 1 asks that a stolen database dump not reveal who the patients
+are. Names and birth dates stay in clear (they must be searchable by prefix); what
+is protected is what identifies a person on its own:
+
+* **identity numbers**: the ``value`` of every Identifier, anywhere in a resource,
+  whose ``system`` is one the identifier registry knows (resident ID, permits,
+  passports, health card and hospital record numbers: ``identifier_systems.json``);
+* **telecom**: the ``value`` of every ContactPoint (``telecom`` lists).
+
+Three forms of a resource, all made here:
+
+* **stored** (:meth:`FieldCipher.seal`): each such value replaced by ``{"e": ...}``,
+  AES-256-GCM under the active data key (``data_keys.py``), the key id and a random
+  96-bit nonce in front, the element's ``system`` bound in as associated data (a
+  ciphertext moved to another element does not open). A JSON object never is an
+  Identifier's or ContactPoint's ``value``, so the form cannot be mistaken for data.
+* **opened** (:meth:`FieldCipher.open`): the stored form decrypted.
+* **blinded** (:meth:`Blinder.blinded`): each such value replaced by its **blind
+  index**, an HMAC-SHA256 under a key of its own (derived from the master key, never
+  stored) of the normalised value. Search values, uniqueness claims and content
+  hashes are computed from this form, so the database compares blind indexes and
+  never sees the number; a search value is blinded the same way (:meth:`Blinder.value`).
+
+A data key's rotation re-encrypts the stored form; the blind-index key does not
+rotate (every index entry would change at once), which the README says.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import SealError
+from .data_keys import KeyRing
+
+VERSION = "1"
+#: The key of an encrypted value's object: ``{"e": "<version>.<kid>.<base64url>"}``.
+ENCRYPTED = "e"
+NONCE_BYTES = 12
+#: Blind indexes start with this (the version of their form).
+BLIND_PREFIX = "h1."
+BLIND_BYTES = 18  # 144 bits: collisions are out of reach, the index stays short
+IDENTIFIER = "identifier"
+TELECOM = "telecom"
+_SEPARATORS = re.compile(r"[\s\-()]+")
+
+IsIdentitySystem = Callable[[str], bool]
+Node = dict[str, Any]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def normalised(kind: str, value: str) -> str:
+    """The form two writings of one number or address share: separators (spaces,
+    hyphens, brackets) out, identity numbers upper-case (a check character ``x`` is
+    ``X``), telecom lower-case (e-mail addresses compare without case)."""
+    bare = _SEPARATORS.sub("", value)
+    return bare.upper() if kind == IDENTIFIER else bare.lower()
+
+
+def protected_nodes(resource: Any, is_identity: IsIdentitySystem) -> list[tuple[Node, str]]:
+    """Every (element, kind) whose ``value`` is protected: Identifiers of a registered
+    system and ContactPoints, in the resource, its contained resources and any
+    Reference.identifier, found by shape (a walk, no schema)."""
+    found: list[tuple[Node, str]] = []
+    stack: list[tuple[Any, bool]] = [(resource, False)]
+    while stack:
+        node, telecom = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, telecom) for item in node)
+        elif isinstance(node, dict):
+            if telecom and "value" in node:
+                found.append((node, TELECOM))
+            elif "value" in node and "code" not in node and isinstance(node.get("system"), str) \
+                    and is_identity(node["system"]):
+                found.append((node, IDENTIFIER))
+            for key, child in node.items():
+                if isinstance(child, (dict, list)):
+                    stack.append((child, key == "telecom"))
+    return found
+
+
+def _copy(resource: Any) -> Any:
+    """A deep copy of JSON data (dicts and lists; leaves are shared, being immutable)."""
+    if isinstance(resource, dict):
+        return {k: _copy(v) for k, v in resource.items()}
+    if isinstance(resource, list):
+        return [_copy(v) for v in resource]
+    return resource
+
+
+class Blinder:
+    """Blind indexes under one key (HMAC-SHA256, RFC 2104)."""
+
+    def __init__(self, key: bytes, is_identity: IsIdentitySystem) -> None:
+        self._key = key
+        self.is_identity = is_identity
+
+    def value(self, kind: str, value: str) -> str:
+        """The blind index of ``value``."""
+        digest = hmac.new(self._key, f"{kind}\x1f{normalised(kind, value)}".encode(),
+                          hashlib.sha256).digest()
+        return BLIND_PREFIX + _b64(digest[:BLIND_BYTES])
+
+    def keyed(self, purpose: str, text: str) -> str:
+        """A keyed hash of ``text`` for one purpose (lock names, claim keys): hex."""
+        return hmac.new(self._key, f"{purpose}\x1f{text}".encode(), hashlib.sha256).hexdigest()
+
+    def blinded(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """``resource`` with every protected value replaced by its blind index: what
+        search values and content hashes are computed from."""
+        nodes = protected_nodes(resource, self.is_identity)
+        if not nodes:
+            return resource
+        copy: dict[str, Any] = _copy(resource)
+        for node, kind in protected_nodes(copy, self.is_identity):
+            if isinstance(node.get("value"), str):
+                node["value"] = self.value(kind, node["value"])
+        return copy
+
+
+class FieldCipher:
+    """Encrypts protected values under the active data key, opens them under any."""
+
+    def __init__(self, ring: KeyRing, is_identity: IsIdentitySystem) -> None:
+        self.ring = ring
+        self.is_identity = is_identity
+
+    @staticmethod
+    def _aad(kid: str, system: Any) -> bytes:
+        return f"fhirserver/field/v{VERSION}|{kid}|{system if isinstance(system, str) else ''}" \
+            .encode()
+
+    def encrypt(self, value: str, system: Any, kid: str | None = None) -> dict[str, str]:
+        kid, key = (kid, self.ring.key(kid)) if kid else self.ring.active()
+        nonce = os.urandom(NONCE_BYTES)
+        ct = AESGCM(key).encrypt(nonce, value.encode(), self._aad(kid, system))
+        return {ENCRYPTED: f"{VERSION}.{kid}.{_b64(nonce + ct)}"}
+
+    def decrypt(self, sealed: dict[str, Any], system: Any) -> str:
+        try:
+            version, kid, body = str(sealed[ENCRYPTED]).split(".", 2)
+            raw = _unb64(body)
+        except (KeyError, ValueError) as exc:
+            raise SealError("an encrypted value is malformed") from exc
+        if version != VERSION:
+            raise SealError(f"an encrypted value has unknown format version {version!r}")
+        try:
+            plain = AESGCM(self.ring.key(kid)).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                                      self._aad(kid, system))
+        except (InvalidTag, ValueError) as exc:
+            raise SealError("an encrypted value does not open: it was altered or moved "
+                            "to another element") from exc
+        return plain.decode()
+
+    @staticmethod
+    def kid_of(sealed: dict[str, Any]) -> str:
+        return str(sealed.get(ENCRYPTED, "")).split(".", 2)[1]
+
+    def seal(self, resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The stored form of ``resource`` and the data key ids it uses ([] when
+        nothing in it is protected: then it is ``resource`` itself)."""
+        if not protected_nodes(resource, self.is_identity):
+            return resource, []
+        copy: dict[str, Any] = _copy(resource)
+        kid, _ = self.ring.active()
+        used = False
+        for node, _kind in protected_nodes(copy, self.is_identity):
+            value = node.get("value")
+            if isinstance(value, str):
+                node["value"] = self.encrypt(value, node.get("system"), kid)
+                used = True
+        return copy, [kid] if used else []
+
+    def open(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The resource a stored form holds, every encrypted value decrypted."""
+        for node, _kind in self._sealed_nodes(stored):
+            node["value"] = self.decrypt(node["value"], node.get("system"))
+        return stored
+
+    def reseal(self, stored: dict[str, Any], kid: str) -> bool:
+        """Re-encrypt, in place, every value not under data key ``kid``; True if any was."""
+        changed = False
+        for node, _kind in self._sealed_nodes(stored):
+            if self.kid_of(node["value"]) != kid:
+                plain = self.decrypt(node["value"], node.get("system"))
+                node["value"] = self.encrypt(plain, node.get("system"), kid)
+                changed = True
+        return changed
+
+    @staticmethod
+    def _sealed_nodes(stored: Any) -> list[tuple[Node, str]]:
+        """Elements whose ``value`` is an encrypted object, wherever they are (the
+        registry may have changed since they were written: what was encrypted opens)."""
+        found: list[tuple[Node, str]] = []
+        stack = [stored]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(node)
+            elif isinstance(node, dict):
+                value = node.get("value")
+                if isinstance(value, dict) and ENCRYPTED in value:
+                    found.append((node, ""))
+                stack.extend(c for c in node.values() if isinstance(c, (dict, list)))
+        return found
