@@ -191,10 +191,14 @@ class FieldCipher:
         return copy, [kid] if used else []
 
     def open(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """The resource a stored form holds, every encrypted value decrypted."""
-        for node, _kind in self._sealed_nodes(stored):
+        """The resource a stored form holds, every encrypted value decrypted (a copy:
+        ``stored`` is left as it is)."""
+        if not self._sealed_nodes(stored):
+            return stored
+        opened: dict[str, Any] = _copy(stored)
+        for node, _kind in self._sealed_nodes(opened):
             node["value"] = self.decrypt(node["value"], node.get("system"))
-        return stored
+        return opened
 
     def reseal(self, stored: dict[str, Any], kid: str) -> bool:
         """Re-encrypt, in place, every value not under data key ``kid``; True if any was."""
