@@ -17,12 +17,23 @@ from typing import Any
 from ..auth.disclosure import kept_whole, sees_whole
 from ..auth.policy import Caller
 from ..model.masking import mask, masked
+from ..model.references import parse_reference
 from ..storage.indexing import patient_of
 from .context import Context
 from .identity_lookups import card_system
 
 #: answers that are about the request, not a record: never walked
 _NOT_RECORDS = frozenset({"OperationOutcome", "CapabilityStatement", "Parameters", "Bundle"})
+
+
+def _patient(resource: dict[str, Any]) -> str | None:
+    """Whose record ``resource`` is: its compartment, and for a RelatedPerson (a
+    family binding's answer) the patient it is related to."""
+    if resource.get("resourceType") == "RelatedPerson":
+        ref = (resource.get("patient") or {}).get("reference")
+        local = parse_reference(ref) if isinstance(ref, str) else None
+        return local.id if local is not None and local.type == "Patient" else None
+    return patient_of(resource)
 
 
 class _View:
@@ -50,7 +61,7 @@ class _View:
             return self._bundle(resource)
         if kind == "Parameters":
             return self._parameters(resource)
-        if kind in _NOT_RECORDS or self.whole(patient_of(resource)):
+        if not isinstance(kind, str) or kind in _NOT_RECORDS or self.whole(_patient(resource)):
             return resource
         return masked(resource, self.ctx.registry, self.keep)[0]
 

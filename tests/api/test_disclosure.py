@@ -144,6 +144,8 @@ def test_whose_access_needs_the_numbers_sees_them_whole(app, fhir, world, who):
         r = caller.post(f"Patient/{holder}/$bind-family", {"resourceType": "Parameters",
                         "parameter": [{"name": "code", "valueString": code}]})
         assert r.status_code == 201, r.get_json()
+        listing = caller.get(f"Patient/{holder}/$family").get_json()["entry"][0]["resource"]
+        assert listing["identifier"][0]["value"].isdigit() and not labelled(listing)
     elif who == "registration":
         treat(app, "Practitioner/desk", pid)
         caller = As(fhir, mint(app, "user", "user/*.cruds registration", subject="desk",
@@ -173,6 +175,14 @@ def test_backend_client_without_identity_scope_sees_masked_numbers(app, fhir, wo
              for p in pix["parameter"] if p["name"] == "targetIdentifier"}
     assert given == {RID: SHOWN}  # no card number without the card-number scope
     assert labelled(pix)
+    match = lab.post("Patient/$match", {"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": f.patient("Wang", identifier=[
+            {"system": PASSPORT, "value": "X1234567"}])}]}).get_json()
+    candidate = match["entry"][0]["resource"]
+    assert candidate["id"] == world["pid"] and numbers(candidate)[RID] == SHOWN
+    assert labelled(candidate)
+    lastn = lab.get(f"Observation/$lastn?patient={world['pid']}").get_json()
+    assert lastn["entry"][0]["resource"]["subject"]["identifier"]["value"] == SHOWN
 
 
 def test_clinician_read_modify_put_keeps_the_stored_numbers(fhir, world):
@@ -191,6 +201,22 @@ def test_clinician_read_modify_put_keeps_the_stored_numbers(fhir, world):
     assert stored["telecom"][0]["value"] == "13800001111"
     assert not labelled(stored)
     assert stored["meta"]["versionId"] == "3"  # card issue made version 2
+
+
+def test_masked_put_in_a_transaction_or_conditional_update_keeps_the_numbers(fhir, world):
+    """http.html#transaction, http.html#cond-update: the same rule in every update."""
+    dr, pid = world["dr"], world["pid"]
+    patient = dr.get(f"Patient/{pid}").get_json()
+    patient["name"][0]["given"] = ["Wei"]
+    r = dr.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient, "request": {"method": "PUT", "url": f"Patient/{pid}"}}]})
+    assert r.status_code == 200, r.get_json()
+    patient["name"][0]["given"] = ["Wei", "Ming"]
+    r = dr.put(f"Patient?_id={pid}", patient)
+    assert r.status_code == 200, r.get_json()
+    stored = fhir.get(f"Patient/{pid}").get_json()
+    assert numbers(stored) == numbers(world["whole"])
+    assert stored["name"][0]["given"] == ["Wei", "Ming"] and stored["meta"]["versionId"] == "4"
 
 
 def test_patch_keeps_the_stored_numbers(fhir, world):
