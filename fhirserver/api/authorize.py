@@ -27,7 +27,7 @@ from ..auth import clients as clients_
 from ..auth import grants, launches, signin, throttle, users
 from ..auth.access import Access
 from ..auth.policy import Caller
-from ..auth.scopes import CARD_NUMBER, REGISTRATION, describe, grant
+from ..auth.scopes import CARD_NUMBER, IDENTITY, REGISTRATION, describe, grant
 from ..auth.sweep import sweep
 from .state import state
 
@@ -36,7 +36,8 @@ blp = Blueprint("authorize", __name__, url_prefix="/",
 
 COOKIE = "fhirserver_auth"
 #: Scopes of this server's own that a user's token carries only with the same role.
-ROLE_SCOPES = {REGISTRATION: users.REGISTRATION, CARD_NUMBER: users.REGISTRATION}
+ROLE_SCOPES = {REGISTRATION: users.REGISTRATION, CARD_NUMBER: users.REGISTRATION,
+               IDENTITY: users.REGISTRATION}
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }} · fhirserver</title>

@@ -3,6 +3,10 @@
 ``_format`` wins over ``Accept``; JSON is the only format served, so a request that
 can only take XML (or anything else) gets 406 with an OperationOutcome in JSON.
 ``_pretty=true`` indents.
+
+Every answer body leaves through :func:`render`, so this is where identity numbers
+are masked for callers whose access does not need them whole
+(``interactions/disclosure.py``): no interaction, present or future, answers around it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import orjson
-from flask import Request, Response, request
+from flask import Request, Response, g, request
 
 from .. import errors
 from ..model import json_text
@@ -58,6 +62,16 @@ def _pretty() -> bool:
     return request.args.get("_pretty", "").lower() == "true"
 
 
+def _for_caller(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as the authenticated caller may see it (minimum disclosure)."""
+    if g.get("caller") is None:
+        return body
+    from ..interactions.disclosure import disclosed
+    from .state import context
+
+    return disclosed(context(), body)
+
+
 def render(status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None,
            mimetype: str | None = None) -> Response:
     try:
@@ -65,6 +79,8 @@ def render(status: int, body: dict[str, Any] | None, headers: dict[str, str] | N
     except errors.NotAcceptable:
         mimetype = FHIR_JSON  # the 406 itself, and errors, are still JSON
     option = orjson.OPT_INDENT_2 if _pretty() else 0
+    if isinstance(body, dict):
+        body = _for_caller(body)
     data = b"" if body is None else json_text.dumps(body, option=option)
     resp = Response(data, status=status, mimetype=mimetype if body is not None else None)
     if body is not None:

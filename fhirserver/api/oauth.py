@@ -285,14 +285,14 @@ def _launch_values() -> dict[str, str]:
 def _client_credentials(client: Client, form: dict[str, str]) -> dict[str, Any]:
     if client.kind not in ("backend", "confidential"):
         raise OAuthError("unauthorized_client", "This client may not use client_credentials")
-    from ..auth.scopes import CARD_NUMBER, REGISTRATION
+    from ..auth.scopes import CARD_NUMBER, IDENTITY, REGISTRATION
 
     requested = form.get("scope", "")
     clinical, _ = parse_scopes(client.scopes)
     # SMART Backend Services: system/ scopes; and this server's own scopes, which a
     # backend client holds only when registered with them (scopes.py).
     wanted = [s for s in requested.split()
-              if s.startswith("system/") or s in (REGISTRATION, CARD_NUMBER)]
+              if s.startswith("system/") or s in (REGISTRATION, CARD_NUMBER, IDENTITY)]
     granted = grant(" ".join(wanted), client.scopes)
     if not granted:
         raise OAuthError("invalid_scope", "None of the requested system/ scopes is allowed "

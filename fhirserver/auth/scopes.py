@@ -12,8 +12,8 @@ Clinical scopes are ``<context>/<resource>.<permissions>[?<query>]``:
   also match (``patient/Observation.rs?category=http://...|laboratory``).
 
 Other scopes (``openid``, ``fhirUser``, ``launch``, ``launch/patient``,
-``offline_access``, ``online_access``, and this server's ``registration`` and
-``card-number``) are kept by name. An interaction needs its
+``offline_access``, ``online_access``, and this server's ``registration``,
+``card-number`` and ``identity``) are kept by name. An interaction needs its
 letter: read/vread ``r``, search ``s``, create ``c``, update/patch ``u``, delete ``d``.
 """
 
@@ -29,12 +29,14 @@ V2_ORDER = "cruds"
 V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 #: This server's own scopes: ``registration`` (a registration desk or registrar:
 #: writes identity documents of Patients and learns when a number is taken) and
-#: ``card-number`` (``$ihe-pix`` answers health card numbers).
+#: ``card-number`` (``$ihe-pix`` answers health card numbers); ``identity`` (a
+#: backend client receives identity document numbers whole, not masked: disclosure.py).
 REGISTRATION = "registration"
 CARD_NUMBER = "card-number"
+IDENTITY = "identity"
 NON_CLINICAL = frozenset({"openid", "fhirUser", "profile", "launch", "launch/patient",
                           "launch/encounter", "offline_access", "online_access",
-                          REGISTRATION, CARD_NUMBER})
+                          REGISTRATION, CARD_NUMBER, IDENTITY})
 INTERACTION_LETTER = {"read": "r", "vread": "r", "search": "s", "create": "c",
                       "update": "u", "patch": "u", "delete": "d", "history": "r"}
 _CLINICAL = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(?:\?(.*))?$")
@@ -140,6 +142,7 @@ _OTHER_WORDS = {
     "online_access": "Keep access while you are using it",
     REGISTRATION: "Register patients and change their identity documents",
     CARD_NUMBER: "Look up health card numbers from identity document numbers",
+    IDENTITY: "Receive identity document numbers whole (not masked)",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import jsonpatch
@@ -15,6 +16,7 @@ import jsonpointer
 
 from .. import errors
 from ..auth.policy import author_key
+from ..model import masking
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import make_write
@@ -91,6 +93,39 @@ def _identity(planner: Planner, rtype: str, old: dict[str, Any] | None,
                                expression="Patient.identifier")
     return new
 
+
+def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None]) -> Any:
+    """The body of a write without what masking put in an answer (http.html#update,
+    security-labels.html ``MASKED``): the MASKED label is the server's and never
+    stored; a masked identity number that masks the stored value of its system
+    (a client sending back what it read) stands for that value, whatever the
+    caller's rights; one that masks nothing the record holds is refused (422 at its
+    FHIRPath), since a masked value is never stored.
+
+    ``current`` gives the stored version the caller may see (None: none); it is
+    asked only when the body carries a masked value."""
+    if not isinstance(body, dict):
+        return body
+    body = masking.unlabelled(body)
+    registry = planner.ctx.registry
+    if not masking.carries_masks(body, registry):
+        return body
+    stored = current()
+    old = stored.resource if stored is not None and not stored.deleted else None
+    restored, forged = masking.restore(body, old, registry)
+    if forged:
+        raise errors.Unprocessable(issues=[errors.Issue(
+            "This identity number is masked (it holds '*') and masks no number the record "
+            "holds: a masked value cannot be written; send the whole number, or the mask "
+            "the server answered to keep the stored one", code="value", expression=(path,),
+        ) for path in forged])
+    return restored
+
+
+def _no_current() -> Stored | None:
+    return None
+
+
 def _location(rtype: str, rid: str, version: int) -> str:
     return f"{rtype}/{rid}/_history/{version}"
 
@@ -109,7 +144,7 @@ def create(
     writes nothing; several are a 412. With no match the criteria are claimed
     before the write, so that concurrent creates with them make one resource.
     """
-    resource = validate(body, rtype, planner.ctx)
+    resource = validate(_unmasked(planner, body, _no_current), rtype, planner.ctx)
     what = "Conditional create"
     if if_none_exist:
         found = single_match(planner.ctx, rtype, if_none_exist, what)
@@ -182,7 +217,13 @@ def update(
     re-points), made whatever the caller may see or write: the operation that asks
     for them has checked its own rights.
     """
-    resource = validate(body, rtype, planner.ctx)
+    def seen() -> Stored | None:
+        if not is_valid_id(rid):
+            return None
+        stored = planner.current(rtype, rid)
+        return stored if server else _seen(planner, stored, rtype, rid)
+
+    resource = validate(_unmasked(planner, body, seen), rtype, planner.ctx)
     body_id = resource.get("id")
     if body_id is None:
         raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
@@ -211,8 +252,13 @@ def conditional_update(
     concurrent updates one creates and the others update what it created. ``rid``
     is the id a create gets (a transaction chose it for the entry's fullUrl).
     """
-    resource = validate(body, rtype, planner.ctx)
     what = "Conditional update"
+
+    def matched() -> Stored | None:
+        rid_ = single_match(planner.ctx, rtype, query, what)
+        return planner.current(rtype, rid_) if rid_ is not None else None
+
+    resource = validate(_unmasked(planner, body, matched), rtype, planner.ctx)
     found = single_match(planner.ctx, rtype, query, what)
     body_id = resource.get("id")
     if found is None:
@@ -255,7 +301,7 @@ def patch(
         raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
     if patched.get("id") != rid:
         raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
-    resource = validate(patched, rtype, planner.ctx)
+    resource = validate(_unmasked(planner, patched, lambda: current), rtype, planner.ctx)
     return _put(planner, rtype, rid, resource, current, method="PATCH")
 
 

@@ -8,7 +8,9 @@ the target systems, if given) and ``targetId`` for the Patient.
 
 For a backend client every query is an identity look-up, counted against
 ``FHIR_LOOKUPS_PER_MINUTE`` (auth/lookup_rules.py); health card numbers are
-answered only to the ``card-number`` scope, other callers get the other identifiers.
+answered only to the ``card-number`` scope, other callers get the other identifiers,
+masked unless the caller sees that patient's numbers whole (auth/disclosure.py; the
+answer is then labelled MASKED, security-labels.html).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
 from ..interactions.context import Context
+from ..interactions.disclosure import identifier_for
 from ..interactions.identity_lookups import caller_of, count_lookups, shown
 from ..model.identifier_systems import Registry
 from ..model.identity_numbers import InvalidNumber
+from ..model.masking import labelled
 
 
 def parse_identifier(raw: str, registry: Registry, name: str) -> tuple[str, str]:
@@ -89,10 +93,14 @@ def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]],
     if not patients:
         raise errors.NotFound(f"No Patient holds identifier {system}|{value}")
     out: list[dict[str, Any]] = []
+    any_masked = False
     for stored in patients:
         for ident in shown(ctx, stored.resource or {}).get("identifier") or ():
             same = ident.get("system") == system and ident.get("value") == value
             if not same and (not targets or ident.get("system") in targets):
-                out.append({"name": "targetIdentifier", "valueIdentifier": ident})
+                given = identifier_for(ctx, stored.id, ident)
+                any_masked = any_masked or given is not ident
+                out.append({"name": "targetIdentifier", "valueIdentifier": given})
         out.append({"name": "targetId", "valueReference": {"reference": stored.reference}})
-    return {"resourceType": "Parameters", "parameter": out}
+    answer = {"resourceType": "Parameters", "parameter": out}
+    return labelled(answer) if any_masked else answer

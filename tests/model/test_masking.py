@@ -1,0 +1,135 @@
+"""Masked identity numbers, pure (security-labels.html: the v3 ObservationValue
+MASKED label; http.html#update: a masked value sent back keeps the stored one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhirserver.model.identifier_systems import load_registry
+from fhirserver.model.masking import (
+    MASKED,
+    carries_masks,
+    labelled,
+    mask,
+    masked,
+    restore,
+    unlabelled,
+)
+
+REGISTRY = load_registry()
+RID = "https://fhirserver.example/sid/resident-id"
+PASSPORT = "https://fhirserver.example/sid/passport/CHN"
+MRN = "https://fhirserver.example/sid/mrn/hospital-1"
+CARD = "https://fhirserver.example/sid/health-card"
+
+
+def entry(system: str):  # type: ignore[no-untyped-def]
+    found = REGISTRY.match(system)
+    assert found is not None
+    return found.entry
+
+
+@pytest.mark.parametrize(("system", "value", "shown"), [
+    (RID, "110101199003071233", "110101********1233"),
+    ("https://fhirserver.example/sid/residence-permit-hk", "810000199001010019",
+     "810000********0019"),
+    ("https://fhirserver.example/sid/foreign-permanent-resident-id", "911560199001010017",
+     "911560********0017"),
+    ("https://fhirserver.example/sid/foreign-permanent-resident-id", "USA110101012345",
+     "***********2345"),  # the 2017 form is no GB 11643 number
+    (PASSPORT, "E12345678", "*****5678"),
+    (CARD, "12345678901234567890", "****************7890"),
+    (MRN, "A1234567", "****4567"),
+    (MRN, "A123456", "*******"),  # under 8 characters: nothing shown
+    (MRN, "7", "*"),
+])
+def test_mask_keeps_the_length_and_shows_only_the_allowed_characters(system, value, shown):
+    assert mask(value, entry(system)) == shown
+    assert len(shown) == len(value)
+
+
+PATIENT = {
+    "resourceType": "Patient", "id": "p1",
+    "meta": {"versionId": "4"},
+    "identifier": [{"system": RID, "value": "110101199003071233"},
+                   {"system": "urn:other", "value": "free-text-1234"}],
+    "telecom": [{"system": "phone", "value": "13800001111"}],
+    "contained": [{"resourceType": "Patient", "id": "c",
+                   "identifier": [{"system": MRN, "value": "A1234567"}]}],
+    "generalPractitioner": [{"identifier": {"system": PASSPORT, "value": "E12345678"}}],
+}
+
+
+def test_masked_copies_masks_every_registered_identifier_and_labels_it():
+    out, changed = masked(PATIENT, REGISTRY)
+    assert changed
+    assert out["identifier"] == [{"system": RID, "value": "110101********1233"},
+                                 {"system": "urn:other", "value": "free-text-1234"}]
+    assert out["contained"][0]["identifier"][0]["value"] == "****4567"
+    assert out["generalPractitioner"][0]["identifier"]["value"] == "*****5678"
+    assert out["telecom"] == PATIENT["telecom"]  # contacts are not masked
+    assert out["meta"] == {"versionId": "4", "security": [MASKED]}
+    assert PATIENT["identifier"][0]["value"] == "110101199003071233"  # the input is untouched
+    assert "security" not in PATIENT["meta"]
+
+
+def test_nothing_to_mask_is_the_same_object_and_unlabelled():
+    plain = {"resourceType": "Observation", "status": "final",
+             "valueQuantity": {"value": 1, "system": "http://unitsofmeasure.org", "code": "g"}}
+    assert masked(plain, REGISTRY) == (plain, False)
+
+
+def test_kept_systems_stay_whole():
+    card = {"resourceType": "Patient", "identifier": [{"system": CARD, "value": "1" * 20}]}
+    assert masked(card, REGISTRY, keep=frozenset({CARD})) == (card, False)
+
+
+def test_label_is_added_once_and_removed_leaving_the_other_labels():
+    other = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+    twice = labelled(labelled({"resourceType": "Patient", "meta": {"security": [other]}}))
+    assert twice["meta"]["security"] == [other, MASKED]
+    assert unlabelled(twice) == {"resourceType": "Patient", "meta": {"security": [other]}}
+    assert unlabelled(labelled({"resourceType": "Patient"})) == {"resourceType": "Patient"}
+    untouched = {"resourceType": "Patient", "meta": {"security": [other]}}
+    assert unlabelled(untouched) is untouched
+
+
+def test_restore_puts_back_the_stored_value_a_mask_stands_for():
+    shown, _ = masked(PATIENT, REGISTRY)
+    shown["name"] = [{"family": "Edited"}]
+    restored, forged = restore(shown, PATIENT, REGISTRY)
+    assert forged == []
+    assert restored["identifier"] == PATIENT["identifier"]
+    assert restored["contained"] == PATIENT["contained"]
+    assert restored["generalPractitioner"] == PATIENT["generalPractitioner"]
+    assert restored["name"] == [{"family": "Edited"}]
+
+
+def test_restore_reports_masks_of_nothing_stored_at_their_fhirpath():
+    forged_body = {"resourceType": "Patient", "identifier": [
+        {"system": "urn:other", "value": "a*b"},  # not an identity number: left alone
+        {"system": RID, "value": "110101********9999"}]}
+    restored, forged = restore(forged_body, PATIENT, REGISTRY)
+    assert forged == ["Patient.identifier[1].value"]
+    assert restore(forged_body, None, REGISTRY)[1] == ["Patient.identifier[1].value"]
+    # a mask of the same number under another system masks nothing stored
+    other = {"resourceType": "Patient", "identifier": [
+        {"system": "https://fhirserver.example/sid/mrn/hospital-2", "value": "****4567"}]}
+    assert restore(other, PATIENT, REGISTRY)[1] == ["Patient.identifier[0].value"]
+    assert restored["identifier"][1]["value"] == "110101********9999"
+
+
+def test_restore_gives_two_values_of_one_mask_back_in_stored_order():
+    stored = {"resourceType": "Patient", "identifier": [
+        {"system": MRN, "value": "AA001234"}, {"system": MRN, "value": "BB001234"}]}
+    sent = {"resourceType": "Patient", "identifier": [
+        {"system": MRN, "value": "****1234"}, {"system": MRN, "value": "****1234"}]}
+    restored, forged = restore(sent, stored, REGISTRY)
+    assert forged == [] and restored == stored
+
+
+def test_carries_masks_looks_at_identity_numbers_only():
+    assert not carries_masks(PATIENT, REGISTRY)
+    assert carries_masks(masked(PATIENT, REGISTRY)[0], REGISTRY)
+    assert not carries_masks({"identifier": [{"system": "urn:x", "value": "**"}],
+                              "telecom": [{"system": "phone", "value": "*"}]}, REGISTRY)
