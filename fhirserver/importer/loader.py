@@ -21,6 +21,7 @@ from ..interactions import write
 from ..interactions.context import Context, Planner
 from ..model.references import rewrite_references
 from ..model.types import SUPPORTED_TYPES, is_valid_id
+from ..storage.indexing import blinded_hash
 from ..storage.protection import Protection
 from ..storage.unit_of_work import VersionConflict
 from .reader import SourceEntry
@@ -58,7 +59,7 @@ def stable_id(entry: SourceEntry, protection: Protection) -> str:
         candidate = entry.full_url.removeprefix("urn:uuid:")
         if is_valid_id(candidate):
             return candidate
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "fhirserver:" + protection.content_hash(entry.resource)))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "fhirserver:" + blinded_hash(protection, entry.resource)))
 
 
 def import_group(ctx: Context, entries: Iterable[SourceEntry], stats: ImportStats,

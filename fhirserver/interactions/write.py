@@ -19,7 +19,7 @@ from ..auth.policy import author_key
 from ..model import masking
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
-from ..storage.indexing import make_write
+from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result
@@ -185,7 +185,7 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
     resource = _identity(planner, rtype, old, resource, server)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
     if current is not None and not current.deleted:
-        if current.content_hash == planner.repo.protection.content_hash(resource):
+        if current.content_hash == blinded_hash(planner.repo.protection, resource):
             # Same content: no new version, as HAPI does; keeps re-imports idempotent.
             return Result(200, current, location=_location(rtype, rid, current.version))
     version = (current.version + 1) if current else 1

@@ -75,6 +75,12 @@ def content_hash(resource: dict[str, Any]) -> str:
     return hashlib.sha256(json_text.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def blinded_hash(protection: Protection, resource: dict[str, Any]) -> str:
+    """The content hash stored for ``resource``: of its blinded form, so that it is no
+    unkeyed hash of an identity number (the rest of the resource is in clear)."""
+    return content_hash(protection.blinder.blinded(resource))
+
+
 def with_meta(resource: dict[str, Any], rid: str, version: int, at: datetime) -> dict[str, Any]:
     """A copy of ``resource`` with the id and server-managed meta of a new version."""
     out = dict(resource)

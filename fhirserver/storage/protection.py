@@ -51,9 +51,3 @@ class Protection:
         value's blind index."""
         system, _, value = key.rpartition("|")
         return f"{system}|{self.blinder.value(IDENTIFIER, value)}"
-
-    def content_hash(self, resource: dict[str, Any]) -> str:
-        """What :func:`.indexing.content_hash` stores for ``resource`` (no-op updates)."""
-        from .indexing import content_hash
-
-        return content_hash(self.blinder.blinded(resource))
