@@ -128,18 +128,24 @@ def _recover(settings: Settings) -> None:
     """Roll back the transactions a killed server left half done (FHIR R4
     http.html#transaction), once, here in the master before gunicorn forks: the
     workers then start on whole transactions and find nothing to do, instead of
-    both rolling back at once (``storage/recovery.py``)."""
+    both rolling back at once (``storage/recovery.py``). Values an older version
+    stored in clear are encrypted here too, once, for the same reason."""
     from .storage.repository import Repository
 
     started = time.perf_counter()
     repo = Repository.from_settings(settings, initialise=False)
     try:
         rolled = repo.recover()
+        if rolled:
+            console.print(f"rolled back {rolled} interrupted transaction(s) in "
+                          f"{time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        encrypted = repo.encrypt_clear_values()
+        if encrypted:
+            console.print(f"encrypted the identity numbers and telecom of {encrypted} "
+                          f"document(s) stored in clear, in {time.perf_counter() - started:.1f} s")
     finally:
         repo.close()
-    if rolled:
-        console.print(f"rolled back {rolled} interrupted transaction(s) in "
-                      f"{time.perf_counter() - started:.1f} s")
 
 
 # -- import ------------------------------------------------------------------------

@@ -190,7 +190,7 @@ class Repository:
                 self.db[name].create_indexes(models)
         self.uow.recover()
         self._add_search_keys()
-        self._encrypt_clear_values()
+        self.encrypt_clear_values()
 
     def recover(self) -> int:
         """Roll back the transactions nobody will finish (storage/recovery.py)."""
@@ -214,14 +214,16 @@ class Repository:
         with contextlib.suppress(DuplicateKeyError):
             self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
-    def _encrypt_clear_values(self) -> None:
+    def encrypt_clear_values(self) -> int:
         """Identity numbers and telecom values an older version stored in clear are
-        encrypted, and blinded in search values and claims, once (reencryption.py)."""
+        encrypted, and blinded in search values and claims, once (reencryption.py).
+        ``serve`` runs it before its workers start; returns the documents changed."""
         if self.db[SCHEMA].find_one({"_id": "field-encryption"}) is not None:
-            return
-        self.reencryption().run()
+            return 0
+        changed = self.reencryption().run().total
         with contextlib.suppress(DuplicateKeyError):
             self.db[SCHEMA].insert_one({"_id": "field-encryption", "v": 1})
+        return changed
 
     def reencryption(self) -> Reencryption:
         """The pass that brings every stored value under the active data key."""
