@@ -105,3 +105,30 @@ def test_reimport_keeps_the_health_card_number(settings, fhir):
     run_import(settings, [path])
     found = fhir.get(f"Patient?identifier={card['system']}|{card['value']}").get_json()
     assert [e["resource"]["id"] for e in found.get("entry", [])] == [pid]
+
+
+def test_import_encrypts_identity_numbers_and_telecom_on_the_way_in(settings, fhir, tmp_path):
+    """Issue "Privacy at rest": ``fhirserver import`` stores identity numbers and
+    telecom encrypted like the API does (PIPL art. 51), and they are found by search."""
+    from pymongo import MongoClient
+    from stdnum.iso7064 import mod_11_2
+
+    rid = "https://fhirserver.example/sid/resident-id"
+    number = "11010519800101001" + mod_11_2.calc_check_digit("11010519800101001")
+    patient = {"resourceType": "Patient", "identifier": [{"system": rid, "value": number}],
+               "telecom": [{"system": "phone", "value": "13512345678"}],
+               "birthDate": "1980-01-01", "gender": "male"}
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": "urn:uuid:6f1c2a94-2f5e-4a41-9e0c-0d0f6a8d2b11",
+                         "resource": patient}]}
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps(bundle))
+    assert not run_import(settings, [path]).problems
+    with MongoClient(settings.mongodb_uri) as client:
+        db = client[settings.mongodb_db]
+        stored = " ".join(str(d) for name in db.list_collection_names() for d in db[name].find({}))
+    assert number not in stored and "13512345678" not in stored
+    for query in (f"identifier={rid}|{number}", "phone=135-1234-5678"):
+        found = fhir.get(f"Patient?{query}").get_json()
+        assert found["total"] == 1, query
+        assert found["entry"][0]["resource"]["identifier"][0]["value"] == number
