@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import errors
 from ..auth.lookup_rules import uses_lookup_exception
+from ..crypto.fields import IDENTIFIER
 from ..interactions.context import Context
 from ..interactions.disclosure import identifier_for
 from ..interactions.identity_lookups import caller_of, count_lookups, shown
@@ -59,8 +60,9 @@ def holders(ctx: Context, system: str, value: str) -> list[str]:
     if found is not None and found.entry.unique:
         holder = ctx.repo.claim_holder(f"{system}|{value}")
         return [holder] if holder else []
-    token = f"{system}|{value}"
-    return ctx.repo.find_ids("Patient", {"sp.identifier": token}, limit=10)
+    if found is not None:  # an identity number: the database holds its blind index
+        value = ctx.repo.protection.blinder.value(IDENTIFIER, value)
+    return ctx.repo.find_ids("Patient", {"sp.identifier": f"{system}|{value}"}, limit=10)
 
 
 def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]],
