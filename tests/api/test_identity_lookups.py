@@ -353,3 +353,35 @@ def test_concurrent_lookups_on_two_workers_never_exceed_the_limit(live, settings
         for t in threads:
             t.join()
     assert sorted(statuses) == [200] * LIMIT + [429] * LIMIT
+
+
+def test_pix_finds_a_registered_non_unique_number_by_its_blind_index(settings, tmp_path):
+    """A deployment may register an identity system whose numbers are not unique (no
+    uniqueness claim): ``$ihe-pix`` (IHE ITI-83) then searches, and finds the holder
+    by the blind index the database keeps instead of the number."""
+    import json
+    from dataclasses import replace
+
+    from fhirserver.model.identifier_systems import DEFAULT_FILE
+    from tests.conftest import make_app
+
+    registry = json.loads(DEFAULT_FILE.read_text())
+    for entry in registry["systems"]:
+        if entry["key"] == "hospital-record":
+            entry["unique"] = False
+    path = tmp_path / "systems.json"
+    path.write_text(json.dumps(registry))
+    app = make_app(replace(settings, identifier_systems=str(path)))
+    fhir = app.test_client()
+    mrn = "https://fhirserver.example/sid/mrn/hospital-1"
+    created = [fhir.post("Patient", json={
+        "resourceType": "Patient", "identifier": [{"system": mrn, "value": "MRN-77001"}],
+        "gender": "male", "birthDate": "1970-01-01"}) for _ in range(2)]
+    assert [r.status_code for r in created] == [201, 201]
+    stored = app.extensions["fhirserver"].repo.db["Patient"].find_one({})
+    assert "MRN-77001" not in str(stored)
+    r = fhir.get(f"Patient/$ihe-pix?sourceIdentifier={mrn}|MRN-77001")
+    assert r.status_code == 200, r.get_json()
+    targets = {p["valueReference"]["reference"] for p in r.get_json().get("parameter", [])
+               if p["name"] == "targetId"}
+    assert targets == {f"Patient/{c.get_json()['id']}" for c in created}
