@@ -28,10 +28,10 @@ from ..interactions import read as read_
 from ..interactions import write
 from ..interactions.context import Context, run_single
 from ..interactions.identity_lookups import card_system
+from ..storage.protection import CARD_NUMBER_FIELD, CARDS
 from . import code_uses
 from .card_tokens import fingerprint, issue_token, new_secret, read_code
 
-CARDS = "_health_cards"
 SCANS = "_card_scans"
 SECRETS = "_secrets"
 
@@ -89,13 +89,11 @@ def _set_card_identifier(ctx: Context, pid: str, number: str | None, drop: str |
     run_single(ctx, plan)
 
 
-#: What a card's encrypted number is bound to (crypto/fields.py associated data).
-NUMBER_FIELD = f"{CARDS}/number"
 
 
 def _sealed_number(ctx: Context, number: str) -> dict[str, str]:
     """A card number as ``_health_cards`` keeps it: encrypted under the data key."""
-    return ctx.repo.protection.cipher.encrypt(number, NUMBER_FIELD)
+    return ctx.repo.protection.cipher.encrypt(number, CARD_NUMBER_FIELD)
 
 
 def opened(ctx: Context, card: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +101,7 @@ def opened(ctx: Context, card: dict[str, Any]) -> dict[str, Any]:
     version reads as it is until the data keys' pass encrypts it)."""
     number = card.get("number")
     if isinstance(number, dict):
-        return {**card, "number": ctx.repo.protection.cipher.decrypt(number, NUMBER_FIELD)}
+        return {**card, "number": ctx.repo.protection.cipher.decrypt(number, CARD_NUMBER_FIELD)}
     return card
 
 

@@ -23,6 +23,10 @@ from ..model.identifier_systems import Registry
 BLIND_INDEX_PURPOSE = "blind-index/HMAC-SHA256/v1"
 #: Top-level field of a stored document: the ids of the data keys its ``res`` uses.
 DATA_KEYS_FIELD = "dk"
+#: The health card registry, whose ``number`` field is encrypted (mpi/cards.py).
+CARDS = "_health_cards"
+#: What a card's encrypted number is bound to (associated data, crypto/fields.py).
+CARD_NUMBER_FIELD = f"{CARDS}/number"
 
 
 @dataclass(frozen=True)

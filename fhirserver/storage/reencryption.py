@@ -31,12 +31,10 @@ from pymongo.errors import DuplicateKeyError
 from ..crypto.fields import BLIND_PREFIX, protected_nodes
 from .documents import Collections
 from .indexing import rebuild_current
-from .protection import DATA_KEYS_FIELD, Protection
+from .protection import CARD_NUMBER_FIELD, CARDS, DATA_KEYS_FIELD, Protection
 from .stored_form import resource_of, stored_form
 
 Progress = Callable[[str, int, int], None]  # (collection, done, total)
-CARDS = "_health_cards"
-CARD_NUMBER_FIELD = f"{CARDS}/number"
 
 
 @dataclass
