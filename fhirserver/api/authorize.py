@@ -126,6 +126,8 @@ def authorize() -> Response:
     redirect_uri = args.get("redirect_uri", "")
     if client is None:
         return _page(400, "Unknown application", error="This application is not registered here.")
+    if client.disabled:
+        return _page(400, "Application disabled", error="This application has been disabled here.")
     if redirect_uri not in client.redirect_uris:
         return _page(400, "Wrong return address",
                      error="The application's return address is not the one it registered.")
@@ -250,7 +252,7 @@ def _user_scope(user: users.User, scope: str) -> str:
 
 def _approval_page(current: signin.SignIn, error: str | None = None) -> Response:
     pending = signin.pending(_db(), current.request_id, state().clock()) or {}
-    user = users.find(_db(), current.user or "")
+    user = users.active(_db(), current.user or "")
     if user is None or not pending:
         return _page(400, "Start again", error="Your session ended.")
     lines = [describe(s) for s in _user_scope(user, pending["scope"]).split()]
@@ -272,7 +274,7 @@ def approve() -> Response:
         return _page(400, "Start again", error="Another authorization request was started in "
                      "this browser since this page was shown: this one can no longer be answered.")
     pending = signin.pending(_db(), current.request_id, st.clock())
-    user = users.find(_db(), current.user)
+    user = users.active(_db(), current.user)  # disabled since signing in: no code
     if pending is None or user is None:
         signin.drop(_db(), current)
         return _page(400, "Start again", error="The request has expired or was answered already.")

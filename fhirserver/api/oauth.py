@@ -15,7 +15,7 @@ from flask_smorest import Blueprint
 
 from .. import errors
 from ..auth import clients as clients_
-from ..auth import grants, launches
+from ..auth import grants, launches, users
 from ..auth.bindings import family_reach
 from ..auth.callers import caller_from_claims
 from ..auth.clients import ASSERTION_TYPE, Client, OAuthError
@@ -130,7 +130,7 @@ def _client(form: dict[str, str]) -> Client:
                                                endpoints()["token_endpoint"], st.clock())
     public = clients_.find(st.repo.db, form.get("client_id", ""))
     if public is not None and public.kind == "public":
-        return public  # public clients prove themselves with PKCE, not a secret
+        return clients_.enabled(public)  # public clients prove themselves with PKCE
     raise OAuthError("invalid_client", "Client authentication is required "
                      "(client_secret_basic or private_key_jwt)", 401)
 
@@ -220,12 +220,29 @@ def _user_tokens(issued: grants.Grant, family: str) -> dict[str, Any]:
         out["refresh_token"] = grants.issue_refresh(st.repo.db, issued, now,
                                                     online="offline_access" not in scopes,
                                                     family=family)
-    if grants.family_revoked(st.repo.db, family):
-        # A replay revoked the family while these were being issued: take them back.
+    ended = _holder_ended(issued)
+    if ended or grants.family_revoked(st.repo.db, family):
+        # A replay revoked the family, or an operator disabled the account or the client,
+        # while these were being issued: take them back.
         for stale in grants.revoke_family(st.repo.db, family):
             tokens().revoke(stale)
-        raise OAuthError("invalid_grant", "This authorization has been revoked; sign in again")
+        raise OAuthError("invalid_grant", ended or "This authorization has been revoked; "
+                         "sign in again")
     return out
+
+
+def _holder_ended(issued: grants.Grant) -> str | None:
+    """Why the account or client an authorization was given to holds nothing any
+    more (disabled or removed since), or None. Read after the tokens are minted: an
+    operator's disable that came earlier is seen here, one that comes later revokes
+    what was minted (auth/revocation.py)."""
+    db = state().repo.db
+    if users.active(db, issued.username, issued.fhir_user) is None:
+        return "The account that gave this authorization is disabled or removed"
+    client = clients_.find(db, issued.client_id)
+    if client is None or client.disabled:
+        return "The client this authorization was given to is disabled or removed"
+    return None
 
 
 @blp.route("/oauth/launch", methods=["POST"])
@@ -240,7 +257,7 @@ def launch() -> Response:
             raise errors.Forbidden("Launch contexts are created by EHR users and EHR systems")
         values = _launch_values()
         client = clients_.find(state().repo.db, values.get("client_id", ""))
-        if client is None:
+        if client is None or client.disabled:
             raise errors.Invalid("'client_id' must name a registered application",
                                  expression="client_id")
         user = values.get("user", "")
@@ -301,6 +318,9 @@ def _client_credentials(client: Client, form: dict[str, str]) -> dict[str, Any]:
     value, claims = tokens().mint(subject=client.client_id, scope=granted, kind="system",
                                   lifetime=min(st.settings.token_seconds, 3600), now=st.clock(),
                                   client_id=client.client_id, organization=client.organization)
+    current = clients_.find(st.repo.db, client.client_id)
+    if current is None or current.disabled:  # disabled while this was minted (auth/revocation.py)
+        raise OAuthError("invalid_client", "This client has been disabled", 401)
     return {"access_token": value, "token_type": "bearer", "expires_in": claims["exp"] - claims["iat"],
             "scope": granted}
 

@@ -4,12 +4,14 @@ endpoint: ``client_secret_basic`` for confidential clients, ``private_key_jwt``
 
 A client secret is stored only as a hash (scrypt, from the standard library's
 hashlib, with a per-secret salt); an assertion's ``jti`` is remembered until it
-expires so it cannot be replayed.
+expires so it cannot be replayed. A disabled client is refused with ``invalid_client``
+however well it authenticates (its tokens are revoked by :mod:`.revocation`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -50,6 +52,7 @@ class Client:
     jwks: dict[str, Any] = field(default_factory=dict)
     secret_hash: str = ""
     name: str = ""
+    disabled: bool = False
 
 
 def hash_secret(secret: str) -> str:
@@ -68,20 +71,55 @@ def check_secret(secret: str, stored: str) -> bool:
 
 
 def register(db: Any, client: Client, secret: str | None = None) -> None:
+    """Register a client, or replace one of the same id; a replaced client stays
+    disabled if it was (only :func:`set_disabled` enables a client)."""
+    before = db[CLIENTS].find_one({"_id": client.client_id}, {"disabled": 1}) or {}
     doc = {"_id": client.client_id, "kind": client.kind, "scopes": client.scopes,
            "redirect_uris": list(client.redirect_uris), "organization": client.organization,
            "jwks": client.jwks, "name": client.name,
-           "secret_hash": hash_secret(secret) if secret else ""}
+           "secret_hash": hash_secret(secret) if secret else "",
+           "disabled": bool(before.get("disabled"))}
     db[CLIENTS].replace_one({"_id": client.client_id}, doc, upsert=True)
 
 
-def find(db: Any, client_id: str) -> Client | None:
-    doc = db[CLIENTS].find_one({"_id": client_id})
-    if doc is None:
-        return None
+def _client(doc: dict[str, Any]) -> Client:
     return Client(doc["_id"], doc["kind"], doc.get("scopes", ""), tuple(doc.get("redirect_uris", ())),
                   doc.get("organization"), doc.get("jwks") or {}, doc.get("secret_hash", ""),
-                  doc.get("name", ""))
+                  doc.get("name", ""), bool(doc.get("disabled")))
+
+
+def find(db: Any, client_id: str) -> Client | None:
+    """The client, disabled or not."""
+    doc = db[CLIENTS].find_one({"_id": client_id})
+    return _client(doc) if doc is not None else None
+
+
+def every(db: Any) -> list[Client]:
+    """All registered clients, by id."""
+    return [_client(d) for d in db[CLIENTS].find({}).sort("_id", 1)]
+
+
+def set_disabled(db: Any, client_id: str, disabled: bool) -> Client:
+    """Disable or enable a client; its new state. Disabling stops it at the token and
+    authorization endpoints only: the caller revokes its tokens
+    (:func:`.revocation.end_client`)."""
+    client = find(db, client_id)
+    if client is None:
+        raise ValueError(f"no client {client_id!r}")
+    db[CLIENTS].update_one({"_id": client_id}, {"$set": {"disabled": disabled}})
+    return dataclasses.replace(client, disabled=disabled)
+
+
+def remove(db: Any, client_id: str) -> bool:
+    """Delete a client; False if there was none."""
+    return bool(db[CLIENTS].delete_one({"_id": client_id}).deleted_count == 1)
+
+
+def enabled(client: Client) -> Client:
+    """The client, or ``invalid_client`` (RFC 6749 section 5.2) if it is disabled."""
+    if client.disabled:
+        raise OAuthError("invalid_client", "This client has been disabled", 401)
+    return client
 
 
 def authenticate_basic(db: Any, header: str) -> Client:
@@ -96,7 +134,7 @@ def authenticate_basic(db: Any, header: str) -> Client:
     client = find(db, unquote(client_id))
     if client is None or not client.secret_hash or not check_secret(unquote(secret), client.secret_hash):
         raise OAuthError("invalid_client", "Client authentication failed", 401)
-    return client
+    return enabled(client)
 
 
 def authenticate_assertion(db: Any, assertion: str, token_url: str, now: datetime) -> Client:
@@ -135,4 +173,4 @@ def authenticate_assertion(db: Any, assertion: str, token_url: str, now: datetim
         db[ASSERTIONS].insert_one({"_id": f"{client_id}|{jti}", "exp": exp})
     except DuplicateKeyError as exc:
         raise OAuthError("invalid_client", "The client assertion was already used (jti replay)", 401) from exc
-    return client
+    return enabled(client)

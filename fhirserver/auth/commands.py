@@ -1,5 +1,10 @@
-"""Operator commands: ``fhirserver token`` (an access token for scripts) and
-``fhirserver keys`` (signing key rotation)."""
+"""Operator commands: ``fhirserver token`` (an access token for scripts),
+``fhirserver keys`` (signing and data key rotation), ``fhirserver clients`` and
+``fhirserver users`` (the life cycle of OAuth clients and sign-in accounts) and
+``fhirserver audit``.
+
+Like the other operator commands, these act on the database directly and are not
+recorded in the audit log, which records requests to the API."""
 
 from __future__ import annotations
 
@@ -271,7 +276,9 @@ def users_() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def add_user(username: str, practitioner: str | None, organization: str | None,
              patient: str | None, roles: tuple[str, ...], password_stdin: bool) -> None:
-    """Create (or replace) a user who signs in at the authorization server."""
+    """Create (or replace) a user who signs in at the authorization server. A patient's
+    Patient must exist; a password has at least 12 characters and does not contain
+    the user name."""
     import sys
 
     from .users import User, add
@@ -280,14 +287,16 @@ def add_user(username: str, practitioner: str | None, organization: str | None,
         raise click.UsageError("give exactly one of --practitioner or --patient")
     if practitioner and not practitioner.startswith("Practitioner/"):
         raise click.BadParameter("use Practitioner/<id>", param_hint="--practitioner")
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt(
-        "password", hide_input=True, confirmation_prompt=True)
     user = User(username, "practitioner" if practitioner else "patient",
                 practitioner or f"Patient/{patient}", organization, roles)
     settings = Settings.from_env()
     with database(settings) as live:
         repo, _ = _service(live)
         try:
+            if patient:
+                _patient_exists(repo, patient)
+            password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt(
+                "password", hide_input=True, confirmation_prompt=True)
             add(repo.db, user, password)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="password") from exc
@@ -316,3 +325,204 @@ def user_roles(username: str, add_: tuple[str, ...], remove: tuple[str, ...]) ->
         finally:
             repo.close()
     click.echo(f"user {username}: roles {', '.join(user.roles) or '(none)'}")
+
+
+def _patient_exists(repo, patient: str) -> None:  # type: ignore[no-untyped-def]
+    """A patient's account must point at a Patient this server holds (exit 1 if not):
+    an account on a wrong id would sign in to nothing, or later to a stranger whose
+    record is created with that id."""
+    from ..model.types import is_valid_id
+
+    stored = repo.get("Patient", patient) if is_valid_id(patient) else None
+    if stored is None or stored.deleted:
+        gone = " (it was deleted)" if stored is not None else ""
+        raise click.ClickException(f"no Patient/{patient} on this server{gone}: create or "
+                                   "import the patient first")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, header in enumerate(headers):
+        table.add_column(header, no_wrap=i == 0, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console(highlight=False).print(table)
+
+
+def _revocation_note(families: int, what: str) -> str:
+    from .tokens import REVOCATION_REFRESH
+
+    return (f"{what}: {families} refresh token famil{'y' if families == 1 else 'ies'} revoked, "
+            f"and every access token issued until now (running servers refuse them within "
+            f"{REVOCATION_REFRESH:.0f} s)")
+
+
+@users_.command("list")
+def list_users() -> None:
+    """Show every account: who it is, its roles, whether it is disabled."""
+    from .users import every
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            accounts = every(repo.db)
+        finally:
+            repo.close()
+    rows = [[u.username, "clinician" if u.kind == "practitioner" else "patient", u.fhir_user,
+             u.organization or "-", ", ".join(u.roles) or "-", "disabled" if u.disabled else "-",
+             _when(u.created)] for u in accounts]
+    _table(f"{len(rows)} user{'' if len(rows) == 1 else 's'}",
+           ["name", "kind", "Practitioner or Patient", "organization", "roles", "disabled", "created (UTC)"], rows)
+
+
+@users_.command("disable")
+@click.argument("username")
+def disable_user(username: str) -> None:
+    """Stop an account signing in and revoke every token it holds."""
+    from .revocation import end_user
+    from .users import set_disabled
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, service = _service(live)
+        try:
+            set_disabled(repo.db, username, True)
+            ended = end_user(repo.db, service, username, datetime.now(UTC), live.token_seconds)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="USERNAME") from exc
+        finally:
+            repo.close()
+    click.echo(_revocation_note(ended.families, f"user {username} disabled"))
+
+
+@users_.command("enable")
+@click.argument("username")
+def enable_user(username: str) -> None:
+    """Let a disabled account sign in again (the tokens it held stay revoked)."""
+    from .revocation import wait_past_cut_off
+    from .tokens import user_holder
+    from .users import set_disabled
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            wait_past_cut_off(repo.db, user_holder(username), datetime.now(UTC))
+            set_disabled(repo.db, username, False)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="USERNAME") from exc
+        finally:
+            repo.close()
+    click.echo(f"user {username} enabled")
+
+
+@users_.command("remove")
+@click.argument("username")
+def remove_user(username: str) -> None:
+    """Delete an account after revoking every token it holds; the audit log keeps
+    the record of what it did."""
+    from .revocation import end_user
+    from .users import remove, set_disabled
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, service = _service(live)
+        try:
+            set_disabled(repo.db, username, True)  # no sign-in while its tokens are revoked
+            ended = end_user(repo.db, service, username, datetime.now(UTC), live.token_seconds)
+            remove(repo.db, username)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="USERNAME") from exc
+        finally:
+            repo.close()
+    click.echo(_revocation_note(ended.families, f"user {username} removed"))
+
+
+@clients.command("list")
+def list_clients() -> None:
+    """Show every registered client (never secrets or keys)."""
+    from .clients import every
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            registered = every(repo.db)
+        finally:
+            repo.close()
+    rows = [[c.client_id, c.kind, c.scopes, c.organization or "-",
+             "\n".join(c.redirect_uris) or "-", "disabled" if c.disabled else "-"]
+            for c in registered]
+    _table(f"{len(rows)} client{'' if len(rows) == 1 else 's'}",
+           ["id", "kind", "scopes", "organization", "redirect URIs", "disabled"], rows)
+
+
+@clients.command("disable")
+@click.argument("client_id")
+def disable_client(client_id: str) -> None:
+    """Refuse a client at the token endpoint (invalid_client) and revoke every token
+    issued to it."""
+    from .clients import set_disabled
+    from .revocation import end_client
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, service = _service(live)
+        try:
+            set_disabled(repo.db, client_id, True)
+            ended = end_client(repo.db, service, client_id, datetime.now(UTC), live.token_seconds)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="CLIENT_ID") from exc
+        finally:
+            repo.close()
+    click.echo(_revocation_note(ended.families, f"client {client_id} disabled"))
+
+
+@clients.command("enable")
+@click.argument("client_id")
+def enable_client(client_id: str) -> None:
+    """Accept a disabled client again (the tokens it held stay revoked)."""
+    from .clients import set_disabled
+    from .revocation import wait_past_cut_off
+    from .tokens import client_holder
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, _ = _service(live)
+        try:
+            wait_past_cut_off(repo.db, client_holder(client_id), datetime.now(UTC))
+            set_disabled(repo.db, client_id, False)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="CLIENT_ID") from exc
+        finally:
+            repo.close()
+    click.echo(f"client {client_id} enabled")
+
+
+@clients.command("remove")
+@click.argument("client_id")
+def remove_client(client_id: str) -> None:
+    """Delete a client after revoking every token issued to it."""
+    from .clients import remove, set_disabled
+    from .revocation import end_client
+
+    settings = Settings.from_env()
+    with database(settings) as live:
+        repo, service = _service(live)
+        try:
+            set_disabled(repo.db, client_id, True)
+            ended = end_client(repo.db, service, client_id, datetime.now(UTC), live.token_seconds)
+            remove(repo.db, client_id)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="CLIENT_ID") from exc
+        finally:
+            repo.close()
+    click.echo(_revocation_note(ended.families, f"client {client_id} removed"))

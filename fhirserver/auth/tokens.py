@@ -9,8 +9,12 @@ the master key, which never enters the database; a key stored in clear by an old
 version is sealed in place when it is first read.
 
 Verifying a token needs no database round trip: the keys are cached per process,
-and so are revoked token ids (RFC 7009), refreshed every ``REVOCATION_REFRESH``
-seconds; a verified token string is remembered until it expires.
+and so are revoked token ids (RFC 7009) and holder cut-offs, refreshed every
+``REVOCATION_REFRESH`` seconds; a verified token string is remembered until it
+expires. A holder cut-off (``user|<name>`` or ``client|<id>`` in ``_auth_revoked``,
+with ``before``) revokes every token issued to that account or client up to that
+second: how disabling or removing one ends the tokens it holds
+(:mod:`.revocation`), whether or not they were recorded one by one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +47,7 @@ class _Cache:
     keys: KeySet | None = None
     signing: RSAKey | None = None
     revoked: frozenset[str] = frozenset()
+    cutoffs: dict[str, int] = field(default_factory=dict)
     revoked_at: float = 0.0
     verified: dict[str, dict[str, Any]] | None = None
 
@@ -129,14 +134,26 @@ class TokenService:
         now = time.monotonic()
         if now - self.cache.revoked_at > REVOCATION_REFRESH:
             cutoff = int(datetime.now(UTC).timestamp())
-            self.cache.revoked = frozenset(
-                d["_id"] for d in self.db[REVOKED].find({"exp": {"$gt": cutoff}}, {"_id": 1}))
+            docs = list(self.db[REVOKED].find({"exp": {"$gt": cutoff}}, {"_id": 1, "before": 1}))
+            self.cache.revoked = frozenset(d["_id"] for d in docs if "before" not in d)
+            self.cache.cutoffs = {d["_id"]: int(d["before"]) for d in docs if "before" in d}
             self.cache.revoked_at = now
         return self.cache.revoked
 
     def revoke(self, claims: dict[str, Any]) -> None:
         upsert(self.db[REVOKED], {"_id": claims["jti"], "exp": int(claims.get("exp", 0))})
         self.cache.revoked_at = 0.0
+
+    def cut_off(self, holder: str, before: int, exp: int) -> None:
+        """Revoke every token of ``holder`` (:func:`holders`) issued at or before the
+        second ``before``; the record is kept until ``exp``, when all of them have
+        expired. Tokens issued later are unaffected."""
+        upsert(self.db[REVOKED], {"_id": holder, "before": before, "exp": exp})
+        self.cache.revoked_at = 0.0
+
+    def _cut_off(self, claims: dict[str, Any]) -> bool:
+        issued = int(claims.get("iat", 0))
+        return any(issued <= self.cache.cutoffs.get(h, -1) for h in holders(claims))
 
     def verify(self, token: str, now: datetime) -> dict[str, Any]:
         """The claims of a valid, current, unrevoked token of ours; 401 otherwise."""
@@ -151,7 +168,7 @@ class TokenService:
         if int(now.timestamp()) >= int(claims.get("exp", 0)):
             raise errors.Unauthorized("The access token has expired",
                                       headers=challenge("invalid_token", "The access token expired"))
-        if claims.get("jti") in self._revoked():
+        if claims.get("jti") in self._revoked() or self._cut_off(claims):
             raise errors.Unauthorized("The access token has been revoked",
                                       headers=challenge("invalid_token", "The access token was revoked"))
         return claims
@@ -177,6 +194,25 @@ class TokenService:
             raise errors.Unauthorized("The access token was issued for another server",
                                       headers=challenge("invalid_token", "Wrong issuer or audience"))
         return claims
+
+
+def holders(claims: dict[str, Any]) -> list[str]:
+    """Who holds a token, as cut-off keys (pure): the account a user's or patient's
+    token was issued to (``sub`` is its user name) and the client it was issued to."""
+    out = []
+    if claims.get("kind") in ("user", "patient") and claims.get("sub"):
+        out.append(user_holder(str(claims["sub"])))
+    if claims.get("client_id"):
+        out.append(client_holder(str(claims["client_id"])))
+    return out
+
+
+def user_holder(username: str) -> str:
+    return f"user|{username}"
+
+
+def client_holder(client_id: str) -> str:
+    return f"client|{client_id}"
 
 
 def challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
