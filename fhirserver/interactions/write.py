@@ -23,6 +23,7 @@ from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result
+from .disclosure import disclosed
 from .rules import check_if_match, check_references, validate
 
 
@@ -288,9 +289,14 @@ def patch(
     check_if_match(if_match, current, f"{rtype}/{rid}")
     if not isinstance(operations, list):
         raise errors.Invalid("A JSON Patch document must be a JSON array of operations")
+    # The patch applies to the resource as the caller reads it (identity numbers
+    # masked where their access does not need them whole): a ``test`` op, a failed
+    # test's message or a ``copy``/``move`` into another element would otherwise
+    # hand them the whole number. The masks it leaves stand for the stored values.
+    seen = disclosed(planner.ctx, current.resource)
     try:
         ops = jsonpatch.JsonPatch(operations)
-        patched = ops.apply(copy.deepcopy(current.resource))
+        patched = ops.apply(copy.deepcopy(seen))
     except jsonpatch.JsonPatchTestFailed as exc:
         raise errors.Unprocessable(f"JSON Patch test failed: {exc}") from exc
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
