@@ -186,3 +186,19 @@ def test_a_ciphertext_moved_to_another_patient_does_not_open_there(app, fhir):
     col.update_one({"_id": b}, {"$set": {"res.identifier.0.value": sealed}})
     patient_b = As(fhir, mint(app, "patient", "patient/*.rs", patient=b))
     assert NUMBER not in patient_b.get(f"Patient/{b}").get_data(as_text=True)
+
+
+def test_identifier_taken_names_the_number_as_the_caller_may_see_it(app, fhir):
+    """http.html#update 409 (business rule: one active Patient per resident ID): the
+    OperationOutcome names the identifier the write claims, not the blind index the
+    database compares (nor a name for it that differs from what was sent)."""
+    from tests.privacy.test_at_rest import resident_id
+
+    number = resident_id("19850312", False, check="X")
+    fhir.create(f.patient("Wang", identifier=[{"system": RID, "value": number}]))
+    spaced = number[:6] + " " + number[6:].lower()
+    r = fhir.post("Patient", f.patient("Wang", identifier=[{"system": RID, "value": spaced}]))
+    assert r.status_code == 409
+    diagnostics = r.get_json()["issue"][0]["diagnostics"]
+    assert "h1." not in diagnostics
+    assert number in diagnostics.replace(" ", "").upper()
