@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jsonpatch
@@ -123,6 +124,26 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
     return restored
 
 
+def _validated(planner: Planner, rtype: str, body: Any,
+               current: Callable[[], Stored | None]) -> dict[str, Any]:
+    """``validate`` of the body without its masks (:func:`_unmasked`). Where a mask
+    stood for a stored number, a refusal about that number (a resident ID that
+    disagrees with a new birthDate, say) names the element but not what the number
+    says: the caller sees it masked, and ``The resident ID gives birth date ...``
+    would tell them its hidden digits."""
+    hidden = frozenset(masking.masked_paths(body, planner.ctx.registry)) \
+        if isinstance(body, dict) else frozenset()
+    try:
+        return validate(_unmasked(planner, body, current), rtype, planner.ctx)
+    except errors.Invalid as exc:
+        if not hidden or not any(hidden.intersection(i.expression) for i in exc.issues):
+            raise
+        raise type(exc)(issues=[
+            replace(i, diagnostics="This write disagrees with an identity number the record "
+                                   "holds, which is masked to you: ask registration to check it")
+            if hidden.intersection(i.expression) else i for i in exc.issues]) from None
+
+
 def _no_current() -> Stored | None:
     return None
 
@@ -145,7 +166,7 @@ def create(
     writes nothing; several are a 412. With no match the criteria are claimed
     before the write, so that concurrent creates with them make one resource.
     """
-    resource = validate(_unmasked(planner, body, _no_current), rtype, planner.ctx)
+    resource = _validated(planner, rtype, body, _no_current)
     what = "Conditional create"
     if if_none_exist:
         found = single_match(planner.ctx, rtype, if_none_exist, what)
@@ -185,10 +206,10 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
         planner.ctx.check_write(rtype, "update" if old is not None else "create", old, resource)
     resource = _identity(planner, rtype, old, resource, server)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
-    if current is not None and not current.deleted:
-        if current.content_hash == blinded_hash(planner.repo.protection, resource):
-            # Same content: no new version, as HAPI does; keeps re-imports idempotent.
-            return Result(200, current, location=_location(rtype, rid, current.version))
+    if current is not None and not current.deleted \
+            and current.content_hash == blinded_hash(planner.repo.protection, resource):
+        # Same content: no new version, as HAPI does; keeps re-imports idempotent.
+        return Result(200, current, location=_location(rtype, rid, current.version))
     version = (current.version + 1) if current else 1
     w = planner.add(
         make_write(
@@ -224,7 +245,7 @@ def update(
         stored = planner.current(rtype, rid)
         return stored if server else _seen(planner, stored, rtype, rid)
 
-    resource = validate(_unmasked(planner, body, seen), rtype, planner.ctx)
+    resource = _validated(planner, rtype, body, seen)
     body_id = resource.get("id")
     if body_id is None:
         raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
@@ -259,7 +280,7 @@ def conditional_update(
         rid_ = single_match(planner.ctx, rtype, query, what)
         return planner.current(rtype, rid_) if rid_ is not None else None
 
-    resource = validate(_unmasked(planner, body, matched), rtype, planner.ctx)
+    resource = _validated(planner, rtype, body, matched)
     found = single_match(planner.ctx, rtype, query, what)
     body_id = resource.get("id")
     if found is None:
@@ -307,7 +328,7 @@ def patch(
         raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
     if patched.get("id") != rid:
         raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
-    resource = validate(_unmasked(planner, patched, lambda: current), rtype, planner.ctx)
+    resource = _validated(planner, rtype, patched, lambda: current)
     return _put(planner, rtype, rid, resource, current, method="PATCH")
 
 

@@ -142,6 +142,21 @@ def carries_masks(resource: Any, registry: Registry) -> bool:
     return any(MASK_CHAR in value for _system, value in _identifiers(resource, registry))
 
 
+def masked_paths(resource: Any, registry: Registry) -> list[str]:
+    """The FHIRPaths of the sensitive identifiers of ``resource`` that hold a masked
+    character (those :func:`restore` puts back or refuses)."""
+    found: list[str] = []
+
+    def change(node: dict[str, Any], _entry: IdentifierSystem, path: str) -> str | None:
+        if MASK_CHAR in node["value"]:
+            found.append(path)
+        return None
+
+    _rewrite(resource, change, registry, str(resource.get("resourceType", "")) \
+             if isinstance(resource, dict) else "")
+    return found
+
+
 def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
             registry: Registry) -> tuple[dict[str, Any], list[str]]:
     """``resource`` (a write) with each masked value that masks a value ``stored``
@@ -175,4 +190,5 @@ def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
     return out, forged
 
 
-__all__ = ["MASKED", "carries_masks", "labelled", "mask", "masked", "restore", "unlabelled"]
+__all__ = ["MASKED", "carries_masks", "labelled", "mask", "masked", "masked_paths", "restore",
+           "unlabelled"]
