@@ -119,3 +119,12 @@ def identifier_for(ctx: Context, patient: str | None,
         return identifier
     found = ctx.registry.match(system)
     return {**identifier, "value": mask(value, found.entry)} if found is not None else identifier
+
+
+def sees_whole_of(ctx: Context, patient: str | None) -> tuple[bool, frozenset[str]]:
+    """Does the caller see ``patient``'s identity numbers whole; and the systems
+    whose numbers they see whole in any case (``kept_whole``)."""
+    if ctx.access is None or ctx.access.caller is None or ctx.access.caller.kind == "operator":
+        return True, frozenset()
+    view = _View(ctx)
+    return view.whole(patient), view.keep

@@ -24,7 +24,7 @@ from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result
-from .disclosure import disclosed
+from .disclosure import disclosed, sees_whole_of
 from .rules import check_if_match, check_references, validate
 
 
@@ -124,15 +124,40 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
     return restored
 
 
-def _validated(planner: Planner, rtype: str, body: Any,
-               current: Callable[[], Stored | None]) -> dict[str, Any]:
+def _no_guesses(planner: Planner, rtype: str, body: Any, rid: str | None) -> None:
+    """A Patient's identity numbers are written whole only by whom reads them whole.
+
+    Whoever sees them masked sends the masks back (they stand for the stored
+    numbers); were a whole number accepted from them when it equals the stored one
+    (identity documents unchanged: 200) and refused otherwise (403, :func:`_identity`),
+    each PUT would test a guess at the masked digits, unbounded and without a trace
+    in the history. So a whole number from them is refused, right or wrong."""
+    if rtype != "Patient" or not isinstance(body, dict) or planner.ctx.registrar:
+        return
+    whole, keep = sees_whole_of(planner.ctx, rid)
+    if whole:
+        return
+    sent = [path for path, system, value in masking.sensitive_values(body, planner.ctx.registry)
+            if masking.MASK_CHAR not in value and system not in keep]
+    if sent:
+        raise errors.Forbidden(
+            "Identity documents of a Patient (resident ID, passport, permit and card numbers) "
+            "are recorded and changed by registration: this needs the 'registration' scope; "
+            "send back the masked values you read to keep them", expression=sent[0])
+
+
+def _validated(planner: Planner, rtype: str, body: Any, current: Callable[[], Stored | None],
+               rid: str | None = None, *, guesses: bool = True) -> dict[str, Any]:
     """``validate`` of the body without its masks (:func:`_unmasked`). Where a mask
     stood for a stored number, a refusal about that number (a resident ID that
     disagrees with a new birthDate, say) names the element but not what the number
     says: the caller sees it masked, and ``The resident ID gives birth date ...``
-    would tell them its hidden digits."""
-    hidden = frozenset(masking.masked_paths(body, planner.ctx.registry)) \
-        if isinstance(body, dict) else frozenset()
+    would tell them its hidden digits. ``guesses``: check for whole numbers from a
+    caller who sees them masked (:func:`_no_guesses`); off for the server's own
+    writes and for a body that has been through here already."""
+    if guesses:
+        _no_guesses(planner, rtype, body, rid)
+    hidden = frozenset(masking.masked_paths(body, planner.ctx.registry))
     try:
         return validate(_unmasked(planner, body, current), rtype, planner.ctx)
     except errors.Invalid as exc:
@@ -228,7 +253,7 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
 
 def update(
     planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None,
-    server: bool = False,
+    server: bool = False, unmasked: bool = False,
 ) -> Result:
     """PUT Type/id (http.html#update); update-as-create for a client-chosen id.
 
@@ -237,7 +262,8 @@ def update(
     from them must answer alike (404), or a PUT would tell which ids exist.
     ``server`` marks the server's own changes (a card number; the records a merge
     re-points), made whatever the caller may see or write: the operation that asks
-    for them has checked its own rights.
+    for them has checked its own rights. ``unmasked``: ``body`` is a conditional
+    update's, its masks already put back.
     """
     def seen() -> Stored | None:
         if not is_valid_id(rid):
@@ -245,7 +271,7 @@ def update(
         stored = planner.current(rtype, rid)
         return stored if server else _seen(planner, stored, rtype, rid)
 
-    resource = _validated(planner, rtype, body, seen)
+    resource = _validated(planner, rtype, body, seen, rid, guesses=not (server or unmasked))
     body_id = resource.get("id")
     if body_id is None:
         raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
@@ -276,26 +302,26 @@ def conditional_update(
     """
     what = "Conditional update"
 
-    def matched() -> Stored | None:
-        rid_ = single_match(planner.ctx, rtype, query, what)
-        return planner.current(rtype, rid_) if rid_ is not None else None
-
-    resource = _validated(planner, rtype, body, matched)
     found = single_match(planner.ctx, rtype, query, what)
+    resource = _validated(planner, rtype, body,
+                          lambda: planner.current(rtype, found) if found is not None else None,
+                          found)
     body_id = resource.get("id")
     if found is None:
         rid = body_id if isinstance(body_id, str) else rid or new_id()
         found = claim_criteria(planner, rtype, query, what, rid)
         if found is None:
             if body_id is not None:
-                return update(planner, rtype, body_id, resource, if_match=if_match)
+                return update(planner, rtype, body_id, resource, if_match=if_match,
+                              unmasked=True)
             return create(planner, rtype, resource, rid=rid)
     if body_id is not None and body_id != found:
         raise errors.Invalid(
             f"The resource id '{body_id}' differs from the matching resource {rtype}/{found}",
             expression=f"{rtype}.id",
         )
-    return update(planner, rtype, found, {**resource, "id": found}, if_match=if_match)
+    return update(planner, rtype, found, {**resource, "id": found}, if_match=if_match,
+                  unmasked=True)
 
 
 def patch(
@@ -328,7 +354,7 @@ def patch(
         raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
     if patched.get("id") != rid:
         raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
-    resource = _validated(planner, rtype, patched, lambda: current)
+    resource = _validated(planner, rtype, patched, lambda: current, rid)
     return _put(planner, rtype, rid, resource, current, method="PATCH")
 
 

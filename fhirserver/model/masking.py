@@ -142,19 +142,24 @@ def carries_masks(resource: Any, registry: Registry) -> bool:
     return any(MASK_CHAR in value for _system, value in _identifiers(resource, registry))
 
 
+def sensitive_values(resource: Any, registry: Registry) -> list[tuple[str, str, str]]:
+    """``(FHIRPath, system, value)`` of every sensitive identifier of ``resource``."""
+    found: list[tuple[str, str, str]] = []
+
+    def change(node: dict[str, Any], _entry: IdentifierSystem, path: str) -> str | None:
+        found.append((path, node["system"], node["value"]))
+        return None
+
+    if isinstance(resource, dict):
+        _rewrite(resource, change, registry, str(resource.get("resourceType", "")))
+    return found
+
+
 def masked_paths(resource: Any, registry: Registry) -> list[str]:
     """The FHIRPaths of the sensitive identifiers of ``resource`` that hold a masked
     character (those :func:`restore` puts back or refuses)."""
-    found: list[str] = []
-
-    def change(node: dict[str, Any], _entry: IdentifierSystem, path: str) -> str | None:
-        if MASK_CHAR in node["value"]:
-            found.append(path)
-        return None
-
-    _rewrite(resource, change, registry, str(resource.get("resourceType", "")) \
-             if isinstance(resource, dict) else "")
-    return found
+    return [path for path, _system, value in sensitive_values(resource, registry)
+            if MASK_CHAR in value]
 
 
 def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
@@ -191,4 +196,4 @@ def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
 
 
 __all__ = ["MASKED", "carries_masks", "labelled", "mask", "masked", "masked_paths", "restore",
-           "unlabelled"]
+           "sensitive_values", "unlabelled"]

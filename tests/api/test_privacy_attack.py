@@ -248,3 +248,22 @@ def test_a_masked_number_cannot_be_probed_by_writing_birth_dates(app, fhir):
     codes = {year: dr.put(f"Patient/{pid}", {**seen, "birthDate": year}).status_code
              for year in ("1989", "1990")}
     assert codes["1989"] == codes["1990"]
+
+
+@pytest.mark.parametrize("who", ["clinician", "system"])
+def test_a_put_cannot_test_a_guess_at_a_masked_number(app, fhir, world, who):
+    """http.html#update: a caller who reads the resident ID masked and PUTs the
+    Patient with a whole number in its place gets the same answer whether the guess
+    is the stored number or not (else each PUT confirms or refutes a guess, with no
+    look-up limit and, a right guess changing nothing, no trace in the history)."""
+    caller, pid = _callers(app, fhir, world)[who], world["pid"]
+    seen = caller.get(f"Patient/{pid}").get_json()
+    answers = {}
+    for guess in ("110101199003071225", NUMBER):
+        body = {**seen, "identifier": [{**seen["identifier"][0], "value": guess},
+                                       *seen["identifier"][1:]]}
+        r = caller.put(f"Patient/{pid}", body)
+        answers[guess] = (r.status_code, r.get_json()["issue"][0]["code"])
+    assert answers[NUMBER] == answers["110101199003071225"] == (403, "forbidden")
+    # sent back masked, the numbers are kept (the ordinary edit still works)
+    assert caller.put(f"Patient/{pid}", {**seen, "gender": "male"}).status_code == 200
