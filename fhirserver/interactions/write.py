@@ -24,7 +24,7 @@ from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result
-from .disclosure import disclosed, sees_whole_of
+from .disclosure import disclosed, record_of, sees_whole_of
 from .rules import check_if_match, check_references, validate
 
 
@@ -101,8 +101,9 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
     security-labels.html ``MASKED``): the MASKED label is the server's and never
     stored; a masked identity number that masks the stored value of its system
     (a client sending back what it read) stands for that value, whatever the
-    caller's rights; one that masks nothing the record holds is refused (422 at its
-    FHIRPath), since a masked value is never stored.
+    caller's rights, as long as the resource stays in the same patient's record;
+    one that masks nothing the record holds is refused (422 at its FHIRPath), since
+    a masked value is never stored.
 
     ``current`` gives the stored version the caller may see (None: none); it is
     asked only when the body carries a masked value."""
@@ -114,6 +115,11 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
         return body
     stored = current()
     old = stored.resource if stored is not None and not stored.deleted else None
+    if old is not None and record_of(old) != record_of(body):
+        # The write moves the resource to another patient's record: the masks stand
+        # for nothing there (that patient, or whoever reads their record whole,
+        # would read this one's numbers).
+        old = None
     restored, forged = masking.restore(body, old, registry)
     if forged:
         raise errors.Unprocessable(issues=[errors.Issue(

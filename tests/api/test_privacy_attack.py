@@ -267,3 +267,25 @@ def test_a_put_cannot_test_a_guess_at_a_masked_number(app, fhir, world, who):
     assert answers[NUMBER] == answers["110101199003071225"] == (403, "forbidden")
     # sent back masked, the numbers are kept (the ordinary edit still works)
     assert caller.put(f"Patient/{pid}", {**seen, "gender": "male"}).status_code == 200
+
+
+def test_masks_do_not_follow_a_resource_into_another_patients_record(app, fhir, world):
+    """http.html#update, security-labels.html MASKED: a mask sent back stands for the
+    stored number only in the same patient's record. Re-pointing Wang's result to
+    another patient the clinician treats (their own patient login, say) while
+    keeping the masked subject.identifier must not store Wang's number there, where
+    that patient reads it whole."""
+    dr, obs = world["dr"], world["obs"]
+    other = fhir.create(f.patient("Me"))["id"]
+    treat(app, "Practitioner/dr-li", other)
+    seen = dr.get(f"Observation/{obs}").get_json()
+    assert seen["subject"]["identifier"]["value"] == SHOWN
+    moved = {**seen, "subject": {**seen["subject"], "reference": f"Patient/{other}"}}
+    r = dr.put(f"Observation/{obs}", moved)
+    assert r.status_code == 422, r.get_json()
+    assert r.get_json()["issue"][0]["expression"] == ["Observation.subject.identifier.value"]
+    me = As(fhir, mint(app, "patient", "patient/*.rs", patient=other))
+    assert NUMBER not in me.get(f"Observation/{obs}").get_data(as_text=True)
+    # without the masked identifier the result may move (a wrong patient corrected)
+    del moved["subject"]["identifier"]
+    assert dr.put(f"Observation/{obs}", moved).status_code == 200
