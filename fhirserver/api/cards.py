@@ -12,7 +12,9 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from .. import errors
+from ..interactions.disclosure import identifier_for
 from ..interactions.identity_lookups import card_system
+from ..model.masking import labelled
 from ..mpi import cards, family
 from ..storage.indexing import instant
 from .negotiation import render
@@ -77,7 +79,17 @@ MANAGE = ("system", "patient")  # clinic systems, and cardholders for their own 
 
 
 def _card_answer(status: int, card: dict[str, Any]) -> Response:
-    return render(status, cards.card_parameters(card, card_system(context())))
+    """The card as Parameters, its number masked (and the answer labelled MASKED,
+    security-labels.html) unless the caller sees that patient's card number whole:
+    managing a card (suspend, resume, reissue) is no reason to learn its number."""
+    ctx = context()
+    answer = cards.card_parameters(card, card_system(ctx))
+    number = answer["parameter"][0]
+    given = identifier_for(ctx, card["patient"], number["valueIdentifier"])
+    if given is number["valueIdentifier"]:
+        return render(status, answer)
+    params = [{**number, "valueIdentifier": given}, *answer["parameter"][1:]]
+    return render(status, labelled({**answer, "parameter": params}))
 
 
 @blp.route("/<rtype>/<rid>/$issue-card", methods=["POST"])

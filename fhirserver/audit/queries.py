@@ -63,7 +63,10 @@ def target(name: str) -> str:
         if len(parts) < 4:
             return name
         name = parts[3]
-    return name.rsplit(".", 1)[-1].split(":", 1)[0]
+    base, _, modifier = name.rsplit(".", 1)[-1].partition(":")
+    # ``subject:identifier=S|V`` tests the referenced resource's identifier
+    # (search.html#modifiers): its value is an identity value like ``identifier``'s
+    return "identifier" if modifier == "identifier" else base
 
 
 def is_identity(name: str) -> bool:

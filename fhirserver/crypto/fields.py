@@ -55,6 +55,10 @@ BLIND_BYTES = 18  # 144 bits: collisions are out of reach, the index stays short
 IDENTIFIER = "identifier"
 TELECOM = "telecom"
 _SEPARATORS = re.compile(r"[\s\-()]+")
+#: Elements whose values are ContactPoints: ``telecom`` lists, and an extension's
+#: ``valueContactPoint`` (a second phone number kept in an extension is as
+#: identifying as the first).
+CONTACT_POINTS = frozenset({"telecom", "valueContactPoint"})
 
 IsIdentitySystem = Callable[[str], bool]
 Node = dict[str, Any]
@@ -94,7 +98,7 @@ def protected_nodes(resource: Any, is_identity: IsIdentitySystem) -> list[tuple[
                 found.append((node, IDENTIFIER))
             for key, child in node.items():
                 if isinstance(child, (dict, list)):
-                    stack.append((child, key == "telecom"))
+                    stack.append((child, key in CONTACT_POINTS))
     return found
 
 

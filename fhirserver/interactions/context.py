@@ -223,6 +223,23 @@ class Planner:
             check()
         self.checks = []
 
+    def _taken(self, exc: IdentifierTaken) -> tuple[str, str]:
+        """The identifier a taken claim stands for, as the caller may see it: the
+        claim holds a blind index (storage/protection.py), the write the value it
+        was computed from, masked unless the caller sees this patient's numbers
+        whole (a masked number sent back stands for the stored one, which the
+        caller must not learn from a conflict)."""
+        from .disclosure import identifier_for  # disclosure builds on this module
+
+        system = exc.key.rpartition("|")[0]
+        for ident in (exc.write.resource or {}).get("identifier") or ():
+            if isinstance(ident, dict) and ident.get("system") == system \
+                    and isinstance(ident.get("value"), str) \
+                    and self.repo.protection.claim_key(f"{system}|{ident['value']}") == exc.key:
+                shown = identifier_for(self.ctx, exc.write.id, ident)
+                return system, str(shown["value"])
+        return system, "(this number)"
+
     def commit(self) -> None:
         self.check()
         for h in self.held:
@@ -234,7 +251,7 @@ class Planner:
                 for w in self.writes:
                     self.ctx.access.touch(w.patient)
         except IdentifierTaken as exc:
-            system, _, value = exc.key.rpartition("|")
+            system, value = self._taken(exc)
             holder = self.repo.get("Patient", exc.holder) if exc.holder else None
             named = holder is not None and self.ctx.visible(holder)
             raise errors.Conflict(

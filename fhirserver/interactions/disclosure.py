@@ -26,7 +26,7 @@ from .identity_lookups import card_system
 _NOT_RECORDS = frozenset({"OperationOutcome", "CapabilityStatement", "Parameters", "Bundle"})
 
 
-def _patient(resource: dict[str, Any]) -> str | None:
+def record_of(resource: dict[str, Any]) -> str | None:
     """Whose record ``resource`` is: its compartment, and for a RelatedPerson (a
     family binding's answer) the patient it is related to."""
     if resource.get("resourceType") == "RelatedPerson":
@@ -61,7 +61,7 @@ class _View:
             return self._bundle(resource)
         if kind == "Parameters":
             return self._parameters(resource)
-        if not isinstance(kind, str) or kind in _NOT_RECORDS or self.whole(_patient(resource)):
+        if not isinstance(kind, str) or kind in _NOT_RECORDS or self.whole(record_of(resource)):
             return resource
         return masked(resource, self.ctx.registry, self.keep)[0]
 
@@ -119,3 +119,12 @@ def identifier_for(ctx: Context, patient: str | None,
         return identifier
     found = ctx.registry.match(system)
     return {**identifier, "value": mask(value, found.entry)} if found is not None else identifier
+
+
+def sees_whole_of(ctx: Context, patient: str | None) -> tuple[bool, frozenset[str]]:
+    """Does the caller see ``patient``'s identity numbers whole; and the systems
+    whose numbers they see whole in any case (``kept_whole``)."""
+    if ctx.access is None or ctx.access.caller is None or ctx.access.caller.kind == "operator":
+        return True, frozenset()
+    view = _View(ctx)
+    return view.whole(patient), view.keep

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jsonpatch
@@ -23,6 +24,7 @@ from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result
+from .disclosure import disclosed, record_of, sees_whole_of
 from .rules import check_if_match, check_references, validate
 
 
@@ -99,8 +101,9 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
     security-labels.html ``MASKED``): the MASKED label is the server's and never
     stored; a masked identity number that masks the stored value of its system
     (a client sending back what it read) stands for that value, whatever the
-    caller's rights; one that masks nothing the record holds is refused (422 at its
-    FHIRPath), since a masked value is never stored.
+    caller's rights, as long as the resource stays in the same patient's record;
+    one that masks nothing the record holds is refused (422 at its FHIRPath), since
+    a masked value is never stored.
 
     ``current`` gives the stored version the caller may see (None: none); it is
     asked only when the body carries a masked value."""
@@ -112,6 +115,11 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
         return body
     stored = current()
     old = stored.resource if stored is not None and not stored.deleted else None
+    if old is not None and record_of(old) != record_of(body):
+        # The write moves the resource to another patient's record: the masks stand
+        # for nothing there (that patient, or whoever reads their record whole,
+        # would read this one's numbers).
+        old = None
     restored, forged = masking.restore(body, old, registry)
     if forged:
         raise errors.Unprocessable(issues=[errors.Issue(
@@ -120,6 +128,51 @@ def _unmasked(planner: Planner, body: Any, current: Callable[[], Stored | None])
             "the server answered to keep the stored one", code="value", expression=(path,),
         ) for path in forged])
     return restored
+
+
+def _no_guesses(planner: Planner, rtype: str, body: Any, rid: str | None) -> None:
+    """A Patient's identity numbers are written whole only by whom reads them whole.
+
+    Whoever sees them masked sends the masks back (they stand for the stored
+    numbers); were a whole number accepted from them when it equals the stored one
+    (identity documents unchanged: 200) and refused otherwise (403, :func:`_identity`),
+    each PUT would test a guess at the masked digits, unbounded and without a trace
+    in the history. So a whole number from them is refused, right or wrong."""
+    if rtype != "Patient" or not isinstance(body, dict) or planner.ctx.registrar:
+        return
+    whole, keep = sees_whole_of(planner.ctx, rid)
+    if whole:
+        return
+    sent = [path for path, system, value in masking.sensitive_values(body, planner.ctx.registry)
+            if masking.MASK_CHAR not in value and system not in keep]
+    if sent:
+        raise errors.Forbidden(
+            "Identity documents of a Patient (resident ID, passport, permit and card numbers) "
+            "are recorded and changed by registration: this needs the 'registration' scope; "
+            "send back the masked values you read to keep them", expression=sent[0])
+
+
+def _validated(planner: Planner, rtype: str, body: Any, current: Callable[[], Stored | None],
+               rid: str | None = None, *, guesses: bool = True) -> dict[str, Any]:
+    """``validate`` of the body without its masks (:func:`_unmasked`). Where a mask
+    stood for a stored number, a refusal about that number (a resident ID that
+    disagrees with a new birthDate, say) names the element but not what the number
+    says: the caller sees it masked, and ``The resident ID gives birth date ...``
+    would tell them its hidden digits. ``guesses``: check for whole numbers from a
+    caller who sees them masked (:func:`_no_guesses`); off for the server's own
+    writes and for a body that has been through here already."""
+    if guesses:
+        _no_guesses(planner, rtype, body, rid)
+    hidden = frozenset(masking.masked_paths(body, planner.ctx.registry))
+    try:
+        return validate(_unmasked(planner, body, current), rtype, planner.ctx)
+    except errors.Invalid as exc:
+        if not hidden or not any(hidden.intersection(i.expression) for i in exc.issues):
+            raise
+        raise type(exc)(issues=[
+            replace(i, diagnostics="This write disagrees with an identity number the record "
+                                   "holds, which is masked to you: ask registration to check it")
+            if hidden.intersection(i.expression) else i for i in exc.issues]) from None
 
 
 def _no_current() -> Stored | None:
@@ -144,7 +197,7 @@ def create(
     writes nothing; several are a 412. With no match the criteria are claimed
     before the write, so that concurrent creates with them make one resource.
     """
-    resource = validate(_unmasked(planner, body, _no_current), rtype, planner.ctx)
+    resource = _validated(planner, rtype, body, _no_current)
     what = "Conditional create"
     if if_none_exist:
         found = single_match(planner.ctx, rtype, if_none_exist, what)
@@ -184,10 +237,10 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
         planner.ctx.check_write(rtype, "update" if old is not None else "create", old, resource)
     resource = _identity(planner, rtype, old, resource, server)  # type: ignore[assignment]
     planner.checks.append(lambda: check_references(planner, resource))
-    if current is not None and not current.deleted:
-        if current.content_hash == blinded_hash(planner.repo.protection, resource):
-            # Same content: no new version, as HAPI does; keeps re-imports idempotent.
-            return Result(200, current, location=_location(rtype, rid, current.version))
+    if current is not None and not current.deleted \
+            and current.content_hash == blinded_hash(planner.repo.protection, resource):
+        # Same content: no new version, as HAPI does; keeps re-imports idempotent.
+        return Result(200, current, location=_location(rtype, rid, current.version))
     version = (current.version + 1) if current else 1
     w = planner.add(
         make_write(
@@ -206,7 +259,7 @@ def _put(planner: Planner, rtype: str, rid: str, resource: dict[str, Any], curre
 
 def update(
     planner: Planner, rtype: str, rid: str, body: Any, *, if_match: str | None = None,
-    server: bool = False,
+    server: bool = False, unmasked: bool = False,
 ) -> Result:
     """PUT Type/id (http.html#update); update-as-create for a client-chosen id.
 
@@ -215,7 +268,8 @@ def update(
     from them must answer alike (404), or a PUT would tell which ids exist.
     ``server`` marks the server's own changes (a card number; the records a merge
     re-points), made whatever the caller may see or write: the operation that asks
-    for them has checked its own rights.
+    for them has checked its own rights. ``unmasked``: ``body`` is a conditional
+    update's, its masks already put back.
     """
     def seen() -> Stored | None:
         if not is_valid_id(rid):
@@ -223,7 +277,7 @@ def update(
         stored = planner.current(rtype, rid)
         return stored if server else _seen(planner, stored, rtype, rid)
 
-    resource = validate(_unmasked(planner, body, seen), rtype, planner.ctx)
+    resource = _validated(planner, rtype, body, seen, rid, guesses=not (server or unmasked))
     body_id = resource.get("id")
     if body_id is None:
         raise errors.Invalid("The resource must carry an id equal to the URL's", expression=f"{rtype}.id")
@@ -254,26 +308,26 @@ def conditional_update(
     """
     what = "Conditional update"
 
-    def matched() -> Stored | None:
-        rid_ = single_match(planner.ctx, rtype, query, what)
-        return planner.current(rtype, rid_) if rid_ is not None else None
-
-    resource = validate(_unmasked(planner, body, matched), rtype, planner.ctx)
     found = single_match(planner.ctx, rtype, query, what)
+    resource = _validated(planner, rtype, body,
+                          lambda: planner.current(rtype, found) if found is not None else None,
+                          found)
     body_id = resource.get("id")
     if found is None:
         rid = body_id if isinstance(body_id, str) else rid or new_id()
         found = claim_criteria(planner, rtype, query, what, rid)
         if found is None:
             if body_id is not None:
-                return update(planner, rtype, body_id, resource, if_match=if_match)
+                return update(planner, rtype, body_id, resource, if_match=if_match,
+                              unmasked=True)
             return create(planner, rtype, resource, rid=rid)
     if body_id is not None and body_id != found:
         raise errors.Invalid(
             f"The resource id '{body_id}' differs from the matching resource {rtype}/{found}",
             expression=f"{rtype}.id",
         )
-    return update(planner, rtype, found, {**resource, "id": found}, if_match=if_match)
+    return update(planner, rtype, found, {**resource, "id": found}, if_match=if_match,
+                  unmasked=True)
 
 
 def patch(
@@ -288,9 +342,14 @@ def patch(
     check_if_match(if_match, current, f"{rtype}/{rid}")
     if not isinstance(operations, list):
         raise errors.Invalid("A JSON Patch document must be a JSON array of operations")
+    # The patch applies to the resource as the caller reads it (identity numbers
+    # masked where their access does not need them whole): a ``test`` op, a failed
+    # test's message or a ``copy``/``move`` into another element would otherwise
+    # hand them the whole number. The masks it leaves stand for the stored values.
+    seen = disclosed(planner.ctx, current.resource)
     try:
         ops = jsonpatch.JsonPatch(operations)
-        patched = ops.apply(copy.deepcopy(current.resource))
+        patched = ops.apply(copy.deepcopy(seen))
     except jsonpatch.JsonPatchTestFailed as exc:
         raise errors.Unprocessable(f"JSON Patch test failed: {exc}") from exc
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
@@ -301,7 +360,7 @@ def patch(
         raise errors.Unprocessable("A patch may not change the resource type", expression=f"{rtype}")
     if patched.get("id") != rid:
         raise errors.Unprocessable("A patch may not change the resource id", expression=f"{rtype}.id")
-    resource = validate(_unmasked(planner, patched, lambda: current), rtype, planner.ctx)
+    resource = _validated(planner, rtype, patched, lambda: current, rid)
     return _put(planner, rtype, rid, resource, current, method="PATCH")
 
 

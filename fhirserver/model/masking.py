@@ -142,6 +142,26 @@ def carries_masks(resource: Any, registry: Registry) -> bool:
     return any(MASK_CHAR in value for _system, value in _identifiers(resource, registry))
 
 
+def sensitive_values(resource: Any, registry: Registry) -> list[tuple[str, str, str]]:
+    """``(FHIRPath, system, value)`` of every sensitive identifier of ``resource``."""
+    found: list[tuple[str, str, str]] = []
+
+    def change(node: dict[str, Any], _entry: IdentifierSystem, path: str) -> str | None:
+        found.append((path, node["system"], node["value"]))
+        return None
+
+    if isinstance(resource, dict):
+        _rewrite(resource, change, registry, str(resource.get("resourceType", "")))
+    return found
+
+
+def masked_paths(resource: Any, registry: Registry) -> list[str]:
+    """The FHIRPaths of the sensitive identifiers of ``resource`` that hold a masked
+    character (those :func:`restore` puts back or refuses)."""
+    return [path for path, _system, value in sensitive_values(resource, registry)
+            if MASK_CHAR in value]
+
+
 def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
             registry: Registry) -> tuple[dict[str, Any], list[str]]:
     """``resource`` (a write) with each masked value that masks a value ``stored``
@@ -175,4 +195,5 @@ def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
     return out, forged
 
 
-__all__ = ["MASKED", "carries_masks", "labelled", "mask", "masked", "restore", "unlabelled"]
+__all__ = ["MASKED", "carries_masks", "labelled", "mask", "masked", "masked_paths", "restore",
+           "sensitive_values", "unlabelled"]

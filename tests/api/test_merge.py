@@ -84,7 +84,7 @@ def test_a_merge_that_fails_while_writing_leaves_nothing_behind(fhir, app):
     before = {oid: fhir.get(f"Observation/{oid}").get_json() for oid in obs}
     source_before = fhir.get(f"Patient/{source}").get_json()
     claims = app.extensions["fhirserver"].repo.db["_identifier_claims"]
-    key = f"{PASSPORT}|E12345678"
+    key = app.extensions["fhirserver"].repo.protection.claim_key(f"{PASSPORT}|E12345678")
     claims.replace_one({"_id": key}, {"_id": key, "rid": "in-flight", "at": datetime.now(UTC)})
 
     r = merge(fhir, source, target)

@@ -27,6 +27,8 @@ def h(value: str) -> str:
     ("identifier", "identifier"),
     ("identifier:of-type", "identifier"),
     ("subject:Patient.identifier", "identifier"),
+    ("subject:identifier", "identifier"),  # search.html#modifiers: a reference by identifier
+    ("subject:Patient.general-practitioner:identifier", "identifier"),
     ("subject.name:contains", "name"),
     ("_has:Observation:patient:identifier", "identifier"),
     ("_has:Observation:subject:_has:AuditEvent:entity:phone", "phone"),
@@ -56,6 +58,7 @@ def test_other_parameters(name):
     (f"identifier={quote(RESIDENT + '|' + NUMBER[:6] + ' ' + NUMBER[6:], safe='')}",
      f"identifier={RESIDENT}|{h(NUMBER)}"),  # percent-encoded, a space typed in it
     (f"identifier={NUMBER}", f"identifier={h(NUMBER)}"),
+    (f"subject:identifier={RESIDENT}|{NUMBER}", f"subject:identifier={RESIDENT}|{h(NUMBER)}"),
     (f"identifier=|{NUMBER}", f"identifier=|{h(NUMBER)}"),
     (f"identifier={RESIDENT}|", f"identifier={RESIDENT}|"),
     ("identifier:of-type=http://t|PPN|E1234567", f"identifier:of-type=http://t|PPN|{h('E1234567')}"),

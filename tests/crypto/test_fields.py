@@ -29,11 +29,13 @@ PATIENT: dict[str, Any] = {
     "telecom": [{"system": "phone", "value": "13800138000"},
                 {"system": "email", "value": "wang@example.org"}],
     "contact": [{"telecom": [{"system": "phone", "value": "13900139000"}]}],
+    "extension": [{"url": "http://example.org/second-phone",  # extensibility.html
+                   "valueContactPoint": {"system": "phone", "value": "13700137000"}}],
     "generalPractitioner": [{"identifier": {"system": RID, "value": "110105195001011234"}}],
     "contained": [{"resourceType": "Patient", "id": "c",
                    "identifier": [{"system": RID, "value": "110105196001011235"}]}],
 }
-CLEAR = ("13800138000", "wang@example.org", "13900139000", NUMBER, "110105195001011234",
+CLEAR = ("13800138000", "wang@example.org", "13900139000", "13700137000", NUMBER, "110105195001011234",
          "110105196001011235")
 
 

@@ -12,6 +12,7 @@ from fhirserver.model.masking import (
     labelled,
     mask,
     masked,
+    masked_paths,
     restore,
     unlabelled,
 )
@@ -133,3 +134,12 @@ def test_carries_masks_looks_at_identity_numbers_only():
     assert carries_masks(masked(PATIENT, REGISTRY)[0], REGISTRY)
     assert not carries_masks({"identifier": [{"system": "urn:x", "value": "**"}],
                               "telecom": [{"system": "phone", "value": "*"}]}, REGISTRY)
+
+
+def test_masked_paths_name_the_masked_identity_numbers():
+    """What a write's masks stand for, by FHIRPath (security-labels.html MASKED)."""
+    shown, _ = masked(PATIENT, REGISTRY)
+    assert sorted(masked_paths(shown, REGISTRY)) == [
+        "Patient.contained[0].identifier[0].value", "Patient.generalPractitioner[0].identifier.value",
+        "Patient.identifier[0].value"]
+    assert masked_paths(PATIENT, REGISTRY) == []
