@@ -166,11 +166,15 @@ def import_(paths: tuple[Path, ...]) -> None:
 
 def run_import(settings: Settings, files: list[Path]) -> Any:
     from .importer.loader import ImportStats, import_group
+    from .crypto import MasterKeyError
     from .importer.reader import ImportFileError, read_groups
     from .interactions.context import Context
     from .storage.repository import Repository
 
-    repo = Repository.from_settings(settings)
+    try:
+        repo = Repository.from_settings(settings)
+    except MasterKeyError as exc:  # another key than the database is bound to
+        raise click.ClickException(str(exc)) from exc
     ctx = Context(repo, settings, settings.base_url.rstrip("/") or "")
     stats = ImportStats()
     started = time.perf_counter()

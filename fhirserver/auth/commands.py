@@ -28,7 +28,10 @@ def _service(settings: Settings):  # type: ignore[no-untyped-def]
     from ..crypto.sealing import sealer
     from ..storage.repository import Repository
 
-    repo = Repository.from_settings(settings)
+    try:
+        repo = Repository.from_settings(settings)
+    except MasterKeyError as exc:  # another key than the database is bound to
+        raise click.ClickException(str(exc)) from exc
     try:
         master = load(settings)
         bind(repo.db, master)

@@ -217,7 +217,7 @@ def test_stored_form_keeps_ordinary_resources_as_documents(app: Any, fhir: Any,
     assert isinstance(raw["res"], str) and '"value":1.50' in raw["res"]
     history = repo.cols.history["Observation"].find_one({"_id": f"{exact}/1"})
     assert history["res"] == raw["res"]
-    rebuilt = rebuild_current("Observation", history, ZoneInfo("UTC"))
+    rebuilt = rebuild_current("Observation", history, ZoneInfo("UTC"), repo.protection)
     assert rebuilt["res"] == raw["res"] and rebuilt["h"] == raw["h"]
     assert rebuilt["sp"]["value-quantity"] == raw["sp"]["value-quantity"] == [1.5]
 
