@@ -11,6 +11,8 @@ from . import (
     authorize,
     cards,
     cors,
+    definitions,
+    docs,
     guard,
     handlers,
     naming,
@@ -27,18 +29,19 @@ UNNEGOTIATED = ("/openapi.json", "/docs")
 def init_api(app: Flask) -> Api:
     app.config.setdefault("API_TITLE", "fhirserver")
     app.config.setdefault("API_VERSION", "4.0.1")
-    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
-    app.config.setdefault("OPENAPI_URL_PREFIX", "/")
-    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+    app.config.setdefault("OPENAPI_VERSION", "3.1.0")
+    # /openapi.json and /docs are the server's own (docs.py): generated from the routes
+    # and the operation table, with Swagger UI served from the installed package.
+    app.config.setdefault("OPENAPI_URL_PREFIX", None)
     api = Api(app)
+    app.register_blueprint(docs.blp)
     # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
     api.register_blueprint(system.blp)
     api.register_blueprint(oauth.blp)
     api.register_blueprint(authorize.blp)
     api.register_blueprint(naming.blp)
     api.register_blueprint(audit_log.blp)
+    app.register_blueprint(definitions.blp)
     api.register_blueprint(resources.blp)
     api.register_blueprint(operations.blp)
     api.register_blueprint(cards.blp)

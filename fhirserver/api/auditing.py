@@ -25,7 +25,7 @@ from ..auth.access import CARE
 from ..crypto.binding import bind
 from ..crypto.master import load
 from ..model.identifier_systems import Registry, load_registry
-from .guard import PUBLIC
+from .guard import public
 from .negotiation import render
 from .state import state
 
@@ -103,9 +103,7 @@ AUDITED_OAUTH = ("/oauth/token", "/oauth/login", "/oauth/launch")
 
 
 def _audited() -> bool:
-    return not (request.path in PUBLIC or (request.path.startswith("/oauth/")
-                                           and request.path not in AUDITED_OAUTH)
-                or request.path.startswith(("/openapi.json", "/docs")))
+    return not (public(request.path) and request.path not in AUDITED_OAUTH)
 
 
 #: Requests that may change data: recorded before they run as well as after.

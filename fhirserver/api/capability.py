@@ -16,7 +16,8 @@ from ..model.types import SUPPORTED_TYPES
 from ..search.parameters import parameters_for
 from ..storage.indexing import instant, now
 from ..version import __version__
-from .operations import OPERATIONS
+from . import opdefs
+from .state import public_base_url
 
 # (URL rule, HTTP method) -> FHIR interaction code
 TYPE_INTERACTIONS = {
@@ -44,6 +45,25 @@ def _routes() -> set[tuple[str, str]]:
         for method in rule.methods or ():
             out.add((rule.rule, method))
     return out
+
+
+def _offered(op: opdefs.Operation, routes: set[tuple[str, str]]) -> bool:
+    rule = f"/<rtype>/<rid>/${op.code}" if op.instance else f"/<rtype>/${op.code}"
+    return any((rule, method) in routes for method in op.methods)
+
+
+def _operations(rtype: str, routes: set[tuple[str, str]], base: str) -> list[dict[str, Any]]:
+    """The operations on ``rtype`` whose route is registered, each with the canonical
+    URL of its definition (opdefs.canonical: the server's own are served here)."""
+    return [{"name": op.code, "definition": opdefs.canonical(op, base)}
+            for op in opdefs.by_type().get(rtype, ()) if _offered(op, routes)]
+
+
+#: Read-only types the server serves besides the stored ones: (route, search parameters).
+DIRECTORY = {
+    "NamingSystem": ("/NamingSystem", ("_id", "type", "value")),
+    "OperationDefinition": ("/OperationDefinition", ("_id", "code", "url")),
+}
 
 
 def _search_params(rtype: str) -> list[dict[str, Any]]:
@@ -76,6 +96,7 @@ def _revincludes(rtype: str) -> list[str]:
 
 def capability_statement(ctx: Context) -> dict[str, Any]:
     routes = _routes()
+    base = public_base_url()
     type_interactions = list(dict.fromkeys(
         code for key, code in TYPE_INTERACTIONS.items() if key in routes))
     resources = []
@@ -95,16 +116,27 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
             "searchInclude": _includes(rtype),
             "searchRevInclude": _revincludes(rtype),
             "searchParam": _search_params(rtype),
-            "operation": [{"name": name, "definition": definition}
-                          for name, definition in OPERATIONS.get(rtype, ())],
+            "operation": _operations(rtype, routes, base),
         })
         if not resources[-1]["operation"]:
             del resources[-1]["operation"]
-    if ("/NamingSystem", "GET") in routes:
+    for rtype, (rule, names) in DIRECTORY.items():
+        if (rule, "GET") in routes:
+            resources.append({
+                "type": rtype,
+                "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": [{"name": n, "type": "uri" if n == "url" else "token"}
+                                for n in names],
+            })
+    if ("/AuditEvent", "GET") in routes:
+        # The audit log: a patient's own record of access, an operator's whole log.
         resources.append({
-            "type": "NamingSystem",
-            "interaction": [{"code": "read"}, {"code": "search-type"}],
-            "searchParam": [{"name": n, "type": "token"} for n in ("_id", "type", "value")],
+            "type": "AuditEvent",
+            "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+            "interaction": [{"code": "search-type"}],
+            "searchParam": [{"name": "patient", "type": "reference",
+                             "definition": f"{SEARCH_TYPE_DOCS}AuditEvent-patient"}],
         })
     system = [c for key, codes in SYSTEM_INTERACTIONS.items() if key in routes for c in codes]
     from .oauth import endpoints
@@ -131,7 +163,7 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
         "publisher": "fhirserver",
         "kind": "instance",
         "software": {"name": "fhirserver", "version": __version__},
-        "implementation": {"description": "fhirserver FHIR R4 server", "url": ctx.base_url},
+        "implementation": {"description": "fhirserver FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
         "patchFormat": ["application/json-patch+json"],

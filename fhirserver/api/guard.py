@@ -1,6 +1,7 @@
 """Authentication of every request: no endpoint answers without a valid access token
-except /metadata, the SMART and OpenID Connect discovery documents and the OAuth
-endpoints. CORS preflights never reach here: they carry no token by design (Fetch
+except /metadata, the SMART and OpenID Connect discovery documents, the OAuth
+endpoints, and the descriptions of the API (the OpenAPI document, its docs page and
+the OperationDefinitions), which hold no patient data. CORS preflights never reach here: they carry no token by design (Fetch
 standard, #http-requests) and are answered in front of the application (cors.py)."""
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from ..crypto.master import load
 from ..crypto.sealing import sealer
 from .state import state
 
-PUBLIC = ("/metadata", "/.well-known/smart-configuration", "/.well-known/openid-configuration")
-PUBLIC_PREFIX = "/oauth/"
+PUBLIC = ("/metadata", "/.well-known/smart-configuration", "/.well-known/openid-configuration",
+          "/openapi.json", "/docs", "/OperationDefinition")
+PUBLIC_PREFIXES = ("/oauth/", "/docs/", "/OperationDefinition/")
+
+
+def public(path: str) -> bool:
+    """Whether ``path`` answers without a token."""
+    return path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
 
 
 def tokens() -> TokenService:
@@ -30,7 +37,7 @@ def authenticate() -> None:
                                       for k, v in request.args.items(multi=True)):
         # No id, parameter or value holds U+0000, and the database cannot store it.
         raise errors.Invalid("The request URL holds a NUL character (%00)")
-    if request.path in PUBLIC or request.path.startswith(PUBLIC_PREFIX):
+    if public(request.path):
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -1,8 +1,9 @@
 """Compartment search and the search operations (R4 http.html#search,
 patient-operation-everything.html, observation-operation-lastn.html).
 
-``OPERATIONS`` is what the CapabilityStatement lists: an operation is offered
-exactly when it is registered here.
+Each operation's parameters are described in ``opdefs.OPERATIONS``, from which the
+CapabilityStatement, the OperationDefinitions and the OpenAPI paths are made; the
+CapabilityStatement lists an operation exactly when its route is registered.
 """
 
 from __future__ import annotations
@@ -27,24 +28,6 @@ blp = Blueprint(
     "operations", __name__, url_prefix="/",
     description="Patient compartment search, Patient/$everything and Observation/$lastn",
 )
-
-#: resource type -> (operation name, canonical OperationDefinition)
-OPERATIONS: dict[str, list[tuple[str, str]]] = {
-    "Patient": [
-        ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
-        ("ihe-pix", "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"),
-        ("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge"),
-        ("match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
-        ("break-glass", "https://fhirserver.example/OperationDefinition/Patient-break-glass"),
-        ("consent", "https://fhirserver.example/OperationDefinition/Patient-consent"),
-        ("care-team", "https://fhirserver.example/OperationDefinition/Patient-care-team"),
-        *((name, f"https://fhirserver.example/OperationDefinition/Patient-{name}") for name in (
-            "issue-card", "card-qr", "scan-card", "suspend-card", "resume-card", "revoke-card",
-            "reissue-card", "bind-family", "accept-family", "unbind-family", "family")),
-    ],
-    "Observation": [("lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn")],
-}
-
 
 def _allow(interaction: str, kinds: tuple[str, ...], patient: str | None = None) -> None:
     ctx = context()

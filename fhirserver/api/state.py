@@ -35,6 +35,15 @@ def base_url() -> str:
     return request.host_url.rstrip("/") + request.script_root
 
 
+def public_base_url() -> str:
+    """The server's stable address: FHIR_BASE_URL, else the token issuer (whose default
+    is http://HOST:PORT). What the CapabilityStatement names as implementation.url and
+    what canonical URLs of the server's own definitions start with; unlike
+    :func:`base_url`, not the Host a request happened to use."""
+    settings = state().settings
+    return settings.base_url.rstrip("/") or settings.issuer
+
+
 def context() -> Context:
     st = state()
     caller = g.get("caller")

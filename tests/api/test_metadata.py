@@ -16,8 +16,11 @@ def test_capability_statement_lists_registered_interactions_http_capabilities(fh
     rest = cs["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     types = {r["type"]: r for r in rest["resource"]}
-    assert set(types) == {"Patient", "Observation", "DiagnosticReport", "NamingSystem"}
-    assert {i["code"] for i in types.pop("NamingSystem")["interaction"]} == {"read", "search-type"}
+    assert set(types) == {"Patient", "Observation", "DiagnosticReport", "NamingSystem",
+                          "OperationDefinition", "AuditEvent"}
+    for directory in ("NamingSystem", "OperationDefinition"):
+        assert {i["code"] for i in types.pop(directory)["interaction"]} == {"read", "search-type"}
+    assert {i["code"] for i in types.pop("AuditEvent")["interaction"]} == {"search-type"}
     for rtype, res in types.items():
         codes = {i["code"] for i in res["interaction"]}
         assert codes == {"read", "vread", "update", "patch", "delete", "history-instance",
@@ -43,6 +46,6 @@ def test_openapi_document_and_docs_page(client):
     spec = client.get("/openapi.json")
     assert spec.status_code == 200
     paths = spec.get_json()["paths"]
-    assert "/{rtype}/{rid}" in paths and "/metadata" in paths
+    assert "/Patient/{id}" in paths and "/metadata" in paths
     docs = client.get("/docs")
     assert docs.status_code == 200 and b"swagger" in docs.data.lower()
