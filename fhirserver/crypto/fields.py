@@ -102,6 +102,43 @@ def protected_nodes(resource: Any, is_identity: IsIdentitySystem) -> list[tuple[
     return found
 
 
+NARRATIVE = "narrative"
+
+
+def _squeezed(text: str) -> str:
+    return _SEPARATORS.sub("", text).upper()
+
+
+def narratives_showing(resource: Any, values: list[str]) -> list[Node]:
+    """The Narratives (``text`` of the resource and of its contained resources) whose
+    ``div`` shows one of ``values``, however spaced or cased: a generated narrative
+    renders identifiers and telecom as text, and would keep in clear what their
+    elements keep encrypted."""
+    wanted = [_squeezed(v) for v in values if len(_squeezed(v)) >= 4]
+    if not wanted:
+        return []
+    found: list[Node] = []
+    stack = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            text = node.get("text")
+            if isinstance(text, dict) and isinstance(text.get("div"), str):
+                div = _squeezed(text["div"])
+                if any(w in div for w in wanted):
+                    found.append(text)
+            stack.extend(c for k, c in node.items() if k != "text" and isinstance(c, (dict, list)))
+    return found
+
+
+def _owner(resource: dict[str, Any]) -> str:
+    """The resource an encrypted value belongs to (associated data): a ciphertext
+    copied into another resource's document does not open there."""
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
 def _copy(resource: Any) -> Any:
     """A deep copy of JSON data (dicts and lists; leaves are shared, being immutable)."""
     if isinstance(resource, dict):
@@ -135,7 +172,11 @@ class Blinder:
         if not nodes:
             return resource
         copy: dict[str, Any] = _copy(resource)
-        for node, kind in protected_nodes(copy, self.is_identity):
+        found = protected_nodes(copy, self.is_identity)
+        plain = [n["value"] for n, _ in found if isinstance(n.get("value"), str)]
+        for text in narratives_showing(copy, plain):
+            text["div"] = self.value(NARRATIVE, text["div"])
+        for node, kind in found:
             if isinstance(node.get("value"), str):
                 node["value"] = self.value(kind, node["value"])
         return copy
@@ -149,17 +190,20 @@ class FieldCipher:
         self.is_identity = is_identity
 
     @staticmethod
-    def _aad(kid: str, system: Any) -> bytes:
-        return f"fhirserver/field/v{VERSION}|{kid}|{system if isinstance(system, str) else ''}" \
-            .encode()
+    def _aad(kid: str, system: Any, owner: str) -> bytes:
+        return (f"fhirserver/field/v{VERSION}|{kid}|{owner}|"
+                f"{system if isinstance(system, str) else ''}").encode()
 
-    def encrypt(self, value: str, system: Any, kid: str | None = None) -> dict[str, str]:
+    def encrypt(self, value: str, system: Any, kid: str | None = None,
+                owner: str = "") -> dict[str, str]:
+        """``value`` encrypted for the element of ``system`` in the document
+        ``owner`` names (associated data)."""
         kid, key = (kid, self.ring.key(kid)) if kid else self.ring.active()
         nonce = os.urandom(NONCE_BYTES)
-        ct = AESGCM(key).encrypt(nonce, value.encode(), self._aad(kid, system))
+        ct = AESGCM(key).encrypt(nonce, value.encode(), self._aad(kid, system, owner))
         return {ENCRYPTED: f"{VERSION}.{kid}.{_b64(nonce + ct)}"}
 
-    def decrypt(self, sealed: dict[str, Any], system: Any) -> str:
+    def decrypt(self, sealed: dict[str, Any], system: Any, owner: str = "") -> str:
         try:
             version, kid, body = str(sealed[ENCRYPTED]).split(".", 2)
             raw = _unb64(body)
@@ -169,10 +213,10 @@ class FieldCipher:
             raise SealError(f"an encrypted value has unknown format version {version!r}")
         try:
             plain = AESGCM(self.ring.key(kid)).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
-                                                      self._aad(kid, system))
+                                                      self._aad(kid, system, owner))
         except (InvalidTag, ValueError) as exc:
             raise SealError("an encrypted value does not open: it was altered or moved "
-                            "to another element") from exc
+                            "to another element or document") from exc
         return plain.decode()
 
     @staticmethod
@@ -181,16 +225,23 @@ class FieldCipher:
 
     def seal(self, resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The stored form of ``resource`` and the data key ids it uses ([] when
-        nothing in it is protected: then it is ``resource`` itself)."""
+        nothing in it is protected: then it is ``resource`` itself). A narrative that
+        shows a protected value is encrypted whole."""
         if not protected_nodes(resource, self.is_identity):
             return resource, []
         copy: dict[str, Any] = _copy(resource)
         kid, _ = self.ring.active()
-        used = False
-        for node, _kind in protected_nodes(copy, self.is_identity):
+        owner = _owner(resource)
+        found = protected_nodes(copy, self.is_identity)
+        plain = [n["value"] for n, _ in found if isinstance(n.get("value"), str)]
+        texts = narratives_showing(copy, plain)
+        for text in texts:
+            text["div"] = self.encrypt(text["div"], NARRATIVE, kid, owner)
+        used = bool(texts)
+        for node, _kind in found:
             value = node.get("value")
             if isinstance(value, str):
-                node["value"] = self.encrypt(value, node.get("system"), kid)
+                node["value"] = self.encrypt(value, node.get("system"), kid, owner)
                 used = True
         return copy, [kid] if used else []
 
@@ -200,24 +251,27 @@ class FieldCipher:
         if not self._sealed_nodes(stored):
             return stored
         opened: dict[str, Any] = _copy(stored)
-        for node, _kind in self._sealed_nodes(opened):
-            node["value"] = self.decrypt(node["value"], node.get("system"))
+        owner = _owner(stored)
+        for node, field in self._sealed_nodes(opened):
+            node[field] = self.decrypt(node[field], _system(node, field), owner)
         return opened
 
     def reseal(self, stored: dict[str, Any], kid: str) -> bool:
         """Re-encrypt, in place, every value not under data key ``kid``; True if any was."""
         changed = False
-        for node, _kind in self._sealed_nodes(stored):
-            if self.kid_of(node["value"]) != kid:
-                plain = self.decrypt(node["value"], node.get("system"))
-                node["value"] = self.encrypt(plain, node.get("system"), kid)
+        owner = _owner(stored)
+        for node, field in self._sealed_nodes(stored):
+            if self.kid_of(node[field]) != kid:
+                plain = self.decrypt(node[field], _system(node, field), owner)
+                node[field] = self.encrypt(plain, _system(node, field), kid, owner)
                 changed = True
         return changed
 
     @staticmethod
     def _sealed_nodes(stored: Any) -> list[tuple[Node, str]]:
-        """Elements whose ``value`` is an encrypted object, wherever they are (the
-        registry may have changed since they were written: what was encrypted opens)."""
+        """(element, field) of every encrypted value (an Identifier's or
+        ContactPoint's ``value``, a Narrative's ``div``), wherever it is: the registry
+        may have changed since they were written, and what was encrypted opens."""
         found: list[tuple[Node, str]] = []
         stack = [stored]
         while stack:
@@ -225,8 +279,18 @@ class FieldCipher:
             if isinstance(node, list):
                 stack.extend(node)
             elif isinstance(node, dict):
-                value = node.get("value")
-                if isinstance(value, dict) and ENCRYPTED in value:
-                    found.append((node, ""))
+                for field in _ENCRYPTED_FIELDS:
+                    value = node.get(field)
+                    if isinstance(value, dict) and ENCRYPTED in value:
+                        found.append((node, field))
                 stack.extend(c for c in node.values() if isinstance(c, (dict, list)))
         return found
+
+
+_ENCRYPTED_FIELDS = ("value", "div")
+
+
+def _system(node: Node, field: str) -> Any:
+    """What an encrypted field is bound to besides its document: an element's system,
+    or the narrative."""
+    return NARRATIVE if field == "div" else node.get("system")

@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 from .. import errors
 from ..auth.access import Access
+from ..auth.disclosure import kept_whole, sees_whole
 from ..config import Settings
-from ..model.identifier_systems import Registry, load_registry
+from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
+from ..model.masking import mask
 from ..storage.limits import MAX_DOCUMENT_BYTES, stored_bytes
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
@@ -229,16 +231,27 @@ class Planner:
         was computed from, masked unless the caller sees this patient's numbers
         whole (a masked number sent back stands for the stored one, which the
         caller must not learn from a conflict)."""
-        from .disclosure import identifier_for  # disclosure builds on this module
-
         system = exc.key.rpartition("|")[0]
         for ident in (exc.write.resource or {}).get("identifier") or ():
             if isinstance(ident, dict) and ident.get("system") == system \
                     and isinstance(ident.get("value"), str) \
                     and self.repo.protection.claim_key(f"{system}|{ident['value']}") == exc.key:
-                shown = identifier_for(self.ctx, exc.write.id, ident)
-                return system, str(shown["value"])
+                return system, self._as_seen(exc.write.id, system, ident["value"])
         return system, "(this number)"
+
+    def _as_seen(self, patient: str, system: str, value: str) -> str:
+        """``value`` of ``patient``'s identifier of ``system``, masked unless the
+        caller sees it whole (auth/disclosure.py; the answer path masks the same way,
+        interactions/disclosure.py)."""
+        access = self.ctx.access
+        caller = access.caller if access is not None else None
+        reach = access.reachable() if access is not None and caller is not None \
+            and caller.kind == "patient" else None
+        card = self.ctx.registry.by_key(HEALTH_CARD_KEY).system
+        found = self.ctx.registry.match(system)
+        if found is None or system in kept_whole(caller, card) or sees_whole(caller, patient, reach):
+            return value
+        return mask(value, found.entry)
 
     def commit(self) -> None:
         self.check()

@@ -12,12 +12,13 @@ from typing import Any
 from ..auth import lookups
 from ..auth.lookup_rules import sees_card_numbers, without_systems
 from ..auth.policy import Caller
+from ..model.identifier_systems import HEALTH_CARD_KEY
 from .context import Context
 
 #: what an identity look-up leaves in the audit record (never the number asked)
 LOOKUP_NOTE = "identity look-up"
 #: the registry key of the identifier system health card numbers are issued in
-CARD_SYSTEM_KEY = "health-card"
+CARD_SYSTEM_KEY = HEALTH_CARD_KEY
 
 
 def card_system(ctx: Context) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 from .identity_numbers import GB11643, VALIDATORS, InvalidNumber, normalise
 
 DEFAULT_FILE = Path(__file__).with_name("identifier_systems.json")
+#: the registry key of the system health card numbers are issued in
+HEALTH_CARD_KEY = "health-card"
 _PART = re.compile(r"\{(country|organization)\}")
 _PART_PATTERN = {"country": r"[A-Z]{3}", "organization": r"[A-Za-z0-9][A-Za-z0-9.\-]*"}
 

@@ -17,19 +17,29 @@ A masked value sent back in a write (a client that read a masked resource, edite
 it and PUT it back, http.html#update) stands for the stored value it masks; a
 masked value that masks no stored value is refused by the caller of
 :func:`restore`. The label is the server's: it is never stored.
+
+A narrative (``text.div``) that shows a masked number, however spaced, is withheld
+from the same answer (replaced by :data:`WITHHELD_DIV`); sent back in a write, the
+stored narrative stands.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..crypto.fields import narratives_showing
 from .identifier_systems import IdentifierSystem, Registry
 from .identity_numbers import GB11643
 
 OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 MASKED = {"system": OBSERVATION_VALUE, "code": "MASKED", "display": "masked"}
 MASK_CHAR = "*"
+#: What a narrative that shows a masked number is replaced by (narrative.html: the
+#: div must hold some text; a write that sends it back keeps the stored narrative).
+WITHHELD_DIV = ('<div xmlns="http://www.w3.org/1999/xhtml"><p>Narrative withheld: it shows '
+                'identity numbers this answer gives masked.</p></div>')
 #: validators whose 18-character numbers have the GB 11643 layout (area, birth
 #: date, sequence, check character)
 GB11643_FORM = GB11643 | {"foreign-permanent-resident"}
@@ -134,6 +144,12 @@ def masked(resource: dict[str, Any], registry: Registry,
     out = _rewrite(resource, change, registry, str(resource.get("resourceType", "")))
     if out is resource:
         return resource, False
+    hidden = [value for _path, system, value in sensitive_values(resource, registry)
+              if system not in keep]
+    if narratives_showing(out, hidden):
+        out = copy.deepcopy(out)
+        for text in narratives_showing(out, hidden):
+            text["div"] = WITHHELD_DIV
     return labelled(out), True
 
 
@@ -192,8 +208,13 @@ def restore(resource: dict[str, Any], stored: dict[str, Any] | None,
         return chosen[1]
 
     out = _rewrite(resource, change, registry, str(resource.get("resourceType", "")))
+    text, before = out.get("text"), (stored or {}).get("text")
+    if isinstance(text, dict) and text.get("div") == WITHHELD_DIV:
+        # The narrative an answer withheld, sent back: the stored one stands.
+        out = {**out, "text": before} if isinstance(before, dict) else \
+            {k: v for k, v in out.items() if k != "text"}
     return out, forged
 
 
-__all__ = ["MASKED", "carries_masks", "labelled", "mask", "masked", "masked_paths", "restore",
+__all__ = ["MASKED", "WITHHELD_DIV", "carries_masks", "labelled", "mask", "masked", "masked_paths", "restore",
            "sensitive_values", "unlabelled"]

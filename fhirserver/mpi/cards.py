@@ -91,9 +91,9 @@ def _set_card_identifier(ctx: Context, pid: str, number: str | None, drop: str |
 
 
 
-def _sealed_number(ctx: Context, number: str) -> dict[str, str]:
+def _sealed_number(ctx: Context, number: str, key: str) -> dict[str, str]:
     """A card number as ``_health_cards`` keeps it: encrypted under the data key."""
-    return ctx.repo.protection.cipher.encrypt(number, CARD_NUMBER_FIELD)
+    return ctx.repo.protection.cipher.encrypt(number, CARD_NUMBER_FIELD, owner=f"{CARDS}/{key}")
 
 
 def opened(ctx: Context, card: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +101,9 @@ def opened(ctx: Context, card: dict[str, Any]) -> dict[str, Any]:
     version reads as it is until the data keys' pass encrypts it)."""
     number = card.get("number")
     if isinstance(number, dict):
-        return {**card, "number": ctx.repo.protection.cipher.decrypt(number, CARD_NUMBER_FIELD)}
+        plain = ctx.repo.protection.cipher.decrypt(number, CARD_NUMBER_FIELD,
+                                                   owner=f"{CARDS}/{card['_id']}")
+        return {**card, "number": plain}
     return card
 
 
@@ -131,7 +133,7 @@ def issue(ctx: Context, pid: str) -> dict[str, Any]:
     card = {"_id": key, "number": number, "patient": pid, "status": "active",
             "issued": ctx.clock(), "changed": ctx.clock(), "guardian": None}
     try:
-        cards.insert_one({**card, "number": _sealed_number(ctx, number)})
+        cards.insert_one({**card, "number": _sealed_number(ctx, number, key)})
         _set_card_identifier(ctx, pid, number, None)
     except BaseException:
         cards.delete_one({"_id": key})

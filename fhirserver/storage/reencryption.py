@@ -165,13 +165,14 @@ class Reencryption:
     def _cards(self, kid: str, done: Pass, progress: Progress | None) -> None:
         col, cipher = self.db[CARDS], self.protection.cipher
         for doc in col.find({"number": {"$exists": True}}, {"number": 1}):
-            number = doc["number"]
+            number, owner = doc["number"], f"{CARDS}/{doc['_id']}"
             if isinstance(number, dict):
                 if cipher.kid_of(number) == kid:
                     continue
-                number = cipher.decrypt(number, CARD_NUMBER_FIELD)
+                number = cipher.decrypt(number, CARD_NUMBER_FIELD, owner)
             col.update_one({"_id": doc["_id"], "number": doc["number"]},
-                           {"$set": {"number": cipher.encrypt(str(number), CARD_NUMBER_FIELD)}})
+                           {"$set": {"number": cipher.encrypt(str(number), CARD_NUMBER_FIELD,
+                                                              kid, owner)}})
             done.add(CARDS)
         if progress:
             progress(CARDS, 1, 1)

@@ -140,3 +140,37 @@ def test_blind_indexes_are_keyed_and_normalised():
     blinded = blinder.blinded(PATIENT)
     assert not any(value in str(blinded) for value in CLEAR)
     assert PATIENT["identifier"][0]["value"] == NUMBER  # the resource itself is untouched
+
+
+def test_a_ciphertext_copied_into_another_resource_does_not_open_there(db):
+    """The associated data names the resource: whoever can write the database but
+    lacks the key cannot move patient A's number into patient B's record, where B's
+    own login would read it whole."""
+    cipher = FieldCipher(KeyRing(db, Sealer(master())), is_identity)
+    a, _ = cipher.seal({**PATIENT, "id": "a"})
+    b, _ = cipher.seal({**PATIENT, "id": "b"})
+    b["identifier"][0]["value"] = a["identifier"][0]["value"]
+    with pytest.raises(SealError):
+        cipher.open(b)
+
+
+def test_a_narrative_that_shows_a_protected_value_is_kept_encrypted(db):
+    """narrative.html: a generated narrative renders the identifiers; it would keep
+    in clear what the elements keep encrypted, and its content hash would be an
+    unkeyed hash of the number."""
+    spaced = f"{NUMBER[:6]} {NUMBER[6:14]} {NUMBER[14:].lower()}"
+    div = f'<div xmlns="http://www.w3.org/1999/xhtml">Wang, ID {spaced}, tel 138-0013-8000</div>'
+    resource = {**PATIENT, "id": "n", "text": {"status": "generated", "div": div},
+                "contained": [{**PATIENT["contained"][0], "text": {
+                    "status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">'
+                    "110105196001011235</div>"}}]}
+    cipher = FieldCipher(KeyRing(db, Sealer(master())), is_identity)
+    sealed, _ = cipher.seal(resource)
+    assert "138-0013" not in str(sealed) and "19900307" not in str(sealed)
+    assert "196001011235" not in str(sealed)
+    assert cipher.open(sealed) == resource
+    blinded = Blinder(b"a" * 32, is_identity).blinded(resource)
+    assert "19900307" not in str(blinded) and "196001011235" not in str(blinded)
+    plain = {**resource, "text": {"status": "generated",
+                                  "div": '<div xmlns="http://www.w3.org/1999/xhtml">Wang</div>'}}
+    assert cipher.seal(plain)[0]["text"] == plain["text"]  # nothing shown: left as written

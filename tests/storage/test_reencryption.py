@@ -117,7 +117,8 @@ def test_values_an_older_version_kept_in_clear_are_encrypted_at_the_next_start(s
         for key in holder["cl"]:
             db["_identifier_claims"].insert_one({"_id": key, "rid": holder["_id"]})
     for card in db["_health_cards"].find({"number": {"$exists": True}}):
-        number = protection.cipher.decrypt(card["number"], "_health_cards/number")
+        number = protection.cipher.decrypt(card["number"], "_health_cards/number",
+                                           owner=f"_health_cards/{card['_id']}")
         db["_health_cards"].update_one({"_id": card["_id"]}, {"$set": {"number": number}})
     db["_schema"].delete_one({"_id": "field-encryption"})
     assert NUMBERS[0] in raw_documents(db) and PHONES[0] in raw_documents(db)
