@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import errors
+from ..auth.disclosure import sees_whole
 from ..auth.lookup_rules import uses_lookup_exception
+from ..search.blinding import identity_probes
 from ..search.compile import compile_filter
 from ..search.keys import is_indexed, lifted
 from ..search.parse import parse_query
@@ -108,10 +110,18 @@ def _identity_lookup(ctx: Context, query: SearchQuery,
     """Count the search if it is an identity look-up reaching beyond the caller's
     patients (429 past ``FHIR_LOOKUPS_PER_MINUTE``); True if it is."""
     caller = ctx.access.caller if ctx.access else None
-    if not is_identifier_lookup(query) or not uses_lookup_exception(caller):
-        return False
-    count_lookups(ctx, "Patient search by identifier", note)
-    return True
+    if is_identifier_lookup(query) and uses_lookup_exception(caller):
+        count_lookups(ctx, "Patient search by identifier", note)
+        return True
+    if caller is not None and caller.kind in ("user", "system") \
+            and not sees_whole(caller, None, None):
+        # A caller who reads identity numbers masked could otherwise confirm the
+        # hidden characters by searching, many guesses in one comma list: each
+        # number asked about is one look-up (FHIR_LOOKUPS_PER_MINUTE).
+        probes = identity_probes(query.clauses)
+        if probes:
+            count_lookups(ctx, "search by identity number", note, cost=probes)
+    return False
 
 
 def _shown(ctx: Context, stored: Stored, resource: dict[str, Any] | None,

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Protocol
 
+from ..crypto.fields import BLIND_PREFIX
 from .parameters import SearchParameter
+from .query import Chain, Clause, Has
 from .types.reference import ReferenceValue
 from .types.token import TokenValue
 
@@ -72,3 +74,23 @@ def blinded_values(param: SearchParameter, modifier: str | None, values: tuple[A
         return values
     return tuple(t for v in values
                  for t in (_token(blinder, kind, v) if isinstance(v, TokenValue) else [v]))
+
+
+def identity_probes(conditions: Any) -> int:
+    """How many identity numbers a parsed query asks about (blinded values of
+    identifier searches, through chains and ``_has``): each confirms or refutes a
+    number, so a caller who sees numbers masked spends one identity look-up on each."""
+    count = 0
+    for cond in conditions:
+        if isinstance(cond, Chain):
+            count += identity_probes(c for _t, c in cond.inner)
+        elif isinstance(cond, Has):
+            count += identity_probes([cond.inner])
+        elif isinstance(cond, Clause):
+            for value in cond.values:
+                token = value.identifier if isinstance(value, ReferenceValue) else value
+                code = getattr(token, "code", None)
+                if isinstance(code, str) and code.startswith(BLIND_PREFIX) and (
+                        kind_of(cond.param) == IDENTIFIER or cond.modifier == "identifier"):
+                    count += 1
+    return count
