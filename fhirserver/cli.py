@@ -140,7 +140,13 @@ def _recover(settings: Settings) -> None:
             console.print(f"rolled back {rolled} interrupted transaction(s) in "
                           f"{time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
-        encrypted = repo.encrypt_clear_values()
+        encrypted = 0
+        if repo.encryption_pending():
+            from .auth.commands import with_progress
+
+            console.print("encrypting the identity numbers and telecom an older version "
+                          "stored in clear (once)")
+            encrypted = with_progress(repo.encrypt_clear_values)
         if encrypted:
             console.print(f"encrypted the identity numbers and telecom of {encrypted} "
                           f"document(s) stored in clear, in {time.perf_counter() - started:.1f} s")
@@ -165,8 +171,8 @@ def import_(paths: tuple[Path, ...]) -> None:
 
 
 def run_import(settings: Settings, files: list[Path]) -> Any:
-    from .importer.loader import ImportStats, import_group
     from .crypto import MasterKeyError
+    from .importer.loader import ImportStats, import_group
     from .importer.reader import ImportFileError, read_groups
     from .interactions.context import Context
     from .storage.repository import Repository

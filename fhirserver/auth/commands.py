@@ -8,6 +8,7 @@ recorded in the audit log, which records requests to the API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,7 +143,9 @@ def reencrypt() -> None:
             repo.close()
 
 
-def _reencrypt(repo) -> None:  # type: ignore[no-untyped-def]
+def with_progress(run: Callable[[Callable[[str, int, int], None]], Any]) -> Any:
+    """``run(report)`` with a progress bar per collection that ``report(collection,
+    done, total)`` names (storage/reencryption.py)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
@@ -154,7 +157,11 @@ def _reencrypt(repo) -> None:  # type: ignore[no-untyped-def]
                 tasks[name] = progress.add_task(name, total=max(total, 1))
             progress.update(tasks[name], completed=done, total=max(total, done, 1))
 
-        changed = repo.reencryption().run(report)
+        return run(report)
+
+
+def _reencrypt(repo) -> None:  # type: ignore[no-untyped-def]
+    changed = with_progress(repo.reencryption().run)
     kid, _ = repo.protection.cipher.ring.active()
     click.echo(f"{changed.total} documents re-encrypted under data key {kid}"
                + "".join(f"\n  {name}: {n}" for name, n in sorted(changed.changed.items())))

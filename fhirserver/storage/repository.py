@@ -40,7 +40,7 @@ from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
 from .protection import Protection
 from .records import Stored, Write
-from .reencryption import Reencryption
+from .reencryption import Progress, Reencryption
 from .search_claims import SearchClaims
 from .stored_form import resource_of
 from .unit_of_work import UnitOfWork
@@ -214,13 +214,17 @@ class Repository:
         with contextlib.suppress(DuplicateKeyError):
             self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
-    def encrypt_clear_values(self) -> int:
+    def encryption_pending(self) -> bool:
+        """Has the one-time encryption of values stored in clear not run yet?"""
+        return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
+
+    def encrypt_clear_values(self, progress: Progress | None = None) -> int:
         """Identity numbers and telecom values an older version stored in clear are
         encrypted, and blinded in search values and claims, once (reencryption.py).
         ``serve`` runs it before its workers start; returns the documents changed."""
-        if self.db[SCHEMA].find_one({"_id": "field-encryption"}) is not None:
+        if not self.encryption_pending():
             return 0
-        changed = self.reencryption().run().total
+        changed = self.reencryption().run(progress).total
         with contextlib.suppress(DuplicateKeyError):
             self.db[SCHEMA].insert_one({"_id": "field-encryption", "v": 1})
         return changed
