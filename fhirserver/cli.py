@@ -27,7 +27,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from .auth.commands import audit, clients, keys, token, users_
+    from .auth.client_commands import clients
+    from .auth.commands import audit, keys, token
+    from .auth.user_commands import users_
 
     main.add_command(token)
     main.add_command(keys)
