@@ -6,7 +6,9 @@ every patient it queries) for reads, writes and patient-scoped searches, the way
 clinic works; an operator token for the name search and the population query, because
 only an operator reaches every patient (a clinician sees the patients they treat, a
 backend client those of its organisation), so only its searches run over the whole
-population.
+population; and for the identifier search, as a registration desk would run it (a
+clinician sees identity numbers masked and each search by one is an identity look-up,
+limited to FHIR_LOOKUPS_PER_MINUTE).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
             console.print(table)
 
 CAPTION = (f"Callers: clinician {CLINICIAN} (care team of the patients queried) for reads, "
-           "writes and patient-scoped searches; operator token for the name search and the "
-           "population row (only an operator reaches every patient: clinicians and backend "
+           "writes and patient-scoped searches; operator token for the identifier, name and "
+           "population rows (only an operator reaches every patient: clinicians and backend "
            "clients see their own patients only). Authorization and audit as the server runs "
            "them. Every answer checked against the data set.")
