@@ -180,7 +180,7 @@ def run_import(settings: Settings, files: list[Path]) -> Any:
     from .storage.repository import Repository
 
     try:
-        repo = Repository.from_settings(settings)
+        repo = Repository.from_settings(settings, encrypt=False)
     except MasterKeyError as exc:  # another key than the database is bound to
         raise click.ClickException(str(exc)) from exc
     ctx = Context(repo, settings, settings.base_url.rstrip("/") or "")

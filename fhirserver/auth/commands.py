@@ -34,7 +34,7 @@ def _service(settings: Settings) -> tuple[Repository, TokenService]:
     from ..storage.repository import Repository
 
     try:
-        repo = Repository.from_settings(settings)
+        repo = Repository.from_settings(settings, encrypt=False)
     except MasterKeyError as exc:  # another key than the database is bound to
         raise click.ClickException(str(exc)) from exc
     try:

@@ -129,9 +129,12 @@ class Repository:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, initialise: bool = True) -> Repository:
+    def from_settings(cls, settings: Settings, initialise: bool = True,
+                      encrypt: bool = True) -> Repository:
         """The repository the settings name, indexes created and recovery done
-        (unless not ``initialise``)."""
+        (unless not ``initialise``), and values an older version stored in clear
+        encrypted (unless not ``encrypt``: the operator commands leave that long pass
+        to ``serve``, which shows its progress, or to ``keys reencrypt``)."""
         if not settings.mongodb_uri:
             raise ServerError(
                 "MONGODB_URI is not set; run `fhirserver serve` for the embedded database"
@@ -150,7 +153,7 @@ class Repository:
             repo.close()
             raise
         if initialise:
-            repo.initialise()
+            repo.initialise(encrypt=encrypt)
         return repo
 
     def _supports_transactions(self, mode: str) -> bool:
@@ -162,7 +165,7 @@ class Repository:
             return False
         return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
-    def initialise(self) -> None:
+    def initialise(self, encrypt: bool = True) -> None:
         """Create indexes and roll back transactions a dead process left half done,
         before this process answers anything (storage/recovery.py)."""
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
@@ -190,7 +193,8 @@ class Repository:
                 self.db[name].create_indexes(models)
         self.uow.recover()
         self._add_search_keys()
-        self.encrypt_clear_values()
+        if encrypt:
+            self.encrypt_clear_values()
 
     def recover(self) -> int:
         """Roll back the transactions nobody will finish (storage/recovery.py)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from click.testing import CliRunner
+from pymongo import MongoClient
 from stdnum.iso7064 import mod_11_2
 
 from fhirserver.cli import main
@@ -123,6 +124,17 @@ def test_values_an_older_version_kept_in_clear_are_encrypted_at_the_next_start(s
     db["_schema"].delete_one({"_id": "field-encryption"})
     assert NUMBERS[0] in raw_documents(db) and PHONES[0] in raw_documents(db)
     repo.close()
+    # An operator command leaves the long pass to serve (which shows its progress):
+    # run beside servers of the older version, it must not change what they read.
+    env = {"MONGODB_URI": settings.mongodb_uri, "MONGODB_DB": settings.mongodb_db,
+           "FHIR_DATA_DIR": str(settings.data_dir), "FHIR_MASTER_KEY": None,
+           "FERRETDB_POSTGRESQL_URL": settings.ferretdb_postgresql_url}
+    minted = CliRunner().invoke(main, ["token", "--operator", "--scope", "system/*.rs"], env=env)
+    assert minted.exit_code == 0, minted.output
+    with MongoClient(settings.mongodb_uri) as client:
+        after = client[settings.mongodb_db]
+        assert NUMBERS[0] in raw_documents(after)
+        assert after["_schema"].find_one({"_id": "field-encryption"}) is None
 
     restarted = make_app(settings)
     fhir = FhirClient(restarted.test_client())
