@@ -117,19 +117,22 @@ def narratives_showing(resource: Any, values: list[str]) -> list[Node]:
     wanted = [_squeezed(v) for v in values if len(_squeezed(v)) >= 4]
     if not wanted:
         return []
+    return [node["text"] for node in _dicts(resource)
+            if isinstance(node.get("text"), dict) and isinstance(node["text"].get("div"), str)
+            and any(w in _squeezed(node["text"]["div"]) for w in wanted)]
+
+
+def _dicts(tree: Any) -> list[Node]:
+    """Every JSON object in ``tree``, itself included (iterative: no recursion limit)."""
     found: list[Node] = []
-    stack = [resource]
+    stack = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, list):
             stack.extend(node)
         elif isinstance(node, dict):
-            text = node.get("text")
-            if isinstance(text, dict) and isinstance(text.get("div"), str):
-                div = _squeezed(text["div"])
-                if any(w in div for w in wanted):
-                    found.append(text)
-            stack.extend(c for k, c in node.items() if k != "text" and isinstance(c, (dict, list)))
+            found.append(node)
+            stack.extend(c for c in node.values() if isinstance(c, (dict, list)))
     return found
 
 
@@ -272,19 +275,8 @@ class FieldCipher:
         """(element, field) of every encrypted value (an Identifier's or
         ContactPoint's ``value``, a Narrative's ``div``), wherever it is: the registry
         may have changed since they were written, and what was encrypted opens."""
-        found: list[tuple[Node, str]] = []
-        stack = [stored]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, list):
-                stack.extend(node)
-            elif isinstance(node, dict):
-                for field in _ENCRYPTED_FIELDS:
-                    value = node.get(field)
-                    if isinstance(value, dict) and ENCRYPTED in value:
-                        found.append((node, field))
-                stack.extend(c for c in node.values() if isinstance(c, (dict, list)))
-        return found
+        return [(node, field) for node in _dicts(stored) for field in _ENCRYPTED_FIELDS
+                if isinstance(node.get(field), dict) and ENCRYPTED in node[field]]
 
 
 _ENCRYPTED_FIELDS = ("value", "div")
