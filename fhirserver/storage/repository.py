@@ -38,7 +38,7 @@ from ..search.sorting import row_key, sort_values
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
-from .protection import Protection
+from .protection import CARDS, Protection
 from .records import Stored, Write
 from .reencryption import Progress, Reencryption
 from .search_claims import SearchClaims
@@ -168,6 +168,7 @@ class Repository:
     def initialise(self, encrypt: bool = True) -> None:
         """Create indexes and roll back transactions a dead process left half done,
         before this process answers anything (storage/recovery.py)."""
+        self._mark_new_database_encrypted()
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
         if self.lookup_ids_one_by_one:
             # FerretDB's own (B-tree) indexes serve none of its queries and slow every
@@ -221,6 +222,19 @@ class Repository:
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
+
+    def _mark_new_database_encrypted(self) -> None:
+        """A database that holds no resource and no card yet is only ever written by
+        this version, which encrypts on the way in: it is marked so at once, so that
+        the first ``serve`` after a large ``fhirserver import`` does not scan every
+        document for values stored in clear (there are none to find)."""
+        if not self.encryption_pending():
+            return
+        collections = [*self.cols.current.values(), *self.cols.history.values(), self.db[CARDS]]
+        if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
+            return
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": "field-encryption", "v": 1})
 
     def encrypt_clear_values(self, progress: Progress | None = None) -> int:
         """Identity numbers and telecom values an older version stored in clear are

@@ -162,3 +162,25 @@ def test_keys_rotate_data_command_reencrypts_with_progress(app):
     assert after != before and f"new data key {after}" in result.output
     assert "Patient_history" in result.output and f"re-encrypted under data key {after}" in result.output
     assert {d[DATA_KEYS_FIELD][0] for d in st.repo.db["Patient"].find({})} == {after}
+
+
+def test_a_new_database_filled_by_import_needs_no_encryption_pass_at_serve(settings, tmp_path):
+    """A database this version created holds nothing in clear (every write encrypts on
+    the way in), so the first ``serve`` after a large import must not scan it all for
+    values stored in clear: ``fhirserver import`` into a new database leaves it marked."""
+    import json
+
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": {**p, "id": f"p{i}"}} for i, p in enumerate(PEOPLE)]}
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps(bundle))
+    env = {"MONGODB_URI": settings.mongodb_uri, "MONGODB_DB": settings.mongodb_db,
+           "FHIR_DATA_DIR": str(settings.data_dir), "FHIR_MASTER_KEY": None,
+           "FERRETDB_POSTGRESQL_URL": settings.ferretdb_postgresql_url}
+    result = CliRunner().invoke(main, ["import", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    with MongoClient(settings.mongodb_uri) as client:
+        db = client[settings.mongodb_db]
+        assert db["Patient"].count_documents({}) == 3
+        assert db["_schema"].find_one({"_id": "field-encryption"}) is not None
+        assert not any(v in raw_documents(db) for v in [*NUMBERS, *PHONES])
