@@ -18,7 +18,9 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from fhirserver.api.auditing import EXTENSION
 from fhirserver.api.export import RUNNER
+from fhirserver.audit.chain import RECORDS, verify
 from fhirserver.auth import consent
 from fhirserver.auth.access import record_care
 from fhirserver.auth.clients import Client, register
@@ -163,6 +165,13 @@ def test_kickoff_poll_manifest_download_export_html(live, world):
     theirs = http_as(live, "patient", "patient/*.rs", patient=world["other"])
     assert not any(e["resource"]["subtype"][0]["code"] == "export"
                    for e in theirs.get("AuditEvent?_count=100").json().get("entry", []))
+    # Kick-off, polls and downloads are recorded as well, in the same unbroken chain
+    # as the records the export thread appended.
+    db = app.extensions["fhirserver"].repo.db
+    codes = [d["event"]["subtype"][0]["code"] for d in db[RECORDS].find({})]
+    assert {"export", "export-status", "export-file"} <= set(codes)
+    setup = app.extensions[EXTENSION]
+    assert verify(db, setup.keys, [setup.checkpoints]).broken is None
 
 
 def test_files_need_the_same_clients_token_requires_access_token(live, world):
@@ -378,6 +387,8 @@ def test_cancel_and_expiry_remove_the_files_export_html_delete(quiet, lab):
     assert r.status_code == 202 and r.get_json()["resourceType"] == "OperationOutcome"
     assert client.get(f"/bulk-status/{job_id}", headers=h).status_code == 404
     assert runner(quiet).step() is False  # nothing left to run
+    db = quiet.extensions["fhirserver"].repo.db
+    assert db[RECORDS].find_one({"event.subtype.code": "export-cancel"}) is not None
 
     job_id = _start(lab)
     assert runner(quiet, page=100).step() is True
@@ -385,7 +396,6 @@ def test_cancel_and_expiry_remove_the_files_export_html_delete(quiet, lab):
     assert manifest.status_code == 200 and "Expires" in manifest.headers
     root = quiet.extensions["fhirserver"].settings.exports
     assert (root / job_id / "Observation.ndjson").is_file()
-    db = quiet.extensions["fhirserver"].repo.db
     sweep(db, root, datetime.now(UTC) + timedelta(minutes=59))
     assert (root / job_id).is_dir()  # FHIR_EXPORT_RETENTION_MINUTES is 60
     sweep(db, root, datetime.now(UTC) + timedelta(minutes=61))
