@@ -79,6 +79,13 @@ class Settings:
     # believed (0: none; the client address is the connection's). Behind one TLS
     # proxy set 1, or every sign-in would come from the proxy's address.
     trusted_proxies: int = 0  # FHIR_TRUSTED_PROXIES
+    # Bulk Data export (bulk/): how long finished exports' files stay for download,
+    # where they are written (default <FHIR_DATA_DIR>/exports; every server process
+    # must see the same directory), and the export threads each process runs (0:
+    # this process runs none, another does).
+    export_retention_minutes: int = 60  # FHIR_EXPORT_RETENTION_MINUTES
+    export_dir: str = ""  # FHIR_EXPORT_DIR
+    export_threads: int = 1  # FHIR_EXPORT_THREADS
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -115,6 +122,11 @@ class Settings:
         return (issuer, *(f"http://{name}:{self.port}" for name in LOOPBACK_NAMES
                           if f"http://{name}:{self.port}" != issuer))
 
+    @property
+    def exports(self) -> Path:
+        """Where Bulk Data export files are written."""
+        return Path(self.export_dir) if self.export_dir else Path(self.data_dir) / "exports"
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -147,6 +159,9 @@ ENV_NAMES: dict[str, str] = {
     "lookups_per_minute": "FHIR_LOOKUPS_PER_MINUTE",
     "cors_origins": "FHIR_CORS_ORIGINS",
     "trusted_proxies": "FHIR_TRUSTED_PROXIES",
+    "export_retention_minutes": "FHIR_EXPORT_RETENTION_MINUTES",
+    "export_dir": "FHIR_EXPORT_DIR",
+    "export_threads": "FHIR_EXPORT_THREADS",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"", "cli"})),
     ("api", frozenset({"api", "importer"})),
-    ("use cases", frozenset({"interactions", "mpi"})),
+    ("use cases", frozenset({"interactions", "mpi", "bulk"})),
     ("auth", frozenset({"auth"})),
     ("audit", frozenset({"audit"})),
     ("storage", frozenset({"storage"})),

@@ -13,6 +13,7 @@ from . import (
     cors,
     definitions,
     docs,
+    export,
     guard,
     handlers,
     naming,
@@ -23,7 +24,7 @@ from . import (
 )
 from .negotiation import response_mimetype
 
-UNNEGOTIATED = ("/openapi.json", "/docs")
+UNNEGOTIATED = ("/openapi.json", "/docs", "/bulk-files/")  # NDJSON files
 
 
 def init_api(app: Flask) -> Api:
@@ -44,6 +45,7 @@ def init_api(app: Flask) -> Api:
     app.register_blueprint(definitions.blp)
     api.register_blueprint(resources.blp)
     api.register_blueprint(operations.blp)
+    api.register_blueprint(export.blp)
     api.register_blueprint(cards.blp)
     handlers.register(app)
     guard.register(app)

@@ -61,6 +61,9 @@ _RULES = {
     ("/oauth/login", "POST"): "login",
     ("/oauth/launch", "POST"): "operation:launch",
     ("/AuditEvent", "GET"): "search-type",
+    ("/bulk-status/<job_id>", "GET"): "operation:export-status",
+    ("/bulk-status/<job_id>", "DELETE"): "operation:export-cancel",
+    ("/bulk-files/<job_id>/<name>", "GET"): "operation:export-file",
 }
 
 

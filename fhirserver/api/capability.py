@@ -48,8 +48,7 @@ def _routes() -> set[tuple[str, str]]:
 
 
 def _offered(op: opdefs.Operation, routes: set[tuple[str, str]]) -> bool:
-    rule = f"/<rtype>/<rid>/${op.code}" if op.instance else f"/<rtype>/${op.code}"
-    return any((rule, method) in routes for method in op.methods)
+    return any((op.rule, method) in routes for method in op.methods)
 
 
 def _operations(rtype: str, routes: set[tuple[str, str]], base: str) -> list[dict[str, Any]]:
@@ -139,6 +138,7 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
                              "definition": f"{SEARCH_TYPE_DOCS}AuditEvent-patient"}],
         })
     system = [c for key, codes in SYSTEM_INTERACTIONS.items() if key in routes for c in codes]
+    system_ops = _operations("", routes, base)
     from .oauth import endpoints
 
     urls = endpoints()
@@ -172,5 +172,6 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
             "security": security,
             "resource": resources,
             "interaction": [{"code": c} for c in system],
+            **({"operation": system_ops} if system_ops else {}),
         }],
     }

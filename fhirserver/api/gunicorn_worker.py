@@ -91,4 +91,10 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.wsgi = closing_unread(self.wsgi)
+        app: Any = self.wsgi
+        if "fhirserver" in getattr(app, "extensions", {}):
+            from .export import start_runner
+
+            # Resume at once the exports a worker that died left (their lease runs out).
+            start_runner(app)
+        self.wsgi = closing_unread(app)

@@ -43,7 +43,7 @@ class Operation:
     """One operation (operations.html): where it runs, how it is called, what it takes."""
 
     code: str
-    resource: str
+    resource: str  # "" for a system-level operation ([base]/$code)
     instance: bool  # [base]/Patient/{id}/$code, else [base]/Patient/$code
     methods: tuple[str, ...]
     title: str
@@ -56,11 +56,20 @@ class Operation:
 
     @property
     def id(self) -> str:
-        return f"{self.resource}-{self.code}"
+        return f"{self.resource}-{self.code}" if self.resource else self.code
 
     @property
     def path(self) -> str:
+        if not self.resource:
+            return f"/${self.code}"
         return f"/{self.resource}/{{id}}/${self.code}" if self.instance else f"/{self.resource}/${self.code}"
+
+    @property
+    def rule(self) -> str:
+        """The Flask route that serves it."""
+        if not self.resource:
+            return f"/${self.code}"
+        return f"/<rtype>/<rid>/${self.code}" if self.instance else f"/<rtype>/${self.code}"
 
     def inputs(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.use == "in")
@@ -84,12 +93,42 @@ CARD_OUT = (
 )
 
 
+BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+
+
+def _export(resource: str, title: str, description: str, *extra: Param) -> Operation:
+    """Bulk Data $export (Bulk Data Access IG 2.0.0, export.html): asynchronous, 202
+    with the status URL in Content-Location."""
+    return Operation(
+        "export", resource, False, ("GET", "POST"), title,
+        description + " Needs Prefer: respond-async; for backend clients (system/ scopes) "
+        "and operators. The status URL answers 202 with X-Progress while it runs, then "
+        "the manifest of NDJSON files.",
+        (Param("_outputFormat", "string", "application/fhir+ndjson (default), "
+               "application/ndjson or ndjson", example="application/fhir+ndjson"),
+         Param("_since", "instant", "Only resources changed after this instant",
+               example="2024-01-01T00:00:00Z"),
+         Param("_type", "string", "Comma-separated resource types (default: every type "
+               "the client may search)", max="*", example="Patient,Observation"),
+         Param("_typeFilter", "string", "FHIR search queries selecting a type's resources, "
+               "Type?params", max="*", example="Observation?category=laboratory"),
+         *extra,
+         out("OperationOutcome", "Accepted (202): Content-Location is the status URL")),
+        standard=BULK + ("patient-export" if resource else "export"), statuses=(202,))
+
+
 def _card(code: str, title: str, description: str, status: int = 200) -> Operation:
     return Operation(code, "Patient", True, ("POST",), title, description, CARD_OUT,
                      affects_state=True, statuses=(status,))
 
 
 OPERATIONS: tuple[Operation, ...] = (
+    _export("", "Bulk Data export", "Every resource of every type the client may search, "
+            "of the patients it reaches, as NDJSON files per type."),
+    _export("Patient", "Bulk Data export of patients", "The compartments of the patients "
+            "the client reaches, as NDJSON files per type.",
+            Param("patient", "Reference", "Only these patients", max="*",
+                  targets=("Patient",), example="Patient/123")),
     Operation(
         "everything", "Patient", True, ("GET", "POST"), "Everything about a patient",
         "The patient and every record in their compartment that the caller may read, "
@@ -286,12 +325,14 @@ def definition(op: Operation, base: str, date: str) -> dict[str, Any]:
         "description": op.description,
         "affectsState": op.affects_state,
         "code": op.code,
-        "resource": [op.resource],
-        "system": False,
-        "type": not op.instance,
+        "resource": [op.resource] if op.resource else [],
+        "system": not op.resource,
+        "type": bool(op.resource) and not op.instance,
         "instance": op.instance,
         "parameter": [_parameter(p) for p in op.params],
     }
+    if not op.resource:
+        del resource["resource"]  # a system-level operation
     if op.standard:
         resource["base"] = op.standard
     return resource

@@ -203,11 +203,42 @@ def _operation(op: Operation, method: str, doc: str) -> dict[str, Any]:
     description = (f"{op.description}\n\nParameters: {names}. "
                    f"Definition: OperationDefinition/{op.id}")
     responses = {str(s): result for s in op.statuses}
-    return _op(doc or op.title, op.resource, responses, params=params, request=request,
+    return _op(doc or op.title, op.resource or "System", responses, params=params, request=request,
                description=description)
 
 
+#: Bulk Data export's status and file URLs (export.html), handed out in
+#: Content-Location and the manifest.
+_JOB = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "The export, as the kick-off's Content-Location names it"}
+_FILE = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "A file the manifest lists, e.g. Observation.ndjson"}
+_MANIFEST = {"type": "object", "required": ["transactionTime", "request", "requiresAccessToken",
+                                            "output", "error"],
+             "properties": {"transactionTime": {"type": "string", "format": "date-time"},
+                            "request": {"type": "string"},
+                            "requiresAccessToken": {"const": True},
+                            "output": {"type": "array", "items": {"type": "object", "properties": {
+                                "type": {"type": "string"}, "url": {"type": "string"},
+                                "count": {"type": "integer"}}}},
+                            "error": {"type": "array", "items": {"type": "object"}}}}
+BULK_STATUS = {
+    "200": {"description": "Complete: the manifest (export.html#response---complete-status)",
+            "content": {"application/json": {"schema": _MANIFEST}}},
+    "202": {"description": "In progress", "headers": {
+        "X-Progress": {"schema": {"type": "string"}, "description": "e.g. Observation 1200/5000"},
+        "Retry-After": {"schema": {"type": "integer"}}}},
+}
+
 SYSTEM: dict[tuple[str, str], tuple[str, str, dict[str, Any], list[Any], dict[str, Any] | None]] = {
+    ("/bulk-status/<job_id>", "GET"): ("/bulk-status/{job_id}", "System", BULK_STATUS,
+                                       [_JOB], None),
+    ("/bulk-status/<job_id>", "DELETE"): ("/bulk-status/{job_id}", "System",
+                                          {"202": answer("OperationOutcome", "Cancelled")},
+                                          [_JOB], None),
+    ("/bulk-files/<job_id>/<name>", "GET"): ("/bulk-files/{job_id}/{name}", "System", {
+        "200": {"description": "NDJSON, one resource a line", "content": {
+            "application/fhir+ndjson": {"schema": {"type": "string"}}}}}, [_JOB, _FILE], None),
     ("/", "POST"): ("/", "System", {"200": answer("Bundle", "batch-response or "
                                                   "transaction-response")}, [], body("Bundle")),
     ("/_history", "GET"): ("/_history", "System", BUNDLE, HISTORY, None),
@@ -252,10 +283,7 @@ def for_route(rule: str, method: str, doc: str) -> dict[str, dict[str, Any]] | N
     if (rule, "GET") in SYSTEM:
         return {}  # a read-only type: other methods answer 405
     if "$" in rule:
-        code = rule.rsplit("$", 1)[1]
-        instance = "<rid>" in rule
-        ops = [op for op in OPERATIONS if op.code == code and op.instance == instance
-               and method in op.methods]
+        ops = [op for op in OPERATIONS if op.rule == rule and method in op.methods]
         if not ops:
             return None
         return {op.path: {method.lower(): _operation(op, method, doc)} for op in ops}

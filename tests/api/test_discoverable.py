@@ -103,7 +103,7 @@ def test_openapi_security_schemes_are_the_servers_smart_endpoints(spec, anonymou
 def _rule_regex(rule: str) -> re.Pattern[str]:
     pattern = re.escape(rule)
     for name, repl in (("rtype", "[A-Za-z]+"), ("ctype", "[A-Za-z]+"), ("rid", r"\{id\}"),
-                       ("vid", r"\{vid\}")):
+                       ("vid", r"\{vid\}"), ("job_id", r"\{job_id\}"), ("name", r"\{name\}")):
         pattern = pattern.replace(re.escape(f"<{name}>"), repl)
     return re.compile(f"^{pattern}$")
 
@@ -219,6 +219,7 @@ def test_each_custom_operation_definition_is_at_its_canonical_url(anonymous):
     OperationDefinition describing that operation."""
     cs = anonymous.get("/metadata").get_json()
     named = [(r["type"], o) for r in cs["rest"][0]["resource"] for o in r.get("operation", [])]
+    named += [("", o) for o in cs["rest"][0].get("operation", [])]  # system-level ($export)
     assert len(named) == len(opdefs.OPERATIONS)
     own = [(t, o) for t, o in named if o["definition"].startswith(BASE)]
     assert {o["name"] for _, o in own} >= {"scan-card", "care-team", "break-glass", "consent"}
@@ -229,7 +230,8 @@ def test_each_custom_operation_definition_is_at_its_canonical_url(anonymous):
         assert r.status_code == 200, op.id
         resource = r.get_json()
         OperationDefinition.model_validate(resource)
-        assert resource["code"] == op.code and resource["resource"] == [rtype]
+        assert resource["code"] == op.code and resource.get("resource", []) == ([rtype] if rtype else [])
+        assert resource["system"] == (not rtype)
         assert resource["url"] == f"{BASE}/OperationDefinition/{op.id}"
         assert resource.get("base") == op.standard
         assert resource["instance"] == op.instance

@@ -101,5 +101,20 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
         assert requests.get(f"{url}/Patient/{new_id}", headers=auth, timeout=10).status_code == 200
         total = requests.get(f"{url}/Patient?_summary=count", headers=auth, timeout=10).json()["total"]
         assert total == DEMO_PATIENTS + 1
+        # Bulk Data export (export.html) runs in the gunicorn worker's export thread.
+        kick = requests.get(f"{url}/$export?_type=Patient", timeout=10, headers={
+            **auth, "Accept": "application/fhir+json", "Prefer": "respond-async"})
+        assert kick.status_code == 202, kick.text
+        deadline = time.monotonic() + 60
+        status = requests.get(kick.headers["Content-Location"], headers=auth, timeout=10)
+        while status.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = requests.get(kick.headers["Content-Location"], headers=auth, timeout=10)
+        assert status.status_code == 200, status.text
+        output = status.json()["output"]
+        assert [(o["type"], o["count"]) for o in output] == [("Patient", DEMO_PATIENTS + 1)]
+        lines = requests.get(output[0]["url"], headers=auth, timeout=10).text.splitlines()
+        assert len(lines) == DEMO_PATIENTS + 1
+        assert (tmp_path / "exports").is_dir()
     finally:
         stop(proc)
