@@ -23,7 +23,7 @@ Group resources, so there is no group to export.
 from __future__ import annotations
 
 import threading
-from datetime import UTC
+from datetime import UTC, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -54,7 +54,8 @@ MAX_ACTIVE = 1
 RETRY_AFTER = 2  # seconds between status polls that the status answer suggests
 NDJSON = "application/fhir+ndjson"
 #: What the job keeps of the token: enough to rebuild the caller in the worker.
-CLAIMS = ("scope", "kind", "sub", "client_id", "organization", "jti", "fhirUser", "patient")
+CLAIMS = ("scope", "kind", "sub", "client_id", "organization", "jti", "iat", "fhirUser",
+          "patient")
 _start = threading.Lock()
 
 
@@ -129,19 +130,19 @@ def _kickoff(level: str) -> Response:
             search.parse(ctx, rtype, list(query), strict=True)  # 400 naming the parameter
     db = ctx.repo.db
     owner = _owner()
-    if jobs.active_of(db, owner) >= MAX_ACTIVE:
-        raise errors.Throttled(f"This client already has {MAX_ACTIVE} export running: wait for "
-                               "it to finish, or cancel it (DELETE its status URL)",
-                               headers={"Retry-After": "30"})
     job_id = jobs.new_id()
     now = state().clock()
     claims = g.get("claims") or {}
-    jobs.create(db, {
+    queued = jobs.create(db, {
         "_id": job_id, "owner": owner, "created": now, "transaction_time": now,
         "claims": {k: claims[k] for k in CLAIMS if k in claims},
         "spec": stored_spec(req), "request": request.url, "base_url": base_url(),
         "method": request.method, "path": request.path,
-    })
+    }, expires=now + timedelta(minutes=state().settings.export_retention_minutes))
+    if queued is None:
+        raise errors.Throttled(f"This client already has {MAX_ACTIVE} export running: wait for "
+                               "it to finish, or cancel it (DELETE its status URL)",
+                               headers={"Retry-After": "30"})
     g.audit_detail = f"bulk export {job_id} kicked off: {', '.join(req.types)}"
     runner = start_runner(current_app._get_current_object())  # type: ignore[attr-defined]
     if runner is not None:

@@ -196,6 +196,16 @@ class TokenService:
         return claims
 
 
+def revoked_now(db: Any, claims: dict[str, Any]) -> bool:
+    """Has the token with these claims been revoked, by itself or by its holder's
+    cut-off (a disabled account or client)? Read from the database rather than a
+    process's cache: for work that outlives the request that started it (an export)."""
+    ids = [i for i in (claims.get("jti"), *holders(claims)) if i]
+    issued = int(claims.get("iat", 0))
+    return any("before" not in d or issued <= int(d["before"])
+               for d in db[REVOKED].find({"_id": {"$in": ids}}))
+
+
 def holders(claims: dict[str, Any]) -> list[str]:
     """Who holds a token, as cut-off keys (pure): the account a user's or patient's
     token was issued to (``sub`` is its user name) and the client it was issued to."""

@@ -20,8 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 JOBS = "_export_jobs"
+#: one document per client whose export is waiting or running: ``_id`` is the client
+SLOTS = "_export_slots"
 LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 5
 ACTIVE = ("queued", "running")
@@ -33,21 +36,46 @@ def new_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-def create(db: Any, job: dict[str, Any]) -> dict[str, Any]:
-    doc = {**job, "status": "queued", "lease_until": None, "worker": None, "attempts": 0,
+def create(db: Any, job: dict[str, Any], expires: datetime) -> dict[str, Any] | None:
+    """Queue ``job`` unless its owner already has one waiting or running (None then).
+
+    Two kick-offs of one client at the same instant must not both get in, and a count
+    followed by an insert lets them: the owner's slot is a document keyed by the owner,
+    taken by insert (the primary key decides between racers). The job is written
+    first, in a state no runner claims, so a slot never names a job that does not exist
+    yet; if its request dies before the slot is settled, the job expires and the slot,
+    naming a job no longer active, is taken over by the next kick-off."""
+    doc = {**job, "status": "reserving", "lease_until": None, "worker": None, "attempts": 0,
            "step": {"index": 0, "cursor": None, "offset": 0, "count": 0, "total": None},
-           "outputs": [], "errors": [], "expires": None}
+           "outputs": [], "errors": [], "expires": expires}
     db[JOBS].insert_one(doc)
-    return doc
+    if not _take_slot(db, job["owner"], job["_id"]):
+        db[JOBS].delete_one({"_id": job["_id"]})
+        return None
+    db[JOBS].update_one({"_id": job["_id"]}, {"$set": {"status": "queued", "expires": None}})
+    return {**doc, "status": "queued", "expires": None}
+
+
+def _take_slot(db: Any, owner: str, job_id: str) -> bool:
+    try:
+        db[SLOTS].insert_one({"_id": owner, "job": job_id})
+        return True
+    except DuplicateKeyError:
+        pass
+    held = db[SLOTS].find_one({"_id": owner})
+    if held is None:
+        return _take_slot(db, owner, job_id)
+    if db[JOBS].find_one({"_id": held["job"], "status": {"$in": [*ACTIVE, "reserving"]}},
+                         {"_id": 1}) is not None:
+        return False
+    # The slot names a job that has finished, expired or was never queued: take it over,
+    # against another kick-off doing the same (compare-and-set on the job it names).
+    done = db[SLOTS].update_one({"_id": owner, "job": held["job"]}, {"$set": {"job": job_id}})
+    return bool(done.matched_count)
 
 
 def get(db: Any, job_id: str) -> dict[str, Any] | None:
     return db[JOBS].find_one({"_id": job_id})  # type: ignore[no-any-return]
-
-
-def active_of(db: Any, owner: str) -> int:
-    """How many of ``owner``'s jobs are waiting or running."""
-    return int(db[JOBS].count_documents({"owner": owner, "status": {"$in": list(ACTIVE)}}))
 
 
 def claim(db: Any, worker: str, now: datetime) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from pymongo.errors import InvalidOperation
 from .. import errors
 from ..auth.access import Access
 from ..auth.callers import caller_from_claims
+from ..auth.tokens import revoked_now
 from ..config import Settings
 from ..interactions import search
 from ..interactions.context import Context
@@ -219,6 +220,9 @@ class Runner:
                 while True:
                     if stop():
                         return None
+                    if revoked_now(db, job["claims"]):  # a disabled client exports no more
+                        raise errors.Forbidden("The access token that started this export "
+                                               "was revoked; the export was stopped")
                     paging = {"_cursor": step["cursor"]} if step["cursor"] else {}
                     page, nxt, _ = search.keyset_page(ctx, rtype, flt, ORDER, self.page, paging)
                     self._write(ctx, job, rtype, page, fd, step)

@@ -413,3 +413,51 @@ def test_the_export_thread_starts_with_the_first_export_request(app):
     assert r.status_code == 202
     assert app.extensions[RUNNER].alive
     app.extensions[RUNNER].stop()
+
+
+def test_simultaneous_kickoffs_of_one_client_start_one_export(quiet, lab):
+    """One export at a time per client holds under a race: eight kick-offs at the same
+    instant give one 202 and seven 429s (a count followed by an insert let several in).
+    Once that export is cancelled, the client may start the next."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(8)
+
+    def kick(_: int) -> int:
+        client = quiet.test_client()
+        barrier.wait()
+        return client.get("/$export?_type=Observation", headers=lab["h"]).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(kick, range(8)))
+    assert codes == [202] + [429] * 7
+    db = quiet.extensions["fhirserver"].repo.db
+    active = list(db[jobs.JOBS].find({"owner": {"$exists": True},
+                                      "status": {"$in": ["queued", "running", "reserving"]}}))
+    assert len(active) == 1
+    h = {"Authorization": lab["h"]["Authorization"]}
+    assert lab["client"].delete(f"/bulk-status/{active[0]['_id']}", headers=h).status_code == 202
+    assert lab["client"].get("/$export?_type=Observation", headers=lab["h"]).status_code == 202
+
+
+def test_an_export_stops_when_its_client_is_disabled(quiet, lab):
+    """An export runs after its request returned: a client disabled meanwhile (its
+    tokens cut off, as ``fhirserver clients disable`` does) exports nothing more. The
+    job fails with 403 and its files are removed (SMART Backend Services: access ends
+    with the client's authorization)."""
+    from fhirserver.auth.tokens import client_holder
+
+    job_id = _start(lab)
+    st = quiet.extensions["fhirserver"]
+    pages = iter(range(100))
+    runner(quiet).step(stop=lambda: next(pages) >= 1)  # one page written
+    now = int(datetime.now(UTC).timestamp())
+    st.tokens.cut_off(client_holder("lab-a"), before=now, exp=now + 3600)
+    db = st.repo.db
+    db[jobs.JOBS].update_one({"_id": job_id},
+                             {"$set": {"lease_until": datetime.now(UTC) - timedelta(seconds=1)}})
+    runner(quiet, name="other").step()
+    job = jobs.get(db, job_id)
+    assert job["status"] == "failed" and job["failure"]["status"] == 403
+    assert not (st.settings.exports / job_id).exists()
