@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from decimal import Decimal
 from itertools import zip_longest
 from typing import Any
 
@@ -48,6 +47,8 @@ _F = f"{{{FHIR_NS}}}"
 _PRIMITIVE = frozenset({"boolean", "integer", "decimal", "string"})
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+#: Characters XML 1.0 cannot carry at all, not even as references (XML 1.0 section 2.2).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _PARSER_OPTIONS = {
     "resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
     "huge_tree": False, "remove_comments": True, "remove_pis": True, "collect_ids": False,
@@ -127,10 +128,10 @@ def _members(el: etree._Element, obj: dict[str, Any], cls: type | None, *, resou
     for key in _keys(obj, cls):
         value, ext = obj.get(key), obj.get("_" + key)
         if key == "id" and not resource and isinstance(value, str):
-            el.set("id", value)
+            el.set("id", _text(value))
             continue
         if key == "url" and cls is not None and cls.__name__ == "Extension" and isinstance(value, str):
-            el.set("url", value)
+            el.set("url", _text(value))
             continue
         spec = fields.get(key)
         if key == "div" and cls is not None and cls.__name__ == "Narrative" and isinstance(value, str):
@@ -160,15 +161,18 @@ def _members(el: etree._Element, obj: dict[str, Any], cls: type | None, *, resou
 
 
 def _text(value: Any) -> str:
+    """A primitive's value attribute. A character XML 1.0 cannot carry (validation
+    refuses control characters, but an error message may quote a URL) is written as
+    U+FFFD rather than failing the whole answer."""
+    if isinstance(value, str):
+        return _NOT_XML.sub("\ufffd", value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, json_text.Number):
         return value.text
     if isinstance(value, float):
         return orjson.dumps(value).decode()
-    if isinstance(value, (int, Decimal)):
-        return str(value)
-    return str(value)
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def _xhtml(div: str) -> etree._Element:
@@ -180,7 +184,7 @@ def _xhtml(div: str) -> etree._Element:
     if el is None or el.getroottree().docinfo.internalDTD is not None:
         # Not well-formed XHTML (validation refuses it on the way in): written as text.
         el = etree.Element(_XHTML_DIV, nsmap={None: XHTML_NS})
-        el.text = div
+        el.text = _NOT_XML.sub("\ufffd", div)
     return el
 
 

@@ -358,9 +358,16 @@ def test_masking_applies_to_xml_as_to_json(fhir, world):  # noqa: F811
     assert b"110101199003071233" not in found.data
 
 
-def test_non_fhir_bodies_stay_as_they_are(fhir):
-    """The OpenAPI document and OAuth metadata are JSON whatever Accept says."""
+def test_non_fhir_bodies_stay_as_they_are_and_openapi_lists_xml(fhir):
+    """The OpenAPI document and OAuth metadata are JSON whatever Accept says; the
+    document lists FHIR XML wherever a FHIR body is."""
     r = fhir.get("openapi.json", headers=ACCEPT_XML)
     assert r.status_code == 200 and r.get_json()["openapi"]
+    paths = r.get_json()["paths"]
+    assert XML in paths["/Patient"]["post"]["requestBody"]["content"]
+    assert XML in paths["/Patient/{id}"]["get"]["responses"]["200"]["content"]
+    assert XML in paths["/"]["post"]["requestBody"]["content"]
+    assert XML in r.get_json()["components"]["responses"]["Error"]["content"]
+    assert "application/fhir+xml" not in paths["/Patient/{id}"]["patch"]["requestBody"]["content"]
     r = fhir.get(".well-known/smart-configuration", headers=ACCEPT_XML)
     assert r.status_code == 200 and r.get_json() is not None
