@@ -150,6 +150,7 @@ def test_xml_specifics_round_trip(fhir):
         "managingOrganization": {"reference": "#org", "id": "ref-1"},
     }
     patient["name"][0]["given"] = ["Peter", "James"]
+    patient["name"][0]["text"] = 'O"Brien & <Sons>\n\tline two, 王'  # escaped, kept whole
     patient["name"][0]["_given"] = [None, {"extension": [{"url": "http://example.org/x",
                                                           "valueString": "y"}]}]
     sent = xml_text.dumps(patient)
