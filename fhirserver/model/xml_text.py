@@ -47,6 +47,7 @@ _F = f"{{{FHIR_NS}}}"
 _PRIMITIVE = frozenset({"boolean", "integer", "decimal", "string"})
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # what a FHIR element name can be
 #: Characters XML 1.0 cannot carry at all, not even as references (XML 1.0 section 2.2).
 _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _PARSER_OPTIONS = {
@@ -127,7 +128,7 @@ def _keys(obj: dict[str, Any], cls: type | None) -> list[str]:
     if len(known) == len(present):
         return known
     return known + [k for k in dict.fromkeys(k.removeprefix("_") for k in obj)
-                    if k in present and k not in known]
+                    if k in present and k not in known and _NAME.fullmatch(k)]
 
 
 def _members(out: list[str], obj: dict[str, Any], cls: type | None, indent: int | None, *,

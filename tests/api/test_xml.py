@@ -342,6 +342,11 @@ def test_conditional_create_batch_and_operations_in_xml(fhir):
     assert from_xml(r)["resourceType"] == "Bundle"
     r = post_xml(fhir, "Observation/$lastn", f.patient("Not parameters"))
     assert r.status_code == 400
+    consent = {"resourceType": "Parameters", "parameter": [{"name": "optOut",
+                                                            "valueBoolean": True}]}
+    r = post_xml(fhir, f"Patient/{pid}/$consent", consent, headers=ACCEPT_XML)
+    assert r.status_code == 200, r.data
+    assert {"name": "optOut", "valueBoolean": True} in from_xml(r)["parameter"]
 
 
 def test_masking_applies_to_xml_as_to_json(fhir, world):  # noqa: F811
