@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
+from fhirserver.errors import Invalid
+from fhirserver.model import xml_text
 from fhirserver.search.parameters import RESULT_PARAMS, parameters_for
 
 TYPES = ("Patient", "Observation", "DiagnosticReport")
@@ -365,9 +367,10 @@ def problems(call: Call, status: int, content_type: str, body: bytes) -> list[st
     if route in PAGES and content_type.startswith("text/html"):
         return found  # a sign-in page tells a person what went wrong
     try:
-        answer = json.loads(body)
-    except ValueError:
-        return [*found, f"{status} with a body that is not JSON ({content_type}): {body[:120]!r}"]
+        answer = xml_text.loads(body) if "xml" in content_type else json.loads(body)
+    except (ValueError, Invalid):
+        what = f"not JSON or FHIR XML ({content_type})"
+        return [*found, f"{status} with a body that is {what}: {body[:120]!r}"]
     if not isinstance(answer, dict):
         return [*found, f"{status} with a body that is not a JSON object: {body[:120]!r}"]
     if route.startswith("/oauth/") and isinstance(answer.get("error"), str):

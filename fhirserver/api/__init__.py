@@ -22,9 +22,7 @@ from . import (
     resources,
     system,
 )
-from .negotiation import response_mimetype
-
-UNNEGOTIATED = ("/openapi.json", "/docs", "/bulk-files/")  # NDJSON files
+from .negotiation import NOT_FHIR, response_mimetype
 
 
 def init_api(app: Flask) -> Api:
@@ -56,9 +54,7 @@ def init_api(app: Flask) -> Api:
     def negotiate() -> None:
         if request.path.endswith("/$card-qr") and request.accept_mimetypes.best_match(cards.IMAGE_TYPES):
             return  # the QR image itself
-        if request.path.startswith(("/oauth/", "/.well-known/")):
-            return  # OAuth speaks application/json
-        if not request.path.startswith(UNNEGOTIATED):
+        if not request.path.startswith(NOT_FHIR):  # OAuth and OpenAPI speak JSON
             response_mimetype(request)  # 406 before any work is done
 
     return api

@@ -1,4 +1,9 @@
-"""Reading request bodies (R4 http.html#mime-type): media type, size and JSON syntax."""
+"""Reading request bodies (R4 http.html#mime-type): media type, size and syntax.
+
+A resource may come as FHIR JSON or FHIR XML (xml.html); XML is turned into the JSON
+form at once (``model/xml_text.py``), so everything after sees one form and applies
+the same checks (validation, depth, NUL) to both.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import errors
-from ..model import json_text
+from ..model import json_text, xml_text
 from ..model.nesting import check_depth, nul_path
 from .state import state
 
-RESOURCE_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
+RESOURCE_TYPES = ("application/fhir+json", "application/fhir+xml", "application/json",
+                  "application/json+fhir", "text/json", "application/xml", "text/xml",
+                  "application/xml+fhir")
 PATCH_TYPES = ("application/json-patch+json",)
 
 
@@ -29,7 +36,7 @@ def _refuse_longer_stream(limit: int) -> None:
 
 
 def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
-    """The parsed JSON body: 415 for another media type, 400 for broken JSON.
+    """The body in the JSON form: 415 for another media type, 400 for broken JSON or XML.
 
     Numbers are kept exactly as sent (model/json_text.py, datatypes.html#decimal).
 
@@ -38,8 +45,11 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype not in accepted:
-        if "xml" in mimetype:
-            raise errors.UnsupportedMedia("XML is not supported by this server; send application/fhir+json")
+        if accepted == PATCH_TYPES:
+            raise errors.UnsupportedMedia(
+                f"PATCH takes JSON Patch (application/json-patch+json), not "
+                f"'{request.content_type or '(none)'}'; FHIRPath Patch and XML Patch are not "
+                "supported (http.html#patch)")
         raise errors.UnsupportedMedia(
             f"Unsupported Content-Type '{request.content_type or '(none)'}'; "
             f"send {' or '.join(accepted[:2])}"
@@ -50,10 +60,13 @@ def json_body(accepted: tuple[str, ...] = RESOURCE_TYPES) -> Any:
         _refuse_longer_stream(limit)
     if not raw.strip():
         raise errors.Invalid("The request body is empty")
-    try:
-        body = json_text.loads(raw)
-    except ValueError as exc:
-        raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
+    if "xml" in mimetype:
+        body = xml_text.loads(raw)
+    else:
+        try:
+            body = json_text.loads(raw)
+        except ValueError as exc:
+            raise errors.Invalid(f"The request body is not valid JSON: {exc}") from exc
     check_depth(body, state().settings.max_json_depth)
     root = body.get("resourceType") if isinstance(body, dict) else None
     where = nul_path(body, root if isinstance(root, str) and root.isalpha() else "$")

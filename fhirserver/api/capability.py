@@ -165,7 +165,8 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
         "software": {"name": "fhirserver", "version": __version__},
         "implementation": {"description": "fhirserver FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "application/json"],
+        "format": ["application/fhir+json", "application/json", "application/fhir+xml",
+                   "application/xml"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",

@@ -1,8 +1,13 @@
 """Content negotiation and rendering (R4 http.html#mime-type, http.html#general).
 
-``_format`` wins over ``Accept``; JSON is the only format served, so a request that
-can only take XML (or anything else) gets 406 with an OperationOutcome in JSON.
-``_pretty=true`` indents.
+``_format`` wins over ``Accept``; FHIR JSON and FHIR XML are served (xml.html), the
+media type answered being the one asked for (``application/fhir+xml`` for ``_format=
+xml``). JSON wins a tie (``*/*``). A request that can take neither gets 406 with an
+OperationOutcome in JSON. ``_pretty=true`` indents.
+
+The XML is made from the JSON form last (``model/xml_text.py``), after masking, so
+both formats disclose exactly the same. Paths that are not FHIR (OAuth, the OpenAPI
+document) answer JSON whatever the request asks.
 
 Every answer body leaves through :func:`render`, so this is where identity numbers
 are masked for callers whose access does not need them whole
@@ -19,43 +24,58 @@ import orjson
 from flask import Request, Response, g, request
 
 from .. import errors
-from ..model import json_text
+from ..model import json_text, xml_text
 from ..storage.records import Stored
 
 FHIR_JSON = "application/fhir+json"
 JSON = "application/json"
+FHIR_XML = "application/fhir+xml"
+XML = "application/xml"
 _FORMAT_ALIASES = {
     "json": FHIR_JSON,
     FHIR_JSON: FHIR_JSON,
     "application/fhir json": FHIR_JSON,  # an unescaped "+" in a query string
+    "application/json+fhir": FHIR_JSON,
     JSON: JSON,
     "text/json": JSON,
+    "xml": FHIR_XML,
+    FHIR_XML: FHIR_XML,
+    "application/fhir xml": FHIR_XML,
+    "application/xml+fhir": FHIR_XML,
+    XML: XML,
+    "text/xml": "text/xml",
 }
-_XML = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
+#: What Accept may name, best first on a tie, and the media type answered for each.
+_ACCEPTED = {
+    FHIR_JSON: FHIR_JSON, JSON: JSON, "application/json+fhir": FHIR_JSON,
+    FHIR_XML: FHIR_XML, XML: XML, "text/xml": "text/xml", "application/xml+fhir": FHIR_XML,
+}
+#: Paths whose bodies are not FHIR resources: always JSON (their own formats).
+NOT_FHIR = ("/oauth/", "/.well-known/", "/openapi.json", "/docs", "/bulk-files/")  # NDJSON files
 
 
 def response_mimetype(req: Request) -> str:
-    """The JSON flavour to answer in, or NotAcceptable."""
+    """The media type to answer in, or NotAcceptable."""
     fmt = req.args.get("_format")
     if fmt:
         base = fmt.split(";")[0].strip().lower()
         if base in _FORMAT_ALIASES:
             return _FORMAT_ALIASES[base]
-        if base in _XML:
-            raise errors.NotAcceptable("XML is not supported by this server; use _format=json")
-        raise errors.NotAcceptable(f"Unsupported _format '{fmt}'; use json")
+        raise errors.NotAcceptable(f"Unsupported _format '{fmt}'; use json or xml")
     accept = req.accept_mimetypes
     if not accept or not req.headers.get("Accept"):
         return FHIR_JSON
-    best = accept.best_match([FHIR_JSON, JSON, "application/json+fhir"])
+    best = accept.best_match(list(_ACCEPTED))
     if best:
-        return JSON if best == JSON else FHIR_JSON
-    if any(m in _XML for m, _ in accept):
-        raise errors.NotAcceptable("XML is not supported by this server; ask for application/fhir+json")
+        return _ACCEPTED[best]
     raise errors.NotAcceptable(
         f"Cannot answer in any of the accepted types ({req.headers.get('Accept')}); "
-        "this server speaks application/fhir+json"
+        "this server speaks application/fhir+json and application/fhir+xml"
     )
+
+
+def is_xml(mimetype: str) -> bool:
+    return mimetype.endswith("xml") or mimetype == "application/xml+fhir"
 
 
 def _pretty() -> bool:
@@ -78,10 +98,16 @@ def render(status: int, body: dict[str, Any] | None, headers: dict[str, str] | N
         mimetype = mimetype or response_mimetype(request)
     except errors.NotAcceptable:
         mimetype = FHIR_JSON  # the 406 itself, and errors, are still JSON
-    option = orjson.OPT_INDENT_2 if _pretty() else 0
+    if request.path.startswith(NOT_FHIR):
+        mimetype = FHIR_JSON
     if isinstance(body, dict):
         body = _for_caller(body)
-    data = b"" if body is None else json_text.dumps(body, option=option)
+    if body is None:
+        data = b""
+    elif is_xml(mimetype):
+        data = xml_text.dumps(body, pretty=_pretty())
+    else:
+        data = json_text.dumps(body, option=orjson.OPT_INDENT_2 if _pretty() else 0)
     resp = Response(data, status=status, mimetype=mimetype if body is not None else None)
     if body is not None:
         resp.headers["Content-Type"] = f"{mimetype}; charset=utf-8"

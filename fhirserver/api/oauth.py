@@ -305,7 +305,6 @@ def _client_credentials(client: Client, form: dict[str, str]) -> dict[str, Any]:
     from ..auth.scopes import CARD_NUMBER, IDENTITY, REGISTRATION
 
     requested = form.get("scope", "")
-    clinical, _ = parse_scopes(client.scopes)
     # SMART Backend Services: system/ scopes; and this server's own scopes, which a
     # backend client holds only when registered with them (scopes.py).
     wanted = [s for s in requested.split()

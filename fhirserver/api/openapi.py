@@ -136,7 +136,9 @@ def document(routes: Iterable[Route], server: Server) -> dict[str, Any]:
             "version": server.version,
             "summary": "FHIR R4 (4.0.1) server: Patient, Observation, DiagnosticReport",
             "description": "FHIR R4 REST API (http://hl7.org/fhir/R4/http.html). Bodies are "
-                           "FHIR JSON (application/fhir+json). Every error is an "
+                           "FHIR JSON (application/fhir+json) or FHIR XML "
+                           "(application/fhir+xml), by Accept, Content-Type or _format. "
+                           "Every error is an "
                            "OperationOutcome. The CapabilityStatement is at /metadata; each "
                            "operation's OperationDefinition at /OperationDefinition/{id}. "
                            f"Operations: {ops}.",

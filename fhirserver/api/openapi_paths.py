@@ -11,6 +11,10 @@ from ..search.parameters import RESULT_PARAMS, parameters_for
 from .opdefs import OPERATIONS, Operation, Param
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
+#: FHIR XML (xml.html) is not what a JSON Schema describes: the same content, as text.
+XML_SCHEMA = {"type": "string", "contentMediaType": FHIR_XML,
+              "description": "The same content in FHIR XML (http://hl7.org/fhir/R4/xml.html)"}
 REF = "#/components/schemas/"
 COMPARTMENT = "Patient"
 
@@ -47,7 +51,8 @@ for _name in sorted(RESULT_PARAMS - {"_count"}):
 
 COMMON_RESPONSES: dict[str, Any] = {
     "Error": {"description": "An error, as an OperationOutcome (4xx; 500 is a bug)",
-              "content": {FHIR_JSON: {"schema": {"$ref": REF + "OperationOutcome"}}}},
+              "content": {FHIR_JSON: {"schema": {"$ref": REF + "OperationOutcome"}},
+                          FHIR_XML: {"schema": XML_SCHEMA}}},
 }
 
 
@@ -55,13 +60,18 @@ def ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def answer(rtype: str, description: str = "", media: str = FHIR_JSON) -> dict[str, Any]:
+def fhir_content(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A FHIR body's content: JSON with its schema, and XML (http.html#mime-type)."""
+    return {FHIR_JSON: {"schema": schema, **extra}, FHIR_XML: {"schema": XML_SCHEMA}}
+
+
+def answer(rtype: str, description: str = "") -> dict[str, Any]:
     return {"description": description or rtype,
-            "content": {media: {"schema": {"$ref": REF + rtype}}}}
+            "content": fhir_content({"$ref": REF + rtype})}
 
 
-def body(rtype: str, media: str = FHIR_JSON) -> dict[str, Any]:
-    return {"required": True, "content": {media: {"schema": {"$ref": REF + rtype}}}}
+def body(rtype: str) -> dict[str, Any]:
+    return {"required": True, "content": fhir_content({"$ref": REF + rtype})}
 
 
 def _op(summary: str, tag: str, responses: dict[str, Any], *, params: list[Any] | None = None,
@@ -184,8 +194,8 @@ def _operation(op: Operation, method: str, doc: str) -> dict[str, Any]:
     if len(outs) == 1 and outs[0].name == "return":
         result = answer(outs[0].type, outs[0].doc)
     else:
-        result = {"description": "The output parameters", "content": {FHIR_JSON: {
-            "schema": _parameters_schema(outs, f"${op.code} output")}}}
+        result = {"description": "The output parameters", "content": fhir_content(
+            _parameters_schema(outs, f"${op.code} output"))}
     for media in op.produces:
         result["content"][media] = {"schema": {"type": "string", "format": "binary"}}
     params: list[Any] = [ref("parameters", "id")] if op.instance else []
@@ -196,9 +206,8 @@ def _operation(op: Operation, method: str, doc: str) -> dict[str, Any]:
                     "description": p.doc, "schema": _primitive_schema(p)}
                    for p in inputs if p.primitive or p.search_type]
     elif inputs:
-        request = {"required": any(p.min > 0 for p in inputs), "content": {FHIR_JSON: {
-            "schema": _parameters_schema(inputs, f"${op.code} input"),
-            "example": example_body(op)}}}
+        request = {"required": any(p.min > 0 for p in inputs), "content": fhir_content(
+            _parameters_schema(inputs, f"${op.code} input"), example=example_body(op))}
     names = ", ".join(f"{p.name} ({p.type} {p.min}..{p.max})" for p in inputs) or "none"
     description = (f"{op.description}\n\nParameters: {names}. "
                    f"Definition: OperationDefinition/{op.id}")

@@ -12,7 +12,8 @@ def test_capability_statement_lists_registered_interactions_http_capabilities(fh
     assert cs["resourceType"] == "CapabilityStatement"
     assert cs["fhirVersion"] == "4.0.1"
     assert cs["kind"] == "instance"
-    assert set(cs["format"]) == {"application/fhir+json", "application/json"}
+    assert set(cs["format"]) == {"application/fhir+json", "application/json",
+                                 "application/fhir+xml", "application/xml"}
     rest = cs["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     types = {r["type"]: r for r in rest["resource"]}
