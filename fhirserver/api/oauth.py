@@ -20,7 +20,7 @@ from ..auth.bindings import family_reach
 from ..auth.callers import caller_from_claims
 from ..auth.clients import ASSERTION_TYPE, Client, OAuthError
 from ..auth.policy import Caller
-from ..auth.scopes import grant, parse_scopes
+from ..auth.scopes import grant
 from ..auth.tokens import ALGORITHM, challenge
 from ..interactions import read as read_
 from .guard import tokens
