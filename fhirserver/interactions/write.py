@@ -291,7 +291,7 @@ def update(
         raise errors.Invalid(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
     stored = planner.current(rtype, rid)
     current = stored if server else _seen(planner, stored, rtype, rid)
-    if current is None and (stored is not None or not planner.ctx.reaches_all):
+    if current is None and not server and (stored is not None or not planner.ctx.reaches_all):
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known (a client-chosen id is "
                               "available only to callers who reach every record: create with POST)")
     check_if_match(if_match, current, f"{rtype}/{rid}")
