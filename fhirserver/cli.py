@@ -22,7 +22,8 @@ console = Console(stderr=True)
 @click.group()
 @click.version_option(package_name="fhirserver")
 def main() -> None:
-    """FHIR R4 server for Patient, Observation and DiagnosticReport."""
+    """FHIR R4 server for Patient, Observation and DiagnosticReport, with the care team
+    and the clinician directory (Practitioner, Organization, PractitionerRole)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -186,3 +186,23 @@ def test_the_directory_is_in_the_capability_statement_and_openapi(fhir):
     assert {"/Practitioner", "/Organization/{id}", "/PractitionerRole/{id}/_history",
             "/CareTeam", "/Patient/{id}/CareTeam"} <= set(paths)
     assert "/Patient/{id}/Practitioner" not in paths  # not in the Patient compartment
+
+
+def test_a_clinicians_own_resident_id_is_masked_like_a_patients(directory, app):
+    """A resident ID number (GB 11643) recorded on a Practitioner identifies a person as
+    much as a patient's does: masked for readers who are not registration
+    (security-labels.html MASKED), whole for registration; the NPI stays whole."""
+    from tests.mpi.numbers import gb11643
+
+    fhir = directory
+    number = gb11643("110105", "19800101", "013")
+    body = {**practitioner("dr-cn"), "identifier": [
+        {"system": NPI, "value": "1234567893"},
+        {"system": "https://fhirserver.example/sid/resident-id", "value": number}]}
+    assert fhir.put("Practitioner/dr-cn", body).status_code == 201
+    reader = clinician(app, fhir, "dr-reader", scope="user/*.rs")
+    shown = reader.get("Practitioner/dr-cn").get_json()
+    assert shown["identifier"][0]["value"] == "1234567893"
+    assert shown["identifier"][1]["value"] != number and "*" in shown["identifier"][1]["value"]
+    registrar = clinician(app, fhir, "dr-desk", scope="user/*.rs registration")
+    assert registrar.get("Practitioner/dr-cn").get_json()["identifier"][1]["value"] == number
