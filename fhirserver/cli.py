@@ -22,7 +22,8 @@ console = Console(stderr=True)
 @click.group()
 @click.version_option(package_name="fhirserver")
 def main() -> None:
-    """FHIR R4 server for Patient, Observation and DiagnosticReport."""
+    """FHIR R4 server for Patient, Observation and DiagnosticReport, with the care team
+    and the clinician directory (Practitioner, Organization, PractitionerRole)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -54,12 +55,18 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     settings = Settings.from_env(host=host, port=port, workers=workers)
     with database(settings, own=True) as live:
         if demo:
-            run_import(live, sorted(DEMO_DIR.glob("*.json.gz")))
+            run_import(live, demo_files())
         if settings.mongodb_uri is None:
             console.print(f"database: embedded FerretDB, data in {live.data_dir}")
         for line in banner(live):
             console.print(line, highlight=False)
         _gunicorn(live)
+
+
+def demo_files() -> list[Path]:
+    """The demo's directory (Practitioner/dr-smith of Organization/demo-hospital, the
+    fhirUser of README's example tokens) and its sample patients."""
+    return [DEMO_DIR / "directory.json", *sorted(DEMO_DIR.glob("*.json.gz"))]
 
 
 def banner(settings: Settings) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from flask import current_app
 
 from ..interactions.context import Context
-from ..model.types import SUPPORTED_TYPES
+from ..model.types import DIRECTORY_TYPES, SUPPORTED_TYPES
 from ..search.parameters import parameters_for
 from ..storage.indexing import instant, now
 from ..version import __version__
@@ -93,6 +93,13 @@ def _revincludes(rtype: str) -> list[str]:
     return out
 
 
+def _names_directory(rtype: str) -> bool:
+    """Can a ``rtype`` refer to the clinician directory (a reference parameter that
+    targets it, or any type)?"""
+    return any(p.type == "reference" and (not p.targets or set(p.targets) & set(DIRECTORY_TYPES))
+               for p in parameters_for(rtype).values())
+
+
 def capability_statement(ctx: Context) -> dict[str, Any]:
     routes = _routes()
     base = public_base_url()
@@ -111,7 +118,10 @@ def capability_statement(ctx: Context) -> dict[str, Any]:
             "conditionalRead": "full-support",
             "conditionalUpdate": ("/<rtype>", "PUT") in routes,
             "conditionalDelete": "single" if ("/<rtype>", "DELETE") in routes else "not-supported",
-            "referencePolicy": ["literal", "local", "enforced"],
+            # Enforced for the clinical record; references to the clinician
+            # directory are kept as given (interactions/rules.py check_references).
+            "referencePolicy": ["literal", "local"] if _names_directory(rtype)
+            else ["literal", "local", "enforced"],
             "searchInclude": _includes(rtype),
             "searchRevInclude": _revincludes(rtype),
             "searchParam": _search_params(rtype),

@@ -207,9 +207,11 @@ OPERATIONS: tuple[Operation, ...] = (
         affects_state=True),
     Operation(
         "care-team", "Patient", True, ("GET", "POST"), "Care team",
-        "The patient's care team; members have a care relationship while the organisation "
-        "that added them treats the patient. GET reads it; POST adds (or with remove=true "
-        "takes off) one member. Clinic systems and operators manage it.",
+        "The patient's care team, the CareTeam resource CareTeam/care-team-{id} (readable "
+        "and searchable like the patient's other records); members have a care "
+        "relationship while the organisation that added them treats the patient. GET reads "
+        "it; POST adds (or with remove=true takes off) one member. Clinic systems and "
+        "operators manage it; REST writes cannot change it.",
         (Param("member", "Reference", "The Practitioner to add or remove (required on POST)",
                targets=("Practitioner",), example="Practitioner/dr-smith"),
          Param("remove", "boolean", "Take the member off the team"),

@@ -25,9 +25,8 @@ from .opdefs import OPERATIONS
 
 FHIR_JSON = "application/fhir+json"
 #: Resource types whose schema the document carries (and all they use).
-SCHEMA_TYPES = (*SUPPORTED_TYPES, "Bundle", "Parameters", "OperationOutcome", "CareTeam",
-                "RelatedPerson", "CapabilityStatement", "OperationDefinition", "NamingSystem",
-                "AuditEvent")
+SCHEMA_TYPES = (*SUPPORTED_TYPES, "Bundle", "Parameters", "OperationOutcome", "RelatedPerson",
+                "CapabilityStatement", "OperationDefinition", "NamingSystem", "AuditEvent")
 
 
 @dataclass(frozen=True)

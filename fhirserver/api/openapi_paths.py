@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..interactions.compartment import MEMBERS as COMPARTMENT_MEMBERS
 from ..model.types import SUPPORTED_TYPES
 from ..search.parameters import RESULT_PARAMS, parameters_for
 from .opdefs import OPERATIONS, Operation, Param
@@ -299,7 +300,7 @@ def for_route(rule: str, method: str, doc: str) -> dict[str, dict[str, Any]] | N
     if rule == "/<rtype>/<rid>/<ctype>" and method == "GET":
         return {f"/{COMPARTMENT}/{{id}}/{c}": {"get": _op(
             doc, c, BUNDLE, params=[ref("parameters", "id"), *_search_refs(c)])}
-            for c in SUPPORTED_TYPES if c != COMPARTMENT}
+            for c in COMPARTMENT_MEMBERS}
     out: dict[str, dict[str, Any]] = {}
     for rtype in SUPPORTED_TYPES:
         found = _typed(rule, method, doc, rtype)

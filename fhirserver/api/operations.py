@@ -14,13 +14,13 @@ from flask import Response, g, request
 from flask_smorest import Blueprint
 
 from .. import errors
-from ..auth import access as care
 from ..auth import consent, users
+from ..interactions import care_team as team_op
 from ..interactions import compartment, emergency, lastn
 from ..mpi import match_op, pix
 from ..mpi import merge as merge_
 from .body import json_body
-from .negotiation import render
+from .negotiation import render, version_headers
 from .resources import check_type, query_items, strict
 from .state import context
 
@@ -184,30 +184,27 @@ def patient_consent(rtype: str, rid: str) -> Response:
 
 @blp.route("/<rtype>/<rid>/$care-team", methods=["GET", "POST"])
 def care_team(rtype: str, rid: str) -> Response:
-    """The patient's care team: members (Practitioner references) have a care
-    relationship for as long as the organisation that put them on the team treats
-    the patient (an operator's: until ended). POST with ``member`` (and
-    ``remove=true`` to take one off, by the same organisation); clinic systems and
-    operators manage it"""
+    """The patient's care team, the CareTeam resource ``CareTeam/care-team-{id}``:
+    members (Practitioner references) have a care relationship for as long as the
+    organisation that put them on the team treats the patient (an operator's: until
+    ended). POST with ``member`` (and ``remove=true`` to take one off, by the same
+    organisation); clinic systems and operators manage it"""
     _only(rtype, "Patient", "care-team")
     _allow("update" if request.method == "POST" else "read", ("system",), rid)
     ctx = context()
     if ctx.repo.get("Patient", rid) is None:
         raise errors.NotFound(f"Resource Patient/{rid} is not known")
+    member, remove, org = None, False, None
     if request.method == "POST":
         params = operation_params()
         members = [v for k, v in params if k == "member"]
         if len(members) != 1 or not members[0].startswith("Practitioner/"):
             raise errors.Invalid("One 'member' (a Practitioner reference) is required",
                                  expression="member")
-        remove = dict(params).get("remove") == "true"
+        member, remove = members[0], dict(params).get("remove") == "true"
         caller = ctx.access.caller if ctx.access else None
         org = None if caller is None or caller.kind == "operator" else caller.organization
         if caller is not None and caller.kind != "operator" and not org:
             raise errors.Forbidden("Care teams are managed by an organisation's clinic system")
-        care.set_team_member(ctx.repo.db, rid, members[0], ctx.clock(), remove=remove,
-                             organization=org)
-    team = care.team(ctx.repo.db, rid, ctx.clock())
-    return render(200, {"resourceType": "CareTeam", "id": f"care-team-{rid}", "status": "active",
-                        "subject": {"reference": f"Patient/{rid}"},
-                        **({"participant": [{"member": {"reference": m}} for m in team]} if team else {})})
+    stored = team_op.care_team(ctx, rid, member=member, remove=remove, organization=org)
+    return render(200, stored.resource, version_headers(stored))

@@ -360,6 +360,8 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
     forget(db, practitioner)
 
 
-def team(db: Any, patient: str, now: datetime) -> list[str]:
-    return sorted(d["who"] for d in db[CARE].find({"patient": patient, "team": True})
+def team(db: Any, patient: str, now: datetime) -> list[tuple[str, datetime]]:
+    """The patient's active team members and when each membership ends."""
+    return sorted((d["who"], d["until"].replace(tzinfo=now.tzinfo))
+                  for d in db[CARE].find({"patient": patient, "team": True})
                   if d["until"].replace(tzinfo=now.tzinfo) > now)

@@ -12,6 +12,12 @@ The decision combines the token's scopes with the patients the caller can reach:
   Patient up by one exact identifier;
 * an **operator** token (minted by ``fhirserver token`` for scripts) reaches all.
 
+The clinician directory (Practitioner, Organization, PractitionerRole) is nobody's
+health data: whoever holds a scope for the type reads and searches all of it,
+patient tokens included (``patient/Practitioner.rs``, as SMART apps ask to show
+who performed a test), and only operators and holders of the ``registration``
+scope change it, whatever else their scopes say.
+
 A scope must cover the interaction (``r`` read, ``s`` search, ``c`` create, ``u``
 update, ``d`` delete); ``patient/`` scopes apply to patient tokens and to the launch
 patient of a user token, ``user/`` to users, ``system/`` to backend clients. Where a
@@ -26,11 +32,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .scopes import Scope, matching
+from ..model.types import DIRECTORY_TYPES
+from .scopes import REGISTRATION, Scope, matching
 
 KINDS = ("patient", "user", "system", "operator")
 #: Resource types whose instances belong to one patient's compartment.
-COMPARTMENT_TYPES = ("Patient", "Observation", "DiagnosticReport")
+COMPARTMENT_TYPES = ("Patient", "Observation", "DiagnosticReport", "CareTeam")
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ def decide(caller: Caller, rtype: str, interaction: str,
     constraints = () if any(not s.query for s in found) else tuple(s.query for s in found)
     if caller.kind == "operator":
         return Decision(True, None, constraints)
+    if rtype in DIRECTORY_TYPES:
+        return _directory(caller, interaction, constraints)
     patients = reachable
     own_context = any(s.context == caller.kind for s in found)
     if caller.kind == "user" and caller.patient and not own_context:
@@ -120,6 +129,15 @@ def decide(caller: Caller, rtype: str, interaction: str,
         elif caller.kind == "system" and caller.organization:
             authored = ("org", caller.organization)
     return Decision(True, patients, constraints, authored=authored)
+
+
+def _directory(caller: Caller, interaction: str,
+               constraints: tuple[tuple[tuple[str, str], ...], ...]) -> Decision:
+    """Reading the directory reaches every entry; changing it is registration's."""
+    if interaction in WRITES and not caller.has(REGISTRATION):
+        return Decision(False, reason="the clinician directory is kept by registration "
+                                      "(the 'registration' scope)")
+    return Decision(True, None, constraints)
 
 
 def _only(patient: str | None, reachable: frozenset[str] | None) -> frozenset[str]:

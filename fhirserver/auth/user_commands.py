@@ -37,8 +37,9 @@ def users_() -> None:
 def add_user(username: str, practitioner: str | None, organization: str | None,
              patient: str | None, roles: tuple[str, ...], password_stdin: bool) -> None:
     """Create (or replace) a user who signs in at the authorization server. A patient's
-    Patient must exist; a password has at least 12 characters and does not contain
-    the user name."""
+    Patient must exist, as must a clinician's Practitioner and Organization; a
+    clinician is linked to their organisation by a PractitionerRole (found, or made).
+    A password has at least 12 characters and does not contain the user name."""
     import sys
 
     from .users import User, add
@@ -49,13 +50,21 @@ def add_user(username: str, practitioner: str | None, organization: str | None,
         raise click.BadParameter("use Practitioner/<id>", param_hint="--practitioner")
     user = User(username, "practitioner" if practitioner else "patient",
                 practitioner or f"Patient/{patient}", organization, roles)
+    role = None
     with operator_session("password") as (_, repo, _):
         if patient:
             _patient_exists(repo, patient)
+        else:
+            _directory_entries(repo, practitioner, organization)
         password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt(
             "password", hide_input=True, confirmation_prompt=True)
         add(repo.db, user, password)
-    click.echo(f"user {username} ({user.fhir_user}) saved")
+        if practitioner and organization:
+            from .directory import role_for
+
+            role = role_for(repo, practitioner, organization)
+    linked = f", PractitionerRole/{role}" if role else ""
+    click.echo(f"user {username} ({user.fhir_user}{linked}) saved")
 
 
 @users_.command("roles")
@@ -84,6 +93,18 @@ def _patient_exists(repo: Repository, patient: str) -> None:
         gone = " (it was deleted)" if stored is not None else ""
         raise click.ClickException(f"no Patient/{patient} on this server{gone}: create or "
                                    "import the patient first")
+
+
+def _directory_entries(repo: Repository, practitioner: str | None,
+                       organization: str | None) -> None:
+    """A clinician's account names a Practitioner (and Organization) this server holds
+    (exit 1 if not): their token's fhirUser must read as a resource."""
+    from .directory import problem
+
+    for ref, rtype in ((practitioner, "Practitioner"), (organization, "Organization")):
+        found = problem(repo, ref, rtype) if ref else None
+        if found:
+            raise click.ClickException(found)
 
 
 @users_.command("list")

@@ -33,7 +33,7 @@ from .search import search
 
 #: Types in the Patient compartment held here, and the parameter that carries the
 #: record's clinical date ("care dates" for $everything's start and end).
-MEMBERS = {"Observation": "date", "DiagnosticReport": "date"}
+MEMBERS = {"Observation": "date", "DiagnosticReport": "date", "CareTeam": "date"}
 EVERYTHING_ORDER = ("Patient", *MEMBERS)
 EVERYTHING_PARAMS = ("start", "end", "_since", "_type", "_count", "_cursor")
 #: Within a type, newest clinical date first (a patient's latest records lead), then

@@ -76,6 +76,7 @@ class Context:
 
     def check_write(self, rtype: str, interaction: str, old: dict[str, Any] | None,
                     new: dict[str, Any] | None) -> None:
+        managed_team(rtype, (new or old or {}).get("id"))
         if self.access is None:
             return
         from ..storage.indexing import patient_of
@@ -123,6 +124,17 @@ class Context:
     def registry(self) -> Registry:
         """The identifier systems of the master patient index."""
         return load_registry(self.settings.identifier_systems)
+
+
+def managed_team(rtype: str, rid: str | None) -> None:
+    """A patient's care team kept by ``$care-team`` changes through it alone
+    (model/care_teams.py): a REST write there would list members who hold no care
+    relationship, or hide members who do. Every caller, import included."""
+    from ..model.care_teams import is_managed
+
+    if is_managed(rtype, rid):
+        raise errors.Forbidden(f"CareTeam/{rid} is the patient's care team, changed through "
+                               "Patient/{id}/$care-team only", expression="CareTeam.id")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 from .. import errors
 from ..model.nesting import check_depth
 from ..model.references import iter_references, parse_reference, rewrite_references
-from ..model.types import SUPPORTED_TYPES
+from ..model.types import DIRECTORY_TYPES, SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..mpi.patients import check_patient
 from ..search.results import whole_number
@@ -81,13 +81,16 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
     """Local references to the types we store must resolve (422 otherwise).
 
     References to other types, to other servers and to contained resources are
-    kept as given. A versioned reference must name an existing version.
+    kept as given. So are references to the clinician directory (a performer, an
+    author, a team member): a hospital's result names its clinician whether or not
+    registration has entered them yet, and only registration can. A versioned
+    reference must name an existing version.
     """
     problems: list[errors.Issue] = []
     base = planner.ctx.base_url
     for path, ref in iter_references(resource):
         local = parse_reference(ref, base)
-        if local is None or local.type not in SUPPORTED_TYPES:
+        if local is None or local.type not in SUPPORTED_TYPES or local.type in DIRECTORY_TYPES:
             continue
         version = whole_number(local.version) if local.version is not None else None
         if local.version is not None and version is None:

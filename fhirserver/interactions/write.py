@@ -18,12 +18,13 @@ import jsonpointer
 from .. import errors
 from ..auth.policy import author_key
 from ..model import masking
+from ..model.care_teams import team_id
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
-from .context import Planner, Result
+from .context import Planner, Result, managed_team
 from .disclosure import disclosed, record_of, sees_whole_of
 from .rules import check_if_match, check_references, validate
 
@@ -206,6 +207,7 @@ def create(
     planner.ctx.check_write(rtype, "create", None, resource)
     resource = _identity(planner, rtype, None, resource, server=False)  # type: ignore[assignment]
     rid = rid or new_id()
+    managed_team(rtype, rid)
     if if_none_exist:
         found = claim_criteria(planner, rtype, if_none_exist, what, rid)
         if found is not None:
@@ -289,7 +291,7 @@ def update(
         raise errors.Invalid(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
     stored = planner.current(rtype, rid)
     current = stored if server else _seen(planner, stored, rtype, rid)
-    if current is None and (stored is not None or not planner.ctx.reaches_all):
+    if current is None and not server and (stored is not None or not planner.ctx.reaches_all):
         raise errors.NotFound(f"Resource {rtype}/{rid} is not known (a client-chosen id is "
                               "available only to callers who reach every record: create with POST)")
     check_if_match(if_match, current, f"{rtype}/{rid}")
@@ -377,6 +379,8 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
         return Result(200, outcome=errors.information(f"{rtype}/{rid} does not exist or is already deleted: nothing to do"))
     planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
     planner.ctx.touch(current.resource)  # a deletion changes that patient's record
+    if rtype == "Patient":
+        _delete_team(planner, rid)
     w = planner.add(
         make_write(rtype, rid, None, version=current.version + 1, expected=current.version,
                    method="DELETE", tz=planner.ctx.tz, protection=planner.repo.protection,
@@ -387,6 +391,17 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
         w.stored(),
         outcome=errors.information(f"Deleted {rtype}/{rid} (version {w.version})"),
     )
+
+
+def _delete_team(planner: Planner, patient: str) -> None:
+    """A deleted Patient's care team (model/care_teams.py) goes with them, in the same
+    commit: it is the server's record of their team and refers to nothing else."""
+    tid = team_id(patient)
+    team = planner.current("CareTeam", tid)
+    if team is not None and not team.deleted:
+        planner.add(make_write("CareTeam", tid, None, version=team.version + 1,
+                               expected=team.version, method="DELETE", tz=planner.ctx.tz,
+                               protection=planner.repo.protection))
 
 
 def conditional_delete(planner: Planner, rtype: str, query: str) -> Result:

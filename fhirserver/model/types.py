@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-SUPPORTED_TYPES: Final = ("Patient", "Observation", "DiagnosticReport")
+#: The clinical record (the Patient compartment) first, then the clinician
+#: directory that its performer, author and care team references point to.
+SUPPORTED_TYPES: Final = ("Patient", "Observation", "DiagnosticReport", "CareTeam",
+                          "Practitioner", "Organization", "PractitionerRole")
+
+#: The clinician directory (practitioner.html, organization.html,
+#: practitionerrole.html): who works where. No patient's data: readable by whoever
+#: holds a scope for the type, kept by operators and registration.
+DIRECTORY_TYPES: Final = ("Practitioner", "Organization", "PractitionerRole")
 
 #: Every concrete resource type of FHIR R4 4.0.1: the codes of the ResourceType
 #: value set (valueset-resource-types.html) without the abstract Resource and

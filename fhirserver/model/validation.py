@@ -20,10 +20,10 @@ Three passes, all problems of a pass reported together:
    invariant that compares two parts of a resource, which JSON Schema cannot
    express, is a Python function in :data:`_INVARIANTS` (obs-7).
 
-R4 versus R4B: ``fhir.resources`` ships R4B models. Patient, Observation and
-DiagnosticReport have the same elements in R4 and R4B; every R4 example of the
-three types and every Synthea (R4) one validates unchanged, so no R4-specific
-handling is needed. Validation only reports: the stored form is the client's JSON.
+R4 versus R4B: ``fhir.resources`` ships R4B models. Patient, Observation,
+DiagnosticReport, CareTeam, Practitioner, Organization and PractitionerRole have the
+same elements in R4 and R4B; every R4 example of these types and every Synthea (R4)
+one validates unchanged, so no R4-specific handling is needed. Validation only reports: the stored form is the client's JSON.
 
 Expressions are FHIRPath (operationoutcome.html#OperationOutcome.issue.expression),
 choice elements as ``value.ofType(Quantity)`` (fhirpath.html, choice types).

@@ -1,7 +1,8 @@
 """The R4 (4.0.1) search parameter tables for the supported resource types.
 
 Transcribed from the "Search Parameters" tables of patient.html#search,
-observation.html#search and diagnosticreport.html#search. Each FHIRPath expression is
+observation.html#search, diagnosticreport.html#search, careteam.html#search,
+practitioner.html#search, organization.html#search and practitionerrole.html#search. Each FHIRPath expression is
 written as :mod:`.paths` paths: a choice element ``value[x]`` is spelled once per
 type the expression admits (``(Observation.value as Quantity)`` is
 ``valueQuantity:Quantity``); SampledData values are not indexed.
@@ -135,8 +136,64 @@ DIAGNOSTIC_REPORT: tuple[SearchParameter, ...] = (
     P("subject", "reference", ("subject:Reference",), targets=_SUBJECTS),
 )
 
+CARE_TEAM: tuple[SearchParameter, ...] = (
+    P("category", "token", ("category:CodeableConcept",)),
+    P("date", "date", ("period:Period",)),
+    P("encounter", "reference", ("encounter:Reference",), targets=("Encounter",)),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("participant", "reference", ("participant.member:Reference",),
+      targets=(*_PRACTITIONERS, "Patient", "RelatedPerson")),
+    P("patient", "reference", ("subject[is=Patient]:Reference",), targets=("Patient",)),
+    P("status", "token", ("status:code",), system="http://hl7.org/fhir/care-team-status"),
+    P("subject", "reference", ("subject:Reference",), targets=("Group", "Patient")),
+)
+
+#: What Practitioner and PractitionerRole share with Patient (the address, name and
+#: telecom rows of practitioner.html#search are Patient's, on the same elements).
+_ADDRESS = tuple(p for p in PATIENT if p.name.startswith("address"))
+_TELECOM = tuple(p for p in PATIENT if p.name in ("email", "phone", "telecom"))
+
+PRACTITIONER: tuple[SearchParameter, ...] = (
+    P("active", "token", ("active:boolean",)),
+    *_ADDRESS,
+    P("communication", "token", ("communication:CodeableConcept",)),
+    *_TELECOM,
+    *(p for p in PATIENT if p.name in ("family", "given", "identifier", "name", "phonetic")),
+    P("gender", "token", ("gender:code",), system="http://hl7.org/fhir/administrative-gender"),
+)
+
+ORGANIZATION: tuple[SearchParameter, ...] = (
+    P("active", "token", ("active:boolean",)),
+    *_ADDRESS,
+    P("endpoint", "reference", ("endpoint:Reference",), targets=("Endpoint",)),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("name", "string", ("name:string", "alias:string")),
+    P("partof", "reference", ("partOf:Reference",), targets=("Organization",)),
+    P("phonetic", "string", ("name:string",)),
+    P("type", "token", ("type:CodeableConcept",)),
+)
+
+PRACTITIONER_ROLE: tuple[SearchParameter, ...] = (
+    P("active", "token", ("active:boolean",)),
+    P("date", "date", ("period:Period",)),
+    *_TELECOM,
+    P("endpoint", "reference", ("endpoint:Reference",), targets=("Endpoint",)),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("location", "reference", ("location:Reference",), targets=("Location",)),
+    P("organization", "reference", ("organization:Reference",), targets=("Organization",)),
+    P("practitioner", "reference", ("practitioner:Reference",), targets=("Practitioner",)),
+    P("role", "token", ("code:CodeableConcept",)),
+    P("service", "reference", ("healthcareService:Reference",),
+      targets=("HealthcareService",)),
+    P("specialty", "token", ("specialty:CodeableConcept",)),
+)
+
 TABLES: dict[str, tuple[SearchParameter, ...]] = {
     "Patient": PATIENT,
     "Observation": OBSERVATION,
     "DiagnosticReport": DIAGNOSTIC_REPORT,
+    "CareTeam": CARE_TEAM,
+    "Practitioner": PRACTITIONER,
+    "Organization": ORGANIZATION,
+    "PractitionerRole": PRACTITIONER_ROLE,
 }

@@ -23,7 +23,8 @@ from .protection import DATA_KEYS_FIELD, Protection
 from .records import Write
 from .stored_form import resource_of
 
-_COMPARTMENT_ELEMENT = {"Observation": "subject", "DiagnosticReport": "subject"}
+_COMPARTMENT_ELEMENT = {"Observation": "subject", "DiagnosticReport": "subject",
+                       "CareTeam": "subject"}
 
 
 def now() -> datetime:

@@ -99,3 +99,39 @@ def test_authorship_reaches_the_record_written_never_the_patient(who: Caller, in
     (read and search), never to the rest of the patient's record, never for writes."""
     d = decide(who, "Observation", interaction, frozenset())
     assert d.allowed and d.authored == authored and d.patients == frozenset()
+
+
+def _named(kind: str, scope: str, **kw: str) -> Caller:
+    clinical, named = parse_scopes(scope)
+    return Caller(kind=kind, scopes=tuple(clinical), subject="s", named=frozenset(named), **kw)  # type: ignore[arg-type]
+
+
+REGISTRAR = _named("user", "user/*.cruds registration", practitioner="Practitioner/desk")
+
+
+@pytest.mark.parametrize(("who", "rtype", "interaction", "allowed"), [
+    # The clinician directory (practitioner.html): every entry in reach of a reader
+    # whose scopes cover the type, with or without care relationships...
+    (CLINICIAN, "Practitioner", "read", True),
+    (PATIENT, "Organization", "search", True),
+    (BACKEND, "Practitioner", "read", False),  # no scope for the type
+    (_named("system", "system/PractitionerRole.rs"), "PractitionerRole", "search", True),
+    # ...and changed by registration and operators only, whatever the other scopes say.
+    (CLINICIAN, "Practitioner", "update", False),
+    (CLINICIAN, "PractitionerRole", "create", False),
+    (REGISTRAR, "Organization", "create", True),
+    (REGISTRAR, "Practitioner", "delete", True),
+    (_named("user", "user/Patient.cruds registration"), "Practitioner", "create", False),
+    (OPERATOR, "PractitionerRole", "delete", True),
+])
+def test_the_directory_is_read_by_scope_and_kept_by_registration(who, rtype, interaction, allowed):
+    d = decide(who, rtype, interaction, frozenset())
+    assert d.allowed is allowed
+    if allowed:
+        assert d.patients is None  # no patient's data: not limited to a care relationship
+
+
+def test_a_care_team_is_patient_data():
+    """CareTeam is in the Patient compartment (compartmentdefinition-patient.html)."""
+    assert decide(CLINICIAN, "CareTeam", "read", frozenset({ME})).patients == {ME}
+    assert decide(PATIENT, "CareTeam", "search", frozenset({ME})).patients == {ME}

@@ -123,10 +123,59 @@ def test_users_add_refuses_a_patient_that_does_not_exist_or_was_deleted(live):
     ok = add_patient_user(live, "kept-user", kept)
     assert ok.exit_code == 0, ok.output
     assert users.find(db, "kept-user").fhir_user == f"Patient/{kept}"
-    # --practitioner keeps its behaviour: no Practitioner resource to check yet.
-    dr = run(live, "users", "add", "dr-new", "--practitioner", "Practitioner/dr-new",
-             "--organization", "Organization/h", "--password-stdin", stdin=PASSWORD + "\n")
-    assert dr.exit_code == 0, dr.output
+
+
+def directory_entries(live, *refs: str) -> None:
+    """Registration has entered these Practitioners and Organizations."""
+    op = http_as(live)
+    for ref in refs:
+        rtype, rid = ref.split("/")
+        body = {"resourceType": rtype, "id": rid, "active": True}
+        assert op.put(ref, body).status_code in (200, 201)
+
+
+def test_users_add_refuses_a_practitioner_the_directory_does_not_hold(live):
+    """A clinician's fhirUser must read as a resource (SMART App Launch 2.x, scopes-and-
+    launch-context.html#fhiruser): an unknown or deleted Practitioner or Organization
+    is refused (exit 1), and no account is made."""
+    _, app = live
+    db = app.extensions["fhirserver"].repo.db
+    unknown = run(live, "users", "add", "dr-new", "--practitioner", "Practitioner/dr-new",
+                  "--organization", "Organization/h", "--password-stdin", stdin=PASSWORD + "\n")
+    assert unknown.exit_code == 1 and "no Practitioner/dr-new on this server" in unknown.output
+    directory_entries(live, "Practitioner/dr-new")
+    no_org = run(live, "users", "add", "dr-new", "--practitioner", "Practitioner/dr-new",
+                 "--organization", "Organization/h", "--password-stdin", stdin=PASSWORD + "\n")
+    assert no_org.exit_code == 1 and "no Organization/h on this server" in no_org.output
+    assert users.find(db, "dr-new") is None
+    assert http_as(live).delete("Practitioner/dr-new").status_code == 200
+    gone = run(live, "users", "add", "dr-new", "--practitioner", "Practitioner/dr-new",
+               "--password-stdin", stdin=PASSWORD + "\n")
+    assert gone.exit_code == 1 and "it was deleted" in gone.output
+
+
+def test_users_add_links_the_clinician_to_their_organisation_by_a_practitionerrole(live):
+    """practitionerrole.html: the role ties the Practitioner to the Organization the
+    account acts for; made once, found again when the account is added again."""
+    directory_entries(live, "Practitioner/dr-new", "Organization/h")
+    op = http_as(live)
+    for _ in range(2):
+        dr = run(live, "users", "add", "dr-new", "--practitioner", "Practitioner/dr-new",
+                 "--organization", "Organization/h", "--password-stdin", stdin=PASSWORD + "\n")
+        assert dr.exit_code == 0, dr.output
+        roles = op.get("PractitionerRole?practitioner=Practitioner/dr-new"
+                       "&organization=Organization/h").json().get("entry", [])
+        assert len(roles) == 1 and f"PractitionerRole/{roles[0]['resource']['id']}" in dr.output
+    assert roles[0]["resource"]["meta"]["versionId"] == "1"
+    # An existing role (registration's own) is used, not a second one made.
+    directory_entries(live, "Practitioner/dr-two", "Organization/h")
+    op.put("PractitionerRole/desk-made", {
+        "resourceType": "PractitionerRole", "id": "desk-made", "active": True,
+        "practitioner": {"reference": "Practitioner/dr-two"},
+        "organization": {"reference": "Organization/h"}})
+    two = run(live, "users", "add", "dr-two", "--practitioner", "Practitioner/dr-two",
+              "--organization", "Organization/h", "--password-stdin", stdin=PASSWORD + "\n")
+    assert two.exit_code == 0 and "PractitionerRole/desk-made" in two.output
 
 
 def test_users_add_enforces_the_password_rules(live):
@@ -145,6 +194,7 @@ def test_users_add_enforces_the_password_rules(live):
 def test_users_list_shows_every_account_and_no_password_hash(live):
     pid = patient_with_app(live)
     assert add_patient_user(live, "alice", pid).exit_code == 0
+    directory_entries(live, "Practitioner/dr-li", "Organization/h")
     dr = run(live, "users", "add", "dr-li", "--practitioner", "Practitioner/dr-li",
              "--organization", "Organization/h", "--role", "registration", "--password-stdin",
              stdin="another long password\n")

@@ -30,12 +30,13 @@ def start(data_dir: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL)
 
 
-def operator_token(data_dir: Path, port: int) -> dict[str, str]:
-    """``fhirserver token --operator``, as an operator's script gets one."""
+def operator_token(data_dir: Path, port: int, *who: str,
+                   scope: str = "system/*.cruds") -> dict[str, str]:
+    """``fhirserver token --operator`` (or for ``who``), as an operator's script gets one."""
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port)})
     exe = Path(sys.executable).parent / "fhirserver"
-    out = subprocess.run([str(exe), "token", "--operator", "--scope", "system/*.cruds"], env=env,
+    out = subprocess.run([str(exe), "token", *(who or ("--operator",)), "--scope", scope], env=env,
                          capture_output=True, text=True, check=True, timeout=120)
     return {"Authorization": f"Bearer {out.stdout.strip()}"}
 
@@ -82,6 +83,16 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
         assert bundle["total"] == DEMO_PATIENTS
         obs = requests.get(f"{url}/Observation?_count=1&_total=accurate", headers=auth, timeout=10)
         assert obs.status_code == 200 and obs.json()["total"] > 0
+        # The demo clinician's fhirUser reads as a resource (SMART App Launch 2.x,
+        # scopes-and-launch-context.html#fhiruser), tied to its organisation.
+        dr = operator_token(tmp_path, port, "--practitioner", "Practitioner/dr-smith",
+                            "--organization", "Organization/demo-hospital",
+                            scope="user/Practitioner.rs user/PractitionerRole.rs")
+        me = requests.get(f"{url}/Practitioner/dr-smith", headers=dr, timeout=10)
+        assert me.status_code == 200 and me.json()["name"][0]["family"] == "Smith"
+        roles = requests.get(f"{url}/PractitionerRole?practitioner=Practitioner/dr-smith"
+                             "&organization=Organization/demo-hospital", headers=dr, timeout=10)
+        assert roles.json()["total"] == 1
         created = requests.post(
             f"{url}/Patient", json={"resourceType": "Patient", "gender": "other"},
             headers={"Content-Type": "application/fhir+json", **auth}, timeout=10,

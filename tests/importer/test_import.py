@@ -14,17 +14,20 @@ from fhirserver.cli import main, run_import
 from tests.conftest import SHARED
 
 SYNTHEA = sorted((SHARED / "synthea").glob("*.json.gz"))
-KEPT = ("Patient", "Observation", "DiagnosticReport")
+KEPT = ("Patient", "Observation", "DiagnosticReport", "Practitioner", "Organization")
 
 
-def counts_from_files(files: list[Path]) -> Counter[str]:
-    """Resource counts read straight from the files, independently of the importer."""
+def counts_from_files(files: list[Path]) -> tuple[Counter[str], Counter[str]]:
+    """Resource counts read straight from the files, independently of the importer:
+    entries, and distinct ids (the bundles share their hospitals and clinicians)."""
     counts: Counter[str] = Counter()
+    ids: set[tuple[str, str]] = set()
     for f in files:
         with gzip.open(f) as fh:
             bundle = json.load(fh)
         counts.update(e["resource"]["resourceType"] for e in bundle["entry"])
-    return counts
+        ids.update((e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"])
+    return counts, Counter(t for t, _ in ids)
 
 
 def total(fhir, rtype: str) -> int:
@@ -34,17 +37,20 @@ def total(fhir, rtype: str) -> int:
 @pytest.mark.timeout(1200)  # 6,600 resources twice, and counts that read them all
 def test_import_all_synthea_bundles_counts_and_idempotency(settings, fhir):
     assert len(SYNTHEA) == 40
-    expected = counts_from_files(SYNTHEA)
+    entries, expected = counts_from_files(SYNTHEA)
     stats = run_import(settings, SYNTHEA)
     assert not stats.problems
     for rtype in KEPT:
         assert stats.created[rtype] == expected[rtype]
+        # A hospital's second bundle finds its entry unchanged (no new version).
+        assert stats.unchanged[rtype] == entries[rtype] - expected[rtype]
         assert total(fhir, rtype) == expected[rtype]
-    assert stats.dropped == Counter({k: v for k, v in expected.items() if k not in KEPT})
+    assert expected["Practitioner"] > 0 and expected["Organization"] > 0
+    assert stats.dropped == Counter({k: v for k, v in entries.items() if k not in KEPT})
 
     again = run_import(settings, SYNTHEA)
     assert sum(again.created.values()) == 0 and sum(again.updated.values()) == 0
-    assert sum(again.unchanged.values()) == sum(expected[t] for t in KEPT)
+    assert sum(again.unchanged.values()) == sum(entries[t] for t in KEPT)
     for rtype in KEPT:
         assert total(fhir, rtype) == expected[rtype]
 
@@ -64,6 +70,33 @@ def test_import_rewrites_urn_uuid_references(settings, fhir):
     for ref, result in zip(report["result"], stored["result"]):
         assert result["reference"] == f"Observation/{by_url[ref['reference']]['id']}"
         assert fhir.get(result["reference"]).status_code == 200
+
+
+def test_import_keeps_the_clinician_directory_and_references_to_it_resolve(settings, fhir):
+    """Synthea's Practitioners (NPI identifiers) and Organizations are stored, not dropped,
+    and a result naming one as performer finds it (search.html#include). The 2019
+    bundles' kept resources name no performer themselves (Encounter and Claim do, and
+    are dropped), so the result here is written after the import."""
+    path = SYNTHEA[0]
+    with gzip.open(path) as fh:
+        bundle = json.load(fh)
+    resources = [e["resource"] for e in bundle["entry"]]
+    doctor = next(r for r in resources if r["resourceType"] == "Practitioner")
+    hospital = next(r for r in resources if r["resourceType"] == "Organization")
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    stats = run_import(settings, [path])
+    assert "Practitioner" not in stats.dropped and "Organization" not in stats.dropped
+    npi = doctor["identifier"][0]
+    found = fhir.get(f"Practitioner?identifier={npi['system']}|{npi['value']}").get_json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [doctor["id"]]
+    assert found["entry"][0]["resource"]["identifier"] == doctor["identifier"]  # not masked
+    assert fhir.get(f"Organization/{hospital['id']}").get_json()["name"] == hospital["name"]
+    obs = fhir.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                       "subject": {"reference": f"Patient/{patient['id']}"},
+                       "performer": [{"reference": f"Practitioner/{doctor['id']}"},
+                                     {"reference": f"Organization/{hospital['id']}"}]})["id"]
+    r = fhir.get(f"Observation?_id={obs}&_include=Observation:performer").get_json()
+    assert {e["resource"]["id"] for e in r["entry"]} == {obs, doctor["id"], hospital["id"]}
 
 
 def test_import_ndjson_and_bad_lines(settings, fhir, tmp_path):

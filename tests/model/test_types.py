@@ -8,7 +8,8 @@ from fhirserver.model.types import ALL_R4_TYPES, ID_PATTERN, SUPPORTED_TYPES, is
 
 
 def test_supported_types_are_r4_types() -> None:
-    assert SUPPORTED_TYPES == ("Patient", "Observation", "DiagnosticReport")
+    assert SUPPORTED_TYPES == ("Patient", "Observation", "DiagnosticReport", "CareTeam",
+                               "Practitioner", "Organization", "PractitionerRole")
     assert set(SUPPORTED_TYPES) <= ALL_R4_TYPES
 
 

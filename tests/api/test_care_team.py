@@ -1,0 +1,130 @@
+"""A patient's care team is a CareTeam resource (R4 careteam.html) in the patient's
+compartment (compartmentdefinition-patient.html: CareTeam.subject): ``$care-team``
+returns and changes it, its members hold a care relationship, and nobody writes
+themselves onto it through REST."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fhirserver.auth.access import record_care
+from tests import factories as f
+from tests.api.test_access import As, clinician
+from tests.conftest import mint
+
+
+def member(ref: str, remove: bool = False) -> dict:
+    params = [{"name": "member", "valueReference": {"reference": ref}}]
+    if remove:
+        params.append({"name": "remove", "valueBoolean": True})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+@pytest.fixture
+def pid(fhir) -> str:
+    pid = fhir.create(f.patient("Teamed"))["id"]
+    fhir.create(f.observation(pid, code="1-1"))
+    return pid
+
+
+def test_care_team_is_a_readable_versioned_careteam_resource(fhir, pid):
+    empty = fhir.get(f"Patient/{pid}/$care-team")
+    assert empty.status_code == 200 and "participant" not in empty.get_json()
+    team_id = empty.get_json()["id"]
+    assert team_id == f"care-team-{pid}" and empty.headers["ETag"] == 'W/"1"'
+    r = fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-a"))
+    assert r.status_code == 200 and r.headers["ETag"] == 'W/"2"'
+    read = fhir.get(f"CareTeam/{team_id}").get_json()
+    assert read["participant"] == [{"member": {"reference": "Practitioner/dr-a"}}]
+    assert read["subject"] == {"reference": f"Patient/{pid}"} and read["status"] == "active"
+    # Reading the operation again writes nothing new (same content, http.html#update).
+    assert fhir.get(f"Patient/{pid}/$care-team").headers["ETag"] == 'W/"2"'
+    fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-a", remove=True))
+    versions = fhir.get(f"CareTeam/{team_id}/_history").get_json()["entry"]
+    assert [e["resource"]["meta"]["versionId"] for e in versions] == ["3", "2", "1"]
+    assert "participant" not in versions[0]["resource"]
+
+
+def test_care_team_search_parameters_and_compartment_careteam_html_search(fhir, pid):
+    fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-a"))
+    other = fhir.create({"resourceType": "CareTeam", "status": "proposed",
+                         "subject": {"reference": f"Patient/{pid}"},
+                         "period": {"start": "2019-03-01", "end": "2019-04-01"},
+                         "category": [{"coding": [{"system": "http://loinc.org", "code": "LA27976-2"}]}],
+                         "participant": [{"member": {"reference": "Practitioner/dr-b"}}]})["id"]
+
+    def found(query: str) -> list[str]:
+        return sorted(e["resource"]["id"] for e in fhir.get(query).get_json().get("entry", []))
+
+    team = f"care-team-{pid}"
+    assert found(f"CareTeam?patient={pid}") == sorted([team, other])
+    assert found("CareTeam?participant=Practitioner/dr-a") == [team]
+    assert found(f"CareTeam?subject=Patient/{pid}&status=proposed") == [other]
+    assert found("CareTeam?category=http://loinc.org|LA27976-2&date=ge2019-03-15&date=lt2019-05") == [other]
+    assert found(f"Patient/{pid}/CareTeam") == sorted([team, other])
+    everything = fhir.get(f"Patient/{pid}/$everything").get_json()
+    assert {team, other} <= {e["resource"]["id"] for e in everything["entry"]}
+
+
+def test_membership_is_a_care_relationship_and_ends_with_the_organisations_care(fhir, app, pid):
+    """A clinic system's member: readable by the member while the organisation treats the
+    patient, with the end shown as participant.period.end."""
+    db = app.extensions["fhirserver"].repo.db
+    record_care(db, "Organization/clinic-y", pid, datetime.now(UTC) + timedelta(hours=2),
+                "card-scan")
+    ehr = As(fhir, mint(app, "system", "system/*.cruds", client_id="ehr-y",
+                        organization="Organization/clinic-y"))
+    r = ehr.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-y"))
+    assert r.status_code == 200, r.get_json()
+    assert "end" in r.get_json()["participant"][0]["period"]
+    dr = clinician(app, fhir, "dr-y", scope="user/*.rs", lifetime=86400)
+    assert dr.get(f"CareTeam/care-team-{pid}").status_code == 200
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    later = datetime.now(UTC) + timedelta(hours=3)
+    app.extensions["fhirserver"].clock = lambda: later
+    assert dr.get(f"CareTeam/care-team-{pid}").status_code == 404
+    assert "participant" not in fhir.get(f"Patient/{pid}/$care-team").get_json()
+
+
+def test_a_stranger_sees_no_care_team_and_cannot_join_one(fhir, app, pid):
+    """Attacker with a valid token for someone else: the team of a patient they do not
+    treat is hidden (404, like any record), and neither the operation nor a REST
+    write of the team puts them on it."""
+    team = f"care-team-{pid}"
+    fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-a"))
+    mallory = clinician(app, fhir, "dr-mallory")
+    assert mallory.get(f"CareTeam/{team}").status_code == 404
+    assert mallory.ids(f"CareTeam?patient={pid}") == []
+    assert mallory.ids("CareTeam?participant=Practitioner/dr-a") == []
+    assert mallory.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-mallory")).status_code == 403
+    joined = {"resourceType": "CareTeam", "id": team, "status": "active",
+              "subject": {"reference": f"Patient/{pid}"},
+              "participant": [{"member": {"reference": "Practitioner/dr-mallory"}}]}
+    assert mallory.put(f"CareTeam/{team}", joined).status_code in (403, 404)
+    # Even with a care relationship (a card scan), the team is the operation's alone,
+    # and a CareTeam of one's own making opens nothing.
+    record_care(app.extensions["fhirserver"].repo.db, "Practitioner/dr-mallory", pid,
+                datetime.now(UTC) + timedelta(hours=1), "card-scan")
+    assert mallory.put(f"CareTeam/{team}", joined).status_code == 403
+    assert mallory.delete(f"CareTeam/{team}").status_code == 403
+    assert fhir.put(f"CareTeam/{team}", joined).status_code == 403  # operators too
+    own = mallory.post("CareTeam", {**joined, "id": "x", "participant": [
+        {"member": {"reference": "Practitioner/dr-friend"}}]})
+    assert own.status_code == 201
+    friend = clinician(app, fhir, "dr-friend")
+    assert friend.get(f"Patient/{pid}").status_code == 404
+    patch = mallory.fhir.patch(f"CareTeam/{team}", [{"op": "add", "path": "/participant/-",
+                                                     "value": {"member": {"reference": "Practitioner/dr-mallory"}}}],
+                               headers=mallory.h)
+    assert patch.status_code == 403
+    assert fhir.get(f"CareTeam/{team}").get_json()["participant"] == [
+        {"member": {"reference": "Practitioner/dr-a"}}]
+
+
+def test_a_deleted_patient_takes_their_care_team_along(fhir):
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-a"))
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    assert fhir.get(f"CareTeam/care-team-{pid}").status_code == 410
