@@ -1,0 +1,42 @@
+"""The newest features attacked (FHIR XML, the clinician directory and care teams,
+Bulk Data export): each test is one way in that a caller with a valid token for
+someone else, a fuzzer or a browser could try, and what must stop it."""
+
+from __future__ import annotations
+
+from tests.api.test_bulk_export import KICKOFF, setup_world, wait_complete
+from tests.conftest import http_as
+
+ORG_A = "Organization/org-a"
+
+
+def test_bulk_export_files_are_not_for_another_token_kind_of_the_same_client(live):
+    """export.html#file-request, requiresAccessToken: the status and files are for the
+    client that kicked the export off, authorised as it was (SMART Backend Services).
+    A confidential client may also sign users in (authorization_code): a patient's
+    token issued to that client is no system token, and must not read the export of
+    every patient the organisation treats (404, as for a job that does not exist)."""
+    _url, app = live
+    world = setup_world(app, http_as(live))
+    system = http_as(live, "system", "system/*.rs", subject="portal", client_id="portal",
+                     organization=ORG_A)
+    r = system.get("$export", headers=KICKOFF)
+    assert r.status_code == 202, r.text
+    status_url = r.headers["Content-Location"]
+    done = wait_complete(system, status_url)
+    assert done.status_code == 200, done.text
+    files = [o["url"] for o in done.json()["output"]]
+    assert files
+    callers = {
+        "patient": http_as(live, "patient", "patient/*.rs", subject="other-person",
+                           client_id="portal", fhirUser=f"Patient/{world['other']}"),
+        "user": http_as(live, "user", "user/*.rs", subject="dr-nobody", client_id="portal",
+                        fhirUser="Practitioner/nobody", organization=ORG_A),
+    }
+    for kind, http in callers.items():
+        assert http.session.get(status_url, timeout=30).status_code == 404, kind
+        for u in files:
+            got = http.session.get(u, timeout=30)
+            assert got.status_code == 404, (kind, u, got.text[:200])
+        assert http.session.delete(status_url, timeout=30).status_code == 404, kind
+    assert system.session.get(files[0], timeout=30).status_code == 200
