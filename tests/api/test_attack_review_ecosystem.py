@@ -4,8 +4,12 @@ someone else, a fuzzer or a browser could try, and what must stop it."""
 
 from __future__ import annotations
 
+from fhirserver.auth import access
+from tests import factories as f
 from tests.api.test_bulk_export import KICKOFF, setup_world, wait_complete
-from tests.conftest import http_as
+from tests.api.test_care_team import member
+from tests.api.test_disclosure import As, treat
+from tests.conftest import http_as, mint
 
 ORG_A = "Organization/org-a"
 
@@ -40,3 +44,31 @@ def test_bulk_export_files_are_not_for_another_token_kind_of_the_same_client(liv
             assert got.status_code == 404, (kind, u, got.text[:200])
         assert http.session.delete(status_url, timeout=30).status_code == 404, kind
     assert system.session.get(files[0], timeout=30).status_code == 200
+
+
+def test_recreated_patient_id_opens_nothing_to_the_deleted_patients_clinicians(app, fhir):
+    """http.html#delete: after a delete, an update at the same id makes a new
+    current version (a Patient registered again under a reused id). The care
+    relationships of the deleted patient (a care team membership, a card scan) are
+    not that new record's: the clinicians who treated the deleted patient must not
+    read the Patient registered at the id afterwards (404, as for any record out of
+    reach)."""
+    pid = fhir.create(f.patient("First"))["id"]
+    assert fhir.post(f"Patient/{pid}/$care-team",
+                     member("Practitioner/dr-old")).status_code == 200
+    treat(app, "Practitioner/dr-scan", pid)
+    callers = {who: As(fhir, mint(app, "user", "user/*.rs", subject=who,
+                                  fhirUser=f"Practitioner/{who}",
+                                  organization="Organization/hospital"))
+               for who in ("dr-old", "dr-scan")}
+    for who, caller in callers.items():
+        assert caller.get(f"Patient/{pid}").status_code == 200, who
+    assert fhir.delete(f"Patient/{pid}").status_code in (200, 204)
+    again = fhir.put(f"Patient/{pid}", {**f.patient("Second"), "id": pid})
+    assert again.status_code in (200, 201), again.get_data(as_text=True)
+    access._reach_cache.clear()  # another worker, past the cache's seconds
+    for who, caller in callers.items():
+        assert caller.get(f"Patient/{pid}").status_code == 404, who
+        assert caller.get(f"Patient?_id={pid}").get_json().get("total") == 0, who
+    team = fhir.get(f"Patient/{pid}/$care-team").get_json()
+    assert "participant" not in team
