@@ -72,3 +72,18 @@ def test_recreated_patient_id_opens_nothing_to_the_deleted_patients_clinicians(a
         assert caller.get(f"Patient?_id={pid}").get_json().get("total") == 0, who
     team = fhir.get(f"Patient/{pid}/$care-team").get_json()
     assert "participant" not in team
+
+
+def test_care_team_of_a_deleted_patient_is_gone_not_rebuilt(app, fhir):
+    """http.html#delete: a deleted resource reads 410 from then on. ``$care-team`` on
+    a deleted Patient is an operation on a resource that is gone: it answers 404 and
+    neither writes the CareTeam again nor opens a care relationship (which the next
+    Patient registered at that id would inherit)."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    assert fhir.get(f"Patient/{pid}/$care-team").status_code == 404
+    assert fhir.post(f"Patient/{pid}/$care-team",
+                     member("Practitioner/dr-late")).status_code == 404
+    assert fhir.get(f"CareTeam/care-team-{pid}").status_code in (404, 410)
+    db = app.extensions["fhirserver"].repo.db
+    assert db[access.CARE].count_documents({"patient": pid}) == 0
