@@ -91,9 +91,17 @@ def audit_export(app: Flask, job: dict[str, Any], patients: list[str], detail: s
         setup.appender.append(audit_event(facts), chunk, setup.keys, setup.checkpoints)
 
 
-def _owner() -> str:
+def _owner() -> str | None:
+    """Whose exports the caller's token opens: a backend client's (by its client id)
+    or an operator's (by subject). Other tokens (a user's or a patient's) open none,
+    even when issued to the same client id: a confidential client also signs users
+    in, and its patients' tokens must not reach its organisation's export."""
     caller = g.caller
-    return f"client/{caller.client_id}" if caller.client_id else f"sub/{caller.subject}"
+    if caller.kind == "system" and caller.client_id:
+        return f"client/{caller.client_id}"
+    if caller.kind == "operator":
+        return f"operator/{caller.subject}"
+    return None
 
 
 def _respond_async() -> bool:
@@ -130,6 +138,8 @@ def _kickoff(level: str) -> Response:
             search.parse(ctx, rtype, list(query), strict=True)  # 400 naming the parameter
     db = ctx.repo.db
     owner = _owner()
+    if owner is None:
+        raise errors.Forbidden("A backend client's token without a client id starts no export")
     job_id = jobs.new_id()
     now = state().clock()
     claims = g.get("claims") or {}
@@ -174,7 +184,8 @@ def _own(job_id: str) -> dict[str, Any]:
     """The caller's job, or 404 (another client's job answers as a missing one)."""
     start_runner(current_app._get_current_object())  # type: ignore[attr-defined]
     job = jobs.get(state().repo.db, job_id)
-    if job is None or job["owner"] != _owner() or job["status"] == "cancelled":
+    owner = _owner()
+    if job is None or owner is None or job["owner"] != owner or job["status"] == "cancelled":
         raise errors.NotFound(f"No export {job_id} (finished exports are removed after "
                               f"{state().settings.export_retention_minutes} minutes)")
     return job

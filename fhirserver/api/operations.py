@@ -192,7 +192,8 @@ def care_team(rtype: str, rid: str) -> Response:
     _only(rtype, "Patient", "care-team")
     _allow("update" if request.method == "POST" else "read", ("system",), rid)
     ctx = context()
-    if ctx.repo.get("Patient", rid) is None:
+    patient = ctx.repo.get("Patient", rid)
+    if patient is None or patient.deleted:  # a deleted patient's team went with them
         raise errors.NotFound(f"Resource Patient/{rid} is not known")
     member, remove, org = None, False, None
     if request.method == "POST":

@@ -360,6 +360,19 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
     forget(db, practitioner)
 
 
+def end_patient(db: Any, patient: str) -> None:
+    """Remove every care relationship with ``patient`` (team, card scans, emergency
+    access): called when the Patient is deleted and when a Patient is written again
+    at a deleted one's id. A record registered at a reused id is a new person's;
+    those who treated the deleted one have no care of them."""
+    found = list(db[CARE].find({"patient": patient}, {"who": 1}))
+    if not found:
+        return
+    db[CARE].delete_many({"_id": {"$in": [d["_id"] for d in found]}})
+    for d in found:
+        forget(db, d["who"])
+
+
 def team(db: Any, patient: str, now: datetime) -> list[tuple[str, datetime]]:
     """The patient's active team members and when each membership ends."""
     return sorted((d["who"], d["until"].replace(tzinfo=now.tzinfo))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 from .. import errors
-from ..auth.access import Access
+from ..auth.access import Access, end_patient
 from ..auth.disclosure import kept_whole, sees_whole
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
@@ -237,6 +237,22 @@ class Planner:
             check()
         self.checks = []
 
+    def _ended_patients(self) -> list[str]:
+        """Patients deleted by this plan, whose care relationships end once it is
+        committed. Those written again at a deleted Patient's id lose the ones a
+        crash right after the delete may have left, before the new record exists."""
+        ended: list[str] = []
+        for w in self.writes:
+            if w.type != "Patient":
+                continue
+            if w.resource is None:
+                ended.append(w.id)
+            elif w.expected is not None:
+                current = self.current("Patient", w.id)
+                if current is not None and current.deleted:
+                    end_patient(self.repo.db, w.id)
+        return ended
+
     def _taken(self, exc: IdentifierTaken) -> tuple[str, str]:
         """The identifier a taken claim stands for, as the caller may see it: the
         claim holds a blind index (storage/protection.py), the write the value it
@@ -270,8 +286,11 @@ class Planner:
         for h in self.held:
             if not self.repo.search_claims.renew(h):
                 raise ClaimBusy(f"the claim on conditional criteria {h.key} was taken over")
+        ended = self._ended_patients()
         try:
             self.repo.commit(self.writes)
+            for patient in ended:
+                end_patient(self.repo.db, patient)
             if self.ctx.access is not None:
                 for w in self.writes:
                     self.ctx.access.touch(w.patient)
