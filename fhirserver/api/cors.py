@@ -58,7 +58,10 @@ FHIR_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
 ALLOW_HEADERS = ("Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, "
                  "If-Modified-Since, Prefer, X-Requested-With, X-Request-Id")
 # What a browser app may read of a response, beyond the CORS-safelisted ones.
-EXPOSE_HEADERS = "Location, ETag, Content-Location, Last-Modified, WWW-Authenticate"
+# Retry-After, X-Progress and Expires: a browser client polls a Bulk Data export
+# (export.html#bulk-data-status-request) and must be able to read them.
+EXPOSE_HEADERS = ("Location, ETag, Content-Location, Last-Modified, WWW-Authenticate, "
+                  "Retry-After, X-Progress, Expires")
 # Shared paths outside the FHIR API, and the methods they answer.
 OAUTH_METHODS = {
     "/.well-known/smart-configuration": "GET",

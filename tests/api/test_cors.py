@@ -168,6 +168,8 @@ def test_errors_carry_the_cors_headers(server):
     assert anonymous.headers["Access-Control-Allow-Origin"] == APP
     exposed = {h.strip().lower() for h in anonymous.headers["Access-Control-Expose-Headers"].split(",")}
     assert {"www-authenticate", "location", "etag", "content-location", "last-modified"} <= exposed
+    # A browser polling a Bulk Data export reads its progress (export.html#bulk-data-status-request)
+    assert {"retry-after", "x-progress", "expires"} <= exposed
     assert anonymous.json()["resourceType"] == "OperationOutcome"
 
     operator = http_as((url, app))
