@@ -1,8 +1,9 @@
 """Bulk Data export over HTTP (FHIR Bulk Data Access IG 2.0.0, export.html), with
 the FHIR asynchronous request pattern (R4 async.html):
 
-* kick-off: ``GET|POST [base]/$export`` and ``[base]/Patient/$export`` with
-  ``Prefer: respond-async`` answer 202 with ``Content-Location``, the status URL;
+* kick-off: ``GET|POST [base]/$export``, ``[base]/Patient/$export`` and
+  ``[base]/Group/{id}/$export`` with ``Prefer: respond-async`` answer 202 with
+  ``Content-Location``, the status URL;
 * status: ``GET [base]/bulk-status/{job}`` answers 202 with ``X-Progress`` and
   ``Retry-After`` while the job runs, 200 with the manifest when it is complete, the
   job's error (an OperationOutcome) when it failed; ``DELETE`` cancels (202);
@@ -16,12 +17,17 @@ operators; the work runs in each server process's export thread (``bulk/runner.p
 started here the first time a process sees an export request, and by the gunicorn
 worker at boot so that jobs left by a worker that died are resumed.
 
-Group-level export (``Group/{id}/$export``) is not offered: this server stores no
-Group resources, so there is no group to export.
+Group-level export is Patient-level export of the group's current members (read
+when the export is kicked off; ``patient`` narrows them further): the caller must be
+able to read the Group (another organisation's answers 404, as a read does), and a
+member out of the client's reach is reported in the manifest's ``error`` file, like
+a ``patient`` out of reach at Patient level. ``_since`` applies to every member alike
+(a member added to the group after it gets only what changed after it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, timedelta
 from email.utils import format_datetime
@@ -37,6 +43,8 @@ from ..bulk import files, jobs
 from ..bulk import request as bulk_request
 from ..bulk.runner import Runner, progress, stored_spec
 from ..interactions import search
+from ..interactions.read import read
+from ..model.groups import GROUP, member_ids
 from ..model.types import SUPPORTED_TYPES
 from .auditing import EXTENSION, MAX_PATIENTS, AuditSetup
 from .negotiation import render
@@ -120,7 +128,7 @@ def _may_search(rtype: str) -> bool:
     return True
 
 
-def _kickoff(level: str) -> Response:
+def _kickoff(level: str, group: str | None = None) -> Response:
     ctx = context()
     caller = g.get("caller")
     if caller is None or caller.kind not in ("system", "operator"):
@@ -129,10 +137,16 @@ def _kickoff(level: str) -> Response:
     if not _respond_async():
         raise errors.Invalid("A Bulk Data kick-off request needs 'Prefer: respond-async' "
                              "(export.html#headers)", expression="Prefer")
+    # The group as the caller may read it: another organisation's is 404, as a read.
+    members = member_ids(read(ctx, GROUP, group).resource) if group is not None else None
     lenient = prefer("handling") == "lenient"
     candidates = [t for t in SUPPORTED_TYPES if level == "system" or t in COMPARTMENT_TYPES]
     req = bulk_request.parse(level, operation_params(), lenient=lenient,
                              candidates=candidates, allowed=_may_search)
+    if members is not None:
+        asked = set(req.patients) if req.patients is not None else None
+        req = dataclasses.replace(req, patients=tuple(
+            m for m in members if asked is None or m in asked))
     for rtype, queries in req.filters:
         for query in queries:
             search.parse(ctx, rtype, list(query), strict=True)  # 400 naming the parameter
@@ -148,12 +162,14 @@ def _kickoff(level: str) -> Response:
         "claims": {k: claims[k] for k in CLAIMS if k in claims},
         "spec": stored_spec(req), "request": request.url, "base_url": base_url(),
         "method": request.method, "path": request.path,
+        **({"group": group} if group is not None else {}),
     }, expires=now + timedelta(minutes=state().settings.export_retention_minutes))
     if queued is None:
         raise errors.Throttled(f"This client already has {MAX_ACTIVE} export running: wait for "
                                "it to finish, or cancel it (DELETE its status URL)",
                                headers={"Retry-After": "30"})
-    g.audit_detail = f"bulk export {job_id} kicked off: {', '.join(req.types)}"
+    of = f" of Group/{group}" if group is not None else ""
+    g.audit_detail = f"bulk export {job_id}{of} kicked off: {', '.join(req.types)}"
     runner = start_runner(current_app._get_current_object())  # type: ignore[attr-defined]
     if runner is not None:
         runner.wake()
@@ -178,6 +194,15 @@ def patient_export(rtype: str) -> Response:
     if rtype != "Patient":
         raise errors.NotFound(f"Operation '$export' is not defined on {rtype}")
     return _kickoff("patient")
+
+
+@blp.route("/<rtype>/<rid>/$export", methods=["GET", "POST"])
+def group_export(rtype: str, rid: str) -> Response:
+    """Group-level $export: the compartments of the group's members the client reaches"""
+    check_type(rtype)
+    if rtype != GROUP:
+        raise errors.NotFound(f"Operation '$export' is not defined on {rtype} instances")
+    return _kickoff("group", rid)
 
 
 def _own(job_id: str) -> dict[str, Any]:

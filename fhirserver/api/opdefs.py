@@ -98,9 +98,11 @@ BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 
 def _export(resource: str, title: str, description: str, *extra: Param) -> Operation:
     """Bulk Data $export (Bulk Data Access IG 2.0.0, export.html): asynchronous, 202
-    with the status URL in Content-Location."""
+    with the status URL in Content-Location. On Group it runs on an instance
+    (``Group/{id}/$export``)."""
+    standard = {"": "export", "Patient": "patient-export", "Group": "group-export"}[resource]
     return Operation(
-        "export", resource, False, ("GET", "POST"), title,
+        "export", resource, resource == "Group", ("GET", "POST"), title,
         description + " Needs Prefer: respond-async; for backend clients (system/ scopes) "
         "and operators. The status URL answers 202 with X-Progress while it runs, then "
         "the manifest of NDJSON files.",
@@ -114,7 +116,7 @@ def _export(resource: str, title: str, description: str, *extra: Param) -> Opera
                "Type?params", max="*", example="Observation?category=laboratory"),
          *extra,
          out("OperationOutcome", "Accepted (202): Content-Location is the status URL")),
-        standard=BULK + ("patient-export" if resource else "export"), statuses=(202,))
+        standard=BULK + standard, statuses=(202,))
 
 
 def _card(code: str, title: str, description: str, status: int = 200) -> Operation:
@@ -128,6 +130,12 @@ OPERATIONS: tuple[Operation, ...] = (
     _export("Patient", "Bulk Data export of patients", "The compartments of the patients "
             "the client reaches, as NDJSON files per type.",
             Param("patient", "Reference", "Only these patients", max="*",
+                  targets=("Patient",), example="Patient/123")),
+    _export("Group", "Bulk Data export of a group", "The compartments of the group's current "
+            "members that the client reaches, as NDJSON files per type; a member out of reach "
+            "is reported in the manifest's error file. The caller must be able to read the "
+            "Group.",
+            Param("patient", "Reference", "Only these members", max="*",
                   targets=("Patient",), example="Patient/123")),
     Operation(
         "everything", "Patient", True, ("GET", "POST"), "Everything about a patient",

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .. import errors
+from ..model.groups import GROUP
 from ..model.security_labels import is_sensitive
 from ..storage.upserts import upsert
 from . import consent
@@ -312,6 +313,11 @@ class Access:
         caller = self.caller
         if caller is not None and creating and rtype == "Patient" and caller.kind in ("system", "user"):
             return  # registering a new patient
+        if rtype == GROUP:
+            # A Group is in no compartment: the decision settled who may write one at
+            # all, and an existing Group is changed only after it was found visible
+            # (its organisation's, see policy._group); another's answers 404 first.
+            return
         if not may_write(d, patients):
             raise errors.Forbidden(
                 f"You may not write {rtype} into the record of a patient you are not treating")

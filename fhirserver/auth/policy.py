@@ -18,6 +18,15 @@ patient tokens included (``patient/Practitioner.rs``, as SMART apps ask to show
 who performed a test), and only operators and holders of the ``registration``
 scope change it, whatever else their scopes say.
 
+A Group (group.html) lists patients, so who is in it is itself sensitive: it is
+kept by operators and by backend clients of an organisation (``system/Group.c``,
+``.u``, ``.d``), and read and searched by operators and by the organisation whose
+client wrote it (the record's stored writer organisation, ``org``, the same mark
+that keeps an organisation's own results in its reach). Another organisation's
+Group reads 404, its writes 404 as well, and it is left out of searches; clinicians
+and patients get none (403), whatever their scopes. A Group an operator made has
+no organisation and is the operators' alone.
+
 A scope must cover the interaction (``r`` read, ``s`` search, ``c`` create, ``u``
 update, ``d`` delete); ``patient/`` scopes apply to patient tokens and to the launch
 patient of a user token, ``user/`` to users, ``system/`` to backend clients. Where a
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..model.groups import GROUP
 from ..model.types import DIRECTORY_TYPES
 from .scopes import REGISTRATION, Scope, matching
 
@@ -113,6 +123,8 @@ def decide(caller: Caller, rtype: str, interaction: str,
         return Decision(True, None, constraints)
     if rtype in DIRECTORY_TYPES:
         return _directory(caller, interaction, constraints)
+    if rtype == GROUP:
+        return _group(caller, constraints)
     patients = reachable
     own_context = any(s.context == caller.kind for s in found)
     if caller.kind == "user" and caller.patient and not own_context:
@@ -138,6 +150,16 @@ def _directory(caller: Caller, interaction: str,
         return Decision(False, reason="the clinician directory is kept by registration "
                                       "(the 'registration' scope)")
     return Decision(True, None, constraints)
+
+
+def _group(caller: Caller, constraints: tuple[tuple[tuple[str, str], ...], ...]) -> Decision:
+    """An organisation's backend clients keep its Groups; nobody else but operators
+    sees them. No patient opens a Group (``patients`` is empty): only the stored
+    writer organisation does, for writes as for reads."""
+    if caller.kind != "system" or not caller.organization:
+        return Decision(False, reason="groups of patients are kept by operators and by "
+                                      "backend clients of an organisation")
+    return Decision(True, frozenset(), constraints, authored=("org", caller.organization))
 
 
 def _only(patient: str | None, reachable: frozenset[str] | None) -> frozenset[str]:

@@ -10,8 +10,8 @@
 * ``_typeFilter``: FHIR search queries, ``Type?params``, comma-separated (a comma
   inside a query is %-encoded once more); a type's resources are exported when they
   match any of its queries, and a type without a query is exported whole;
-* ``patient``: Patient-level only, references to the patients whose records are
-  wanted.
+* ``patient``: Patient- and Group-level, references to the patients whose records
+  are wanted (at Group level, of the group's members: the others are not exported).
 
 Any other parameter (``_elements``, ``includeAssociatedData``...) is refused with
 400 unless the request says ``Prefer: handling=lenient``, when it is ignored and
@@ -44,7 +44,7 @@ Query = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class ExportRequest:
-    level: str  # "system" or "patient"
+    level: str  # "system", "patient" or "group"
     types: tuple[str, ...]
     filters: tuple[tuple[str, tuple[Query, ...]], ...] = ()
     since: str | None = None
@@ -133,8 +133,9 @@ def parse(level: str, params: Sequence[tuple[str, str]], *, lenient: bool,
     patients: list[str] | None = None
     for name, value in params:
         if name == "patient":
-            if level != "patient":
-                refuse("'patient' is a parameter of Patient-level exports", "patient")
+            if level == "system":
+                refuse("'patient' is a parameter of Patient- and Group-level exports",
+                       "patient")
                 continue
             pid = value.removeprefix("Patient/")
             if not pid or "/" in pid:

@@ -50,6 +50,7 @@ PAGE = 500
 POLL = 1.0  # seconds between looks for work when idle
 SWEEP_EVERY = timedelta(seconds=60)
 ORDER = [("_id", 1)]
+MISSING_CHUNK = 200  # patients looked for per query when reporting those out of reach
 
 #: (job, patients, detail): record that ``patients``' records went into the export
 Audit = Callable[[dict[str, Any], list[str], str], None]
@@ -272,13 +273,17 @@ class Runner:
 
     @staticmethod
     def _missing(ctx: Context, req: ExportRequest) -> list[dict[str, Any]]:
-        """An OperationOutcome for each patient asked for that the client cannot see
-        (unknown and out of reach alike: the answer tells the two apart by nothing)."""
+        """An OperationOutcome for each patient asked for (or member of the group)
+        that the client cannot see (unknown, deleted and out of reach alike: the
+        answer tells them apart by nothing)."""
         wanted = list(req.patients or ())
-        query = search.parse(ctx, "Patient", [("_id", ",".join(wanted))])
-        seen = set(ctx.repo.find_ids("Patient", search.matching(ctx, query, lookups=False)))
+        seen: set[str] = set()
+        for i in range(0, len(wanted), MISSING_CHUNK):
+            query = search.parse(ctx, "Patient", [("_id", ",".join(wanted[i:i + MISSING_CHUNK]))])
+            seen.update(ctx.repo.find_ids("Patient", search.matching(ctx, query, lookups=False)))
+        where = ("patient",) if req.level == "patient" else ("Group.member",)
         return [errors.operation_outcome([errors.Issue(
-            f"Patient/{p} is not known", code="not-found", expression=("patient",))])
+            f"Patient/{p} is not known", code="not-found", expression=where)])
             for p in wanted if p not in seen]
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from .. import errors
+from ..model import groups
 from ..model.nesting import check_depth
 from ..model.references import iter_references, parse_reference, rewrite_references
 from ..model.types import DIRECTORY_TYPES, SUPPORTED_TYPES
@@ -61,6 +62,8 @@ def validate(body: Any, rtype: str, ctx: Context) -> dict[str, Any]:
     assert isinstance(body, dict)
     if rtype == "Patient":
         body = check_patient(body, ctx.registry)
+    if rtype == groups.GROUP and (found := groups.problems(body, ctx.base_url)):
+        raise errors.Unprocessable(issues=found)
     base = ctx.base_url.rstrip("/")
     if not base:
         return body
@@ -85,12 +88,19 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
     author, a team member): a hospital's result names its clinician whether or not
     registration has entered them yet, and only registration can. A versioned
     reference must name an existing version.
+
+    A Group's members are checked only where the writer may read the patient: for
+    any other, "no such patient" would tell a stranger organisation which patients
+    exist, so they are kept as given, exist or not (an export reports them).
     """
     problems: list[errors.Issue] = []
     base = planner.ctx.base_url
+    reach = _readable_patients(planner.ctx)
     for path, ref in iter_references(resource):
         local = parse_reference(ref, base)
         if local is None or local.type not in SUPPORTED_TYPES or local.type in DIRECTORY_TYPES:
+            continue
+        if groups.is_member_path(path) and reach is not None and local.id not in reach:
             continue
         version = whole_number(local.version) if local.version is not None else None
         if local.version is not None and version is None:
@@ -107,3 +117,14 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
             )
     if problems:
         raise errors.Unprocessable(issues=problems)
+
+
+def _readable_patients(ctx: Context) -> frozenset[str] | None:
+    """The patients whose Patient the caller may read (None: all; none without a
+    scope to read Patients)."""
+    if ctx.access is None:
+        return None
+    try:
+        return ctx.access.decision("Patient", "read").patients
+    except errors.Forbidden:
+        return frozenset()

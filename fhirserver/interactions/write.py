@@ -19,6 +19,7 @@ from .. import errors
 from ..auth.policy import author_key
 from ..model import masking
 from ..model.care_teams import team_id
+from ..model.groups import GROUP
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import blinded_hash, make_write
@@ -413,12 +414,19 @@ def conditional_delete(planner: Planner, rtype: str, query: str) -> Result:
 
 
 def _check_not_referenced(planner: Planner, target: str) -> None:
+    """409 while other records refer to ``target``. A Group's membership is no such
+    record: it lists patients, often another organisation's list, and must neither
+    keep a patient's record from being deleted nor tell the deleter that a list
+    names them (an export reports a deleted member as not known)."""
+    exempt = {GROUP} if target.startswith("Patient/") else set()
     referrers = [
         (t, i) for t, i in planner.repo.referrers(target)
-        if (p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs)
+        if t not in exempt
+        and ((p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs))
     ]
     referrers += [
-        (w.type, w.id) for w in planner.writes if not w.deleted and target in w.refs
+        (w.type, w.id) for w in planner.writes
+        if not w.deleted and target in w.refs and w.type not in exempt
     ]
     if referrers:
         shown = sorted({f"{t}/{i}" for t, i in referrers

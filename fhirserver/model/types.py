@@ -11,9 +11,10 @@ import re
 from typing import Final
 
 #: The clinical record (the Patient compartment) first, then the clinician
-#: directory that its performer, author and care team references point to.
+#: directory that its performer, author and care team references point to, then
+#: the groups of patients that Group-level Bulk Data export names.
 SUPPORTED_TYPES: Final = ("Patient", "Observation", "DiagnosticReport", "CareTeam",
-                          "Practitioner", "Organization", "PractitionerRole")
+                          "Practitioner", "Organization", "PractitionerRole", "Group")
 
 #: The clinician directory (practitioner.html, organization.html,
 #: practitionerrole.html): who works where. No patient's data: readable by whoever

@@ -21,7 +21,7 @@ Three passes, all problems of a pass reported together:
    express, is a Python function in :data:`_INVARIANTS` (obs-7).
 
 R4 versus R4B: ``fhir.resources`` ships R4B models. Patient, Observation,
-DiagnosticReport, CareTeam, Practitioner, Organization and PractitionerRole have the
+DiagnosticReport, CareTeam, Practitioner, Organization, PractitionerRole and Group have the
 same elements in R4 and R4B; every R4 example of these types and every Synthea (R4)
 one validates unchanged, so no R4-specific handling is needed. Validation only reports: the stored form is the client's JSON.
 

@@ -2,7 +2,8 @@
 
 Transcribed from the "Search Parameters" tables of patient.html#search,
 observation.html#search, diagnosticreport.html#search, careteam.html#search,
-practitioner.html#search, organization.html#search and practitionerrole.html#search. Each FHIRPath expression is
+practitioner.html#search, organization.html#search, practitionerrole.html#search
+and group.html#search. Each FHIRPath expression is
 written as :mod:`.paths` paths: a choice element ``value[x]`` is spelled once per
 type the expression admits (``(Observation.value as Quantity)`` is
 ``valueQuantity:Quantity``); SampledData values are not indexed.
@@ -188,6 +189,27 @@ PRACTITIONER_ROLE: tuple[SearchParameter, ...] = (
     P("specialty", "token", ("specialty:CodeableConcept",)),
 )
 
+_CHARACTERISTIC_VALUE = ("valueCodeableConcept:CodeableConcept", "valueBoolean:boolean")
+
+GROUP: tuple[SearchParameter, ...] = (
+    P("actual", "token", ("actual:boolean",)),
+    P("characteristic", "token", ("characteristic.code:CodeableConcept",)),
+    # group.html: characteristic-value is characteristic & value on Group.characteristic;
+    # ``value`` is a token, so its Quantity, Range and Reference forms are not indexed.
+    _composite("characteristic-value", ("characteristic",), _CODE,
+               Component("token", _CHARACTERISTIC_VALUE)),
+    P("code", "token", ("code:CodeableConcept",)),
+    P("exclude", "token", ("characteristic.exclude:boolean",)),
+    P("identifier", "token", ("identifier:Identifier",)),
+    P("managing-entity", "reference", ("managingEntity:Reference",),
+      targets=("Practitioner", "PractitionerRole", "Organization", "RelatedPerson")),
+    P("member", "reference", ("member.entity:Reference",),
+      targets=("Practitioner", "Group", "Device", "Medication", "Patient", "Substance",
+               "PractitionerRole")),
+    P("type", "token", ("type:code",), system="http://hl7.org/fhir/group-type"),
+    P("value", "token", tuple(f"characteristic.{p}" for p in _CHARACTERISTIC_VALUE)),
+)
+
 TABLES: dict[str, tuple[SearchParameter, ...]] = {
     "Patient": PATIENT,
     "Observation": OBSERVATION,
@@ -196,4 +218,5 @@ TABLES: dict[str, tuple[SearchParameter, ...]] = {
     "Practitioner": PRACTITIONER,
     "Organization": ORGANIZATION,
     "PractitionerRole": PRACTITIONER_ROLE,
+    "Group": GROUP,
 }

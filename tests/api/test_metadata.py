@@ -18,7 +18,7 @@ def test_capability_statement_lists_registered_interactions_http_capabilities(fh
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     types = {r["type"]: r for r in rest["resource"]}
     assert set(types) == {"Patient", "Observation", "DiagnosticReport", "CareTeam",
-                          "Practitioner", "Organization", "PractitionerRole", "NamingSystem",
+                          "Practitioner", "Organization", "PractitionerRole", "Group", "NamingSystem",
                           "OperationDefinition", "AuditEvent"}
     for directory in ("NamingSystem", "OperationDefinition"):
         assert {i["code"] for i in types.pop(directory)["interaction"]} == {"read", "search-type"}

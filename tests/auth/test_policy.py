@@ -135,3 +135,24 @@ def test_a_care_team_is_patient_data():
     """CareTeam is in the Patient compartment (compartmentdefinition-patient.html)."""
     assert decide(CLINICIAN, "CareTeam", "read", frozenset({ME})).patients == {ME}
     assert decide(PATIENT, "CareTeam", "search", frozenset({ME})).patients == {ME}
+
+
+GROUP_KEEPER = caller("system", "system/Group.cruds", client_id="ehr", organization="Organization/a")
+
+
+@pytest.mark.parametrize(("who", "interaction", "allowed"), [
+    # A Group lists patients (group.html): no patient opens one, only the stored
+    # writer organisation does; clinicians and patients get none whatever their scopes.
+    (GROUP_KEEPER, "create", True),
+    (GROUP_KEEPER, "search", True),
+    (caller("system", "system/Group.rs", organization="Organization/a"), "create", False),
+    (caller("system", "system/Group.cruds"), "read", False),  # no organisation
+    (CLINICIAN, "read", False),
+    (PATIENT, "search", False),
+    (OPERATOR, "delete", True),
+])
+def test_a_group_is_its_writing_organisations(who, interaction, allowed):
+    d = decide(who, "Group", interaction, frozenset({ME}))
+    assert d.allowed is allowed
+    if allowed and who is GROUP_KEEPER:
+        assert d.patients == frozenset() and d.authored == ("org", "Organization/a")

@@ -9,7 +9,7 @@ from fhirserver.model.types import ALL_R4_TYPES, ID_PATTERN, SUPPORTED_TYPES, is
 
 def test_supported_types_are_r4_types() -> None:
     assert SUPPORTED_TYPES == ("Patient", "Observation", "DiagnosticReport", "CareTeam",
-                               "Practitioner", "Organization", "PractitionerRole")
+                               "Practitioner", "Organization", "PractitionerRole", "Group")
     assert set(SUPPORTED_TYPES) <= ALL_R4_TYPES
 
 
