@@ -1,0 +1,178 @@
+"""The web app at /app/ in a real browser (headless Chromium, selenium), against the
+live server, with the server's own login and approval pages: a SMART standalone
+launch with PKCE (SMART App Launch 2.x, app-launch.html#launch-app-standalone-launch)
+for a clinician and for a patient, then what each does in the app.
+
+Clinician: sign in, scan a health card from a photo of its QR code (the server's
+``$card-qr`` payload rendered to PNG with segno), open the history and see a
+laboratory value's trend with one point per Observation of that code (FHIR R4
+observation.html: Observation.effective[x], valueQuantity, referenceRange).
+
+Patient: sign in, a clinician reads the record, and the access appears in the
+timeline of "who saw my record" (AuditEvent, auditevent.html), an emergency access
+flagged with its reason (purposeOfEvent ETREAT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from fhirserver.api.webapp import MODULES, VENDOR
+from fhirserver.auth import users
+from tests import factories as f
+from tests.browser.conftest import unavailable
+from tests.browser.test_smart_browser import diagnostics
+from tests.conftest import http_as
+
+PASSWORD = "correct horse battery"
+WAIT = 30
+LDL = "2089-1"  # LDL cholesterol
+LDL_VALUES = [(f"2024-0{m}-15", v) for m, v in ((1, 3.1), (3, 3.6), (5, 4.2), (7, 3.9), (9, 3.4))]
+
+
+@pytest.fixture
+def webapp(browser_ready: None) -> None:
+    for name, (rel, _) in VENDOR.items():
+        if not (MODULES / rel).is_file():
+            unavailable(f"the web app's library {name} is missing ({MODULES / rel})")
+
+
+def ldl(pid: str, day: str, value: float) -> dict:
+    return f.observation(pid, code=LDL, value=value, effectiveDateTime=f"{day}T08:00:00Z",
+                         category=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                                "code": "laboratory"}]}],
+                         referenceRange=[{"low": {"value": 0.5, "unit": "mmol/l"},
+                                          "high": {"value": 3.4, "unit": "mmol/l"}}])
+
+
+def seed(app) -> str:  # type: ignore[no-untyped-def]
+    """A patient with a health card, five LDL results, another test and a report; a
+    clinician (with emergency access) and the patient's own account."""
+    client = app.test_client()
+
+    def create(resource: dict) -> str:
+        r = client.post(resource["resourceType"], json=resource, content_type="application/fhir+json")
+        assert r.status_code == 201, r.get_json()
+        return str(r.get_json()["id"])
+
+    pid = create(f.patient("Wang", "Fang", gender="female", birthDate="1980-02-03"))
+    obs = [create(ldl(pid, day, value)) for day, value in LDL_VALUES]
+    create(f.observation(pid, code="718-7", value=13.5, effectiveDateTime="2024-05-15T08:00:00Z"))
+    create({"resourceType": "DiagnosticReport", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "57698-3"}], "text": "Lipid panel"},
+            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2024-09-15T08:00:00Z",
+            "result": [{"reference": f"Observation/{obs[-1]}"}]})
+    r = client.post(f"Patient/{pid}/$issue-card")
+    assert r.status_code == 201, r.get_json()
+    db = app.extensions["fhirserver"].repo.db
+    users.add(db, users.User("dr-li", "practitioner", "Practitioner/dr-li", "Organization/clinic-1",
+                             roles=(users.EMERGENCY_ACCESS,)), PASSWORD)
+    users.add(db, users.User("fang", "patient", f"Patient/{pid}"), PASSWORD)
+    return pid
+
+
+def sign_in(driver, url: str, button: str, username: str, patient: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, WAIT)
+    driver.get(f"{url}/app/")
+    try:
+        wait.until(ec.element_to_be_clickable((By.ID, button))).click()
+        wait.until(ec.presence_of_element_located((By.NAME, "username")))
+    except Exception as exc:
+        raise AssertionError(f"no login page: {diagnostics(driver)}") from exc
+    query = dict(p.split("=", 1) for p in urlsplit(driver.current_url).query.split("&"))
+    assert query["client_id"] == "fhirserver-app" and query["code_challenge_method"] == "S256"
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
+    try:
+        if patient is not None:
+            wait.until(ec.element_to_be_clickable(
+                (By.CSS_SELECTOR, f"input[type=radio][name=patient][value='{patient}']"))).click()
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[name=decision][value=approve]"))).click()
+        wait.until(lambda d: d.current_url.startswith(f"{url}/app/") and d.find_element(
+            By.ID, "status").get_attribute("data-state") in ("ready", "error"))
+    except Exception as exc:
+        raise AssertionError(f"sign-in did not finish: {diagnostics(driver)}") from exc
+    status = driver.find_element(By.ID, "status")
+    assert status.get_attribute("data-state") == "ready", f"{status.text}\n{diagnostics(driver)}"
+    # The code is gone from the address bar, and no token is in it.
+    assert "code=" not in driver.current_url and "token" not in driver.current_url
+
+
+def test_clinician_scans_a_card_photo_and_sees_the_lab_trend(live, browser, webapp, tmp_path: Path):
+    import segno
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, app = live
+    pid = seed(app)
+    operator = http_as(live)
+    r = operator.get(f"Patient/{pid}/$card-qr", headers={"Accept": "application/fhir+json"})
+    assert r.status_code == 200, r.text
+    payload = next(p["valueString"] for p in r.json()["parameter"] if p["name"] == "payload")
+    photo = tmp_path / "card.png"
+    segno.make(payload, error="m").save(str(photo), scale=8, border=4)
+
+    sign_in(browser, url, "signin-clinician", "dr-li")
+    wait = WebDriverWait(browser, WAIT)
+    # Not yet treating anyone: nothing but a card scan finds the patient.
+    wait.until(lambda d: "open-patient" not in d.page_source and d.find_element(By.ID, "my-patients").text)
+    browser.find_element(By.ID, "card-photo").send_keys(str(photo))
+    try:
+        name = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#history .patient-name")))
+        button = wait.until(ec.element_to_be_clickable(
+            (By.CSS_SELECTOR, f"button.trend-button[data-code='http://loinc.org|{LDL}']")))
+    except Exception as exc:
+        raise AssertionError(f"no history after the scan: {diagnostics(browser)}") from exc
+    assert name.text == "Fang Wang"
+    button.click()
+    canvas = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#trend canvas[data-points]")))
+    assert canvas.get_attribute("data-points") == str(len(LDL_VALUES))
+    assert canvas.get_attribute("data-range") == "yes"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#trend .trend-table tbody tr")
+    assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows] == \
+        [f"{v} mmol/l" for _, v in LDL_VALUES]
+    # The report with its result, resolved from the included Observation.
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".report .report-results tbody tr"))
+    assert "Lipid panel" in browser.find_element(By.CSS_SELECTOR, ".report h3").text
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, "\n".join(e["message"] for e in errors)
+
+
+def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, app = live
+    pid = seed(app)
+    sign_in(browser, url, "signin-patient", "fang", patient=pid)
+    wait = WebDriverWait(browser, WAIT)
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#panel-record .patient-name").text == "Fang Wang")
+
+    # A clinician of another app breaks the glass and reads the record.
+    clinician = http_as(live, "user", "user/*.rs", subject="dr-li", fhirUser="Practitioner/dr-li",
+                        organization="Organization/clinic-1")
+    r = clinician.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "unconscious in the emergency room"}]})
+    assert r.status_code == 200, r.text
+    assert clinician.get(f"Patient/{pid}").status_code == 200
+
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=audit]").click()
+    try:
+        wait.until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, "#audit-box .event[data-who='Practitioner/dr-li']"))
+    except Exception as exc:
+        raise AssertionError(f"no access in the timeline: {diagnostics(browser)}") from exc
+    events = browser.find_elements(By.CSS_SELECTOR, "#audit-box .event[data-who='Practitioner/dr-li']")
+    flagged = [e for e in events if "emergency" in (e.get_attribute("class") or "")]
+    assert flagged and all("unconscious in the emergency room" in e.text for e in flagged), \
+        [e.text for e in events]
+    assert any("Organization/clinic-1" in e.text for e in events)
