@@ -29,6 +29,8 @@ from tests.conftest import http_as
 
 PASSWORD = "correct horse battery"
 WAIT = 30
+#: A family name that runs script if the app ever inserts data as HTML.
+HOSTILE = '<img src=x onerror="window.pwned=1">Zhao'
 LDL = "2089-1"  # LDL cholesterol
 LDL_VALUES = [(f"2024-0{m}-15", v) for m, v in ((1, 3.1), (3, 3.6), (5, 4.2), (7, 3.9), (9, 3.4))]
 
@@ -72,6 +74,19 @@ def seed(app) -> str:  # type: ignore[no-untyped-def]
                              roles=(users.EMERGENCY_ACCESS,)), PASSWORD)
     users.add(db, users.User("fang", "patient", f"Patient/{pid}"), PASSWORD)
     return pid
+
+
+def bind_member(app, holder: str) -> str:  # type: ignore[no-untyped-def]
+    """A family member whose name is markup, bound to ``holder``'s card."""
+    client = app.test_client()
+    r = client.post("Patient", json=f.patient(HOSTILE, "Xiao", birthDate="1950-01-01"),
+                    content_type="application/fhir+json")
+    member = str(r.get_json()["id"])
+    number = next(p["valueIdentifier"]["value"] for p in client.post(f"Patient/{member}/$issue-card").get_json()["parameter"]
+                  if p["name"] == "number")
+    r = client.post(f"Patient/{holder}/$bind-family?card={number}&relationship=MTH")
+    assert r.status_code == 201, r.get_json()
+    return member
 
 
 def sign_in(driver, url: str, button: str, username: str, patient: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -149,10 +164,11 @@ def test_clinician_scans_a_card_photo_and_sees_the_lab_trend(live, browser, weba
 
 def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, app = live
     pid = seed(app)
+    member = bind_member(app, pid)
     sign_in(browser, url, "signin-patient", "fang", patient=pid)
     wait = WebDriverWait(browser, WAIT)
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#panel-record .patient-name").text == "Fang Wang")
@@ -176,3 +192,76 @@ def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp)
     assert flagged and all("unconscious in the emergency room" in e.text for e in flagged), \
         [e.text for e in events]
     assert any("Organization/clinic-1" in e.text for e in events)
+
+    # My health card's QR code, with its expiry.
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=card]").click()
+    qr = wait.until(lambda d: d.find_element(By.ID, "card-qr"))
+    assert qr.get_attribute("data-payload").startswith("FHC") and qr.get_attribute("src").startswith("data:image/png")
+    assert "Expires in" in browser.find_element(By.ID, "card-expires").text
+
+    # Sharing choices are saved with $consent.
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=consent]").click()
+    wait.until(lambda d: d.find_element(By.ID, "consent-status").get_attribute("data-state") == "ok")
+    browser.find_element(By.ID, "consent-optOut").click()
+    browser.find_element(By.CSS_SELECTOR, "#consent-form button[type=submit]").click()
+    wait.until(lambda d: d.find_element(By.ID, "consent-status").text == "Saved")
+    consent = http_as(live).get(f"Patient/{pid}/$consent").json()
+    assert {p["name"]: p["valueBoolean"] for p in consent["parameter"]}["optOut"] is True
+
+    # The family member's record, by the switch; their name, markup included, is text.
+    whose = Select(browser.find_element(By.ID, "whose"))
+    assert [o.get_attribute("value") for o in whose.options] == [pid, member]
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=record]").click()
+    whose.select_by_value(member)
+    name = wait.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "#panel-record .patient-name")
+                                      if "Xiao" in e.text), None))
+    assert name.text == f"Xiao {HOSTILE}"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#panel-record .patient-name img, #whose img")
+    assert browser.execute_script("return window.pwned") is None
+
+
+def test_ehr_launch_opens_the_app_on_the_ehrs_patient(live, browser, webapp):
+    """SMART App Launch 2.x app-launch.html#launch-app-ehr-launch: the EHR (here the
+    clinician's token) makes a launch for this app, the app opens with ``launch`` and
+    ``iss`` and, once the clinician approves, on that patient."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, app = live
+    pid = seed(app)
+    clinician = http_as(live, "user", "user/*.rs", subject="dr-li", fhirUser="Practitioner/dr-li",
+                        organization="Organization/clinic-1")
+    payload = next(p["valueString"] for p in http_as(live).get(
+        f"Patient/{pid}/$card-qr", headers={"Accept": "application/fhir+json"}).json()["parameter"]
+        if p["name"] == "payload")
+    assert clinician.post("Patient/$scan-card", {"resourceType": "Parameters", "parameter": [
+        {"name": "payload", "valueString": payload}]}).status_code == 200
+    r = clinician.post("oauth/launch", {"patient": pid, "client_id": "fhirserver-app"},
+                       headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    launch = r.json()["launch"]
+
+    wait = WebDriverWait(browser, WAIT)
+    browser.get(f"{url}/app/?launch={launch}&iss={url}")
+    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("dr-li")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[name=decision][value=approve]"))).click()
+    try:
+        name = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#history .patient-name")))
+    except Exception as exc:
+        raise AssertionError(f"the app did not open on the patient: {diagnostics(browser)}") from exc
+    assert name.text == "Fang Wang"
+    assert "launch=" not in browser.current_url and "code=" not in browser.current_url
+
+
+def test_a_launch_naming_another_server_is_refused(live, browser, webapp):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = live
+    browser.get(f"{url}/app/?launch=abc&iss=http://evil.example/fhir")
+    status = WebDriverWait(browser, WAIT).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#status[data-state=error]"))
+    assert "only with the server" in status.text and browser.current_url.startswith(url)
