@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, redirect, render_template_string, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from .. import errors
 from ..auth.clients import Client, register
@@ -98,13 +99,13 @@ def _page_base() -> str | None:
 
 
 @blp.route("/app", methods=["GET"])
-def app_root() -> Response:
+def app_root() -> BaseResponse:
     """The web app (redirects to /app/)"""
     return redirect(f"{request.script_root}/app/", code=308)
 
 
 @blp.route("/app/", methods=["GET"])
-def app_page() -> Response:
+def app_page() -> BaseResponse:
     """The web app for clinicians and patients (a SMART app of this server's)"""
     base = _page_base()
     if base is None:

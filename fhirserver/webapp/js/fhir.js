@@ -5,7 +5,10 @@ export function humanName(resource) {
   const name = (resource && resource.name && resource.name[0]) || {};
   if (name.text) return name.text;
   const given = (name.given || []).join(" ");
-  return LANG === "zh" ? `${name.family || ""}${given}`.trim() || "?" : `${given} ${name.family || ""}`.trim() || "?";
+  const family = name.family || "";
+  // Chinese names read family name first, without a space; others given name first.
+  const cjk = /[\u3400-\u9fff]/.test(family + given);
+  return (cjk ? `${family}${given}` : `${given} ${family}`).trim() || "?";
 }
 
 export function conceptText(concept) {
@@ -31,9 +34,15 @@ export function shortDate(value) {
     : d.toLocaleString(LANG === "zh" ? "zh-CN" : undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** A number as recorded, but no more than 6 significant digits for long machine
+ * values (12.78468639595923 → 12.7847). */
+export function number(v) {
+  return typeof v === "number" && String(v).length > 8 ? String(Number(v.toPrecision(6))) : String(v);
+}
+
 export function quantity(q) {
   if (!q || q.value === undefined) return "";
-  return `${q.value}${q.unit ? " " + q.unit : ""}`;
+  return `${number(q.value)}${q.unit ? " " + q.unit : ""}`;
 }
 
 export function value(obs) {

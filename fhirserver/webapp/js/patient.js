@@ -124,9 +124,12 @@ function agentOf(event) {
 
 function whatOf(event) {
   const query = (event.entity || []).find((e) => e.description);
+  if (query) return query.description;
   const subtype = ((event.subtype || [])[0] || {}).code || "";
-  return query ? query.description : `${subtype} ${((event.entity || []).find((e) => e.what && e.what.reference
-    && !e.what.reference.startsWith("Patient/")) || { what: {} }).what.reference || ""}`.trim();
+  const action = t(`do-${subtype}`) === `do-${subtype}` ? subtype : t(`do-${subtype}`);
+  const resource = (event.entity || []).find((e) => e.what && e.what.reference
+    && !e.what.reference.startsWith("Patient/"));
+  return `${action}${resource ? ` (${resource.what.reference})` : ""}`;
 }
 
 function emergencyOf(event) {
@@ -156,10 +159,12 @@ async function showAudit(url, seen) {
       const own = /^break-the-glass: (.*)$/s.exec(e.outcomeDesc || "");
       const reason = own ? own[1] : emergency ? reasons.get(who.who) : null;
       const failed = e.outcome && e.outcome !== "0";
+      const started = !e.outcome;  // the record made before a change; its outcome follows
       list.append(el("li", { class: `event${emergency ? " emergency" : ""}`, dataset: { who: who.who } },
         el("time", { datetime: e.recorded }, shortDate(e.recorded)),
-        el("div", { class: "who" }, who.who),
-        el("div", { class: "what" }, whatOf(e), failed ? ` (${t("auditFailed")})` : ""),
+        el("div", { class: "who" }, who.who === `Patient/${me}` ? `${t("you")} (${who.who})` : who.who),
+        el("div", { class: "what" }, whatOf(e), failed ? ` (${t("auditFailed")})` : "",
+           started ? ` (${t("auditStarted")})` : ""),
         el("div", { class: "meta" }, [who.org && `${t("auditOrg")}: ${who.org}`,
                                       who.app && `${t("auditApp")}: ${who.app}`].filter(Boolean).join(" · ")),
         emergency ? el("p", { class: "flag" }, "⚠ ", t("auditEmergency"),
