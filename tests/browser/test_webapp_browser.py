@@ -25,7 +25,7 @@ from fhirserver.auth import users
 from tests import factories as f
 from tests.browser.conftest import unavailable
 from tests.browser.test_smart_browser import diagnostics
-from tests.conftest import http_as
+from tests.conftest import Http, http_as
 
 PASSWORD = "correct horse battery"
 WAIT = 30
@@ -63,6 +63,9 @@ def seed(app) -> str:  # type: ignore[no-untyped-def]
     pid = create(f.patient("Wang", "Fang", gender="female", birthDate="1980-02-03"))
     obs = [create(ldl(pid, day, value)) for day, value in LDL_VALUES]
     create(f.observation(pid, code="718-7", value=13.5, effectiveDateTime="2024-05-15T08:00:00Z"))
+    for day in range(1, 20):  # older results, beyond the first page of 20
+        create(f.observation(pid, code="718-7", value=13.0 + day / 10,
+                             effectiveDateTime=f"2023-01-{day:02d}T08:00:00Z"))
     create({"resourceType": "DiagnosticReport", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "57698-3"}], "text": "Lipid panel"},
             "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2024-09-15T08:00:00Z",
@@ -125,7 +128,7 @@ def test_clinician_scans_a_card_photo_and_sees_the_lab_trend(live, browser, weba
     import segno
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, app = live
     pid = seed(app)
@@ -158,6 +161,25 @@ def test_clinician_scans_a_card_photo_and_sees_the_lab_trend(live, browser, weba
     # The report with its result, resolved from the included Observation.
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".report .report-results tbody tr"))
     assert "Lipid panel" in browser.find_element(By.CSS_SELECTOR, ".report h3").text
+
+    # All results, newest first, paged as the server pages (the Bundle's next link).
+    def rows() -> list[str]:  # read at once: the list is replaced as pages load
+        return browser.execute_script(
+            "return [...document.querySelectorAll('.observations .observation-table tbody tr')]"
+            ".map((r) => r.cells[0].textContent)")
+
+    wait.until(lambda d: len(rows()) == 20)
+    browser.find_element(By.CSS_SELECTOR, ".observations button.next").click()
+    wait.until(lambda d: len(rows()) == 25 - 20)
+    assert all("2023" in r for r in rows())
+    assert not browser.find_element(By.CSS_SELECTOR, ".observations button.next").is_displayed()
+    # Filtered by date and category: the laboratory results from June 2024 on.
+    browser.execute_script("document.getElementById('filter-from').value = '2024-06-01'")
+    Select(browser.find_element(By.ID, "filter-category")).select_by_value("laboratory")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    wait.until(lambda d: len(rows()) == 2)
+    assert [v for d, v in LDL_VALUES if d >= "2024-06"] == [3.9, 3.4]
+
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, "\n".join(e["message"] for e in errors)
 
@@ -218,6 +240,17 @@ def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp)
     assert name.text == f"Xiao {HOSTILE}"
     assert not browser.find_elements(By.CSS_SELECTOR, "#panel-record .patient-name img, #whose img")
     assert browser.execute_script("return window.pwned") is None
+
+    # Signing out revokes the token (RFC 7009) and forgets it.
+    token = browser.execute_script(
+        "const s = JSON.parse(sessionStorage.getItem(JSON.parse(sessionStorage.getItem('SMART_KEY'))));"
+        "return s.tokenResponse.access_token;")
+    assert Http(url, token).get(f"Patient/{pid}").status_code == 200
+    browser.find_element(By.ID, "signout").click()
+    wait.until(lambda d: d.execute_script(  # the page reloads: no element kept across
+        "const b = document.getElementById('signin-patient'); return b !== null && !b.closest('[hidden]')"))
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert Http(url, token).get(f"Patient/{pid}").status_code == 401
 
 
 def test_ehr_launch_opens_the_app_on_the_ehrs_patient(live, browser, webapp):

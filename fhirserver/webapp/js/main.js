@@ -28,13 +28,31 @@ function authorize(scope, launch) {
   }).catch((error) => say(status, error.message, "error"));
 }
 
-function signOut() {
+let signedInClient = null;
+
+/** Revoke the access token at the server (RFC 7009, the endpoint the SMART
+ * configuration names), then forget the sign-in. */
+async function signOut() {
+  try {
+    const token = signedInClient && signedInClient.state.tokenResponse.access_token;
+    if (token) {
+      const found = await fetch(`${config.iss}/.well-known/smart-configuration`).then((r) => r.json());
+      await fetch(found.revocation_endpoint, {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ token, token_type_hint: "access_token", client_id: config.clientId }),
+      });
+    }
+  } catch (error) {
+    // Signed out here all the same; the token ends when it expires.
+  }
   sessionStorage.clear();
   location.replace(config.redirectUri);
 }
 
 async function signedIn() {
   const client = await window.FHIR.oauth2.ready();
+  signedInClient = client;
   const fhirUser = client.getFhirUser() || "";
   const scope = String(client.state.tokenResponse.scope || "");
   $("signin").hidden = true;
