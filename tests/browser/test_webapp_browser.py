@@ -184,6 +184,81 @@ def test_clinician_scans_a_card_photo_and_sees_the_lab_trend(live, browser, weba
     assert not errors, "\n".join(e["message"] for e in errors)
 
 
+def y4m(payload: str, path: Path, scale: int = 8, border: int = 4, frames: int = 10) -> Path:
+    """A video of the QR code for Chromium's fake camera (a YUV4MPEG2 file, 4:2:0:
+    the luma plane is the code, black on white; chroma neutral)."""
+    import segno
+
+    matrix = [list(row) for row in segno.make(payload, error="m").matrix]
+    side = (len(matrix) + 2 * border) * scale
+    side += side % 2
+    luma = bytearray([235]) * (side * side)
+    for y, row in enumerate(matrix):
+        for x, dark in enumerate(row):
+            if dark:
+                for dy in range(scale):
+                    start = ((y + border) * scale + dy) * side + (x + border) * scale
+                    luma[start:start + scale] = bytes([16]) * scale
+    chroma = bytes([128]) * ((side // 2) * (side // 2) * 2)
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{side} H{side} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            out.write(b"FRAME\n" + bytes(luma) + chroma)
+    return path
+
+
+@pytest.fixture
+def camera_browser(browser_ready: None, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Chromium whose camera films a file (``--use-file-for-fake-video-capture``),
+    the permission granted as a person would."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, FLAGS
+
+    def start(video: Path):  # type: ignore[no-untyped-def]
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'camera-profile'}",
+                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                     f"--use-file-for-fake-video-capture={video}"):
+            options.add_argument(flag)
+        started.append(webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options))
+        return started[-1]
+
+    started: list = []
+    yield start
+    for driver in started:
+        driver.quit()
+
+
+def test_clinician_scans_a_card_with_the_camera(live, camera_browser, webapp, tmp_path: Path):
+    """The camera (getUserMedia, Media Capture and Streams) films the card's QR code;
+    jsQR reads it from the frames and the app opens the patient."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, app = live
+    pid = seed(app)
+    r = http_as(live).get(f"Patient/{pid}/$card-qr", headers={"Accept": "application/fhir+json"})
+    payload = next(p["valueString"] for p in r.json()["parameter"] if p["name"] == "payload")
+    browser = camera_browser(y4m(payload, tmp_path / "card.y4m"))
+    sign_in(browser, url, "signin-clinician", "dr-li")
+    wait = WebDriverWait(browser, WAIT)
+    wait.until(ec.element_to_be_clickable((By.ID, "scan-camera"))).click()
+    try:
+        name = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#history .patient-name")))
+    except Exception as exc:
+        camera = browser.execute_script(
+            "const v = document.getElementById('camera'); return [v.hidden, v.readyState, v.videoWidth, "
+            "document.getElementById('scan-status').textContent]")
+        raise AssertionError(f"the camera scan found no patient (camera: {camera}): "
+                             f"{diagnostics(browser)}") from exc
+    assert name.text == "Fang Wang"
+    assert browser.find_element(By.ID, "camera").get_attribute("hidden") is not None  # camera off again
+
+
 def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait

@@ -55,7 +55,7 @@ function toggleCamera() {
   }
   video.hidden = false;
   $("scan-camera").textContent = t("stopCamera");
-  camera = fromCamera(video);
+  camera = fromCamera(video, (error) => say($("scan-status"), t("noCamera", { m: error.message || error.name }), "error"));
   camera.done.then((text) => {
     camera = null;
     video.hidden = true;

@@ -32,18 +32,20 @@ export function cameraAvailable() {
   return Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
 }
 
-/** Scan from the camera into ``video`` until a code is found (resolves with it) or
- * ``stop()`` is called (resolves with null). */
-export function fromCamera(video) {
+/** Scan from the camera into ``video`` until a code is found (resolves with it),
+ * ``stop()`` is called (resolves with null) or the camera fails (``onError`` is
+ * told why, then null). */
+export function fromCamera(video, onError = () => {}) {
   let stream = null;
   let stopped = false;
+  let found = null;
   let finish;
   const done = new Promise((resolve) => { finish = resolve; });
   const stop = () => {
     stopped = true;
     if (stream) stream.getTracks().forEach((track) => track.stop());
     video.srcObject = null;
-    finish(null);
+    finish(found);
   };
   navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false })
     .then((s) => {
@@ -55,13 +57,16 @@ export function fromCamera(video) {
           if (stopped) return;
           if (video.readyState >= 2 && video.videoWidth) {
             const text = decode(pixels(video, video.videoWidth, video.videoHeight));
-            if (text) { const t = text; stop(); finish(t); return; }
+            if (text) { found = text; stop(); return; }
           }
           requestAnimationFrame(tick);
         };
         requestAnimationFrame(tick);
       });
     })
-    .catch(() => stop());
+    .catch((error) => {
+      onError(error);
+      stop();
+    });
   return { done, stop };
 }
