@@ -290,11 +290,18 @@ def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp)
         [e.text for e in events]
     assert any("Organization/clinic-1" in e.text for e in events)
 
-    # My health card's QR code, with its expiry.
+    # My health card's QR code, with its expiry, fetched again before it expires.
+    st = app.extensions["fhirserver"]
+    st.settings = st.settings.with_(card_code_seconds=8)
     browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=card]").click()
     qr = wait.until(lambda d: d.find_element(By.ID, "card-qr"))
-    assert qr.get_attribute("data-payload").startswith("FHC") and qr.get_attribute("src").startswith("data:image/png")
+    first = qr.get_attribute("data-payload"), qr.get_attribute("data-expires")
+    assert first[0].startswith("FHC") and qr.get_attribute("src").startswith("data:image/png")
     assert "Expires in" in browser.find_element(By.ID, "card-expires").text
+    fresh = wait.until(lambda d: d.execute_script(
+        "const q = document.getElementById('card-qr');"
+        f"return q && q.dataset.expires !== {first[1]!r} ? [q.dataset.payload, q.dataset.expires] : null"))
+    assert fresh[0] != first[0] and fresh[1] > first[1]
 
     # Sharing choices are saved with $consent.
     browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=consent]").click()
@@ -315,6 +322,13 @@ def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp)
     assert name.text == f"Xiao {HOSTILE}"
     assert not browser.find_elements(By.CSS_SELECTOR, "#panel-record .patient-name img, #whose img")
     assert browser.execute_script("return window.pwned") is None
+
+    # Unbinding the member: the switch has only me again.
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=family]").click()
+    unbind = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#family-box table button"))
+    unbind.click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('whose').options.length") == 1)
+    assert http_as(live).get(f"Patient/{pid}/$family").json().get("total") == 0
 
     # Signing out revokes the token (RFC 7009) and forgets it.
     token = browser.execute_script(

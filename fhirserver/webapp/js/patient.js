@@ -71,6 +71,7 @@ async function loadFamilySwitch() {
   } catch (error) {
     $("patient-status").textContent = errorText(error);
   }
+  if (![...select.options].some((o) => o.value === current)) current = me;  // unbound since
   select.value = current;
 }
 
