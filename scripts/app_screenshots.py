@@ -235,6 +235,8 @@ def run(out: Path, lang: str) -> None:
             settle(driver)
             shots.take("clinician-break-glass-history")
             driver.find_element(By.ID, "signout").click()
+            wait.until(lambda d: d.execute_script(  # revoked and forgotten: the sign-in page
+                "const b = document.getElementById('signin-patient'); return b !== null && !b.closest('[hidden]')"))
 
             step(f"patient {holder.username}: sign in")
             driver.set_window_size(1100, 900)

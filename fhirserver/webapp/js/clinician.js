@@ -9,6 +9,7 @@ import { humanName, entries, nextLink, operation, errorText } from "./fhir.js";
 
 let client;
 let camera = null;
+const emergencies = new Set();  // patients opened by break-the-glass in this session
 
 export function startClinician(smart) {
   client = smart;
@@ -42,6 +43,7 @@ export function startClinician(smart) {
 }
 
 function showSearch() {
+  document.body.classList.remove("emergency-mode");
   $("find").hidden = false;
   $("history").hidden = true;
   loadMyPatients("Patient?_count=20");
@@ -109,6 +111,7 @@ async function loadMyPatients(url, seen = []) {
 export async function openPatient(pid) {
   $("find").hidden = true;
   $("history").hidden = false;
+  document.body.classList.toggle("emergency-mode", emergencies.has(pid));
   const patient = await showRecord(client, $("history-body"), pid);
   const box = $("history-emergency");
   clear(box);
@@ -134,7 +137,7 @@ async function breakGlass(pid, reason, status) {
   try {
     await operation(client, `Patient/${encodeURIComponent(pid)}/$break-glass`, { reason });
     say(status, t("breakGlassDone"), "ok");
-    document.body.classList.add("emergency-mode");
+    emergencies.add(pid);
     openPatient(pid);
   } catch (error) {
     say(status, errorText(error), "error");
