@@ -78,11 +78,13 @@ def register_client(app: Flask) -> None:
 
 def csp(base: str) -> str:
     """Scripts and styles from this server only; FHIR calls to it; images from it and
-    from ``data:``/``blob:`` (the card's QR image, an uploaded photo of a card)."""
+    from ``data:`` (the card's QR code as the server answers it). A photo of a card is
+    read from its File and the camera's stream set as the video's ``srcObject``: no
+    ``blob:`` URL is needed."""
     parts = urlsplit(base)
     api = f" {parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
     return ("default-src 'none'; script-src 'self'; style-src 'self'; "
-            f"img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'{api}; "
+            f"img-src 'self' data:; connect-src 'self'{api}; "
             "form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
 

@@ -208,21 +208,20 @@ def y4m(payload: str, path: Path, scale: int = 8, border: int = 4, frames: int =
 
 
 @pytest.fixture
-def camera_browser(browser_ready: None, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Chromium whose camera films a file (``--use-file-for-fake-video-capture``),
-    the permission granted as a person would."""
+def browser_with(browser_ready: None, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Chromium with more flags (a fake camera, another language), and preferences."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, FLAGS
 
-    def start(video: Path):  # type: ignore[no-untyped-def]
+    def start(*flags: str, prefs: dict | None = None):  # type: ignore[no-untyped-def]
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
-        for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'camera-profile'}",
-                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                     f"--use-file-for-fake-video-capture={video}"):
+        for flag in (*FLAGS, f"--user-data-dir={tmp_path / f'profile-{len(started)}'}", *flags):
             options.add_argument(flag)
+        if prefs:
+            options.add_experimental_option("prefs", prefs)
         started.append(webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options))
         return started[-1]
 
@@ -232,7 +231,7 @@ def camera_browser(browser_ready: None, tmp_path: Path):  # type: ignore[no-unty
         driver.quit()
 
 
-def test_clinician_scans_a_card_with_the_camera(live, camera_browser, webapp, tmp_path: Path):
+def test_clinician_scans_a_card_with_the_camera(live, browser_with, webapp, tmp_path: Path):
     """The camera (getUserMedia, Media Capture and Streams) films the card's QR code;
     jsQR reads it from the frames and the app opens the patient."""
     from selenium.webdriver.common.by import By
@@ -243,7 +242,9 @@ def test_clinician_scans_a_card_with_the_camera(live, camera_browser, webapp, tm
     pid = seed(app)
     r = http_as(live).get(f"Patient/{pid}/$card-qr", headers={"Accept": "application/fhir+json"})
     payload = next(p["valueString"] for p in r.json()["parameter"] if p["name"] == "payload")
-    browser = camera_browser(y4m(payload, tmp_path / "card.y4m"))
+    # The camera films a file; the permission is granted as a person would.
+    browser = browser_with("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                           f"--use-file-for-fake-video-capture={y4m(payload, tmp_path / 'card.y4m')}")
     sign_in(browser, url, "signin-clinician", "dr-li")
     wait = WebDriverWait(browser, WAIT)
     wait.until(ec.element_to_be_clickable((By.ID, "scan-camera"))).click()
@@ -289,6 +290,11 @@ def test_patient_sees_a_clinicians_access_in_the_timeline(live, browser, webapp)
     assert flagged and all("unconscious in the emergency room" in e.text for e in flagged), \
         [e.text for e in events]
     assert any("Organization/clinic-1" in e.text for e in events)
+
+    # On a phone the page is one column: nothing wider than the screen.
+    browser.set_window_size(390, 844)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    browser.set_window_size(1024, 768)
 
     # My health card's QR code, with its expiry, fetched again before it expires.
     st = app.extensions["fhirserver"]
@@ -387,3 +393,17 @@ def test_a_launch_naming_another_server_is_refused(live, browser, webapp):
     status = WebDriverWait(browser, WAIT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#status[data-state=error]"))
     assert "only with the server" in status.text and browser.current_url.startswith(url)
+
+
+def test_the_app_speaks_chinese_to_a_chinese_browser(live, browser_with, webapp):
+    """The browser's language (navigator.languages) picks Chinese or English."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = live
+    browser = browser_with("--lang=zh-CN", prefs={"intl.accept_languages": "zh-CN,zh"})
+    browser.get(f"{url}/app/")
+    button = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.ID, "signin-clinician")))
+    assert button.text == "医生登录"
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
