@@ -407,3 +407,51 @@ def test_the_app_speaks_chinese_to_a_chinese_browser(live, browser_with, webapp)
     button = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.ID, "signin-clinician")))
     assert button.text == "医生登录"
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+
+
+def test_family_binding_by_card_number_is_accepted_by_the_member(live, browser, webapp):
+    """Binding needs the member's consent: a request by card number (202) that the
+    member accepts in their own app; then the holder switches to the member's record."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, app = live
+    pid = seed(app)
+    client = app.test_client()
+    member = str(client.post("Patient", json=f.patient("Wang", "Lan", birthDate="1955-03-04"),
+                             content_type="application/fhir+json").get_json()["id"])
+    number = next(p["valueIdentifier"]["value"] for p in
+                  client.post(f"Patient/{member}/$issue-card").get_json()["parameter"] if p["name"] == "number")
+    users.add(app.extensions["fhirserver"].repo.db, users.User("lan", "patient", f"Patient/{member}"), PASSWORD)
+    wait = WebDriverWait(browser, WAIT)
+
+    def sign_out() -> None:
+        browser.find_element(By.ID, "signout").click()
+        wait.until(lambda d: d.execute_script(
+            "const b = document.getElementById('signin-patient'); return b !== null && !b.closest('[hidden]')"))
+
+    sign_in(browser, url, "signin-patient", "fang", patient=pid)
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=family]").click()
+    browser.find_element(By.ID, "bind-card").send_keys(number)
+    Select(browser.find_element(By.ID, "bind-relationship")).select_by_value("MTH")
+    browser.find_element(By.CSS_SELECTOR, "#bind-form button[type=submit]").click()
+    wait.until(lambda d: d.find_element(By.ID, "family-status").get_attribute("data-state") in ("ok", "error")
+               and d.find_element(By.ID, "family-status").text)
+    status = browser.find_element(By.ID, "family-status")
+    assert status.get_attribute("data-state") == "ok", status.text
+    sign_out()
+
+    sign_in(browser, url, "signin-patient", "lan", patient=member)
+    browser.find_element(By.CSS_SELECTOR, "#patient-tabs [data-tab=family]").click()
+    accept = wait.until(lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "#family-box button")
+                                        if b.text == "Accept"), None))
+    assert "Fang Wang" in browser.find_element(By.ID, "family-box").text
+    accept.click()
+    wait.until(lambda d: "Accept" not in d.find_element(By.ID, "family-box").text
+               and "Fang Wang" in d.find_element(By.ID, "family-box").text)
+    sign_out()
+
+    sign_in(browser, url, "signin-patient", "fang", patient=pid)
+    wait.until(lambda d: d.execute_script("return document.getElementById('whose').options.length") == 2)
+    Select(browser.find_element(By.ID, "whose")).select_by_value(member)
+    wait.until(lambda d: any(e.text == "Lan Wang" for e in d.find_elements(By.CSS_SELECTOR, "#panel-record .patient-name")))
