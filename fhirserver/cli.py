@@ -60,6 +60,8 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
             console.print(f"database: embedded FerretDB, data in {live.data_dir}")
         for line in banner(live):
             console.print(line, highlight=False)
+        if demo:
+            demo_accounts(live)
         _gunicorn(live)
 
 
@@ -76,7 +78,7 @@ def banner(settings: Settings) -> list[str]:
     FHIR_BASE_URL a loopback server also accepts its other loopback names there
     (``Settings.audiences``), which an app set up for ``localhost`` needs to know."""
     base = (settings.base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    lines = [f"FHIR base URL: {base}/  (docs at /docs)",
+    lines = [f"FHIR base URL: {base}/  (docs at /docs, web app at /app/)",
              f"token issuer (iss; the aud apps send): {settings.issuer}"]
     others = [aud for aud in settings.audiences if aud != settings.issuer]
     if others:
@@ -84,6 +86,18 @@ def banner(settings: Settings) -> list[str]:
     elif not (settings.base_url or settings.auth_issuer) and settings.host in ("0.0.0.0", "::"):
         lines.append("set FHIR_BASE_URL to the address apps use: no app can reach the issuer above")
     return lines
+
+
+def demo_accounts(settings: Settings) -> None:
+    """The demo's sign-in accounts for the web app, with this start's passwords."""
+    from .demo.accounts import create
+
+    table = Table(title="demo accounts (new passwords at every start)")
+    for column in ("user", "password", "who"):
+        table.add_column(column)
+    for account in create(settings):
+        table.add_row(account.username, account.password, account.note)
+    console.print(table)
 
 
 def _gunicorn(settings: Settings) -> None:

@@ -116,22 +116,29 @@ else
     fi
 fi
 
-# The page's npm packages, pinned by tests/browser/package-lock.json. Optional
-# dependencies are left out: fhirclient's browser build (build/fhir-client.js) is
-# self-contained, and the optional ones (React Native crypto shims) are hundreds of
-# packages it never loads in a browser.
-NPM_DIR="$ROOT/tests/browser"
-NPM_STAMP="$NPM_DIR/node_modules/.fhirserver-npm-stamp"
-WANT_NPM="$(sha256sum "$NPM_DIR/package-lock.json" | cut -d' ' -f1)"
-if [[ -f "$NPM_STAMP" && "$(cat "$NPM_STAMP")" == "$WANT_NPM" ]]; then
-    say "npm test dependencies are current (tests/browser/package-lock.json unchanged)"
-elif ! command -v npm >/dev/null 2>&1; then
-    say "npm not found, so the test page's npm packages are missing: browser tests will be skipped"
-else
-    say "installing the browser tests' npm packages into tests/browser/node_modules (npm ci)"
-    (cd "$NPM_DIR" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null) \
-        || die "npm ci in tests/browser failed"
-    printf '%s\n' "$WANT_NPM" > "$NPM_STAMP"
-fi
+# npm packages, pinned by each folder's package-lock.json: the browser tests' page
+# (tests/browser) and the web app served at /app/ (fhirserver/webapp: fhirclient,
+# jsQR, Chart.js, which the server serves from that node_modules; the package is
+# installed editable, so they are live). Optional dependencies are left out:
+# fhirclient's browser build is self-contained, and the optional ones (React Native
+# crypto shims) are hundreds of packages it never loads in a browser.
+npm_install() {  # folder, what it is for
+    local dir="$ROOT/$1" what="$2"
+    local stamp="$dir/node_modules/.fhirserver-npm-stamp"
+    local want
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        say "npm packages of $what are current ($1/package-lock.json unchanged)"
+    elif ! command -v npm >/dev/null 2>&1; then
+        say "npm not found, so the npm packages of $what are missing: browser tests will be skipped"
+    else
+        say "installing the npm packages of $what into $1/node_modules (npm ci)"
+        (cd "$dir" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null) \
+            || die "npm ci in $1 failed"
+        printf '%s\n' "$want" > "$stamp"
+    fi
+}
+npm_install tests/browser "the browser tests' page"
+npm_install fhirserver/webapp "the web app (/app/)"
 
 say "setup complete"

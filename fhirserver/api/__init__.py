@@ -21,6 +21,7 @@ from . import (
     operations,
     resources,
     system,
+    webapp,
 )
 from .negotiation import NOT_FHIR, response_mimetype
 
@@ -34,6 +35,8 @@ def init_api(app: Flask) -> Api:
     app.config.setdefault("OPENAPI_URL_PREFIX", None)
     api = Api(app)
     app.register_blueprint(docs.blp)
+    app.register_blueprint(webapp.blp)
+    webapp.register_client(app)
     # System routes first: "/metadata" and "/_history" must win over "/<rtype>".
     api.register_blueprint(system.blp)
     api.register_blueprint(oauth.blp)

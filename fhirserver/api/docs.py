@@ -92,7 +92,8 @@ def routes() -> list[openapi.Route]:
     """Every (rule, method) of the app, with the view's docstring for that method."""
     found = []
     for rule in current_app.url_map.iter_rules():
-        if rule.endpoint in ("docs.asset", "docs.oauth2_redirect", "static"):
+        if rule.endpoint in ("docs.asset", "docs.oauth2_redirect", "static",
+                             "webapp.app_file", "webapp.app_root"):
             continue
         view = current_app.view_functions[rule.endpoint]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):

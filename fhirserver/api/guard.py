@@ -1,7 +1,8 @@
 """Authentication of every request: no endpoint answers without a valid access token
 except /metadata, the SMART and OpenID Connect discovery documents, the OAuth
 endpoints, and the descriptions of the API (the OpenAPI document, its docs page and
-the OperationDefinitions), which hold no patient data. CORS preflights never reach here: they carry no token by design (Fetch
+the OperationDefinitions) and the web app's static files (``/app/``), which hold no
+patient data. CORS preflights never reach here: they carry no token by design (Fetch
 standard, #http-requests) and are answered in front of the application (cors.py)."""
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from ..crypto.sealing import sealer
 from .state import state
 
 PUBLIC = ("/metadata", "/.well-known/smart-configuration", "/.well-known/openid-configuration",
-          "/openapi.json", "/docs", "/OperationDefinition")
-PUBLIC_PREFIXES = ("/oauth/", "/docs/", "/OperationDefinition/")
+          "/openapi.json", "/docs", "/OperationDefinition", "/app")
+PUBLIC_PREFIXES = ("/oauth/", "/docs/", "/OperationDefinition/", "/app/")
 
 
 def public(path: str) -> bool:

@@ -51,7 +51,9 @@ _ACCEPTED = {
     FHIR_XML: FHIR_XML, XML: XML, "text/xml": "text/xml", "application/xml+fhir": FHIR_XML,
 }
 #: Paths whose bodies are not FHIR resources: always JSON (their own formats).
-NOT_FHIR = ("/oauth/", "/.well-known/", "/openapi.json", "/docs", "/bulk-files/")  # NDJSON files
+#: paths that answer no FHIR resource: OAuth, the API description, NDJSON export files
+#: and the web app
+NOT_FHIR = ("/oauth/", "/.well-known/", "/openapi.json", "/docs", "/bulk-files/", "/app")
 
 
 def response_mimetype(req: Request) -> str:

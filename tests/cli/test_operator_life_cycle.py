@@ -358,7 +358,9 @@ def test_clients_list_and_remove(live):
     assert all(v in ehr for v in ("confidential", "system/*.rs", "Organization/h"))
     app_line = next(line for line in listed.output.splitlines() if "app-1" in line)
     assert "public" in app_line and REDIRECT in app_line and "disabled" not in app_line
-    assert "scrypt" not in listed.output and "2 clients" in listed.output
+    # with the server's own web app (/app/), registered at start-up
+    assert "fhirserver-app" in listed.output
+    assert "scrypt" not in listed.output and "3 clients" in listed.output
 
     access = client_credentials(url, "ehr-1", secret).json()["access_token"]
     removed = run(live, "clients", "remove", "ehr-1")
