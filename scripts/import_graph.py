@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"", "cli"})),
-    ("api", frozenset({"api", "importer"})),
+    ("api", frozenset({"api", "importer", "demo"})),
     ("use cases", frozenset({"interactions", "mpi", "bulk"})),
     ("auth", frozenset({"auth"})),
     ("audit", frozenset({"audit"})),
