@@ -51,7 +51,7 @@ def _name(resource: dict[str, object]) -> str:
 
 def demo_patient_ids() -> frozenset[str]:
     """The ids of the Patients in the demo's bundles (``*.json.gz`` here)."""
-    ids = set()
+    ids: set[str] = set()
     for path in Path(__file__).parent.glob("*.json.gz"):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             bundle = json.load(f)
