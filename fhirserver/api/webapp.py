@@ -94,6 +94,17 @@ def _headers(kind: str, cache: str) -> dict[str, str]:
             "Referrer-Policy": "no-referrer", "Permissions-Policy": "camera=(self)"}
 
 
+@blp.after_request
+def _secure_every_answer(resp: BaseResponse) -> BaseResponse:
+    """The same headers on every answer under /app/, its errors (an OperationOutcome
+    echoing the asked name) and redirects too: not sniffed as HTML, not framed, no
+    Referer. What a view already set (the file's own type and caching) is kept."""
+    for key, value in _headers("", "no-store").items():
+        if key != "Content-Type":
+            resp.headers.setdefault(key, value)
+    return resp
+
+
 def _page_base() -> str | None:
     """The base the page was asked for, when it is one of the app's addresses."""
     here = request.host_url.rstrip("/") + request.script_root

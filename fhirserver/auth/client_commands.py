@@ -102,8 +102,14 @@ def enable_client(client_id: str) -> None:
 @click.argument("client_id")
 def remove_client(client_id: str) -> None:
     """Delete a client after revoking every token issued to it."""
+    from ..api.webapp import CLIENT_ID
     from .clients import remove, set_disabled
     from .revocation import end_client
+
+    if client_id == CLIENT_ID:
+        # Registered again, enabled, at the next start: removing would not keep it off.
+        raise click.UsageError(f"{CLIENT_ID} is the server's own web app, registered at every "
+                               f"start: 'fhirserver clients disable {CLIENT_ID}' keeps it off")
 
     with operator_session("CLIENT_ID") as (live, repo, service):
         set_disabled(repo.db, client_id, True)

@@ -63,6 +63,20 @@ def test_only_the_apps_files_are_served(anonymous, path):
     assert r.status_code == 404 and r.get_json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.parametrize("path", ["/app/nope", "/app/js/%3Cscript%3E.js", "/app/vendor/x.js.map", "/app"])
+def test_errors_and_redirects_under_app_carry_the_same_security_headers(anonymous, path):
+    """An error under /app/ echoes the name asked for: it is served like the page,
+    under the CSP (CSP Level 3; frame-ancestors against clickjacking), never sniffed
+    as HTML (X-Content-Type-Options: nosniff), never framed, and sends no Referer
+    (RFC 9700 section 4.2.4: a code in the address must not leak)."""
+    r = anonymous.get(path, base_url=BASE)
+    assert r.status_code in (308, 404)
+    assert "frame-ancestors 'none'" in r.headers.get("Content-Security-Policy", "")
+    assert r.headers.get("X-Content-Type-Options") == "nosniff"
+    assert r.headers.get("X-Frame-Options") == "DENY"
+    assert r.headers.get("Referrer-Policy") == "no-referrer"
+
+
 def test_the_apps_code_never_inserts_html_or_evaluates_text():
     """Everything from FHIR data is set as text (textContent), so a patient's name
     cannot run as script (the browser test shows one that tries)."""

@@ -4,6 +4,7 @@ of them bound to another's (the family switch), with passwords new at every star
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -37,5 +38,33 @@ def test_demo_accounts_sign_in_and_reach_their_patients(settings):
         me = holder.who.removeprefix("Patient/")
         mine = Access(Caller("patient", (), holder.username, patient=me), db, now).reachable()
         assert mine == {me, again[2].who.removeprefix("Patient/")}
+    finally:
+        repo.close()
+
+
+def test_demo_accounts_leave_other_patients_and_accounts_alone(settings, tmp_path):
+    """``serve --demo`` on a database with real patients gives only the demo's own
+    patients an account: a real patient gets no printed password, card binding or
+    demo clinician on their care team, and a real account of a demo name (here the
+    first demo patient's) is not taken over."""
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "0000-real", "name": [{"given": ["Real"], "family": "Person"}]},
+         "request": {"method": "PUT", "url": "Patient/0000-real"}}]}))
+    run_import(settings, [real, *sorted(DEMO_DIR.glob("*.json.gz"))])
+    repo = Repository.from_settings(settings, initialise=False)
+    db = repo.db
+    try:
+        users.add(db, users.User("antonio", "patient", "Patient/0000-real"), "a-long-real-password-1")
+        made = create(settings)
+        assert all(a.who != "Patient/0000-real" for a in made)
+        assert "antonio" not in [a.username for a in made]
+        assert users.login(db, "antonio", "a-long-real-password-1").fhir_user == "Patient/0000-real"
+        assert users.find(db, "real") is None
+        now = datetime.now(UTC)
+        doctor = Access(Caller("user", (), CLINICIAN, practitioner=f"Practitioner/{CLINICIAN}"), db, now)
+        assert "0000-real" not in (doctor.reachable() or ())
+        mine = Access(Caller("patient", (), "antonio", patient="0000-real"), db, now).reachable()
+        assert mine == {"0000-real"}
     finally:
         repo.close()

@@ -377,3 +377,12 @@ def test_unknown_names_are_usage_errors(live, command):
     missing = run(live, "users", command, "nobody")
     assert missing.exit_code == 2 and "no user 'nobody'" in missing.output
     assert run(live, "clients", command, "nothing").exit_code == 2
+
+
+def test_the_web_apps_client_is_disabled_not_removed(live):
+    """The built-in client of /app/ is registered again at every start, so removing it
+    would silently bring it back enabled: the operator is told to disable it, which
+    lasts across restarts (RFC 9700 section 2.1: clients are under the AS's control)."""
+    refused = run(live, "clients", "remove", "fhirserver-app")
+    assert refused.exit_code == 2 and "clients disable fhirserver-app" in refused.output
+    assert "fhirserver-app" in run(live, "clients", "list").output
