@@ -12,6 +12,8 @@ Three passes, all problems of a pass reported together:
    a string), ``null`` outside primitive arrays, empty objects and arrays (json.html:
    "empty objects and arrays are not allowed"; ele-1 "All FHIR elements must have a
    @value or children").
+   Every narrative's div (the resource's and its contained resources') keeps to
+   txt-1 and txt-2: safe XHTML with some content (:mod:`.narrative`).
 3. Profiles -> :class:`~fhirserver.errors.Unprocessable` (422): the rules the
    models do not check (required bindings, invariants), as JSON Schemas in
    ``profiles/``. ``profiles/<Type>.schema.json`` applies to every node of FHIR type
@@ -50,6 +52,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as ModelError
 
 from ..errors import Invalid, Issue, Unprocessable
+from .narrative import narrative_problems
 from .types import ALL_R4_TYPES, SUPPORTED_TYPES
 
 __all__ = ["PROFILES_DIR", "Profiles", "load_profiles", "validate_resource"]
@@ -72,6 +75,7 @@ def validate_resource(
     issues = _model_issues(cls, data)
     seen = {e for i in issues for e in i.expression}
     issues += [i for i in found.issues if not seen.intersection(i.expression)]
+    issues += [i for i in _narrative_issues(found.nodes) if not seen.intersection(i.expression)]
     if issues:
         raise Invalid(issues=tuple(issues))
     rules = _profiles() if profiles is None else profiles
@@ -264,6 +268,16 @@ class _Walk:
 
     def _issue(self, where: str, text: str, code: str) -> None:
         self.issues.append(Issue(f"{where}: {text}", code=code, expression=(where,)))
+
+
+def _narrative_issues(nodes: list[tuple[Model, dict[str, Any], str]]) -> Iterator[Issue]:
+    """txt-1 and txt-2 on every narrative the walk met (the resource's ``text``, its
+    contained resources'): a 400, as an unsafe or empty div is not a Narrative at all."""
+    for cls, node, path in nodes:
+        div = node.get("div")
+        if isinstance(div, str) and "Narrative" in _type_names(cls):
+            for problem in narrative_problems(div):
+                yield Issue(f"{path}.div: {problem}", code="value", expression=(f"{path}.div",))
 
 
 def _json_type(value: object) -> str:
