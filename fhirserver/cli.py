@@ -164,6 +164,7 @@ def _recover(settings: Settings) -> None:
                           f"{time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         encrypted = 0
+        repo.mark_new_database_encrypted()
         if repo.encryption_pending():
             from .auth.commands import with_progress
 

@@ -30,7 +30,7 @@ from flask import Blueprint, Flask, Response, redirect, render_template_string, 
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import errors
-from ..auth.clients import Client, register
+from ..auth.clients import BUILT_IN_APP, Client, register
 from ..config import Settings
 from .state import public_base_url, state
 
@@ -38,7 +38,7 @@ blp = Blueprint("webapp", __name__)
 
 HERE = Path(__file__).resolve().parent.parent / "webapp"
 MODULES = HERE / "node_modules"
-CLIENT_ID = "fhirserver-app"
+CLIENT_ID = BUILT_IN_APP
 CLIENT_NAME = "fhirserver web app"
 #: What the app's views use: a clinician's reads, scan and break-the-glass (user/
 #: Patient reads), a patient's record, audit trail, consent and family binding

@@ -102,7 +102,7 @@ def enable_client(client_id: str) -> None:
 @click.argument("client_id")
 def remove_client(client_id: str) -> None:
     """Delete a client after revoking every token issued to it."""
-    from ..api.webapp import CLIENT_ID
+    from .clients import BUILT_IN_APP as CLIENT_ID
     from .clients import remove, set_disabled
     from .revocation import end_client
 

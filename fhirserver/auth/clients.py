@@ -32,6 +32,8 @@ KINDS = ("public", "confidential", "backend")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]
 MAX_ASSERTION_SECONDS = 300  # SMART Backend Services: exp at most five minutes ahead
+#: The server's own web app, a public client registered again at every start.
+BUILT_IN_APP = "fhirserver-app"
 
 
 class OAuthError(Exception):
@@ -72,14 +74,20 @@ def check_secret(secret: str, stored: str) -> bool:
 
 def register(db: Any, client: Client, secret: str | None = None) -> None:
     """Register a client, or replace one of the same id; a replaced client stays
-    disabled if it was (only :func:`set_disabled` enables a client)."""
-    before = db[CLIENTS].find_one({"_id": client.client_id}, {"disabled": 1}) or {}
-    doc = {"_id": client.client_id, "kind": client.kind, "scopes": client.scopes,
-           "redirect_uris": list(client.redirect_uris), "organization": client.organization,
-           "jwks": client.jwks, "name": client.name,
-           "secret_hash": hash_secret(secret) if secret else "",
-           "disabled": bool(before.get("disabled"))}
-    db[CLIENTS].replace_one({"_id": client.client_id}, doc, upsert=True)
+    disabled if it was (only :func:`set_disabled` enables a client).
+
+    Every worker of a server registers the built-in clients as it boots, at the
+    same moment: two upserts of one new ``_id`` can both insert, and the loser's
+    duplicate-key error means the document is there, so the update is tried again."""
+    fields = {"kind": client.kind, "scopes": client.scopes,
+              "redirect_uris": list(client.redirect_uris), "organization": client.organization,
+              "jwks": client.jwks, "name": client.name,
+              "secret_hash": hash_secret(secret) if secret else ""}
+    update = {"$set": fields, "$setOnInsert": {"disabled": False}}
+    try:
+        db[CLIENTS].update_one({"_id": client.client_id}, update, upsert=True)
+    except DuplicateKeyError:
+        db[CLIENTS].update_one({"_id": client.client_id}, update, upsert=True)
 
 
 def _client(doc: dict[str, Any]) -> Client:

@@ -168,7 +168,7 @@ class Repository:
     def initialise(self, encrypt: bool = True) -> None:
         """Create indexes and roll back transactions a dead process left half done,
         before this process answers anything (storage/recovery.py)."""
-        self._mark_new_database_encrypted()
+        self.mark_new_database_encrypted()
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
         if self.lookup_ids_one_by_one:
             # FerretDB's own (B-tree) indexes serve none of its queries and slow every
@@ -223,7 +223,7 @@ class Repository:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
 
-    def _mark_new_database_encrypted(self) -> None:
+    def mark_new_database_encrypted(self) -> None:
         """A database that holds no resource and no card yet is only ever written by
         this version, which encrypts on the way in: it is marked so at once, so that
         the first ``serve`` after a large ``fhirserver import`` does not scan every

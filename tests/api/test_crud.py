@@ -171,10 +171,13 @@ def test_local_reference_must_resolve_422_other_types_kept(fhir):
     assert r.status_code == 422
     issue = r.get_json()["issue"][0]
     assert issue["expression"] == ["Observation.subject.reference"]
-    ok = fhir.post("Observation", observation(None, subject={"reference": "Group/g1"},
+    ok = fhir.post("Observation", observation(None, subject={"reference": "Device/d1"},
                                              performer=[{"reference": "Practitioner/p1"}]))
     assert ok.status_code == 201
     assert ok.get_json()["performer"] == [{"reference": "Practitioner/p1"}]
+    # Groups are held here, so a subject Group must exist like a subject Patient.
+    group = fhir.post("Observation", observation(None, subject={"reference": "Group/g1"}))
+    assert group.status_code == 422
 
 
 def test_absolute_reference_to_this_server_must_resolve(fhir):

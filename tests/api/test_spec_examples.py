@@ -42,12 +42,14 @@ def stand_ins(resources: list[dict]) -> list[dict]:
     for r in resources:
         for _, ref in iter_references(r):
             local = parse_reference(ref)
-            if local and local.type in TYPES and (local.type, local.id) not in present:
+            if local and local.type in (*TYPES, "Group") and (local.type, local.id) not in present:
                 missing.add((local.type, local.id))
     out = []
     for rtype, rid in sorted(missing):
         body = {"resourceType": rtype, "id": rid}
-        if rtype != "Patient":
+        if rtype == "Group":
+            body.update({"type": "animal", "actual": True})
+        elif rtype != "Patient":
             body.update({"status": "final", "code": {"text": "stand-in"}})
         out.append(body)
     return out

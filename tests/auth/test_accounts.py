@@ -4,7 +4,9 @@ for revocation, and a disabled account or client staying disabled when replaced.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pymongo import MongoClient
@@ -70,3 +72,22 @@ def test_a_disabled_client_stays_disabled_when_registered_again(db) -> None:
     with pytest.raises(clients.OAuthError) as refused:
         clients.enabled(clients.find(db, "ehr-1"))
     assert refused.value.error == "invalid_client" and refused.value.status == 401
+
+
+def test_workers_registering_one_new_client_at_once_all_succeed(db) -> None:
+    """Each worker of a server registers the built-in app client as it boots: the
+    simultaneous first registrations must neither fail nor leave two clients."""
+    ids = [f"app-{n}" for n in range(10)]
+
+    def boot(barrier: threading.Barrier) -> None:
+        for client_id in ids:
+            barrier.wait(timeout=60)
+            clients.register(db, clients.Client(client_id, "public", "openid",
+                                                ("http://127.0.0.1/app/",)))
+
+    barrier = threading.Barrier(4)
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(boot, barrier) for _ in range(4)]:
+            done.result()
+    assert [c.client_id for c in clients.every(db) if c.client_id in ids] == ids
+    assert not any(clients.find(db, i).disabled for i in ids)

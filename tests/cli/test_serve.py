@@ -22,12 +22,15 @@ from fhirserver.storage.ferretdb import free_port
 DEMO_PATIENTS = 3
 
 
-def start(data_dir: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
+def start(data_dir: Path, port: int, *args: str, workers: int = 1) -> subprocess.Popen[bytes]:
+    """``serve`` with its output appended to ``serve.log`` beside ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port), "FHIR_WORKERS": "1"})
+    env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port),
+                "FHIR_WORKERS": str(workers)})
     exe = Path(sys.executable).parent / "fhirserver"
-    return subprocess.Popen([str(exe), "serve", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    with open(data_dir.parent / f"{data_dir.name}-serve.log", "ab") as log:
+        return subprocess.Popen([str(exe), "serve", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
 
 
 def operator_token(data_dir: Path, port: int, *who: str,
@@ -73,19 +76,21 @@ def ferretdb_running(data_dir: Path) -> bool:
 def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(tmp_path, port, "--demo")
+    data = tmp_path / "data"
+    # Two workers boot at once, each registering the built-in web app client.
+    proc = start(data, port, "--demo", workers=2)
     try:
         wait_up(url, proc)
         # Closed by default: nothing but /metadata without a token.
         assert requests.get(f"{url}/Patient", timeout=10).status_code == 401
-        auth = operator_token(tmp_path, port)
+        auth = operator_token(data, port)
         bundle = requests.get(f"{url}/Patient?_summary=count", headers=auth, timeout=10).json()
         assert bundle["total"] == DEMO_PATIENTS
         obs = requests.get(f"{url}/Observation?_count=1&_total=accurate", headers=auth, timeout=10)
         assert obs.status_code == 200 and obs.json()["total"] > 0
         # The demo clinician's fhirUser reads as a resource (SMART App Launch 2.x,
         # scopes-and-launch-context.html#fhiruser), tied to its organisation.
-        dr = operator_token(tmp_path, port, "--practitioner", "Practitioner/dr-smith",
+        dr = operator_token(data, port, "--practitioner", "Practitioner/dr-smith",
                             "--organization", "Organization/demo-hospital",
                             scope="user/Practitioner.rs user/PractitionerRole.rs")
         me = requests.get(f"{url}/Practitioner/dr-smith", headers=dr, timeout=10)
@@ -103,9 +108,13 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
         stop(proc)
     assert proc.returncode == 0
     time.sleep(0.5)
-    assert not ferretdb_running(tmp_path)
+    assert not ferretdb_running(data)
+    log = (tmp_path / "data-serve.log").read_text()
+    assert "Worker failed to boot" not in log and "Traceback" not in log, log
+    # A new database is only ever written encrypted: nothing to encrypt "once".
+    assert "stored in clear" not in log, log
 
-    proc = start(tmp_path, port)
+    proc = start(data, port)
     try:
         wait_up(url, proc)
         # Signing keys are kept in the database: the token still works after a restart.
@@ -126,6 +135,6 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
         assert [(o["type"], o["count"]) for o in output] == [("Patient", DEMO_PATIENTS + 1)]
         lines = requests.get(output[0]["url"], headers=auth, timeout=10).text.splitlines()
         assert len(lines) == DEMO_PATIENTS + 1
-        assert (tmp_path / "exports").is_dir()
+        assert (data / "exports").is_dir()
     finally:
         stop(proc)

@@ -95,7 +95,8 @@ def test_unknown_and_unsupported_parameters_are_ignored_and_reported() -> None:
                ("_contained", "true"), ("encounter.status", "x")])
     assert q.ignored == (
         ("foo", "unknown search parameter for Observation"),
-        ("subject.foo", "unknown search parameter 'foo' for Patient"),
+        ("subject.foo", "unknown search parameter 'foo' for Group; "
+                        "unknown search parameter 'foo' for Patient"),
         ("_has:AuditEvent:entity:user", "resources of type 'AuditEvent' are not held by this server"),
         ("code", "empty value"),
         ("_sort", "cannot sort on 'code-value-quantity'"),
