@@ -320,6 +320,16 @@ class Repository:
         for doc in self.cols.current[rtype].find(flt, {**_LEAN, "h": 0}).sort(list(sort)):
             yield self._stored(rtype, doc)
 
+    def iterate_fields(
+        self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]],
+        fields: Sequence[str],
+    ) -> Iterator[dict[str, Any]]:
+        """Only ``fields`` (and ``_id``) of the current resources matching ``query``, in
+        ``sort`` order: an operation that chooses among many candidates reads their
+        search values, a few hundred bytes each, and then the few resources it keeps."""
+        flt = _live(rtype, query)
+        yield from self.cols.current[rtype].find(flt, dict.fromkeys(fields, 1)).sort(list(sort))
+
     def find_keyed(
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
         start: Sequence[Any] | None = None,

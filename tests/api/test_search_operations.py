@@ -85,3 +85,36 @@ def test_lastn_groups_by_code_most_recent_first(fhir):
     assert fhir.get("Observation/$lastn?max=0").status_code == 400
     assert fhir.get("Observation/$lastn?max=two").status_code == 400
     assert fhir.get("Patient/$lastn").status_code == 404
+
+
+def test_lastn_groups_codes_as_written_system_pipes_and_text_only(fhir):
+    """$lastn groups "by code" (observation-operation-lastn.html): the same codings in
+    any order are one group; a code holding a ``|`` is not split at it; a code given
+    only as text groups by the whole text, however long."""
+    p = fhir.create(f.patient())["id"]
+
+    def coded(when: str, *codings: tuple[str, str]) -> str:
+        body = {**obs_at(p, when), "code": {"coding": [{"system": s, "code": c}
+                                                         for s, c in codings]}}
+        return fhir.create(body)["id"]
+
+    def text_only(when: str, text: str) -> str:
+        return fhir.create({**obs_at(p, when), "code": {"text": text}})["id"]
+
+    both_old = coded("2024-01-01", ("http://loinc.org", "1-8"), ("urn:local", "a"))
+    both_new = coded("2024-01-02", ("urn:local", "a"), ("http://loinc.org", "1-8"))
+    loinc_only = coded("2024-01-03", ("http://loinc.org", "1-8"))
+    piped_1 = coded("2024-01-04", ("urn:x", "a|b"))
+    piped_2 = coded("2024-01-05", ("urn:x|a", "b"))
+    head = "x" * 250
+    long_1 = text_only("2024-01-06", head + " one")
+    long_2 = text_only("2024-01-07", head + " two")
+    long_1_again = text_only("2024-01-08", head + " one")
+
+    got = ids(get(fhir, f"Observation/$lastn?patient={p}"))
+    assert sorted(got) == sorted([both_new, loinc_only, piped_1, piped_2, long_2, long_1_again])
+    assert both_old not in got and long_1 not in got
+    got = ids(get(fhir, f"Observation/$lastn?patient={p}&max=2"))
+    assert got.index(both_new) + 1 == got.index(both_old)
+    assert got.index(long_1_again) + 1 == got.index(long_1)
+

@@ -48,7 +48,7 @@ def stand_ins(resources: list[dict]) -> list[dict]:
     for rtype, rid in sorted(missing):
         body = {"resourceType": rtype, "id": rid}
         if rtype == "Group":
-            body.update({"type": "animal", "actual": True})
+            body.update({"type": "person", "actual": True})
         elif rtype != "Patient":
             body.update({"status": "final", "code": {"text": "stand-in"}})
         out.append(body)
