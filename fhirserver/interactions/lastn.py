@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import errors
 from ..search.results import parse_whole
-from ..search.text import fold
+from ..search.text import CUT, fold
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
@@ -48,7 +48,11 @@ def group_key(resource: dict[str, Any]) -> tuple[str, ...]:
 def coded_key(tokens: Sequence[str]) -> tuple[str, ...]:
     """The code key from the stored ``code`` tokens: each coding is stored as
     ``system|code`` (escaped, search/types/token.py) and as its bare code, which has
-    no unescaped ``|``. Empty for a code given as text only."""
+    no unescaped ``|``. Empty for a code given as text only, and for one whose tokens
+    were cut to the index length (two long codes alike in their first characters
+    would be stored alike): the resource itself tells those apart."""
+    if any(t.endswith(CUT) for t in tokens):
+        return ()
     return tuple(sorted({t for t in tokens if "|" in _ESCAPED.sub("", t)}))
 
 
@@ -56,16 +60,17 @@ def _group(ctx: Context, row: dict[str, Any]) -> Group:
     sp = row.get("sp") or {}
     subjects = sp.get("subject") or [""]
     key = coded_key(sp.get("code") or ())
-    if not key:  # text only: the text itself, whole, from the resource
+    if not key:  # text only, or cut: the code itself, whole, from the resource
         stored = ctx.repo.get("Observation", row["_id"])
-        key = ("text",) + group_key(stored.resource or {}) if stored else ("text",)
+        key = ("whole",) + group_key(stored.resource or {}) if stored else ("whole",)
     return str(subjects[0]), key
 
 
 def _choose(ctx: Context, flt: dict[str, Any], most: int) -> list[Stored]:
     """One pass over the candidates' search values, newest first; then only the kept
-    resources are read whole. A kept one written in between (another version than
-    the one chosen, which the filter matched) makes the choice again."""
+    resources are read whole, each only if it still matches the filter (the caller's
+    reach among it). A kept one written in between (another version than the one
+    chosen, or one the filter no longer matches) makes the choice again."""
     for attempt in range(ATTEMPTS):
         kept: list[tuple[Group, str, int]] = []
         room: dict[Group, int] = {}
@@ -75,7 +80,7 @@ def _choose(ctx: Context, flt: dict[str, Any], most: int) -> list[Stored]:
             if left > 0:
                 room[key] = left - 1
                 kept.append((key, row["_id"], row["v"]))
-        found = ctx.repo.get_many("Observation", [rid for _, rid, _ in kept])
+        found = ctx.repo.get_many("Observation", [rid for _, rid, _ in kept], flt)
         same = [(key, found[rid]) for key, rid, v in kept
                 if rid in found and found[rid].version == v]
         if len(same) == len(kept) or attempt == ATTEMPTS - 1:

@@ -271,16 +271,28 @@ class Repository:
         rid = self._found.get(rtype) if found else None
         self.cols.current[rtype].find_one({"_id": rid or f"absent-{uuid.uuid4().hex}"}, _LEAN)
 
-    def get_many(self, rtype: str, ids: Iterable[str]) -> dict[str, Stored]:
+    def get_many(self, rtype: str, ids: Iterable[str],
+                 query: dict[str, Any] | None = None) -> dict[str, Stored]:
+        """The current documents of ``ids`` that exist; with ``query``, only those not
+        deleted that match it now (a choice made on an earlier read is checked again:
+        a version number alone does not name one content, since a transaction that
+        fails puts the previous version back and the next write reuses its number)."""
         collection = self.cols.current[rtype]
         wanted = list(dict.fromkeys(ids))
+
+        def one(rid: str) -> dict[str, Any]:
+            return {"_id": rid} if query is None else _live(rtype, {"$and": [{"_id": rid}, query]})
+
         if self.lookup_ids_one_by_one:
             # Side by side: each is a round trip the engine answers from an index.
             with ThreadPoolExecutor(max_workers=min(8, max(1, len(wanted)))) as pool:
-                found = pool.map(lambda rid: collection.find_one({"_id": rid}, _LEAN), wanted)
+                found = pool.map(lambda rid: collection.find_one(one(rid), _LEAN), wanted)
                 docs = [d for d in found if d is not None]
         else:
-            docs = list(collection.find({"_id": {"$in": wanted}}, _LEAN))
+            flt: dict[str, Any] = {"_id": {"$in": wanted}}
+            if query is not None:
+                flt = _live(rtype, {"$and": [flt, query]})
+            docs = list(collection.find(flt, _LEAN))
         return {d["_id"]: self._stored(rtype, d) for d in docs}
 
     def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:
