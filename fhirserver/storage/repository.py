@@ -224,13 +224,16 @@ class Repository:
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
 
     def mark_new_database_encrypted(self) -> None:
-        """A database that holds no resource and no card yet is only ever written by
+        """A database that holds no resource, claim or card yet is only ever written by
         this version, which encrypts on the way in: it is marked so at once, so that
         the first ``serve`` after a large ``fhirserver import`` does not scan every
         document for values stored in clear (there are none to find)."""
         if not self.encryption_pending():
             return
-        collections = [*self.cols.current.values(), *self.cols.history.values(), self.db[CARDS]]
+        # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
+        # an identity number in clear even where the resource that held it is gone.
+        collections = [*self.cols.current.values(), *self.cols.history.values(),
+                       self.cols.claims, self.db[CARDS]]
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
         with contextlib.suppress(DuplicateKeyError):

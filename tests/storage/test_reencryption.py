@@ -184,3 +184,19 @@ def test_a_new_database_filled_by_import_needs_no_encryption_pass_at_serve(setti
         assert db["Patient"].count_documents({}) == 3
         assert db["_schema"].find_one({"_id": "field-encryption"}) is not None
         assert not any(v in raw_documents(db) for v in [*NUMBERS, *PHONES])
+
+
+def test_a_database_holding_only_a_clear_claim_is_not_marked_encrypted(settings):
+    """Only an empty database is marked as needing no one-time pass: an identifier
+    claim an older version kept in clear (its resource gone, say, by a create cut
+    short) is encrypted at the next start like any other clear value."""
+    key = f"{RID}|{NUMBERS[0]}"
+    with MongoClient(settings.mongodb_uri) as client:
+        client[settings.mongodb_db]["_identifier_claims"].insert_one({"_id": key, "rid": "gone"})
+    app = make_app(settings)
+    try:
+        db = app.extensions["fhirserver"].repo.db
+        assert db["_schema"].find_one({"_id": "field-encryption"}) is not None
+        assert NUMBERS[0] not in raw_documents(db)
+    finally:
+        app.extensions["fhirserver"].repo.close()
