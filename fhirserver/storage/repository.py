@@ -283,19 +283,19 @@ class Repository:
         collection = self.cols.current[rtype]
         wanted = list(dict.fromkeys(ids))
 
-        def one(rid: str) -> dict[str, Any]:
-            return {"_id": rid} if query is None else _live(rtype, {"$and": [{"_id": rid}, query]})
+        def matching(by_id: dict[str, Any]) -> dict[str, Any]:
+            if query is None:
+                return by_id
+            return _live(rtype, {"$and": [by_id, query]} if query else by_id)
 
         if self.lookup_ids_one_by_one:
             # Side by side: each is a round trip the engine answers from an index.
             with ThreadPoolExecutor(max_workers=min(8, max(1, len(wanted)))) as pool:
-                found = pool.map(lambda rid: collection.find_one(one(rid), _LEAN), wanted)
+                found = pool.map(
+                    lambda rid: collection.find_one(matching({"_id": rid}), _LEAN), wanted)
                 docs = [d for d in found if d is not None]
         else:
-            flt: dict[str, Any] = {"_id": {"$in": wanted}}
-            if query is not None:
-                flt = _live(rtype, {"$and": [flt, query]})
-            docs = list(collection.find(flt, _LEAN))
+            docs = list(collection.find(matching({"_id": {"$in": wanted}}), _LEAN))
         return {d["_id"]: self._stored(rtype, d) for d in docs}
 
     def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:

@@ -164,3 +164,16 @@ def test_lastn_returns_only_what_still_matches_when_a_version_number_is_reused(a
     b = get(fhir, f"Observation/$lastn?patient={p}")
     subjects = [e["resource"]["subject"]["reference"] for e in b.get("entry", [])]
     assert subjects == [] or set(subjects) == {f"Patient/{p}"}, b
+
+
+def test_lastn_without_parameters_and_after_a_deletion(fhir):
+    """observation-operation-lastn.html: with no other parameter every subject's
+    latest per code is returned; a deleted Observation is not (http.html#delete),
+    and the one before it takes its place."""
+    p = fhir.create(f.patient())["id"]
+    older = fhir.create(obs_at(p, "2024-01-01"))["id"]
+    newer = fhir.create(obs_at(p, "2024-01-02"))["id"]
+    assert newer in ids(get(fhir, "Observation/$lastn"))
+    assert fhir.delete(f"Observation/{newer}").status_code in (200, 204)
+    got = ids(get(fhir, "Observation/$lastn"))
+    assert older in got and newer not in got
