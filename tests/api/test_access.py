@@ -362,3 +362,17 @@ def test_identifier_conflict_names_the_holder_only_to_who_may_see_it(fhir, app, 
     assert world["mine"] not in r.get_data(as_text=True)
     r = fhir.post("Patient", f.patient("Copy", identifier=[taken]))  # the operator sees all
     assert world["mine"] in r.get_data(as_text=True)
+
+
+def test_lastn_returns_only_the_callers_reach(fhir, app, world):
+    """observation-operation-lastn.html: $lastn is a search, so it returns what the
+    caller may search for: a patient their own latest, a clinician with no relation
+    to either patient nothing, whoever the ``patient`` parameter names."""
+    me = As(fhir, mint(app, "patient", "patient/Observation.rs", patient=world["mine"]))
+    for query in ("", f"?patient={world['other']}", "?code=1-1&max=5"):
+        got = me.get(f"Observation/$lastn{query}").get_json()
+        assert [e["resource"]["id"] for e in got.get("entry", [])] == (
+            [] if world["other"] in query else [world["obs_mine"]]), query
+    dr = clinician(app, fhir)
+    for query in ("", f"?patient={world['mine']}", f"?subject=Patient/{world['other']}"):
+        assert dr.get(f"Observation/$lastn{query}").get_json().get("entry") is None, query
