@@ -28,6 +28,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from fhirserver.model.types import SUPPORTED_TYPES
+
 #: Full size of the data set (Synthea bundles included) at ``--scale 1``.
 FULL_PATIENTS = 20_000
 FULL_OBSERVATIONS = 200_000
@@ -345,7 +347,7 @@ def synthea_summary(paths: list[Path]) -> dict[str, Any]:
         for entry in bundle.get("entry", []):
             res = entry["resource"]
             rtype = res["resourceType"]
-            if rtype in ("Patient", "Observation", "DiagnosticReport"):
+            if rtype in SUPPORTED_TYPES:  # what `fhirserver import` keeps and counts
                 kept[rtype] += 1
             if rtype == "Patient":
                 patients.append({"id": res["id"], "birthDate": res.get("birthDate"),
