@@ -274,28 +274,16 @@ class Repository:
         rid = self._found.get(rtype) if found else None
         self.cols.current[rtype].find_one({"_id": rid or f"absent-{uuid.uuid4().hex}"}, _LEAN)
 
-    def get_many(self, rtype: str, ids: Iterable[str],
-                 query: dict[str, Any] | None = None) -> dict[str, Stored]:
-        """The current documents of ``ids`` that exist; with ``query``, only those not
-        deleted that match it now (a choice made on an earlier read is checked again:
-        a version number alone does not name one content, since a transaction that
-        fails puts the previous version back and the next write reuses its number)."""
+    def get_many(self, rtype: str, ids: Iterable[str]) -> dict[str, Stored]:
         collection = self.cols.current[rtype]
         wanted = list(dict.fromkeys(ids))
-
-        def matching(by_id: dict[str, Any]) -> dict[str, Any]:
-            if query is None:
-                return by_id
-            return _live(rtype, {"$and": [by_id, query]} if query else by_id)
-
         if self.lookup_ids_one_by_one:
             # Side by side: each is a round trip the engine answers from an index.
             with ThreadPoolExecutor(max_workers=min(8, max(1, len(wanted)))) as pool:
-                found = pool.map(
-                    lambda rid: collection.find_one(matching({"_id": rid}), _LEAN), wanted)
+                found = pool.map(lambda rid: collection.find_one({"_id": rid}, _LEAN), wanted)
                 docs = [d for d in found if d is not None]
         else:
-            docs = list(collection.find(matching({"_id": {"$in": wanted}}), _LEAN))
+            docs = list(collection.find({"_id": {"$in": wanted}}, _LEAN))
         return {d["_id"]: self._stored(rtype, d) for d in docs}
 
     def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:
@@ -334,16 +322,6 @@ class Repository:
         flt = _live(rtype, query)
         for doc in self.cols.current[rtype].find(flt, {**_LEAN, "h": 0}).sort(list(sort)):
             yield self._stored(rtype, doc)
-
-    def iterate_fields(
-        self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]],
-        fields: Sequence[str],
-    ) -> Iterator[dict[str, Any]]:
-        """Only ``fields`` (and ``_id``) of the current resources matching ``query``, in
-        ``sort`` order: an operation that chooses among many candidates reads their
-        search values, a few hundred bytes each, and then the few resources it keeps."""
-        flt = _live(rtype, query)
-        yield from self.cols.current[rtype].find(flt, dict.fromkeys(fields, 1)).sort(list(sort))
 
     def find_keyed(
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
