@@ -245,7 +245,9 @@ def rows(ds: DataSet, records: list[Record], writers: list[PatientSpec], named: 
 
     def everything(i: int) -> Job:
         rec = pick(i)
-        expected = 1 + len(rec.observations) + len(rec.reports)
+        # The Patient, its results, and the CareTeam that the run's $care-team call
+        # (which puts the clinician on the patient's team) keeps in its compartment.
+        expected = 2 + len(rec.observations) + len(rec.reports)
 
         def check(bundle: Any) -> None:
             expect_count(f"Patient/{rec.spec.id}/$everything", bundle, expected)

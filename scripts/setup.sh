@@ -45,8 +45,13 @@ fi
 # the single place where the pin lives.
 MODDIR="$ROOT/scripts/ferretdb"
 BIN="$ROOT/.tools/bin/ferretdb"
-FERRETDB_VERSION="$(awk '$1 == "require" && $2 == "github.com/FerretDB/FerretDB" { print $3 }' "$MODDIR/go.mod")"
-[[ -n "$FERRETDB_VERSION" ]] || die "no FerretDB version found in scripts/ferretdb/go.mod"
+UPSTREAM_VERSION="$(awk '$1 == "require" && $2 == "github.com/FerretDB/FerretDB" { print $3 }' "$MODDIR/go.mod")"
+[[ -n "$UPSTREAM_VERSION" ]] || die "no FerretDB version found in scripts/ferretdb/go.mod"
+# The build applies scripts/ferretdb/patches/*.patch (each says why) and names
+# itself after them, so a binary built before a patch changed is rebuilt.
+PATCHES=("$MODDIR"/patches/*.patch)
+PATCH_ID="$(cat "${PATCHES[@]}" | sha256sum | cut -c1-8)"
+FERRETDB_VERSION="$UPSTREAM_VERSION-fhirserver.$PATCH_ID"
 
 installed_version() {
     [[ -x "$BIN" ]] || return 0
@@ -71,6 +76,11 @@ else
     VERSION_DIR="$WORK/vendor/github.com/FerretDB/FerretDB/build/version"
     [[ -d "$VERSION_DIR" ]] || die "vendored FerretDB has no build/version directory"
     printf '%s\n' "$FERRETDB_VERSION" > "$VERSION_DIR/version.txt"
+    chmod -R u+w "$WORK/vendor/github.com/FerretDB/FerretDB"
+    for PATCH in "${PATCHES[@]}"; do
+        (cd "$WORK/vendor/github.com/FerretDB/FerretDB" && git apply -p1 "$PATCH") \
+            || die "applying $(basename "$PATCH") to FerretDB $UPSTREAM_VERSION failed"
+    done
     mkdir -p "$ROOT/.tools/bin"
     (cd "$WORK" && GOBIN="$ROOT/.tools/bin" GOFLAGS="-buildvcs=false -mod=vendor" \
         go install github.com/FerretDB/FerretDB/cmd/ferretdb) || die "building FerretDB failed"

@@ -141,6 +141,21 @@ def _die_with_parent(libc: ctypes.CDLL, parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+#: FerretDB's garbage collector target (Go's GOGC). FerretDB 1.x builds every result
+#: document twice (from PostgreSQL's JSON, then as BSON) and drops both at once; at
+#: Go's default of 100 the collector took about a fifth of its CPU under the search
+#: benchmark, and 400 made a 103-document read about 15% faster. The heap it keeps is
+#: a few tens of MB, so the memory it costs is small.
+GOGC = "400"
+
+
+def _environment() -> dict[str, str]:
+    """The environment FerretDB runs with: ours, with GOGC unless one is set."""
+    env = dict(os.environ)
+    env.setdefault("GOGC", GOGC)
+    return env
+
+
 class EmbeddedFerretDB:
     """One FerretDB process serving the PostgreSQL database at ``postgresql_url``,
     keeping its state in ``data_dir``.
@@ -261,6 +276,7 @@ class EmbeddedFerretDB:
                     preexec_fn=preexec,  # noqa: PLW1509 - main thread only, see above
                     close_fds=True,
                     umask=PRIVATE_UMASK,
+                    env=_environment(),
                 )
             except OSError as exc:
                 raise FerretDBError(

@@ -3,6 +3,7 @@ ports, a missing binary, and children that do not outlive their parent."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from pymongo import MongoClient
 
 from fhirserver.storage.embedded import EmbeddedDatabase
 from fhirserver.storage.ferretdb import (
+    GOGC,
     EmbeddedFerretDB,
     FerretDBError,
     FerretDBNotFound,
@@ -44,6 +46,11 @@ def test_start_answers_ping_and_stop_ends_the_process(tmp_path: Path) -> None:
         assert server.start() == uri  # starting again is a no-op
         with _client(uri) as client:
             assert client.admin.command("ping")["ok"] == 1.0
+        # FerretDB collects garbage less often than Go's default (storage/ferretdb.py)
+        # unless the operator sets GOGC.
+        assert server.ferretdb._process is not None
+        environ = Path(f"/proc/{server.ferretdb._process.pid}/environ").read_bytes()
+        assert (b"GOGC=" + os.environ.get("GOGC", GOGC).encode()) in environ.split(b"\0")
     finally:
         server.stop()
     assert not server.ferretdb.running and not server.postgres.running

@@ -1,0 +1,56 @@
+"""How the embedded PostgreSQL plans the statements FerretDB sends (DESIGN.md section 5).
+
+FerretDB keeps each document in one jsonb column, which PostgreSQL moves out of line
+(TOAST) past about 2 KB. The planner prices a sequential scan by the table's pages,
+which then hold only pointers, so it judged a few hundred Patients cheaper to read
+whole than to look up in the GIN index, and a read by id fetched and decompressed
+every one of them. The server's settings make the index the planner's choice.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import factories as f
+
+#: About 3 KB of address per Patient: each document is stored out of line.
+LINES = [f"{n} Long Street, Building {n}, Floor {n % 30}, Room {n:04d}" for n in range(60)]
+
+
+def _table(conn, schema: str, collection: str) -> str:  # type: ignore[no-untyped-def]
+    row = conn.execute(
+        f'SELECT _jsonb->>\'table\' FROM "{schema}"._ferretdb_database_metadata '
+        "WHERE _jsonb->>'_id' = %s", (collection,)).fetchone()
+    return str(row[0])
+
+
+def test_read_by_id_of_a_small_table_of_large_documents_uses_the_index(
+        database_server, db_name, fhir) -> None:  # type: ignore[no-untyped-def]
+    """R4 http.html#read: a read by id looks up one document, however few the table
+    holds; the plan PostgreSQL makes for FerretDB's ``_id`` statement has no
+    sequential scan."""
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("the embedded database only (MONGODB_URI names another server)")
+    import psycopg
+
+    ids = []
+    for n in range(150):
+        r = fhir.post("/Patient", f.patient(
+            family=f"Planner{n}", address=[{"line": LINES, "city": "Hangzhou"}]))
+        assert r.status_code == 201, r.get_json()
+        ids.append(r.get_json()["id"])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        table = _table(conn, db_name, "Patient")
+        conn.execute(f'ANALYZE "{db_name}"."{table}"')
+        pages, rows = conn.execute(
+            "SELECT relpages, reltuples FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (db_name, table)).fetchone()
+        assert rows >= 150 and pages < rows / 10, "the documents are stored out of line"
+        plan = conn.execute(
+            f'EXPLAIN (FORMAT JSON) SELECT _jsonb FROM "{db_name}"."{table}" '
+            f"WHERE _jsonb->'_id' @> '{json.dumps(ids[75])}'").fetchone()[0]
+    assert "Seq Scan" not in json.dumps(plan), plan
