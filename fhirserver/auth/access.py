@@ -86,6 +86,9 @@ class Access:
     now: datetime
     _reach: frozenset[str] | None | bool = field(default=False)  # False: not computed
     _emergency: set[str] = field(default_factory=set)
+    #: the patients whose care relationship with the caller this request looked up
+    #: without the cache (:meth:`_fresh_reach`), and whether it was an emergency one
+    _fresh_emergency: dict[str, bool] = field(default_factory=dict)
     _choices: dict[str, Any] | None = None
     #: the patients whose data this request returned, counted or changed, in order:
     #: what the audit record names (a patient's own view of the log rests on it)
@@ -302,7 +305,24 @@ class Access:
             return patient in family_reach(self.db, caller.patient or "")["m"]
         who = caller.practitioner if caller.kind == "user" else caller.organization
         doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None
-        return doc is not None and doc["until"].replace(tzinfo=self.now.tzinfo) > self.now
+        live = doc is not None and doc["until"].replace(tzinfo=self.now.tzinfo) > self.now
+        if live and caller.kind == "user":
+            self._fresh_emergency[patient] = bool(doc.get("emergency"))  # type: ignore[union-attr]
+        return live
+
+    def emergency(self, patient: str) -> bool | None:
+        """Whether the clinician's access to ``patient`` rests on break-the-glass, as
+        this request's own authorization saw the relationship; None when it did not
+        look at one (the audit record then asks the database)."""
+        caller = self.caller
+        if caller is None or caller.kind != "user" or not caller.practitioner:
+            return None
+        if patient in self._fresh_emergency:
+            return self._fresh_emergency[patient]
+        if self._reach is False or not isinstance(self._reach, frozenset) \
+                or patient not in self._reach:
+            return None
+        return patient in self._emergency
 
     def check_write(self, rtype: str, interaction: str, patients: set[str | None],
                     creating: bool) -> None:

@@ -72,6 +72,58 @@ def test_failures_and_emergencies_are_recorded(fhir, app):
     assert events(app)[-1]["agent"][0]["who"]["display"] == "unauthenticated caller"
 
 
+def _purpose(event: dict) -> str | None:
+    codings = [c for p in event.get("purposeOfEvent", []) for c in p.get("coding", [])]
+    return codings[0]["code"] if codings else None
+
+
+def test_breaking_the_glass_over_a_treating_relationship_is_recorded_as_emergency(fhir, app):
+    """A clinician who already treats the patient and then breaks the glass: the
+    break-the-glass request and the reads after it are recorded as emergency access
+    (DESIGN.md section 1), though the read's authorization saw the patient in reach
+    before the glass was broken."""
+    emergency_role(app, "dr-li")
+    pid = fhir.create(f.patient("Treated"))["id"]
+    fhir.create(f.observation(pid))
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, pid, dr)
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    assert _purpose(events(app)[-1]) != "ETREAT"
+    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "anaphylaxis"}]})
+    assert r.status_code == 200, r.get_json()
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    assert dr.get(f"Observation?patient={pid}").status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+
+
+def test_an_emergency_relationship_another_worker_opened_is_recorded_as_such(fhir, app):
+    """Whom a clinician reaches is cached for a moment per process; a relationship
+    another worker opened meanwhile is looked up before a read is refused, and when
+    it is break-the-glass, the read is recorded as emergency access."""
+    from datetime import timedelta
+
+    from fhirserver.auth.access import CARE
+
+    emergency_role(app, "dr-li")
+    treated, other = (fhir.create(f.patient(n))["id"] for n in ("Known", "Elsewhere"))
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, treated, dr)
+    assert dr.get(f"Patient/{treated}").status_code == 200  # the reach is now cached
+    st = app.extensions["fhirserver"]
+    now = st.clock()
+    st.repo.db[CARE].insert_one({  # as another worker's break-the-glass writes it
+        "_id": f"Practitioner/dr-li|{other}", "who": "Practitioner/dr-li", "patient": other,
+        "until": now + timedelta(minutes=30), "reason": "break-glass", "emergency": True,
+        "at": now})
+    assert dr.get(f"Patient/{other}").status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    assert dr.get(f"Patient/{treated}").status_code == 200
+    assert _purpose(events(app)[-1]) != "ETREAT"
+
+
 def test_a_conditional_create_that_finds_its_match_names_that_patient(fhir, app):
     """The patients of a record are those the interactions touched, not a re-reading
     of the answer: a conditional create (http.html#ccreate) that answers 200 with an
