@@ -77,10 +77,11 @@ def _interaction() -> str:
     return "read" if request.method == "GET" else request.method.lower()
 
 
-def _patients() -> list[str]:
+def _patients(limit: int | None = MAX_PATIENTS) -> list[str]:
     """The patients the request is about, from what the interactions noted as they
     ran (``Access.touched``: returned, counted or changed), the patient named in the
-    path, and what a view outside the interactions named (``g.audit_patients``)."""
+    path, and what a view outside the interactions named (``g.audit_patients``);
+    the first ``limit`` of them (None: all)."""
     found: list[str] = []
     args = request.view_args or {}
     if args.get("rtype") == "Patient" and args.get("rid"):
@@ -89,27 +90,32 @@ def _patients() -> list[str]:
     for p in (*(access.touched if access is not None else ()), *g.get("audit_patients", ())):
         if p not in found:
             found.append(p)
-    return found[:MAX_PATIENTS]
+    return found if limit is None else found[:limit]
 
 
 def _emergency(who: str | None, patients: list[str]) -> bool:
-    """Did a clinician reach any of ``patients`` by break-the-glass? A read's
-    authorization already read the relationships it relied on (``Access.emergency``),
-    and a read changes none; only those it did not read, and every relationship a
-    request that may change data (breaking the glass itself) names, are looked up."""
+    """Did a clinician reach any of ``patients`` (all of them, however many a page
+    held) by break-the-glass? A read's authorization already read the relationships
+    it relied on (``Access.emergency``), and a read changes none; for the others,
+    and for every patient of a request that may change data (breaking the glass
+    itself), one query reads the clinician's emergency relationships."""
     if not who or not who.startswith("Practitioner/"):
         return False
     access = g.get("access") if request.method in ("GET", "HEAD") else None
-    col = state().repo.db[CARE]
-    for p in patients[:20]:
-        known = access.emergency(p) if access is not None and access.caller is not None \
-            and access.caller.practitioner == who else None
-        if known is None:
-            known = bool((col.find_one({"_id": f"{who}|{p}"}, {"emergency": 1}) or {})
-                         .get("emergency"))
+    if access is None or access.caller is None or access.caller.practitioner != who:
+        access = None
+    unknown: list[str] = []
+    for p in patients:
+        known = access.emergency(p) if access is not None else None
         if known:
             return True
-    return False
+        if known is None:
+            unknown.append(p)
+    if not unknown:
+        return False
+    broken = {d["patient"] for d in state().repo.db[CARE].find(
+        {"who": who, "emergency": True}, {"patient": 1})}
+    return not broken.isdisjoint(unknown)
 
 
 #: The OAuth endpoints whose requests are audited: sign-in, token issue, and the EHR
@@ -177,7 +183,8 @@ def record(response: Response) -> Response:
         if interaction.startswith("search") else "",
         who=who, client_id=caller.client_id if caller else g.get("oauth_client", ""),
         organization=caller.organization if caller else None, kind=caller.kind if caller else "",
-        patients=tuple(patients), resource=resource, emergency=_emergency(who, patients),
+        patients=tuple(patients), resource=resource,
+        emergency=_emergency(who, _patients(None)),
         detail=g.get("audit_detail", ""),
     )
     try:

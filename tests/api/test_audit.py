@@ -301,3 +301,34 @@ def test_a_head_left_far_behind_costs_reads_not_the_log(fhir, app):
     db[HEAD].delete_one({"_id": "head"})  # lost altogether
     assert fhir.get(f"Patient/{pid}").status_code == 200
     assert verify(db, setup.keys, [setup.checkpoints]).broken is None
+
+
+def test_an_emergency_among_more_than_twenty_patients_is_recorded_as_such(fhir, app):
+    """DESIGN.md section 1 (emergency access is flagged; auditevent.html
+    purposeOfEvent): a search whose page holds more than twenty patients, the one
+    reached by break-the-glass last among them, is recorded as emergency access."""
+    from datetime import timedelta
+
+    from fhirserver.auth.access import record_care
+
+    emergency_role(app, "dr-li")
+    st = app.extensions["fhirserver"]
+    now = st.clock()
+    treated = [fhir.create(f.patient(f"Many{n:02d}"))["id"] for n in range(24)]
+    for pid in treated:
+        record_care(st.repo.db, "Practitioner/dr-li", pid, now + timedelta(hours=24),
+                    "card-scan", now=now)
+    broken = fhir.create(f.patient("Many99"))["id"]
+    dr = clinician(app, fhir)
+    r = dr.post(f"Patient/{broken}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "unconscious"}]})
+    assert r.status_code == 200, r.get_json()
+    r = dr.get("Patient?family=Many&_sort=family&_count=50")
+    assert r.status_code == 200
+    ids = [e["resource"]["id"] for e in r.get_json()["entry"]]
+    assert ids[-1] == broken and len(ids) == 25
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    r = fhir.post("Patient/_search", "family=Many&_sort=family&_count=50", headers=dr.h,
+                  content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
