@@ -49,9 +49,15 @@ UPSTREAM_VERSION="$(awk '$1 == "require" && $2 == "github.com/FerretDB/FerretDB"
 [[ -n "$UPSTREAM_VERSION" ]] || die "no FerretDB version found in scripts/ferretdb/go.mod"
 # The build applies scripts/ferretdb/patches/*.patch (each says why) and names
 # itself after them, so a binary built before a patch changed is rebuilt.
-PATCHES=("$MODDIR"/patches/*.patch)
-PATCH_ID="$(cat "${PATCHES[@]}" | sha256sum | cut -c1-8)"
-FERRETDB_VERSION="$UPSTREAM_VERSION-fhirserver.$PATCH_ID"
+PATCHES=()
+for PATCH in "$MODDIR"/patches/*.patch; do
+    [[ -f "$PATCH" ]] && PATCHES+=("$PATCH")
+done
+if (( ${#PATCHES[@]} )); then
+    FERRETDB_VERSION="$UPSTREAM_VERSION-fhirserver.$(cat "${PATCHES[@]}" | sha256sum | cut -c1-8)"
+else
+    FERRETDB_VERSION="$UPSTREAM_VERSION"
+fi
 
 installed_version() {
     [[ -x "$BIN" ]] || return 0
@@ -77,7 +83,7 @@ else
     [[ -d "$VERSION_DIR" ]] || die "vendored FerretDB has no build/version directory"
     printf '%s\n' "$FERRETDB_VERSION" > "$VERSION_DIR/version.txt"
     chmod -R u+w "$WORK/vendor/github.com/FerretDB/FerretDB"
-    for PATCH in "${PATCHES[@]}"; do
+    for PATCH in ${PATCHES[@]+"${PATCHES[@]}"}; do
         (cd "$WORK/vendor/github.com/FerretDB/FerretDB" && git apply -p1 "$PATCH") \
             || die "applying $(basename "$PATCH") to FerretDB $UPSTREAM_VERSION failed"
     done
