@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Flask, Response, current_app, g, request
 
 from .. import errors
-from ..audit import checkpoints
+from ..audit import checkpoints, shared_tail
 from ..audit.appender import Appender
 from ..audit.chain import Keys
 from ..audit.events import Facts, audit_event
@@ -203,6 +203,6 @@ def register(app: Flask) -> None:
     app.extensions[EXTENSION] = AuditSetup(
         Keys.derive(master), checkpoints.path_of(st.settings),
         Pseudonyms(master.derive(PSEUDONYM_PURPOSE)), load_registry(st.settings.identifier_systems),
-        Appender(st.repo.db))
+        Appender(st.repo.db, shared_tail=shared_tail.path_of(st.settings, st.repo.db.name)))
     app.before_request(intend)
     app.after_request(record)

@@ -12,8 +12,10 @@ lines in one ``write(2)`` per file, then the head hint) and wakes every request 
 the group; the next request waiting, if any, then leads the next group. The cost of
 a round trip is shared by everyone who queued while the one before it ran.
 
-Other processes (gunicorn workers, other servers) append to the same chain: the
-primary key still decides who gets a record number. An ordered insert stops at the
+The processes of one server (gunicorn workers) share the chain's end through a
+locked file (:mod:`.shared_tail`): a leader chains its group after the end any of
+them wrote last. Other servers append to the same chain too: the primary key still
+decides who gets a record number. An ordered insert stops at the
 first duplicate key; the records before it are written and stay (they link to the
 end this appender knew, so the chain holds), the rest is chained again after the
 real end (found by primary-key probes, :func:`.chain.tail`) and written again, so
@@ -27,6 +29,7 @@ fails every request waiting on it, as a failed single append did.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +37,26 @@ from typing import Any
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from . import checkpoints
-from .chain import RECORDS, AuditUnavailable, Keys, advance_head, keyed_record, newest, tail
+from .chain import (
+    RECORDS,
+    AuditUnavailable,
+    Keys,
+    advance_head,
+    keyed_record,
+    link_of,
+    newest,
+    record_id,
+    tail,
+)
 from .events import storable
+from .shared_tail import SharedTail
 
 #: Records per ``insert_many`` at most; more waiting go in the next group.
 MAX_GROUP = 256
-#: Under load, the head hint moves after this many records (and when the load ends).
+#: The head hint moves with every record number that is a multiple of this...
 HEAD_EVERY = 64
+#: ...and when an appender goes idle, at most this often (seconds).
+HEAD_IDLE_EVERY = 1.0
 DUPLICATE_KEY = 11000
 
 
@@ -62,17 +78,21 @@ class _Entry:
 class Appender:
     """The audit log's writer for one process (one per app) and database."""
 
-    def __init__(self, db: Any, attempts: int = 50) -> None:
+    def __init__(self, db: Any, attempts: int = 50, shared_tail: Path | None = None) -> None:
         self.db = db
         self.attempts = attempts
+        self._shared = SharedTail(shared_tail)
+        self._origin: str | None = None  # the link of record 1: which chain this is
         self._mutex = threading.Lock()
         self._queue: list[_Entry] = []
         self._leading = False
         self._tail: tuple[int, str] | None = None  # the newest record this appender knows
-        self._since_head = 0  # records written since the head hint last moved
-        #: groups and records written, for measurements
+        self._head_moved = float("-inf")  # when this appender last moved the head hint
+        #: groups and records written, and inserts refused because another writer
+        #: had taken the number, for measurements
         self.groups = 0
         self.records = 0
+        self.refused = 0
 
     def append(self, event: dict[str, Any], patients: list[str], keys: Keys,
                checkpoint_file: Path, *, advance: bool = True) -> int:
@@ -136,7 +156,31 @@ class Appender:
 
     def _insert(self, group: list[_Entry]) -> tuple[list[dict[str, Any]], Exception | None]:
         """The records written for the first entries of ``group`` (all of them, or
-        those before a failure), and the failure."""
+        those before a failure), and the failure; under the shared end's lock."""
+        with self._shared.held() as shared:
+            origin = self._chain_origin()
+            known = shared.read(origin) if origin else None
+            if known is not None and (self._tail is None or known[0] > self._tail[0]):
+                self._tail = known
+            try:
+                return self._insert_after(group)
+            finally:
+                origin = origin or self._chain_origin()
+                if origin and self._tail is not None \
+                        and (known is None or self._tail[0] > known[0]):
+                    shared.write(origin, *self._tail)
+
+    def _chain_origin(self) -> str | None:
+        """The link of record 1 (read once), naming this chain in the shared file."""
+        if self._origin is None:
+            try:
+                first = self.db[RECORDS].find_one({"_id": record_id(1)}, {"mac": 1, "hash": 1})
+            except Exception:  # noqa: BLE001 - the insert reports the database's state
+                return None
+            self._origin = link_of(first) if first is not None else None
+        return self._origin
+
+    def _insert_after(self, group: list[_Entry]) -> tuple[list[dict[str, Any]], Exception | None]:
         written: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
         try:
@@ -165,6 +209,7 @@ class Appender:
                     self._tail = (seq + count, records[-1]["mac"])
                     return written, None
                 # Another process took record seq + count + 1: find the real end.
+                self.refused += 1
                 self._tail = end = tail(self.db, seq + count + 1)
             raise AuditUnavailable("the audit log is too busy to append to")
         except Exception as exc:  # noqa: BLE001 - handed to every request waiting on it
@@ -194,10 +239,11 @@ class Appender:
     def _anchor(self, entries: list[_Entry], records: list[dict[str, Any]]) -> None:
         """Checkpoint the written records (one write per checkpoint file), then move
         the head hint; an entry whose checkpoint failed fails (its record stays in
-        the chain, unanchored, as a single append's did). While more records wait,
-        the head (a hint where to start looking for the end) moves only every
-        ``HEAD_EVERY`` records; the last group before the appender goes idle moves
-        it, so at rest it names the newest record."""
+        the chain, unanchored, as a single append's did). The head is only where a
+        process with no better knowledge starts looking for the end (the processes
+        of one server share the end in a file), so it moves when a group passes a
+        multiple of ``HEAD_EVERY``, and when the appender goes idle at most every
+        ``HEAD_IDLE_EVERY`` seconds: not one more write per request."""
         by_file: dict[tuple[Path, Keys], list[tuple[_Entry, dict[str, Any]]]] = {}
         for entry, record in zip(entries, records, strict=True):
             by_file.setdefault((entry.checkpoint_file, entry.keys), []).append((entry, record))
@@ -208,13 +254,16 @@ class Appender:
             except Exception as exc:  # noqa: BLE001 - those requests must not answer
                 for entry, _ in items:
                     entry.error = exc
-        self._since_head += len(records)
+        first, last = _number(records[0]), _number(records[-1])
         with self._mutex:
             idle = not self._queue
-        if any(entry.advance for entry in entries) and (idle or self._since_head >= HEAD_EVERY):
+        passed = (first - 1) // HEAD_EVERY != last // HEAD_EVERY
+        rested = idle and any(entry.advance for entry in entries) \
+            and time.monotonic() - self._head_moved >= HEAD_IDLE_EVERY
+        if passed or rested:
             try:
-                advance_head(self.db, _number(records[-1]), records[-1]["mac"])
-                self._since_head = 0
+                advance_head(self.db, last, records[-1]["mac"])
+                self._head_moved = time.monotonic()
             except Exception as exc:  # noqa: BLE001
                 for entry in entries:
                     entry.error = entry.error or exc

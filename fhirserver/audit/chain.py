@@ -72,7 +72,7 @@ def mac(key: bytes, record: dict[str, Any]) -> str:
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def _link(doc: dict[str, Any]) -> str:
+def link_of(doc: dict[str, Any]) -> str:
     """What the next record's ``prev`` holds: the MAC, or a plain record's hash."""
     return str(doc.get("mac") or doc.get("hash") or GENESIS)
 
@@ -119,7 +119,7 @@ def tail(db: Any, hint: int) -> tuple[int, str]:
     def link(n: int) -> str | None:
         if n not in links:
             doc = db[RECORDS].find_one({"_id": record_id(n)}, {"mac": 1, "hash": 1})
-            links[n] = _link(doc) if doc is not None else None
+            links[n] = link_of(doc) if doc is not None else None
         return links[n]
 
     low = hint if hint > 0 and link(hint) is not None else 0
@@ -191,7 +191,7 @@ def verify(db: Any, keys: Keys, checkpoint_files: Sequence[Path]) -> Report:
             return broken("content does not match its hash (altered)")
         else:
             legacy += 1
-        previous = _link(doc)
+        previous = link_of(doc)
         expected += 1
     last = expected - 1
     if newest > last:

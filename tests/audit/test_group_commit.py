@@ -270,3 +270,73 @@ def test_text_no_database_stores_is_replaced_not_refused(client, db_name, keys, 
     (record,) = db[RECORDS].find()
     assert record["event"]["outcomeDesc"] == "a\ufffdb\ufffdc" and record["patients"] == ["p\ufffd"]
     assert verify(db, keys, [checkpoints]).broken is None
+
+
+def test_worker_processes_of_one_server_share_the_end_and_never_collide(
+        mongo_uri, client, db_name, keys, tmp_path):
+    """The appenders of one server's workers (here: two clients, each with its own
+    lock on the shared file, as two processes have) chain every group after the end
+    either wrote last: no insert is refused, and the chain verifies."""
+    checkpoints, shared = tmp_path / "checkpoints.log", tmp_path / "audit.tail"
+    with MongoClient(mongo_uri) as other:
+        appenders = [Appender(client[db_name], shared_tail=shared),
+                     Appender(other[db_name], shared_tail=shared)]
+        threads, each = 6, 15
+        numbers: dict[tuple[str, int], int] = {}
+
+        def writer(n: int) -> None:
+            appender = appenders[n % 2]
+            for i in range(each):
+                numbers[(f"w{n}", i)] = appender.append(event(f"w{n}-{i}"), [f"w{n}"], keys,
+                                                        checkpoints)
+
+        run_threads(threads, writer)
+    total = threads * each
+    assert [a.refused for a in appenders] == [0, 0]
+    assert sorted(numbers.values()) == list(range(1, total + 1))
+    report = verify(client[db_name], keys, [checkpoints])
+    assert report.broken is None and report.checked == total
+    assert_in_each_writers_order(numbers, stored(client[db_name]))
+
+
+def test_without_the_shared_end_alternating_writers_collide(mongo_uri, client, db_name, keys,
+                                                            tmp_path):
+    """What the shared file saves: two appenders taking turns without it find the
+    number they meant to use taken on every turn but the first."""
+    checkpoints = tmp_path / "checkpoints.log"
+    with MongoClient(mongo_uri) as other:
+        appenders = [Appender(client[db_name]), Appender(other[db_name])]
+        for i in range(6):
+            appenders[i % 2].append(event(f"turn-{i}"), ["p"], keys, checkpoints)
+    assert sum(a.refused for a in appenders) >= 4
+    assert verify(client[db_name], keys, [checkpoints]).broken is None
+
+
+def test_a_shared_end_of_another_chain_or_cut_short_is_not_followed(client, db_name, keys,
+                                                                    tmp_path):
+    """The file is a hint: one left by a database dropped and made again under the
+    same name (another record 1), or torn, never makes a writer leave a gap."""
+    checkpoints, shared = tmp_path / "checkpoints.log", tmp_path / "audit.tail"
+    first = Appender(client[db_name], shared_tail=shared)
+    for i in range(5):
+        first.append(event(f"old-{i}"), ["p"], keys, checkpoints)
+    client.drop_database(db_name)
+    assert shared.read_bytes().split()[1] == b"000000000005"
+    checkpoints = tmp_path / "checkpoints-after.log"
+    fresh = Appender(client[db_name], shared_tail=shared)
+    assert fresh.append(event("new-0"), ["p"], keys, checkpoints) == 1
+    assert fresh.append(event("new-1"), ["p"], keys, checkpoints) == 2
+    shared.write_bytes(shared.read_bytes()[:100] + b"\n" * 300)  # torn, then garbage
+    again = Appender(client[db_name], shared_tail=shared)
+    assert again.append(event("new-2"), ["p"], keys, checkpoints) == 3
+    report = verify(client[db_name], keys, [checkpoints])
+    assert report.broken is None and report.checked == 3
+    assert shared.read_bytes().split()[1] == b"000000000003" and len(shared.read_bytes()) == 143
+
+
+def test_a_shared_end_that_cannot_be_opened_leaves_appending_as_it_was(client, db_name, keys,
+                                                                       tmp_path):
+    checkpoints = tmp_path / "checkpoints.log"
+    appender = Appender(client[db_name], shared_tail=tmp_path / "missing-dir" / "audit.tail")
+    assert [appender.append(event(f"e{i}"), ["p"], keys, checkpoints) for i in range(3)] \
+        == [1, 2, 3]
