@@ -152,7 +152,8 @@ def _recover(settings: Settings) -> None:
     http.html#transaction), once, here in the master before gunicorn forks: the
     workers then start on whole transactions and find nothing to do, instead of
     both rolling back at once (``storage/recovery.py``). Values an older version
-    stored in clear are encrypted here too, once, for the same reason."""
+    stored in clear are encrypted here too, once, for the same reason, and search
+    values it stored twice are dropped."""
     from .storage.repository import Repository
 
     started = time.perf_counter()
@@ -164,7 +165,7 @@ def _recover(settings: Settings) -> None:
                           f"{time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         encrypted = 0
-        repo.mark_new_database_encrypted()
+        repo.mark_new_database()
         if repo.encryption_pending():
             from .auth.commands import with_progress
 
@@ -174,6 +175,15 @@ def _recover(settings: Settings) -> None:
         if encrypted:
             console.print(f"encrypted the identity numbers and telecom of {encrypted} "
                           f"document(s) stored in clear, in {time.perf_counter() - started:.1f} s")
+        if repo.key_copies_pending():
+            from .auth.commands import with_progress
+
+            started = time.perf_counter()
+            console.print("dropping the copies of search values an older version stored "
+                          "twice (once)")
+            dropped = with_progress(repo.drop_key_copies)
+            console.print(f"{dropped} record(s) made smaller in "
+                          f"{time.perf_counter() - started:.1f} s")
     finally:
         repo.close()
 

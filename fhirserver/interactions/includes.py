@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import errors
+from ..search.compile import param_condition
 from ..search.definitions import TABLES
 from ..search.extract import references
 from ..search.parameters import SearchParameter, parameters_for
@@ -62,7 +63,7 @@ def _reverse(ctx: Context, inc: Include, frontier: list[Stored], limit: int) -> 
                     if (not param.targets or s.type in param.targets)
                     and inc.target in (None, s.type)]
             if keys:
-                flt: dict[str, Any] = {param.field: {"$in": keys}}
+                flt: dict[str, Any] = param_condition(param, {"$in": keys})
                 limit_ = _limit(ctx, source)
                 if limit_:
                     flt = {"$and": [flt, limit_]}

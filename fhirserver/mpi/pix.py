@@ -27,6 +27,7 @@ from ..interactions.identity_lookups import caller_of, count_lookups, shown
 from ..model.identifier_systems import Registry
 from ..model.identity_numbers import InvalidNumber
 from ..model.masking import labelled
+from ..search.keys import key_condition
 
 
 def parse_identifier(raw: str, registry: Registry, name: str) -> tuple[str, str]:
@@ -62,7 +63,7 @@ def holders(ctx: Context, system: str, value: str) -> list[str]:
         return [holder] if holder else []
     if found is not None:  # an identity number: the database holds its blind index
         value = ctx.repo.protection.blinder.value(IDENTIFIER, value)
-    return ctx.repo.find_ids("Patient", {"sp.identifier": f"{system}|{value}"}, limit=10)
+    return ctx.repo.find_ids("Patient", key_condition("identifier", f"{system}|{value}"), limit=10)
 
 
 def ihe_pix(ctx: Context, params: Sequence[tuple[str, str]],

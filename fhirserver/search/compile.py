@@ -1,6 +1,7 @@
 """SearchQuery -> MongoDB filter and sort (search.html#combining, search.html#sort).
 
-Pure: the filter names only ``_id`` and ``sp.*`` fields. Parameters are ANDed, the
+Pure: the filter names only ``_id``, ``k`` and ``sp.*`` fields (exact-match
+parameters are tested on their keys, ``k``: search/keys.py). Parameters are ANDed, the
 values of one parameter ORed; ``:not`` on a token is a ``$nor`` of its values, so a
 resource without the element matches too (search.html#token: "not" includes
 resources that have no value). Only operators FerretDB v1 evaluates are used:
@@ -12,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .parameters import parameters_for
+from .keys import EXACT_TYPES, key_condition
+from .parameters import SearchParameter, parameters_for
 from .query import Chain, Clause, Condition, Has, Missing, SearchQuery
 from .text import BOUNDED_TYPES, bound
 from .types import HANDLERS
@@ -66,11 +68,25 @@ def _bounded(cond: Any) -> Any:
     return cond
 
 
+def param_condition(param: SearchParameter, cond: Any) -> Filter:
+    """The filter testing ``cond`` (a value, ``$in``, an anchored ``$regex`` or
+    ``$exists``) on the values of ``param``, wherever they are stored."""
+    return _keyed(param, {param.field: cond})
+
+
+def _keyed(param: SearchParameter, cond: Filter) -> Filter:
+    """A condition on an exact-match parameter's own values, as one on its keys;
+    conditions on its companion lists (``:text``, ``:identifier``...) as they are."""
+    if param.type in EXACT_TYPES and set(cond) == {param.field}:
+        return key_condition(param.name, cond[param.field])
+    return cond
+
+
 def compile_clause(clause: Clause) -> Filter:
     """One parameter occurrence as a MongoDB condition."""
     param = clause.param
     if clause.modifier == "missing":
-        return _any_of([{param.field: {"$exists": not v.missing}}
+        return _any_of([_keyed(param, {param.field: {"$exists": not v.missing}})
                         for v in clause.values if isinstance(v, Missing)])
     if param.field == "_id":
         return _id_filter(clause)
@@ -78,6 +94,7 @@ def compile_clause(clause: Clause) -> Filter:
     conds = [handler.condition(param.field, clause.modifier, v) for v in clause.values]
     if param.type in BOUNDED_TYPES:
         conds = [_bounded(c) for c in conds]
+    conds = [_keyed(param, c) for c in conds]
     if clause.modifier == "not":
         return {"$nor": conds}
     return _any_of(conds)
@@ -99,7 +116,7 @@ def compile_filter(query: SearchQuery, resolve: Resolver | None = None) -> Filte
 def chain_condition(chain: Chain, targets: dict[str, list[str]]) -> Filter:
     """A chain as a condition, given the ids that matched its inner condition, by type."""
     refs = [f"{t}/{i}" for t, ids in targets.items() for i in ids]
-    return {chain.param.field: {"$in": refs}}
+    return param_condition(chain.param, {"$in": refs})
 
 
 def has_condition(has: Has, referenced: list[str]) -> Filter:

@@ -13,6 +13,12 @@ the top level (:func:`lifted`): at most one ``k`` key, chosen for selectivity, p
 are implied by the filter, never added to it, so results are unchanged; the full
 filter still decides.
 
+The keys of exact-match parameters (token, reference, uri) hold every value such a
+parameter has, so their conditions test ``k`` alone (:func:`key_condition`) and
+``sp`` keeps no copy of them (:func:`stored_values`). FerretDB decodes every value
+of every document it reads, and those copies were a quarter of a stored
+Observation: what is not stored costs no search anything.
+
 Pure: no database.
 """
 
@@ -29,7 +35,7 @@ KEY_FIELD = "k"
 #: String parameters keep prefixes of this many characters at most: a longer search
 #: value is found through its first characters, then matched in full.
 PREFIX_MAX = 8
-_EXACT_TYPES = frozenset({"token", "reference", "uri"})
+EXACT_TYPES = frozenset({"token", "reference", "uri"})
 #: Token parameters with few distinct values: a key on them selects a large share.
 _BROAD = frozenset({"status", "category", "gender", "active", "deceased", "_security",
                     "_tag", "language", "_profile", "data-absent-reason"})
@@ -45,7 +51,7 @@ def keys_of(rtype: str, sp: dict[str, list[Any]]) -> list[str]:
         param = params.get(name)
         if param is None:
             continue  # a companion list (``name:text``...), or not a parameter
-        if param.type in _EXACT_TYPES:
+        if param.type in EXACT_TYPES:
             for v in values:
                 if isinstance(v, str):
                     out[f"{name}={v}"] = None
@@ -55,6 +61,38 @@ def keys_of(rtype: str, sp: dict[str, list[Any]]) -> list[str]:
                     for n in range(1, min(len(v), PREFIX_MAX) + 1):
                         out[f"{name}^{v[:n]}"] = None
     return list(out)
+
+
+def stored_values(rtype: str, sp: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The ``sp`` stored with a resource: its search values but those ``k`` holds."""
+    params = parameters_for(rtype)
+    return {name: values for name, values in sp.items()
+            if (param := params.get(name)) is None or param.type not in EXACT_TYPES}
+
+
+def key_condition(name: str, cond: Any) -> Filter:
+    """A condition on the values of exact-match parameter ``name`` (as a condition on
+    ``sp.<name>`` would be written: a value, ``$in``, an anchored ``$regex`` or
+    ``$exists``), as the same condition on its keys."""
+    prefix = name + "="
+    if isinstance(cond, str):
+        return {KEY_FIELD: prefix + cond}
+    if isinstance(cond, dict) and len(cond) == 1:
+        (op, arg), = cond.items()
+        if op == "$in" and all(isinstance(v, str) for v in arg):
+            return {KEY_FIELD: {"$in": [prefix + v for v in arg]}}
+        if op == "$regex" and isinstance(arg, str) and arg.startswith("^"):
+            return {KEY_FIELD: {"$regex": "^" + re.escape(prefix) + arg[1:]}}
+        if op == "$exists":
+            present = {KEY_FIELD: {"$regex": "^" + re.escape(prefix)}}
+            return present if arg else {"$nor": [present]}
+    raise ValueError(f"no key form for the condition {cond!r} on {name}")
+
+
+def key_values(name: str, keys: list[Any]) -> list[str]:
+    """The values of exact-match parameter ``name`` among ``keys``."""
+    prefix = name + "="
+    return [k[len(prefix):] for k in keys if isinstance(k, str) and k.startswith(prefix)]
 
 
 def _conjuncts(flt: Filter) -> Iterator[tuple[str, Any]]:
@@ -79,6 +117,21 @@ def _prefix(cond: Any) -> str | None:
     return literal if literal and re.escape(literal) == pattern[1:] else None
 
 
+def _exact(rtype: str | None, params: dict[str, Any], name: str, value: str,
+           top: Filter) -> tuple[int, str, bool]:
+    """The candidate key of an equality on exact-match parameter ``name``; a reference
+    to a Patient through the compartment's own parameter also pins ``pat``."""
+    key = f"{name}={value}"
+    param = params.get(name)
+    pid = value[len("Patient/"):]
+    compartment = param is not None and param.type == "reference" \
+        and name in _COMPARTMENT_REFS and rtype != "Patient" \
+        and value.startswith("Patient/") and is_valid_id(pid)
+    if compartment:
+        top.setdefault("pat", pid)
+    return _rank(key, name), key, compartment
+
+
 def _rank(key: str, param: str) -> int:
     """Larger is more selective."""
     if "=" in key:
@@ -92,9 +145,14 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
     top: Filter = {}
     candidates: list[tuple[int, str, bool]] = []  # (rank, key, names the compartment)
     for field, cond in _conjuncts(flt):
+        if isinstance(cond, dict) and set(cond) == {"$in"} and len(cond["$in"]) == 1:
+            cond = cond["$in"][0]  # one allowed value: an equality
+        if field == KEY_FIELD:
+            if isinstance(cond, str):
+                name, _, value = cond.partition("=")
+                candidates.append(_exact(rtype, params, name, value, top))
+            continue
         if not field.startswith("sp."):
-            if isinstance(cond, dict) and set(cond) == {"$in"} and len(cond["$in"]) == 1:
-                cond = cond["$in"][0]  # one allowed value: an equality
             if "." not in field and isinstance(cond, str):
                 top.setdefault(field, cond)
             continue
@@ -102,21 +160,13 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
         param = params.get(name)
         if param is None:
             continue
-        compartment = False
-        key: str | None = None
-        if param.type in _EXACT_TYPES and isinstance(cond, str):
-            key = f"{name}={cond}"
-            pid = cond[len("Patient/"):]
-            if param.type == "reference" and name in _COMPARTMENT_REFS and rtype != "Patient" \
-                    and cond.startswith("Patient/") and is_valid_id(pid):
-                top.setdefault("pat", pid)
-                compartment = True
+        if param.type in EXACT_TYPES and isinstance(cond, str):
+            candidates.append(_exact(rtype, params, name, cond, top))
         elif param.type == "string":
             literal = _prefix(cond)
             if literal is not None:
                 key = f"{name}^{literal[:PREFIX_MAX]}"
-        if key is not None:
-            candidates.append((_rank(key, name), key, compartment))
+                candidates.append((_rank(key, name), key, False))
     # The compartment is pinned by ``pat`` already: a second key should narrow it.
     useful = [(r, k) for r, k, c in candidates if not (c and "pat" in top)]
     if useful:

@@ -17,7 +17,7 @@ from ..model.references import iter_references, parse_reference
 from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.extract import extract
-from ..search.keys import KEY_FIELD, keys_of
+from ..search.keys import KEY_FIELD, keys_of, stored_values
 from ..search.sorting import sort_values
 from .protection import DATA_KEYS_FIELD, Protection
 from .records import Write
@@ -153,7 +153,7 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo,
         "del": bool(history_doc.get("del")),
         "res": raw,
         "pat": history_doc.get("pat"),
-        "sp": sp,
+        "sp": stored_values(rtype, sp),
         KEY_FIELD: keys_of(rtype, sp),
         "so": so,
         BUCKET_FIELD: buckets_of(rtype, so),

@@ -33,7 +33,8 @@ from ..search.buckets import (
     registry_docs,
     walk_plan,
 )
-from ..search.keys import KEY_FIELD, keys_of, lifted
+from ..search.keys import EXACT_TYPES, KEY_FIELD, keys_of, lifted
+from ..search.parameters import parameters_for
 from ..search.sorting import row_key, sort_values
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
@@ -168,7 +169,7 @@ class Repository:
     def initialise(self, encrypt: bool = True) -> None:
         """Create indexes and roll back transactions a dead process left half done,
         before this process answers anything (storage/recovery.py)."""
-        self.mark_new_database_encrypted()
+        self.mark_new_database()
         declared = [*self.cols.declared_indexes(), *OPERATIONAL_INDEXES]
         if self.lookup_ids_one_by_one:
             # FerretDB's own (B-tree) indexes serve none of its queries and slow every
@@ -219,16 +220,46 @@ class Repository:
         with contextlib.suppress(DuplicateKeyError):
             self.db[SCHEMA].insert_one({"_id": "search-keys", "v": 1})
 
+    def key_copies_pending(self) -> bool:
+        """Has the one-time removal of search values stored twice not run yet?"""
+        return self.db[SCHEMA].find_one({"_id": "search-values"}) is None
+
+    def drop_key_copies(self, progress: Progress | None = None) -> int:
+        """Records written while ``sp`` still copied the values of exact-match
+        parameters (their keys ``k`` hold them all, search/keys.py) drop the copies,
+        once; returns the records changed. Searches find them either way, so this
+        only makes them cheaper to read. ``serve`` runs it before its workers start:
+        FerretDB reads and then writes a document, so it must not race a request."""
+        if not self.key_copies_pending():
+            return 0
+        changed = 0
+        for rtype, collection in self.cols.current.items():
+            fields = [f"sp.{name}" for name, param in parameters_for(rtype).items()
+                      if param.type in EXACT_TYPES and param.field != "_id"]
+            total, seen = collection.estimated_document_count(), 0
+            for doc in collection.find({"$or": [{f: {"$exists": True}} for f in fields]},
+                                       {"_id": 1}):
+                collection.update_one({"_id": doc["_id"]}, {"$unset": dict.fromkeys(fields, "")})
+                changed, seen = changed + 1, seen + 1
+                if progress and seen % 200 == 0:
+                    progress(collection.name, seen, max(total, seen))
+            if progress:
+                progress(collection.name, seen, max(total, seen))
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": "search-values", "v": 2})
+        return changed
+
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
 
-    def mark_new_database_encrypted(self) -> None:
+    def mark_new_database(self) -> None:
         """A database that holds no resource, claim or card yet is only ever written by
-        this version, which encrypts on the way in: it is marked so at once, so that
-        the first ``serve`` after a large ``fhirserver import`` does not scan every
-        document for values stored in clear (there are none to find)."""
-        if not self.encryption_pending():
+        this version, which encrypts on the way in and stores each search value once:
+        it is marked so at once, so that the first ``serve`` after a large ``fhirserver
+        import`` does not scan every document for values stored in clear or twice
+        (there are none to find)."""
+        if not self.encryption_pending() and not self.key_copies_pending():
             return
         # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
         # an identity number in clear even where the resource that held it is gone.
@@ -236,8 +267,9 @@ class Repository:
                        self.cols.claims, self.db[CARDS]]
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
-        with contextlib.suppress(DuplicateKeyError):
-            self.db[SCHEMA].insert_one({"_id": "field-encryption", "v": 1})
+        for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2}):
+            with contextlib.suppress(DuplicateKeyError):
+                self.db[SCHEMA].insert_one(marker)
 
     def encrypt_clear_values(self, progress: Progress | None = None) -> int:
         """Identity numbers and telecom values an older version stored in clear are

@@ -48,7 +48,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..errors import ServerError
 from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
-from ..search.keys import KEY_FIELD, keys_of
+from ..search.keys import KEY_FIELD, keys_of, stored_values
 from ..search.sorting import sort_values
 from .documents import Collections
 from .journal import Leases, journal_write, me, new_lease
@@ -89,7 +89,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "res": stored_form(w.sealed),
         DATA_KEYS_FIELD: w.data_keys,
         "pat": w.patient,
-        "sp": w.search,
+        "sp": stored_values(w.type, w.search),
         KEY_FIELD: keys_of(w.type, w.search),
         "so": so,
         BUCKET_FIELD: buckets_of(w.type, so),

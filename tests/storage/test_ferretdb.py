@@ -195,24 +195,45 @@ def test_a_second_command_on_a_busy_data_dir_uses_the_owners_database(tmp_path: 
 
 def test_records_stored_before_index_keys_are_found_after_an_upgrade(settings) -> None:  # type: ignore[no-untyped-def]
     """A database written by a version without ``k``/``b`` (search/keys.py,
-    search/buckets.py) is searchable after the next start: its records get them."""
+    search/buckets.py), whose ``sp`` held every search value, is searchable after the
+    next start: its records get keys and buckets; dropping the values the keys hold
+    from ``sp`` (``serve`` does it once) changes no answer."""
+    from zoneinfo import ZoneInfo
+
+    from fhirserver.search.extract import extract
     from tests import factories as f
     from tests.conftest import FhirClient, make_app
 
     app = make_app(settings)
     fhir = FhirClient(app.test_client())
     pid = fhir.create(f.patient())["id"]
-    oid = fhir.create(f.observation(pid, effectiveDateTime="2024-03-01"))["id"]
+    observation = fhir.create(f.observation(pid, effectiveDateTime="2024-03-01"))
+    oid = observation["id"]
     db = app.extensions["fhirserver"].repo.db
-    db["Observation"].update_many({}, {"$unset": {"k": "", "b": ""}})
+    legacy_sp = extract(observation, ZoneInfo(settings.timezone))
+    assert "code" in legacy_sp and "subject" in legacy_sp
+    db["Observation"].update_many({}, {"$unset": {"k": "", "b": ""}, "$set": {"sp": legacy_sp}})
     db["_months"].delete_many({})
     db["_schema"].delete_many({})
     before = fhir.get("Observation?code=15074-8")
     assert before.status_code == 200 and not before.get_json().get("entry")
     app.extensions["fhirserver"].repo.close()
 
-    again = FhirClient(make_app(settings).test_client())
-    for query in ("Observation?code=15074-8", f"Observation?patient={pid}&_sort=-date"):
+    upgraded = make_app(settings)
+    again = FhirClient(upgraded.test_client())
+    queries = ("Observation?code=15074-8", f"Observation?patient={pid}&_sort=-date",
+               "Observation?value-quantity=6.3", "Observation?date=2024-03-01",
+               f"Observation?subject:Patient.name=chalmers&patient={pid}")
+    for query in queries:
+        found = again.get(query).get_json().get("entry", [])
+        assert [e["resource"]["id"] for e in found] == [oid], query
+    repo = upgraded.extensions["fhirserver"].repo
+    assert repo.key_copies_pending()
+    assert repo.drop_key_copies() == 1 and not repo.key_copies_pending()
+    stored = repo.db["Observation"].find_one({"_id": oid})
+    assert "code" not in stored["sp"] and "subject" not in stored["sp"]
+    assert "code=15074-8" in stored["k"] and "date" in stored["sp"]
+    for query in queries:
         found = again.get(query).get_json().get("entry", [])
         assert [e["resource"]["id"] for e in found] == [oid], query
 
