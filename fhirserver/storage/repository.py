@@ -232,6 +232,9 @@ class Repository:
         FerretDB reads and then writes a document, so it must not race a request."""
         if not self.key_copies_pending():
             return 0
+        # Records from before ``k`` existed get their keys from these copies: a worker
+        # would add them only after this pass, from an ``sp`` that no longer has them.
+        self._add_search_keys()
         changed = 0
         for rtype, collection in self.cols.current.items():
             fields = [f"sp.{name}" for name, param in parameters_for(rtype).items()
