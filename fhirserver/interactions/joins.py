@@ -12,7 +12,6 @@ from typing import Any
 
 from .. import errors
 from ..search.compile import chain_condition, compile_condition, has_condition
-from ..search.keys import KEY_FIELD, key_values
 from ..search.query import Chain, Has
 from .context import Context
 
@@ -32,9 +31,9 @@ def resolver(ctx: Context) -> Any:
                 found[target] = ids
             _bounded(sum(len(v) for v in found.values()), join.param.name)
             return chain_condition(join, found)
-        keys = ctx.repo.distinct(join.source, KEY_FIELD,
-                                 _seen(ctx, join.source, compile_condition(join.inner, resolve)))
-        refs = key_values(join.param.name, keys)
+        refs = ctx.repo.key_values(join.source, join.param.name,
+                                   _seen(ctx, join.source, compile_condition(join.inner, resolve)),
+                                   limit=MAX_JOIN + 1)
         _bounded(len(refs), f"_has:{join.source}:{join.param.name}")
         return has_condition(join, refs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from ..search.buckets import (
     registry_docs,
     walk_plan,
 )
-from ..search.keys import EXACT_TYPES, KEY_FIELD, keys_of, lifted
+from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
 from ..search.parameters import parameters_for
 from ..search.sorting import row_key, sort_values
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
@@ -404,6 +405,20 @@ class Repository:
         """The distinct values of ``field`` over current resources matching ``query``."""
         flt = _live(rtype, query)
         return list(self.cols.current[rtype].distinct(field, flt))
+
+    def key_values(self, rtype: str, name: str, query: dict[str, Any], limit: int) -> list[str]:
+        """The distinct values (up to ``limit``) of exact-match parameter ``name`` over
+        current resources matching ``query``. Only that parameter's keys leave the
+        database: a ``distinct`` of ``k`` would return every key of every match."""
+        flt = _live(rtype, query)
+        # FerretDB 1.x closes the connection on an ``$unwind`` of documents without
+        # ``_id``: the projection keeps it.
+        found = self.cols.current[rtype].aggregate([
+            {"$match": flt}, {"$project": {KEY_FIELD: 1}},
+            {"$unwind": "$" + KEY_FIELD},
+            {"$match": {KEY_FIELD: {"$regex": "^" + re.escape(name + "=")}}},
+            {"$group": {"_id": "$" + KEY_FIELD}}, {"$limit": limit}])
+        return key_values(name, [d["_id"] for d in found])
 
     def estimated_count(self, rtype: str) -> int:
         """The number of current documents of a type, from collection metadata."""
