@@ -140,3 +140,35 @@ def test_chains_revinclude_and_conditional_criteria_on_keys(fhir) -> None:  # ty
     sorted_ = fhir.get("Observation?code=15074-8&_sort=patient").get_json()["entry"]
     assert [e["resource"]["subject"]["reference"] for e in sorted_] == \
         sorted([f"Patient/{p1}", f"Patient/{p2}"])
+
+
+def test_key_conditions_never_widen_a_granular_scope(fhir, app) -> None:  # type: ignore[no-untyped-def]
+    """SMART granular scopes (``patient/Observation.rs?category=laboratory``) with
+    search.html#token ``:missing`` and ``:not``, and search.html#reference on another
+    patient: the caller's conditions on ``k`` only narrow what the scope allows."""
+    from tests.conftest import mint
+
+    me = fhir.create(f.patient())["id"]
+    other = fhir.create(f.patient(family="Hidden"))["id"]
+    lab = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory"}]}]
+    lab_obs = fhir.create(f.observation(me, category=lab))["id"]
+    fhir.create(f.observation(me, code="1-1"))
+    fhir.create(f.observation(other, category=lab))
+    headers = {"Authorization": "Bearer " + mint(
+        app, "patient", "patient/Observation.rs?category=laboratory", patient=me)}
+    cases = {
+        "Observation?category:missing=true": [],
+        "Observation?category:not=laboratory": [],
+        "Observation?code:not=15074-8": [],
+        "Observation?code:missing=false": [lab_obs],
+        f"Observation?subject=Patient/{other}": [],
+        f"Observation?patient={other}&category=laboratory": [],
+        f"Observation?patient={me}": [lab_obs],
+    }
+    for query, want in cases.items():
+        resp = fhir.get(_url(query), headers=headers)
+        assert resp.status_code == 200, (query, resp.get_json())
+        got = sorted(e["resource"]["id"] for e in resp.get_json().get("entry", [])
+                     if e["resource"]["resourceType"] == "Observation")
+        assert got == sorted(want), query
