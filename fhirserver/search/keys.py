@@ -25,11 +25,11 @@ Pure: no database.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..model.types import is_valid_id
-from .parameters import parameters_for
+from .parameters import SearchParameter, parameters_for
 
 KEY_FIELD = "k"
 #: String parameters keep prefixes of this many characters at most: a longer search
@@ -117,7 +117,7 @@ def _prefix(cond: Any) -> str | None:
     return literal if literal and re.escape(literal) == pattern[1:] else None
 
 
-def _exact(rtype: str | None, params: dict[str, Any], name: str, value: str,
+def _exact(rtype: str | None, params: Mapping[str, SearchParameter], name: str, value: str,
            top: Filter) -> tuple[int, str, bool]:
     """The candidate key of an equality on exact-match parameter ``name``; a reference
     to a Patient through the compartment's own parameter also pins ``pat``."""
