@@ -184,6 +184,14 @@ def _recover(settings: Settings) -> None:
             dropped = with_progress(repo.drop_key_copies)
             console.print(f"{dropped} record(s) made smaller in "
                           f"{time.perf_counter() - started:.1f} s")
+        if repo.day_buckets_pending():
+            from .auth.commands import with_progress
+
+            started = time.perf_counter()
+            console.print("giving the records of crowded months their days (once)")
+            moved = with_progress(repo.add_day_buckets)
+            console.print(f"{moved} record(s) given their days in "
+                          f"{time.perf_counter() - started:.1f} s")
     finally:
         repo.close()
 

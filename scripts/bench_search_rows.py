@@ -136,8 +136,31 @@ def observation(patient: str, value: float) -> dict[str, Any]:
     }
 
 
+#: Records the "crowded" row's patient gets in one month (an intensive-care stay):
+#: ten a day through December 2024, the newest month of the data set.
+CROWDED = 300
+
+
+def crowded_observations(patient: str) -> list[dict[str, Any]]:
+    """The crowded month, with fixed ids: written by PUT, it is made once per database."""
+    code, display, unit = data.WRITE_CODE
+    out = []
+    for i in range(CROWDED):
+        at = datetime(2024, 12, 1 + i // 10, 8 + i % 10, 30, tzinfo=data.CST)
+        out.append({
+            "resourceType": "Observation", "id": f"bench-crowded-{patient[:8]}-{i:03d}",
+            "status": "final",
+            "category": [{"coding": [{"system": data.CATEGORY, "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+            "subject": {"reference": f"Patient/{patient}"},
+            "effectiveDateTime": at.isoformat(),
+            "valueQuantity": {"value": 36.5, "unit": unit, "system": data.UCUM, "code": unit},
+        })
+    return out
+
+
 def rows(ds: DataSet, records: list[Record], writers: list[PatientSpec], named: list[PatientSpec],
-         clinician: str, operator: str) -> list[Row]:
+         clinician: str, operator: str, crowded: Record | None = None) -> list[Row]:
     """Every row of the table, each a function from the request number to a job."""
     rng = random.Random(f"{ds.seed}:requests")
     heavy = [r for r in records if r.spec.index in ds.plan.heavy]
@@ -243,6 +266,20 @@ def rows(ds: DataSet, records: list[Record], writers: list[PatientSpec], named: 
         return search("Observation", clinician,
                       {"patient": rec.spec.id, "_sort": "-date", "_count": "20"}, check)
 
+    def latest_crowded(i: int) -> Job:
+        assert crowded is not None
+        stays = [datetime.fromisoformat(o["effectiveDateTime"])
+                 for o in crowded_observations(crowded.spec.id)]
+        newest = sorted([o.effective for o in crowded.observations] + stays, reverse=True)[:20]
+
+        def check(bundle: Any) -> None:
+            got = [datetime.fromisoformat(r["effectiveDateTime"]) for r in matches(bundle)]
+            if got != newest:
+                raise BenchError(f"Observation?patient={crowded.spec.id}&_sort=-date&_count=20"
+                                 f": not the 20 newest ({got[:3]}... instead of {newest[:3]}...)")
+        return search("Observation", clinician,
+                      {"patient": crowded.spec.id, "_sort": "-date", "_count": "20"}, check)
+
     def everything(i: int) -> Job:
         rec = pick(i)
         # The Patient, its results, and the CareTeam that the run's $care-team call
@@ -290,6 +327,8 @@ def rows(ds: DataSet, records: list[Record], writers: list[PatientSpec], named: 
         Row("category", "Observation?patient=X&category=C&date=geD", Target(25, 100), by_category),
         Row("sort", f"Observation?patient=X&_sort=-date&_count=20 (X has {heavy_size}+)",
             Target(40, 150), latest),
+        *([Row("crowded", f"the same, X with {CROWDED} in its newest month", Target(40, 150),
+               latest_crowded)] if crowded else []),
         Row("everything", "Patient/X/$everything (first page)", Target(80, 250), everything),
         Row("lastn", "Observation/$lastn?patient=X", Target(80, 250), lastn),
         Row("population", "Observation?code=Y&_count=20 (no patient)", Target(300, 1000),

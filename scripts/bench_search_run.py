@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import bench_search_data as data
 from bench_search_data import BenchError
-from bench_search_rows import Api, DataSet, Row, Target, rows
+from bench_search_rows import Api, DataSet, Row, Target, crowded_observations, rows
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -116,6 +116,24 @@ def check_loaded(api: Api, ds: DataSet, operator: str, work: str) -> None:
         raise other from exc
 
 
+def crowd(api: Api, operator: str, patient: str) -> None:
+    """Give the "crowded" row's patient its crowded month, once (by PUT: the same ids
+    every run), in transactions of 50."""
+    stays = crowded_observations(patient)
+    try:
+        api.call("GET", f"Observation/{stays[-1]['id']}", operator)
+        return
+    except BenchError as exc:
+        if "HTTP 404" not in str(exc):
+            raise
+    console.print(f"writing a crowded month of {len(stays)} Observations for Patient/{patient}")
+    for i in range(0, len(stays), 50):
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": o, "request": {"method": "PUT", "url": f"Observation/{o['id']}"}}
+            for o in stays[i:i + 50]]}
+        api.call("POST", "", operator, body=bundle)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -134,6 +152,8 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
     sample = rng.sample(eligible, min(SAMPLE, len(eligible)))
     named = rng.sample(ds.plan.patients, min(SAMPLE, len(ds.plan.patients)))
     records = [data.record(ds.plan, p) for p in heavy + sample]
+    # Queried by the "crowded" row only, which first gives it a crowded month.
+    crowded = data.record(ds.plan, next(p for p in reversed(eligible) if p not in sample))
 
     console.print("tokens: an operator's and a clinician's, from fhirserver token")
     operator = args.token or mint(cli, args.url, "--operator", "--scope", "system/*.cruds")
@@ -142,11 +162,13 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
     check_loaded(api, ds, operator, str(args.work))
     care = {"resourceType": "Parameters",
             "parameter": [{"name": "member", "valueReference": {"reference": CLINICIAN}}]}
-    for spec in heavy + sample + writers:
+    for spec in heavy + sample + writers + [crowded.spec]:
         api.call("POST", f"Patient/{spec.id}/$care-team", operator, body=care)
 
     chosen = [k for k in args.rows.split(",") if k]
-    table_rows = rows(ds, records, writers, named, clinician, operator)
+    table_rows = rows(ds, records, writers, named, clinician, operator, crowded)
+    if not chosen or "crowded" in chosen:
+        crowd(api, operator, crowded.spec.id)
     unknown = set(chosen) - {r.key for r in table_rows} - {"import"}
     if unknown:
         raise BenchError(f"unknown rows {sorted(unknown)}: choose among "

@@ -11,6 +11,16 @@ the registry collection ``_months`` lists which buckets each patient has. A sort
 page then reads the registry (a few small documents), and the months in sort order,
 until the page is full: its cost follows the page, not the record.
 
+A month can hold hundreds of one patient's records (an intensive-care stay), and a
+month read whole would cost them all. So a record also carries the days of those
+dates (``date>2024-06-15``), the registry lists each patient's days under the month
+(group ``...|date>2024-06``), and a month document counts the records created into
+it (``n``). A walk reads a month that counts more than :data:`DENSE` day by day.
+The count only chooses between two correct ways to read a month, so it is kept
+cheaply: it grows on creates, never shrinks, and each process stops adding to a
+month once its own additions reach :data:`DENSE`. Months registered before records
+carried days (no ``v``) are read whole.
+
 Pure: values in, keys and documents out.
 """
 
@@ -23,21 +33,31 @@ from typing import Any
 BUCKET_FIELD = "b"
 REGISTRY = "_months"
 NONE = "-"
+#: Records created into one month of one patient above which the month is read by day.
+DENSE = 48
+#: The registry version of months whose every record carries its day buckets.
+DAYS = 2
+MONTH, DAY = 7, 10  # lengths of "2024-06" and "2024-06-15"
 #: The date parameter of each compartment type whose sorts are bucketed (the
 #: record's clinical date, as $everything's start/end use it).
 BUCKETED = {"Observation": "date", "DiagnosticReport": "date"}
 
 
-def _month(value: Any) -> str:
-    return value.strftime("%Y-%m") if isinstance(value, datetime) else NONE
+def _period(value: Any, width: int = MONTH) -> str:
+    return value.strftime("%Y-%m-%d")[:width] if isinstance(value, datetime) else NONE
 
 
 def buckets_of(rtype: str, so: Mapping[str, Any]) -> list[str]:
-    """The ``b`` list of a record whose sort values are ``so``."""
+    """The ``b`` list of a record whose sort values are ``so``: its months, then the
+    days of the dates it has."""
     name = BUCKETED.get(rtype)
     if name is None:
         return []
-    return [f"{name}<{_month(so.get(name))}", f"{name}>{_month(so.get('-' + name))}"]
+    low, high = so.get(name), so.get("-" + name)
+    out = [f"{name}<{_period(low)}", f"{name}>{_period(high)}"]
+    out += [f"{name}{plan}{_period(v, DAY)}" for plan, v in (("<", low), (">", high))
+            if isinstance(v, datetime)]
+    return out
 
 
 def group(rtype: str, patient: str, plan: str) -> str:
@@ -47,16 +67,29 @@ def group(rtype: str, patient: str, plan: str) -> str:
 
 def registry_docs(rtype: str, patient: str | None,
                   buckets: Sequence[str]) -> list[dict[str, str]]:
-    """The ``_months`` documents that say ``patient`` has records in ``buckets``."""
+    """The ``_months`` documents that say ``patient`` has records in ``buckets``: a
+    month in the patient's group, a day in its month's group."""
     name = BUCKETED.get(rtype)
     if not patient or name is None:
         return []
     out = []
     for bucket in buckets:
-        plan, month = bucket[:len(name) + 1], bucket[len(name) + 1:]
+        plan, period = bucket[:len(name) + 1], bucket[len(name) + 1:]
         g = group(rtype, patient, plan)
-        out.append({"_id": f"{g}{month}", "g": g, "m": month})
+        owner = g + period[:MONTH] if len(period) == DAY else g
+        out.append({"_id": f"{g}{period}", "g": owner, "m": period})
     return out
+
+
+def is_month(doc: Mapping[str, Any]) -> bool:
+    """Is this registry document a month (or the undated bucket), not a day?"""
+    return len(doc["m"]) != DAY
+
+
+def by_day(doc: Mapping[str, Any]) -> bool:
+    """Is a month (its registry document) read day by day? Only when its records all
+    carry days and it has held more than :data:`DENSE` of them."""
+    return doc.get("v") == DAYS and doc["m"] != NONE and int(doc.get("n") or 0) > DENSE
 
 
 def walk_plan(rtype: str, sort: Sequence[tuple[str, int]]) -> str | None:
@@ -76,14 +109,15 @@ def walk_plan(rtype: str, sort: Sequence[tuple[str, int]]) -> str | None:
 
 def month_order(months: Sequence[str], ascending: bool, start: Any = None,
                 has_start: bool = False) -> list[str]:
-    """The months to read, in sort order (records without a date first ascending,
-    last descending, as missing values sort lowest), from the cursor's month on."""
+    """The months (or the days of one month) to read, in sort order (records without
+    a date first ascending, last descending, as missing values sort lowest), from the
+    cursor's month (day) on."""
     dated = sorted((m for m in months if m != NONE), reverse=not ascending)
     order = ([NONE] if NONE in months else []) + dated if ascending \
         else dated + ([NONE] if NONE in months else [])
     if not has_start:
         return order
-    first = _month(start)
+    first = _period(start, max((len(m) for m in dated), default=MONTH))
     if first == NONE:
         return order[order.index(NONE):] if NONE in order else []
     if ascending:

@@ -6,6 +6,7 @@ import contextlib
 import heapq
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from mongoengine import connect, disconnect
 from mongoengine.connection import get_connection, get_db
-from pymongo import DESCENDING, IndexModel
+from pymongo import DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
 from ..config import Settings
@@ -27,9 +28,13 @@ from ..model.identifier_systems import Registry, load_registry
 from ..model.types import SUPPORTED_TYPES
 from ..search.buckets import (
     BUCKET_FIELD,
+    DAYS,
+    DENSE,
     REGISTRY,
     buckets_of,
+    by_day,
     group,
+    is_month,
     month_order,
     registry_docs,
     walk_plan,
@@ -37,6 +42,7 @@ from ..search.buckets import (
 from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
 from ..search.parameters import parameters_for
 from ..search.sorting import row_key, sort_values
+from .day_buckets import add_day_buckets
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
@@ -67,8 +73,8 @@ _KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0}
 NAMESPACE_EXISTS = 48
 #: Which one-time migrations of the stored documents have run.
 SCHEMA = "_schema"
-#: Month queries one page may make before it reads the compartment in one query.
-MONTHS_PER_PAGE = 12
+#: Bucket queries one page may make before it reads the compartment in one query.
+BUCKETS_PER_PAGE = 12
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
 
 
@@ -115,8 +121,10 @@ class Repository:
         #: per type, an id that was found lately: a read of it costs what reading any
         #: stored resource costs (see :meth:`read_alike`)
         self._found: dict[str, str] = {}
-        #: month buckets known to be in the registry (search/buckets.py)
+        #: month and day buckets known to be in the registry (search/buckets.py), and
+        #: the records this process has counted into each month
         self._registered: set[str] = set()
+        self._counted: Counter[str] = Counter()
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
         # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
         self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
@@ -253,17 +261,33 @@ class Repository:
             self.db[SCHEMA].insert_one({"_id": "search-values", "v": 2})
         return changed
 
+    def day_buckets_pending(self) -> bool:
+        """Has the one-time pass that gives crowded months their days not run yet?"""
+        return self.db[SCHEMA].find_one({"_id": "day-buckets"}) is None
+
+    def add_day_buckets(self, progress: Progress | None = None) -> int:
+        """Months crowded before day buckets existed get them, once (day_buckets.py);
+        returns the records changed. ``serve`` runs it before its workers start."""
+        if not self.day_buckets_pending():
+            return 0
+        changed = add_day_buckets(self.db, self.cols, progress)
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": "day-buckets", "v": 1})
+        return changed
+
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
 
     def mark_new_database(self) -> None:
         """A database that holds no resource, claim or card yet is only ever written by
-        this version, which encrypts on the way in and stores each search value once:
+        this version, which encrypts on the way in, stores each search value once and
+        gives every record its day buckets:
         it is marked so at once, so that the first ``serve`` after a large ``fhirserver
         import`` does not scan every document for values stored in clear or twice
         (there are none to find)."""
-        if not self.encryption_pending() and not self.key_copies_pending():
+        if not (self.encryption_pending() or self.key_copies_pending()
+                or self.day_buckets_pending()):
             return
         # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
         # an identity number in clear even where the resource that held it is gone.
@@ -271,7 +295,8 @@ class Repository:
                        self.cols.claims, self.db[CARDS]]
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
-        for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2}):
+        for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2},
+                       {"_id": "day-buckets", "v": 1}):
             with contextlib.suppress(DuplicateKeyError):
                 self.db[SCHEMA].insert_one(marker)
 
@@ -380,22 +405,33 @@ class Repository:
     def _walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
               limit: int, plan: str, patient: str,
               start: Sequence[Any] | None) -> list[tuple[Stored, list[Any]]]:
-        found = self.db[REGISTRY].find({"g": group(rtype, patient, plan)}, {"m": 1})
-        months = month_order([d["m"] for d in found], sort[0][1] > 0,
-                             start[0] if start else None, start is not None)
+        registry, g = self.db[REGISTRY], group(rtype, patient, plan)
+        ascending, at = sort[0][1] > 0, start[0] if start else None
+        months = {d["m"]: d for d in registry.find({"g": g}, {"m": 1, "n": 1, "v": 1})}
         out: list[tuple[Stored, list[Any]]] = []
-        for month in months[:MONTHS_PER_PAGE]:
-            cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + month}, _KEYED)
-            cursor = cursor.sort(list(sort)).limit(limit - len(out))
-            out += [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
-            if len(out) >= limit:
-                return out
-        if len(months) <= MONTHS_PER_PAGE:
-            return out
-        # A filter that few months satisfy (a rare code, a date range far back): one
-        # sorted query over the compartment costs less than many empty months.
-        cursor = self.cols.current[rtype].find(flt, _KEYED).sort(list(sort)).limit(limit)
-        return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+        queries = 0
+        for month in month_order(list(months), ascending, at, start is not None):
+            if by_day(months[month]):
+                days = [d["m"] for d in registry.find({"g": g + month}, {"m": 1})]
+                buckets = month_order(days, ascending, at, start is not None)
+            else:
+                buckets = [month]
+            for bucket in buckets:
+                if queries == BUCKETS_PER_PAGE:
+                    # A filter that few buckets satisfy (a rare code, a date range far
+                    # back): one sorted query over the compartment costs less than many
+                    # empty buckets.
+                    cursor = self.cols.current[rtype].find(flt, _KEYED)
+                    cursor = cursor.sort(list(sort)).limit(limit)
+                    return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+                queries += 1
+                cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + bucket},
+                                                       _KEYED)
+                cursor = cursor.sort(list(sort)).limit(limit - len(out))
+                out += [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+                if len(out) >= limit:
+                    return out
+        return out
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
         flt = _live(rtype, query)
@@ -491,26 +527,46 @@ class Repository:
         self.uow.commit(writes)
 
     def _register_months(self, writes: Sequence[Write]) -> None:
-        """Record the month buckets the writes put records in, before the records:
-        a sorted page must never skip a month that holds one (search/buckets.py)."""
-        docs = {}
+        """Record the month and day buckets the writes put records in, before the
+        records: a sorted page must never skip one that holds one (search/buckets.py).
+        Creates also count into their months, until this process has added
+        :data:`DENSE` to one: past that the month is read by day, whatever it holds."""
+        new: dict[str, dict[str, Any]] = {}
+        counts: Counter[str] = Counter()
         for w in writes:
             if w.resource is None or not w.patient:
                 continue
             buckets = buckets_of(w.type, sort_values(w.type, w.search))
             for doc in registry_docs(w.type, w.patient, buckets):
+                month = is_month(doc)
+                if month and w.expected is None and self._counted[doc["_id"]] <= DENSE:
+                    counts[doc["_id"]] += 1
                 if doc["_id"] not in self._registered:
-                    docs[doc["_id"]] = doc
-        if not docs:
-            return
-        try:
-            self.db[REGISTRY].insert_many(list(docs.values()), ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", ())):
-                raise
+                    new[doc["_id"]] = {**doc, "v": DAYS} if month else doc
+        # Months already registered count with $inc; a new one is inserted with its
+        # count. Two processes inserting one month race on its ``_id``: the refused
+        # one counts with $inc too. (An upsert would race the same way, and FerretDB
+        # answers a bulk whose upsert was refused without the counts pymongo reads.)
+        added = {key: n for key, n in counts.items() if key not in new}
+        if new:
+            docs = [{**doc, "n": counts[key]} if key in counts else doc
+                    for key, doc in new.items()]
+            try:
+                self.db[REGISTRY].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", ())
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+                added.update({docs[e["index"]]["_id"]: counts[docs[e["index"]]["_id"]]
+                              for e in errors if docs[e["index"]]["_id"] in counts})
+        if added:
+            self.db[REGISTRY].bulk_write([UpdateOne({"_id": key}, {"$inc": {"n": n}})
+                                          for key, n in added.items()], ordered=False)
         if len(self._registered) > 100_000:
             self._registered.clear()
-        self._registered.update(docs)
+            self._counted.clear()
+        self._registered.update(new)
+        self._counted.update(counts)
 
 
 def _take(it: Iterator[tuple[HistoryKey, Stored]], n: int) -> Iterator[tuple[HistoryKey, Stored]]:

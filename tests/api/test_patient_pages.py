@@ -176,3 +176,132 @@ def test_a_hidden_patients_record_costs_what_a_missing_patients_costs(app, fhir)
     for query in ("Observation?patient=X&_sort=-date", "Observation?patient=X"):
         assert work[("hidden", query)] == work[("missing", query)], work
         assert work[("hidden", query)][1] == 0
+
+
+def _crowded(fhir) -> tuple[str, list[str]]:
+    """A patient with more records in one month than a month is read whole for
+    (an intensive-care stay: three a day over 20 days), and a few months around it."""
+    from fhirserver.search.buckets import DENSE
+
+    pid = fhir.create(f.patient())["id"]
+    when = [f"2024-03-{d:02d}T{h:02d}:00:00+08:00" for d in range(1, 21) for h in (8, 12, 20)]
+    when += ["2024-01-10T08:00:00+08:00", "2024-05-02T08:00:00+08:00"]
+    assert len(when) > DENSE + 2
+    return pid, [fhir.create(f.observation(pid, effectiveDateTime=w))["id"] for w in when]
+
+
+class Buckets(CommandListener):
+    """The month or day buckets that Observation finds ask for."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.asked: list[str] = []
+
+    def started(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.active and event.command_name == "find" and \
+                event.command.get("find") == "Observation":
+            self.asked.append(str((event.command.get("filter") or {}).get("b")))
+
+    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+BUCKETS = Buckets()
+monitoring.register(BUCKETS)
+
+
+def _first_page_reads(app, fhir, pid: str) -> tuple[list[str], int]:
+    """The dates the newest page of four shows, and how many records the database
+    holds in the buckets it asked for (what FerretDB decodes to answer)."""
+    BUCKETS.asked, BUCKETS.active = [], True
+    try:
+        bundle = fhir.get(f"Observation?patient={pid}&_sort=-date&_count=4").get_json()
+    finally:
+        BUCKETS.active = False
+    db = app.extensions["fhirserver"].repo.db
+    read = sum(db["Observation"].count_documents({"pat": pid, "b": b}) for b in BUCKETS.asked)
+    return [e["resource"]["effectiveDateTime"][:10] for e in bundle["entry"]], read
+
+
+def test_a_crowded_month_is_read_day_by_day_and_its_pages_stay_complete_search_sort(app, fhir):
+    """search.html#sort, http.html#paging: pages that start, resume and end inside a
+    month of 60 records hold every record once, in order; the first page reads the
+    newest days, not the month."""
+    pid, ids = _crowded(fhir)
+    for descending in (True, False):
+        sort = "-date" if descending else "date"
+        got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort={sort}&_count=7")]
+        assert got == _expected(fhir, pid, descending), sort
+        assert sorted(got) == sorted(ids)
+    shown, read = _first_page_reads(app, fhir, pid)
+    assert shown == ["2024-05-02", "2024-03-20", "2024-03-20", "2024-03-20"]
+    assert read <= 4 + 1 + 3, read  # the newest month, then the newest days of March
+
+
+def test_a_month_crowded_before_day_buckets_is_read_by_day_after_the_upgrade_pass(app, fhir):
+    """A database written before records had days: its crowded month is read whole
+    until the one-time pass (storage/day_buckets.py) gives that month's records their
+    days; no page loses or repeats a record on either side of it."""
+    pid, ids = _crowded(fhir)
+    repo = app.extensions["fhirserver"].repo
+    db = repo.db
+    for doc in db["Observation"].find({"pat": pid}, {"b": 1}):
+        db["Observation"].update_one({"_id": doc["_id"]}, {"$set": {"b": doc["b"][:2]}})
+    db["_months"].delete_many({"g": {"$regex": f"^Observation\\|{pid}\\|date.2024-"}})
+    db["_months"].update_many({"g": {"$regex": f"^Observation\\|{pid}\\|"}},
+                              {"$unset": {"v": "", "n": ""}})
+    db["_schema"].delete_many({"_id": "day-buckets"})
+    before = _expected(fhir, pid, True)
+    _, read = _first_page_reads(app, fhir, pid)
+    assert read > 60, read  # the month is read whole
+
+    assert repo.day_buckets_pending()
+    assert repo.add_day_buckets() == 60
+    assert not repo.day_buckets_pending() and repo.add_day_buckets() == 0
+    shown, read = _first_page_reads(app, fhir, pid)
+    assert shown == ["2024-05-02", "2024-03-20", "2024-03-20", "2024-03-20"]
+    assert read <= 4 + 1 + 3, read
+    for descending in (True, False):
+        sort = "-date" if descending else "date"
+        got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort={sort}&_count=9")]
+        assert got == _expected(fhir, pid, descending), sort
+    assert _expected(fhir, pid, True) == before and sorted(before) == sorted(ids)
+
+
+def test_two_workers_opening_the_same_months_at_once_lose_no_record(settings):
+    """Two server processes whose first records in a month arrive together both
+    register that month (the second upsert is refused on the primary key and must be
+    retried as an update); every create succeeds, each month counts both records, and
+    a sorted walk finds them all (search.html#sort)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fhirserver.search.buckets import DAYS
+    from tests.conftest import FhirClient, make_app
+
+    apps = [make_app(settings) for _ in range(2)]
+    pid = FhirClient(apps[0].test_client()).create(f.patient())["id"]
+    together = threading.Barrier(2)
+
+    def write(worker: int) -> list[str]:
+        client, out = FhirClient(apps[worker].test_client()), []
+        for month in range(1, 13):
+            together.wait(timeout=30)
+            out.append(client.create(f.observation(
+                pid, effectiveDateTime=f"2022-{month:02d}-0{worker + 1}T08:00:00Z"))["id"])
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        ids = [i for got in pool.map(write, range(2)) for i in got]
+    fhir = FhirClient(apps[1].test_client())
+    got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort=-date&_count=5")]
+    assert sorted(got) == sorted(ids) and len(got) == 24
+    months = list(apps[0].extensions["fhirserver"].repo.db["_months"].find(
+        {"g": f"Observation|{pid}|date>"}))
+    assert sorted(m["m"] for m in months) == [f"2022-{m:02d}" for m in range(1, 13)]
+    assert all(m["n"] == 2 and m["v"] == DAYS for m in months), months
+    for app in apps:
+        app.extensions["fhirserver"].repo.close()
