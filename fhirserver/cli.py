@@ -147,13 +147,35 @@ def _gunicorn(settings: Settings) -> None:
     Server().run()
 
 
+def _one_time_passes(repo: Any) -> None:
+    """Reshape what an older version stored, once each (storage/repository.py)."""
+    from .auth.commands import with_progress
+
+    passes = (
+        (repo.key_copies_pending, repo.drop_key_copies,
+         "dropping the copies of search values an older version stored twice",
+         "record(s) made smaller"),
+        (repo.day_buckets_pending, repo.add_day_buckets,
+         "giving the records of crowded months their days", "record(s) given their days"),
+        (repo.resource_text_pending, repo.store_resources_as_text,
+         "storing as JSON text the resources an older version kept as documents",
+         "resource(s) stored as text"),
+    )
+    for pending, run, doing, done in passes:
+        if pending():
+            started = time.perf_counter()
+            console.print(f"{doing} (once)")
+            changed = with_progress(run)
+            console.print(f"{changed} {done} in {time.perf_counter() - started:.1f} s")
+
+
 def _recover(settings: Settings) -> None:
     """Roll back the transactions a killed server left half done (FHIR R4
     http.html#transaction), once, here in the master before gunicorn forks: the
     workers then start on whole transactions and find nothing to do, instead of
     both rolling back at once (``storage/recovery.py``). Values an older version
-    stored in clear are encrypted here too, once, for the same reason, and search
-    values it stored twice are dropped."""
+    stored in clear are encrypted here too, once, for the same reason, and what it
+    stored in an older shape is reshaped."""
     from .storage.repository import Repository
 
     started = time.perf_counter()
@@ -175,23 +197,7 @@ def _recover(settings: Settings) -> None:
         if encrypted:
             console.print(f"encrypted the identity numbers and telecom of {encrypted} "
                           f"document(s) stored in clear, in {time.perf_counter() - started:.1f} s")
-        if repo.key_copies_pending():
-            from .auth.commands import with_progress
-
-            started = time.perf_counter()
-            console.print("dropping the copies of search values an older version stored "
-                          "twice (once)")
-            dropped = with_progress(repo.drop_key_copies)
-            console.print(f"{dropped} record(s) made smaller in "
-                          f"{time.perf_counter() - started:.1f} s")
-        if repo.day_buckets_pending():
-            from .auth.commands import with_progress
-
-            started = time.perf_counter()
-            console.print("giving the records of crowded months their days (once)")
-            moved = with_progress(repo.add_day_buckets)
-            console.print(f"{moved} record(s) given their days in "
-                          f"{time.perf_counter() - started:.1f} s")
+        _one_time_passes(repo)
     finally:
         repo.close()
 

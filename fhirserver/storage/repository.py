@@ -49,6 +49,7 @@ from .postgres_indexes import ensure_gin_indexes
 from .protection import CARDS, Protection
 from .records import Stored, Write
 from .reencryption import Progress, Reencryption
+from .resource_text import store_as_text
 from .search_claims import SearchClaims
 from .stored_form import resource_of
 from .unit_of_work import UnitOfWork
@@ -275,6 +276,20 @@ class Repository:
             self.db[SCHEMA].insert_one({"_id": "day-buckets", "v": 1})
         return changed
 
+    def resource_text_pending(self) -> bool:
+        """Has the one-time pass that stores resources as JSON text not run yet?"""
+        return self.db[SCHEMA].find_one({"_id": "resource-text"}) is None
+
+    def store_resources_as_text(self, progress: Progress | None = None) -> int:
+        """Current resources an earlier version stored as BSON documents become JSON
+        text, once (resource_text.py); returns how many changed."""
+        if not self.resource_text_pending():
+            return 0
+        changed = store_as_text(self.cols, progress)
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": "resource-text", "v": 1})
+        return changed
+
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
@@ -282,12 +297,12 @@ class Repository:
     def mark_new_database(self) -> None:
         """A database that holds no resource, claim or card yet is only ever written by
         this version, which encrypts on the way in, stores each search value once and
-        gives every record its day buckets:
+        gives every record its day buckets and its resource as text:
         it is marked so at once, so that the first ``serve`` after a large ``fhirserver
         import`` does not scan every document for values stored in clear or twice
         (there are none to find)."""
         if not (self.encryption_pending() or self.key_copies_pending()
-                or self.day_buckets_pending()):
+                or self.day_buckets_pending() or self.resource_text_pending()):
             return
         # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
         # an identity number in clear even where the resource that held it is gone.
@@ -296,7 +311,7 @@ class Repository:
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
         for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2},
-                       {"_id": "day-buckets", "v": 1}):
+                       {"_id": "day-buckets", "v": 1}, {"_id": "resource-text", "v": 1}):
             with contextlib.suppress(DuplicateKeyError):
                 self.db[SCHEMA].insert_one(marker)
 

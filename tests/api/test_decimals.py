@@ -200,19 +200,21 @@ def test_sorting_by_quantity_orders_exact_values(fhir: Any, patient: None) -> No
                      "12345678901234567890.123456789"]
 
 
-def test_stored_form_keeps_ordinary_resources_as_documents(app: Any, fhir: Any,
-                                                           patient: None) -> None:
-    """Only a resource with a number BSON cannot hold exactly is stored as JSON text;
-    others stay BSON documents, as every existing database holds them, and a current
-    document rebuilt from history (a transaction rolled back) keeps the text and the
-    search values."""
+def test_stored_form_keeps_exact_numbers_as_written(app: Any, fhir: Any,
+                                                   patient: None) -> None:
+    """Resources are stored as JSON text: a number BSON cannot hold exactly as written
+    (datatypes.html#decimal), others as orjson writes them after a space; and a
+    current document rebuilt from history (a transaction rolled back) keeps the text
+    and the search values."""
     from zoneinfo import ZoneInfo
 
     from fhirserver.storage.indexing import rebuild_current
 
     repo = app.extensions["fhirserver"].repo
     plain, exact = create(fhir, "5.4"), create(fhir, "1.50")
-    assert isinstance(repo.cols.current["Observation"].find_one({"_id": plain})["res"], dict)
+    stored = repo.cols.current["Observation"].find_one({"_id": plain})["res"]
+    assert stored.startswith(' {"resourceType":"Observation"') and '"value":5.4' in stored
+    assert fhir.get(f"Observation/{plain}").get_json()["valueQuantity"]["value"] == 5.4
     raw = repo.cols.current["Observation"].find_one({"_id": exact})
     assert isinstance(raw["res"], str) and '"value":1.50' in raw["res"]
     history = repo.cols.history["Observation"].find_one({"_id": f"{exact}/1"})

@@ -173,9 +173,13 @@ def test_a_ciphertext_moved_to_another_patient_does_not_open_there(app, fhir):
     a = fhir.create(f.patient("Wang", identifier=[{"system": RID, "value": NUMBER}]))["id"]
     b = fhir.create(f.patient("Zhou", identifier=[
         {"system": RID, "value": "110101198501011239"}]))["id"]
+    from fhirserver.storage.stored_form import resource_of, stored_form
+
     col = app.extensions["fhirserver"].repo.cols.current["Patient"]
-    sealed = col.find_one({"_id": a})["res"]["identifier"][0]["value"]
-    col.update_one({"_id": b}, {"$set": {"res.identifier.0.value": sealed}})
+    sealed = resource_of(col.find_one({"_id": a})["res"])["identifier"][0]["value"]
+    altered = resource_of(col.find_one({"_id": b})["res"])
+    altered["identifier"][0]["value"] = sealed
+    col.update_one({"_id": b}, {"$set": {"res": stored_form(altered)}})
     patient_b = As(fhir, mint(app, "patient", "patient/*.rs", patient=b))
     r = patient_b.get(f"Patient/{b}")
     assert NUMBER not in r.get_data(as_text=True)
