@@ -8,17 +8,19 @@ those are rewritten: their records get their days, the days are registered, and 
 its count and ``v``. Months with few records stay as they are.
 
 ``serve`` runs it before its workers start, as the other one-time passes: nothing
-writes while it rewrites a month.
+writes while it rewrites a month. Updates go one per command: FerretDB 1.24 can hang
+on an ``update`` command of many statements.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from ..search.buckets import (
     BUCKET_FIELD,
@@ -71,10 +73,10 @@ def add_day_buckets(db: Database[Any], cols: Collections,
                 for entry in registry_docs(rtype, patient, buckets):
                     if not is_month(entry):
                         registry[entry.pop("_id")] = entry
-            ops: list[UpdateOne] = [UpdateOne({"_id": key}, {"$set": entry}, upsert=True)
-                                    for key, entry in registry.items()]
-            for i in range(0, len(ops), BATCH):
-                db[REGISTRY].bulk_write(ops[i:i + BATCH], ordered=False)
+            days = [{"_id": key, **entry} for key, entry in registry.items()]
+            for i in range(0, len(days), BATCH):
+                with contextlib.suppress(BulkWriteError):  # registered already
+                    db[REGISTRY].insert_many(days[i:i + BATCH], ordered=False)
             month = registry_docs(rtype, patient, [bucket])[0]
             db[REGISTRY].update_one({"_id": month.pop("_id")},
                                     {"$set": {**month, "v": DAYS, "n": n}}, upsert=True)

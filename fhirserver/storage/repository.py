@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from mongoengine import connect, disconnect
 from mongoengine.connection import get_connection, get_db
-from pymongo import DESCENDING, IndexModel, UpdateOne
+from pymongo import DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
 from ..config import Settings
@@ -561,7 +561,8 @@ class Repository:
         # Months already registered count with $inc; a new one is inserted with its
         # count. Two processes inserting one month race on its ``_id``: the refused
         # one counts with $inc too. (An upsert would race the same way, and FerretDB
-        # answers a bulk whose upsert was refused without the counts pymongo reads.)
+        # 1.24 answers a refused upsert in a bulk without the counts pymongo reads, and
+        # can hang on an update command of many statements: one update per month.)
         added = {key: n for key, n in counts.items() if key not in new}
         if new:
             docs = [{**doc, "n": counts[key]} if key in counts else doc
@@ -574,9 +575,8 @@ class Repository:
                     raise
                 added.update({docs[e["index"]]["_id"]: counts[docs[e["index"]]["_id"]]
                               for e in errors if docs[e["index"]]["_id"] in counts})
-        if added:
-            self.db[REGISTRY].bulk_write([UpdateOne({"_id": key}, {"$inc": {"n": n}})
-                                          for key, n in added.items()], ordered=False)
+        for key, n in added.items():
+            self.db[REGISTRY].update_one({"_id": key}, {"$inc": {"n": n}})
         if len(self._registered) > 100_000:
             self._registered.clear()
             self._counted.clear()
