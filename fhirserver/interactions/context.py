@@ -29,6 +29,10 @@ from ..storage.repository import Repository
 from ..storage.search_claims import ClaimBusy, Held
 from ..storage.unit_of_work import IdentifierTaken, VersionConflict
 
+#: Retry jitter from its own generator: the global one is the caller's (and
+#: property-based tests replay it).
+_JITTER = random.Random()
+
 
 @dataclass(frozen=True)
 class Context:
@@ -326,13 +330,13 @@ def run_single(ctx: Context, plan: Callable[[Planner], T], *, retry: bool = True
             planner.commit()
         except ClaimBusy as exc:
             if attempt + 1 < attempts:
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                time.sleep(_JITTER.uniform(0, 0.005 * (attempt + 1)))
                 continue
             raise errors.Conflict("Another request is writing a resource for the same "
                                   "conditional criteria: try again") from exc
         except VersionConflict as exc:
             if attempt + 1 < attempts:
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
+                time.sleep(_JITTER.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
                 continue
             if retry:
                 raise errors.Conflict(str(exc)) from exc

@@ -30,6 +30,10 @@ from .context import Context, Planner, Result, run_single
 from .dispatch import Target, parse_url, read_entry, write_entry
 from .write import new_id
 
+#: Retry jitter from its own generator: the global one is the caller's (and
+#: property-based tests replay it).
+_JITTER = random.Random()
+
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -227,7 +231,7 @@ def transaction(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[
             return _transaction(ctx, body, entries, prefer)
         except (VersionConflict, ClaimBusy) as exc:
             if attempt + 1 < attempts:
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
+                time.sleep(_JITTER.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
                 continue
             if isinstance(exc, VersionConflict) and attempts == 1:
                 raise errors.PreconditionFailed(
