@@ -241,6 +241,34 @@ def test_a_crowded_month_is_read_day_by_day_and_its_pages_stay_complete_search_s
     assert read <= 4 + 1 + 3, read  # the newest month, then the newest days of March
 
 
+def test_a_page_resuming_after_an_undated_record_reads_the_crowded_month_search_sort(fhir):
+    """search.html#sort: ascending, records without a date come first; a page whose
+    cursor is on one of them goes on through every dated record, a month read day by
+    day included (http.html#paging: no page skips a record)."""
+    pid, ids = _crowded(fhir)
+    for _ in range(4):
+        undated = f.observation(pid)
+        undated.pop("effectiveDateTime", None)
+        ids.append(fhir.create(undated)["id"])
+    got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort=date&_count=3")]
+    assert got == _expected(fhir, pid, descending=False)
+    assert sorted(got) == sorted(ids)
+
+
+def test_records_of_a_year_before_1000_sort_before_later_ones_once_search_sort(fhir):
+    """A FHIR dateTime's year runs from 0001: a record of year 999 sorts before one of
+    2024 and shows once, ascending and descending, on every page size."""
+    pid = fhir.create(f.patient())["id"]
+    ids = [fhir.create(f.observation(pid, effectiveDateTime=w))["id"] for w in
+           ("0999-03-10T08:00:00Z", "2024-01-05T08:00:00Z", "2024-02-05T08:00:00Z")]
+    for count in (1, 2, 5):
+        for descending in (True, False):
+            sort = "-date" if descending else "date"
+            got = [r["id"] for r in _all(
+                fhir, f"Observation?patient={pid}&_sort={sort}&_count={count}")]
+            assert got == (ids[::-1] if descending else ids), (sort, count)
+
+
 def test_a_month_crowded_before_day_buckets_is_read_by_day_after_the_upgrade_pass(app, fhir):
     """A database written before records had days: its crowded month is read whole
     until the one-time pass (storage/day_buckets.py) gives that month's records their
