@@ -44,7 +44,18 @@ BUCKETED = {"Observation": "date", "DiagnosticReport": "date"}
 
 
 def _period(value: Any, width: int = MONTH) -> str:
-    return value.strftime("%Y-%m-%d")[:width] if isinstance(value, datetime) else NONE
+    # Not strftime: it writes year 999 as "999", which would sort after "2024" and
+    # make a day ("999-03-10") as long as a month.
+    if not isinstance(value, datetime):
+        return NONE
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"[:width]
+
+
+def _ordered(period: str) -> str:
+    """``period`` as it sorts among others: a year below 1000 that an earlier version
+    wrote unpadded (``999-03``) sorts before ``1000``."""
+    year, _, rest = period.partition("-")
+    return f"{year.zfill(4)}-{rest}" if rest else period
 
 
 def buckets_of(rtype: str, so: Mapping[str, Any]) -> list[str]:
@@ -112,14 +123,16 @@ def month_order(months: Sequence[str], ascending: bool, start: Any = None,
     """The months (or the days of one month) to read, in sort order (records without
     a date first ascending, last descending, as missing values sort lowest), from the
     cursor's month (day) on."""
-    dated = sorted((m for m in months if m != NONE), reverse=not ascending)
+    dated = sorted((m for m in months if m != NONE), key=_ordered, reverse=not ascending)
     order = ([NONE] if NONE in months else []) + dated if ascending \
         else dated + ([NONE] if NONE in months else [])
     if not has_start:
         return order
-    first = _period(start, max((len(m) for m in dated), default=MONTH))
+    first = _period(start, max((len(_ordered(m)) for m in dated), default=MONTH))
     if first == NONE:
-        return order[order.index(NONE):] if NONE in order else []
+        # The cursor is on a record without a date: those sort first ascending, so
+        # every dated month (or day) is still ahead; descending, only they are.
+        return order if ascending else [m for m in order if m == NONE]
     if ascending:
-        return [m for m in order if m != NONE and m >= first]
-    return [m for m in order if m == NONE or m <= first]
+        return [m for m in order if m != NONE and _ordered(m) >= first]
+    return [m for m in order if m == NONE or _ordered(m) <= first]

@@ -7,9 +7,11 @@ those are rewritten: their records get their days, the days are registered, and 
 (never before: a walk trusts ``v`` to mean "every record has its days") the month gets
 its count and ``v``. Months with few records stay as they are.
 
-``serve`` runs it before its workers start, as the other one-time passes: nothing
-writes while it rewrites a month. Updates go one per command: FerretDB 1.24 can hang
-on an ``update`` command of many statements.
+``serve`` runs it before its workers start, as the other one-time passes, but
+another server answering on the same database may still write: a record gets the
+buckets of the version read, only if that version is still current (a newer one has
+its days already). Updates go one per command: FerretDB 1.24 can hang on an
+``update`` command of many statements.
 """
 
 from __future__ import annotations
@@ -64,12 +66,15 @@ def add_day_buckets(db: Database[Any], cols: Collections,
         for done, ((patient, bucket), n) in enumerate(sorted(crowded.items()), 1):
             registry: dict[str, dict[str, Any]] = {}
             for doc in collection.find({"pat": patient, BUCKET_FIELD: bucket},
-                                       {"so": 1, BUCKET_FIELD: 1}):
+                                       {"so": 1, "v": 1, BUCKET_FIELD: 1}):
                 buckets = buckets_of(rtype, doc.get("so") or {})
                 if doc.get(BUCKET_FIELD) != buckets:
-                    collection.update_one({"_id": doc["_id"]},
-                                          {"$set": {BUCKET_FIELD: buckets}})
-                    changed += 1
+                    # The filter keeps a version written meanwhile (by a server still
+                    # answering on the same database), which has its days already, from
+                    # getting the buckets of the version read here.
+                    changed += collection.update_one(
+                        {"_id": doc["_id"], "v": doc["v"]},
+                        {"$set": {BUCKET_FIELD: buckets}}).modified_count
                 for entry in registry_docs(rtype, patient, buckets):
                     if not is_month(entry):
                         registry[entry.pop("_id")] = entry

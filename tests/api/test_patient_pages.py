@@ -241,6 +241,44 @@ def test_a_crowded_month_is_read_day_by_day_and_its_pages_stay_complete_search_s
     assert read <= 4 + 1 + 3, read  # the newest month, then the newest days of March
 
 
+def test_a_page_resuming_after_an_undated_record_reads_the_crowded_month_search_sort(fhir):
+    """search.html#sort: ascending, records without a date come first; a page whose
+    cursor is on one of them goes on through every dated record, a month read day by
+    day included (http.html#paging: no page skips a record)."""
+    pid, ids = _crowded(fhir)
+    for _ in range(4):
+        undated = f.observation(pid)
+        undated.pop("effectiveDateTime", None)
+        ids.append(fhir.create(undated)["id"])
+    got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort=date&_count=3")]
+    assert got == _expected(fhir, pid, descending=False)
+    assert sorted(got) == sorted(ids)
+
+
+def test_records_of_a_year_before_1000_sort_before_later_ones_once_search_sort(fhir):
+    """A FHIR dateTime's year runs from 0001: a record of year 999 sorts before one of
+    2024 and shows once, ascending and descending, on every page size."""
+    pid = fhir.create(f.patient())["id"]
+    ids = [fhir.create(f.observation(pid, effectiveDateTime=w))["id"] for w in
+           ("0999-03-10T08:00:00Z", "2024-01-05T08:00:00Z", "2024-02-05T08:00:00Z")]
+    for count in (1, 2, 5):
+        for descending in (True, False):
+            sort = "-date" if descending else "date"
+            got = [r["id"] for r in _all(
+                fhir, f"Observation?patient={pid}&_sort={sort}&_count={count}")]
+            assert got == (ids[::-1] if descending else ids), (sort, count)
+
+
+def _as_before_day_buckets(db, pid: str) -> None:  # type: ignore[no-untyped-def]
+    """The patient's records and months as a version before day buckets left them."""
+    for doc in db["Observation"].find({"pat": pid}, {"b": 1}):
+        db["Observation"].update_one({"_id": doc["_id"]}, {"$set": {"b": doc["b"][:2]}})
+    db["_months"].delete_many({"g": {"$regex": f"^Observation\\|{pid}\\|date.2024-"}})
+    db["_months"].update_many({"g": {"$regex": f"^Observation\\|{pid}\\|"}},
+                              {"$unset": {"v": "", "n": ""}})
+    db["_schema"].delete_many({"_id": "day-buckets"})
+
+
 def test_a_month_crowded_before_day_buckets_is_read_by_day_after_the_upgrade_pass(app, fhir):
     """A database written before records had days: its crowded month is read whole
     until the one-time pass (storage/day_buckets.py) gives that month's records their
@@ -248,12 +286,7 @@ def test_a_month_crowded_before_day_buckets_is_read_by_day_after_the_upgrade_pas
     pid, ids = _crowded(fhir)
     repo = app.extensions["fhirserver"].repo
     db = repo.db
-    for doc in db["Observation"].find({"pat": pid}, {"b": 1}):
-        db["Observation"].update_one({"_id": doc["_id"]}, {"$set": {"b": doc["b"][:2]}})
-    db["_months"].delete_many({"g": {"$regex": f"^Observation\\|{pid}\\|date.2024-"}})
-    db["_months"].update_many({"g": {"$regex": f"^Observation\\|{pid}\\|"}},
-                              {"$unset": {"v": "", "n": ""}})
-    db["_schema"].delete_many({"_id": "day-buckets"})
+    _as_before_day_buckets(db, pid)
     before = _expected(fhir, pid, True)
     _, read = _first_page_reads(app, fhir, pid)
     assert read > 60, read  # the month is read whole
@@ -269,6 +302,63 @@ def test_a_month_crowded_before_day_buckets_is_read_by_day_after_the_upgrade_pas
         got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort={sort}&_count=9")]
         assert got == _expected(fhir, pid, descending), sort
     assert _expected(fhir, pid, True) == before and sorted(before) == sorted(ids)
+
+
+class MovedWhileRead(CommandListener):
+    """Moves one record to another month just after the day-bucket pass has read the
+    records of a crowded month (``bucket``): a write of another server sharing the
+    database."""
+
+    def __init__(self) -> None:
+        self.move: object = None
+        self.bucket = ""
+        self.request = None
+
+    def started(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.move is not None and event.command_name == "find" and \
+                event.command.get("find") == "Observation" and \
+                (event.command.get("filter") or {}).get("b") == self.bucket:
+            self.request = event.request_id
+
+    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.move is not None and event.request_id == self.request:
+            move, self.move = self.move, None
+            move()  # type: ignore[operator]
+
+    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+MOVED = MovedWhileRead()
+monitoring.register(MOVED)
+
+
+def test_a_record_moved_while_the_day_pass_reads_its_month_keeps_its_new_place(app, fhir):
+    """search.html#sort: a record another server moves to another month while the
+    one-time day pass (storage/day_buckets.py) rewrites its old month is found in its
+    new month, in order, once; the pass does not write back the buckets it read."""
+    pid, ids = _crowded(fhir)
+    spanning = f.observation(pid)  # from the crowded month into one that is not
+    spanning.pop("effectiveDateTime", None)
+    spanning["effectivePeriod"] = {"start": "2024-03-10T20:00:00Z", "end": "2024-04-02T04:00:00Z"}
+    ids.append(fhir.create(spanning)["id"])
+    repo = app.extensions["fhirserver"].repo
+    db = repo.db
+    _as_before_day_buckets(db, pid)
+    moved = fhir.get(f"Observation/{ids[-1]}").get_json()
+    moved["effectivePeriod"] = {"start": "2023-07-04T08:00:00Z", "end": "2023-07-05T08:00:00Z"}
+
+    def move() -> None:
+        assert fhir.put(f"Observation/{ids[-1]}", moved).status_code == 200
+
+    MOVED.move, MOVED.bucket = move, "date<2024-03"
+    repo.add_day_buckets()
+    assert MOVED.move is None  # the write happened inside the pass
+    for descending in (True, False):
+        sort = "-date" if descending else "date"
+        got = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_sort={sort}&_count=9")]
+        assert got == _expected(fhir, pid, descending), sort
+        assert sorted(got) == sorted(ids)
 
 
 def test_two_workers_opening_the_same_months_at_once_lose_no_record(settings):

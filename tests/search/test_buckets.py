@@ -75,3 +75,25 @@ def test_a_cursor_resumes_in_its_own_month_http_paging() -> None:
     assert month_order(months, True, at, True) == ["2024-01", "2024-02"]
     assert month_order(months, True, None, True) == ["-", "2023-12", "2024-01", "2024-02"]
     assert month_order(months, False, None, True) == ["-"]
+
+
+def test_a_cursor_on_an_undated_record_resumes_at_every_dated_day_search_sort() -> None:
+    """Ascending, undated records sort first: after one of them every day of a month
+    read by day is still ahead (none is skipped), descending none is."""
+    days = ["2024-02-03", "2024-02-10"]
+    assert month_order(days, True, None, True) == days
+    assert month_order(days, False, None, True) == []
+
+
+def test_years_before_1000_are_bucketed_padded_and_in_date_order_search_sort() -> None:
+    """A FHIR date may be any year from 0001: year 999 sorts before 2024, and its day
+    is a day, not a month."""
+    so = {"date": datetime(999, 3, 10, tzinfo=UTC), "-date": datetime(999, 3, 10, tzinfo=UTC)}
+    buckets = buckets_of("Observation", so)
+    assert buckets == ["date<0999-03", "date>0999-03", "date<0999-03-10", "date>0999-03-10"]
+    assert [is_month(d) for d in registry_docs("Observation", "p1", buckets)] == \
+        [True, True, False, False]
+    # "999-03": how a version that wrote years unpadded registered the month.
+    assert month_order(["2024-01", "999-03", "0998-12"], True) == ["0998-12", "999-03", "2024-01"]
+    assert month_order(["2024-01", "999-03"], False, datetime(999, 3, 1, tzinfo=UTC), True) \
+        == ["999-03"]
