@@ -16,7 +16,6 @@ its days already). Updates go one per command: FerretDB 1.24 can hang on an
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -80,8 +79,11 @@ def add_day_buckets(db: Database[Any], cols: Collections,
                         registry[entry.pop("_id")] = entry
             days = [{"_id": key, **entry} for key, entry in registry.items()]
             for i in range(0, len(days), BATCH):
-                with contextlib.suppress(BulkWriteError):  # registered already
+                try:
                     db[REGISTRY].insert_many(days[i:i + BATCH], ordered=False)
+                except BulkWriteError as exc:  # days registered already, and only those
+                    if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", ())):
+                        raise
             month = registry_docs(rtype, patient, [bucket])[0]
             db[REGISTRY].update_one({"_id": month.pop("_id")},
                                     {"$set": {**month, "v": DAYS, "n": n}}, upsert=True)
