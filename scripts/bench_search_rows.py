@@ -253,32 +253,31 @@ def rows(ds: DataSet, records: list[Record], writers: list[PatientSpec], named: 
         return search("Observation", clinician, params,
                       lambda b: expect_count("Observation?patient&category&date", b, expected))
 
-    def latest(i: int) -> Job:
-        rec = heavy[i % len(heavy)]
-        newest = sorted((o.effective for o in rec.observations), reverse=True)[:20]
+    def newest_page(patient: str, dates: list[datetime], total: int | None) -> Job:
+        """``Observation?patient&_sort=-date&_count=20``: the 20 newest of ``dates``."""
+        newest = sorted(dates, reverse=True)[:20]
 
         def check(bundle: Any) -> None:
-            expect_count("Observation?patient&_sort=-date", bundle, len(rec.observations))
+            if total is not None:
+                expect_count("Observation?patient&_sort=-date", bundle, total)
             got = [datetime.fromisoformat(r["effectiveDateTime"]) for r in matches(bundle)]
             if got != newest:
-                raise BenchError(f"Observation?patient={rec.spec.id}&_sort=-date&_count=20: "
+                raise BenchError(f"Observation?patient={patient}&_sort=-date&_count=20: "
                                  f"not the 20 newest ({got[:3]}... instead of {newest[:3]}...)")
         return search("Observation", clinician,
-                      {"patient": rec.spec.id, "_sort": "-date", "_count": "20"}, check)
+                      {"patient": patient, "_sort": "-date", "_count": "20"}, check)
+
+    def latest(i: int) -> Job:
+        rec = heavy[i % len(heavy)]
+        return newest_page(rec.spec.id, [o.effective for o in rec.observations],
+                           len(rec.observations))
 
     def latest_crowded(i: int) -> Job:
         assert crowded is not None
         stays = [datetime.fromisoformat(o["effectiveDateTime"])
                  for o in crowded_observations(crowded.spec.id)]
-        newest = sorted([o.effective for o in crowded.observations] + stays, reverse=True)[:20]
-
-        def check(bundle: Any) -> None:
-            got = [datetime.fromisoformat(r["effectiveDateTime"]) for r in matches(bundle)]
-            if got != newest:
-                raise BenchError(f"Observation?patient={crowded.spec.id}&_sort=-date&_count=20"
-                                 f": not the 20 newest ({got[:3]}... instead of {newest[:3]}...)")
-        return search("Observation", clinician,
-                      {"patient": crowded.spec.id, "_sort": "-date", "_count": "20"}, check)
+        return newest_page(crowded.spec.id, [o.effective for o in crowded.observations] + stays,
+                           None)
 
     def everything(i: int) -> Job:
         rec = pick(i)

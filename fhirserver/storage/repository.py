@@ -7,7 +7,7 @@ import heapq
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from functools import partial
@@ -262,33 +262,35 @@ class Repository:
             self.db[SCHEMA].insert_one({"_id": "search-values", "v": 2})
         return changed
 
+    def _pending(self, marker: str) -> bool:
+        return self.db[SCHEMA].find_one({"_id": marker}) is None
+
+    def _once(self, marker: str, run: Callable[[], int]) -> int:
+        """``run()`` unless the one-time pass ``marker`` has run; then mark it."""
+        if not self._pending(marker):
+            return 0
+        changed = run()
+        with contextlib.suppress(DuplicateKeyError):
+            self.db[SCHEMA].insert_one({"_id": marker, "v": 1})
+        return changed
+
     def day_buckets_pending(self) -> bool:
         """Has the one-time pass that gives crowded months their days not run yet?"""
-        return self.db[SCHEMA].find_one({"_id": "day-buckets"}) is None
+        return self._pending("day-buckets")
 
     def add_day_buckets(self, progress: Progress | None = None) -> int:
         """Months crowded before day buckets existed get them, once (day_buckets.py);
         returns the records changed. ``serve`` runs it before its workers start."""
-        if not self.day_buckets_pending():
-            return 0
-        changed = add_day_buckets(self.db, self.cols, progress)
-        with contextlib.suppress(DuplicateKeyError):
-            self.db[SCHEMA].insert_one({"_id": "day-buckets", "v": 1})
-        return changed
+        return self._once("day-buckets", lambda: add_day_buckets(self.db, self.cols, progress))
 
     def resource_text_pending(self) -> bool:
         """Has the one-time pass that stores resources as JSON text not run yet?"""
-        return self.db[SCHEMA].find_one({"_id": "resource-text"}) is None
+        return self._pending("resource-text")
 
     def store_resources_as_text(self, progress: Progress | None = None) -> int:
         """Current resources an earlier version stored as BSON documents become JSON
         text, once (resource_text.py); returns how many changed."""
-        if not self.resource_text_pending():
-            return 0
-        changed = store_as_text(self.cols, progress)
-        with contextlib.suppress(DuplicateKeyError):
-            self.db[SCHEMA].insert_one({"_id": "resource-text", "v": 1})
-        return changed
+        return self._once("resource-text", lambda: store_as_text(self.cols, progress))
 
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
