@@ -160,6 +160,9 @@ def _one_time_passes(repo: Any) -> None:
         (repo.resource_text_pending, repo.store_resources_as_text,
          "storing as JSON text the resources an older version kept as documents",
          "resource(s) stored as text"),
+        (repo.date_keys_pending, repo.add_date_keys,
+         "giving the birth dates an older version stored their day keys",
+         "record(s) given their day keys"),
     )
     for pending, run, doing, done in passes:
         if pending():

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .keys import EXACT_TYPES, key_condition
+from .keys import EXACT_TYPES, day_condition, key_condition
 from .parameters import SearchParameter, parameters_for
 from .query import Chain, Clause, Condition, Has, Missing, SearchQuery
 from .text import BOUNDED_TYPES, bound
@@ -92,6 +92,9 @@ def compile_clause(clause: Clause) -> Filter:
         return _id_filter(clause)
     handler = HANDLERS[param.type]
     conds = [handler.condition(param.field, clause.modifier, v) for v in clause.values]
+    if param.type == "date":
+        conds = [{**c, **day_condition(param, v.prefix, v.lo, v.hi)}
+                 for c, v in zip(conds, clause.values, strict=True)]
     if param.type in BOUNDED_TYPES:
         conds = [_bounded(c) for c in conds]
     conds = [_keyed(param, c) for c in conds]

@@ -7,8 +7,9 @@ level of the filter: FerretDB 1.x on PostgreSQL sends nothing but the top-level
 scalar equalities to the database (DESIGN.md section 5), and a MongoDB planner does
 best with one selective equality it can match to an index. So every stored resource
 also carries ``k``, a flat list of keys (``code=http://loinc.org|8867-4``,
-``family^smi``), and every filter is sent with the equalities it implies lifted to
-the top level (:func:`lifted`): at most one ``k`` key, chosen for selectivity, plus
+``family^smi``, ``birthdate@1960-03-04T00:00:00.000``), and every filter is sent
+with the equalities it implies lifted to the top level (:func:`lifted`): at most
+one ``k`` key, chosen for selectivity, plus
 ``pat``, ``_id`` and the other top-level fields the filter pins. Lifted equalities
 are implied by the filter, never added to it, so results are unchanged; the full
 filter still decides.
@@ -19,6 +20,12 @@ parameter has, so their conditions test ``k`` alone (:func:`key_condition`) and
 of every document it reads, and those copies were a quarter of a stored
 Observation: what is not stored costs no search anything.
 
+A birth date is a day: ``Patient?family=F&birthdate=D``, the registration desk's
+search, would otherwise be answered from the family prefix alone, hundreds of
+Patients in a large region. So a date parameter whose values are all of type
+``date`` (:func:`day_valued`) also keys the start of its range (``birthdate@<lo>``),
+and an ``eq`` search of one day tests that key too (:func:`day_condition`).
+
 Pure: no database.
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..model.types import is_valid_id
@@ -40,6 +48,10 @@ EXACT_TYPES = frozenset({"token", "reference", "uri"})
 _BROAD = frozenset({"status", "category", "gender", "active", "deceased", "_security",
                     "_tag", "language", "_profile", "data-absent-reason"})
 _COMPARTMENT_REFS = frozenset({"patient", "subject"})
+#: The longest day of any zone (the day summer time ends): a searched range no longer
+#: than this is one day, or a minute or less.
+_LONGEST_DAY = timedelta(hours=25)
+_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)([=^@])")
 Filter = dict[str, Any]
 
 
@@ -60,7 +72,48 @@ def keys_of(rtype: str, sp: dict[str, list[Any]]) -> list[str]:
                 if isinstance(v, str):
                     for n in range(1, min(len(v), PREFIX_MAX) + 1):
                         out[f"{name}^{v[:n]}"] = None
+        elif day_valued(param):
+            for v in values:
+                if isinstance(v, datetime):
+                    out[day_key(name, v)] = None
     return list(out)
+
+
+def day_key(name: str, start: datetime) -> str:
+    """The key of a value of :data:`DAY_KEYED` parameter ``name`` whose range starts
+    at ``start`` (naive UTC, as stored)."""
+    return f"{name}@{start.replace(tzinfo=None).isoformat(timespec='milliseconds')}"
+
+
+def day_valued(param: SearchParameter) -> bool:
+    """Is every value of ``param`` a FHIR ``date`` (never a dateTime or Period)?"""
+    return param.type == "date" and bool(param.paths) \
+        and all(path.endswith(":date") for path in param.paths)
+
+
+def day_keyed(rtype: str) -> list[str]:
+    """The parameters of ``rtype`` whose values are keyed by day."""
+    return [name for name, param in parameters_for(rtype).items() if day_valued(param)]
+
+
+def day_keys(rtype: str, sp: Mapping[str, Any]) -> list[str]:
+    """The day keys of a record whose stored search values are ``sp``."""
+    return keys_of(rtype, {name: sp[name] for name in day_keyed(rtype)
+                           if isinstance(sp.get(name), list)})
+
+
+def day_condition(param: SearchParameter, prefix: str, lo: datetime,
+                  hi: datetime) -> Filter:
+    """The key condition an ``eq`` search of ``[lo, hi)`` on ``param`` implies, if any.
+
+    A ``date`` spans a whole day, month or year of the server's zone, and so does the
+    range of several (search/types/date.py stores one range). An ``eq`` search of a
+    day (which has no zone of its own: the server's) holds only a range of that very
+    day, which starts where the day starts; a searched minute or less holds none, so
+    its key narrows nothing away. A longer search (a month) implies no key."""
+    if prefix != "eq" or not day_valued(param) or hi - lo > _LONGEST_DAY:
+        return {}
+    return {KEY_FIELD: day_key(param.name, lo)}
 
 
 def stored_values(rtype: str, sp: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -132,10 +185,20 @@ def _exact(rtype: str | None, params: Mapping[str, SearchParameter], name: str, 
     return _rank(key, name), key, compartment
 
 
+def split_key(key: str) -> tuple[str, str, str]:
+    """A key's parameter, kind (``=`` exact, ``^`` prefix, ``@`` day) and value; the
+    value may hold any of these characters (``email=a@b``)."""
+    m = _KEY.match(key)
+    return (m[1], m[2], key[m.end():]) if m else (key, "", "")
+
+
 def _rank(key: str, param: str) -> int:
     """Larger is more selective."""
-    if "=" in key:
-        return 1 if param in _BROAD else 3
+    sep = split_key(key)[1]
+    if sep == "=":
+        return 1 if param in _BROAD else 4
+    if sep == "@":
+        return 3  # one day of births: a handful of a region's Patients
     return 2 if len(key) - len(param) - 1 >= 3 else 0
 
 
@@ -149,8 +212,9 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
             cond = cond["$in"][0]  # one allowed value: an equality
         if field == KEY_FIELD:
             if isinstance(cond, str):
-                name, _, value = cond.partition("=")
-                candidates.append(_exact(rtype, params, name, value, top))
+                name, sep, value = split_key(cond)
+                candidates.append(_exact(rtype, params, name, value, top) if sep == "="
+                                  else (_rank(cond, name), cond, False))
             continue
         if not field.startswith("sp."):
             if "." not in field and isinstance(cond, str):
@@ -189,5 +253,5 @@ def is_indexed(rtype: str, flt: Filter) -> bool:
     a parameter with few values, such as ``status``, selects a large share.)"""
     out = lifted(rtype, flt)
     key = out.get(KEY_FIELD)
-    broad = isinstance(key, str) and re.split(r"[=^]", key, maxsplit=1)[0] in _BROAD
+    broad = isinstance(key, str) and split_key(key)[0] in _BROAD
     return any(field in INDEXED and not (field == KEY_FIELD and broad) for field in out)

@@ -42,6 +42,7 @@ from ..search.buckets import (
 from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
 from ..search.parameters import parameters_for
 from ..search.sorting import row_key, sort_values
+from .date_keys import add_date_keys
 from .day_buckets import add_day_buckets
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
@@ -292,6 +293,15 @@ class Repository:
         text, once (resource_text.py); returns how many changed."""
         return self._once("resource-text", lambda: store_as_text(self.cols, progress))
 
+    def date_keys_pending(self) -> bool:
+        """Has the one-time pass that gives birth dates their day keys not run yet?"""
+        return self._pending("date-keys")
+
+    def add_date_keys(self, progress: Progress | None = None) -> int:
+        """Records stored before day keys existed get them, once (date_keys.py);
+        returns the records changed. ``serve`` runs it before its workers start."""
+        return self._once("date-keys", lambda: add_date_keys(self.cols, progress))
+
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
@@ -299,12 +309,13 @@ class Repository:
     def mark_new_database(self) -> None:
         """A database that holds no resource, claim or card yet is only ever written by
         this version, which encrypts on the way in, stores each search value once and
-        gives every record its day buckets and its resource as text:
+        gives every record its day buckets, its day keys and its resource as text:
         it is marked so at once, so that the first ``serve`` after a large ``fhirserver
         import`` does not scan every document for values stored in clear or twice
         (there are none to find)."""
         if not (self.encryption_pending() or self.key_copies_pending()
-                or self.day_buckets_pending() or self.resource_text_pending()):
+                or self.day_buckets_pending() or self.resource_text_pending()
+                or self.date_keys_pending()):
             return
         # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
         # an identity number in clear even where the resource that held it is gone.
@@ -313,7 +324,8 @@ class Repository:
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
         for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2},
-                       {"_id": "day-buckets", "v": 1}, {"_id": "resource-text", "v": 1}):
+                       {"_id": "day-buckets", "v": 1}, {"_id": "resource-text", "v": 1},
+                       {"_id": "date-keys", "v": 1}):
             with contextlib.suppress(DuplicateKeyError):
                 self.db[SCHEMA].insert_one(marker)
 

@@ -61,8 +61,14 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("missing-false", "Observation", "code-value-quantity:missing=false",
      {"sp.code-value-quantity": {"$exists": True}}),
     # search.html#date and search.html#prefix
+    # A birth date is a date: one within the day starts at its start (search/keys.py).
     ("date-eq", "Patient", "birthdate=2013-01-14",
-     {"sp.birthdate": {"$gte": DAY[0]}, "sp.birthdate:hi": {"$lte": DAY[1]}}),
+     {"sp.birthdate": {"$gte": DAY[0]}, "sp.birthdate:hi": {"$lte": DAY[1]},
+      "k": "birthdate@2013-01-13T16:00:00.000"}),
+    ("date-eq-month", "Patient", "birthdate=2013-01",
+     {"sp.birthdate": {"$gte": D(2012, 12, 31, 16)}, "sp.birthdate:hi": {"$lte": D(2013, 1, 31, 16)}}),
+    ("date-eq-datetime", "Observation", "date=2013-01-14",
+     {"sp.date": {"$gte": DAY[0]}, "sp.date:hi": {"$lte": DAY[1]}}),
     ("date-ne", "Patient", "birthdate=ne2013-01-14",
      {"$or": [{"sp.birthdate": {"$lt": DAY[0]}}, {"sp.birthdate:hi": {"$gt": DAY[1]}}]}),
     ("date-gt", "Patient", "birthdate=gt2013-01-14", {"sp.birthdate:hi": {"$gt": DAY[1]}}),

@@ -5,11 +5,17 @@ that the filter does not imply (search.html#combining: the results do not change
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhirserver.search.compile import compile_filter
+from fhirserver.search.dates import parse_range
 from fhirserver.search.extract import extract
-from fhirserver.search.keys import keys_of, lifted
+from fhirserver.search.keys import day_condition, is_indexed, keys_of, lifted
+from fhirserver.search.parameters import parameters_for
 from fhirserver.search.parse import parse_query
 
 OBS = {
@@ -51,7 +57,7 @@ def test_category_gives_way_to_code_and_identifier_is_lifted_search_token() -> N
 
 
 def test_a_name_prefix_is_lifted_at_most_eight_characters_long_search_string() -> None:
-    assert _lift("Patient", "family=Zha&birthdate=1960-03-04")["k"] == "family^zha"
+    assert _lift("Patient", "family=Zha&gender=female")["k"] == "family^zha"
     assert _lift("Patient", "family=Abcdefghijk")["k"] == "family^abcdefgh"
 
 
@@ -83,3 +89,63 @@ def test_one_allowed_value_is_an_equality_and_broad_keys_are_not_selective() -> 
     assert not is_indexed("Observation", status)
     code = compile_filter(parse_query("Observation", [("code", "2345-7")], tz=UTC))
     assert is_indexed("Observation", code)
+
+
+def test_a_birth_day_is_lifted_before_a_name_prefix_but_not_before_an_identifier_search_date(
+) -> None:
+    """search.html#date: ``birthdate=D`` (``eq``) matches a birth date within day D.
+    A ``date`` within one day starts where that day starts, so the day's key is
+    implied; the registration desk's name and birth date search reads that day's
+    Patients, not every Patient of the family prefix."""
+    assert "birthdate@1960-03-04T00:00:00.000" in keys_of("Patient", extract(PATIENT, UTC))
+    assert _lift("Patient", "family=Zha&birthdate=1960-03-04")["k"] \
+        == "birthdate@1960-03-04T00:00:00.000"
+    assert is_indexed("Patient", compile_filter(parse_query("Patient", [("birthdate", "1960-03-04")],
+                                                            tz=UTC)))
+    assert _lift("Patient", "birthdate=1960-03-04&identifier=urn:sys|123")["k"] \
+        == "identifier=urn:sys|123"
+    # A month, a range or an alternative implies no one day.
+    for query in ("family=Zha&birthdate=1960-03", "family=Zha&birthdate=ge1960-03-04",
+                  "family=Zha&birthdate=1960-03-04,1960-03-05",
+                  "family=Zha&birthdate=sa1960-03-03T22:59&birthdate=eb1960-03-05"):
+        assert _lift("Patient", query)["k"] == "family^zha", query
+
+
+def test_an_email_address_is_an_exact_key_not_a_day_search_token() -> None:
+    flt = _lift("Patient", "email=zhang@example.org&family=Zha")
+    assert flt["k"] == "email=zhang@example.org"
+
+
+_ZONES = st.sampled_from([UTC, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"),
+                          ZoneInfo("Europe/Berlin"), ZoneInfo("Pacific/Chatham")])
+_DAYS = st.dates(min_value=datetime(1900, 1, 1).date(), max_value=datetime(2030, 12, 31).date())
+
+
+def _written(day: object, precision: int) -> str:
+    return str(day)[:precision]
+
+
+@settings(max_examples=400, deadline=None)
+@given(zone=_ZONES, born=_DAYS, born_precision=st.sampled_from([4, 7, 10]),
+       searched=_DAYS, search_precision=st.sampled_from([4, 7, 10, 16]),
+       shift=st.integers(min_value=-3, max_value=3))
+def test_every_birth_date_an_eq_search_matches_holds_the_key_it_implies_search_date(
+        zone: ZoneInfo, born: object, born_precision: int, searched: object,
+        search_precision: int, shift: int) -> None:
+    """Soundness of the day key (search.html#date, ``eq``: the search range contains
+    the resource's): whenever a stored birth date of any precision lies within a
+    searched date of any precision, in any server zone, across summer time changes,
+    the record holds the key the search tests; so the key never loses a match."""
+    near = datetime.combine(searched, datetime.min.time()) + timedelta(days=shift)  # type: ignore[arg-type]
+    stored_text = _written(near.date() if shift else born, born_precision)
+    search_text = _written(searched, min(search_precision, 10)) + (
+        "T00:00" if search_precision == 16 else "")
+    stored = parse_range(stored_text, zone)
+    window = parse_range(search_text, zone)
+    assert stored is not None and window is not None
+    record = {"resourceType": "Patient", "id": "p", "birthDate": stored_text}
+    keys = set(keys_of("Patient", extract(record, zone)))
+    implied = day_condition(parameters_for("Patient")["birthdate"], "eq", *window)
+    matches = stored[0] >= window[0] and stored[1] <= window[1]
+    if matches and implied:
+        assert implied["k"] in keys, (stored_text, search_text, zone)
