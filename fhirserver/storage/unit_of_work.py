@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import MongoClient, ReplaceOne
+from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -384,11 +384,12 @@ class UnitOfWork:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != 11000 for e in errors):
                 raise
-            history.bulk_write(
-                [ReplaceOne({"_id": f"{group[e['index']].id}/{group[e['index']].version}"},
-                            history_document(group[e["index"]]), upsert=True) for e in errors],
-                session=session,
-            )
+            # One replacement per command: FerretDB 1.24 stops answering every client
+            # after an update command of 50 statements.
+            for e in errors:
+                w = group[e["index"]]
+                history.replace_one({"_id": f"{w.id}/{w.version}"}, history_document(w),
+                                    upsert=True, session=session)
 
     # -- recovery --------------------------------------------------------------------
 

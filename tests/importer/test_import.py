@@ -165,3 +165,28 @@ def test_import_encrypts_identity_numbers_and_telecom_on_the_way_in(settings, fh
         found = fhir.get(f"Patient?{query}").get_json()
         assert found["total"] == 1, query
         assert found["entry"][0]["resource"]["identifier"][0]["value"] == number
+
+
+@pytest.mark.timeout(120)
+def test_a_large_group_of_creates_over_leftover_history_entries_commits(settings, fhir, tmp_path):
+    """A create whose history entry is already there (left by a write that died) replaces
+    it. A group of 60 such creates (one NDJSON chunk) commits and keeps every version
+    readable (FHIR R4 http.html#vread); the database answers afterwards. FerretDB 1.24
+    stops answering after an update command of 50 statements."""
+    from fhirserver.storage.repository import Repository
+
+    repo = Repository.from_settings(settings)
+    history = repo.db["Observation_history"]
+    history.insert_many([{"_id": f"left{i}/1", "rid": f"left{i}", "v": 1, "del": False,
+                          "res": "{}"} for i in range(60)])
+    repo.close()
+    lines = [json.dumps({"resourceType": "Observation", "id": f"left{i}", "status": "final",
+                         "code": {"text": "glucose"}}) for i in range(60)]
+    source = tmp_path / "observations.ndjson"
+    source.write_text("\n".join(lines) + "\n")
+    stats = run_import(settings, [source])
+    assert not stats.problems and stats.created["Observation"] == 60
+    for i in (0, 59):
+        r = fhir.get(f"Observation/left{i}/_history/1")
+        assert r.status_code == 200 and r.get_json()["code"]["text"] == "glucose"
+    assert total(fhir, "Observation") == 60
