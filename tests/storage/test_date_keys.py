@@ -114,3 +114,25 @@ def test_patients_an_older_version_stored_are_found_by_birth_date_under_the_wsgi
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.get_json()["id"] == ids["day"]
     app.extensions["fhirserver"].repo.close()
+
+
+def test_a_birth_date_of_a_day_the_zone_skipped_is_found_by_a_minute_containing_it(
+        settings: Any) -> None:
+    """search.html#date, ``eq``: the search range contains the target's. Manila skipped
+    1844-12-31 (local mean time went from -15:56:08 to +8:03:52), so a birth date of
+    that day is the instant that day would have begun, 15:56:08 UTC; the searched
+    minute 15:56 UTC contains it, and so does the day, searched as itself."""
+    from zoneinfo import ZoneInfo
+
+    from fhirserver.search.dates import parse_range
+
+    zone = "Asia/Manila"
+    start = parse_range("1844-12-31", ZoneInfo(zone))
+    assert start is not None
+    app = make_app(dataclasses.replace(settings, timezone=zone))
+    fhir = FhirClient(app.test_client())
+    pid = fhir.create(f.patient("Cruz", birthDate="1844-12-31"))["id"]
+    minute = start[0].strftime("%Y-%m-%dT%H:%MZ")
+    for query in (f"birthdate={minute}", "birthdate=1844-12-31", f"family=Cruz&birthdate={minute}"):
+        assert _found(fhir, query) == {pid}, query
+    app.extensions["fhirserver"].repo.close()
