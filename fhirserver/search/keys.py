@@ -51,6 +51,10 @@ _COMPARTMENT_REFS = frozenset({"patient", "subject"})
 #: The longest day of any zone (the day summer time ends): a searched range no longer
 #: than this is one day, or a minute or less.
 _LONGEST_DAY = timedelta(hours=25)
+#: The longest searched dateTime (``T10:00``). It holds no date but one of a day its
+#: zone skipped (Asia/Manila 1844-12-31), an instant at the day's start, which need
+#: not be the minute's start (local mean time was offset by seconds).
+_LONGEST_TIME = timedelta(minutes=1)
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)([=^@])")
 Filter = dict[str, Any]
 
@@ -109,9 +113,11 @@ def day_condition(param: SearchParameter, prefix: str, lo: datetime,
     A ``date`` spans a whole day, month or year of the server's zone, and so does the
     range of several (search/types/date.py stores one range). An ``eq`` search of a
     day (which has no zone of its own: the server's) holds only a range of that very
-    day, which starts where the day starts; a searched minute or less holds none, so
-    its key narrows nothing away. A longer search (a month) implies no key."""
-    if prefix != "eq" or not day_valued(param) or hi - lo > _LONGEST_DAY:
+    day, which starts where the day starts. A searched minute or less may hold a day
+    the zone skipped, starting within the minute, and a longer search (a month) many
+    days: neither implies a key."""
+    if prefix != "eq" or not day_valued(param) \
+            or not _LONGEST_TIME < hi - lo <= _LONGEST_DAY:
         return {}
     return {KEY_FIELD: day_key(param.name, lo)}
 

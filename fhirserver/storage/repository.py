@@ -206,6 +206,11 @@ class Repository:
                 self.db[name].create_indexes(models)
         self.uow.recover()
         self._add_search_keys()
+        # Unlike the other one-time passes, a search depends on this one (a birth-date
+        # search tests the day's key): a worker started without ``serve`` (``gunicorn
+        # wsgi:app``) must not answer before the Patients an older version stored
+        # have their keys. After ``serve`` it finds the pass marked done.
+        self.add_date_keys()
         if encrypt:
             self.encrypt_clear_values()
 
@@ -299,7 +304,8 @@ class Repository:
 
     def add_date_keys(self, progress: Progress | None = None) -> int:
         """Records stored before day keys existed get them, once (date_keys.py);
-        returns the records changed. ``serve`` runs it before its workers start."""
+        returns the records changed. ``serve`` runs it before its workers start, and
+        :meth:`initialise` wherever ``serve`` did not."""
         return self._once("date-keys", lambda: add_date_keys(self.cols, progress))
 
     def encryption_pending(self) -> bool:

@@ -40,6 +40,15 @@ def _searches(fhir: FhirClient, ids: dict[str, str]) -> None:
         assert _found(fhir, query) == {ids[n] for n in names}, query
 
 
+def _as_an_older_version_stored(repo: Any) -> None:
+    """The Patients without their day keys, and the pass not run: an older version's database."""
+    patients = repo.db["Patient"]
+    for doc in patients.find({}, {"k": 1}):
+        patients.update_one({"_id": doc["_id"]},
+                            {"$set": {"k": [k for k in doc["k"] if "@" not in k]}})
+    repo.db["_schema"].delete_many({"_id": "date-keys"})
+
+
 def test_birth_dates_of_any_precision_are_found_as_search_date_eq_says_in_the_server_zone(
         settings: Any) -> None:
     """The server's zone (FHIR_TIMEZONE) is far from UTC, where a day's key is the
@@ -64,11 +73,7 @@ def test_patients_stored_without_day_keys_are_found_after_the_one_time_pass(
     repo = app.extensions["fhirserver"].repo
     patients = repo.db["Patient"]
 
-    # What an older version stored: the same record without its day key, no marker.
-    for doc in patients.find({}, {"k": 1}):
-        patients.update_one({"_id": doc["_id"]},
-                            {"$set": {"k": [k for k in doc["k"] if "@" not in k]}})
-    repo.db["_schema"].delete_many({"_id": "date-keys"})
+    _as_an_older_version_stored(repo)
     assert _found(fhir, "birthdate=1960-03-04") == set()  # the key is what the search reads
     assert _found(fhir, "birthdate=1960-03") == {ids["day"], ids["next-day"], ids["month"]}
 
@@ -85,4 +90,49 @@ def test_patients_stored_without_day_keys_are_found_after_the_one_time_pass(
 def test_a_new_database_needs_no_day_key_pass(settings: Any) -> None:
     app = make_app(settings)
     assert not app.extensions["fhirserver"].repo.date_keys_pending()
+    app.extensions["fhirserver"].repo.close()
+
+
+def test_patients_an_older_version_stored_are_found_by_birth_date_under_the_wsgi_app(
+        settings: Any) -> None:
+    """search.html#date (``eq``) under `gunicorn wsgi:app`, the README's entry point for
+    a process manager of one's own, which never runs ``serve``'s one-time passes: the
+    Patients an older version stored are found by ``birthdate=D``, the desk's
+    ``family=F&birthdate=D`` and a conditional create on them (http.html#ccreate:
+    no second Patient) as soon as a worker answers."""
+    old = make_app(settings)
+    ids = {name: FhirClient(old.test_client()).create(f.patient("Zhang", birthDate=born))["id"]
+           for name, born in BORN.items()}
+    _as_an_older_version_stored(old.extensions["fhirserver"].repo)
+    old.extensions["fhirserver"].repo.close()
+
+    app = make_app(settings)  # what wsgi.py does in each worker
+    fhir = FhirClient(app.test_client())
+    _searches(fhir, ids)
+    r = fhir.post("Patient", f.patient("Zhang", birthDate="1960-03-04"),
+                  headers={"If-None-Exist": "family=Zhang&birthdate=1960-03-04"})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["id"] == ids["day"]
+    app.extensions["fhirserver"].repo.close()
+
+
+def test_a_birth_date_of_a_day_the_zone_skipped_is_found_by_a_minute_containing_it(
+        settings: Any) -> None:
+    """search.html#date, ``eq``: the search range contains the target's. Manila skipped
+    1844-12-31 (local mean time went from -15:56:08 to +8:03:52), so a birth date of
+    that day is the instant that day would have begun, 15:56:08 UTC; the searched
+    minute 15:56 UTC contains it, and so does the day, searched as itself."""
+    from zoneinfo import ZoneInfo
+
+    from fhirserver.search.dates import parse_range
+
+    zone = "Asia/Manila"
+    start = parse_range("1844-12-31", ZoneInfo(zone))
+    assert start is not None
+    app = make_app(dataclasses.replace(settings, timezone=zone))
+    fhir = FhirClient(app.test_client())
+    pid = fhir.create(f.patient("Cruz", birthDate="1844-12-31"))["id"]
+    minute = start[0].strftime("%Y-%m-%dT%H:%MZ")
+    for query in (f"birthdate={minute}", "birthdate=1844-12-31", f"family=Cruz&birthdate={minute}"):
+        assert _found(fhir, query) == {pid}, query
     app.extensions["fhirserver"].repo.close()
