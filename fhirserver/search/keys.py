@@ -48,8 +48,9 @@ EXACT_TYPES = frozenset({"token", "reference", "uri"})
 _BROAD = frozenset({"status", "category", "gender", "active", "deceased", "_security",
                     "_tag", "language", "_profile", "data-absent-reason"})
 _COMPARTMENT_REFS = frozenset({"patient", "subject"})
-#: The longest day of any zone (the day summer time ends): a searched range no longer
-#: than this is one day, or a minute or less.
+#: The longest day an ``eq`` search keys: the day summer time ends. A searched day
+#: that a zone made longer still (a change of its offset by hours) gets no key, which
+#: costs speed, never a match.
 _LONGEST_DAY = timedelta(hours=25)
 #: The longest searched dateTime (``T10:00``). It holds no date but one of a day its
 #: zone skipped (Asia/Manila 1844-12-31), an instant at the day's start, which need
@@ -84,7 +85,7 @@ def keys_of(rtype: str, sp: dict[str, list[Any]]) -> list[str]:
 
 
 def day_key(name: str, start: datetime) -> str:
-    """The key of a value of :data:`DAY_KEYED` parameter ``name`` whose range starts
+    """The key of a value of day-valued parameter ``name`` whose range starts
     at ``start`` (naive UTC, as stored)."""
     return f"{name}@{start.replace(tzinfo=None).isoformat(timespec='milliseconds')}"
 
