@@ -50,7 +50,7 @@ def context() -> Context:
     access = g.get("access")
     if access is None and caller is not None:
         # One view per request: its caches, and the patients it touched for the audit.
-        access = g.access = Access(caller, st.repo.db, st.clock())
+        access = g.access = Access(caller, st.repo.db, st.clock(), tz=st.repo.tz)
     return Context(st.repo, st.settings, base_url(), st.clock, access)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from .. import errors
@@ -93,6 +93,8 @@ class Access:
     #: the patients whose data this request returned, counted or changed, in order:
     #: what the audit record names (a patient's own view of the log rests on it)
     touched: list[str] = field(default_factory=list)
+    #: the server's zone: a granular scope's dates are read in it, as a search's are
+    tz: tzinfo = UTC
 
     def touch(self, patient: str | None) -> None:
         if patient and patient not in self.touched:
@@ -245,14 +247,12 @@ class Access:
             return None
         return parts[0] if len(parts) == 1 else {"$and": parts}
 
-    @staticmethod
-    def _constraints(rtype: str, constraints: tuple[tuple[tuple[str, str], ...], ...]) -> dict[str, Any]:
-        from zoneinfo import ZoneInfo
-
+    def _constraints(self, rtype: str,
+                     constraints: tuple[tuple[tuple[str, str], ...], ...]) -> dict[str, Any]:
         from ..search.compile import compile_filter
         from ..search.parse import parse_query
 
-        ors = [compile_filter(parse_query(rtype, list(q), tz=ZoneInfo("UTC"), strict=True))
+        ors = [compile_filter(parse_query(rtype, list(q), tz=self.tz, strict=True))
                for q in constraints]
         return ors[0] if len(ors) == 1 else {"$or": ors}
 

@@ -171,7 +171,7 @@ class Runner:
     def context(self, job: dict[str, Any]) -> Context:
         caller = caller_from_claims(job["claims"])
         return Context(self.repo, self.settings, job["base_url"], self.clock,
-                       Access(caller, self.repo.db, self.clock()))
+                       Access(caller, self.repo.db, self.clock(), tz=self.repo.tz))
 
     def work(self, job: dict[str, Any], stop: Callable[[], bool]) -> None:
         """Run ``job`` from its checkpoint until it is done, cancelled, taken over,

@@ -242,6 +242,24 @@ def test_granular_scope_limits_to_matching_records(fhir, app, world):
     assert scoped.get(f"Observation/{lab_obs}").status_code == 200
 
 
+
+def test_a_granular_scope_reads_its_dates_in_the_server_zone_as_a_search_does(fhir, app, world):
+    """SMART App Launch scopes-and-launch-context (granular scopes: a search query) and
+    search.html#date: a date without a zone is read in the server's zone
+    (Asia/Shanghai here). A result of the morning of 2024-03-01 in Shanghai, which is
+    the evening of 2024-02-29 in UTC, is within a scope for 2024-03-01, as it is
+    within the search; the one of the day before is outside both."""
+    me = world["mine"]
+    morning = fhir.create(f.observation(me, effectiveDateTime="2024-03-01T07:00:00+08:00"))["id"]
+    before = fhir.create(f.observation(me, effectiveDateTime="2024-02-29T12:00:00+08:00"))["id"]
+    assert [e["resource"]["id"] for e in fhir.get(
+        f"Observation?patient={me}&date=2024-03-01").get_json().get("entry", [])] == [morning]
+    scoped = As(fhir, mint(app, "patient", "patient/Observation.rs?date=2024-03-01", patient=me))
+    assert scoped.ids("Observation") == [morning]
+    assert scoped.get(f"Observation/{morning}").status_code == 200
+    assert scoped.get(f"Observation/{before}").status_code == 404
+
+
 SENSITIVE = {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}]}
 
 
