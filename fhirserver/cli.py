@@ -163,6 +163,9 @@ def _one_time_passes(repo: Any) -> None:
         (repo.date_keys_pending, repo.add_date_keys,
          "giving the birth dates an older version stored their day keys",
          "record(s) given their day keys"),
+        (repo.population_shards_pending, repo.add_population_shards,
+         "giving the records an older version stored their population shards",
+         "record(s) given their shards"),
     )
     for pending, run, doing, done in passes:
         if pending():

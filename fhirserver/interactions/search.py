@@ -18,7 +18,8 @@ from ..search.compile import compile_filter
 from ..search.keys import is_indexed, lifted
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
-from ..search.sorting import after, compile_sort, decode_key, encode_key, reverse
+from ..search.shards import POPULATION_SORT
+from ..search.sorting import DEFAULT_SORT, after, compile_sort, decode_key, encode_key, reverse
 from ..storage.records import Stored
 from .bundles import (
     bundle,
@@ -162,7 +163,10 @@ def search(
                 ctx.access.touch(patient)
         return bundle("searchset", [], total=total, links=[self_link])
 
-    page, nxt, prev = keyset_page(ctx, rtype, flt, compile_sort(query), query.count, dict(paging))
+    sort = compile_sort(query)
+    if sort == DEFAULT_SORT and ctx.repo.population_walk(rtype, flt):
+        sort = POPULATION_SORT
+    page, nxt, prev = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
     total = _total(ctx, query, rtype, flt, page, nxt, prev)
     links = [self_link]
     if nxt:
@@ -208,10 +212,15 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
     def with_(extra: dict[str, Any]) -> dict[str, Any]:
         return {"$and": [flt, extra]} if flt else extra
 
+    held = cursor.get("a", cursor.get("b"))
+    if sort == POPULATION_SORT and isinstance(held, list) and len(held) == 1:
+        # A cursor of a page read before every record had its shards: same order on.
+        sort = DEFAULT_SORT
+
     if "b" in cursor:
-        backwards = reverse(sort)
-        rows = ctx.repo.find_keyed(rtype, with_(after(backwards, decode_key(cursor["b"]))),
-                                   backwards, count + 1)
+        backwards, start = reverse(sort), decode_key(cursor["b"])
+        rows = ctx.repo.find_keyed(rtype, with_(after(backwards, start)), backwards, count + 1,
+                                   start=start)
         has_prev, has_next = len(rows) > count, True
         rows = list(reversed(rows[:count]))
     else:

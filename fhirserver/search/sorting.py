@@ -59,6 +59,10 @@ def sort_index_keys(resource_type: str) -> list[list[SortKey]]:
     return out
 
 
+#: The order of a search without ``_sort``.
+DEFAULT_SORT: list[SortKey] = [("_id", 1)]
+
+
 def compile_sort(query: SearchQuery) -> list[SortKey]:
     """The pymongo sort for ``_sort``, ``_id`` last as tie-breaker, so the order is total."""
     params = parameters_for(query.resource_type)

@@ -58,6 +58,9 @@ def current_indexes(resource_type: str) -> list[list[tuple[str, int]]]:
         # What a clinician or an organisation wrote stays in their reach.
         [("by", 1), ("lu", 1)],
         [("org", 1), ("lu", 1)],
+        # Unsorted population pages, shard by shard (search/shards.py).
+        [("ps", 1), ("sh", 1), ("_id", 1)],
+        [("k", 1), ("ps", 1), ("sh", 1), ("_id", 1)],
     ]
     for keys in sort_index_keys(resource_type):
         out.append(keys)
@@ -83,6 +86,8 @@ def _current_class(resource_type: str, alias: str) -> type[Document]:
         "refs": ListField(StringField()),
         "org": StringField(),
         "by": StringField(),
+        "sh": StringField(),
+        "ps": ListField(StringField()),
         "meta": {
             "collection": resource_type,
             "db_alias": alias,

@@ -18,6 +18,7 @@ from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.extract import extract
 from ..search.keys import KEY_FIELD, keys_of, stored_values
+from ..search.shards import shard_fields
 from ..search.sorting import sort_values
 from .protection import DATA_KEYS_FIELD, Protection
 from .records import Write
@@ -163,4 +164,5 @@ def rebuild_current(rtype: str, history_doc: dict[str, Any], tz: tzinfo,
         DATA_KEYS_FIELD: history_doc.get(DATA_KEYS_FIELD) or [],
         "org": history_doc.get("org"),
         "by": history_doc.get("by"),
+        **shard_fields(history_doc["rid"]),
     }

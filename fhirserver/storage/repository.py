@@ -41,11 +41,14 @@ from ..search.buckets import (
 )
 from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
 from ..search.parameters import parameters_for
+from ..search.shards import ORDER_FIELD, resume_position, walked
+from ..search.shards import plan as shard_plan
 from ..search.sorting import row_key, sort_values
 from .date_keys import add_date_keys
 from .day_buckets import add_day_buckets
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
+from .population_shards import add_population_shards
 from .postgres_indexes import ensure_gin_indexes
 from .protection import CARDS, Protection
 from .records import Stored, Write
@@ -70,8 +73,8 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     (REGISTRY, [("g", 1)]),
 )
 #: What reads leave out: the search and sort values and references are for the database.
-_LEAN = {"sp": 0, "so": 0, "refs": 0, "k": 0, "b": 0}
-_KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0}
+_LEAN = {"sp": 0, "so": 0, "refs": 0, "k": 0, "b": 0, "ps": 0, "sh": 0}
+_KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0, "ps": 0}
 NAMESPACE_EXISTS = 48
 #: Which one-time migrations of the stored documents have run.
 SCHEMA = "_schema"
@@ -117,6 +120,8 @@ class Repository:
         self.db = get_db(self.alias)
         self.cols = build_collections(self.alias)
         self.tz = tz
+        #: every record has its population shards (seen once, it stays so)
+        self._shards_ready = False
         #: identity numbers and telecom values: encrypted at rest, blinded for search
         self.protection = Protection.open(self.db, master, registry)
         self._stored = partial(_stored, self.protection)
@@ -308,6 +313,30 @@ class Repository:
         :meth:`initialise` wherever ``serve`` did not."""
         return self._once("date-keys", lambda: add_date_keys(self.cols, progress))
 
+    def population_shards_pending(self) -> bool:
+        """Has the one-time pass that gives records their population shards not run?"""
+        return self._pending("population-shards")
+
+    def add_population_shards(self, progress: Progress | None = None) -> int:
+        """Records stored before population shards existed get them, once
+        (population_shards.py); returns the records changed. ``serve`` runs it before
+        its workers start. Until it has run, population pages are read whole."""
+        changed = self._once("population-shards",
+                             lambda: add_population_shards(self.cols, progress))
+        self._shards_ready = True
+        return changed
+
+    def population_walk(self, rtype: str, query: dict[str, Any]) -> bool:
+        """Is an unsorted page of ``query`` a population page read shard by shard
+        (search/shards.py)? Only once every record has its shards, and only for a
+        key that selects a large share of the type, with no patient pinned."""
+        flt = lifted(rtype, query)
+        if "pat" in flt or "_id" in flt or not walked(flt.get(KEY_FIELD)):
+            return False
+        if not self._shards_ready:
+            self._shards_ready = not self.population_shards_pending()
+        return self._shards_ready
+
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
@@ -315,13 +344,14 @@ class Repository:
     def mark_new_database(self) -> None:
         """A database that holds no resource, claim or card yet is only ever written by
         this version, which encrypts on the way in, stores each search value once and
-        gives every record its day buckets, its day keys and its resource as text:
+        gives every record its day buckets, its day keys, its population shards and its
+        resource as text:
         it is marked so at once, so that the first ``serve`` after a large ``fhirserver
         import`` does not scan every document for values stored in clear or twice
         (there are none to find)."""
         if not (self.encryption_pending() or self.key_copies_pending()
                 or self.day_buckets_pending() or self.resource_text_pending()
-                or self.date_keys_pending()):
+                or self.date_keys_pending() or self.population_shards_pending()):
             return
         # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
         # an identity number in clear even where the resource that held it is gone.
@@ -331,7 +361,7 @@ class Repository:
             return
         for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2},
                        {"_id": "day-buckets", "v": 1}, {"_id": "resource-text", "v": 1},
-                       {"_id": "date-keys", "v": 1}):
+                       {"_id": "date-keys", "v": 1}, {"_id": "population-shards", "v": 1}):
             with contextlib.suppress(DuplicateKeyError):
                 self.db[SCHEMA].insert_one(marker)
 
@@ -429,6 +459,8 @@ class Repository:
         a patient's records sorted by date are then read month by month from there
         (search/buckets.py), so a page costs what the page holds."""
         flt = _live(rtype, query)
+        if sort and sort[0][0] == ORDER_FIELD:
+            return self._shard_walk(rtype, flt, sort, limit, start)
         plan = walk_plan(rtype, sort)
         patient = flt.get("pat")
         if plan is not None and isinstance(patient, str) and not {"by", "org", "_id"} & flt.keys():
@@ -436,6 +468,19 @@ class Repository:
         cursor = self.cols.current[rtype].find(flt, _KEYED)
         cursor = cursor.sort(list(sort)).limit(limit)
         return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+
+    def _shard_walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
+                    limit: int, start: Sequence[Any] | None) -> list[tuple[Stored, list[Any]]]:
+        """An unsorted population page, shard by shard from ``start`` (search/shards.py)."""
+        ascending = sort[0][1] > 0
+        out: list[tuple[Stored, list[Any]]] = []
+        for step in shard_plan(resume_position(start), ascending):
+            cursor = self.cols.current[rtype].find({**flt, **step.condition(ascending)}, _KEYED)
+            cursor = cursor.sort(list(sort)).limit(limit - len(out))
+            out += [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+            if len(out) >= limit:
+                break
+        return out
 
     def _walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
               limit: int, plan: str, patient: str,

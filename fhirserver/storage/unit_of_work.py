@@ -49,6 +49,7 @@ from ..errors import ServerError
 from ..model.security_labels import is_sensitive
 from ..search.buckets import BUCKET_FIELD, buckets_of
 from ..search.keys import KEY_FIELD, keys_of, stored_values
+from ..search.shards import shard_fields
 from ..search.sorting import sort_values
 from .documents import Collections
 from .journal import Leases, journal_write, me, new_lease
@@ -99,6 +100,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "org": w.org,
         "by": w.by,
         "sens": is_sensitive(w.resource),
+        **shard_fields(w.id),
     }
 
 

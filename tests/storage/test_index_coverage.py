@@ -68,3 +68,22 @@ def test_every_field_a_filter_can_pin_leads_an_index_and_gets_a_gin_index(rtype:
     """The embedded database indexes the leading field of every declared index."""
     gin = set(gin_fields(current_indexes(rtype)))
     assert INDEXED <= gin
+
+
+@pytest.mark.parametrize("rtype", SUPPORTED_TYPES)
+def test_unsorted_population_pages_have_an_index_for_their_shards(rtype: str) -> None:
+    """search/shards.py: a population page asks for ``k`` and a shard ``ps``, sorted by
+    ``(sh, _id)``; MongoDB needs that compound index, FerretDB a GIN index on ``ps``."""
+    from fhirserver.search.shards import POPULATION_SORT, SHARD_FIELD, walked
+
+    indexes = current_indexes(rtype)
+    walked_shapes = 0
+    for items, sort in shapes(rtype):
+        if sort is not None or any(name == "patient" for name, _ in items):
+            continue
+        flt = lifted(rtype, compile_filter(parse_query(rtype, items, tz=UTC)))
+        if walked(flt.get("k")):
+            assert [("k", 1), (SHARD_FIELD, 1), *POPULATION_SORT] in indexes, items
+            walked_shapes += 1
+    assert SHARD_FIELD in gin_fields(indexes)
+    assert walked_shapes > 0 or rtype not in ("Observation", "DiagnosticReport")
