@@ -218,9 +218,9 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
         sort = DEFAULT_SORT
 
     if "b" in cursor:
-        backwards, start = reverse(sort), decode_key(cursor["b"])
-        rows = ctx.repo.find_keyed(rtype, with_(after(backwards, start)), backwards, count + 1,
-                                   start=start)
+        backwards, before = reverse(sort), decode_key(cursor["b"])
+        rows = ctx.repo.find_keyed(rtype, with_(after(backwards, before)), backwards, count + 1,
+                                   start=before)
         has_prev, has_next = len(rows) > count, True
         rows = list(reversed(rows[:count]))
     else:
