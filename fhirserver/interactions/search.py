@@ -164,7 +164,7 @@ def search(
         return bundle("searchset", [], total=total, links=[self_link])
 
     sort = compile_sort(query)
-    if sort == DEFAULT_SORT and ctx.repo.population_walk(rtype, flt):
+    if unsorted(query) and ctx.repo.population_walk(rtype, flt):
         sort = POPULATION_SORT
     page, nxt, prev = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
     total = _total(ctx, query, rtype, flt, page, nxt, prev)
@@ -188,6 +188,13 @@ def search(
 
 
 Page = tuple[list[Stored], Cursor | None, Cursor | None]
+
+
+def unsorted(query: SearchQuery) -> bool:
+    """Does the search leave its order to the server? ``_sort=_id`` compiles to the
+    same order as no ``_sort`` at all, but asks for it (search.html#sort): only a
+    search without ``_sort`` may be paged in the population order."""
+    return not query.sort
 
 
 def _total(ctx: Context, query: SearchQuery, rtype: str, flt: dict[str, Any],

@@ -140,3 +140,14 @@ def test_population_pages_of_records_stored_before_shards_are_whole_until_the_pa
     rest = [i for p in _pages(fhir, _link(first, "next")) for i in _ids(p)]
     assert _ids(first) + rest == sorted(common)
     assert [i for p in _pages(fhir, url) for i in _ids(p)] == _ordered(common)
+
+
+def test_sort_by_id_orders_population_pages_by_id_search_sort(fhir) -> None:
+    """``_sort=_id`` (search.html#sort) asks for the id order: a population search that
+    names it pages by id, not by the hash order of an unsorted search."""
+    common, _ = _population(fhir, common=30, rare=0)
+    url = f"Observation?code=http://loinc.org|{COMMON}&_count=7&_sort=_id"
+    pages = list(_pages(fhir, url))
+    assert [i for p in pages for i in _ids(p)] == sorted(common)
+    back = [_ids(p) for p in _pages(fhir, _link(pages[-1], "previous"), "previous")]
+    assert back == [_ids(p) for p in reversed(pages[:-1])]
