@@ -60,9 +60,11 @@ def _statements(text: str, schema: str) -> list[str]:
 
 
 @contextmanager
-def no_seq_scans(pg_url: str, schema: str) -> Iterator[list[str]]:
+def no_seq_scans(pg_url: str, schema: str,
+                 checked: list[str] | None = None) -> Iterator[list[str]]:
     """Yields a list that holds, after the block, the statements on ``schema`` that
-    only a sequential scan answers."""
+    only a sequential scan answers; ``checked`` receives every statement planned
+    (none when the log holds no parameters: the check would pass unseen)."""
     import psycopg
 
     log = _log_path(pg_url)
@@ -82,6 +84,8 @@ def no_seq_scans(pg_url: str, schema: str) -> Iterator[list[str]]:
                 text = fh.read().decode("utf-8", "replace")
             conn.execute("SET enable_seqscan = off")
             for sql in dict.fromkeys(_statements(text, schema)):
+                if checked is not None:
+                    checked.append(sql)
                 plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql))  # type: ignore[arg-type]
                 if "Seq Scan" in plan:
                     scans.append(f"{sql}\n{plan}")

@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from pymongo import monitoring
 from pymongo.monitoring import CommandListener
 
 from fhirserver.search.shards import ORDER_FIELD, SHARD_FIELD, order_of
 from tests import factories as f
+from tests.seq_scans import no_seq_scans
 
 COMMON, RARE = "2345-7", "2339-0"
 
@@ -151,3 +153,19 @@ def test_sort_by_id_orders_population_pages_by_id_search_sort(fhir) -> None:
     assert [i for p in pages for i in _ids(p)] == sorted(common)
     back = [_ids(p) for p in _pages(fhir, _link(pages[-1], "previous"), "previous")]
     assert back == [_ids(p) for p in reversed(pages[:-1])]
+
+
+def test_population_page_queries_pin_code_and_shard_to_indexes(database_server, db_name,
+                                                                 fhir) -> None:
+    """A population page (search.html#paging) costs what it shows only if PostgreSQL
+    selects by the code and the shard from indexes: FerretDB sends both equalities
+    down, and each query is planned without a sequential scan."""
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("PostgreSQL plans: the embedded database only")
+    _population(fhir, common=100, rare=0)
+    checked: list[str] = []
+    with no_seq_scans(pg_url, db_name, checked) as scans:
+        list(_pages(fhir, f"Observation?code=http://loinc.org|{COMMON}&_count=10"))
+    assert any("_jsonb->'k' @>" in sql and "_jsonb->'ps' @>" in sql for sql in checked), checked
+    assert not scans, "\n\n".join(scans)
