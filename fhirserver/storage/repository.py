@@ -44,16 +44,14 @@ from ..search.parameters import parameters_for
 from ..search.shards import ORDER_FIELD, resume_position, walked
 from ..search.shards import plan as shard_plan
 from ..search.sorting import row_key, sort_values
-from .date_keys import add_date_keys
 from .day_buckets import add_day_buckets
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
-from .population_shards import add_population_shards
 from .postgres_indexes import ensure_gin_indexes
 from .protection import CARDS, Protection
+from .record_passes import add_date_keys, add_population_shards, store_as_text
 from .records import Stored, Write
 from .reencryption import Progress, Reencryption
-from .resource_text import store_as_text
 from .search_claims import SearchClaims
 from .stored_form import resource_of
 from .unit_of_work import UnitOfWork
@@ -300,7 +298,7 @@ class Repository:
 
     def store_resources_as_text(self, progress: Progress | None = None) -> int:
         """Current resources an earlier version stored as BSON documents become JSON
-        text, once (resource_text.py); returns how many changed."""
+        text, once (record_passes.py); returns how many changed."""
         return self._once("resource-text", lambda: store_as_text(self.cols, progress))
 
     def date_keys_pending(self) -> bool:
@@ -308,7 +306,7 @@ class Repository:
         return self._pending("date-keys")
 
     def add_date_keys(self, progress: Progress | None = None) -> int:
-        """Records stored before day keys existed get them, once (date_keys.py);
+        """Records stored before day keys existed get them, once (record_passes.py);
         returns the records changed. ``serve`` runs it before its workers start, and
         :meth:`initialise` wherever ``serve`` did not."""
         return self._once("date-keys", lambda: add_date_keys(self.cols, progress))
@@ -319,7 +317,7 @@ class Repository:
 
     def add_population_shards(self, progress: Progress | None = None) -> int:
         """Records stored before population shards existed get them, once
-        (population_shards.py); returns the records changed. ``serve`` runs it before
+        (record_passes.py); returns the records changed. ``serve`` runs it before
         its workers start. Until it has run, population pages are read whole."""
         changed = self._once("population-shards",
                              lambda: add_population_shards(self.cols, progress))

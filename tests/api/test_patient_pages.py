@@ -8,6 +8,7 @@ from pymongo import monitoring
 from pymongo.monitoring import CommandListener
 
 from tests import factories as f
+from tests.finds import listening
 
 
 class Returned(CommandListener):
@@ -190,39 +191,20 @@ def _crowded(fhir) -> tuple[str, list[str]]:
     return pid, [fhir.create(f.observation(pid, effectiveDateTime=w))["id"] for w in when]
 
 
-class Buckets(CommandListener):
-    """The month or day buckets that Observation finds ask for."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.asked: list[str] = []
-
-    def started(self, event) -> None:  # type: ignore[no-untyped-def]
-        if self.active and event.command_name == "find" and \
-                event.command.get("find") == "Observation":
-            self.asked.append(str((event.command.get("filter") or {}).get("b")))
-
-    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-
-BUCKETS = Buckets()
-monitoring.register(BUCKETS)
+BUCKETS = listening("Observation")
 
 
 def _first_page_reads(app, fhir, pid: str) -> tuple[list[str], int]:
     """The dates the newest page of four shows, and how many records the database
     holds in the buckets it asked for (what FerretDB decodes to answer)."""
-    BUCKETS.asked, BUCKETS.active = [], True
+    BUCKETS.filters, BUCKETS.active = [], True
     try:
         bundle = fhir.get(f"Observation?patient={pid}&_sort=-date&_count=4").get_json()
     finally:
         BUCKETS.active = False
     db = app.extensions["fhirserver"].repo.db
-    read = sum(db["Observation"].count_documents({"pat": pid, "b": b}) for b in BUCKETS.asked)
+    asked = [str(q.get("b")) for q in BUCKETS.filters]
+    read = sum(db["Observation"].count_documents({"pat": pid, "b": b}) for b in asked)
     return [e["resource"]["effectiveDateTime"][:10] for e in bundle["entry"]], read
 
 

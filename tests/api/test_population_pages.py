@@ -5,41 +5,19 @@ page reads a few shards of the matches, not all of them (search/shards.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pymongo import monitoring
-from pymongo.monitoring import CommandListener
 
 from fhirserver.search.shards import ORDER_FIELD, SHARD_FIELD, order_of
 from tests import factories as f
+from tests.finds import listening
 from tests.seq_scans import no_seq_scans
 
 COMMON, RARE = "2345-7", "2339-0"
 
 
-class Finds(CommandListener):
-    """The filters of the finds on Observation while active."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.filters: list[dict[str, Any]] = []
-
-    def started(self, event) -> None:  # type: ignore[no-untyped-def]
-        if self.active and event.command_name == "find" \
-                and event.command.get("find") == "Observation":
-            self.filters.append(dict(event.command.get("filter") or {}))
-
-    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-
-FINDS = Finds()
-monitoring.register(FINDS)
+FINDS = listening("Observation")
 
 
 def _batch(fhir, resources: list[dict]) -> list[str]:  # type: ignore[no-untyped-def]

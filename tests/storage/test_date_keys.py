@@ -2,7 +2,7 @@
 ``family=F&birthdate=D`` are answered from the index key of day D, with the results
 search.html#date gives (``eq``: the search range contains the birth date's range),
 and a database an older version wrote, without those keys, finds the same Patients
-once ``serve``'s one-time pass has given them (storage/date_keys.py)."""
+once ``serve``'s one-time pass has given them (storage/record_passes.py)."""
 
 from __future__ import annotations
 

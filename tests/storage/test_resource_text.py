@@ -1,6 +1,6 @@
 """Resources stored as JSON text (storage/stored_form.py): a database whose resources
 an older version kept as BSON documents reads the same before and after the one-time
-pass that turns them into text (storage/resource_text.py), and the pass changes
+pass that turns them into text (storage/record_passes.py), and the pass changes
 nothing else (FHIR R4 http.html#read: the resource as it was stored)."""
 
 from __future__ import annotations
