@@ -9,4 +9,6 @@ package tools
 
 import (
 	_ "github.com/FerretDB/FerretDB/cmd/ferretdb"
+	// Decodes stored documents in place of encoding/json (patches/goccy-json-decoding.patch).
+	_ "github.com/goccy/go-json"
 )
