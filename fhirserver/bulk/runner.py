@@ -225,9 +225,9 @@ class Runner:
                         raise errors.Forbidden("The access token that started this export "
                                                "was revoked; the export was stopped")
                     paging = {"_cursor": step["cursor"]} if step["cursor"] else {}
-                    page, nxt, _ = search.keyset_page(ctx, rtype, flt, ORDER, self.page, paging)
-                    self._write(ctx, job, rtype, page, fd, step)
-                    step["cursor"] = nxt[1] if nxt else None
+                    found = search.keyset_page(ctx, rtype, flt, ORDER, self.page, paging)
+                    self._write(ctx, job, rtype, found.rows, fd, step)
+                    step["cursor"] = found.next[1] if found.next else None
                     if not jobs.checkpoint(db, job, self.name, self.clock(), step=step,
                                            errors=issues):
                         return False

@@ -8,6 +8,7 @@ write, whatever ``_sort`` asks for (search.html#sort, http.html#paging).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
@@ -18,7 +19,7 @@ from ..search.compile import compile_filter
 from ..search.keys import is_indexed, lifted
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
-from ..search.shards import POPULATION_SORT
+from ..search.shards import POPULATION_SORT, estimate, resume_position
 from ..search.sorting import DEFAULT_SORT, after, compile_sort, decode_key, encode_key, reverse
 from ..storage.records import Stored
 from .bundles import (
@@ -155,19 +156,20 @@ def search(
     applied = list(query.applied)
     self_link = link("self", page_url(ctx, path, [*applied, *paging]))
     if query.summary == "count" or query.count == 0:
-        total = ctx.repo.count(rtype, flt)
-        if total and ctx.access is not None:
+        counted = ctx.repo.count(rtype, flt)
+        if counted and ctx.access is not None:
             # A count says something about each record it counted: their patients
             # see it in their access log.
             for patient in ctx.repo.compartments(rtype, flt, AUDITED_PATIENTS):
                 ctx.access.touch(patient)
-        return bundle("searchset", [], total=total, links=[self_link])
+        return bundle("searchset", [], total=counted, links=[self_link])
 
     sort = compile_sort(query)
     if unsorted(query) and ctx.repo.population_walk(rtype, flt):
         sort = POPULATION_SORT
-    page, nxt, prev = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
-    total = _total(ctx, query, rtype, flt, page, nxt, prev)
+    found = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
+    page, nxt, prev = found.rows, found.next, found.previous
+    total = _total(ctx, query, rtype, flt, found)
     links = [self_link]
     if nxt:
         links.append(link("next", page_url(ctx, path, [*applied, nxt])))
@@ -187,7 +189,15 @@ def search(
     return bundle("searchset", entries, total=total, links=links)
 
 
-Page = tuple[list[Stored], Cursor | None, Cursor | None]
+@dataclass(frozen=True)
+class Page:
+    """One page of matches, the cursors of its neighbours, and, for a population page
+    read shard by shard, an estimate of every match (search/shards.py)."""
+
+    rows: list[Stored]
+    next: Cursor | None
+    previous: Cursor | None
+    estimate: int | None = None
 
 
 def unsorted(query: SearchQuery) -> bool:
@@ -198,15 +208,20 @@ def unsorted(query: SearchQuery) -> bool:
 
 
 def _total(ctx: Context, query: SearchQuery, rtype: str, flt: dict[str, Any],
-           page: list[Stored], nxt: Cursor | None, prev: Cursor | None) -> int | None:
+           found: Page) -> int | None:
     """``Bundle.total`` (search.html#total): exact and free when the result is one
-    page; a count of every match only when ``_total=accurate`` or ``estimate`` asks
-    for it, since counting reads every match and a page should cost what it shows."""
+    page. Otherwise counting reads every match, and a page should cost what it shows:
+    a population page gives the estimate its walk makes by default (and for
+    ``_total=estimate``), other searches count only when ``_total`` asks."""
     if query.total == "none":
         return None
-    if nxt is None and prev is None:
-        return len(page)
-    if query.total in ("accurate", "estimate"):
+    if found.next is None and found.previous is None:
+        return len(found.rows)
+    if query.total == "accurate":
+        return ctx.repo.count(rtype, flt)
+    if found.estimate is not None:
+        return found.estimate
+    if query.total == "estimate":
         return ctx.repo.count(rtype, flt)
     return None
 
@@ -226,16 +241,21 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
 
     if "b" in cursor:
         backwards, before = reverse(sort), decode_key(cursor["b"])
-        rows = ctx.repo.find_keyed(rtype, with_(after(backwards, before)), backwards, count + 1,
+        read = ctx.repo.find_keyed(rtype, with_(after(backwards, before)), backwards, count + 1,
                                    start=before)
-        has_prev, has_next = len(rows) > count, True
-        rows = list(reversed(rows[:count]))
+        has_prev, has_next = len(read) > count, True
+        rows, reached_end = list(reversed(read[:count])), not has_prev
     else:
         start = decode_key(cursor["a"]) if "a" in cursor else None
         q = with_(after(sort, start)) if start is not None else flt
-        rows = ctx.repo.find_keyed(rtype, q, sort, count + 1, start=start)
-        has_next, has_prev = len(rows) > count, "a" in cursor
-        rows = rows[:count]
+        read = ctx.repo.find_keyed(rtype, q, sort, count + 1, start=start)
+        has_next, has_prev = len(read) > count, "a" in cursor
+        rows, reached_end = read[:count], not has_next
+    guess = None
+    if sort == POPULATION_SORT:
+        # ``read`` is in walk order, the row past the page included.
+        guess = estimate(resume_position(held) if isinstance(held, list) else None,
+                         "b" not in cursor, [key[0] for _, key in read], reached_end)
     nxt = ("_cursor", encode_cursor({"a": encode_key(rows[-1][1])})) if has_next and rows else None
     prev = ("_cursor", encode_cursor({"b": encode_key(rows[0][1])})) if has_prev and rows else None
-    return [s for s, _ in rows], nxt, prev
+    return Page([s for s, _ in rows], nxt, prev, guess)

@@ -97,7 +97,41 @@ def plan(start: str | None, ascending: bool) -> Iterator[Step]:
 def resume_position(key: Sequence[Any] | None) -> str | None:
     """The walk position of a cursor's sort key ``(sh, _id)``: its ``sh``, or the start
     when the key has none."""
-    if not key or not isinstance(key[0], str) or len(key[0]) != DIGITS \
-            or key[0].strip("0123456789abcdef"):
+    return _position(key[0]) if key else None
+
+
+#: How many walk positions there are (every value of ``sh``).
+SPACE: int = 16 ** DIGITS
+
+
+def estimate(start: str | None, ascending: bool, positions: Sequence[str], reached_end: bool,
+             ) -> int | None:
+    """``Bundle.total`` for ``_total=estimate`` (search.html#total), from what one page
+    read: ``positions`` are the ``sh`` of the matches found walking from ``start``.
+
+    Ids hash evenly over the walk, so the matches of a stretch of it are a sample of
+    every match in proportion to the stretch's length. When the page filled before the
+    end, the last match read marks how far the walk had to go to find the others:
+    ``k`` matches up to position ``p`` estimate ``(k - 1) / p`` of the whole (the
+    order-statistic estimate, unbiased for uniform positions). When the walk reached
+    the end, its stretch held exactly the matches read. None when nothing was read
+    past the start or a position is not a hash (a record stored before shards)."""
+    origin = (_LOW if ascending else _HIGH) if start is None else start
+    if not positions or any(_position(p) is None for p in (origin, *positions)):
         return None
-    return key[0]
+    first = int(origin, 16)
+    if reached_end:
+        span = (SPACE - first) if ascending else first + 1
+        found = len(positions)
+    else:
+        last = int(positions[-1], 16)
+        span = (last - first + 1) if ascending else (first - last + 1)
+        found = len(positions) - 1
+    if span <= 0:
+        return None
+    return max(len(positions), round(found * SPACE / span))
+
+
+def _position(value: Any) -> str | None:
+    ok = isinstance(value, str) and len(value) == DIGITS and not value.strip("0123456789abcdef")
+    return value if ok else None

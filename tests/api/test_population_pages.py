@@ -147,3 +147,23 @@ def test_population_page_queries_pin_code_and_shard_to_indexes(database_server, 
         list(_pages(fhir, f"Observation?code=http://loinc.org|{COMMON}&_count=10"))
     assert any("_jsonb->'k' @>" in sql and "_jsonb->'ps' @>" in sql for sql in checked), checked
     assert not scans, "\n\n".join(scans)
+
+
+def test_population_pages_estimate_their_total_by_default_search_total(fhir) -> None:
+    """search.html#total: a population page gives ``Bundle.total`` as the estimate its
+    walk makes (counting would read every match), an exact count for
+    ``_total=accurate``, none for ``_total=none``, and the exact size of a result that
+    fits one page. 300 matches, pages of 40: the estimate's spread is about 16%."""
+    _population(fhir)
+    url = f"Observation?code=http://loinc.org|{COMMON}&_count=40"
+    pages = list(_pages(fhir, url))
+    assert len(pages) == 8
+    for page in pages[:-1]:
+        assert 100 <= page["total"] <= 900, page["total"]
+    back = fhir.get(_link(pages[-1], "previous")).get_json()
+    assert 100 <= back["total"] <= 900, back["total"]
+    assert 100 <= fhir.get(url + "&_total=estimate").get_json()["total"] <= 900
+    assert fhir.get(url + "&_total=accurate").get_json()["total"] == 300
+    assert "total" not in fhir.get(url + "&_total=none").get_json()
+    rare = fhir.get(f"Observation?code=http://loinc.org|{RARE}&_count=40").get_json()
+    assert rare["total"] == 5

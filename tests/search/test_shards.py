@@ -10,6 +10,8 @@ from fhirserver.search.shards import (
     DIGITS,
     ORDER_FIELD,
     SHARD_FIELD,
+    SPACE,
+    estimate,
     order_of,
     plan,
     resume_position,
@@ -64,3 +66,40 @@ def test_a_cursor_resumes_from_its_hash_and_a_forged_one_from_the_start() -> Non
     for forged in (None, [], [None, "id"], ["zz", "id"], ["xyz12345", "id"], [7, "id"],
                    ["3FA0BC12", "id"]):
         assert resume_position(forged) is None
+
+
+def _spread(n: int, offset: int = 0) -> list[str]:
+    """``n`` matches spaced evenly over the walk, as ``sh`` values in walk order."""
+    return [f"{(i * SPACE // n + offset) % SPACE:0{DIGITS}x}" for i in range(n)]
+
+
+def test_an_estimate_from_a_full_page_extrapolates_the_stretch_it_read_search_total() -> None:
+    """search.html#total (_total=estimate): a page of 21 of 3,000 evenly spread matches
+    stretches about 21/3,000 of the walk, from the start or from a cursor, either way."""
+    matches = _spread(3000, offset=7)
+
+    def near(value: int | None) -> bool:
+        return value is not None and abs(value - 3000) <= 150
+
+    assert near(estimate(None, True, matches[:21], reached_end=False))
+    assert near(estimate(matches[1000], True, matches[1001:1022], reached_end=False))
+    backwards = list(reversed(matches[:2000]))
+    assert near(estimate(matches[2000], False, backwards[:21], reached_end=False))
+    assert near(estimate(None, False, list(reversed(matches))[:21], reached_end=False))
+    # A page that had to walk twice as far found half as many matches per position.
+    assert near(2 * estimate(None, True, matches[:41:2], reached_end=False))  # type: ignore[operator]
+
+
+def test_a_walk_that_reached_the_end_counts_what_it_read_search_total() -> None:
+    matches = _spread(40)
+    assert estimate(None, True, matches, reached_end=True) == 40
+    assert estimate(None, False, list(reversed(matches)), reached_end=True) == 40
+    # From a cursor halfway: the 19 matches after it stand for the whole walk.
+    assert 36 <= estimate(matches[20], True, matches[21:], reached_end=True) <= 40  # type: ignore[operator]
+
+
+def test_an_estimate_is_never_below_what_was_read_and_never_from_unhashed_rows() -> None:
+    close = ["00000001", "00000002", "00000003"]
+    assert estimate(None, True, close, reached_end=False) >= 3
+    assert estimate(None, True, ["xyz", "00000002"], reached_end=False) is None
+    assert estimate(None, True, [], reached_end=True) is None
