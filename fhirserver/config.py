@@ -169,6 +169,20 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
+#: Environment variables that hold secrets. The database servers the embedded default
+#: starts as children never need them, so they do not inherit them: a child's
+#: environment is readable in /proc/<pid>/environ for as long as it runs, and goes
+#: into its crash reports.
+SECRET_VARIABLES = frozenset({"FHIR_MASTER_KEY", "FHIR_CARD_SIGNING_KEY"})
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without :data:`SECRET_VARIABLES`, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    env.update(extra)
+    return env
+
+
 def _coerce(type_name: Any, raw: str) -> Any:
     text = str(type_name)
     if text == "int":

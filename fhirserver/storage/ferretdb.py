@@ -36,7 +36,7 @@ from urllib.parse import quote
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from ..config import PROJECT_ROOT
+from ..config import PROJECT_ROOT, child_environment
 
 log = logging.getLogger(__name__)
 SETUP_HINT = "run `bash scripts/setup.sh` to build it into .tools/bin/ferretdb"
@@ -150,8 +150,9 @@ GOGC = "400"
 
 
 def _environment() -> dict[str, str]:
-    """The environment FerretDB runs with: ours, with GOGC unless one is set."""
-    env = dict(os.environ)
+    """The environment FerretDB runs with: ours without secrets, with GOGC unless one
+    is set."""
+    env = child_environment()
     env.setdefault("GOGC", GOGC)
     return env
 

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from ..config import child_environment
 from .ferretdb import PRIVATE_UMASK, FerretDBError, log_tail, private_directory, private_file
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class EmbeddedPostgres:
                     args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     cwd=self.directory, preexec_fn=setup,  # noqa: PLW1509 - see _child_setup
                     close_fds=True, umask=PRIVATE_UMASK,
-                    env={**os.environ, "LC_ALL": "C", "TZ": "UTC"},
+                    env=child_environment(LC_ALL="C", TZ="UTC"),
                 )
             except OSError as exc:
                 raise PostgresError(f"could not run {args[0]!r}: {exc}") from exc
@@ -241,7 +242,8 @@ class EmbeddedPostgres:
                                     "its log:\n" + self._log_tail(offset))
             ready = subprocess.run(
                 [str(bindir / "pg_isready"), "-q", "-h", str(self.socket_dir.resolve()),
-                 "-U", USER, "-d", "postgres"], check=False).returncode if socket.exists() else 2
+                 "-U", USER, "-d", "postgres"], check=False,
+                env=child_environment()).returncode if socket.exists() else 2
             if ready == 0:
                 return
             if ready == PQPING_REJECT:

@@ -294,3 +294,30 @@ def test_a_server_started_while_the_old_one_stops_waits_and_owns_the_database(
     assert not failed, failed
     assert took and not thread.is_alive()
     assert took[0] == old_uri  # the same socket path, now the new server's own process
+
+
+@needs_binary
+def test_the_database_children_do_not_inherit_the_servers_secrets(tmp_path: Path) -> None:
+    """PostgreSQL and FerretDB never need the master key or the card signing key, and
+    a process's environment can be read in /proc/<pid>/environ while it runs: they
+    start without them, and with the rest of the server's environment."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FHIR_MASTER_KEY": "master-secret-value",
+           "FHIR_CARD_SIGNING_KEY": "card-secret-value", "FHIR_CHILD_MARKER": "inherited"}
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(tmp_path / "db")],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert parent.stdout is not None
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"FHIR_CHILD_MARKER=inherited" in environ
+            assert not [v for v in environ if b"secret-value" in v]
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()
