@@ -230,6 +230,9 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
                 count: int, paging: dict[str, str]) -> Page:
     """One page in ``sort`` order, after (``a``) or before (``b``) a cursor's row."""
     cursor = decode_cursor(paging["_cursor"]) if "_cursor" in paging else {}
+    if "a" in cursor and "b" in cursor:
+        # Links name one row to go on after or before; a cursor naming both is forged.
+        raise errors.Invalid("Invalid paging cursor", expression="_cursor")
 
     def with_(extra: dict[str, Any]) -> dict[str, Any]:
         return {"$and": [flt, extra]} if flt else extra

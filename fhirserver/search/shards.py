@@ -102,6 +102,8 @@ def resume_position(key: Sequence[Any] | None) -> str | None:
 
 #: How many walk positions there are (every value of ``sh``).
 SPACE: int = 16 ** DIGITS
+#: The largest ``Bundle.total``: an unsignedInt (R4 datatypes.html#unsignedInt).
+MAX_TOTAL: int = 2**31 - 1
 
 
 def estimate(start: str | None, ascending: bool, positions: Sequence[str], reached_end: bool,
@@ -115,9 +117,13 @@ def estimate(start: str | None, ascending: bool, positions: Sequence[str], reach
     ``k`` matches up to position ``p`` estimate ``(k - 1) / p`` of the whole (the
     order-statistic estimate, unbiased for uniform positions). When the walk reached
     the end, its stretch held exactly the matches read. None when nothing was read
-    past the start or a position is not a hash (a record stored before shards)."""
+    past the start, a position is not a hash (a record stored before shards) or one
+    lies behind the start (a forged cursor). Ids chosen to hash close together could
+    still make the stretch tiny: the estimate stops at what ``Bundle.total`` holds."""
     origin = (_LOW if ascending else _HIGH) if start is None else start
     if not positions or any(_position(p) is None for p in (origin, *positions)):
+        return None
+    if any((p < origin) if ascending else (p > origin) for p in positions):
         return None
     first = int(origin, 16)
     if reached_end:
@@ -129,7 +135,7 @@ def estimate(start: str | None, ascending: bool, positions: Sequence[str], reach
         found = len(positions) - 1
     if span <= 0:
         return None
-    return max(len(positions), round(found * SPACE / span))
+    return min(MAX_TOTAL, max(len(positions), round(found * SPACE / span)))
 
 
 def _position(value: Any) -> str | None:

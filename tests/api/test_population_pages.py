@@ -4,9 +4,11 @@ page reads a few shards of the matches, not all of them (search/shards.py)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 
 from fhirserver.search.shards import ORDER_FIELD, SHARD_FIELD, order_of
@@ -167,3 +169,18 @@ def test_population_pages_estimate_their_total_by_default_search_total(fhir) -> 
     assert "total" not in fhir.get(url + "&_total=none").get_json()
     rare = fhir.get(f"Observation?code=http://loinc.org|{RARE}&_count=40").get_json()
     assert rare["total"] == 5
+
+
+def test_a_forged_cursor_holding_both_directions_is_refused_search_paging(fhir) -> None:
+    """http.html#paging: a ``next`` or ``previous`` link's cursor names one row to go on
+    after or before. One naming both (forged) is refused as a malformed parameter,
+    400 with an OperationOutcome, not answered with rows read one way and a total
+    estimated the other (it gave 21,474,836,480 for 5 rows)."""
+    common, _ = _population(fhir, common=30, rare=0)
+    order = _ordered(common)
+    forged = base64.urlsafe_b64encode(orjson.dumps(
+        {"a": ["00000000", ""], "b": [order_of(order[5]), order[5]]})).decode().rstrip("=")
+    r = fhir.get(f"Observation?code=http://loinc.org|{COMMON}&_count=10&_cursor={forged}")
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+

@@ -103,3 +103,22 @@ def test_an_estimate_is_never_below_what_was_read_and_never_from_unhashed_rows()
     assert estimate(None, True, close, reached_end=False) >= 3
     assert estimate(None, True, ["xyz", "00000002"], reached_end=False) is None
     assert estimate(None, True, [], reached_end=True) is None
+
+
+def test_an_estimate_from_matches_on_the_wrong_side_of_its_start_is_none_search_total() -> None:
+    """Matches walked from a start all lie on its far side; a start that does not fit
+    them (a forged cursor) gives no estimate rather than one from a negative or
+    one-position stretch (5 matches "in" 1 position: 21 billion)."""
+    behind = ["00000003", "00000002", "00000001", "00000000"]
+    assert estimate("00000000", False, behind, reached_end=True) is None
+    assert estimate("80000000", True, ["7fffffff", "90000000"], reached_end=False) is None
+    assert estimate("80000000", False, ["80000001", "70000000"], reached_end=False) is None
+
+
+def test_an_estimate_fits_bundle_total_an_unsigned_int_search_total() -> None:
+    """Bundle.total is an unsignedInt (R4 datatypes.html#unsignedInt: at most
+    2,147,483,647): matches crowded at the start of the walk (ids chosen to hash
+    there) must not extrapolate past it."""
+    crowded = ["00000000", "00000000", "00000001"]
+    assert estimate(None, True, crowded, reached_end=False) == 2**31 - 1
+    assert estimate("fffffffe", True, ["ffffffff"], reached_end=True) == 2**31 - 1
