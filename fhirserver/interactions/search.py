@@ -169,7 +169,7 @@ def search(
         sort = POPULATION_SORT
     found = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
     page, nxt, prev = found.rows, found.next, found.previous
-    total = _total(ctx, query, rtype, flt, found)
+    total = _total(ctx, query, rtype, flt, found, resumed="_cursor" in dict(paging))
     links = [self_link]
     if nxt:
         links.append(link("next", page_url(ctx, path, [*applied, nxt])))
@@ -208,14 +208,18 @@ def unsorted(query: SearchQuery) -> bool:
 
 
 def _total(ctx: Context, query: SearchQuery, rtype: str, flt: dict[str, Any],
-           found: Page) -> int | None:
+           found: Page, *, resumed: bool = False) -> int | None:
     """``Bundle.total`` (search.html#total): exact and free when the result is one
     page. Otherwise counting reads every match, and a page should cost what it shows:
     a population page gives the estimate its walk makes by default (and for
-    ``_total=estimate``), other searches count only when ``_total`` asks."""
+    ``_total=estimate``), other searches count only when ``_total`` asks.
+
+    ``resumed``: the page went on from a cursor. An empty one (its rows deleted since
+    the link was made, or a forged cursor) has no neighbours either, but says nothing
+    of the matches before it: it is not a result of 0."""
     if query.total == "none":
         return None
-    if found.next is None and found.previous is None:
+    if found.next is None and found.previous is None and (found.rows or not resumed):
         return len(found.rows)
     if query.total == "accurate":
         return ctx.repo.count(rtype, flt)

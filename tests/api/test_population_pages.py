@@ -184,3 +184,20 @@ def test_a_forged_cursor_holding_both_directions_is_refused_search_paging(fhir) 
     assert r.status_code == 400, r.get_json()
     assert r.get_json()["resourceType"] == "OperationOutcome"
 
+
+def test_a_page_emptied_since_its_link_was_made_does_not_say_no_matches_search_total(
+        fhir) -> None:
+    """search.html#total: ``Bundle.total`` is the number of matches. A ``next`` link
+    followed after the rows it led to were deleted reads an empty page; the search
+    still has matches, so the page gives no total (or the count, when
+    ``_total=accurate`` asks), never 0."""
+    _population(fhir, common=30, rare=0)
+    pages = list(_pages(fhir, f"Observation?code=http://loinc.org|{COMMON}&_count=10"))
+    assert len(pages) == 3
+    for rid in _ids(pages[2]):
+        assert fhir.delete(f"Observation/{rid}").status_code in (200, 204)
+    stale = fhir.get(_link(pages[1], "next")).get_json()
+    assert _ids(stale) == []
+    assert stale.get("total") != 0, stale
+    accurate = fhir.get(_link(pages[1], "next") + "&_total=accurate").get_json()
+    assert accurate["total"] == 20
