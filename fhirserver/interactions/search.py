@@ -162,6 +162,8 @@ def search(
             # see it in their access log.
             for patient in ctx.repo.compartments(rtype, flt, AUDITED_PATIENTS):
                 ctx.access.touch(patient)
+        elif ctx.access is not None:
+            _touch_pinned(ctx, rtype, flt)
         return bundle("searchset", [], total=counted, links=[self_link])
 
     sort = compile_sort(query)
@@ -177,6 +179,8 @@ def search(
         links.append(link("previous", page_url(ctx, path, [*applied, prev])))
 
     entries = [match_entry(ctx, s, _shown(ctx, s, shape(s.resource, query), lookup)) for s in page]
+    if not page and ctx.access is not None:
+        _touch_pinned(ctx, rtype, flt)
     extra, notes = included(ctx, page, query)
     entries += [match_entry(ctx, s, shape(s.resource, query), mode="include") for s in extra]
     warnings = [
@@ -198,6 +202,15 @@ class Page:
     next: Cursor | None
     previous: Cursor | None
     estimate: int | None = None
+
+
+def _touch_pinned(ctx: Context, rtype: str, flt: dict[str, Any]) -> None:
+    """A search of one patient's record that found nothing still looked into it: the
+    audit record names that patient, so their access log shows it (records found name
+    their own patients)."""
+    pinned = lifted(rtype, flt).get("pat")
+    if isinstance(pinned, str) and ctx.access is not None:
+        ctx.access.touch(pinned)
 
 
 def unsorted(query: SearchQuery) -> bool:

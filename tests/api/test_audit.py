@@ -332,3 +332,24 @@ def test_an_emergency_among_more_than_twenty_patients_is_recorded_as_such(fhir, 
                   content_type="application/x-www-form-urlencoded")
     assert r.status_code == 200
     assert _purpose(events(app)[-1]) == "ETREAT"
+
+
+def test_a_search_of_one_patients_record_that_finds_nothing_names_the_patient(fhir, app):
+    """DESIGN.md section 1 (every access is audited and visible to the patient),
+    auditevent.html (entity): a search pinned to one patient looked into that record
+    even when it found nothing, so its audit record names the patient, whether the
+    clinician treats them or not (an attempt is what a patient most wants to see)."""
+    treated, stranger = (fhir.create(f.patient(n))["id"] for n in ("Seen", "Unseen"))
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, treated, dr)
+    for pid in (treated, stranger):
+        for url in (f"Observation?patient={pid}&code=none-such",
+                    f"Observation?patient={pid}&code=none-such&_summary=count",
+                    f"Patient/{pid}/Observation?code=none-such"):
+            r = dr.get(url)
+            assert r.status_code in (200, 403, 404), r.get_json()
+            if r.status_code == 200:
+                assert not r.get_json().get("entry") and r.get_json()["total"] == 0, url
+            event = events(app)[-1]
+            refs = {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
+            assert refs == {f"Patient/{pid}"}, (url, r.status_code, event)
