@@ -15,8 +15,8 @@ from .. import errors
 from ..auth.disclosure import sees_whole
 from ..auth.lookup_rules import uses_lookup_exception
 from ..search.blinding import identity_probes
-from ..search.compile import compile_filter
-from ..search.keys import is_indexed, lifted
+from ..search.compile import compile_clause, compile_filter
+from ..search.keys import is_indexed, lifted, named_patients
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
 from ..search.shards import POPULATION_SORT, estimate, resume_position
@@ -153,6 +153,8 @@ def search(
     lookup = _identity_lookup(ctx, query, note)
     flt = matching(ctx, query, extra_filter)
     bounded(ctx, rtype, flt)
+    if ctx.access is not None:
+        _touch_searched(ctx, query, flt)
     applied = list(query.applied)
     self_link = link("self", page_url(ctx, path, [*applied, *paging]))
     if query.summary == "count" or query.count == 0:
@@ -162,8 +164,6 @@ def search(
             # see it in their access log.
             for patient in ctx.repo.compartments(rtype, flt, AUDITED_PATIENTS):
                 ctx.access.touch(patient)
-        elif ctx.access is not None:
-            _touch_pinned(ctx, rtype, flt)
         return bundle("searchset", [], total=counted, links=[self_link])
 
     sort = compile_sort(query)
@@ -179,8 +179,6 @@ def search(
         links.append(link("previous", page_url(ctx, path, [*applied, prev])))
 
     entries = [match_entry(ctx, s, _shown(ctx, s, shape(s.resource, query), lookup)) for s in page]
-    if not page and ctx.access is not None:
-        _touch_pinned(ctx, rtype, flt)
     extra, notes = included(ctx, page, query)
     entries += [match_entry(ctx, s, shape(s.resource, query), mode="include") for s in extra]
     warnings = [
@@ -204,13 +202,21 @@ class Page:
     estimate: int | None = None
 
 
-def _touch_pinned(ctx: Context, rtype: str, flt: dict[str, Any]) -> None:
-    """A search of one patient's record that found nothing still looked into it: the
-    audit record names that patient, so their access log shows it (records found name
-    their own patients)."""
+def _touch_searched(ctx: Context, query: SearchQuery, flt: dict[str, Any]) -> None:
+    """A search of patients' records looked into them whatever it found: the audit
+    record names the patient ``flt`` is pinned to and every patient the query's own
+    parameters name (``patient=a,b``, an untyped ``subject=a``; not the patients a
+    chain found), up to :data:`AUDITED_PATIENTS`, so their access logs show the
+    attempt. Records found name their own patients too."""
+    rtype = query.resource_type
     pinned = lifted(rtype, flt).get("pat")
-    if isinstance(pinned, str) and ctx.access is not None:
-        ctx.access.touch(pinned)
+    named = [pinned] if isinstance(pinned, str) else []
+    for clause in query.clauses:
+        if isinstance(clause, Clause):
+            named += [p for p in named_patients(rtype, compile_clause(clause)) if p not in named]
+    if ctx.access is not None:
+        for patient in named[:AUDITED_PATIENTS]:
+            ctx.access.touch(patient)
 
 
 def unsorted(query: SearchQuery) -> bool:

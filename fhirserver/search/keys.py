@@ -166,6 +166,18 @@ def _conjuncts(flt: Filter) -> Iterator[tuple[str, Any]]:
             yield field, cond
 
 
+def _positive(flt: Filter) -> Iterator[tuple[str, Any]]:
+    """The (field, condition) pairs of ``flt`` and of each alternative of its ``$or``s,
+    through nested ``$and``: what some match may satisfy."""
+    for field, cond in flt.items():
+        if field in ("$and", "$or") and isinstance(cond, list):
+            for part in cond:
+                if isinstance(part, dict):
+                    yield from _positive(part)
+        elif not field.startswith("$"):
+            yield field, cond
+
+
 def _prefix(cond: Any) -> str | None:
     """The literal prefix of an anchored ``^escaped`` regular expression, if that is all it is."""
     if not (isinstance(cond, dict) and set(cond) == {"$regex"} and isinstance(cond["$regex"], str)):
@@ -190,6 +202,37 @@ def _exact(rtype: str | None, params: Mapping[str, SearchParameter], name: str, 
     if compartment:
         top.setdefault("pat", pid)
     return _rank(key, name), key, compartment
+
+
+def named_patients(rtype: str | None, flt: Filter) -> list[str]:
+    """The Patients a filter's compartment references name, in order: every value
+    (an equality or each of an ``$in``'s alternatives) of ``patient`` or ``subject``
+    that is ``Patient/<id>``, or of a Patient search, each ``_id``; through nested
+    ``$and`` and ``$or`` (each alternative is looked for), never a negation.
+    ``patient=a,b`` and an untyped ``subject=a`` name them as ``patient=a`` does
+    (search.html#reference)."""
+    params = parameters_for(rtype) if rtype and rtype != "Patient" else {}
+    found: list[str] = []
+    for field, cond in _positive(flt):
+        if field not in (KEY_FIELD, "_id"):
+            continue
+        values = cond["$in"] if isinstance(cond, dict) and set(cond) == {"$in"} \
+            and isinstance(cond["$in"], list) else [cond]
+        for value in values:
+            if not isinstance(value, str):
+                continue
+            if field == "_id":
+                if rtype == "Patient" and is_valid_id(value) and value not in found:
+                    found.append(value)
+                continue
+            name, sep, ref = split_key(value)
+            param = params.get(name)
+            pid = ref[len("Patient/"):]
+            if sep == "=" and name in _COMPARTMENT_REFS and param is not None \
+                    and param.type == "reference" and ref.startswith("Patient/") \
+                    and is_valid_id(pid) and pid not in found:
+                found.append(pid)
+    return found
 
 
 def split_key(key: str) -> tuple[str, str, str]:

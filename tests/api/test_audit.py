@@ -353,3 +353,34 @@ def test_a_search_of_one_patients_record_that_finds_nothing_names_the_patient(fh
             event = events(app)[-1]
             refs = {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
             assert refs == {f"Patient/{pid}"}, (url, r.status_code, event)
+
+
+def test_a_search_naming_a_patient_in_a_list_or_an_untyped_subject_names_them(fhir, app):
+    """DESIGN.md section 1 (the patient can see who looked), search.html#reference
+    (``patient=a,b`` is an OR; an untyped ``subject=a`` means any of its types):
+    writing the same search as a comma list, with a made-up second id, or as an
+    untyped ``subject`` looks into the same records, so it names the same patients;
+    so does a Patient search by ``_id`` that finds nothing.
+    A patient of the list whose record held nothing is named beside those found."""
+    treated, stranger = (fhir.create(f.patient(n))["id"] for n in ("Seen", "Unseen"))
+    fhir.create(f.observation(treated, code="1-1"))
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, treated, dr)
+    for pid in (treated, stranger):
+        for url in (f"Observation?patient={pid},made-up-id&code=none-such",
+                    f"Observation?subject={pid}&code=none-such",
+                    f"Observation?subject={pid},Group/made-up-id&code=none-such",
+                    f"DiagnosticReport?patient=Patient/{pid},made-up-id&_summary=count",
+                    f"Patient?_id={pid},made-up-id&birthdate=1800-01-01"):
+            r = dr.get(url)
+            assert r.status_code == 200, r.get_json()
+            assert r.get_json()["total"] == 0 and not r.get_json().get("entry")
+            event = events(app)[-1]
+            refs = {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
+            made_up = {"Patient/made-up-id"} if ",made-up-id" in url else set()
+            assert refs == {f"Patient/{pid}", *made_up}, (url, event)
+    r = dr.get(f"Observation?patient={treated},{stranger}&code=1-1")
+    assert [e["resource"]["subject"]["reference"] for e in r.get_json()["entry"]] == \
+        [f"Patient/{treated}"]
+    refs = {e["what"]["reference"] for e in events(app)[-1].get("entity", []) if "what" in e}
+    assert refs == {f"Patient/{treated}", f"Patient/{stranger}"}
