@@ -20,7 +20,7 @@ from ..search.text import fold, token
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
-from .search import bounded, matching, parse
+from .search import bounded, matching, parse, touch_searched
 
 ORDER = [("so.-date", -1), ("_id", 1)]
 
@@ -48,6 +48,7 @@ def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = Fal
     query = parse(ctx, "Observation", rest, strict=strict)
     flt = matching(ctx, query)
     bounded(ctx, "Observation", flt)  # it reads every candidate: as a search would
+    touch_searched(ctx, query, flt)  # the patients it looks into, whatever it finds
 
     kept: list[Stored] = []
     room: dict[tuple[str, tuple[str, ...]], int] = {}

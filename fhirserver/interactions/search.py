@@ -154,7 +154,7 @@ def search(
     flt = matching(ctx, query, extra_filter)
     bounded(ctx, rtype, flt)
     if ctx.access is not None:
-        _touch_searched(ctx, query, flt)
+        touch_searched(ctx, query, flt)
     applied = list(query.applied)
     self_link = link("self", page_url(ctx, path, [*applied, *paging]))
     if query.summary == "count" or query.count == 0:
@@ -202,7 +202,7 @@ class Page:
     estimate: int | None = None
 
 
-def _touch_searched(ctx: Context, query: SearchQuery, flt: dict[str, Any]) -> None:
+def touch_searched(ctx: Context, query: SearchQuery, flt: dict[str, Any]) -> None:
     """A search of patients' records looked into them whatever it found: the audit
     record names the patient ``flt`` is pinned to and every patient the query's own
     parameters name (``patient=a,b``, an untyped ``subject=a``; not the patients a

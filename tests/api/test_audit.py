@@ -360,7 +360,7 @@ def test_a_search_naming_a_patient_in_a_list_or_an_untyped_subject_names_them(fh
     (``patient=a,b`` is an OR; an untyped ``subject=a`` means any of its types):
     writing the same search as a comma list, with a made-up second id, or as an
     untyped ``subject`` looks into the same records, so it names the same patients;
-    so does a Patient search by ``_id`` that finds nothing.
+    so do a Patient search by ``_id`` and an ``Observation/$lastn`` that find nothing.
     A patient of the list whose record held nothing is named beside those found."""
     treated, stranger = (fhir.create(f.patient(n))["id"] for n in ("Seen", "Unseen"))
     fhir.create(f.observation(treated, code="1-1"))
@@ -371,7 +371,8 @@ def test_a_search_naming_a_patient_in_a_list_or_an_untyped_subject_names_them(fh
                     f"Observation?subject={pid}&code=none-such",
                     f"Observation?subject={pid},Group/made-up-id&code=none-such",
                     f"DiagnosticReport?patient=Patient/{pid},made-up-id&_summary=count",
-                    f"Patient?_id={pid},made-up-id&birthdate=1800-01-01"):
+                    f"Patient?_id={pid},made-up-id&birthdate=1800-01-01",
+                    f"Observation/$lastn?patient={pid},made-up-id&code=none-such"):
             r = dr.get(url)
             assert r.status_code == 200, r.get_json()
             assert r.get_json()["total"] == 0 and not r.get_json().get("entry")
