@@ -90,10 +90,12 @@ def search_all(fhir: FhirClient, url: str) -> tuple[list[dict[str, Any]], dict[s
 
 
 def ids_of(fhir: FhirClient, url: str) -> set[str]:
-    found, first = search_all(fhir, url)
+    """Every match over all pages; ``_total=accurate`` (search.html#total) counts them
+    exactly (a population page's default total is an estimate)."""
+    found, first = search_all(fhir, url + ("&" if "?" in url else "?") + "_total=accurate")
     got = [r["id"] for r in found]
     assert len(got) == len(set(got)), "a resource was returned twice across pages"
-    assert first.get("total", len(got)) == len(got)
+    assert first["total"] == len(got)
     return set(got)
 
 
