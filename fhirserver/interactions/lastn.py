@@ -20,7 +20,7 @@ from ..search.text import fold, token
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
-from .search import bounded, matching, parse, touch_searched
+from .search import bounded, matching_named, parse, touch_searched
 
 ORDER = [("so.-date", -1), ("_id", 1)]
 
@@ -46,7 +46,7 @@ def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = Fal
     most = parse_whole(raw_max[0], "max", least=1) if raw_max else 1
     rest = [(k, v) for k, v in params if k != "max"]
     query = parse(ctx, "Observation", rest, strict=strict)
-    flt = matching(ctx, query)
+    flt = matching_named(ctx, query)
     bounded(ctx, "Observation", flt)  # it reads every candidate: as a search would
     touch_searched(ctx, query, flt)  # the patients it looks into, whatever it finds
 

@@ -75,6 +75,18 @@ def matching(ctx: Context, query: SearchQuery,
     return flt
 
 
+def matching_named(ctx: Context, query: SearchQuery,
+                   extra_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`matching` for a search that reads patients' records: when the caller's
+    scopes refuse it (403), the refusal's audit record still names the patients the
+    search named (:func:`touch_searched`), so their access logs show the attempt."""
+    try:
+        return matching(ctx, query, extra_filter)
+    except errors.Forbidden:
+        touch_searched(ctx, query, extra_filter or {})
+        raise
+
+
 def bounded(ctx: Context, rtype: str, flt: dict[str, Any]) -> None:
     """Refuse (400 too-costly, search.html#errors) a search no index can answer once
     its type holds more than ``FHIR_SCAN_LIMIT`` records: it would read them all,
@@ -151,7 +163,7 @@ def search(
     paging = [(k, v) for k, v in params if k in PAGING]
     query = parse(ctx, rtype, params, strict=strict)
     lookup = _identity_lookup(ctx, query, note)
-    flt = matching(ctx, query, extra_filter)
+    flt = matching_named(ctx, query, extra_filter)
     bounded(ctx, rtype, flt)
     if ctx.access is not None:
         touch_searched(ctx, query, flt)

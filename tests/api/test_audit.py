@@ -385,3 +385,26 @@ def test_a_search_naming_a_patient_in_a_list_or_an_untyped_subject_names_them(fh
         [f"Patient/{treated}"]
     refs = {e["what"]["reference"] for e in events(app)[-1].get("entity", []) if "what" in e}
     assert refs == {f"Patient/{treated}", f"Patient/{stranger}"}
+
+
+def test_a_search_refused_for_want_of_scope_still_names_the_patients_it_named(fhir, app):
+    """DESIGN.md section 1 (every access is audited and visible to the patient),
+    SMART App Launch scopes-and-launch-context (a scope grants a type): a clinician
+    whose token holds no Observation scope is refused (403) a search of a patient's
+    Observations. The search looked into nothing, but it was an attempt on that
+    record, so the refusal's audit record names the patient, as an allowed search
+    that found nothing does."""
+    treated, stranger = (fhir.create(f.patient(n))["id"] for n in ("Seen", "Unseen"))
+    scan_card(fhir, app, treated, clinician(app, fhir))
+    dr = clinician(app, fhir, scope="user/Patient.rs")
+    for pid in (treated, stranger):
+        for url in (f"Observation?patient={pid}&code=1-1",
+                    f"Observation?subject=Patient/{pid},made-up-id",
+                    f"Patient/{pid}/Observation",
+                    f"Observation/$lastn?patient={pid}"):
+            r = dr.get(url)
+            assert r.status_code == 403, (url, r.get_json())
+            event = events(app)[-1]
+            refs = {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
+            made_up = {"Patient/made-up-id"} if ",made-up-id" in url else set()
+            assert refs == {f"Patient/{pid}", *made_up}, (url, event)
