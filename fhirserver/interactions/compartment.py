@@ -57,10 +57,22 @@ def _care_dates(ctx: Context, rtype: str, start: str | None, end: str | None) ->
     return compile_filter(parse_query(rtype, items, tz=ctx.tz)) if items else {}
 
 
+def _reaches(limit: dict[str, Any], pid: str) -> bool:
+    """Is the caller's Patient search condition ``limit`` nothing but a list of the
+    patients they reach, ``pid`` among them (or that list or what they wrote)? Then
+    it keeps ``pid``'s Patient."""
+    either = limit.get("$or") if limit.keys() == {"$or"} else None
+    if isinstance(either, list) and either and isinstance(either[0], dict):
+        return _reaches(either[0], pid)
+    by_id = limit.get("_id") if limit.keys() == {"_id"} else None
+    ids = by_id.get("$in") if isinstance(by_id, dict) and by_id.keys() == {"$in"} else None
+    return isinstance(ids, list) and pid in ids
+
+
 def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The patient and every record in their compartment, Patient first, then by type,
     newest first, paged by a keyset cursor over (type, sort key)."""
-    read(ctx, "Patient", pid)  # 404 / 410 as for a read
+    patient = read(ctx, "Patient", pid)  # 404 / 410 as for a read
     args = dict(params)
     ignored = [k for k, _ in params if k not in EVERYTHING_PARAMS]
     for name in ("start", "end"):
@@ -86,11 +98,14 @@ def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dic
     count = max(1, min(parse_whole(raw_count, "_count"), ctx.settings.max_count))
 
     filters: dict[str, dict[str, Any]] = {}
+    narrowed: set[str] = set()
     for rtype in types:
         parts = [{"_id": pid} if rtype == "Patient" else {"pat": pid}]
         limit = ctx.search_filter(rtype)  # scopes may still narrow a type, or refuse it
         if limit:
             parts.append(limit)
+            if not (rtype == "Patient" and _reaches(limit, pid)):
+                narrowed.add(rtype)
         if rtype in MEMBERS:
             care = _care_dates(ctx, rtype, args.get("start"), args.get("end"))
             parts += [care] if care else []
@@ -108,6 +123,11 @@ def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dic
         if rtype == start_type and start is not None:
             key = decode_key(start)
             flt = {"$and": [flt, after(EVERYTHING_SORT, key)]}
+        elif rtype == "Patient" and "Patient" not in narrowed and since is None:
+            # The read above found it, and nothing here narrows it: a Patient has no
+            # clinical date, so it sorts as (missing, id).
+            rows.append((patient, [None, pid]))
+            continue
         rows += ctx.repo.find_keyed(rtype, flt, EVERYTHING_SORT, count + 1 - len(rows),
                                     start=key)
         if len(rows) > count:

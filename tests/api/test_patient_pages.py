@@ -10,6 +10,8 @@ from pymongo.monitoring import CommandListener
 from tests import factories as f
 from tests.finds import listening
 
+from .test_access import clinician, scan_card
+
 
 class Returned(CommandListener):
     """How many resource documents the database hands back (first batches and more)."""
@@ -114,6 +116,37 @@ def test_everything_pages_hold_every_record_once_newest_first(fhir):
     obs = [r["id"] for r in got if r["resourceType"] == "Observation"]
     assert sorted(obs) == sorted(ids) and len(obs) == len(set(obs))
     assert obs == _expected(fhir, pid, descending=True)
+
+
+PATIENT_FINDS = listening("Patient")
+
+
+def test_everything_reads_the_patient_once_patient_operation_everything(fhir, app):
+    """patient-operation-everything.html: the first page leads with the Patient, which
+    the operation has already read to answer 404/410 as a read would; it is not read
+    again, for an operator or a clinician who treats the patient. A second page
+    reads no Patient at all."""
+    pid, _ = _records(fhir)
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, pid, dr)
+    for who in (fhir, dr):
+        PATIENT_FINDS.filters, PATIENT_FINDS.active = [], True
+        try:
+            bundle = who.get(f"Patient/{pid}/$everything?_count=5").get_json()
+        finally:
+            PATIENT_FINDS.active = False
+        assert [e["resource"]["resourceType"] for e in bundle["entry"]] == \
+            ["Patient"] + ["Observation"] * 4
+        assert bundle["entry"][0]["resource"]["id"] == pid
+        assert len(PATIENT_FINDS.filters) == 1, PATIENT_FINDS.filters
+        nxt = next(lnk["url"] for lnk in bundle["link"] if lnk["relation"] == "next")
+        PATIENT_FINDS.filters, PATIENT_FINDS.active = [], True
+        try:
+            page = who.get(nxt.split("/fhir/", 1)[1]).get_json()
+        finally:
+            PATIENT_FINDS.active = False
+        assert {e["resource"]["resourceType"] for e in page["entry"]} == {"Observation"}
+        assert len(PATIENT_FINDS.filters) == 1, PATIENT_FINDS.filters  # the 404/410 read
 
 
 def test_total_is_exact_on_one_page_and_counted_only_on_request_search_total(fhir):
