@@ -98,7 +98,8 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
     held) by break-the-glass? A read's authorization already read the relationships
     it relied on (``Access.emergency``), and a read changes none; for the others,
     and for every patient of a request that may change data (breaking the glass
-    itself), one query reads the clinician's emergency relationships."""
+    itself), one query reads the clinician's emergency relationships that have not
+    ended (an ended one gave this request nothing: it was refused)."""
     if not who or not who.startswith("Practitioner/"):
         return False
     access = g.get("access") if request.method in ("GET", "HEAD") else None
@@ -114,7 +115,7 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
     if not unknown:
         return False
     broken = {d["patient"] for d in state().repo.db[CARE].find(
-        {"who": who, "emergency": True}, {"patient": 1})}
+        {"who": who, "emergency": True, "until": {"$gt": state().clock()}}, {"patient": 1})}
     return not broken.isdisjoint(unknown)
 
 

@@ -408,3 +408,27 @@ def test_a_search_refused_for_want_of_scope_still_names_the_patients_it_named(fh
             refs = {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
             made_up = {"Patient/made-up-id"} if ",made-up-id" in url else set()
             assert refs == {f"Patient/{pid}", *made_up}, (url, event)
+
+
+def test_a_refused_request_after_break_the_glass_ended_is_not_recorded_as_emergency(fhir, app):
+    """DESIGN.md section 1 (emergency access is flagged), auditevent.html
+    purposeOfEvent: once a clinician's break-the-glass access has ended, their
+    request for that patient is refused, and its audit record does not say that
+    emergency access took place (ETREAT), for a read or for a write."""
+    from datetime import UTC, datetime, timedelta
+
+    emergency_role(app, "dr-li")
+    pid = fhir.create(f.patient("Unconscious"))["id"]
+    dr = clinician(app, fhir, lifetime=3 * 3600)
+    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "unconscious"}]})
+    assert r.status_code == 200, r.get_json()
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    later = datetime.now(UTC) + timedelta(hours=2)
+    app.extensions["fhirserver"].clock = lambda: later  # the emergency access has ended
+    assert dr.get(f"Patient/{pid}").status_code == 404
+    assert _purpose(events(app)[-1]) != "ETREAT"
+    r = dr.post("Observation", f.observation(pid, code="1-1"))
+    assert r.status_code in (403, 404), r.get_json()
+    assert _purpose(events(app)[-1]) != "ETREAT"
