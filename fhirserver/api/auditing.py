@@ -21,7 +21,7 @@ from ..audit.chain import Keys
 from ..audit.events import Facts, audit_event
 from ..audit.queries import PURPOSE as PSEUDONYM_PURPOSE
 from ..audit.queries import Pseudonyms, describe, pseudonymise
-from ..auth.access import CARE
+from ..auth.access import CARE, emergency_now
 from ..crypto.binding import bind
 from ..crypto.master import load
 from ..model.identifier_systems import Registry, load_registry
@@ -114,8 +114,11 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
             unknown.append(p)
     if not unknown:
         return False
+    now = state().clock()
     broken = {d["patient"] for d in state().repo.db[CARE].find(
-        {"who": who, "emergency": True, "until": {"$gt": state().clock()}}, {"patient": 1})}
+        {"who": who, "emergency": True, "until": {"$gt": now}},
+        {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1})
+        if emergency_now(d, now)}
     return not broken.isdisjoint(unknown)
 
 

@@ -4,8 +4,10 @@ the checks and filters the interactions call (reads, searches, writes).
 Care relationships live in ``_care_relationships``, one record per (clinician or
 organisation, patient) keyed by both, with the time it lasts: a card scan gives one
 for ``care_hours`` (default 24), break-the-glass for ``break_glass_minutes`` and
-flags it as an emergency, care team membership lasts until it is ended. Writing a
-record gives none: its author keeps reach to that record only (``by``/``org``).
+flags it as an emergency, care team membership lasts until it is ended; a
+break-the-glass over a longer relationship is laid on top of it, with its own end.
+Writing a record gives none: its author keeps reach to that record only
+(``by``/``org``).
 
 A patient reaches their own record and, read-only, those of the family members
 who bound their cards to them with proof; a member's records with sensitive labels
@@ -66,15 +68,34 @@ def _cached(db: Any, who: str, load: Any) -> dict[str, Any]:
 
 def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
                 emergency: bool = False, now: datetime | None = None) -> None:
-    """Open (or extend) a care relationship; never shortens a longer one."""
+    """Open (or extend) a care relationship; never shortens a longer one.
+
+    An emergency (break-the-glass) over a relationship that lasts longer is laid on
+    top of it, with its own end (``emergency_until``): the clinician's access is
+    flagged as emergency access until then, and the relationship under it (a card
+    scan, a place on the care team) goes on after."""
     key = f"{who}|{patient}"
     current = db[CARE].find_one({"_id": key})
-    if current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until \
-            and not emergency:
+    longer = current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until
+    if longer and not emergency:
         return
-    upsert(db[CARE], {"_id": key, "who": who, "patient": patient, "until": until,
-                      "reason": reason, "emergency": emergency, "at": now or until})
+    if longer and current is not None:
+        upsert(db[CARE], {**current, "emergency": True, "emergency_until": until,
+                          "emergency_at": now or until})
+    else:
+        upsert(db[CARE], {"_id": key, "who": who, "patient": patient, "until": until,
+                          "reason": reason, "emergency": emergency, "at": now or until})
     forget(db, who)
+
+
+def emergency_now(doc: dict[str, Any], now: datetime) -> bool:
+    """Does the care relationship ``doc`` give emergency access at ``now``? Until its
+    emergency's own end when it was laid over a longer relationship, else until the
+    relationship's."""
+    if not doc.get("emergency"):
+        return False
+    end = doc.get("emergency_until") or doc.get("until")
+    return isinstance(end, datetime) and end.replace(tzinfo=now.tzinfo) > now
 
 
 @dataclass
@@ -119,14 +140,13 @@ class Access:
         who = [w for w in who if w]
         found: set[str] = set()
         for w in who:
-            rels = _cached(self.db, w, lambda w=w: {"r": [
-                (d["patient"], d["until"], bool(d.get("emergency")))
-                for d in self.db[CARE].find({"who": w}, {"patient": 1, "until": 1, "emergency": 1})]})
-            for patient, until, emergency in rels["r"]:
-                if until.replace(tzinfo=self.now.tzinfo) > self.now:
-                    found.add(patient)
-                    if emergency:
-                        self._emergency.add(patient)
+            rels = _cached(self.db, w, lambda w=w: {"r": list(self.db[CARE].find(
+                {"who": w}, {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1}))})
+            for d in rels["r"]:
+                if d["until"].replace(tzinfo=self.now.tzinfo) > self.now:
+                    found.add(d["patient"])
+                    if emergency_now(d, self.now):
+                        self._emergency.add(d["patient"])
         return frozenset(found)
 
     def _family(self) -> dict[str, Any]:
@@ -307,7 +327,7 @@ class Access:
         doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None
         live = doc is not None and doc["until"].replace(tzinfo=self.now.tzinfo) > self.now
         if live and caller.kind == "user":
-            self._fresh_emergency[patient] = bool(doc.get("emergency"))  # type: ignore[union-attr]
+            self._fresh_emergency[patient] = emergency_now(doc, self.now)  # type: ignore[arg-type]
         return live
 
     def emergency(self, patient: str) -> bool | None:
@@ -380,9 +400,16 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
     if current is not None and not current.get("team") and not remove:
         # A card scan or break-the-glass of the member's own: keep the longer one.
         until = max(until, current["until"].replace(tzinfo=now.tzinfo))
-    upsert(db[CARE], {"_id": key, "who": practitioner, "patient": patient, "until": until,
-                      "reason": "care-team", "emergency": False, "at": now,
-                      "team": not remove, "team_org": organization})
+    doc = {"_id": key, "who": practitioner, "patient": patient, "until": until,
+           "reason": "care-team", "emergency": False, "at": now,
+           "team": not remove, "team_org": organization}
+    if current is not None and emergency_now(current, now):
+        # A break-the-glass still running goes on to its own end, joining or leaving
+        # the team alike: it was opened for a reason of its own.
+        end = (current.get("emergency_until") or current["until"]).replace(tzinfo=now.tzinfo)
+        doc.update(emergency=True, emergency_until=end, until=max(until, end),
+                   emergency_at=current.get("emergency_at", current.get("at")))
+    upsert(db[CARE], doc)
     forget(db, practitioner)
 
 

@@ -432,3 +432,46 @@ def test_a_refused_request_after_break_the_glass_ended_is_not_recorded_as_emerge
     r = dr.post("Observation", f.observation(pid, code="1-1"))
     assert r.status_code in (403, 404), r.get_json()
     assert _purpose(events(app)[-1]) != "ETREAT"
+
+
+def test_breaking_the_glass_over_a_longer_relationship_keeps_it_when_the_emergency_ends(fhir, app):
+    """DESIGN.md section 1: break-the-glass opens emergency access for a short time
+    (FHIR_BREAK_GLASS_MINUTES). A clinician who already treats the patient (a card
+    scan for a day, or a place on the care team until the team ends it) and breaks
+    the glass keeps that treating relationship: once the emergency time is over they
+    still reach the patient, and their reads are no longer recorded as emergency
+    access (auditevent.html purposeOfEvent). A team member can still be taken off
+    the team; an emergency still running then goes on to its own end."""
+    from datetime import UTC, datetime, timedelta
+
+    from .test_care_team import member
+
+    emergency_role(app, "dr-li", "dr-team")
+    scanned, teamed = (fhir.create(f.patient(n))["id"] for n in ("Scanned", "Teamed"))
+    dr = clinician(app, fhir, lifetime=3 * 3600)
+    scan_card(fhir, app, scanned, dr)
+    on_team = clinician(app, fhir, "dr-team", lifetime=3 * 3600)
+    assert fhir.post(f"Patient/{teamed}/$care-team", member("Practitioner/dr-team")).status_code == 200
+    for who, pid in ((dr, scanned), (on_team, teamed)):
+        r = who.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+            {"name": "reason", "valueString": "anaphylaxis"}]})
+        assert r.status_code == 200, r.get_json()
+        assert who.get(f"Patient/{pid}").status_code == 200
+        assert _purpose(events(app)[-1]) == "ETREAT"
+    later = datetime.now(UTC) + timedelta(hours=2)
+    app.extensions["fhirserver"].clock = lambda: later  # the emergency time is over
+    for who, pid in ((dr, scanned), (on_team, teamed)):
+        assert who.get(f"Patient/{pid}").status_code == 200, pid
+        assert _purpose(events(app)[-1]) != "ETREAT"
+        assert who.get(f"Observation?patient={pid}").status_code == 200
+        assert _purpose(events(app)[-1]) != "ETREAT"
+    # Taken off the team while the emergency time still runs: the emergency access
+    # goes on to its end, then nothing is left.
+    app.extensions["fhirserver"].clock = lambda: datetime.now(UTC)
+    r = fhir.post(f"Patient/{teamed}/$care-team", member("Practitioner/dr-team", remove=True))
+    assert r.status_code == 200, r.get_json()
+    assert on_team.get(f"Patient/{teamed}").status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    app.extensions["fhirserver"].clock = lambda: later
+    assert on_team.get(f"Patient/{teamed}").status_code == 404
+    assert dr.get(f"Patient/{scanned}").status_code == 200
