@@ -3,7 +3,7 @@
     parameters.parameters_for(type)        the parameter table (definitions.py)
     extract.extract(resource, tz)          index values stored as ``sp`` at write time
     parse.parse_query(type, items, ...)    -> query.SearchQuery (frozen)
-    compile.compile_filter / compile_sort / index_keys
+    compile.compile_filter / compile_sort
 
 One handler per parameter type in ``types/`` does extraction, value parsing and
 condition building for its type. Nothing here does I/O.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .keys import EXACT_TYPES, day_condition, key_condition
-from .parameters import SearchParameter, parameters_for
+from .parameters import SearchParameter
 from .query import Chain, Clause, Condition, Has, Missing, SearchQuery
 from .text import BOUNDED_TYPES, bound
 from .types import HANDLERS
@@ -127,16 +127,3 @@ def has_condition(has: Has, referenced: list[str]) -> Filter:
     prefix = has.target + "/"
     ids = sorted({r[len(prefix):] for r in referenced if r.startswith(prefix)})
     return {"_id": {"$in": ids}}
-
-
-def index_keys(resource_type: str) -> list[list[tuple[str, int]]]:
-    """The indexes to declare on ``resource_type``'s collection: at least one per
-    parameter, leading with the field its conditions test (``_id`` is always indexed)."""
-    out: list[list[tuple[str, int]]] = []
-    for param in parameters_for(resource_type).values():
-        if param.field == "_id":
-            continue
-        for keys in HANDLERS[param.type].indexes(param.field):
-            if keys not in out:
-                out.append(keys)
-    return out

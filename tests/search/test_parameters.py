@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from fhirserver.search.compile import index_keys
 from fhirserver.search.definitions import TABLES
 from fhirserver.search.parameters import TYPES, parameters_for
 from fhirserver.search.types import HANDLERS
@@ -51,24 +50,6 @@ def test_every_parameter_has_a_known_type_and_a_definition(rtype: str) -> None:
             assert p.components[0].type == "token"
         else:
             assert p.paths and all(":" in path for path in p.paths)
-
-
-@pytest.mark.parametrize("rtype", sorted(TABLES))
-def test_every_parameter_has_an_index_on_its_field(rtype: str) -> None:
-    """Each parameter's conditions test ``sp.<name>`` (or a companion); one index leads
-    with it, so no search needs a collection scan on MongoDB."""
-    leading = {keys[0][0] for keys in index_keys(rtype)}
-    for p in parameters_for(rtype).values():
-        if p.name == "_id":
-            continue
-        field = f"sp.{p.name}:a" if p.type == "composite" else f"sp.{p.name}"
-        assert field in leading, p.name
-
-
-@pytest.mark.parametrize("rtype", sorted(TABLES))
-def test_index_count_fits_mongodb_limit(rtype: str) -> None:
-    """MongoDB allows 64 indexes per collection; storage declares a few of its own."""
-    assert len(index_keys(rtype)) <= 56
 
 
 def test_unknown_type_has_the_common_parameters() -> None:

@@ -44,8 +44,6 @@ class Handler(Protocol):
 
     def condition(self, field: str, modifier: str | None, value: Any) -> Filter: ...
 
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]: ...
-
 
 def invalid(kind: str, raw: str, param: SearchParameter, why: str = "") -> Invalid:
     """The error for a malformed value, naming the parameter (search.html#errors)."""

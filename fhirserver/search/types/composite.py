@@ -79,9 +79,6 @@ class CompositeHandler:
         inner = handler.condition(f"{field}.{field_key(value.token)}", None, value.value)
         return {f"{field}:a": value.token, **inner}
 
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(f"{field}:a", 1)]]
-
 
 def _type_of(value: Any) -> str:
     from .date import DateValue

@@ -108,7 +108,3 @@ class DateHandler:
                 return {lo: {"$lt": q_hi}, hi: {"$gt": q_lo}}
             case _:
                 return {lo: {"$gte": q_lo}, hi: {"$lte": q_hi}}
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        # Two single-field indexes: a compound index over two arrays is not allowed.
-        return [[(field, 1)], [(f"{field}:hi", 1)]]

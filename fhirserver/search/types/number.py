@@ -132,6 +132,3 @@ class NumberHandler:
 
     def condition(self, field: str, modifier: str | None, value: NumberValue) -> Filter:
         return number_condition(field, value)
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(field, 1)]]

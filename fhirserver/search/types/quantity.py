@@ -66,6 +66,3 @@ class QuantityHandler:
         if value.unit is not None:
             out = {**out, f"{field}:unit": value.unit}
         return out
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(field, 1)]]

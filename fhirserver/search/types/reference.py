@@ -84,6 +84,3 @@ class ReferenceHandler:
         if len(value.refs) == 1:
             return {field: value.refs[0]}
         return {field: {"$in": list(value.refs)}}
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(field, 1)]]

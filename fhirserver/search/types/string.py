@@ -68,6 +68,3 @@ class StringHandler:
         if modifier == "contains":
             return {field: {"$regex": contains_regex(folded)}}
         return {field: {"$regex": prefix_regex(folded)}}
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(field, 1)]]

@@ -113,6 +113,3 @@ class TokenHandler:
         if stored is not None:
             return {field: stored}
         return {field: {"$regex": prefix_regex(esc(value.system or "") + "|")}}
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(field, 1)]]

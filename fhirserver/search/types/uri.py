@@ -59,6 +59,3 @@ class UriHandler:
         if modifier == "above":
             return {field: {"$in": ancestors(value.value)}}
         return {field: value.value}
-
-    def indexes(self, field: str) -> list[list[tuple[str, int]]]:
-        return [[(field, 1)]]
