@@ -318,9 +318,10 @@ class Access:
         caller = self.caller
         if caller is None or d.patients is None:
             return True
-        if caller.kind == "user" and caller.patient and not any(
-                s.context == "user" for s in caller.scopes):
-            return False  # patient/ scopes: only the launch patient
+        if d.launch_only:
+            # Only patient/ scopes cover this type: the launch patient alone, whatever
+            # user/ scopes the token holds for other types.
+            return False
         if caller.kind == "patient":
             return patient in family_reach(self.db, caller.patient or "")["m"]
         who = caller.practitioner if caller.kind == "user" else caller.organization

@@ -88,6 +88,9 @@ class Decision:
     #: own notes, an organisation's own results): the stored field and value that
     #: mark those records, ``("by", "Practitioner/x")`` or ``("org", "Organization/y")``
     authored: tuple[str, str] | None = None
+    #: a clinician's launch where only ``patient/`` scopes cover this type: the
+    #: launch patient alone, whatever care relationships the clinician holds
+    launch_only: bool = False
 
 
 def _contexts(caller: Caller) -> tuple[str, ...]:
@@ -127,7 +130,8 @@ def decide(caller: Caller, rtype: str, interaction: str,
         return _group(caller, constraints)
     patients = reachable
     own_context = any(s.context == caller.kind for s in found)
-    if caller.kind == "user" and caller.patient and not own_context:
+    launch_only = caller.kind == "user" and bool(caller.patient) and not own_context
+    if launch_only:
         # Only patient/ scopes matched: the launch patient alone, if treated.
         patients = _only(caller.patient, reachable)
     if caller.kind == "patient" and interaction in WRITES:
@@ -140,7 +144,7 @@ def decide(caller: Caller, rtype: str, interaction: str,
             authored = ("by", caller.practitioner)
         elif caller.kind == "system" and caller.organization:
             authored = ("org", caller.organization)
-    return Decision(True, patients, constraints, authored=authored)
+    return Decision(True, patients, constraints, authored=authored, launch_only=launch_only)
 
 
 def _directory(caller: Caller, interaction: str,

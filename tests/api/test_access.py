@@ -394,3 +394,26 @@ def test_lastn_returns_only_the_callers_reach(fhir, app, world):
     dr = clinician(app, fhir)
     for query in ("", f"?patient={world['mine']}", f"?subject=Patient/{world['other']}"):
         assert dr.get(f"Observation/$lastn{query}").get_json().get("entry") is None, query
+
+
+def test_an_ehr_launch_with_patient_scopes_reads_the_launch_patient_only_whatever_its_user_scopes(
+        fhir, app, world):
+    """SMART App Launch scopes-and-launch-context (patient-specific scopes): in a
+    clinician's EHR launch, ``patient/`` scopes give access to the launch patient's
+    data only. An app granted the usual ``patient/*.rs user/Practitioner.rs`` (its
+    user scope is for the clinician directory, not for health data) reads, vreads,
+    and reads the history of none of the clinician's other patients' records, as it
+    finds none of them by searching."""
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, world["mine"], dr)
+    scan_card(fhir, app, world["other"], dr)
+    launched = As(fhir, mint(app, "user", "launch openid fhirUser patient/*.rs user/Practitioner.rs",
+                             subject="dr-li", fhirUser="Practitioner/dr-li",
+                             organization="Organization/hospital-1", patient=world["mine"]))
+    assert launched.get(f"Patient/{world['mine']}").status_code == 200
+    assert launched.get(f"Observation/{world['obs_mine']}").status_code == 200
+    assert launched.ids(f"Observation?patient={world['other']}") == []
+    for url in (f"Patient/{world['other']}", f"Observation/{world['obs_other']}",
+                f"Observation/{world['obs_other']}/_history/1", f"Observation/{world['obs_other']}/_history",
+                f"Patient/{world['other']}/$everything"):
+        assert launched.get(url).status_code == 404, url
