@@ -302,13 +302,12 @@ class Access:
 
     def probe_absent(self, rtype: str, rid: str) -> None:
         """The database work a refused read does, for an id that does not exist, so
-        that "hidden" and "never existed" take the same time (no timing oracle)."""
+        that "hidden" and "never existed" take the same time (no timing oracle). A
+        token with no scope to read ``rtype`` is refused (403) here as it is for an
+        id that exists (:meth:`can_see`): the refusal does not tell which ids exist."""
         if self.caller is None or self.caller.kind == "operator":
             return
-        try:
-            d = self.decision(rtype, "read")
-        except errors.Forbidden:
-            return
+        d = self.decision(rtype, "read")
         if d.patients is not None:
             self._fresh_reach(rid if rtype == "Patient" else f"absent-{rid}", d)
 

@@ -417,3 +417,23 @@ def test_an_ehr_launch_with_patient_scopes_reads_the_launch_patient_only_whateve
                 f"Observation/{world['obs_other']}/_history/1", f"Observation/{world['obs_other']}/_history",
                 f"Patient/{world['other']}/$everything"):
         assert launched.get(url).status_code == 404, url
+
+
+def test_a_token_without_a_scope_for_a_type_learns_no_ids_of_it(fhir, app, world):
+    """R4 security.html (a refusal should not reveal whether the resource exists) and
+    SMART App Launch scopes-and-launch-context (a scope grants a type): a token
+    with no scope to read Patients or Observations gets the same refusal for a
+    hidden record's id as for an id that does not exist, by read, vread, history
+    and $everything, rather than a 403 that confirms the id."""
+    fhir.delete(f"DiagnosticReport/{world['dr_other']}")
+    fhir.delete(f"Observation/{world['obs_other']}")
+    no_patients = As(fhir, mint(app, "patient", "patient/Observation.rs", patient=world["mine"]))
+    no_results = As(fhir, mint(app, "patient", "patient/Patient.rs", patient=world["mine"]))
+    for who, rtype, rid in ((no_patients, "Patient", world["other"]),
+                            (no_results, "Observation", world["obs_mine"]),
+                            (no_results, "Observation", world["obs_other"])):  # a deleted one
+        for suffix in ("", "/_history/1", "/_history") + (("/$everything",) if rtype == "Patient" else ()):
+            hidden, missing = who.get(f"{rtype}/{rid}{suffix}"), who.get(f"{rtype}/no-such-id{suffix}")
+            assert (hidden.status_code, hidden.get_json()["issue"][0]["code"]) == \
+                (missing.status_code, missing.get_json()["issue"][0]["code"]), (rtype, suffix)
+            assert hidden.status_code == 403, (rtype, suffix)
