@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from .. import errors
 from ..model.groups import GROUP
 from ..model.security_labels import is_sensitive
-from ..storage.upserts import upsert
 from . import consent
 from .bindings import family_reach
 from .policy import Caller, Decision, decide, may_write
@@ -75,17 +76,50 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
     flagged as emergency access until then, and the relationship under it (a card
     scan, a place on the care team) goes on after."""
     key = f"{who}|{patient}"
-    current = db[CARE].find_one({"_id": key})
-    longer = current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until
-    if longer and not emergency:
-        return
-    if longer and current is not None:
-        upsert(db[CARE], {**current, "emergency": True, "emergency_until": until,
-                          "emergency_at": now or until})
-    else:
-        upsert(db[CARE], {"_id": key, "who": who, "patient": patient, "until": until,
-                          "reason": reason, "emergency": emergency, "at": now or until})
-    forget(db, who)
+    for _ in range(ATTEMPTS):
+        current = db[CARE].find_one({"_id": key})
+        longer = current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until
+        if longer and not emergency:
+            return
+        if longer and current is not None:
+            doc = {**current, "emergency": True, "emergency_until": until,
+                   "emergency_at": now or until}
+        else:
+            doc = {"_id": key, "who": who, "patient": patient, "until": until,
+                   "reason": reason, "emergency": emergency, "at": now or until}
+        if _swap(db, current, doc):
+            forget(db, who)
+            return
+    raise errors.Conflict("The care relationship was changed by another request at the same "
+                          "time; try again")
+
+
+#: How many times a change of one care relationship is tried again when another
+#: request changed it between reading and writing.
+ATTEMPTS = 8
+
+
+def _swap(db: Any, current: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
+    """Write ``doc`` in place of ``current`` (None: there was none), unless another
+    request changed or removed it since it was read: two requests changing one care
+    relationship at once (a break-the-glass and a team change, a card scan, a deleted
+    Patient) must not write back what they read over what the other just wrote; the
+    one that loses reads again."""
+    if current is None:
+        try:
+            db[CARE].insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+    return bool(db[CARE].replace_one(current, doc).matched_count)
+
+
+def _keep_emergency(doc: dict[str, Any], current: dict[str, Any], tz: Any) -> None:
+    """Carry the emergency still running in ``current`` over to ``doc``, to its own end."""
+    end = (current.get("emergency_until") or current["until"]).replace(tzinfo=tz)
+    doc.update(emergency=True, emergency_until=end,
+               until=max(doc["until"].replace(tzinfo=tz), end),
+               emergency_at=current.get("emergency_at", current.get("at")))
 
 
 def emergency_now(doc: dict[str, Any], now: datetime) -> bool:
@@ -382,12 +416,25 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
     a member off again. ``organization`` None: an operator, whose teams last until
     ended. Raises Forbidden for another organisation's member."""
     key = f"{practitioner}|{patient}"
-    current = db[CARE].find_one({"_id": key})
+    for _ in range(ATTEMPTS):
+        current = db[CARE].find_one({"_id": key})
+        doc = _membership(db, current, key, patient, practitioner, now, remove, organization)
+        if doc is None or _swap(db, current, doc):
+            forget(db, practitioner)
+            return
+    raise errors.Conflict("The care relationship was changed by another request at the same "
+                          "time; try again")
+
+
+def _membership(db: Any, current: dict[str, Any] | None, key: str, patient: str,
+                practitioner: str, now: datetime, remove: bool,
+                organization: str | None) -> dict[str, Any] | None:
+    """The relationship :func:`set_team_member` writes over ``current``; None: none."""
     if current is not None and current.get("team") and organization is not None \
             and current.get("team_org") not in (None, organization):
         raise errors.Forbidden("That member was put on the team by another organisation")
     if remove and (current is None or not current.get("team")):
-        return  # not on the team: nothing to end (a card scan of theirs stays)
+        return None  # not on the team: nothing to end (a card scan of theirs stays)
     if remove:
         until = now
     elif organization is None:
@@ -406,11 +453,8 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
     if current is not None and emergency_now(current, now):
         # A break-the-glass still running goes on to its own end, joining or leaving
         # the team alike: it was opened for a reason of its own.
-        end = (current.get("emergency_until") or current["until"]).replace(tzinfo=now.tzinfo)
-        doc.update(emergency=True, emergency_until=end, until=max(until, end),
-                   emergency_at=current.get("emergency_at", current.get("at")))
-    upsert(db[CARE], doc)
-    forget(db, practitioner)
+        _keep_emergency(doc, current, now.tzinfo)
+    return doc
 
 
 def end_patient(db: Any, patient: str) -> None:

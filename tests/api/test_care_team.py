@@ -128,3 +128,71 @@ def test_a_deleted_patient_takes_their_care_team_along(fhir):
     fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-a"))
     assert fhir.delete(f"Patient/{pid}").status_code == 200
     assert fhir.get(f"CareTeam/care-team-{pid}").status_code == 410
+
+
+def _meanwhile(monkeypatch, key: str, other_request) -> None:
+    """Run ``other_request`` right after the next read of the care relationship ``key``:
+    two requests changing one relationship at once, in the order that loses a write
+    when each writes back the document it read."""
+    import pymongo.collection
+
+    from fhirserver.auth.access import CARE
+
+    real = pymongo.collection.Collection.find_one
+    armed = [True]
+
+    def find_one(self, filter=None, *args, **kwargs):
+        found = real(self, filter, *args, **kwargs)
+        if armed[0] and self.name == CARE and isinstance(filter, dict) and filter.get("_id") == key:
+            armed[0] = False
+            other_request()
+        return found
+
+    monkeypatch.setattr(pymongo.collection.Collection, "find_one", find_one)
+
+
+def test_a_member_taken_off_the_team_while_breaking_the_glass_keeps_only_the_emergency(
+        fhir, app, pid, monkeypatch):
+    """DESIGN.md section 1: only clinicians actually treating the patient read the
+    record, for a limited time; emergency access is flagged. A member taken off the
+    team at the very moment they break the glass keeps the emergency's minutes, not
+    their place on the team; taken off while the glass is being broken the other way
+    round, they keep the emergency they were just given. Neither request writes back
+    the relationship it read over the one the other just wrote."""
+    from fhirserver.auth.access import set_team_member
+
+    from .test_access import emergency_role
+
+    st = app.extensions["fhirserver"]
+    db = st.repo.db
+    emergency_role(app, "dr-team", "dr-other")
+    glass = {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "cardiac arrest"}]}
+    later = datetime.now(UTC) + timedelta(hours=2)  # the emergency time is over
+
+    # The member breaks the glass; the team's organisation takes them off meanwhile.
+    assert fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-team")).status_code == 200
+    dr = clinician(app, fhir, "dr-team", lifetime=3 * 3600)
+    _meanwhile(monkeypatch, f"Practitioner/dr-team|{pid}", lambda: set_team_member(
+        db, pid, "Practitioner/dr-team", datetime.now(UTC), remove=True))
+    assert dr.post(f"Patient/{pid}/$break-glass", glass).status_code == 200
+    monkeypatch.undo()
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    st.clock = lambda: later
+    assert dr.get(f"Patient/{pid}").status_code == 404
+    assert "participant" not in fhir.get(f"Patient/{pid}/$care-team").get_json()
+
+    # Taken off the team while their break-the-glass is being written.
+    st.clock = lambda: datetime.now(UTC)
+    assert fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-other")).status_code == 200
+    other = clinician(app, fhir, "dr-other", lifetime=3 * 3600)
+    now = datetime.now(UTC)
+    _meanwhile(monkeypatch, f"Practitioner/dr-other|{pid}", lambda: record_care(
+        db, "Practitioner/dr-other", pid, now + timedelta(minutes=60), "break-glass",
+        emergency=True, now=now))
+    r = fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-other", remove=True))
+    assert r.status_code == 200, r.get_json()
+    monkeypatch.undo()
+    assert other.get(f"Patient/{pid}").status_code == 200
+    st.clock = lambda: later
+    assert other.get(f"Patient/{pid}").status_code == 404
