@@ -74,7 +74,8 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
     An emergency (break-the-glass) over a relationship that lasts longer is laid on
     top of it, with its own end (``emergency_until``): the clinician's access is
     flagged as emergency access until then, and the relationship under it (a card
-    scan, a place on the care team) goes on after."""
+    scan, a place on the care team) goes on after. A longer relationship opened
+    during an emergency (a card scan) keeps the emergency on top, to its end."""
     key = f"{who}|{patient}"
     for _ in range(ATTEMPTS):
         current = db[CARE].find_one({"_id": key})
@@ -87,6 +88,9 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
         else:
             doc = {"_id": key, "who": who, "patient": patient, "until": until,
                    "reason": reason, "emergency": emergency, "at": now or until}
+            if not emergency and current is not None \
+                    and emergency_now(current, now or datetime.now(UTC)):
+                _keep_emergency(doc, current, until.tzinfo)
         if _swap(db, current, doc):
             forget(db, who)
             return

@@ -475,3 +475,38 @@ def test_breaking_the_glass_over_a_longer_relationship_keeps_it_when_the_emergen
     app.extensions["fhirserver"].clock = lambda: later
     assert on_team.get(f"Patient/{teamed}").status_code == 404
     assert dr.get(f"Patient/{scanned}").status_code == 200
+
+
+def test_scanning_the_card_during_break_the_glass_keeps_the_emergency_to_its_end(fhir, app):
+    """DESIGN.md section 1: emergency access is flagged. A clinician who broke the
+    glass and then scans the patient's card (the relative brought it) is still in
+    the emergency they declared until its own end: their reads stay recorded as
+    emergency access (auditevent.html purposeOfEvent ETREAT) and the patient's
+    restriction of sensitive records stays overridden, as when the glass is broken
+    over a card scan; after the emergency the card scan's day goes on, as a
+    treating relationship."""
+    from datetime import UTC, datetime, timedelta
+
+    from .test_access import SENSITIVE
+
+    emergency_role(app, "dr-li")
+    pid = fhir.create(f.patient("Unconscious"))["id"]
+    hiv = fhir.create({**f.observation(pid, code="hiv-1"), "meta": SENSITIVE})["id"]
+    patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=pid))
+    assert patient.post(f"Patient/{pid}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "restrictSensitive", "valueBoolean": True}]}).status_code == 200
+    dr = clinician(app, fhir, lifetime=3 * 3600)
+    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "unconscious, HIV status unknown"}]})
+    assert r.status_code == 200, r.get_json()
+    assert dr.ids(f"Observation?patient={pid}") == [hiv]
+    scan_card(fhir, app, pid, dr)
+    assert dr.ids(f"Observation?patient={pid}") == [hiv]
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    later = datetime.now(UTC) + timedelta(hours=2)
+    app.extensions["fhirserver"].clock = lambda: later
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    assert _purpose(events(app)[-1]) != "ETREAT"
+    assert dr.ids(f"Observation?patient={pid}") == []
