@@ -95,26 +95,30 @@ def _patients(limit: int | None = MAX_PATIENTS) -> list[str]:
 
 def _emergency(who: str | None, patients: list[str]) -> bool:
     """Did a clinician reach any of ``patients`` (all of them, however many a page
-    held) by break-the-glass? A read's authorization already read the relationships
-    it relied on (``Access.emergency``), and a read changes none; for the others,
+    held) by break-the-glass? This request's authorization already read the
+    relationships it relied on (``Access.emergency``): an emergency it saw is one,
+    even when the request then ended it (deleting the Patient) or its time ran out
+    meanwhile. A read changes none, so what it did not see was none; for the others,
     and for every patient of a request that may change data (breaking the glass
-    itself), one query reads the clinician's emergency relationships that have not
-    ended (an ended one gave this request nothing: it was refused)."""
+    itself), one query reads the clinician's emergency relationships running when
+    the request was authorized (an ended one gave this request nothing: it was
+    refused)."""
     if not who or not who.startswith("Practitioner/"):
         return False
-    access = g.get("access") if request.method in ("GET", "HEAD") else None
+    access = g.get("access")
     if access is None or access.caller is None or access.caller.practitioner != who:
         access = None
+    reads = request.method in ("GET", "HEAD")
     unknown: list[str] = []
     for p in patients:
         known = access.emergency(p) if access is not None else None
         if known:
             return True
-        if known is None:
+        if known is None or not reads:
             unknown.append(p)
     if not unknown:
         return False
-    now = state().clock()
+    now = access.now if access is not None else state().clock()
     broken = {d["patient"] for d in state().repo.db[CARE].find(
         {"who": who, "emergency": True, "until": {"$gt": now}},
         {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1})

@@ -510,3 +510,44 @@ def test_scanning_the_card_during_break_the_glass_keeps_the_emergency_to_its_end
     assert dr.get(f"Patient/{pid}").status_code == 200
     assert _purpose(events(app)[-1]) != "ETREAT"
     assert dr.ids(f"Observation?patient={pid}") == []
+
+
+def test_a_change_made_by_break_the_glass_is_recorded_as_emergency_when_it_ends_it(
+        fhir, app, monkeypatch):
+    """DESIGN.md section 1: every access audited, emergency access flagged
+    (auditevent.html purposeOfEvent ETREAT). A change a clinician makes through
+    break-the-glass is emergency access even when the change itself ends the
+    emergency relationship (deleting the Patient removes every care relationship
+    with them) or the emergency time runs out while the change is being stored:
+    what counts is what the request's authorization relied on."""
+    from datetime import UTC, datetime, timedelta
+
+    emergency_role(app, "dr-li")
+    glass = {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "mass casualty triage"}]}
+    st = app.extensions["fhirserver"]
+    dr = clinician(app, fhir, lifetime=3 * 3600)
+
+    deleted = fhir.create(f.patient("Deleted"))["id"]
+    assert dr.post(f"Patient/{deleted}/$break-glass", glass).status_code == 200
+    r = dr.delete(f"Patient/{deleted}")
+    assert r.status_code in (200, 204), r.get_json()
+    assert _purpose(events(app)[-1]) == "ETREAT"
+
+    written = fhir.create(f.patient("Written"))["id"]
+    assert dr.post(f"Patient/{written}/$break-glass", glass).status_code == 200
+    later = datetime.now(UTC) + timedelta(hours=2)
+    commit = type(st.repo).commit
+
+    def commit_then_time_runs_out(repo, *args, **kwargs):
+        out = commit(repo, *args, **kwargs)
+        st.clock = lambda: later  # the emergency time ends while the write completes
+        return out
+
+    monkeypatch.setattr(type(st.repo), "commit", commit_then_time_runs_out)
+    r = dr.post("Observation", f.observation(written, code="1-1"))
+    assert r.status_code == 201, r.get_json()
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    monkeypatch.undo()
+    r = dr.post("Observation", f.observation(written, code="1-1"))  # after it: refused
+    assert r.status_code in (403, 404) and _purpose(events(app)[-1]) != "ETREAT"
