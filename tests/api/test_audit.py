@@ -64,12 +64,18 @@ def test_failures_and_emergencies_are_recorded(fhir, app):
     dr = clinician(app, fhir)
     assert dr.get(f"Patient/{pid}").status_code == 404
     assert events(app)[-1]["outcome"] == "4"
-    dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
-        {"name": "reason", "valueString": "cardiac arrest"}]})
+    break_glass(dr, pid, "cardiac arrest")
     assert dr.get(f"Patient/{pid}").status_code == 200
     assert events(app)[-1]["purposeOfEvent"][0]["coding"][0]["code"] == "ETREAT"
     assert fhir.get("Patient", headers={"Authorization": ""}).status_code == 401
     assert events(app)[-1]["agent"][0]["who"]["display"] == "unauthenticated caller"
+
+
+def break_glass(who: As, pid: str, reason: str) -> None:
+    """``Patient/{pid}/$break-glass`` with ``reason``, which must be granted."""
+    r = who.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": reason}]})
+    assert r.status_code == 200, r.get_json()
 
 
 def _purpose(event: dict) -> str | None:
@@ -89,9 +95,7 @@ def test_breaking_the_glass_over_a_treating_relationship_is_recorded_as_emergenc
     scan_card(fhir, app, pid, dr)
     assert dr.get(f"Patient/{pid}").status_code == 200
     assert _purpose(events(app)[-1]) != "ETREAT"
-    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
-        {"name": "reason", "valueString": "anaphylaxis"}]})
-    assert r.status_code == 200, r.get_json()
+    break_glass(dr, pid, "anaphylaxis")
     assert _purpose(events(app)[-1]) == "ETREAT"
     assert dr.get(f"Patient/{pid}").status_code == 200
     assert _purpose(events(app)[-1]) == "ETREAT"
@@ -320,9 +324,7 @@ def test_an_emergency_among_more_than_twenty_patients_is_recorded_as_such(fhir, 
                     "card-scan", now=now)
     broken = fhir.create(f.patient("Many99"))["id"]
     dr = clinician(app, fhir)
-    r = dr.post(f"Patient/{broken}/$break-glass", {"resourceType": "Parameters", "parameter": [
-        {"name": "reason", "valueString": "unconscious"}]})
-    assert r.status_code == 200, r.get_json()
+    break_glass(dr, broken, "unconscious")
     r = dr.get("Patient?family=Many&_sort=family&_count=50")
     assert r.status_code == 200
     ids = [e["resource"]["id"] for e in r.get_json()["entry"]]
@@ -420,9 +422,7 @@ def test_a_refused_request_after_break_the_glass_ended_is_not_recorded_as_emerge
     emergency_role(app, "dr-li")
     pid = fhir.create(f.patient("Unconscious"))["id"]
     dr = clinician(app, fhir, lifetime=3 * 3600)
-    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
-        {"name": "reason", "valueString": "unconscious"}]})
-    assert r.status_code == 200, r.get_json()
+    break_glass(dr, pid, "unconscious")
     assert dr.get(f"Patient/{pid}").status_code == 200
     assert _purpose(events(app)[-1]) == "ETREAT"
     later = datetime.now(UTC) + timedelta(hours=2)
@@ -453,9 +453,7 @@ def test_breaking_the_glass_over_a_longer_relationship_keeps_it_when_the_emergen
     on_team = clinician(app, fhir, "dr-team", lifetime=3 * 3600)
     assert fhir.post(f"Patient/{teamed}/$care-team", member("Practitioner/dr-team")).status_code == 200
     for who, pid in ((dr, scanned), (on_team, teamed)):
-        r = who.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
-            {"name": "reason", "valueString": "anaphylaxis"}]})
-        assert r.status_code == 200, r.get_json()
+        break_glass(who, pid, "anaphylaxis")
         assert who.get(f"Patient/{pid}").status_code == 200
         assert _purpose(events(app)[-1]) == "ETREAT"
     later = datetime.now(UTC) + timedelta(hours=2)
@@ -496,9 +494,7 @@ def test_scanning_the_card_during_break_the_glass_keeps_the_emergency_to_its_end
     assert patient.post(f"Patient/{pid}/$consent", {"resourceType": "Parameters", "parameter": [
         {"name": "restrictSensitive", "valueBoolean": True}]}).status_code == 200
     dr = clinician(app, fhir, lifetime=3 * 3600)
-    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
-        {"name": "reason", "valueString": "unconscious, HIV status unknown"}]})
-    assert r.status_code == 200, r.get_json()
+    break_glass(dr, pid, "unconscious, HIV status unknown")
     assert dr.ids(f"Observation?patient={pid}") == [hiv]
     scan_card(fhir, app, pid, dr)
     assert dr.ids(f"Observation?patient={pid}") == [hiv]
