@@ -4,13 +4,16 @@ Pure: the filter names only ``_id``, ``k`` and ``sp.*`` fields (exact-match
 parameters are tested on their keys, ``k``: search/keys.py). Parameters are ANDed, the
 values of one parameter ORed; ``:not`` on a token is a ``$nor`` of its values, so a
 resource without the element matches too (search.html#token: "not" includes
-resources that have no value). Only operators FerretDB v1 evaluates are used:
-equality, ranges, ``$in``/``$nin``, ``$regex``, ``$exists``, ``$or``/``$nor``/``$and``.
+resources that have no value). A union parameter's values other than its keys are
+stored by its parts only, and tested there (:func:`_union_clause`). Only operators
+FerretDB v1 evaluates are used: equality, ranges, ``$in``/``$nin``, ``$regex``,
+``$exists``, ``$or``/``$nor``/``$and``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .keys import EXACT_TYPES, day_condition, key_condition
@@ -82,8 +85,39 @@ def _keyed(param: SearchParameter, cond: Filter) -> Filter:
     return cond
 
 
+def _tests_stored(flt: Any, field: str) -> bool:
+    """Does ``flt`` test ``field`` or a companion of it (``field:unit``, ``field.<key>``)?"""
+    if isinstance(flt, list):
+        return any(_tests_stored(part, field) for part in flt)
+    return isinstance(flt, dict) and any(
+        name == field or name.startswith((field + ":", field + "."))
+        or _tests_stored(cond, field) for name, cond in flt.items())
+
+
+def _union_clause(clause: Clause) -> Filter:
+    """A condition on a union parameter's values, tested on each of its parts (which
+    hold them: keys.stored_values). A value matches when it matches in some part, so
+    a positive condition matches when some part does; ``:not`` (no value matches) and
+    ``:missing=true`` (no value at all) when every part does."""
+    parts = [replace(clause, param=part) for part in clause.param.parts]
+    if clause.modifier == "missing":
+        return _any_of([(_all_of if v.missing else _any_of)(
+            [compile_clause(replace(part, values=(v,))) for part in parts])
+            for v in clause.values if isinstance(v, Missing)])
+    return (_all_of if clause.modifier == "not" else _any_of)(
+        [compile_clause(part) for part in parts])
+
+
 def compile_clause(clause: Clause) -> Filter:
     """One parameter occurrence as a MongoDB condition."""
+    own = _own_clause(clause)
+    if clause.param.parts and _tests_stored(own, clause.param.field):
+        return _union_clause(clause)
+    return own
+
+
+def _own_clause(clause: Clause) -> Filter:
+    """A clause as a condition on its parameter's own stored values and keys."""
     param = clause.param
     if clause.modifier == "missing":
         return _any_of([_keyed(param, {param.field: {"$exists": not v.missing}})

@@ -56,8 +56,9 @@ _VALUE_STRING = Component("string", ("valueString:string", "valueCodeableConcept
 _BOTH = ("", "component")
 
 
-def _composite(name: str, bases: tuple[str, ...], *components: Component) -> SearchParameter:
-    return P(name, "composite", bases=bases, components=components)
+def _composite(name: str, bases: tuple[str, ...], *components: Component,
+               union: tuple[str, ...] = ()) -> SearchParameter:
+    return P(name, "composite", bases=bases, components=components, union=union)
 
 
 OBSERVATION: tuple[SearchParameter, ...] = (
@@ -70,15 +71,21 @@ OBSERVATION: tuple[SearchParameter, ...] = (
     _composite("code-value-date", ("",), _CODE, _VALUE_DATE),
     _composite("code-value-quantity", ("",), _CODE, _VALUE_QUANTITY),
     _composite("code-value-string", ("",), _CODE, _VALUE_STRING),
-    P("combo-code", "token", ("code:CodeableConcept", "component.code:CodeableConcept")),
-    _composite("combo-code-value-concept", _BOTH, _CODE, _VALUE_CONCEPT),
-    _composite("combo-code-value-quantity", _BOTH, _CODE, _VALUE_QUANTITY),
+    P("combo-code", "token", ("code:CodeableConcept", "component.code:CodeableConcept"),
+      union=("code", "component-code")),
+    _composite("combo-code-value-concept", _BOTH, _CODE, _VALUE_CONCEPT,
+               union=("code-value-concept", "component-code-value-concept")),
+    _composite("combo-code-value-quantity", _BOTH, _CODE, _VALUE_QUANTITY,
+               union=("code-value-quantity", "component-code-value-quantity")),
     P("combo-data-absent-reason", "token",
-      ("dataAbsentReason:CodeableConcept", "component.dataAbsentReason:CodeableConcept")),
+      ("dataAbsentReason:CodeableConcept", "component.dataAbsentReason:CodeableConcept"),
+      union=("data-absent-reason", "component-data-absent-reason")),
     P("combo-value-concept", "token",
-      ("valueCodeableConcept:CodeableConcept", "component.valueCodeableConcept:CodeableConcept")),
+      ("valueCodeableConcept:CodeableConcept", "component.valueCodeableConcept:CodeableConcept"),
+      union=("value-concept", "component-value-concept")),
     P("combo-value-quantity", "quantity",
-      ("valueQuantity:Quantity", "component.valueQuantity:Quantity")),
+      ("valueQuantity:Quantity", "component.valueQuantity:Quantity"),
+      union=("value-quantity", "component-value-quantity")),
     P("component-code", "token", ("component.code:CodeableConcept",)),
     _composite("component-code-value-concept", ("component",), _CODE, _VALUE_CONCEPT),
     _composite("component-code-value-quantity", ("component",), _CODE, _VALUE_QUANTITY),

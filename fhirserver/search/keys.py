@@ -18,7 +18,9 @@ The keys of exact-match parameters (token, reference, uri) hold every value such
 parameter has, so their conditions test ``k`` alone (:func:`key_condition`) and
 ``sp`` keeps no copy of them (:func:`stored_values`). FerretDB decodes every value
 of every document it reads, and those copies were a quarter of a stored
-Observation: what is not stored costs no search anything.
+Observation: what is not stored costs no search anything. For the same reason the
+values of a union parameter (``combo-code``: ``code`` and ``component-code``) are
+stored as keys only; its other conditions test its parts (search/compile.py).
 
 A birth date is a day: ``Patient?family=F&birthdate=D``, the registration desk's
 search, would otherwise be answered from the family prefix alone, hundreds of
@@ -124,10 +126,15 @@ def day_condition(param: SearchParameter, prefix: str, lo: datetime,
 
 
 def stored_values(rtype: str, sp: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """The ``sp`` stored with a resource: its search values but those ``k`` holds."""
+    """The ``sp`` stored with a resource: its search values but those ``k`` holds and
+    those of union parameters (with their companions), which their parts hold."""
     params = parameters_for(rtype)
-    return {name: values for name, values in sp.items()
-            if (param := params.get(name)) is None or param.type not in EXACT_TYPES}
+
+    def kept(name: str) -> bool:
+        param, owner = params.get(name), params.get(name.partition(":")[0])
+        return (param is None or param.type not in EXACT_TYPES) \
+            and (owner is None or not owner.union)
+    return {name: values for name, values in sp.items() if kept(name)}
 
 
 def key_condition(name: str, cond: Any) -> Filter:

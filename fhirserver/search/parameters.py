@@ -10,7 +10,8 @@ The per-resource tables are in :mod:`.definitions`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as attribute
 from types import MappingProxyType
 
 TYPES = ("token", "string", "date", "reference", "quantity", "uri", "number", "composite",
@@ -34,7 +35,11 @@ class SearchParameter:
     ``gender=http://hl7.org/fhir/administrative-gender|male`` matches too;
     ``absent`` is the token indexed when the element is absent (Patient ``deceased``
     is a FHIRPath boolean that is false when nothing is recorded);
-    composites list their ``bases`` ("" is the resource itself) and ``components``.
+    composites list their ``bases`` ("" is the resource itself) and ``components``;
+    ``union`` names the parameters whose values together are exactly this one's
+    (Observation ``combo-code`` is ``code`` and ``component-code``): its values are
+    stored only as keys, and a condition on its other stored values tests each of
+    those parameters' instead (search/compile.py).
     """
 
     name: str
@@ -45,6 +50,9 @@ class SearchParameter:
     absent: str | None = None
     bases: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
+    union: tuple[str, ...] = ()
+    #: The parameters ``union`` names, as :func:`parameters_for` gives this one.
+    parts: tuple[SearchParameter, ...] = attribute(default=(), compare=False, repr=False)
 
     @property
     def field(self) -> str:
@@ -90,6 +98,9 @@ def _build(
     resource_type: str, tables: Mapping[str, tuple[SearchParameter, ...]]
 ) -> Mapping[str, SearchParameter]:
     params = {p.name: p for p in (*COMMON, *tables.get(resource_type, ()))}
+    for name, param in params.items():
+        if param.union:
+            params[name] = replace(param, parts=tuple(params[n] for n in param.union))
     table = MappingProxyType(params)
     _TABLES_WITH_COMMON[resource_type] = table
     return table

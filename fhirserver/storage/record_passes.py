@@ -1,5 +1,6 @@
 """The one-time passes that bring current records an earlier version stored up to
-today's shape: their resource as JSON text, their day keys, their population shards.
+today's shape: their resource as JSON text, their day keys, their population shards,
+no values of union parameters.
 
 ``serve`` runs each once, before its workers start (FerretDB reads a document and
 then writes it back, so a pass must not race a request), and marks it done
@@ -14,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..search.keys import KEY_FIELD, day_keyed, day_keys
+from ..search.keys import KEY_FIELD, day_keyed, day_keys, stored_values
+from ..search.parameters import parameters_for
 from ..search.shards import ORDER_FIELD, shard_fields
 from .documents import Collections
 from .stored_form import needs_text, stored_form
@@ -80,3 +82,19 @@ def add_population_shards(cols: Collections, progress: Progress | None = None) -
     whole, and complete."""
     return rewrite_current(cols, lambda _rtype: {ORDER_FIELD: {"$exists": False}}, {},
                            lambda _rtype, doc: {"$set": shard_fields(doc["_id"])}, progress)
+
+
+def drop_union_values(cols: Collections, progress: Progress | None = None) -> int:
+    """Records lose the values of union parameters (``combo-code``...) an earlier
+    version stored in ``sp``: their parts hold them, and a search tests those
+    (search/keys.py, ``stored_values``). A third of a stored Observation's search
+    values were such copies, and FerretDB decodes every value of a record it reads."""
+    def select(rtype: str) -> Mapping[str, Any] | None:
+        return {} if any(p.union for p in parameters_for(rtype).values()) else None
+
+    def change(rtype: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        sp = doc.get("sp") or {}
+        kept = stored_values(rtype, sp)
+        gone = [f"sp.{name}" for name in sp if name not in kept]
+        return {"$unset": dict.fromkeys(gone, "")} if gone else None
+    return rewrite_current(cols, select, {"sp": 1}, change, progress)

@@ -49,7 +49,12 @@ from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
 from .protection import CARDS, Protection
-from .record_passes import add_date_keys, add_population_shards, store_as_text
+from .record_passes import (
+    add_date_keys,
+    add_population_shards,
+    drop_union_values,
+    store_as_text,
+)
 from .records import Stored, Write
 from .reencryption import Progress, Reencryption
 from .search_claims import SearchClaims
@@ -76,6 +81,8 @@ _KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0, "ps": 0}
 NAMESPACE_EXISTS = 48
 #: Which one-time migrations of the stored documents have run.
 SCHEMA = "_schema"
+#: The one-time passes that reshape records (``_once``), which a new database needs not run.
+_RESHAPING = ("day-buckets", "resource-text", "date-keys", "union-values", "population-shards")
 #: Bucket queries one page may make before it reads the compartment in one query.
 BUCKETS_PER_PAGE = 12
 HistoryKey = tuple[datetime, str]  # (lastUpdated, history _id): the keyset cursor order
@@ -311,6 +318,16 @@ class Repository:
         :meth:`initialise` wherever ``serve`` did not."""
         return self._once("date-keys", lambda: add_date_keys(self.cols, progress))
 
+    def union_values_pending(self) -> bool:
+        """Has the one-time pass that drops the stored values of union parameters not run?"""
+        return self._pending("union-values")
+
+    def drop_union_values(self, progress: Progress | None = None) -> int:
+        """Records stored with the values of union parameters in ``sp`` drop them,
+        once (record_passes.py); returns the records changed. ``serve`` runs it
+        before its workers start; until then they are only larger, never wrong."""
+        return self._once("union-values", lambda: drop_union_values(self.cols, progress))
+
     def population_shards_pending(self) -> bool:
         """Has the one-time pass that gives records their population shards not run?"""
         return self._pending("population-shards")
@@ -343,13 +360,11 @@ class Repository:
         """A database that holds no resource, claim or card yet is only ever written by
         this version, which encrypts on the way in, stores each search value once and
         gives every record its day buckets, its day keys, its population shards and its
-        resource as text:
-        it is marked so at once, so that the first ``serve`` after a large ``fhirserver
-        import`` does not scan every document for values stored in clear or twice
-        (there are none to find)."""
+        resource as text, and no values of union parameters: it is marked so at once,
+        so that the first ``serve`` after a large ``fhirserver import`` does not scan
+        every document for values stored in clear or twice (there are none to find)."""
         if not (self.encryption_pending() or self.key_copies_pending()
-                or self.day_buckets_pending() or self.resource_text_pending()
-                or self.date_keys_pending() or self.population_shards_pending()):
+                or any(self._pending(marker) for marker in _RESHAPING)):
             return
         # Every collection the one-time pass encrypts (reencryption.py): a claim keeps
         # an identity number in clear even where the resource that held it is gone.
@@ -358,8 +373,7 @@ class Repository:
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
         for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2},
-                       {"_id": "day-buckets", "v": 1}, {"_id": "resource-text", "v": 1},
-                       {"_id": "date-keys", "v": 1}, {"_id": "population-shards", "v": 1}):
+                       *({"_id": name, "v": 1} for name in _RESHAPING)):
             with contextlib.suppress(DuplicateKeyError):
                 self.db[SCHEMA].insert_one(marker)
 
