@@ -71,26 +71,37 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
                 emergency: bool = False, now: datetime | None = None) -> None:
     """Open (or extend) a care relationship; never shortens a longer one.
 
+    A place on the care team is kept under it, with its own end (``team_until``),
+    and what the clinician opened themselves is remembered (``own_until``): the
+    organisation that ends their place ends only that (:func:`set_team_member`).
+
     An emergency (break-the-glass) over a relationship that lasts longer is laid on
     top of it, with its own end (``emergency_until``): the clinician's access is
     flagged as emergency access until then, and the relationship under it (a card
     scan, a place on the care team) goes on after. A longer relationship opened
     during an emergency (a card scan) keeps the emergency on top, to its end."""
-    key = f"{who}|{patient}"
+    key, tz = f"{who}|{patient}", until.tzinfo
     for _ in range(ATTEMPTS):
         current = db[CARE].find_one({"_id": key})
-        longer = current is not None and current["until"].replace(tzinfo=until.tzinfo) >= until
+        longer = current is not None and current["until"].replace(tzinfo=tz) >= until
         if longer and not emergency:
-            return
-        if longer and current is not None:
+            own = _own_end(current, tz)
+            if current is None or not current.get("team") or (own is not None and own >= until):
+                return
+            # Within a place on the care team, which its organisation may end sooner.
+            doc = {**current, "own_until": until}
+        elif longer and current is not None:
             doc = {**current, "emergency": True, "emergency_until": until,
                    "emergency_at": now or until}
         else:
             doc = {"_id": key, "who": who, "patient": patient, "until": until,
                    "reason": reason, "emergency": emergency, "at": now or until}
+            if current is not None and current.get("team"):
+                doc.update(team=True, team_org=current.get("team_org"),
+                           team_until=_team_end(current, tz), own_until=until)
             if not emergency and current is not None \
                     and emergency_now(current, now or datetime.now(UTC)):
-                _keep_emergency(doc, current, until.tzinfo)
+                _keep_emergency(doc, current, tz)
         if _swap(db, current, doc):
             forget(db, who)
             return
@@ -124,6 +135,21 @@ def _keep_emergency(doc: dict[str, Any], current: dict[str, Any], tz: Any) -> No
     doc.update(emergency=True, emergency_until=end,
                until=max(doc["until"].replace(tzinfo=tz), end),
                emergency_at=current.get("emergency_at", current.get("at")))
+
+
+def _team_end(doc: dict[str, Any], tz: Any) -> datetime:
+    """When the place on the care team that ``doc`` holds ends."""
+    end: datetime = doc.get("team_until") or doc["until"]
+    return end.replace(tzinfo=tz)
+
+
+def _own_end(doc: dict[str, Any] | None, tz: Any) -> datetime | None:
+    """When the part of ``doc`` the clinician opened themselves (a card scan, a
+    break-the-glass) ends: all of it unless it is a place on the team; None: none."""
+    if doc is None:
+        return None
+    end = doc.get("own_until") if doc.get("team") else doc["until"]
+    return end.replace(tzinfo=tz) if isinstance(end, datetime) else None
 
 
 def emergency_now(doc: dict[str, Any], now: datetime) -> bool:
@@ -439,21 +465,23 @@ def _membership(db: Any, current: dict[str, Any] | None, key: str, patient: str,
         raise errors.Forbidden("That member was put on the team by another organisation")
     if remove and (current is None or not current.get("team")):
         return None  # not on the team: nothing to end (a card scan of theirs stays)
+    # A card scan or break-the-glass of the member's own outlasts their place.
+    own = _own_end(current, now.tzinfo)
+    own = own if own is not None and own > now else None
     if remove:
-        until = now
+        until = team_until = now
     elif organization is None:
-        until = now + LASTING
+        until = team_until = now + LASTING
     else:
-        own = db[CARE].find_one({"_id": f"{organization}|{patient}"})
-        until = own["until"].replace(tzinfo=now.tzinfo) if own is not None else now
+        org = db[CARE].find_one({"_id": f"{organization}|{patient}"})
+        until = team_until = org["until"].replace(tzinfo=now.tzinfo) if org is not None else now
         if until <= now:
             raise errors.NotFound(f"Resource Patient/{patient} is not known")
-    if current is not None and not current.get("team") and not remove:
-        # A card scan or break-the-glass of the member's own: keep the longer one.
-        until = max(until, current["until"].replace(tzinfo=now.tzinfo))
-    doc = {"_id": key, "who": practitioner, "patient": patient, "until": until,
+    doc = {"_id": key, "who": practitioner, "patient": patient, "until": max(until, own or until),
            "reason": "care-team", "emergency": False, "at": now,
-           "team": not remove, "team_org": organization}
+           "team": not remove, "team_org": organization, "own_until": own}
+    if not remove:
+        doc["team_until"] = team_until
     if current is not None and emergency_now(current, now):
         # A break-the-glass still running goes on to its own end, joining or leaving
         # the team alike: it was opened for a reason of its own.
@@ -476,6 +504,6 @@ def end_patient(db: Any, patient: str) -> None:
 
 def team(db: Any, patient: str, now: datetime) -> list[tuple[str, datetime]]:
     """The patient's active team members and when each membership ends."""
-    return sorted((d["who"], d["until"].replace(tzinfo=now.tzinfo))
+    return sorted((d["who"], _team_end(d, now.tzinfo))
                   for d in db[CARE].find({"patient": patient, "team": True})
-                  if d["until"].replace(tzinfo=now.tzinfo) > now)
+                  if _team_end(d, now.tzinfo) > now)

@@ -196,3 +196,63 @@ def test_a_member_taken_off_the_team_while_breaking_the_glass_keeps_only_the_eme
     assert other.get(f"Patient/{pid}").status_code == 200
     st.clock = lambda: later
     assert other.get(f"Patient/{pid}").status_code == 404
+
+
+def _team(fhir, pid) -> list[str]:
+    return [p["member"]["reference"]
+            for p in fhir.get(f"Patient/{pid}/$care-team").get_json().get("participant", [])]
+
+
+def test_a_members_own_card_scan_neither_ends_nor_outlives_their_place_on_the_team(
+        fhir, app, pid):
+    """careteam.html: the team lists its members while their place lasts. A member who
+    scans the patient's card stays on the team, with the team's end, and the
+    organisation can still take them off; their own scan, which outlasts the team,
+    keeps their access to its end (DESIGN.md section 1: treating clinicians only, for
+    a limited time)."""
+    st = app.extensions["fhirserver"]
+    db = st.repo.db
+    now = datetime.now(UTC)
+    record_care(db, "Organization/clinic-y", pid, now + timedelta(hours=2), "card-scan")
+    ehr = As(fhir, mint(app, "system", "system/*.cruds", client_id="ehr-y",
+                        organization="Organization/clinic-y"))
+    assert ehr.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-y")).status_code == 200
+    team_end = ehr.get(f"Patient/{pid}/$care-team").get_json()["participant"][0]["period"]["end"]
+    record_care(db, "Practitioner/dr-y", pid, now + timedelta(hours=24), "card-scan", now=now)
+    listed = ehr.get(f"Patient/{pid}/$care-team").get_json()["participant"]
+    assert [p["member"]["reference"] for p in listed] == ["Practitioner/dr-y"]
+    assert listed[0]["period"]["end"] == team_end
+
+    r = ehr.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-y", remove=True))
+    assert r.status_code == 200, r.get_json()
+    assert _team(fhir, pid) == []
+    dr = clinician(app, fhir, "dr-y", scope="user/*.rs", lifetime=2 * 86400)
+    assert dr.get(f"Patient/{pid}").status_code == 200  # their own scan
+    st.clock = lambda: now + timedelta(hours=25)
+    assert dr.get(f"Patient/{pid}").status_code == 404
+
+
+def test_a_card_scan_made_before_joining_the_team_outlasts_leaving_it(fhir, app, pid):
+    """A clinician who scanned the card, then was put on the team and taken off it
+    again, keeps the access of their scan to its end; the team shows them only while
+    their place lasts."""
+    st = app.extensions["fhirserver"]
+    db = st.repo.db
+    now = datetime.now(UTC)
+    record_care(db, "Practitioner/dr-z", pid, now + timedelta(hours=24), "card-scan", now=now)
+    record_care(db, "Organization/clinic-z", pid, now + timedelta(hours=2), "card-scan")
+    ehr = As(fhir, mint(app, "system", "system/*.cruds", client_id="ehr-z",
+                        organization="Organization/clinic-z"))
+    assert ehr.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-z")).status_code == 200
+    assert _team(fhir, pid) == ["Practitioner/dr-z"]
+    dr = clinician(app, fhir, "dr-z", scope="user/*.rs", lifetime=2 * 86400)
+    st.clock = lambda: now + timedelta(hours=3)  # the organisation's care, and the place, ended
+    assert _team(fhir, pid) == []
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    st.clock = lambda: now
+    assert ehr.post(f"Patient/{pid}/$care-team",
+                    member("Practitioner/dr-z", remove=True)).status_code == 200
+    assert _team(fhir, pid) == []
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    st.clock = lambda: now + timedelta(hours=25)
+    assert dr.get(f"Patient/{pid}").status_code == 404
