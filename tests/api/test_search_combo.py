@@ -170,3 +170,22 @@ def test_a_new_database_needs_no_union_value_pass(settings: Any) -> None:
     app = make_app(settings)
     assert not app.extensions["fhirserver"].repo.union_values_pending()
     app.extensions["fhirserver"].repo.close()
+
+
+def test_a_combo_value_matches_within_one_element_not_across_the_observation_and_a_component(
+        fhir: FhirClient) -> None:
+    """search.html#quantity: ``100`` is [99.5, 100.5), a value some element holds, with
+    its own unit. An Observation of 200 kg whose component holds 1 mg has no such value:
+    200 is not below 100.5 and 1 is not above 99.5, and nothing it holds is 1 kg. (When
+    the combo values were stored in one list, one bound was met by each and it matched.)"""
+    pid = fhir.create(f.patient())["id"]
+    obs = f.observation(pid, code="9999-1", valueQuantity=_quantity(200, "kg"))
+    obs["component"] = [{"code": {"coding": [{"system": LOINC, "code": "9999-2"}]},
+                         "valueQuantity": _quantity(1, "mg")}]
+    oid = fhir.create(obs)["id"]
+    for query, found in {"combo-value-quantity=100": [], "combo-value-quantity=ap100": [],
+                         "combo-value-quantity=1||kg": [], "combo-value-quantity=200||mg": [],
+                         "combo-value-quantity=200||kg": [oid], "combo-value-quantity=1||mg": [oid],
+                         "combo-value-quantity=ne1": [oid], "combo-value-quantity=gt150": [oid],
+                         "combo-value-quantity=lt2": [oid]}.items():
+        assert _found(fhir, pid, query) == found, query
