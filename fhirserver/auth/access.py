@@ -460,10 +460,15 @@ def _membership(db: Any, current: dict[str, Any] | None, key: str, patient: str,
                 practitioner: str, now: datetime, remove: bool,
                 organization: str | None) -> dict[str, Any] | None:
     """The relationship :func:`set_team_member` writes over ``current``; None: none."""
-    if current is not None and current.get("team") and organization is not None \
-            and current.get("team_org") not in (None, organization):
+    # A place that has ended (with its organisation's care) is no place: it neither
+    # keeps another organisation from putting the clinician on its team, nor is
+    # there anything left of it to end.
+    placed = current is not None and bool(current.get("team")) \
+        and _team_end(current, now.tzinfo) > now
+    if placed and organization is not None \
+            and current.get("team_org") not in (None, organization):  # type: ignore[union-attr]
         raise errors.Forbidden("That member was put on the team by another organisation")
-    if remove and (current is None or not current.get("team")):
+    if remove and not placed:
         return None  # not on the team: nothing to end (a card scan of theirs stays)
     # A card scan or break-the-glass of the member's own outlasts their place.
     own = _own_end(current, now.tzinfo)

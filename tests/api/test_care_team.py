@@ -256,3 +256,40 @@ def test_a_card_scan_made_before_joining_the_team_outlasts_leaving_it(fhir, app,
     assert dr.get(f"Patient/{pid}").status_code == 200
     st.clock = lambda: now + timedelta(hours=25)
     assert dr.get(f"Patient/{pid}").status_code == 404
+
+
+def test_a_place_that_ended_with_its_organisations_care_keeps_no_other_organisation_out(
+        fhir, app, pid):
+    """A place on the team lasts as long as its organisation treats the patient. Once
+    it has ended (the member's own card scan still running), that organisation can
+    no longer take the member off (it no longer reaches the patient), and another
+    organisation treating the patient puts them on its own team; their scan stays."""
+    st = app.extensions["fhirserver"]
+    db = st.repo.db
+    now = datetime.now(UTC)
+    st.clock = lambda: now
+    record_care(db, "Organization/clinic-a", pid, now + timedelta(hours=2), "card-scan", now=now)
+    a, b = (As(fhir, mint(app, "system", "system/*.cruds", client_id=f"ehr-{o}", lifetime=86400,
+                          organization=f"Organization/clinic-{o}")) for o in ("a", "b"))
+    assert a.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-m")).status_code == 200
+    later = now + timedelta(hours=3)  # clinic a's care, and the place it gave, ended
+    st.clock = lambda: later
+    record_care(db, "Practitioner/dr-m", pid, later + timedelta(hours=24), "card-scan", now=later)
+    record_care(db, "Organization/clinic-b", pid, later + timedelta(hours=10), "card-scan",
+                now=later)
+    assert a.post(f"Patient/{pid}/$care-team",
+                  member("Practitioner/dr-m", remove=True)).status_code == 404
+    r = b.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-m"))
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["participant"] == [{"member": {"reference": "Practitioner/dr-m"},
+                                            "period": {"end": (later + timedelta(hours=10))
+                                                       .isoformat(timespec="seconds")
+                                                       .replace("+00:00", "Z")}}]
+    assert b.post(f"Patient/{pid}/$care-team",
+                  member("Practitioner/dr-m", remove=True)).status_code == 200
+    assert _team(b, pid) == []
+    dr = clinician(app, fhir, "dr-m", scope="user/*.rs", lifetime=3 * 86400)
+    assert dr.get(f"Patient/{pid}").status_code == 200  # their own scan
+    st.clock = lambda: later + timedelta(hours=25)
+    assert dr.get(f"Patient/{pid}").status_code == 404
+
