@@ -113,6 +113,9 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
 #: request changed it between reading and writing.
 ATTEMPTS = 8
 
+#: The fields a care relationship may lack (:func:`_swap`).
+OPTIONAL = ("team", "team_org", "team_until", "own_until", "emergency_until", "emergency_at")
+
 
 def _swap(db: Any, current: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
     """Write ``doc`` in place of ``current`` (None: there was none), unless another
@@ -126,7 +129,11 @@ def _swap(db: Any, current: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
         except DuplicateKeyError:
             return False
         return True
-    return bool(db[CARE].replace_one(current, doc).matched_count)
+    # The fields ``current`` lacks must still be absent: a change that only adds one
+    # (a card scan's ``own_until`` on a relationship written before it existed)
+    # matches every field ``current`` has, and would be written over unseen.
+    absent = {k: {"$exists": False} for k in OPTIONAL if k not in current}
+    return bool(db[CARE].replace_one({**current, **absent}, doc).matched_count)
 
 
 def _keep_emergency(doc: dict[str, Any], current: dict[str, Any], tz: Any) -> None:

@@ -293,3 +293,31 @@ def test_a_place_that_ended_with_its_organisations_care_keeps_no_other_organisat
     st.clock = lambda: later + timedelta(hours=25)
     assert dr.get(f"Patient/{pid}").status_code == 404
 
+
+def test_a_card_scan_over_a_place_written_before_places_had_their_own_end_is_not_lost(
+        fhir, app, pid, monkeypatch):
+    """A place on the team written by an earlier version (no end of its own, no record
+    of the member's own access): the member scans the card while the place is being
+    ended. Ending the place must not write over the scan it did not see: the member
+    keeps the scan's access to its end."""
+    from fhirserver.auth.access import CARE
+
+    st = app.extensions["fhirserver"]
+    db = st.repo.db
+    now = datetime.now(UTC).replace(microsecond=0)
+    st.clock = lambda: now
+    key = f"Practitioner/dr-old|{pid}"
+    db[CARE].insert_one({  # an operator's placement, as the earlier version wrote it
+        "_id": key, "who": "Practitioner/dr-old", "patient": pid,
+        "until": now + timedelta(days=365 * 100), "reason": "care-team", "emergency": False,
+        "at": now, "team": True, "team_org": None})
+    _meanwhile(monkeypatch, key, lambda: record_care(
+        db, "Practitioner/dr-old", pid, now + timedelta(hours=24), "card-scan", now=now))
+    r = fhir.post(f"Patient/{pid}/$care-team", member("Practitioner/dr-old", remove=True))
+    assert r.status_code == 200, r.get_json()
+    monkeypatch.undo()
+    assert _team(fhir, pid) == []
+    dr = clinician(app, fhir, "dr-old", scope="user/*.rs", lifetime=2 * 86400)
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    st.clock = lambda: now + timedelta(hours=25)
+    assert dr.get(f"Patient/{pid}").status_code == 404
