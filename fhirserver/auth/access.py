@@ -472,8 +472,8 @@ def _membership(db: Any, current: dict[str, Any] | None, key: str, patient: str,
     # there anything left of it to end.
     placed = current is not None and bool(current.get("team")) \
         and _team_end(current, now.tzinfo) > now
-    if placed and organization is not None \
-            and current.get("team_org") not in (None, organization):  # type: ignore[union-attr]
+    if placed and current is not None and organization is not None \
+            and current.get("team_org") not in (None, organization):
         raise errors.Forbidden("That member was put on the team by another organisation")
     if remove and not placed:
         return None  # not on the team: nothing to end (a card scan of theirs stays)
