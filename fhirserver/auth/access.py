@@ -169,6 +169,31 @@ def emergency_now(doc: dict[str, Any], now: datetime) -> bool:
     return isinstance(end, datetime) and end.replace(tzinfo=now.tzinfo) > now
 
 
+def live_reach(rels: dict[str, Any], now: datetime) -> tuple[frozenset[str], frozenset[str]]:
+    """The patients the cached relationships ``rels["r"]`` reach at ``now``, and those
+    of them reached by an emergency. Relationships only end between two loads, so the
+    answer holds until the next end after the moment it was worked out at: it is kept
+    in ``rels`` until then, and a request of a caller who treats thousands costs no
+    pass over them all."""
+    memo = rels.get("live")
+    if memo is not None and memo[0] <= now < memo[1]:
+        return memo[2], memo[3]
+    found: set[str] = set()
+    emergency: set[str] = set()
+    ends: list[datetime] = []
+    for d in rels["r"]:
+        until = d["until"].replace(tzinfo=now.tzinfo)
+        if until > now:
+            found.add(d["patient"])
+            ends.append(until)
+            if emergency_now(d, now):
+                emergency.add(d["patient"])
+                ends.append((d.get("emergency_until") or until).replace(tzinfo=now.tzinfo))
+    out = frozenset(found), frozenset(emergency)
+    rels["live"] = (now, min(ends, default=datetime.max.replace(tzinfo=now.tzinfo)), *out)
+    return out
+
+
 @dataclass
 class Access:
     """One request's view: computed once, used by every check of the request."""
@@ -213,11 +238,9 @@ class Access:
         for w in who:
             rels = _cached(self.db, w, lambda w=w: {"r": list(self.db[CARE].find(
                 {"who": w}, {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1}))})
-            for d in rels["r"]:
-                if d["until"].replace(tzinfo=self.now.tzinfo) > self.now:
-                    found.add(d["patient"])
-                    if emergency_now(d, self.now):
-                        self._emergency.add(d["patient"])
+            live, emergency = live_reach(rels, self.now)
+            found |= live
+            self._emergency |= emergency
         return frozenset(found)
 
     def _family(self) -> dict[str, Any]:
@@ -271,6 +294,16 @@ class Access:
         return sorted(p for p in others
                       if not (choices.get(p) or consent.Choice()).share_with_family)
 
+    def _choice_of(self, patient: str) -> Any:
+        """The consent choice of one patient, as :meth:`choices` has it (None: none)."""
+        if self._choices is not None:
+            return self._choices.get(patient)
+        reach = self.reachable()
+        if not self._consent_applies() or reach is None or patient not in reach \
+                or patient in self._emergency:
+            return None
+        return consent.cached(self.db, [patient]).get(patient)
+
     def choices(self) -> dict[str, Any]:
         """Consent choices of the patients in reach, except those opened by
         break-the-glass (an emergency overrides them, and is recorded as such)."""
@@ -280,13 +313,19 @@ class Access:
             self._choices = consent.cached(self.db, wanted) if self._consent_applies() else {}
         return self._choices
 
-    def consent_filter(self, rtype: str) -> dict[str, Any] | None:
+    def consent_filter(self, rtype: str, pinned: str | None = None) -> dict[str, Any] | None:
+        """The condition applying the sharing choices; ``pinned``: of that patient
+        alone, whose compartment the search is limited to."""
         if rtype not in ("Observation", "DiagnosticReport"):
             return None
         if not self._consent_applies():
             hidden = self.family_hidden()
             return {"$or": [{"pat": {"$nin": hidden}}, {"sens": {"$ne": True}}]} if hidden else None
-        return consent.condition(self.choices(), self.caller.organization if self.caller else None)
+        org = self.caller.organization if self.caller else None
+        if pinned is not None:
+            choice = self._choice_of(pinned)
+            return consent.condition({pinned: choice} if choice is not None else {}, org)
+        return consent.condition(self.choices(), org)
 
     def consent_allows(self, rtype: str, patient: str | None, resource: dict[str, Any] | None,
                        writer_org: str | None) -> bool:
@@ -294,7 +333,7 @@ class Access:
             return True
         if not self._consent_applies():
             return patient not in self.family_hidden() or not is_sensitive(resource)
-        choice = self.choices().get(patient)
+        choice = self._choice_of(patient)
         return consent.allowed(choice, is_sensitive(resource), writer_org,
                                self.caller.organization if self.caller else None)
 
@@ -318,20 +357,25 @@ class Access:
         caller does not reach that patient, only what they wrote there is theirs to
         see, and the condition says so as an equality an index answers: the search
         then costs what a search of a patient who does not exist costs, whatever the
-        size of the hidden record (no timing tells it apart)."""
+        size of the hidden record (no timing tells it apart). When the caller reaches
+        them, the condition is that equality too, not the list of every patient the
+        caller reaches: the database tests the condition on each record it reads, and
+        an organisation's list holds thousands."""
         d = self.decision(rtype, "search", identifier_lookup=identifier_lookup)
         parts: list[dict[str, Any]] = []
         if d.patients is not None:
             field_ = "_id" if rtype == "Patient" else "pat"
             reach: dict[str, Any] = {field_: {"$in": sorted(d.patients)}}
-            if pinned is not None and field_ == "pat" and pinned not in d.patients:
+            if pinned is not None and field_ == "pat" and pinned in d.patients:
+                reach = {"pat": pinned}
+            elif pinned is not None and field_ == "pat":
                 reach = {d.authored[0]: d.authored[1]} if d.authored else {"by": NOBODY}
             elif d.authored:
                 reach = {"$or": [reach, {d.authored[0]: d.authored[1]}]}
             parts.append(reach)
         if d.constraints:
             parts.append(self._constraints(rtype, d.constraints))
-        chosen = self.consent_filter(rtype)
+        chosen = self.consent_filter(rtype, pinned if rtype != "Patient" else None)
         if chosen:
             parts.append(chosen)
         if not parts:

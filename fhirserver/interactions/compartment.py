@@ -101,7 +101,8 @@ def everything(ctx: Context, pid: str, params: Sequence[tuple[str, str]]) -> dic
     narrowed: set[str] = set()
     for rtype in types:
         parts = [{"_id": pid} if rtype == "Patient" else {"pat": pid}]
-        limit = ctx.search_filter(rtype)  # scopes may still narrow a type, or refuse it
+        # Scopes may still narrow a type, or refuse it.
+        limit = ctx.search_filter(rtype, pinned=pid)
         if limit:
             parts.append(limit)
             if not (rtype == "Patient" and _reaches(limit, pid)):

@@ -297,6 +297,45 @@ def test_consent_restricts_sensitive_records_to_the_writing_organisation(fhir, a
     assert theirs.post(f"Patient/{me}/$consent", {"resourceType": "Parameters"}).status_code == 403
 
 
+def test_each_patients_choice_applies_to_searches_and_reads_of_their_record_alone(
+        fhir, app, world):
+    """Searches limited to one patient (``patient=X``, a sort, ``$everything``) and reads
+    apply that patient's sharing choice, whatever the choices of the caller's other
+    patients (search.html: the server's own restrictions apply to every search)."""
+    me, other = world["mine"], fhir.create(f.patient("Other"))["id"]
+    ours = clinician(app, fhir, "dr-li")  # Organization/hospital-1
+    theirs = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-ma", fhirUser="Practitioner/dr-ma",
+                           organization="Organization/hospital-2"))
+    for pid in (me, other):
+        scan_card(fhir, app, pid, ours)
+        scan_card(fhir, app, pid, theirs)
+    hiv = {pid: ours.post("Observation", {**f.observation(pid, code="hiv-1"), "meta": SENSITIVE,
+                                          "effectiveDateTime": "2024-03-01"}).get_json()["id"]
+           for pid in (me, other)}
+    patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=me))
+
+    def seen(pid: str) -> dict[str, list[str]]:
+        everything = theirs.get(f"Patient/{pid}/$everything").get_json()
+        return {"search": sorted(theirs.ids(f"Observation?patient={pid}")),
+                "sorted": theirs.ids(f"Observation?patient={pid}&_sort=-date"),
+                "everything": sorted(e["resource"]["id"] for e in everything["entry"]
+                                     if e["resource"]["resourceType"] == "Observation"),
+                "read": [hiv[pid]] if theirs.get(f"Observation/{hiv[pid]}").status_code == 200 else []}
+
+    assert seen(me)["search"] == sorted([world["obs_mine"], hiv[me]])
+    assert patient.post(f"Patient/{me}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "restrictSensitive", "valueBoolean": True}]}).status_code == 200
+    assert seen(me) == {"search": [world["obs_mine"]], "sorted": [world["obs_mine"]],
+                        "everything": [world["obs_mine"]], "read": []}
+    assert seen(other) == {"search": [hiv[other]], "sorted": [hiv[other]],
+                           "everything": [hiv[other]], "read": [hiv[other]]}
+    patient.post(f"Patient/{me}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "optOut", "valueBoolean": True}]})
+    assert seen(me) == {"search": [], "sorted": [], "everything": [], "read": []}
+    assert seen(other)["search"] == [hiv[other]]
+    assert sorted(ours.ids(f"Observation?patient={me}")) == [hiv[me]]  # what hospital-1 wrote
+
+
 def test_care_team_membership_is_a_care_relationship(fhir, app, world):
     dr = clinician(app, fhir, "dr-team")
     assert dr.get(f"Patient/{world['mine']}").status_code == 404
