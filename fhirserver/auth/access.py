@@ -295,13 +295,23 @@ class Access:
                       if not (choices.get(p) or consent.Choice()).share_with_family)
 
     def _choice_of(self, patient: str) -> Any:
-        """The consent choice of one patient, as :meth:`choices` has it (None: none)."""
-        if self._choices is not None:
-            return self._choices.get(patient)
+        """The consent choice of one patient, as :meth:`choices` has it (None: none).
+
+        A patient this request reached only through a relationship looked up without
+        the cache (another worker's card scan, :meth:`_fresh_reach`) is in reach as
+        well: their choice applies to the read as it will once the cache has it,
+        unless that relationship is an emergency. A record read only as its author's
+        is no reach of the patient, and none applies, as for searches."""
         reach = self.reachable()
-        if not self._consent_applies() or reach is None or patient not in reach \
-                or patient in self._emergency:
+        if not self._consent_applies() or reach is None:
             return None
+        if patient in reach:
+            if patient in self._emergency:
+                return None
+            if self._choices is not None:
+                return self._choices.get(patient)
+        elif self._fresh_emergency.get(patient, True):
+            return None  # not reached, or reached by a fresh break-the-glass
         return consent.cached(self.db, [patient]).get(patient)
 
     def choices(self) -> dict[str, Any]:
@@ -441,8 +451,10 @@ class Access:
         who = caller.practitioner if caller.kind == "user" else caller.organization
         doc = self.db[CARE].find_one({"_id": f"{who}|{patient}"}) if who else None
         live = doc is not None and doc["until"].replace(tzinfo=self.now.tzinfo) > self.now
-        if live and caller.kind == "user":
-            self._fresh_emergency[patient] = emergency_now(doc, self.now)  # type: ignore[arg-type]
+        if live:
+            # Break-the-glass is a clinician's: an organisation's relationship is none.
+            self._fresh_emergency[patient] = caller.kind == "user" \
+                and emergency_now(doc, self.now)  # type: ignore[arg-type]
         return live
 
     def emergency(self, patient: str) -> bool | None:

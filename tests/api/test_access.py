@@ -336,6 +336,49 @@ def test_each_patients_choice_applies_to_searches_and_reads_of_their_record_alon
     assert sorted(ours.ids(f"Observation?patient={me}")) == [hiv[me]]  # what hospital-1 wrote
 
 
+def test_a_relationship_another_worker_just_opened_applies_the_patients_choice(fhir, app):
+    """DESIGN.md section 1: a patient's sharing choices apply to every clinician and
+    client who treats them. A card scan another worker recorded moments ago (not yet
+    in this process's cache) lets a read through before it is refused; the patient's
+    choice applies to that read as to every later one, for a clinician as for their
+    organisation's backend client; break-the-glass still overrides it."""
+    from fhirserver.auth.access import CARE
+
+    known, restricted = (fhir.create(f.patient(n))["id"] for n in ("Known", "Restricted"))
+    writer = clinician(app, fhir, "dr-li")  # Organization/hospital-1
+    scan_card(fhir, app, restricted, writer)
+    plain = writer.post("Observation", f.observation(restricted)).get_json()["id"]
+    hiv = writer.post("Observation", {**f.observation(restricted, code="hiv-1"),
+                                      "meta": SENSITIVE}).get_json()["id"]
+    assert fhir.post(f"Patient/{restricted}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "restrictSensitive", "valueBoolean": True}]}).status_code == 200
+    dr = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-ma", fhirUser="Practitioner/dr-ma",
+                       organization="Organization/hospital-2"))
+    lab = As(fhir, mint(app, "system", "system/*.rs", client_id="lab-2",
+                        organization="Organization/hospital-2"))
+    scan_card(fhir, app, known, dr)
+    st = app.extensions["fhirserver"]
+    now = st.clock()
+    for who, caller in (("Practitioner/dr-ma", dr), ("Organization/hospital-2", lab)):
+        assert caller.get(f"Patient/{known}").status_code == 200  # the reach is now cached
+        st.repo.db[CARE].insert_one({  # as another worker's card scan writes it
+            "_id": f"{who}|{restricted}", "who": who, "patient": restricted,
+            "until": now + timedelta(hours=24), "reason": "card-scan", "emergency": False,
+            "at": now})
+        assert caller.get(f"Observation/{plain}").status_code == 200
+        assert caller.get(f"Observation/{hiv}").status_code == 404
+        assert caller.get(f"Observation/{hiv}/_history/1").status_code == 404
+    emergency_role(app, "dr-em")
+    em = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-em", fhirUser="Practitioner/dr-em",
+                       organization="Organization/hospital-2"))
+    assert em.get(f"Patient/{known}").status_code == 404  # nobody in reach, cached
+    st.repo.db[CARE].insert_one({  # as another worker's break-the-glass writes it
+        "_id": f"Practitioner/dr-em|{restricted}", "who": "Practitioner/dr-em",
+        "patient": restricted, "until": now + timedelta(minutes=30), "reason": "break-glass",
+        "emergency": True, "at": now})
+    assert em.get(f"Observation/{hiv}").status_code == 200
+
+
 def test_care_team_membership_is_a_care_relationship(fhir, app, world):
     dr = clinician(app, fhir, "dr-team")
     assert dr.get(f"Patient/{world['mine']}").status_code == 404
