@@ -166,12 +166,6 @@ def test_combo_searches_find_the_same_before_and_after_the_pass_that_drops_old_c
     repo.close()
 
 
-def test_a_new_database_needs_no_union_value_pass(settings: Any) -> None:
-    app = make_app(settings)
-    assert not app.extensions["fhirserver"].repo.union_values_pending()
-    app.extensions["fhirserver"].repo.close()
-
-
 def test_a_combo_value_matches_within_one_element_not_across_the_observation_and_a_component(
         fhir: FhirClient) -> None:
     """search.html#quantity: ``100`` is [99.5, 100.5), a value some element holds, with

@@ -87,12 +87,6 @@ def test_patients_stored_without_day_keys_are_found_after_the_one_time_pass(
     repo.close()
 
 
-def test_a_new_database_needs_no_day_key_pass(settings: Any) -> None:
-    app = make_app(settings)
-    assert not app.extensions["fhirserver"].repo.date_keys_pending()
-    app.extensions["fhirserver"].repo.close()
-
-
 def test_patients_an_older_version_stored_are_found_by_birth_date_under_the_wsgi_app(
         settings: Any) -> None:
     """search.html#date (``eq``) under `gunicorn wsgi:app`, the README's entry point for
