@@ -15,8 +15,9 @@ from .. import errors
 from ..auth.disclosure import sees_whole
 from ..auth.lookup_rules import uses_lookup_exception
 from ..search.blinding import identity_probes
+from ..search.buckets import newest_first
 from ..search.compile import compile_clause, compile_filter
-from ..search.keys import is_indexed, lifted, named_patients
+from ..search.keys import is_indexed, lifted, named_patients, selective_key
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
 from ..search.shards import POPULATION_SORT, estimate, resume_position
@@ -179,8 +180,15 @@ def search(
         return bundle("searchset", [], total=counted, links=[self_link])
 
     sort = compile_sort(query)
-    if unsorted(query) and ctx.repo.population_walk(rtype, flt):
-        sort = POPULATION_SORT
+    if unsorted(query):
+        newest = newest_first(rtype)
+        if ctx.repo.population_walk(rtype, flt):
+            sort = POPULATION_SORT
+        elif newest is not None and ctx.repo.patient_walk(rtype, flt) \
+                and not selective_key(rtype, flt):
+            # A key that selects few records (a code) is read whole in one query
+            # whatever the order; without one, a first page reads only its months.
+            sort = newest
     found = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
     page, nxt, prev = found.rows, found.next, found.previous
     total = _total(ctx, query, rtype, flt, found, resumed="_cursor" in dict(paging))
@@ -273,8 +281,11 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
         return {"$and": [flt, extra]} if flt else extra
 
     held = cursor.get("a", cursor.get("b"))
-    if sort == POPULATION_SORT and isinstance(held, list) and len(held) == 1:
-        # A cursor of a page read before every record had its shards: same order on.
+    if sort in (POPULATION_SORT, newest_first(rtype)) and isinstance(held, list) \
+            and len(held) == 1:
+        # A cursor of an unsorted page read in the order an older version gave (before
+        # every record had its shards, or before a patient's records came newest
+        # first): the same order on.
         sort = DEFAULT_SORT
 
     if "b" in cursor:

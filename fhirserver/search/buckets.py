@@ -71,6 +71,16 @@ def buckets_of(rtype: str, so: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def newest_first(rtype: str) -> list[tuple[str, int]] | None:
+    """The order of a search of one patient's records of ``rtype`` that gives none
+    (search.html#sort leaves it to the server): newest first by the bucketed date,
+    as ``_sort=-date``. Read month by month, a first page costs what it holds; any
+    other order would read every match of the patient to sort them. None for a type
+    whose records are not bucketed."""
+    name = BUCKETED.get(rtype)
+    return [(f"so.-{name}", -1), ("_id", 1)] if name is not None else None
+
+
 def group(rtype: str, patient: str, plan: str) -> str:
     """The registry group of one patient's buckets of one kind (``plan``: ``date<``)."""
     return f"{rtype}|{patient}|{plan}"

@@ -305,10 +305,21 @@ def lifted(rtype: str | None, flt: Filter, base: Filter | None = None) -> Filter
 INDEXED = frozenset({"_id", "pat", KEY_FIELD, "b", "refs", "by", "org"})
 
 
+def _broad(key: Any) -> bool:
+    """Is ``key`` one of a parameter with few values, such as ``status``, that selects
+    a large share?"""
+    return isinstance(key, str) and split_key(key)[0] in _BROAD
+
+
 def is_indexed(rtype: str, flt: Filter) -> bool:
-    """Does some selective equality of ``flt`` reach an index once lifted? (A key on
-    a parameter with few values, such as ``status``, selects a large share.)"""
+    """Does some selective equality of ``flt`` reach an index once lifted?"""
     out = lifted(rtype, flt)
-    key = out.get(KEY_FIELD)
-    broad = isinstance(key, str) and split_key(key)[0] in _BROAD
+    broad = _broad(out.get(KEY_FIELD))
     return any(field in INDEXED and not (field == KEY_FIELD and broad) for field in out)
+
+
+def selective_key(rtype: str, flt: Filter) -> bool:
+    """Does ``flt`` lift a key that selects few records (a code, an identifier), not
+    one of a parameter with few values?"""
+    key = lifted(rtype, flt).get(KEY_FIELD)
+    return key is not None and not _broad(key)

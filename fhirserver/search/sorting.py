@@ -59,7 +59,8 @@ def sort_index_keys(resource_type: str) -> list[list[SortKey]]:
     return out
 
 
-#: The order of a search without ``_sort``.
+#: The order of a search without ``_sort``, but for a population page (search/shards.py)
+#: and one patient's dated records (search/buckets.py ``newest_first``).
 DEFAULT_SORT: list[SortKey] = [("_id", 1)]
 
 

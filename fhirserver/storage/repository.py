@@ -28,6 +28,7 @@ from ..model.identifier_systems import Registry, load_registry
 from ..model.types import SUPPORTED_TYPES
 from ..search.buckets import (
     BUCKET_FIELD,
+    BUCKETED,
     DAYS,
     DENSE,
     REGISTRY,
@@ -352,6 +353,14 @@ class Repository:
             self._shards_ready = not self.population_shards_pending()
         return self._shards_ready
 
+    def patient_walk(self, rtype: str, query: dict[str, Any]) -> bool:
+        """Can a page of ``query`` sorted by date be read month by month
+        (search/buckets.py)? When it is pinned to one patient, and not to records
+        chosen some other way (``_id``, or a writer's own ``by``/``org`` limit)."""
+        flt = lifted(rtype, query)
+        return rtype in BUCKETED and isinstance(flt.get("pat"), str) \
+            and not {"by", "org", "_id"} & flt.keys()
+
     def encryption_pending(self) -> bool:
         """Has the one-time encryption of values stored in clear not run yet?"""
         return self.db[SCHEMA].find_one({"_id": "field-encryption"}) is None
@@ -474,9 +483,8 @@ class Repository:
         if sort and sort[0][0] == ORDER_FIELD:
             return self._shard_walk(rtype, flt, sort, limit, start)
         plan = walk_plan(rtype, sort)
-        patient = flt.get("pat")
-        if plan is not None and isinstance(patient, str) and not {"by", "org", "_id"} & flt.keys():
-            return self._walk(rtype, flt, sort, limit, plan, patient, start)
+        if plan is not None and self.patient_walk(rtype, flt):
+            return self._walk(rtype, flt, sort, limit, plan, flt["pat"], start)
         cursor = self.cols.current[rtype].find(flt, _KEYED)
         cursor = cursor.sort(list(sort)).limit(limit)
         return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]

@@ -108,6 +108,40 @@ def test_a_first_page_reads_about_what_it_shows_not_the_whole_record(fhir):
     assert RETURNED.documents <= 4 + 1, RETURNED.documents
 
 
+def test_a_patients_records_without_sort_come_newest_first_search_sort(fhir):
+    """search.html#sort leaves the order of a search without ``_sort`` to the server: a
+    patient's results come newest first, as with ``_sort=-date``, each once over the
+    pages, and the first page reads the newest months, not the patient's whole record
+    (which a heavy patient's first page used to cost). A filter that keeps few records
+    of each month (a date range with a category) is ordered the same way."""
+    pid, ids = _records(fhir)
+    newest = _expected(fhir, pid, descending=True)
+    assert [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_count=4")] == newest
+    RETURNED.documents, RETURNED.active = 0, True
+    try:
+        bundle = fhir.get(f"Observation?patient={pid}&_count=3").get_json()
+    finally:
+        RETURNED.active = False
+    assert [e["resource"]["id"] for e in bundle["entry"]] == newest[:3]
+    assert RETURNED.documents <= 4 + 1, RETURNED.documents
+    since = [r["id"] for r in _all(fhir, f"Observation?patient={pid}&date=ge2023-10-01&_count=2")]
+    assert since == [i for i in newest if i in set(since)] and len(since) == 7, since
+
+
+def test_a_link_to_the_next_page_made_in_id_order_goes_on_in_that_order_http_paging(fhir):
+    """http.html#paging: a next link an earlier version gave for a patient's records
+    (in id order, before they came newest first) still leads to the records after
+    its last one in that order, each once."""
+    from fhirserver.interactions.bundles import encode_cursor
+    from fhirserver.search.sorting import encode_key
+
+    pid, ids = _records(fhir)
+    by_id = sorted(ids)
+    cursor = encode_cursor({"a": encode_key([by_id[3]])})
+    bundle = fhir.get(f"Observation?patient={pid}&_count=4&_cursor={cursor}").get_json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == by_id[4:8]
+
+
 def test_everything_pages_hold_every_record_once_newest_first(fhir):
     """patient-operation-everything.html: every record of the compartment, once."""
     pid, ids = _records(fhir)
