@@ -16,9 +16,10 @@ other in every row it fetches, unpacking each document to do so: the month of on
 patient's results (``b`` and ``pat``) read by the patient's index alone fetched each
 of their records to keep the ten of that day (10 ms, against 0.5 ms), and a shard of
 a population page (``k`` and ``ps``) by the shard's index alone fetched 776 records
-to keep 29 (32 ms, against 1.8 ms). So an index
-led by two such fields also gets one GIN index over both (:func:`gin_pairs`), which
-answers both equalities in one index scan, whatever the estimate.
+to keep 29 (32 ms, against 1.8 ms). So an index led by two such fields gets one
+GIN index over both (:func:`gin_pairs`), which answers both equalities in one index
+scan, whatever the estimate, and either one alone as well as an index of its own
+would: those fields have no other (an earlier version's is dropped).
 
 The indexes are plain PostgreSQL schema: FerretDB ignores them otherwise, and
 dropping a collection drops them with its table. Creating them is idempotent and
@@ -45,14 +46,32 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def gin_fields(indexes: Iterable[Sequence[tuple[str, int]]]) -> list[str]:
-    """The top-level fields to GIN-index: ``_id`` and each index's leading key."""
+def _leading(indexes: Iterable[Sequence[tuple[str, int]]]) -> list[str]:
+    """``_id`` and each index's leading key, top-level ones only."""
     out = ["_id"]
     for keys in indexes:
         first = keys[0][0] if keys else ""
         if first and "." not in first and first not in out:
             out.append(first)
     return out
+
+
+def gin_groups(indexes: Iterable[Sequence[tuple[str, int]]],
+               pinned: Collection[str]) -> list[tuple[str, ...]]:
+    """The GIN indexes to create, as their fields: one over each pair of
+    :func:`gin_pairs`, and one per leading field that no pair holds (a GIN index over
+    several fields answers a condition on any of them as well as one of its own)."""
+    indexes = list(indexes)
+    pairs = gin_pairs(indexes, pinned)
+    paired = {f for pair in pairs for f in pair}
+    return [*pairs, *((f,) for f in _leading(indexes) if f not in paired)]
+
+
+def gin_fields(indexes: Iterable[Sequence[tuple[str, int]]],
+               pinned: Collection[str] = ()) -> list[str]:
+    """The top-level fields some GIN index answers: ``_id`` and each index's leading
+    key (alone, or with the field it is paired with)."""
+    return list(dict.fromkeys(f for group in gin_groups(indexes, pinned) for f in group))
 
 
 def gin_pairs(indexes: Iterable[Sequence[tuple[str, int]]],
@@ -78,16 +97,19 @@ def _column(field: str) -> str:
     return f"(_jsonb->'{field.replace(chr(39), chr(39) * 2)}') jsonb_path_ops"
 
 
-def statements(schema: str, table: str, fields: Iterable[str],
-               pairs: Iterable[tuple[str, str]] = ()) -> list[str]:
-    """``CREATE INDEX IF NOT EXISTS`` statements for one collection's table: one GIN
-    index per field, one per pair of fields."""
+def statements(schema: str, table: str, groups: Iterable[Sequence[str]]) -> list[str]:
+    """``CREATE INDEX IF NOT EXISTS`` statements for one collection's table, one GIN
+    index per group of fields, then ``DROP INDEX IF EXISTS`` for the index of its own
+    that an earlier version gave a field a group of several now answers."""
     target = f"{_ident(schema)}.{_ident(table)}"
-    groups = [(field,) for field in fields] + [tuple(pair) for pair in pairs]
+    groups = [tuple(group) for group in groups]
+    alone = {group[0] for group in groups if len(group) == 1}
+    paired = {f for group in groups if len(group) > 1 for f in group} - alone
     return [
-        f"CREATE INDEX IF NOT EXISTS {_ident(index_name(table, chr(0).join(group)))} "
-        f"ON {target} USING gin ({', '.join(map(_column, group))})"
-        for group in groups
+        *(f"CREATE INDEX IF NOT EXISTS {_ident(index_name(table, chr(0).join(group)))} "
+          f"ON {target} USING gin ({', '.join(map(_column, group))})" for group in groups),
+        *(f"DROP INDEX IF EXISTS {_ident(schema)}.{_ident(index_name(table, field))}"
+          for field in sorted(paired)),
     ]
 
 
@@ -115,12 +137,12 @@ def ensure_gin_indexes(url: str, schema: str,
             if not isinstance(table, str):
                 continue
             indexes = by_collection.get(collection, ())
-            for sql in statements(schema, table, gin_fields(indexes),
-                                  gin_pairs(indexes, PINNED)):
+            for sql in statements(schema, table, gin_groups(indexes, PINNED)):
                 try:
                     conn.execute(sql)  # type: ignore[arg-type]
-                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-                    pass  # another worker starting at the same time created it
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable,
+                        psycopg.errors.UndefinedTable):
+                    pass  # another worker starting at the same time created (dropped) it
                 ran += 1
             # fresh statistics, so that the planner picks the indexes
             conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")  # type: ignore[arg-type]
