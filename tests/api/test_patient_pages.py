@@ -114,7 +114,7 @@ def test_a_patients_records_without_sort_come_newest_first_search_sort(fhir):
     pages, and the first page reads the newest months, not the patient's whole record
     (which a heavy patient's first page used to cost). A filter that keeps few records
     of each month (a date range with a category) is ordered the same way."""
-    pid, ids = _records(fhir)
+    pid, _ = _records(fhir)
     newest = _expected(fhir, pid, descending=True)
     assert [r["id"] for r in _all(fhir, f"Observation?patient={pid}&_count=4")] == newest
     RETURNED.documents, RETURNED.active = 0, True
