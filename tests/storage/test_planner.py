@@ -84,3 +84,97 @@ def test_two_pinned_fields_have_one_gin_index_over_both(
     # Each answers its fields alone too: a second index of one of them would only
     # cost every write.
     assert not [g for g in gin if g in (["b"], ["pat"], ["k"], ["ps"])], definitions
+
+
+def test_starts_at_once_and_a_killed_start_leave_each_pair_indexed_and_no_single(
+        database_server, db_name, fhir, app) -> None:  # type: ignore[no-untyped-def]
+    """Two server processes starting together on a database an earlier version indexed
+    field by field both create the pairs' indexes and drop the single ones, neither
+    fails (the other got there first); a start killed (``kill -9``) in the middle
+    leaves what the next start completes. Searches go on being answered from
+    indexes (http.html#search)."""
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("the embedded database only (MONGODB_URI names another server)")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import psycopg
+
+    from fhirserver.storage.postgres_indexes import _column, ensure_gin_indexes, index_name
+    from fhirserver.storage.repository import OPERATIONAL_INDEXES
+
+    pid = fhir.create(f.patient())["id"]
+    for n in range(30):
+        fhir.create(f.observation(pid, effectiveDateTime=f"2024-01-{n % 28 + 1:02d}T08:00:00Z"))
+    repo = app.extensions["fhirserver"].repo
+    declared = [*repo.cols.declared_indexes(), *OPERATIONAL_INDEXES]
+
+    def as_before() -> str:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            table = _table(conn, db_name, "Observation")
+            for pair in (("pat", "k"), ("b", "pat"), ("k", "ps")):
+                conn.execute(f'DROP INDEX IF EXISTS "{db_name}".'
+                             f'"{index_name(table, chr(0).join(pair))}"')
+            for field in ("pat", "k", "b", "ps"):
+                conn.execute(f'CREATE INDEX IF NOT EXISTS "{index_name(table, field)}" '
+                             f'ON "{db_name}"."{table}" USING gin ({_column(field)})')
+        return table
+
+    def gin() -> list[list[str]]:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            definitions = [row[0] for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                (db_name, table)).fetchall()]
+        return [re.findall(r"_jsonb -> '([^']+)'::text", d)
+                for d in definitions if "USING gin" in d]
+
+    def settled() -> None:
+        got = gin()
+        for pair in (["b", "pat"], ["pat", "k"], ["k", "ps"]):
+            assert pair in got, got
+        assert not [g for g in got if g in (["b"], ["pat"], ["k"], ["ps"])], got
+
+    def start(together: threading.Barrier, failures: list[Exception]) -> None:
+        together.wait(timeout=30)
+        try:
+            ensure_gin_indexes(pg_url, db_name, declared)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    for _ in range(3):
+        table = as_before()
+        together, failures = threading.Barrier(2), []
+        workers = [threading.Thread(target=start, args=(together, failures)) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert not failures, failures
+        settled()
+
+    import time
+
+    code = (f"from fhirserver.storage.postgres_indexes import ensure_gin_indexes\n"
+            f"ensure_gin_indexes({pg_url!r}, {db_name!r}, {declared!r})\n")
+    table = as_before()
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], env={**os.environ}, check=True, timeout=120)
+    whole = time.monotonic() - began
+    settled()
+    for delay in (whole * 0.6, whole * 0.8, whole * 0.9, whole * 0.95):
+        table = as_before()
+        child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+        try:
+            child.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        ensure_gin_indexes(pg_url, db_name, declared)
+        settled()
+    got = [e["resource"]["id"] for e in fhir.get(
+        f"Observation?patient={pid}&_count=50").get_json()["entry"]]
+    assert len(got) == 30
