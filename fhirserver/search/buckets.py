@@ -115,15 +115,17 @@ def by_day(doc: Mapping[str, Any]) -> bool:
 
 def walk_plan(rtype: str, sort: Sequence[tuple[str, int]]) -> str | None:
     """The registry group suffix (``date<`` or ``date>``) when ``sort`` can be walked
-    by month: it starts with the bucketed date, ascending by its earliest value or
-    descending by its latest."""
+    by month: it starts with the bucketed date, by its earliest value (``date<``) or
+    its latest (``date>``). Either way round: each record is in one month of the
+    value the sort leads with, so the months read backwards (a previous page) hold
+    the same records in the reverse order."""
     name = BUCKETED.get(rtype)
     if name is None or not sort:
         return None
-    field, direction = sort[0]
-    if field == f"so.{name}" and direction > 0:
+    field = sort[0][0]
+    if field == f"so.{name}":
         return f"{name}<"
-    if field == f"so.-{name}" and direction < 0:
+    if field == f"so.-{name}":
         return f"{name}>"
     return None
 

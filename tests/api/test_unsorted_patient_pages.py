@@ -10,6 +10,7 @@ import pytest
 
 from fhirserver.interactions.bundles import encode_cursor
 from tests import factories as f
+from tests.finds import listening
 
 from .test_access import As, clinician, scan_card
 from .test_patient_pages import WHEN, _all
@@ -154,6 +155,47 @@ def test_forged_cursors_on_a_patients_unsorted_search_are_4xx_never_500_http_pag
                 got = {e["resource"]["id"] for e in body.get("entry", [])
                        if e["search"]["mode"] == "match"}
                 assert got <= mine or "code=" in base, (base, cursor)
+
+
+FINDS = listening("Observation")
+
+
+def _decoded(app, filters: list[dict]) -> int:
+    """How many records the top-level equalities of ``filters`` select: what FerretDB
+    reads and decodes to answer them (it filters the rest itself)."""
+    db = app.extensions["fhirserver"].repo.db
+    return sum(db["Observation"].count_documents(
+        {k: v for k, v in q.items() if not k.startswith("$") and isinstance(v, (str, bool))})
+        for q in filters)
+
+
+def test_a_previous_page_of_a_patients_unsorted_search_reads_about_what_it_shows(app, fhir):
+    """http.html#paging: the previous link of a patient's unsorted search (newest first,
+    as ``_sort=-date``) gives back the page before, and reads about the records of
+    that page's months, as the next link does, not the patient's whole record
+    (search/buckets.py)."""
+    pid = fhir.create(f.patient())["id"]
+    for w in WHEN + [f"2022-{m:02d}-{d:02d}T08:00:00Z" for m in range(1, 13) for d in (3, 17)]:
+        fhir.create(f.observation(pid, effectiveDateTime=w))
+    for sort in ("", "&_sort=-date", "&_sort=date"):
+        first = fhir.get(f"Observation?patient={pid}&_count=3{sort}").get_json()
+        nxt = next(lnk["url"] for lnk in first["link"] if lnk["relation"] == "next")
+        FINDS.filters, FINDS.active = [], True
+        try:
+            second = fhir.get(nxt.split("/fhir/", 1)[1]).get_json()
+        finally:
+            FINDS.active = False
+        forward = _decoded(app, FINDS.filters)
+        back = next(lnk["url"] for lnk in second["link"] if lnk["relation"] == "previous")
+        FINDS.filters, FINDS.active = [], True
+        try:
+            again = fhir.get(back.split("/fhir/", 1)[1]).get_json()
+        finally:
+            FINDS.active = False
+        assert [e["resource"]["id"] for e in again["entry"]] == \
+            [e["resource"]["id"] for e in first["entry"]], sort
+        assert forward <= 3 + 4 and _decoded(app, FINDS.filters) <= 3 + 4, \
+            (sort, forward, FINDS.filters)
 
 
 def test_another_patients_records_stay_hidden_whatever_the_order_or_cursor(fhir, app):

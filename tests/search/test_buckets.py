@@ -57,7 +57,9 @@ def test_days_in_sort_order_and_a_cursor_resumes_in_its_own_day_search_sort() ->
 def test_only_date_sorts_that_lead_with_the_bucketed_value_are_walked_search_sort() -> None:
     assert walk_plan("Observation", [("so.-date", -1), ("_id", 1)]) == "date>"
     assert walk_plan("Observation", [("so.date", 1), ("_id", 1)]) == "date<"
-    assert walk_plan("Observation", [("so.-date", 1), ("_id", -1)]) is None  # a previous page
+    # a previous page: the same months, backwards
+    assert walk_plan("Observation", [("so.-date", 1), ("_id", -1)]) == "date>"
+    assert walk_plan("Observation", [("so.date", -1), ("_id", -1)]) == "date<"
     assert walk_plan("Observation", [("_id", 1)]) is None
     assert walk_plan("Patient", [("so.-birthdate", -1), ("_id", 1)]) is None
 
