@@ -189,7 +189,7 @@ def search(
             # A key that selects few records (a code) is read whole in one query
             # whatever the order; without one, a first page reads only its months.
             sort = newest
-    found = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging))
+    found = keyset_page(ctx, rtype, flt, sort, query.count, dict(paging), chosen=unsorted(query))
     page, nxt, prev = found.rows, found.next, found.previous
     total = _total(ctx, query, rtype, flt, found, resumed="_cursor" in dict(paging))
     links = [self_link]
@@ -270,8 +270,11 @@ def _total(ctx: Context, query: SearchQuery, rtype: str, flt: dict[str, Any],
 
 
 def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[str, int]],
-                count: int, paging: dict[str, str]) -> Page:
-    """One page in ``sort`` order, after (``a``) or before (``b``) a cursor's row."""
+                count: int, paging: dict[str, str], *, chosen: bool = False) -> Page:
+    """One page in ``sort`` order, after (``a``) or before (``b``) a cursor's row.
+
+    ``chosen``: the search gave no ``_sort`` and ``sort`` is the server's choice, so a
+    cursor of the order an older version chose goes on in that order."""
     cursor = decode_cursor(paging["_cursor"]) if "_cursor" in paging else {}
     if "a" in cursor and "b" in cursor:
         # Links name one row to go on after or before; a cursor naming both is forged.
@@ -281,11 +284,12 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
         return {"$and": [flt, extra]} if flt else extra
 
     held = cursor.get("a", cursor.get("b"))
-    if sort in (POPULATION_SORT, newest_first(rtype)) and isinstance(held, list) \
-            and len(held) == 1:
+    if chosen and sort in (POPULATION_SORT, newest_first(rtype)) \
+            and isinstance(held, list) and len(held) == 1:
         # A cursor of an unsorted page read in the order an older version gave (before
         # every record had its shards, or before a patient's records came newest
-        # first): the same order on.
+        # first): the same order on. Not for ``_sort=-date``, which asks for its order:
+        # no link of it holds one value.
         sort = DEFAULT_SORT
 
     if "b" in cursor:

@@ -157,6 +157,20 @@ def test_forged_cursors_on_a_patients_unsorted_search_are_4xx_never_500_http_pag
                 assert got <= mine or "code=" in base, (base, cursor)
 
 
+def test_an_explicit_sort_is_never_answered_in_another_order_search_sort(fhir):
+    """search.html#sort: ``_sort=-date`` is the order asked for. A one-value cursor
+    (as the server makes for ``_sort=_id``, never for ``_sort=-date``) is not a link
+    of this search: it is refused (http.html#paging), not answered in id order."""
+    from fhirserver.search.sorting import encode_key
+
+    pid = fhir.create(f.patient())["id"]
+    ids = sorted(fhir.create(f.observation(pid, effectiveDateTime=w))["id"] for w in WHEN[:8])
+    cursor = encode_cursor({"a": encode_key([ids[0]])})
+    r = fhir.get(f"Observation?patient={pid}&_sort=-date&_count=3&_cursor={cursor}")
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+
+
 FINDS = listening("Observation")
 
 
