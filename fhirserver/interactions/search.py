@@ -1,8 +1,10 @@
 """search (R4 http.html#search, search.html): a searchset Bundle, paged.
 
 Pages are keyset cursors (``_cursor``) on the sort order, which always ends with
-``_id`` so it is total: a page never repeats or skips a resource while others
-write, whatever ``_sort`` asks for (search.html#sort, http.html#paging).
+``_id`` so it is total: while others create and delete, a page never repeats or
+skips a resource, whatever ``_sort`` asks for (search.html#sort, http.html#paging).
+An update that moves a resource's sort value past the cursor (a result's date, in a
+patient's newest-first pages) moves it to pages already read, or to one more.
 """
 
 from __future__ import annotations
