@@ -183,6 +183,15 @@ def _decoded(app, filters: list[dict]) -> int:
         for q in filters)
 
 
+def _watched(fhir, url: str) -> dict:
+    """The page at ``url`` (a link), with the finds it sent in ``FINDS.filters``."""
+    FINDS.filters, FINDS.active = [], True
+    try:
+        return fhir.get(url.split("/fhir/", 1)[1]).get_json()
+    finally:
+        FINDS.active = False
+
+
 def test_a_previous_page_of_a_patients_unsorted_search_reads_about_what_it_shows(app, fhir):
     """http.html#paging: the previous link of a patient's unsorted search (newest first,
     as ``_sort=-date``) gives back the page before, and reads about the records of
@@ -194,18 +203,10 @@ def test_a_previous_page_of_a_patients_unsorted_search_reads_about_what_it_shows
     for sort in ("", "&_sort=-date", "&_sort=date"):
         first = fhir.get(f"Observation?patient={pid}&_count=3{sort}").get_json()
         nxt = next(lnk["url"] for lnk in first["link"] if lnk["relation"] == "next")
-        FINDS.filters, FINDS.active = [], True
-        try:
-            second = fhir.get(nxt.split("/fhir/", 1)[1]).get_json()
-        finally:
-            FINDS.active = False
+        second = _watched(fhir, nxt)
         forward = _decoded(app, FINDS.filters)
         back = next(lnk["url"] for lnk in second["link"] if lnk["relation"] == "previous")
-        FINDS.filters, FINDS.active = [], True
-        try:
-            again = fhir.get(back.split("/fhir/", 1)[1]).get_json()
-        finally:
-            FINDS.active = False
+        again = _watched(fhir, back)
         assert [e["resource"]["id"] for e in again["entry"]] == \
             [e["resource"]["id"] for e in first["entry"]], sort
         assert forward <= 3 + 4 and _decoded(app, FINDS.filters) <= 3 + 4, \
