@@ -2,11 +2,12 @@
 ``max`` Observations of each code, per patient.
 
 The other parameters are Observation search parameters and select the candidates
-(``patient``/``subject``, ``category``, ``code``, ``date``...). Candidates are read
-newest first (latest effective time, then id) and kept while their group still has
-room, so only one pass over the selection is needed. A group is one patient and one
-code: the set of ``system|code`` codings of ``Observation.code`` (its text when it
-has no coding), as the operation groups "by code".
+(``patient``/``subject``, ``category``, ``code``, ``date``...). A group is one
+patient and one code: the set of ``system|code`` codings of ``Observation.code``
+(its text when it has no coding), as the operation groups "by code". One patient's
+groups are filled from its registered groups and latest months
+(storage/latest.py); other candidates are read newest first (latest effective
+time, then id) and kept while their group still has room, in one pass.
 """
 
 from __future__ import annotations
@@ -15,28 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import errors
+from ..search.latest import GroupKey, group_of
 from ..search.results import parse_whole
-from ..search.text import fold, token
+from ..storage.latest import ORDER, newest_per_group
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
 from .search import bounded, matching_named, parse, touch_searched
-
-ORDER = [("so.-date", -1), ("_id", 1)]
-
-
-def group_key(resource: dict[str, Any]) -> tuple[str, ...]:
-    """The code an Observation is grouped by: its codings as escaped ``system|code``
-    tokens, so that a ``|`` inside a system or code does not make two codes one."""
-    code = resource.get("code") or {}
-    codings = sorted({
-        token(c.get("system") if isinstance(c.get("system"), str) else None, c["code"])
-        for c in code.get("coding") or ()
-        if isinstance(c, dict) and isinstance(c.get("code"), str)
-    })
-    if codings:
-        return tuple(codings)
-    return (fold(code.get("text", "")),) if isinstance(code.get("text"), str) else ()
 
 
 def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
@@ -50,20 +36,18 @@ def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = Fal
     bounded(ctx, "Observation", flt)  # it reads every candidate: as a search would
     touch_searched(ctx, query, flt)  # the patients it looks into, whatever it finds
 
-    kept: list[Stored] = []
-    room: dict[tuple[str, tuple[str, ...]], int] = {}
-    for stored in ctx.repo.iterate("Observation", flt, ORDER):
-        res = stored.resource or {}
-        subject = (res.get("subject") or {}).get("reference", "")
-        key = (subject if isinstance(subject, str) else "", group_key(res))
-        left = room.get(key, most)
-        if left > 0:
-            room[key] = left - 1
-            kept.append(stored)
+    grouped = newest_per_group(ctx.repo, "Observation", flt, most)
+    kept: list[Stored] = grouped if grouped is not None else []
+    if grouped is None:
+        room: dict[GroupKey, int] = {}
+        for stored in ctx.repo.iterate("Observation", flt, ORDER):
+            key = group_of(stored.resource or {})
+            left = room.get(key, most)
+            if left > 0:
+                room[key] = left - 1
+                kept.append(stored)
     # Grouped: by patient, then code, newest first within a group (stable sort).
-    order = {k: i for i, k in enumerate(sorted(room))}
-    kept.sort(key=lambda s: order[(
-        (s.resource or {}).get("subject", {}).get("reference", ""), group_key(s.resource or {}))])
+    kept.sort(key=lambda s: group_of(s.resource or {}))
 
     entries = [match_entry(ctx, s) for s in kept]
     if query.ignored:

@@ -41,6 +41,7 @@ from ..search.buckets import (
     walk_plan,
 )
 from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
+from ..search.latest import GROUPED, MARKER, group_doc, group_of
 from ..search.parameters import parameters_for
 from ..search.shards import ORDER_FIELD, resume_position, walked
 from ..search.shards import plan as shard_plan
@@ -137,6 +138,7 @@ class Repository:
         #: month and day buckets known to be in the registry (search/buckets.py), and
         #: the records this process has counted into each month
         self._registered: set[str] = set()
+        self._markers: set[str] = set()
         self._counted: Counter[str] = Counter()
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
         # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
@@ -369,7 +371,8 @@ class Repository:
         """A database that holds no resource, claim or card yet is only ever written by
         this version, which encrypts on the way in, stores each search value once and
         gives every record its day buckets, its day keys, its population shards and its
-        resource as text, and no values of union parameters: it is marked so at once,
+        resource as text, and no values of union parameters, and registers every
+        record's $lastn group (search/latest.py): it is marked so at once,
         so that the first ``serve`` after a large ``fhirserver import`` does not scan
         every document for values stored in clear or twice (there are none to find)."""
         if not (self.encryption_pending() or self.key_copies_pending()
@@ -382,6 +385,7 @@ class Repository:
         if any(c.find_one({}, {"_id": 1}) is not None for c in collections):
             return
         for marker in ({"_id": "field-encryption", "v": 1}, {"_id": "search-values", "v": 2},
+                       {"_id": MARKER, "v": 1},
                        *({"_id": name, "v": 1} for name in _RESHAPING)):
             with contextlib.suppress(DuplicateKeyError):
                 self.db[SCHEMA].insert_one(marker)
@@ -470,6 +474,22 @@ class Repository:
         for doc in self.cols.current[rtype].find(flt, {**_LEAN, "h": 0}).sort(list(sort)):
             yield self._stored(rtype, doc)
 
+    def with_keys(self, rtype: str, query: dict[str, Any]) -> Iterator[tuple[Stored, list[str]]]:
+        """Current resources matching ``query``, each with its index keys (``k``)."""
+        keyed = {**{f: 0 for f in _LEAN if f != KEY_FIELD}, "h": 0}
+        for doc in self.cols.current[rtype].find(_live(rtype, query), keyed):
+            yield self._stored(rtype, doc), list(doc.get(KEY_FIELD) or ())
+
+    def marked(self, marker: str) -> bool:
+        """Has the database the schema marker ``marker``? Markers are never removed,
+        so a marker found is remembered."""
+        if marker in self._markers:
+            return True
+        if self.db[SCHEMA].find_one({"_id": marker}, {"_id": 1}) is None:
+            return False
+        self._markers.add(marker)
+        return True
+
     def find_keyed(
         self, rtype: str, query: dict[str, Any], sort: Sequence[tuple[str, int]], limit: int,
         start: Sequence[Any] | None = None,
@@ -505,33 +525,40 @@ class Repository:
     def _walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
               limit: int, plan: str, patient: str,
               start: Sequence[Any] | None) -> list[tuple[Stored, list[Any]]]:
-        registry, g = self.db[REGISTRY], group(rtype, patient, plan)
         ascending, at = sort[0][1] > 0, start[0] if start else None
-        months = {d["m"]: d for d in registry.find({"g": g}, {"m": 1, "n": 1, "v": 1})}
         out: list[tuple[Stored, list[Any]]] = []
-        queries = 0
-        for month in month_order(list(months), ascending, at, start is not None):
+        for queries, bucket in enumerate(self.buckets(rtype, patient, plan, ascending, at,
+                                                      start is not None)):
+            if queries == BUCKETS_PER_PAGE:
+                # A filter that few buckets satisfy (a rare code, a date range far
+                # back): one sorted query over the compartment costs less than many
+                # empty buckets.
+                cursor = self.cols.current[rtype].find(flt, _KEYED)
+                cursor = cursor.sort(list(sort)).limit(limit)
+                return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+            cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + bucket},
+                                                   _KEYED)
+            cursor = cursor.sort(list(sort)).limit(limit - len(out))
+            out += [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+            if len(out) >= limit:
+                return out
+        return out
+
+    def buckets(self, rtype: str, patient: str, plan: str, ascending: bool,
+                at: Any = None, has_start: bool = False) -> Iterator[str]:
+        """The buckets (months, or the days of a crowded month) of one patient's
+        records of ``rtype``, in the order of the bucketed date (``plan``: ``date<``
+        by its earliest value, ``date>`` by its latest), from the month of ``at``
+        when ``has_start`` (search/buckets.py). Each bucket's days are read from the
+        registry only when the walk reaches it."""
+        registry, g = self.db[REGISTRY], group(rtype, patient, plan)
+        months = {d["m"]: d for d in registry.find({"g": g}, {"m": 1, "n": 1, "v": 1})}
+        for month in month_order(list(months), ascending, at, has_start):
             if by_day(months[month]):
                 days = [d["m"] for d in registry.find({"g": g + month}, {"m": 1})]
-                buckets = month_order(days, ascending, at, start is not None)
+                yield from month_order(days, ascending, at, has_start)
             else:
-                buckets = [month]
-            for bucket in buckets:
-                if queries == BUCKETS_PER_PAGE:
-                    # A filter that few buckets satisfy (a rare code, a date range far
-                    # back): one sorted query over the compartment costs less than many
-                    # empty buckets.
-                    cursor = self.cols.current[rtype].find(flt, _KEYED)
-                    cursor = cursor.sort(list(sort)).limit(limit)
-                    return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
-                queries += 1
-                cursor = self.cols.current[rtype].find({**flt, BUCKET_FIELD: plan + bucket},
-                                                       _KEYED)
-                cursor = cursor.sort(list(sort)).limit(limit - len(out))
-                out += [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
-                if len(out) >= limit:
-                    return out
-        return out
+                yield month
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
         flt = _live(rtype, query)
@@ -623,12 +650,13 @@ class Repository:
     # -- writes ----------------------------------------------------------------------
 
     def commit(self, writes: Sequence[Write]) -> None:
-        self._register_months(writes)
+        self._register(writes)
         self.uow.commit(writes)
 
-    def _register_months(self, writes: Sequence[Write]) -> None:
-        """Record the month and day buckets the writes put records in, before the
-        records: a sorted page must never skip one that holds one (search/buckets.py).
+    def _register(self, writes: Sequence[Write]) -> None:
+        """Record the month and day buckets the writes put records in, and their
+        $lastn groups, before the records: a sorted page must never skip a bucket
+        that holds one (search/buckets.py), nor $lastn a group (search/latest.py).
         Creates also count into their months, until this process has added
         :data:`DENSE` to one: past that the month is read by day, whatever it holds."""
         new: dict[str, dict[str, Any]] = {}
@@ -636,6 +664,12 @@ class Repository:
         for w in writes:
             if w.resource is None or not w.patient:
                 continue
+            if w.type in GROUPED:
+                code = GROUPED[w.type]
+                entry = group_doc(w.type, w.patient, group_of(w.resource),
+                                  keys_of(w.type, {code: w.search.get(code, [])}))
+                if entry["_id"] not in self._registered:
+                    new[entry["_id"]] = entry
             buckets = buckets_of(w.type, sort_values(w.type, w.search))
             for doc in registry_docs(w.type, w.patient, buckets):
                 month = is_month(doc)

@@ -1,0 +1,126 @@
+"""The newest records of each $lastn group of one patient, read from the registry
+and the latest months instead of the whole record (search/latest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from ..search.buckets import BUCKET_FIELD, BUCKETED, REGISTRY
+from ..search.keys import KEY_FIELD, lifted, selective_key
+from ..search.latest import (
+    GROUPED,
+    MARKER,
+    GroupKey,
+    complete_doc,
+    group_doc,
+    group_of,
+    read_groups,
+    registry_group,
+    short,
+)
+from .records import Stored
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+#: Newest first, as $lastn reads its candidates (latest effective time, then id).
+ORDER = [("so.-date", -1), ("_id", 1)]
+#: Buckets read newest first before the groups still short are read one by one...
+WALK_BUCKETS = 12
+#: ... or consecutive buckets that kept nothing (a crowded stay of one code, read by day).
+IDLE_BUCKETS = 2
+
+
+def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
+                     most: int) -> list[Stored] | None:
+    """The ``most`` newest records of each group among the matches of ``query``, or
+    None when ``query`` is not pinned to one patient's records (nor has a key that
+    selects few of them: those are read whole, and are few). Each group's records
+    come together, newest first."""
+    if rtype not in GROUPED or rtype not in BUCKETED or not repo.patient_walk(rtype, query) \
+            or selective_key(rtype, query):
+        return None
+    patient = lifted(rtype, query)["pat"]
+    groups = _groups(repo, rtype, patient)
+    kept: dict[GroupKey, list[Stored]] = {}
+    plan = BUCKETED[rtype] + ">"
+    walked, idle = True, 0
+    for n, bucket in enumerate(repo.buckets(rtype, patient, plan, ascending=False)):
+        if n == WALK_BUCKETS or idle == IDLE_BUCKETS or not short(groups, kept, most):
+            walked = False
+            break
+        found = repo.iterate(rtype, {"$and": [query, {BUCKET_FIELD: plan + bucket}]}, ORDER)
+        idle = 0 if _offer(kept, found, most) else idle + 1
+    if not walked:
+        # A group not filled by the latest months: by its own key, newest first (a
+        # code measured years ago costs its own records, not the patient's).
+        textual = []
+        for key in short(groups, kept, most):
+            selector = groups[key]
+            if selector is None:
+                textual.append(key)
+                continue
+            kept[key] = []
+            _offer(kept, repo.iterate(rtype, {"$and": [query, {KEY_FIELD: selector}]}, ORDER),
+                   most, frozenset({key}))
+        if textual:
+            for key in textual:
+                kept[key] = []
+            _offer(kept, repo.iterate(rtype, query, ORDER), most, frozenset(textual))
+    return [s for group in kept.values() for s in group]
+
+
+def _offer(kept: dict[GroupKey, list[Stored]], found: Iterator[Stored], most: int,
+           only: frozenset[GroupKey] | None = None) -> int:
+    """Keep each record (newest first) while its group has room; with ``only``, just
+    the records of those groups, stopping once they are full. Returns how many were
+    kept."""
+    added = 0
+    for stored in found:
+        key = group_of(stored.resource or {})
+        if only is not None and key not in only:
+            continue
+        room = kept.setdefault(key, [])
+        if len(room) < most:
+            room.append(stored)
+            added += 1
+        if only is not None and not short(only, kept, most):
+            break
+    return added
+
+
+def _groups(repo: Repository, rtype: str, patient: str) -> dict[GroupKey, str | None]:
+    """The patient's groups, each with the key that selects its records. A patient
+    whose records were written before groups were registered has its record read
+    once to register them."""
+    registry = repo.db[REGISTRY]
+    docs = list(registry.find({"g": registry_group(rtype, patient)}, {"s": 1, "c": 1, "t": 1,
+                                                                     "done": 1}))
+    groups, complete = read_groups(docs)
+    if complete or repo.marked(MARKER):
+        return groups
+    found: dict[str, dict[str, Any]] = {}
+    for stored, keys in repo.with_keys(rtype, {"pat": patient}):
+        entry = group_doc(rtype, patient, group_of(stored.resource or {}),
+                          [k for k in keys if k.startswith(GROUPED[rtype] + "=")])
+        found.setdefault(entry["_id"], entry)
+    _insert_new(registry, list(found.values()))
+    with contextlib.suppress(DuplicateKeyError):
+        registry.insert_one(complete_doc(rtype, patient))
+    groups.update(read_groups(found.values())[0])
+    return groups
+
+
+def _insert_new(collection: Any, docs: Sequence[Mapping[str, Any]]) -> None:
+    """Insert the documents not there yet (another request may register the same)."""
+    if not docs:
+        return
+    try:
+        collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", ())):
+            raise

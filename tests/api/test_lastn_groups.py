@@ -1,0 +1,137 @@
+"""``Observation/$lastn`` (R4 observation-operation-lastn.html) of one patient from the
+registered groups and the latest months (storage/latest.py): the same answer as
+reading the whole record, newest first, for every code however long ago it was
+last measured, at the cost of the latest months and the codes they miss."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from tests import factories as f
+from tests.finds import listening
+
+from .test_search import get, ids, obs_at
+from .test_unsorted_patient_pages import _decoded
+
+FINDS = listening("Observation")
+
+
+def _coded(pid: str, when: str, code: str, system: str = "http://loinc.org") -> dict:
+    body = obs_at(pid, when)
+    body["code"] = {"coding": [{"system": system, "code": code}]}
+    return body
+
+
+def _expected(fhir, pid: str, most: int, extra: str = "") -> list[str]:
+    """$lastn by its definition: every record of the patient (``_sort=-date``, then
+    id, as $lastn orders ties), the ``most`` first of each code."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    url = f"Observation?patient={pid}&_sort=-date,_id&_count=1000{extra}"
+    for e in get(fhir, url).get("entry", []):
+        r = e["resource"]
+        code = r["code"]
+        key = tuple(sorted((c.get("system"), c["code"]) for c in code.get("coding", []))) \
+            or (code.get("text"),)
+        if len(groups[key]) < most:
+            groups[key].append(r["id"])
+    return sorted(i for group in groups.values() for i in group)
+
+
+def _lastn(app, fhir, url: str) -> tuple[list[str], int]:
+    """The ids $lastn returns and how many records its finds selected."""
+    FINDS.filters, FINDS.active = [], True
+    try:
+        found = ids(get(fhir, url))
+    finally:
+        FINDS.active = False
+    return found, _decoded(app, FINDS.filters)
+
+
+def _long_history(fhir) -> tuple[str, dict[str, list[str]]]:
+    """A patient measured every month for three years, two codes a month, with a
+    code measured twice ten years ago, one once in 2001 and one written only as text
+    in 2009; returns the ids of each code, oldest first."""
+    pid = fhir.create(f.patient())["id"]
+    made: dict[str, list[str]] = defaultdict(list)
+    for year in (2022, 2023, 2024):
+        for month in range(1, 13):
+            for code in ("8480-6", "8462-4"):
+                made[code].append(fhir.create(_coded(
+                    pid, f"{year}-{month:02d}-1{code[-1]}T08:00:00Z", code))["id"])
+    for when in ("2014-03-01T08:00:00Z", "2014-07-01T08:00:00Z"):
+        made["2339-0"].append(fhir.create(_coded(pid, when, "2339-0"))["id"])
+    made["urn"].append(fhir.create(_coded(pid, "2001-01-01", "a|b", "urn:x"))["id"])
+    text = {**obs_at(pid, "2009-05-05"), "code": {"text": "Smoking status, as told"}}
+    made["text"].append(fhir.create(text)["id"])
+    return pid, made
+
+
+def test_lastn_finds_every_code_however_long_ago_it_was_last_measured(app, fhir):
+    """observation-operation-lastn.html: "the most recent N observations for each code",
+    whatever the date of the last one: codes measured years before the latest months
+    (one with a ``|`` in its code, one written only as text) come back, newest first
+    within each group, as reading the whole record gives them, for any ``max`` and
+    with a filter that keeps some of them."""
+    pid, made = _long_history(fhir)
+    for most in (1, 2, 3, 40):
+        got = ids(get(fhir, f"Observation/$lastn?patient={pid}&max={most}"))
+        assert sorted(got) == _expected(fhir, pid, most), most
+        assert len(got) == len(set(got))
+        for code, oldest_first in made.items():
+            newest = oldest_first[::-1][:most]
+            at = got.index(newest[0])
+            assert got[at:at + len(newest)] == newest, (most, code)
+    for extra in ("&date=lt2020-01-01", "&date=ge2023-06-01", "&value-quantity=gt0",
+                  "&status=final"):
+        got = ids(get(fhir, f"Observation/$lastn?patient={pid}&max=2{extra}"))
+        assert sorted(got) == _expected(fhir, pid, 2, extra), extra
+
+
+def test_lastn_of_a_long_record_reads_its_latest_months_and_its_rare_codes(app, fhir):
+    """$lastn of a patient measured monthly for years reads the latest months and each
+    rarely measured code's own records, not the whole record."""
+    pid = fhir.create(f.patient())["id"]
+    for year in (2021, 2022, 2023, 2024):
+        for month in range(1, 13):
+            fhir.create(_coded(pid, f"{year}-{month:02d}-10", "8480-6"))
+    rare = fhir.create(_coded(pid, "2012-02-02", "2339-0"))["id"]
+    got, read = _lastn(app, fhir, f"Observation/$lastn?patient={pid}")
+    assert sorted(got) == _expected(fhir, pid, 1) and rare in got
+    assert read <= 6, (read, FINDS.filters)
+
+
+def test_lastn_sees_a_code_an_update_gives_and_forgets_a_deleted_one(app, fhir):
+    """A record updated to a new code is found under it, and no longer under its old
+    one; a deleted record is not returned (R4 http.html#update, #delete)."""
+    pid, made = _long_history(fhir)
+    moved = made["2339-0"][0]
+    body = get(fhir, f"Observation/{moved}")
+    body["code"] = {"coding": [{"system": "http://loinc.org", "code": "718-7"}]}
+    assert fhir.put(f"Observation/{moved}", body).status_code == 200
+    fhir.delete(f"Observation/{made['urn'][0]}")
+    got = ids(get(fhir, f"Observation/$lastn?patient={pid}"))
+    assert sorted(got) == _expected(fhir, pid, 1)
+    assert moved in got and made["urn"][0] not in got and made["2339-0"][1] in got
+
+
+def test_lastn_of_records_stored_before_groups_were_registered(app, fhir, settings):
+    """A database written by a version that did not register $lastn groups: the first
+    $lastn of a patient reads the record once and registers its groups; every later
+    one gives the same answer from the registry, a code created since included."""
+    from tests.conftest import FhirClient, make_app
+
+    pid, made = _long_history(fhir)
+    db = app.extensions["fhirserver"].repo.db
+    db["_months"].delete_many({"g": f"Observation|{pid}|code"})
+    db["_schema"].delete_many({"_id": "code-groups"})
+    older = make_app(settings)
+    try:
+        client = FhirClient(older.test_client())
+        expected = _expected(fhir, pid, 2)
+        assert sorted(ids(get(client, f"Observation/$lastn?patient={pid}&max=2"))) == expected
+        assert db["_months"].count_documents({"g": f"Observation|{pid}|code"}) == 6  # 5 + done
+        new = client.create(_coded(pid, "2003-03-03", "6690-2"))["id"]
+        got = ids(get(client, f"Observation/$lastn?patient={pid}&max=2"))
+        assert sorted(got) == _expected(fhir, pid, 2) and new in got
+    finally:
+        older.extensions["fhirserver"].repo.close()
