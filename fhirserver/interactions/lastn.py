@@ -4,8 +4,8 @@
 The other parameters are Observation search parameters and select the candidates
 (``patient``/``subject``, ``category``, ``code``, ``date``...). A group is one
 patient and one code: the set of ``system|code`` codings of ``Observation.code``
-(its text when it has no coding), as the operation groups "by code". One patient's
-groups are filled from its registered groups and latest months
+(its text when it has no coding), as the operation groups "by code". The groups of
+one patient's whole record are filled from its registered groups and latest months
 (storage/latest.py); other candidates are read newest first (latest effective
 time, then id) and kept while their group still has room, in one pass.
 """
@@ -17,12 +17,16 @@ from typing import Any
 
 from .. import errors
 from ..search.latest import GroupKey, group_of
+from ..search.query import Clause
 from ..search.results import parse_whole
 from ..storage.latest import ORDER, newest_per_group
 from ..storage.records import Stored
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
 from .search import bounded, matching_named, parse, touch_searched
+
+#: The parameters that name the patient whose groups the registry answers for.
+PATIENT = frozenset({"patient", "subject"})
 
 
 def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = False) -> dict[str, Any]:
@@ -36,7 +40,11 @@ def lastn(ctx: Context, params: Sequence[tuple[str, str]], *, strict: bool = Fal
     bounded(ctx, "Observation", flt)  # it reads every candidate: as a search would
     touch_searched(ctx, query, flt)  # the patients it looks into, whatever it finds
 
-    grouped = newest_per_group(ctx.repo, "Observation", flt, most)
+    # Filtered further (a category, a date range), groups the filter excludes would
+    # never fill: such a selection is read whole, as the filter keeps it.
+    grouped = newest_per_group(ctx.repo, "Observation", flt, most) \
+        if all(isinstance(c, Clause) and c.param.name in PATIENT and c.modifier is None
+               for c in query.clauses) else None
     kept: list[Stored] = grouped if grouped is not None else []
     if grouped is None:
         room: dict[GroupKey, int] = {}

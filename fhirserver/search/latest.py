@@ -20,6 +20,7 @@ Pure: values in, keys and documents out.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -66,8 +67,9 @@ def group_doc(rtype: str, patient: str, key: GroupKey,
     group has, which selects its records; None when its code has no coding (a text)."""
     g = registry_group(rtype, patient)
     chosen = min(code_keys, default=None)
-    return {"_id": f"{g}|{json.dumps([key[0], *key[1]])}", "g": g,
-            "s": key[0], "c": list(key[1]), "t": chosen}
+    # Hashed: a group's codes may be as long as a code may be (an index entry may not).
+    digest = hashlib.sha256(json.dumps([key[0], *key[1]]).encode()).hexdigest()
+    return {"_id": f"{g}|{digest}", "g": g, "s": key[0], "c": list(key[1]), "t": chosen}
 
 
 def complete_doc(rtype: str, patient: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..search.buckets import BUCKET_FIELD, BUCKETED, REGISTRY
-from ..search.keys import KEY_FIELD, lifted, selective_key
+from ..search.keys import KEY_FIELD, lifted
 from ..search.latest import (
     GROUPED,
     MARKER,
@@ -31,46 +31,58 @@ if TYPE_CHECKING:
 ORDER = [("so.-date", -1), ("_id", 1)]
 #: Buckets read newest first before the groups still short are read one by one...
 WALK_BUCKETS = 12
-#: ... or consecutive buckets that kept nothing (a crowded stay of one code, read by day).
+#: ... or consecutive buckets that kept nothing (a crowded stay of one code, read by
+#: day) once they have cost more than the groups left would one by one: a query
+#: costs about as much as reading WASTE_PER_GROUP records.
 IDLE_BUCKETS = 2
+WASTE_PER_GROUP = 8
+#: Groups left that are read one by one; more are read in one read of the record.
+FEW_LEFT = 4
 
 
 def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
                      most: int) -> list[Stored] | None:
-    """The ``most`` newest records of each group among the matches of ``query``, or
-    None when ``query`` is not pinned to one patient's records (nor has a key that
-    selects few of them: those are read whole, and are few). Each group's records
-    come together, newest first."""
-    if rtype not in GROUPED or rtype not in BUCKETED or not repo.patient_walk(rtype, query) \
-            or selective_key(rtype, query):
+    """The ``most`` newest records of each group among one patient's records (``query``
+    names the patient and nothing else, but for the caller's limits), or None when
+    ``query`` is not pinned to one patient's records. Each group's records come
+    together, newest first."""
+    if rtype not in GROUPED or rtype not in BUCKETED or not repo.patient_walk(rtype, query):
         return None
     patient = lifted(rtype, query)["pat"]
     groups = _groups(repo, rtype, patient)
     kept: dict[GroupKey, list[Stored]] = {}
     plan = BUCKETED[rtype] + ">"
-    walked, idle = True, 0
+    walked, idle, wasted = True, 0, 0
     for n, bucket in enumerate(repo.buckets(rtype, patient, plan, ascending=False)):
-        if n == WALK_BUCKETS or idle == IDLE_BUCKETS or not short(groups, kept, most):
+        left = len(short(groups, kept, most))
+        if n == WALK_BUCKETS or not left or (idle >= IDLE_BUCKETS
+                                             and wasted >= WASTE_PER_GROUP * left):
             walked = False
             break
-        found = repo.iterate(rtype, {"$and": [query, {BUCKET_FIELD: plan + bucket}]}, ORDER)
-        idle = 0 if _offer(kept, found, most) else idle + 1
-    if not walked:
-        # A group not filled by the latest months: by its own key, newest first (a
-        # code measured years ago costs its own records, not the patient's).
-        textual = []
-        for key in short(groups, kept, most):
-            selector = groups[key]
-            if selector is None:
-                textual.append(key)
-                continue
-            kept[key] = []
-            _offer(kept, repo.iterate(rtype, {"$and": [query, {KEY_FIELD: selector}]}, ORDER),
-                   most, frozenset({key}))
-        if textual:
-            for key in textual:
-                kept[key] = []
-            _offer(kept, repo.iterate(rtype, query, ORDER), most, frozenset(textual))
+        found = list(repo.iterate(rtype, {"$and": [query, {BUCKET_FIELD: plan + bucket}]},
+                                  ORDER))
+        if _offer(kept, iter(found), most):
+            idle, wasted = 0, 0
+        else:
+            idle, wasted = idle + 1, wasted + len(found) + WASTE_PER_GROUP
+    left = [] if walked else short(groups, kept, most)
+    for key in left:
+        kept[key] = []
+    if len(left) > FEW_LEFT or any(groups[key] is None for key in left):
+        # Many groups the latest months did not fill (codes measured long ago, groups
+        # whose records were deleted or are hidden from the caller), or a code with
+        # no coding: one read of the record, newest first, as without the registry.
+        _offer(kept, repo.iterate(rtype, query, ORDER), most, frozenset(left))
+        return [s for group in kept.values() for s in group]
+    for key in left:
+        # By its own key, newest first: a code measured years ago costs its own
+        # records, not the patient's.
+        chosen = {"$and": [query, {KEY_FIELD: groups[key]}]}
+        first = repo.find(rtype, chosen, ORDER, most)
+        if len(first) < most or all(group_of(s.resource or {}) == key for s in first):
+            kept[key] = [s for s in first if group_of(s.resource or {}) == key]
+        else:  # a longer code sharing the key's first characters came in between
+            _offer(kept, repo.iterate(rtype, chosen, ORDER), most, frozenset({key}))
     return [s for group in kept.values() for s in group]
 
 

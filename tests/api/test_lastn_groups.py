@@ -5,6 +5,7 @@ last measured, at the cost of the latest months and the codes they miss."""
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 
 from tests import factories as f
@@ -73,8 +74,9 @@ def test_lastn_finds_every_code_however_long_ago_it_was_last_measured(app, fhir)
     within each group, as reading the whole record gives them, for any ``max`` and
     with a filter that keeps some of them."""
     pid, made = _long_history(fhir)
-    for most in (1, 2, 3, 40):
-        got = ids(get(fhir, f"Observation/$lastn?patient={pid}&max={most}"))
+    for most, named in ((1, f"patient={pid}"), (2, f"subject=Patient/{pid}"),
+                        (3, f"patient=Patient/{pid}"), (40, f"patient={pid}")):
+        got = ids(get(fhir, f"Observation/$lastn?{named}&max={most}"))
         assert sorted(got) == _expected(fhir, pid, most), most
         assert len(got) == len(set(got))
         for code, oldest_first in made.items():
@@ -98,6 +100,60 @@ def test_lastn_of_a_long_record_reads_its_latest_months_and_its_rare_codes(app, 
     got, read = _lastn(app, fhir, f"Observation/$lastn?patient={pid}")
     assert sorted(got) == _expected(fhir, pid, 1) and rare in got
     assert read <= 6, (read, FINDS.filters)
+
+
+def test_lastn_filtered_reads_what_the_filter_keeps_not_each_group(app, fhir):
+    """A $lastn with a filter beyond the patient (``category=laboratory``) reads the
+    records the filter keeps, in one query: the groups it excludes are not read one
+    by one."""
+    pid = fhir.create(f.patient())["id"]
+    lab = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                   "observation-category", "code": "laboratory"}]}]
+    for n in range(20):
+        fhir.create(_coded(pid, f"2024-{1 + n % 12:02d}-0{1 + n // 12}", f"9{n:03d}-0"))
+    one = fhir.create({**_coded(pid, "2010-01-01", "2339-0"), "category": lab})["id"]
+    got, read = _lastn(app, fhir, f"Observation/$lastn?patient={pid}&category=laboratory")
+    assert got == [one]
+    assert len(FINDS.filters) == 1 and read == 1, FINDS.filters
+
+
+def test_lastn_after_many_codes_were_deleted_reads_the_record_once(app, fhir):
+    """Groups stay registered when their records are deleted (R4 http.html#delete):
+    a $lastn whose latest months leave many groups empty reads the record in one
+    query instead of one query a group."""
+    pid = fhir.create(f.patient())["id"]
+    live = [fhir.create(_coded(pid, f"2020-0{m}-01", f"1{m}-0"))["id"] for m in range(1, 6)]
+    for n in range(30):
+        gone = fhir.create(_coded(pid, f"2015-{1 + n % 12:02d}-1{n // 12}", f"8{n:03d}-1"))
+        fhir.delete(f"Observation/{gone['id']}")
+    got, _ = _lastn(app, fhir, f"Observation/$lastn?patient={pid}")
+    assert sorted(got) == sorted(live)
+    assert len(FINDS.filters) <= 12 + 1, len(FINDS.filters)
+
+
+def test_lastn_of_codes_longer_than_an_index_entry(app, fhir, settings):
+    """A code may be as long as a string may (R4 datatypes.html#code has no limit):
+    its Observation is stored (201) and found by $lastn, in a database that
+    registers groups and in one written before it did."""
+    from tests.conftest import FhirClient, make_app
+
+    pid = fhir.create(f.patient())["id"]
+    long_code = secrets.token_hex(4000)  # does not compress: longer than an index row
+    r = fhir.post("Observation", _coded(pid, "2024-01-01", long_code, "urn:x"))
+    assert r.status_code == 201, r.get_json()
+    short = fhir.create(_coded(pid, "2024-02-01", "8480-6"))["id"]
+    expected = sorted([r.get_json()["id"], short])
+    assert sorted(ids(get(fhir, f"Observation/$lastn?patient={pid}"))) == expected
+    db = app.extensions["fhirserver"].repo.db
+    db["_months"].delete_many({"g": f"Observation|{pid}|code"})
+    db["_schema"].delete_many({"_id": "code-groups"})
+    older = make_app(settings)
+    try:
+        client = FhirClient(older.test_client())
+        for _ in range(2):
+            assert sorted(ids(get(client, f"Observation/$lastn?patient={pid}"))) == expected
+    finally:
+        older.extensions["fhirserver"].repo.close()
 
 
 def test_lastn_sees_a_code_an_update_gives_and_forgets_a_deleted_one(app, fhir):
