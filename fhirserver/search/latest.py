@@ -31,6 +31,8 @@ from .text import fold, token
 GROUPED = {"Observation": "code"}
 #: The schema marker of a database whose every grouped record registered its group.
 MARKER = "code-groups"
+#: The records a month registered without a count is taken to hold.
+UNCOUNTED = 16
 
 GroupKey = tuple[str, tuple[str, ...]]  # (subject reference, codes)
 
@@ -95,3 +97,10 @@ def short(groups: Iterable[GroupKey], kept: Mapping[GroupKey, Sequence[Any]],
           most: int) -> list[GroupKey]:
     """The groups that hold fewer than ``most`` records so far."""
     return [key for key in groups if len(kept.get(key, ())) < most]
+
+
+def recorded(months: Iterable[Mapping[str, Any]]) -> int:
+    """About how many records a patient has, from its months' registry documents: the
+    creates each month counts (a lower bound: counting stops past a crowded month's
+    threshold), or :data:`UNCOUNTED` for a month registered without a count."""
+    return sum(int(m["n"]) if isinstance(m.get("n"), int) else UNCOUNTED for m in months)

@@ -19,6 +19,7 @@ from ..search.latest import (
     group_doc,
     group_of,
     read_groups,
+    recorded,
     registry_group,
     short,
 )
@@ -38,25 +39,32 @@ IDLE_BUCKETS = 2
 WASTE_PER_GROUP = 8
 #: Groups left that are read one by one; more are read in one read of the record.
 FEW_LEFT = 4
+#: Records of a patient (as its months count them) that one query reads for less
+#: than the registry, the walk and a group or two would cost.
+WHOLE = 64
 
 
 def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
                      most: int) -> list[Stored] | None:
     """The ``most`` newest records of each group among one patient's records (``query``
     names the patient and nothing else, but for the caller's limits), or None when
-    ``query`` is not pinned to one patient's records. Each group's records come
-    together, newest first."""
+    ``query`` is not pinned to one patient's records, or when the patient has so few
+    that reading them in one query costs less. Each group's records come together,
+    newest first."""
     if rtype not in GROUPED or rtype not in BUCKETED or not repo.patient_walk(rtype, query):
         return None
     patient = lifted(rtype, query)["pat"]
+    plan = BUCKETED[rtype] + ">"
+    months = repo.months(rtype, patient, plan)
+    if recorded(months.values()) <= WHOLE:
+        return None
     groups = _groups(repo, rtype, patient)
     kept: dict[GroupKey, list[Stored]] = {}
-    plan = BUCKETED[rtype] + ">"
     walked, idle, wasted = True, 0, 0
-    for n, bucket in enumerate(repo.buckets(rtype, patient, plan, ascending=False)):
-        left = len(short(groups, kept, most))
-        if n == WALK_BUCKETS or not left or (idle >= IDLE_BUCKETS
-                                             and wasted >= WASTE_PER_GROUP * left):
+    for n, bucket in enumerate(repo.buckets(rtype, patient, plan, False, months=months)):
+        unfilled = len(short(groups, kept, most))
+        if n == WALK_BUCKETS or not unfilled or (idle >= IDLE_BUCKETS
+                                                 and wasted >= WASTE_PER_GROUP * unfilled):
             walked = False
             break
         found = list(repo.iterate(rtype, {"$and": [query, {BUCKET_FIELD: plan + bucket}]},

@@ -544,18 +544,27 @@ class Repository:
                 return out
         return out
 
+    def months(self, rtype: str, patient: str, plan: str) -> dict[str, dict[str, Any]]:
+        """The registry documents of one patient's months of ``rtype`` (``plan``:
+        ``date<`` or ``date>``), by month: each with its count of records created into
+        it (``n``, search/buckets.py) where it has one."""
+        found = self.db[REGISTRY].find({"g": group(rtype, patient, plan)}, {"m": 1, "n": 1, "v": 1})
+        return {d["m"]: d for d in found}
+
     def buckets(self, rtype: str, patient: str, plan: str, ascending: bool,
-                at: Any = None, has_start: bool = False) -> Iterator[str]:
+                at: Any = None, has_start: bool = False,
+                months: dict[str, dict[str, Any]] | None = None) -> Iterator[str]:
         """The buckets (months, or the days of a crowded month) of one patient's
         records of ``rtype``, in the order of the bucketed date (``plan``: ``date<``
         by its earliest value, ``date>`` by its latest), from the month of ``at``
         when ``has_start`` (search/buckets.py). Each bucket's days are read from the
-        registry only when the walk reaches it."""
-        registry, g = self.db[REGISTRY], group(rtype, patient, plan)
-        months = {d["m"]: d for d in registry.find({"g": g}, {"m": 1, "n": 1, "v": 1})}
+        registry only when the walk reaches it; ``months``: as :meth:`months` read them."""
+        g = group(rtype, patient, plan)
+        if months is None:
+            months = self.months(rtype, patient, plan)
         for month in month_order(list(months), ascending, at, has_start):
             if by_day(months[month]):
-                days = [d["m"] for d in registry.find({"g": g + month}, {"m": 1})]
+                days = [d["m"] for d in self.db[REGISTRY].find({"g": g + month}, {"m": 1})]
                 yield from month_order(days, ascending, at, has_start)
             else:
                 yield month
