@@ -25,14 +25,17 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .buckets import DENSE, by_day
 from .text import fold, token
 
 #: The types whose records $lastn groups, and the parameter it groups them by.
 GROUPED = {"Observation": "code"}
 #: The schema marker of a database whose every grouped record registered its group.
 MARKER = "code-groups"
-#: The records a month registered without a count is taken to hold.
+#: The records a month registered without a count is taken to hold...
 UNCOUNTED = 16
+#: ... and a month read by day, whose count stops near DENSE.
+CROWDED = 8 * DENSE
 
 GroupKey = tuple[str, tuple[str, ...]]  # (subject reference, codes)
 
@@ -101,6 +104,8 @@ def short(groups: Iterable[GroupKey], kept: Mapping[GroupKey, Sequence[Any]],
 
 def recorded(months: Iterable[Mapping[str, Any]]) -> int:
     """About how many records a patient has, from its months' registry documents: the
-    creates each month counts (a lower bound: counting stops past a crowded month's
-    threshold), or :data:`UNCOUNTED` for a month registered without a count."""
-    return sum(int(m["n"]) if isinstance(m.get("n"), int) else UNCOUNTED for m in months)
+    creates each month counts, :data:`CROWDED` for a month read by day (its count
+    stops near the threshold: it may hold many more), :data:`UNCOUNTED` for a month
+    registered without a count."""
+    return sum(CROWDED if by_day(m) else int(m["n"]) if isinstance(m.get("n"), int)
+               else UNCOUNTED for m in months)

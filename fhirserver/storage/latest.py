@@ -42,15 +42,18 @@ FEW_LEFT = 4
 #: Records of a patient (as its months count them) that one query reads for less
 #: than the registry, the walk and a group or two would cost.
 WHOLE = 64
+#: Records a group, for each of the ``max`` it keeps, below which the record is read
+#: whole: the latest months fill the groups of codes measured that often.
+PER_GROUP = 20
 
 
 def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
                      most: int) -> list[Stored] | None:
     """The ``most`` newest records of each group among one patient's records (``query``
     names the patient and nothing else, but for the caller's limits), or None when
-    ``query`` is not pinned to one patient's records, or when the patient has so few
-    that reading them in one query costs less. Each group's records come together,
-    newest first."""
+    ``query`` is not pinned to one patient's records, or when the patient has so few,
+    or so few a code, that reading them in one query costs less. Each group's
+    records come together, newest first."""
     if rtype not in GROUPED or rtype not in BUCKETED or not repo.patient_walk(rtype, query):
         return None
     patient = lifted(rtype, query)["pat"]
@@ -59,6 +62,10 @@ def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
     if recorded(months.values()) <= WHOLE:
         return None
     groups = _groups(repo, rtype, patient)
+    if recorded(months.values()) < PER_GROUP * most * len(groups):
+        # Few records a code (a code measured yearly): the latest months would fill
+        # few groups, and the record would be read whole after the walk.
+        return None
     kept: dict[GroupKey, list[Stored]] = {}
     walked, idle, wasted = True, 0, 0
     for n, bucket in enumerate(repo.buckets(rtype, patient, plan, False, months=months)):
@@ -100,10 +107,13 @@ def _offer(kept: dict[GroupKey, list[Stored]], found: Iterator[Stored], most: in
     the records of those groups, stopping once they are full. Returns how many were
     kept."""
     added = 0
+    # A record an update moved to an older bucket while the walk ran is met twice.
+    seen = {s.id for room in kept.values() for s in room}
     for stored in found:
         key = group_of(stored.resource or {})
-        if only is not None and key not in only:
+        if (only is not None and key not in only) or stored.id in seen:
             continue
+        seen.add(stored.id)
         room = kept.setdefault(key, [])
         if len(room) < most:
             room.append(stored)

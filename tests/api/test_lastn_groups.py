@@ -68,14 +68,17 @@ def _lastn(app, fhir, url: str) -> tuple[list[str], int]:
 
 
 def _long_history(fhir) -> tuple[str, dict[str, list[str]]]:
-    """A patient measured every month for three years, two codes a month (more than
-    one query reads for less than the registry: storage/latest.py), with a code
-    measured twice ten years ago, one once in 2001 and one written only as text in
-    2009; returns the ids of each code, oldest first."""
+    """A patient measured twice a month for six years, two codes each time (enough
+    records a code that the latest months are read, not the whole record:
+    storage/latest.py, up to ``max=2``), with a code measured twice ten years ago,
+    one once in 2001 and one written only as text in 2009; returns the ids of each
+    code, oldest first."""
     pid = fhir.create(f.patient())["id"]
     made: dict[str, list[str]] = defaultdict(list)
     for code, day in (("8480-6", 16), ("8462-4", 14)):
-        made[code] = _monthly(fhir, pid, code, range(2022, 2025), day)
+        made[code] = _many(fhir, [_coded(pid, f"{y}-{m:02d}-{d:02d}T08:00:00Z", code)
+                                  for y in range(2019, 2025) for m in range(1, 13)
+                                  for d in (day - 10, day)])
     for when in ("2014-03-01T08:00:00Z", "2014-07-01T08:00:00Z"):
         made["2339-0"].append(fhir.create(_coded(pid, when, "2339-0"))["id"])
     made["urn"].append(fhir.create(_coded(pid, "2001-01-01", "a|b", "urn:x"))["id"])
@@ -134,8 +137,8 @@ def test_lastn_filtered_reads_what_the_filter_keeps_not_each_group(app, fhir):
 
 def test_lastn_after_many_codes_were_deleted_reads_the_record_once(app, fhir):
     """Groups stay registered when their records are deleted (R4 http.html#delete):
-    a $lastn whose latest months leave many groups empty reads the record in one
-    query instead of one query a group."""
+    a $lastn of a patient with many groups and few records reads the record in one
+    query, not one query a group."""
     pid = fhir.create(f.patient())["id"]
     live = [fhir.create(_coded(pid, f"2020-0{m}-01", f"1{m}-0"))["id"] for m in range(1, 6)]
     gone = _many(fhir, [_coded(pid, f"2015-{1 + n % 12:02d}-1{n // 12}", f"8{n:03d}-1")
@@ -217,3 +220,19 @@ def test_lastn_of_a_short_record_reads_it_in_one_query(app, fhir):
     got, read = _lastn(app, fhir, f"Observation/$lastn?patient={pid}&max=2")
     assert sorted(got) == _expected(fhir, pid, 2) == sorted(made[-6:])
     assert len(FINDS.filters) == 1 and read == len(made), FINDS.filters
+
+
+def test_lastn_of_a_crowded_month_reads_some_of_its_days(app, fhir):
+    """A month of one patient crowded with results of one code (an intensive-care
+    stay, read by day: search/buckets.py) counts as many records, whatever its count
+    says: $lastn reads a few of its days and the older code's own records, not the
+    whole stay."""
+    from fhirserver.search.buckets import DENSE
+
+    pid = fhir.create(f.patient())["id"]
+    old = fhir.create(_coded(pid, "2019-05-05", "2339-0"))["id"]
+    stay = [fhir.create(_coded(pid, f"2024-12-{1 + i // 6:02d}T{8 + i % 6:02d}:00:00Z",
+                               "8310-5"))["id"] for i in range(2 * DENSE)]
+    got, read = _lastn(app, fhir, f"Observation/$lastn?patient={pid}")
+    assert sorted(got) == sorted([old, stay[-1]])
+    assert read <= 6 * 3 + 1, (read, FINDS.filters)
