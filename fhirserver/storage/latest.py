@@ -94,9 +94,12 @@ def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
         # records, not the patient's.
         chosen = {"$and": [query, {KEY_FIELD: groups[key]}]}
         first = repo.find(rtype, chosen, ORDER, most)
-        if len(first) < most or all(group_of(s.resource or {}) == key for s in first):
-            kept[key] = [s for s in first if group_of(s.resource or {}) == key]
-        else:  # a longer code sharing the key's first characters came in between
+        # Not one the walk kept under its old code (an update ran meanwhile).
+        seen = {s.id for room in kept.values() for s in room}
+        ours = [s for s in first if group_of(s.resource or {}) == key and s.id not in seen]
+        if len(first) < most or len(ours) == len(first):
+            kept[key] = ours
+        else:  # a longer code sharing the key's first characters, or one kept already
             _offer(kept, repo.iterate(rtype, chosen, ORDER), most, frozenset({key}))
     return [s for group in kept.values() for s in group]
 
