@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tests import factories as f
+from tests.conftest import FhirClient, make_app
 from tests.finds import listening
 
 from .test_search import get, ids, obs_at
@@ -55,6 +58,20 @@ def _expected(fhir, pid: str, most: int, extra: str = "") -> list[str]:
         if len(groups[key]) < most:
             groups[key].append(r["id"])
     return sorted(i for group in groups.values() for i in group)
+
+
+@contextmanager
+def _before_groups(app, settings, pid: str) -> Iterator[FhirClient]:
+    """A client of a server started on the database as a version that did not register
+    $lastn groups left it (for ``pid``)."""
+    db = app.extensions["fhirserver"].repo.db
+    db["_months"].delete_many({"g": f"Observation|{pid}|code"})
+    db["_schema"].delete_many({"_id": "code-groups"})
+    older = make_app(settings)
+    try:
+        yield FhirClient(older.test_client())
+    finally:
+        older.extensions["fhirserver"].repo.close()
 
 
 def _lastn(app, fhir, url: str) -> tuple[list[str], int]:
@@ -154,8 +171,6 @@ def test_lastn_of_codes_longer_than_an_index_entry(app, fhir, settings):
     """A code may be as long as a string may (R4 datatypes.html#code has no limit):
     its Observation is stored (201) and found by $lastn, in a database that
     registers groups and in one written before it did."""
-    from tests.conftest import FhirClient, make_app
-
     pid = fhir.create(f.patient())["id"]
     long_code = secrets.token_hex(4000)  # does not compress: longer than an index row
     r = fhir.post("Observation", _coded(pid, "2024-01-01", long_code, "urn:x"))
@@ -163,16 +178,9 @@ def test_lastn_of_codes_longer_than_an_index_entry(app, fhir, settings):
     short = _monthly(fhir, pid, "8480-6", range(2019, 2025))[-1]
     expected = sorted([r.get_json()["id"], short])
     assert sorted(ids(get(fhir, f"Observation/$lastn?patient={pid}"))) == expected
-    db = app.extensions["fhirserver"].repo.db
-    db["_months"].delete_many({"g": f"Observation|{pid}|code"})
-    db["_schema"].delete_many({"_id": "code-groups"})
-    older = make_app(settings)
-    try:
-        client = FhirClient(older.test_client())
+    with _before_groups(app, settings, pid) as client:
         for _ in range(2):
             assert sorted(ids(get(client, f"Observation/$lastn?patient={pid}"))) == expected
-    finally:
-        older.extensions["fhirserver"].repo.close()
 
 
 def test_lastn_sees_a_code_an_update_gives_and_forgets_a_deleted_one(app, fhir):
@@ -193,23 +201,15 @@ def test_lastn_of_records_stored_before_groups_were_registered(app, fhir, settin
     """A database written by a version that did not register $lastn groups: the first
     $lastn of a patient reads the record once and registers its groups; every later
     one gives the same answer from the registry, a code created since included."""
-    from tests.conftest import FhirClient, make_app
-
-    pid, made = _long_history(fhir)
+    pid, _ = _long_history(fhir)
     db = app.extensions["fhirserver"].repo.db
-    db["_months"].delete_many({"g": f"Observation|{pid}|code"})
-    db["_schema"].delete_many({"_id": "code-groups"})
-    older = make_app(settings)
-    try:
-        client = FhirClient(older.test_client())
+    with _before_groups(app, settings, pid) as client:
         expected = _expected(fhir, pid, 2)
         assert sorted(ids(get(client, f"Observation/$lastn?patient={pid}&max=2"))) == expected
         assert db["_months"].count_documents({"g": f"Observation|{pid}|code"}) == 6  # 5 + done
         new = client.create(_coded(pid, "2003-03-03", "6690-2"))["id"]
         got = ids(get(client, f"Observation/$lastn?patient={pid}&max=2"))
         assert sorted(got) == _expected(fhir, pid, 2) and new in got
-    finally:
-        older.extensions["fhirserver"].repo.close()
 
 
 def test_lastn_of_a_short_record_reads_it_in_one_query(app, fhir):
