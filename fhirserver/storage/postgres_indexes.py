@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Collection, Iterable, Sequence
+from typing import NamedTuple
 
 from ..search.keys import INDEXED
 from ..search.shards import SHARD_FIELD
@@ -97,7 +98,15 @@ def _column(field: str) -> str:
     return f"(_jsonb->'{field.replace(chr(39), chr(39) * 2)}') jsonb_path_ops"
 
 
-def statements(schema: str, table: str, groups: Iterable[Sequence[str]]) -> list[str]:
+class Statement(NamedTuple):
+    """One statement that brings a table's GIN indexes to what is declared."""
+
+    name: str
+    sql: str
+    creates: bool  # CREATE INDEX IF NOT EXISTS; else DROP INDEX IF EXISTS
+
+
+def statements(schema: str, table: str, groups: Iterable[Sequence[str]]) -> list[Statement]:
     """``CREATE INDEX IF NOT EXISTS`` statements for one collection's table, one GIN
     index per group of fields, then ``DROP INDEX IF EXISTS`` for the index of its own
     that an earlier version gave a field a group of several now answers."""
@@ -105,11 +114,14 @@ def statements(schema: str, table: str, groups: Iterable[Sequence[str]]) -> list
     groups = [tuple(group) for group in groups]
     alone = {group[0] for group in groups if len(group) == 1}
     paired = {f for group in groups if len(group) > 1 for f in group} - alone
+    made = [(index_name(table, chr(0).join(group)), group) for group in groups]
+    dropped = [index_name(table, field) for field in sorted(paired)]
     return [
-        *(f"CREATE INDEX IF NOT EXISTS {_ident(index_name(table, chr(0).join(group)))} "
-          f"ON {target} USING gin ({', '.join(map(_column, group))})" for group in groups),
-        *(f"DROP INDEX IF EXISTS {_ident(schema)}.{_ident(index_name(table, field))}"
-          for field in sorted(paired)),
+        *(Statement(name, f"CREATE INDEX IF NOT EXISTS {_ident(name)} "
+                          f"ON {target} USING gin ({', '.join(map(_column, group))})", True)
+          for name, group in made),
+        *(Statement(name, f"DROP INDEX IF EXISTS {_ident(schema)}.{_ident(name)}", False)
+          for name in dropped),
     ]
 
 
@@ -133,18 +145,27 @@ def ensure_gin_indexes(url: str, schema: str,
         rows = conn.execute(
             f"SELECT _jsonb->>'_id', _jsonb->>'table' "  # type: ignore[arg-type]
             f"FROM {_ident(schema)}.{_ident(METADATA_TABLE)}").fetchall()
+        present = {row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)).fetchall()}
         for collection, table in rows:
             if not isinstance(table, str):
                 continue
             indexes = by_collection.get(collection, ())
-            for sql in statements(schema, table, gin_groups(indexes, PINNED)):
+            changed = False
+            for st in statements(schema, table, gin_groups(indexes, PINNED)):
+                if (st.name in present) == st.creates:
+                    continue  # there already, or gone already
                 try:
-                    conn.execute(sql)  # type: ignore[arg-type]
+                    conn.execute(st.sql)  # type: ignore[arg-type]
                 except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable,
                         psycopg.errors.UndefinedTable):
                     pass  # another worker starting at the same time created (dropped) it
                 ran += 1
-            # fresh statistics, so that the planner picks the indexes
-            conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")  # type: ignore[arg-type]
+                changed = True
+            if changed:
+                # Fresh statistics, so that the planner picks the new indexes. Only
+                # then: ANALYZE of 200,000 Observations takes seconds, and every
+                # worker runs this before it serves.
+                conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")  # type: ignore[arg-type]
     log.debug("GIN index statements run on %s: %d", schema, ran)
     return ran
