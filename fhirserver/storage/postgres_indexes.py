@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Collection, Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..search.keys import INDEXED
 from ..search.shards import SHARD_FIELD
@@ -125,6 +125,22 @@ def statements(schema: str, table: str, groups: Iterable[Sequence[str]]) -> list
     ]
 
 
+def _without_statistics(conn: Any, schema: str) -> set[str]:
+    """The indexes of ``schema`` with no statistics gathered for their expressions, on
+    a table not known to be empty (none where the catalog may not be read: a server
+    not our own)."""
+    import psycopg
+
+    try:
+        return {row[0] for row in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE n.nspname = %s AND c.relkind = 'i' AND t.reltuples <> 0 AND NOT EXISTS "
+            "(SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid)", (schema,)).fetchall()}
+    except psycopg.errors.InsufficientPrivilege:
+        return set()
+
+
 def ensure_gin_indexes(url: str, schema: str,
                        declared: Iterable[tuple[str, Sequence[tuple[str, int]]]]) -> int:
     """Create the missing GIN indexes for the ``declared`` (collection, keys) indexes of
@@ -147,12 +163,15 @@ def ensure_gin_indexes(url: str, schema: str,
             f"FROM {_ident(schema)}.{_ident(METADATA_TABLE)}").fetchall()
         present = {row[0] for row in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)).fetchall()}
+        unanalyzed = _without_statistics(conn, schema)
         for collection, table in rows:
             if not isinstance(table, str):
                 continue
             indexes = by_collection.get(collection, ())
-            changed = False
-            for st in statements(schema, table, gin_groups(indexes, PINNED)):
+            wanted = statements(schema, table, gin_groups(indexes, PINNED))
+            # An index built by a start killed before its ANALYZE has no statistics.
+            changed = any(st.creates and st.name in unanalyzed for st in wanted)
+            for st in wanted:
                 if (st.name in present) == st.creates:
                     continue  # there already, or gone already
                 try:
@@ -164,8 +183,9 @@ def ensure_gin_indexes(url: str, schema: str,
                 changed = True
             if changed:
                 # Fresh statistics, so that the planner picks the new indexes. Only
-                # then: ANALYZE of 200,000 Observations takes seconds, and every
-                # worker runs this before it serves.
+                # then (or for an index that has none yet): ANALYZE of 200,000
+                # Observations takes seconds, and every worker runs this before it
+                # serves.
                 conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")  # type: ignore[arg-type]
     log.debug("GIN index statements run on %s: %d", schema, ran)
     return ran

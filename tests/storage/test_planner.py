@@ -191,7 +191,7 @@ def test_a_start_with_its_indexes_in_place_runs_no_statement_and_no_analyze(
         pytest.skip("the embedded database only (MONGODB_URI names another server)")
     import psycopg
 
-    from fhirserver.storage.postgres_indexes import ensure_gin_indexes, index_name
+    from fhirserver.storage.postgres_indexes import ensure_gin_indexes, index_name, statements
     from fhirserver.storage.repository import OPERATIONAL_INDEXES
 
     fhir.create(f.observation(fhir.create(f.patient())["id"]))
@@ -216,3 +216,14 @@ def test_a_start_with_its_indexes_in_place_runs_no_statement_and_no_analyze(
     assert after[table] != before[table]
     assert {t: v for t, v in after.items() if t != table} == \
         {t: v for t, v in before.items() if t != table}
+    # A start killed (kill -9) after its index was built, before its ANALYZE: the
+    # next start finds the index without statistics, and gathers them.
+    pair = next(st for st in statements(db_name, table, [("pat", "k")]) if st.creates)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP INDEX "{db_name}"."{pair.name}"')
+        conn.execute(pair.sql)
+    assert ensure_gin_indexes(pg_url, db_name, declared) == 0
+    again = analyzed()
+    assert again[table] != after[table]
+    assert ensure_gin_indexes(pg_url, db_name, declared) == 0
+    assert analyzed() == again
