@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,8 @@ from .config import Settings
 from .storage.embedded import database
 
 DEMO_DIR = Path(__file__).parent / "demo"
+#: Import processes at most: each holds its own connections to the database.
+MAX_IMPORT_JOBS = 8
 console = Console(stderr=True)
 
 
@@ -216,20 +222,31 @@ def _recover(settings: Settings) -> None:
 
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def import_(paths: tuple[Path, ...]) -> None:
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes writing groups side by side [FHIR_IMPORT_JOBS, CPUs].")
+def import_(paths: tuple[Path, ...], jobs: int | None) -> None:
     """Import Bundle (.json, .json.gz) and NDJSON files or folders of them."""
     from .importer.reader import expand
 
     settings = Settings.from_env()
     with database(settings) as live:
-        stats = run_import(live, expand(list(paths)))
+        stats = run_import(live, expand(list(paths)), jobs=import_jobs(jobs, settings))
     if stats.problems:
         raise SystemExit(1)
 
 
-def run_import(settings: Settings, files: list[Path]) -> Any:
+def import_jobs(jobs: int | None, settings: Settings) -> int:
+    """``--jobs``, else FHIR_IMPORT_JOBS, else one per CPU this process may use."""
+    return max(1, min(MAX_IMPORT_JOBS, jobs or settings.import_jobs
+                      or len(os.sched_getaffinity(0))))
+
+
+def run_import(settings: Settings, files: list[Path], jobs: int = 1) -> Any:
+    """Import ``files``; with ``jobs`` > 1 and more than one group, that many worker
+    processes write the groups side by side (importer/parallel.py)."""
     from .crypto import MasterKeyError
-    from .importer.loader import ImportStats, import_group
+    from .importer.loader import ImportStats
+    from .importer.parallel import Group, write_group, write_groups
     from .importer.reader import ImportFileError, read_groups
     from .interactions.context import Context
     from .storage.repository import Repository
@@ -241,19 +258,46 @@ def run_import(settings: Settings, files: list[Path]) -> Any:
     ctx = Context(repo, settings, settings.base_url.rstrip("/") or "")
     stats = ImportStats()
     started = time.perf_counter()
+    open_groups: Counter[Path] = Counter()  # groups of a file read and not yet written
+    unread = set(files)
     columns = (TextColumn("[bold]import"), BarColumn(), MofNCompleteColumn(),
                TextColumn("files · {task.fields[rate]} resources/s"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("import", total=len(files), rate="0")
-            for path in files:
-                try:
-                    for group in read_groups(path):
-                        import_group(ctx, group, stats, source=str(path))
-                except ImportFileError as exc:
-                    stats.problems.append(str(exc))
-                elapsed = time.perf_counter() - started
-                progress.update(task, advance=1, rate=f"{stats.kept / max(elapsed, 1e-9):.0f}")
+
+            def advance(path: Path) -> None:
+                if path not in unread and not open_groups[path]:
+                    elapsed = time.perf_counter() - started
+                    progress.update(task, advance=1,
+                                    rate=f"{stats.kept / max(elapsed, 1e-9):.0f}")
+
+            def groups() -> Iterator[Group]:
+                number = 0
+                for path in files:
+                    try:
+                        for entries in read_groups(path):
+                            open_groups[path] += 1
+                            yield Group(number, path, entries)
+                            number += 1
+                    except ImportFileError as exc:
+                        stats.problems.append(str(exc))
+                    unread.discard(path)
+                    advance(path)
+
+            def done(group: Group, written: Any) -> None:
+                stats.add(written)
+                open_groups[group.source] -= 1
+                advance(group.source)
+
+            ahead = groups()
+            first = list(itertools.islice(ahead, 2))
+            if jobs > 1 and len(first) > 1:
+                write_groups(settings, itertools.chain(first, ahead), jobs,
+                             repo.protection, done)
+            else:
+                for group in itertools.chain(first, ahead):
+                    done(group, write_group(ctx, group.entries, str(group.source)))
     finally:
         repo.close()
     _summary(stats, time.perf_counter() - started)

@@ -86,6 +86,8 @@ class Settings:
     export_retention_minutes: int = 60  # FHIR_EXPORT_RETENTION_MINUTES
     export_dir: str = ""  # FHIR_EXPORT_DIR
     export_threads: int = 1  # FHIR_EXPORT_THREADS
+    # `fhirserver import`: processes writing groups side by side (0: one per CPU).
+    import_jobs: int = 0  # FHIR_IMPORT_JOBS
     # Server.
     host: str = "127.0.0.1"  # FHIR_HOST
     port: int = 8080  # FHIR_PORT
@@ -162,6 +164,7 @@ ENV_NAMES: dict[str, str] = {
     "export_retention_minutes": "FHIR_EXPORT_RETENTION_MINUTES",
     "export_dir": "FHIR_EXPORT_DIR",
     "export_threads": "FHIR_EXPORT_THREADS",
+    "import_jobs": "FHIR_IMPORT_JOBS",
     "host": "FHIR_HOST",
     "port": "FHIR_PORT",
     "workers": "FHIR_WORKERS",

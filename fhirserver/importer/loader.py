@@ -21,7 +21,7 @@ from ..interactions import write
 from ..interactions.context import Context, Planner
 from ..model.references import rewrite_references
 from ..model.types import SUPPORTED_TYPES, is_valid_id
-from ..storage.indexing import blinded_hash
+from ..storage.indexing import blinded_hash, patient_of
 from ..storage.protection import Protection
 from ..storage.unit_of_work import VersionConflict
 from .reader import SourceEntry
@@ -44,6 +44,11 @@ class ImportStats:
     def kept(self) -> int:
         return self.written + sum(self.unchanged.values())
 
+    def add(self, other: ImportStats) -> None:
+        for name in ("created", "updated", "unchanged", "rejected", "dropped"):
+            getattr(self, name).update(getattr(other, name))
+        self.problems += other.problems
+
 
 def stable_id(entry: SourceEntry, protection: Protection) -> str:
     """The entry's id, else one derived from its content (the same on every import of
@@ -62,34 +67,71 @@ def stable_id(entry: SourceEntry, protection: Protection) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "fhirserver:" + blinded_hash(protection, entry.resource)))
 
 
-def import_group(ctx: Context, entries: Iterable[SourceEntry], stats: ImportStats,
-                 source: str = "") -> None:
-    mapping: dict[str, str] = {}
-    kept: list[tuple[str, str, dict[str, Any]]] = []
+@dataclass
+class GroupPlan:
+    """A group's entries sorted out before anything is written."""
+
+    kept: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: fullUrl -> "Type/id", for references between the group's entries
+    mapping: dict[str, str] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)
+    repeated: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan_group(entries: Iterable[SourceEntry], protection: Protection) -> GroupPlan:
+    """Each entry's type and stable id; the types not stored here dropped, and an id
+    seen twice kept once (the first)."""
+    plan = GroupPlan()
     seen: set[tuple[str, str]] = set()
     for entry in entries:
         rtype = str(entry.resource.get("resourceType", "(none)"))
-        rid = stable_id(entry, ctx.repo.protection)
+        rid = stable_id(entry, protection)
         if entry.full_url:
-            mapping[entry.full_url] = f"{rtype}/{rid}"
+            plan.mapping[entry.full_url] = f"{rtype}/{rid}"
         if rtype not in SUPPORTED_TYPES:
-            stats.dropped[rtype] += 1
+            plan.dropped[rtype] += 1
         elif (rtype, rid) in seen:
-            stats.problems.append(f"{source}: {rtype}/{rid} appears twice; first kept")
-            stats.rejected[rtype] += 1
+            plan.repeated.append((rtype, rid))
         else:
             seen.add((rtype, rid))
-            kept.append((rtype, rid, entry.resource))
+            plan.kept.append((rtype, rid, entry.resource))
+    return plan
+
+
+class Contended(Exception):
+    """The group met a concurrent write of the same record or identifier; nothing of
+    it was written, and writing it again may succeed."""
+
+
+def import_group(ctx: Context, entries: Iterable[SourceEntry], stats: ImportStats,
+                 source: str = "", *, contended: bool = False, presume: bool = False) -> None:
+    """Write one group all or nothing. ``contended``: raise :class:`Contended` when
+    the commit meets a concurrent write (other processes import side by side),
+    instead of reporting the group as not imported. ``presume``: plan the records of
+    patients with none recorded as creates without reading them by id; a record that
+    exists all the same makes the commit contended (``Planner.presume_absent``)."""
+    plan = plan_group(entries, ctx.repo.protection)
+    stats.dropped.update(plan.dropped)
+    for rtype, rid in plan.repeated:
+        stats.problems.append(f"{source}: {rtype}/{rid} appears twice; first kept")
+        stats.rejected[rtype] += 1
+    mapping = plan.mapping
+    kept = [(rtype, rid, {**rewrite_references(resource, mapping.get), "id": rid})
+            for rtype, rid, resource in plan.kept]
     if not kept:
         return
     planner = Planner(ctx)
     for rtype in SUPPORTED_TYPES:
         ids = [rid for t, rid, _ in kept if t == rtype]
+        if presume and ids:
+            owners = {rid: patient_of(resource) for t, rid, resource in kept if t == rtype}
+            free = ctx.repo.unrecorded_patients(rtype, (p for p in owners.values() if p))
+            planner.presume_absent(rtype, (rid for rid in ids if owners[rid] in free))
+            ids = [rid for rid in ids if owners[rid] not in free]
         if ids:
             planner.prefetch(rtype, ids)
     outcome: list[tuple[str, str]] = []
     for rtype, rid, resource in kept:
-        resource = {**rewrite_references(resource, mapping.get), "id": rid}
         try:
             result = write.update(planner, rtype, rid, resource)
         except errors.FhirError as err:
@@ -103,6 +145,8 @@ def import_group(ctx: Context, entries: Iterable[SourceEntry], stats: ImportStat
     try:
         planner.commit()
     except (errors.FhirError, VersionConflict) as err:
+        if contended and (isinstance(err, VersionConflict) or err.details == "identifier-taken"):
+            raise Contended(str(err)) from err
         for rtype, _ in outcome:
             stats.rejected[rtype] += 1
         stats.problems.append(f"{source}: not imported: {err}")

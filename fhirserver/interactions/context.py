@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
@@ -203,6 +203,13 @@ class Planner:
         found = self.repo.get_many(rtype, ids)
         for rid in ids:
             self._cache[(rtype, rid)] = found.get(rid)
+
+    def presume_absent(self, rtype: str, ids: Iterable[str]) -> None:
+        """Plan ``ids`` as free without reading them (an import's records of patients
+        with none recorded, ``Repository.unrecorded_patients``). Where one is not, its
+        create meets the primary key at commit: a VersionConflict, nothing written."""
+        for rid in ids:
+            self._cache[(rtype, rid)] = None
 
     def current(self, rtype: str, rid: str) -> Stored | None:
         """The stored current version (as before this planner's writes)."""

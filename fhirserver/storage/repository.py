@@ -437,6 +437,26 @@ class Repository:
             docs = list(collection.find({"_id": {"$in": wanted}}, _LEAN))
         return {d["_id"]: self._stored(rtype, d) for d in docs}
 
+    def unrecorded_patients(self, rtype: str, patients: Iterable[str]) -> set[str]:
+        """Of ``patients``, those with no record of ``rtype`` in the month registry.
+        Every write registers its record's months before the record (:meth:`_register`)
+        and a registration is never removed, so such a patient has no record of
+        ``rtype``, unless a version older than the registry wrote one: a caller that
+        relies on this must meet that record's primary key when it creates one. One
+        small read a patient, where reading each record by id costs a read a record."""
+        name = BUCKETED.get(rtype)
+        wanted = list(dict.fromkeys(patients))
+        if name is None or not wanted:
+            return set()
+        registry = self.db[REGISTRY]
+
+        def recorded(patient: str) -> bool:
+            return registry.find_one({"g": group(rtype, patient, name + "<")}, {"_id": 1}) \
+                is not None
+
+        with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+            return {p for p, seen in zip(wanted, pool.map(recorded, wanted)) if not seen}
+
     def get_version(self, rtype: str, rid: str, version: int) -> Stored | None:
         doc = self.cols.history[rtype].find_one({"_id": f"{rid}/{version}"})
         return self._stored(rtype, doc, doc["rid"]) if doc else None

@@ -1,0 +1,118 @@
+"""Writing an import's groups with several processes, as the schedule allows.
+
+Validation and search values are Python, bound to one core by the interpreter's
+lock; a thread pool would not help. So groups are written by worker processes,
+each with its own connection, and the one reading the files decides which groups
+may be written side by side (:mod:`.schedule`). A group stays all or nothing: a
+worker writes it with :func:`.loader.import_group`, exactly as one process would.
+When its commit meets a concurrent write (two groups creating the same hospital
+at once), nothing of it was written and the worker writes it again, where it
+finds that record written. The first write of a group presumes the records of
+patients with nothing recorded to be new (``Repository.unrecorded_patients``): one
+read a patient instead of one a record; a record that exists all the same makes
+that write contended, and the next one reads every record by id.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Settings
+from ..interactions.context import Context
+from ..storage.protection import Protection
+from .loader import Contended, ImportStats, import_group, plan_group
+from .reader import SourceEntry
+from .schedule import Schedule, group_keys
+
+#: Writes of a contended group before it is written once more and its conflict,
+#: if it meets one again, reported.
+ATTEMPTS = 3
+#: Groups read ahead per worker: enough to find one that can start, few enough to
+#: keep memory small.
+WINDOW_PER_JOB = 3
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group of an import, numbered in file order."""
+
+    number: int
+    source: Path
+    entries: list[SourceEntry]
+
+
+_context: Context | None = None
+
+
+def _start(settings: Settings) -> None:
+    """A worker's connection and request context, made once."""
+    global _context
+    from ..storage.repository import Repository
+
+    repo = Repository.from_settings(settings, encrypt=False)
+    _context = Context(repo, settings, settings.base_url.rstrip("/") or "")
+
+
+def write_group(ctx: Context, entries: list[SourceEntry], source: str) -> ImportStats:
+    """One group, written again while it meets concurrent writes (module docstring)."""
+    for attempt in range(ATTEMPTS):
+        stats = ImportStats()
+        try:
+            import_group(ctx, entries, stats, source, contended=True, presume=attempt == 0)
+            return stats
+        except Contended:
+            continue
+    stats = ImportStats()
+    import_group(ctx, entries, stats, source)
+    return stats
+
+
+def _write(entries: list[SourceEntry], source: str) -> ImportStats:
+    assert _context is not None, "worker started without its context"
+    return write_group(_context, entries, source)
+
+
+def write_groups(settings: Settings, groups: Iterable[Group], jobs: int,
+                 protection: Protection, done: Callable[[Group, ImportStats], None]) -> None:
+    """Write ``groups`` with ``jobs`` worker processes; ``done`` is called in this
+    process as each group is written, in the order they end."""
+    base_url = settings.base_url.rstrip("/") or ""
+    schedule = Schedule()
+    waiting: dict[int, Group] = {}
+    running: dict[Future[ImportStats], Group] = {}
+    pending: Iterator[Group] = iter(groups)
+    exhausted = False
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start, initargs=(settings,))
+    try:
+        while True:
+            while not exhausted and len(schedule) < jobs * WINDOW_PER_JOB:
+                group = next(pending, None)
+                if group is None:
+                    exhausted = True
+                    break
+                plan = plan_group(group.entries, protection)
+                schedule.admit(group.number, group_keys(plan.kept, plan.mapping.get, base_url))
+                waiting[group.number] = group
+            for number in schedule.ready():
+                schedule.start(number)
+                group = waiting.pop(number)
+                running[pool.submit(_write, group.entries, str(group.source))] = group
+            if not running:
+                if waiting:  # the oldest group waiting can only wait for running ones
+                    raise RuntimeError(f"import schedule stuck on {len(waiting)} group(s)")
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: running[f].number):
+                group = running.pop(future)
+                stats = future.result()
+                schedule.finish(group.number)
+                done(group, stats)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
