@@ -62,6 +62,10 @@ class Write:
     #: data keys it uses (storage/protection.py)
     sealed: dict[str, Any] | None = None
     data_keys: list[str] = field(default_factory=list)
+    #: what the stored document derives from the version alone, built once (its
+    #: size is checked before it is written: unit_of_work.current_document)
+    derived: dict[str, Any] | None = field(default=None, init=False, repr=False,
+                                           compare=False)
 
     @property
     def taken(self) -> list[str]:

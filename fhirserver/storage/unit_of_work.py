@@ -81,26 +81,37 @@ class IdentifierTaken(Exception):
 
 
 def current_document(w: Write) -> dict[str, Any]:
-    so = sort_values(w.type, w.search)
+    if w.derived is None:
+        so = sort_values(w.type, w.search)
+        w.derived = {
+            "res": stored_form(w.sealed),
+            "sp": stored_values(w.type, w.search),
+            KEY_FIELD: keys_of(w.type, w.search),
+            "so": so,
+            BUCKET_FIELD: buckets_of(w.type, so),
+            "sens": is_sensitive(w.resource),
+            "shards": shard_fields(w.id),
+        }
+    d = w.derived
     return {
         "_id": w.id,
         "v": w.version,
         "lu": w.last_updated,
         "del": w.deleted,
-        "res": stored_form(w.sealed),
+        "res": d["res"],
         DATA_KEYS_FIELD: w.data_keys,
         "pat": w.patient,
-        "sp": stored_values(w.type, w.search),
-        KEY_FIELD: keys_of(w.type, w.search),
-        "so": so,
-        BUCKET_FIELD: buckets_of(w.type, so),
+        "sp": d["sp"],
+        KEY_FIELD: d[KEY_FIELD],
+        "so": d["so"],
+        BUCKET_FIELD: d[BUCKET_FIELD],
         "h": w.content_hash,
         "refs": w.refs,
         "cl": list(w.claims),
         "org": w.org,
         "by": w.by,
-        "sens": is_sensitive(w.resource),
-        **shard_fields(w.id),
+        "sens": d["sens"],
+        **d["shards"],
     }
 
 

@@ -143,3 +143,19 @@ def test_masked_paths_name_the_masked_identity_numbers():
         "Patient.contained[0].identifier[0].value", "Patient.generalPractitioner[0].identifier.value",
         "Patient.identifier[0].value"]
     assert masked_paths(PATIENT, REGISTRY) == []
+
+
+def test_masks_are_found_in_resources_the_json_serializer_cannot_write_whole():
+    """A write's masks are found whatever else its body holds: exact decimals
+    (model/json_text.py reads numbers as Decimal), an integer past 64 bits, keys
+    that are no strings. A body without any ``*`` has none."""
+    from decimal import Decimal
+
+    shown, _ = masked(PATIENT, REGISTRY)
+    for extra in ({"multipleBirthInteger": Decimal("2.0")}, {"multipleBirthInteger": 2**70},
+                  {"extension": [{1: "odd key"}]}):
+        body = {**shown, **extra}
+        assert carries_masks(body, REGISTRY), extra
+        assert "Patient.identifier[0].value" in masked_paths(body, REGISTRY), extra
+        plain = {**PATIENT, **extra}
+        assert not carries_masks(plain, REGISTRY) and masked_paths(plain, REGISTRY) == []
