@@ -244,6 +244,8 @@ def import_jobs(jobs: int | None, settings: Settings) -> int:
 def run_import(settings: Settings, files: list[Path], jobs: int = 1) -> Any:
     """Import ``files``; with ``jobs`` > 1 and more than one group, that many worker
     processes write the groups side by side (importer/parallel.py)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from .crypto import MasterKeyError
     from .importer.loader import ImportStats
     from .importer.parallel import Group, write_group, write_groups
@@ -293,8 +295,14 @@ def run_import(settings: Settings, files: list[Path], jobs: int = 1) -> Any:
             ahead = groups()
             first = list(itertools.islice(ahead, 2))
             if jobs > 1 and len(first) > 1:
-                write_groups(settings, itertools.chain(first, ahead), jobs,
-                             repo.protection, done)
+                try:
+                    write_groups(settings, itertools.chain(first, ahead), jobs,
+                                 repo.protection, done)
+                except BrokenProcessPool as exc:
+                    raise click.ClickException(
+                        "an import process ended before its group was written; the groups "
+                        "written are kept whole, and importing the files again completes "
+                        "the import") from exc
             else:
                 for group in itertools.chain(first, ahead):
                     done(group, write_group(ctx, group.entries, str(group.source)))

@@ -16,6 +16,9 @@ that write contended, and the next one reads every record by id.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -48,13 +51,29 @@ class Group:
 _context: Context | None = None
 
 
+#: How often a worker checks that the process it works for is still there (s).
+ORPHAN_CHECK_SECONDS = 1.0
+
+
 def _start(settings: Settings) -> None:
     """A worker's connection and request context, made once."""
     global _context
     from ..storage.repository import Repository
 
+    threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True,
+                     name="import-parent").start()
     repo = Repository.from_settings(settings, encrypt=False)
     _context = Context(repo, settings, settings.base_url.rstrip("/") or "")
+
+
+def _end_with(parent: int) -> None:
+    """End this worker when the import that started it has ended (killed, say): its
+    queued groups can tell no one their outcome, and a worker would otherwise wait for
+    work forever. A group it was writing is left to recovery, as a killed import's
+    is (storage/recovery.py)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 def write_group(ctx: Context, entries: list[SourceEntry], source: str) -> ImportStats:

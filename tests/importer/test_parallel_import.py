@@ -122,3 +122,66 @@ def test_a_parallel_import_writes_what_one_process_writes(settings, tmp_path):
         assert repo.cols.history["Observation"].count_documents({}) == 1200
     finally:
         repo.close()
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_import_leaves_no_worker_behind_and_an_import_again_completes_it(
+        settings, tmp_path):
+    """`kill -9` of an import: its workers end too (they would otherwise wait for work
+    forever, holding their connections), each group is whole or absent, and the
+    same import again writes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    resources = []
+    for p in range(60):
+        resources.append(patient(f"kp{p}"))
+        resources += [observation(f"ko{p}-{o}", f"kp{p}", o) for o in range(40)]
+    files = [ndjson(tmp_path / f"k{i}.ndjson", resources[i * 410:(i + 1) * 410])
+             for i in range(6)]
+    env = {**os.environ, "MONGODB_URI": settings.mongodb_uri, "MONGODB_DB": settings.mongodb_db,
+           "FHIR_DATA_DIR": str(settings.data_dir)}
+    proc = subprocess.Popen([sys.executable, "-c", "from fhirserver.cli import main; main()", "import", "--jobs", "2",
+                             *map(str, files)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        workers = {c for c in children(proc.pid) if "spawn_main" in
+                   Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")}
+        time.sleep(0.05)
+    assert len(workers) == 2, "the import started no workers"
+    time.sleep(2)  # into the writing of the first groups
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(w) for w in workers)
+    stats = run_import(settings, files, jobs=2)
+    assert stats.problems == [] and stats.kept == 2460
+    repo = Repository.from_settings(settings)
+    try:
+        assert repo.cols.current["Observation"].count_documents({}) == 2400
+        assert repo.cols.history["Observation"].count_documents({}) == 2400
+    finally:
+        repo.close()
