@@ -71,6 +71,9 @@ from rich.progress import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"
+#: chunk files one `fhirserver import` imports: as an operator imports a folder, its
+#: processes started once for many groups (the run resumes after the last call)
+IMPORT_BATCH = 8
 #: the settings that say which database `fhirserver import` writes to
 DATABASE_SETTINGS = ("MONGODB_URI", "MONGODB_DB", "FHIR_DATA_DIR")
 console = Console()
@@ -232,13 +235,16 @@ def load(work: Path, manifest: dict[str, Any], cli: str, reload: bool) -> None:
     with progress() as bar:
         task = bar.add_task("import", total=sum(n for *_, n in todo),
                             completed=sum(n for name, _, n in todo if name in done), note="")
-        for name, paths, n in todo:
-            if name in done:
-                continue
+        left = [item for item in todo if item[0] not in done]
+        for at in range(0, len(left), IMPORT_BATCH):
+            batch = left[at:at + IMPORT_BATCH]
+            n = sum(k for *_, k in batch)
             t0 = time.perf_counter()
-            resources, seconds = import_files(cli, paths, n)
-            done[name] = {"resources": resources, "seconds": seconds,
-                          "wall": round(time.perf_counter() - t0, 2)}
+            resources, seconds = import_files(cli, [p for _, paths, _ in batch for p in paths], n)
+            wall = time.perf_counter() - t0
+            for name, _, k in batch:  # a chunk's share of the call, for resuming
+                done[name] = {"resources": k, "seconds": round(seconds * k / n, 3),
+                              "wall": round(wall * k / n, 3)}
             save_state(work, state)
             bar.update(task, advance=n, note=f"{resources / seconds:.0f} resources/s")
     figures = import_figures(state)

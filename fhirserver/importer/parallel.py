@@ -62,7 +62,8 @@ def _start(settings: Settings) -> None:
 
     threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True,
                      name="import-parent").start()
-    repo = Repository.from_settings(settings, encrypt=False)
+    # The import that starts it has made the indexes and recovered (cli.run_import).
+    repo = Repository.from_settings(settings, initialise=False)
     _context = Context(repo, settings, settings.base_url.rstrip("/") or "")
 
 
