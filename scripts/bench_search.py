@@ -26,8 +26,8 @@ FHIR_BASE_URL; the port is taken from --url when none is set) with its key.
 
 build: generates the data (``bench_search_data.py``: seeded, so every run builds the
 same resources with the same ids) as NDJSON chunks under --work, then imports them
-chunk by chunk, recording each loaded chunk in a state file kept per database.
-Interrupted, it continues with the chunks not yet loaded; a chunk cut off halfway is
+eight chunks a `fhirserver import`, recording the loaded chunks in a state file kept
+per database. Interrupted, it continues with the chunks not yet loaded; a call cut off halfway is
 imported again, which the importer makes harmless (same ids, same content: nothing
 new). Prints the import rate, which ``run`` shows as the import row.
 
