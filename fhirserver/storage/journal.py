@@ -204,12 +204,21 @@ class Leases:
 def journal_write(w: Write) -> dict[str, Any]:
     """What the journal keeps of a write: enough to undo it."""
     return {"type": w.type, "id": w.id, "expected": w.expected, "version": w.version,
-            "claims": list(w.claims), "previous_claims": list(w.previous_claims)}
+            "claims": list(w.claims), "previous_claims": list(w.previous_claims),
+            # tell a create's own record from another writer's of the same id
+            "lu": w.last_updated, "h": w.content_hash}
 
 
 def from_journal(raw: dict[str, Any]) -> Write:
+    """The write a journal entry describes; an entry an older version wrote has no
+    ``lu`` and ``h``, and its creates are undone by id alone, as they were."""
+    at = raw.get("lu")
+    if isinstance(at, datetime) and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     return Write(
-        raw["type"], raw["id"], raw["version"], raw["expected"], datetime.now(UTC), None, "",
+        raw["type"], raw["id"], raw["version"], raw["expected"],
+        at if isinstance(at, datetime) else datetime.now(UTC), None, "",
+        content_hash=str(raw.get("h") or ""),
         claims=tuple(raw.get("claims", ())),
         previous_claims=tuple(raw.get("previous_claims", ())),
     )

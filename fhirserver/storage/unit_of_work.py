@@ -80,6 +80,17 @@ class IdentifierTaken(Exception):
         self.write, self.key, self.holder = write, key, holder
 
 
+def _own_create(w: Write, now: dict[str, Any]) -> bool:
+    """Is the current document ``now`` the one the create ``w`` wrote? Creates claim
+    no history entry before they write, so two creates of one id are told apart by
+    what they stored: the time and the content."""
+    stored = now.get("lu")
+    if isinstance(stored, datetime) and stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    return now.get("v") == w.version and stored == w.last_updated \
+        and now.get("h") == w.content_hash
+
+
 def current_document(w: Write) -> dict[str, Any]:
     if w.derived is None:
         so = sort_values(w.type, w.search)
@@ -288,9 +299,14 @@ class UnitOfWork:
 
     def _undo_version(self, w: Write) -> None:
         current = self.cols.current[w.type]
-        now = current.find_one({"_id": w.id}, {"v": 1})
+        now = current.find_one({"_id": w.id}, {"v": 1, "lu": 1, "h": 1})
         if now is not None and now["v"] > w.version:
             log.error("cannot restore %s/%s: changed again since", w.type, w.id)
+            return
+        if w.expected is None and now is not None and w.content_hash \
+                and not _own_create(w, now):
+            # A create refused by the primary key: the record is another writer's,
+            # and so is its history.
             return
         self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"})
         if now is None or now["v"] != w.version:
@@ -374,11 +390,19 @@ class UnitOfWork:
                 by_type.setdefault(w.type, []).append(w)
         for rtype, group in by_type.items():
             try:
-                self.cols.current[rtype].insert_many([current_document(w) for w in group])
+                # Unordered: whatever the engine, every create but the refused ones is
+                # written, and the refused ones are named. An ordered insert stops at
+                # the first refusal on MongoDB, but FerretDB goes on with its next
+                # batch of 100: counting ``nInserted`` from the start then took the
+                # refused create (another writer's record) for one of ours.
+                self.cols.current[rtype].insert_many([current_document(w) for w in group],
+                                                     ordered=False)
             except BulkWriteError as exc:
-                done = exc.details.get("nInserted", 0)
-                applied.extend(group[:done])
-                raise VersionConflict(group[done]) from exc
+                refused = sorted({e["index"] for e in exc.details.get("writeErrors", [])})
+                if not refused:
+                    raise
+                applied.extend(w for i, w in enumerate(group) if i not in set(refused))
+                raise VersionConflict(group[refused[0]]) from exc
             applied.extend(group)
             self._record_created(group)
 
