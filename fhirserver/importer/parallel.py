@@ -6,11 +6,12 @@ each with its own connection, and the one reading the files decides which groups
 may be written side by side (:mod:`.schedule`). A group stays all or nothing: a
 worker writes it with :func:`.loader.import_group`, exactly as one process would.
 When its commit meets a concurrent write (two groups creating the same hospital
-at once), nothing of it was written and the worker writes it again, where it
-finds that record written. The first write of a group presumes the records of
-patients with nothing recorded to be new (``Repository.unrecorded_patients``): one
-read a patient instead of one a record; a record that exists all the same makes
-that write contended, and the next one reads every record by id.
+at once), nothing of it was written: it is written again once every earlier group
+has finished, where it finds that record written. The first write of a group
+presumes the records of patients with nothing recorded to be new
+(``Repository.unrecorded_patients``): one read a patient instead of one a record; a
+record that exists all the same makes that write contended, and the next one reads
+every record by id.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..interactions.context import Context
+from ..model.references import rewrite_references
 from ..storage.protection import Protection
 from .loader import Contended, ImportStats, import_group, plan_group
 from .reader import SourceEntry
@@ -77,12 +79,24 @@ def _end_with(parent: int) -> None:
     os._exit(1)
 
 
-def write_group(ctx: Context, entries: list[SourceEntry], source: str) -> ImportStats:
-    """One group, written again while it meets concurrent writes (module docstring)."""
-    for attempt in range(ATTEMPTS):
+def first_write(ctx: Context, entries: list[SourceEntry], source: str) -> ImportStats | None:
+    """A group's first write, presuming the records of patients with nothing recorded
+    to be new; None when it met a concurrent write (nothing of it written)."""
+    stats = ImportStats()
+    try:
+        import_group(ctx, entries, stats, source, contended=True, presume=True)
+    except Contended:
+        return None
+    return stats
+
+
+def write_again(ctx: Context, entries: list[SourceEntry], source: str) -> ImportStats:
+    """A group written again, reading every record, while it meets concurrent writes
+    (of later groups: the earlier ones have finished); then its conflict reported."""
+    for _ in range(ATTEMPTS):
         stats = ImportStats()
         try:
-            import_group(ctx, entries, stats, source, contended=True, presume=attempt == 0)
+            import_group(ctx, entries, stats, source, contended=True)
             return stats
         except Contended:
             continue
@@ -91,9 +105,16 @@ def write_group(ctx: Context, entries: list[SourceEntry], source: str) -> Import
     return stats
 
 
-def _write(entries: list[SourceEntry], source: str) -> ImportStats:
+def write_group(ctx: Context, entries: list[SourceEntry], source: str) -> ImportStats:
+    """One group, in this process (an import of one process)."""
+    return first_write(ctx, entries, source) or write_again(ctx, entries, source)
+
+
+def _write(entries: list[SourceEntry], source: str, again: bool) -> ImportStats | None:
     assert _context is not None, "worker started without its context"
-    return write_group(_context, entries, source)
+    if again:
+        return write_again(_context, entries, source)
+    return first_write(_context, entries, source)
 
 
 def write_groups(settings: Settings, groups: Iterable[Group], jobs: int,
@@ -103,7 +124,8 @@ def write_groups(settings: Settings, groups: Iterable[Group], jobs: int,
     base_url = settings.base_url.rstrip("/") or ""
     schedule = Schedule()
     waiting: dict[int, Group] = {}
-    running: dict[Future[ImportStats], Group] = {}
+    running: dict[Future[ImportStats | None], Group] = {}
+    contended: set[int] = set()  # groups to write again after every earlier one
     pending: Iterator[Group] = iter(groups)
     exhausted = False
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
@@ -116,12 +138,15 @@ def write_groups(settings: Settings, groups: Iterable[Group], jobs: int,
                     exhausted = True
                     break
                 plan = plan_group(group.entries, protection)
-                schedule.admit(group.number, group_keys(plan.kept, plan.mapping.get, base_url))
+                written = [(rtype, rid, {**rewrite_references(resource, plan.mapping.get),
+                                         "id": rid}) for rtype, rid, resource in plan.kept]
+                schedule.admit(group.number, group_keys(written, base_url))
                 waiting[group.number] = group
             for number in schedule.ready():
                 schedule.start(number)
                 group = waiting.pop(number)
-                running[pool.submit(_write, group.entries, str(group.source))] = group
+                running[pool.submit(_write, group.entries, str(group.source),
+                                    number in contended)] = group
             if not running:
                 if waiting:  # the oldest group waiting can only wait for running ones
                     raise RuntimeError(f"import schedule stuck on {len(waiting)} group(s)")
@@ -130,6 +155,11 @@ def write_groups(settings: Settings, groups: Iterable[Group], jobs: int,
             for future in sorted(finished, key=lambda f: running[f].number):
                 group = running.pop(future)
                 stats = future.result()
+                if stats is None:
+                    contended.add(group.number)
+                    schedule.again(group.number)
+                    waiting[group.number] = group
+                    continue
                 schedule.finish(group.number)
                 done(group, stats)
     except BaseException:

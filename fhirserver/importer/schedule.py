@@ -8,13 +8,21 @@ commit cannot change the outcome. A group waits for every earlier group still
 being written that:
 
 - writes a record it references: a reference must resolve when it is written
-  (``interactions/rules.check_references``), as it did in file order;
+  (``interactions/rules.check_references``), as it did in file order; and, the
+  other way round, references a record it writes: a reference to a later file
+  must not resolve because that file was written first;
 - writes the same record with other content: the later content must stay the
   current version, as in file order. The same content written twice (the hospitals
   and clinicians every Synthea bundle repeats) waits for nothing: of two concurrent
   creates one conflicts and is tried again, and then finds the content unchanged;
 - holds a Patient with an identifier of one of its Patients: the master patient
   index decides between two Patients with one identity number, in file order.
+  Identifiers are compared by their letters and digits alone, whatever their case
+  or system, so that every spelling the index takes for one number is one key.
+
+A group whose write meets a concurrent one all the same (an identifier another
+group releases, which no file shows) is written again after every earlier group
+(:meth:`Schedule.again`): file order decides.
 
 The logic here is pure: it sees ids, references and identifiers, never a database.
 """
@@ -22,7 +30,8 @@ The logic here is pure: it sees ids, references and identifiers, never a databas
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,16 +60,16 @@ def content_digest(resource: Mapping[str, Any]) -> bytes:
 
 
 def group_keys(records: Iterable[tuple[str, str, Mapping[str, Any]]],
-               target: Callable[[str], str | None], base_url: str) -> GroupKeys:
-    """The keys of a group's kept records (type, id, resource as read). ``target``
-    maps a reference between the group's entries (a fullUrl) to "Type/id"."""
+               base_url: str) -> GroupKeys:
+    """The keys of a group's kept records (type, id, resource as it is written: its
+    references between the group's entries rewritten, its id set)."""
     writes: dict[str, bytes] = {}
     referenced: set[str] = set()
     identities: set[str] = set()
     for rtype, rid, resource in records:
         writes[f"{rtype}/{rid}"] = content_digest(resource)
         for _, ref in iter_references(dict(resource)):
-            local = parse_reference(target(ref) or ref, base_url)
+            local = parse_reference(ref, base_url)
             if local is not None and local.type in SUPPORTED_TYPES \
                     and local.type not in DIRECTORY_TYPES:
                 referenced.add(f"{local.type}/{local.id}")
@@ -71,8 +80,9 @@ def group_keys(records: Iterable[tuple[str, str, Mapping[str, Any]]],
 
 def _identifiers(resource: Mapping[str, Any]) -> Iterable[str]:
     for identifier in resource.get("identifier") or ():
-        if isinstance(identifier, dict) and identifier.get("value") is not None:
-            yield f"{identifier.get('system')}|{identifier.get('value')}"
+        if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            folded = unicodedata.normalize("NFKC", identifier["value"]).casefold()
+            yield "".join(c for c in folded if c.isalnum())
 
 
 @dataclass
@@ -91,6 +101,8 @@ class Schedule:
     def __init__(self) -> None:
         self._holders: dict[str, _Holders] = {}
         self._held: dict[int, list[str]] = {}
+        self._readers: dict[str, set[int]] = {}
+        self._read: dict[int, list[str]] = {}
         self._waits: dict[int, set[int]] = {}
 
     def admit(self, group: int, keys: GroupKeys) -> None:
@@ -112,13 +124,22 @@ class Schedule:
             holders = self._holders.get(key)
             if holders is not None:
                 waits.update(holders.groups)
+            self._readers.setdefault(key, set()).add(group)
         for key, digest in keys.writes.items():
+            waits.update(self._readers.get(key, ()))
             hold(key, digest)
         for identity in keys.identities:
             hold("identifier " + identity, None)  # never shared: always in order
         waits.discard(group)
         self._held[group] = held
+        self._read[group] = list(keys.needs)
         self._waits[group] = waits
+
+    def again(self, group: int) -> None:
+        """Hand ``group`` out again once every earlier group has finished: its write
+        met a concurrent one, so file order decides. Later groups that wait for it
+        go on waiting."""
+        self._waits[group] = {g for g in self._held if g < group}
 
     def ready(self) -> list[int]:
         """Admitted groups that wait for nothing, oldest first (not yet handed out)."""
@@ -134,6 +155,12 @@ class Schedule:
                 holders.groups.discard(group)
                 if not holders.groups:
                     del self._holders[key]
+        for key in self._read.pop(group, ()):
+            readers = self._readers.get(key)
+            if readers is not None:
+                readers.discard(group)
+                if not readers:
+                    del self._readers[key]
         for waits in self._waits.values():
             waits.discard(group)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fhirserver.importer.schedule import Schedule, content_digest, group_keys
 
 
-def keys(*records, mapping=None):
-    return group_keys(records, (mapping or {}).get, "https://fhir.example/r4")
+def keys(*records):
+    return group_keys(records, "https://fhir.example/r4")
 
 
 def patient(pid, *identifiers, **more):
@@ -37,9 +37,8 @@ def test_a_group_waits_for_the_group_that_writes_what_it_references_references_h
 def test_references_inside_a_group_and_to_the_directory_wait_for_nothing():
     s = Schedule()
     s.admit(0, keys(patient("p1"), ("Practitioner", "d1", {"resourceType": "Practitioner"})))
-    s.admit(1, keys(patient("p2"), observation("o1", "urn:uuid:1",
-                                               performer=[{"reference": "Practitioner/d1"}]),
-                    mapping={"urn:uuid:1": "Patient/p2"}))
+    s.admit(1, keys(patient("p2"), observation("o1", "Patient/p2",
+                                               performer=[{"reference": "Practitioner/d1"}])))
     assert s.ready() == [0, 1]
 
 
@@ -70,12 +69,48 @@ def test_the_same_content_twice_waits_for_nothing():
 
 
 def test_patients_sharing_an_identity_number_are_written_in_file_order():
-    """The patient index decides between two Patients with one number in file order."""
+    """The patient index decides between two Patients with one number in file order,
+    however the files spell it (the index takes ``abc-1`` and ``ABC 1`` as one)."""
     s = Schedule()
     s.admit(0, keys(patient("p1", "110105")))
     s.admit(1, keys(patient("p2", "110105")))
     s.admit(2, keys(patient("p3", "999999")))
-    assert s.ready() == [0, 2]
+    s.admit(3, keys(patient("p4", "abc-1")))
+    s.admit(4, keys(patient("p5", "ＡＢＣ 1")))
+    assert s.ready() == [0, 2, 3]
+
+
+def test_a_reference_to_a_later_file_waits_as_in_file_order_references_html():
+    """A bulk-export folder read in name order has Observation.ndjson before
+    Patient.ndjson: in file order those references do not resolve, so the Patients'
+    group must not be written before the Observations' has been."""
+    s = Schedule()
+    s.admit(0, keys(observation("o1", "Patient/late")))
+    s.admit(1, keys(patient("late")))
+    assert s.ready() == [0]
+    s.start(0)
+    s.finish(0)
+    assert s.ready() == [1]
+
+
+def test_a_contended_group_goes_again_after_every_earlier_group():
+    """An identifier one group releases is in no file: a group meeting it is written
+    again once every group before it has finished, and later groups that wait for it
+    still do."""
+    s = Schedule()
+    s.admit(0, keys(patient("p1", "x2")))
+    s.admit(1, keys(patient("p2", "x1")))
+    s.admit(2, keys(observation("o2", "Patient/p2")))
+    assert s.ready() == [0, 1]
+    s.start(0)
+    s.start(1)
+    s.again(1)
+    assert s.ready() == []
+    s.finish(0)
+    assert s.ready() == [1]
+    s.start(1)
+    s.finish(1)
+    assert s.ready() == [2]
 
 
 def test_the_schedule_keeps_only_what_unfinished_groups_hold():
