@@ -17,8 +17,9 @@ dates (``date>2024-06-15``), the registry lists each patient's days under the mo
 (group ``...|date>2024-06``), and a month document counts the records created into
 it (``n``). A walk reads a month that counts more than :data:`DENSE` day by day.
 The count only chooses between two correct ways to read a month, so it is kept
-cheaply: it grows on creates, never shrinks, and each process stops adding to a
-month once its own additions reach :data:`DENSE`. Months registered before records
+cheaply: it grows on creates, never shrinks, each process adds its creates to it
+:data:`COUNT_STEP` at a time (so it may lag by a few per process) and stops adding to
+a month once its own additions reach :data:`DENSE`. Months registered before records
 carried days (no ``v``) are read whole.
 
 Pure: values in, keys and documents out.
@@ -35,6 +36,9 @@ REGISTRY = "_months"
 NONE = "-"
 #: Records created into one month of one patient above which the month is read by day.
 DENSE = 48
+#: A process adds the creates it counts into a month to the registry this many at a
+#: time, and at once when its own additions pass DENSE.
+COUNT_STEP = 8
 #: The registry version of months whose every record carries its day buckets.
 DAYS = 2
 MONTH, DAY = 7, 10  # lengths of "2024-06" and "2024-06-15"

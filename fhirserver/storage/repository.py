@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import re
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +31,7 @@ from ..model.types import SUPPORTED_TYPES
 from ..search.buckets import (
     BUCKET_FIELD,
     BUCKETED,
+    COUNT_STEP,
     DAYS,
     DENSE,
     REGISTRY,
@@ -77,6 +80,7 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("_oauth_token_families", [("family", 1)]),
     (REGISTRY, [("g", 1)]),
 )
+log = logging.getLogger(__name__)
 #: What reads leave out: the search and sort values and references are for the database.
 _LEAN = {"sp": 0, "so": 0, "refs": 0, "k": 0, "b": 0, "ps": 0, "sh": 0}
 _KEYED = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0, "ps": 0}
@@ -140,6 +144,9 @@ class Repository:
         self._registered: set[str] = set()
         self._markers: set[str] = set()
         self._counted: Counter[str] = Counter()
+        #: of those, the creates not yet added to the month's count in the registry
+        self._uncounted: Counter[str] = Counter()
+        self._counting = threading.Lock()
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning the collection, and
         # one indexed lookup per id by a few milliseconds each; MongoDB wants $in.
         self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
@@ -406,8 +413,20 @@ class Repository:
         return Reencryption(self.db, self.cols, self.protection, self.tz)
 
     def close(self) -> None:
+        self.flush_counts()
         self.uow.close()
         disconnect(self.alias)
+
+    def flush_counts(self) -> None:
+        """Add to the registry the creates counted into months and not yet written
+        there (:meth:`_register`); a failure only leaves the hint lower."""
+        with self._counting:
+            due, self._uncounted = self._uncounted, Counter()
+        try:
+            for key, n in due.items():
+                self.db[REGISTRY].update_one({"_id": key}, {"$inc": {"n": n}})
+        except Exception:  # noqa: BLE001 - the database is gone: do not wait on each
+            log.warning("month counts not written: %d month(s) keep a lower count", len(due))
 
     # -- reads -----------------------------------------------------------------------
 
@@ -687,7 +706,11 @@ class Repository:
         $lastn groups, before the records: a sorted page must never skip a bucket
         that holds one (search/buckets.py), nor $lastn a group (search/latest.py).
         Creates also count into their months, until this process has added
-        :data:`DENSE` to one: past that the month is read by day, whatever it holds."""
+        :data:`DENSE` to one: past that the month is read by day, whatever it holds.
+        The count only chooses how a month is read, so a single create into a month
+        already registered raises it every :data:`COUNT_STEP` creates of this process
+        (and at once when they pass DENSE), not by one more round trip each; several
+        writes at once (a Bundle, an import's group) write every count they make."""
         new: dict[str, dict[str, Any]] = {}
         counts: Counter[str] = Counter()
         for w in writes:
@@ -711,6 +734,12 @@ class Repository:
         # one counts with $inc too. (An upsert would race the same way, and FerretDB
         # 1.24 answers a refused upsert in a bulk without the counts pymongo reads, and
         # can hang on an update command of many statements: one update per month.)
+        with self._counting:
+            self._counted.update(counts)
+            self._uncounted.update(counts)
+            due = [key for key in counts if len(writes) > 1 or key in new
+                   or self._uncounted[key] >= COUNT_STEP or self._counted[key] > DENSE]
+            counts = Counter({key: self._uncounted.pop(key) for key in due})
         added = {key: n for key, n in counts.items() if key not in new}
         if new:
             docs = [{**doc, "n": counts[key]} if key in counts else doc
@@ -726,10 +755,10 @@ class Repository:
         for key, n in added.items():
             self.db[REGISTRY].update_one({"_id": key}, {"$inc": {"n": n}})
         if len(self._registered) > 100_000:
+            self.flush_counts()
             self._registered.clear()
             self._counted.clear()
         self._registered.update(new)
-        self._counted.update(counts)
 
 
 def _take(it: Iterator[tuple[HistoryKey, Stored]], n: int) -> Iterator[tuple[HistoryKey, Stored]]:

@@ -193,17 +193,13 @@ class UnitOfWork:
         # An update: claiming version n+1 in history is the compare-and-set. Inserting
         # a primary key is atomic on every MongoDB wire-protocol server, where a
         # filtered replace is not (FerretDB reads and then writes).
+        # The history claim made this writer the only one that may move the record
+        # from version n to n+1; the filter checks it is still at n (FerretDB finds
+        # it by the ``_id`` index and tests ``v``, in the same statement).
         self._claim(w, session)
-        if self.pk_only:
-            # The history claim above already made this writer the only one that may
-            # move the resource from version n to n+1; check n, then write by key.
-            now = current.find_one({"_id": w.id}, {"v": 1})
-            matched = now is not None and now["v"] == w.expected and current.replace_one(
-                {"_id": w.id}, current_document(w)).matched_count == 1
-        else:
-            matched = current.replace_one(
-                {"_id": w.id, "v": w.expected}, current_document(w), session=session
-            ).matched_count == 1
+        matched = current.replace_one(
+            {"_id": w.id, "v": w.expected}, current_document(w), session=session
+        ).matched_count == 1
         if not matched:
             self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"}, session=session)
             raise VersionConflict(w)

@@ -103,6 +103,29 @@ def test_breaking_the_glass_over_a_treating_relationship_is_recorded_as_emergenc
     assert _purpose(events(app)[-1]) == "ETREAT"
 
 
+def test_a_write_after_breaking_the_glass_is_recorded_as_emergency(fhir, app):
+    """A create, an update and a delete by a clinician who broke the glass over a
+    treating relationship are recorded as emergency access (DESIGN.md section 1) from
+    what their authorization saw, and a write with no emergency running is not."""
+    emergency_role(app, "dr-li")
+    pid = fhir.create(f.patient("Treated"))["id"]
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, pid, dr)
+    r = dr.post("Observation", f.observation(pid))
+    assert r.status_code == 201, r.get_json()
+    assert _purpose(events(app)[-1]) != "ETREAT"
+    break_glass(dr, pid, "sepsis")
+    r = dr.post("Observation", f.observation(pid))
+    assert r.status_code == 201, r.get_json()
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    body = r.get_json()
+    body["status"] = "amended"
+    assert dr.put(f"Observation/{body['id']}", body).status_code == 200
+    assert _purpose(events(app)[-1]) == "ETREAT"
+    assert dr.delete(f"Observation/{body['id']}").status_code in (200, 204)
+    assert _purpose(events(app)[-1]) == "ETREAT"
+
+
 def test_an_emergency_relationship_another_worker_opened_is_recorded_as_such(fhir, app):
     """Whom a clinician reaches is cached for a moment per process; a relationship
     another worker opened meanwhile is looked up before a read is refused, and when
