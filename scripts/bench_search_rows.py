@@ -87,17 +87,21 @@ class Api:
                 raw = r.read()
                 break
             except (http.client.HTTPException, ConnectionError):
-                # a kept-alive connection the server had closed: once more on a new one
+                # a kept-alive connection the server had closed: a read goes once more
+                # on a new one, timed afresh; a write might have been done, so it fails
                 self._drop()
-                if attempt == 2:
+                if attempt == 2 or method != "GET":
                     raise
+                started = time.perf_counter()
         took = time.perf_counter() - started
         if r.will_close:
             self._drop()
         if r.status != expect:
             raise BenchError(f"{method} {url}: HTTP {r.status}, not {expect}: "
                              f"{raw[:400].decode(errors='replace')}")
-        return took, orjson.loads(raw) if raw else None
+        if not raw:
+            raise BenchError(f"{method} {url}: HTTP {r.status} without a body")
+        return took, orjson.loads(raw)
 
 
 def matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:

@@ -93,21 +93,14 @@ def _patients(limit: int | None = MAX_PATIENTS) -> list[str]:
     return found if limit is None else found[:limit]
 
 
-#: Interactions that cannot open an emergency: only an operation does (break-the-glass;
-#: a card scan keeps one running), and a Bundle may carry operations.
-_NO_NEW_EMERGENCY = frozenset({"read", "vread", "search-type", "create", "update", "patch",
-                               "delete"})
-
-
 def _emergency(who: str | None, patients: list[str]) -> bool:
     """Did a clinician reach any of ``patients`` (all of them, however many a page
     held) by break-the-glass? This request's authorization already read the
     relationships it relied on (``Access.emergency``): an emergency it saw is one,
     even when the request then ended it (deleting the Patient) or its time ran out
-    meanwhile. A read, search or plain write opens none, so what it did not see was
-    none: a clinician's writes cost no query here. For the others, and for every
-    patient of a request that may open one (an operation: breaking the glass itself;
-    a Bundle), one query reads the clinician's emergency relationships running when
+    meanwhile. A read changes none, so what it did not see was none; for the others,
+    and for every patient of a request that may change data (breaking the glass
+    itself), one query reads the clinician's emergency relationships running when
     the request was authorized (an ended one gave this request nothing: it was
     refused)."""
     if not who or not who.startswith("Practitioner/"):
@@ -115,13 +108,13 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
     access = g.get("access")
     if access is None or access.caller is None or access.caller.practitioner != who:
         access = None
-    opens_none = request.method in ("GET", "HEAD") or _interaction() in _NO_NEW_EMERGENCY
+    reads = request.method in ("GET", "HEAD")
     unknown: list[str] = []
     for p in patients:
         known = access.emergency(p) if access is not None else None
         if known:
             return True
-        if known is None or not opens_none:
+        if known is None or not reads:
             unknown.append(p)
     if not unknown:
         return False

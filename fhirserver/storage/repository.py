@@ -755,9 +755,10 @@ class Repository:
         for key, n in added.items():
             self.db[REGISTRY].update_one({"_id": key}, {"$inc": {"n": n}})
         if len(self._registered) > 100_000:
-            self.flush_counts()
             self._registered.clear()
-            self._counted.clear()
+            with self._counting:  # a hint: what has not reached the registry is let go
+                self._counted.clear()
+                self._uncounted.clear()
         self._registered.update(new)
 
 

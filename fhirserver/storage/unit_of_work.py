@@ -155,8 +155,7 @@ class UnitOfWork:
         self.client = client
         self.rebuild = rebuild
         self.use_transactions = use_transactions
-        # FerretDB 1.x uses its primary-key index only for a filter that is exactly
-        # {_id: value}; any other filter scans the collection.
+        # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning (storage/recovery.py).
         self.pk_only = pk_only
         self.leases = Leases(cols.journal, lambda: self.recover(wait=False))
 
@@ -201,7 +200,10 @@ class UnitOfWork:
             {"_id": w.id, "v": w.expected}, current_document(w), session=session
         ).matched_count == 1
         if not matched:
-            self.cols.history[w.type].delete_one({"_id": f"{w.id}/{w.version}"}, session=session)
+            # Give back this writer's claim only: a writer stalled past ORPHAN_AGE may
+            # find its claim cleared (:meth:`_clear_orphan`) and the version another's.
+            self.cols.history[w.type].delete_one(
+                {"_id": f"{w.id}/{w.version}", "lu": w.last_updated}, session=session)
             raise VersionConflict(w)
 
     # -- unique identifiers (master patient index) -----------------------------------

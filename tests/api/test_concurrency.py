@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+from tests import factories as f
 from tests.factories import patient
 
 ROUNDS = 8
@@ -58,3 +59,47 @@ def test_concurrent_updates_without_if_match_all_land_as_versions(app, fhir):
     assert statuses == [200] * 4
     history = fhir.get(f"Patient/{rid}/_history").get_json()
     assert [e["response"]["etag"] for e in history["entry"]] == [f'W/"{v}"' for v in range(5, 0, -1)]
+
+
+def test_a_writer_stalled_past_its_claim_leaves_the_version_another_wrote_http_vread(
+        app, fhir, monkeypatch):
+    """R4 http.html#vread: every version written stays readable. A writer that stalls
+    between claiming version n+1 and writing it has its claim cleared as an orphan by
+    the next writer (after ORPHAN_AGE, here none), who writes version n+1; when the
+    stalled one wakes, its write fails, and it gives back its own claim only, not the
+    version the other wrote."""
+    from datetime import timedelta
+
+    from fhirserver.storage import unit_of_work
+
+    monkeypatch.setattr(unit_of_work, "ORPHAN_AGE", timedelta(0))
+    pid = fhir.create(f.patient("P"))["id"]
+    obs = fhir.create(f.observation(pid))
+    claimed, resume = threading.Event(), threading.Event()
+    claim = unit_of_work.UnitOfWork._claim
+
+    def stalling_claim(self, w, session):  # the real claim, then a stall in thread "A"
+        claim(self, w, session)
+        if threading.current_thread().name == "A" and not claimed.is_set():
+            claimed.set()
+            resume.wait(30)
+
+    monkeypatch.setattr(unit_of_work.UnitOfWork, "_claim", stalling_claim)
+    answers = {}
+
+    def stalled() -> None:
+        answers["a"] = app.test_client().put(
+            f"Observation/{obs['id']}", json=dict(obs, status="amended"),
+            headers={"Content-Type": "application/fhir+json"})
+
+    a = threading.Thread(target=stalled, name="A")
+    a.start()
+    assert claimed.wait(30)
+    b = fhir.put(f"Observation/{obs['id']}", dict(obs, status="cancelled"))
+    assert b.status_code == 200 and b.get_json()["meta"]["versionId"] == "2"
+    resume.set()
+    a.join(60)
+    assert answers["a"].status_code in (200, 409, 412), answers["a"].get_json()
+    second = fhir.get(f"Observation/{obs['id']}/_history/2")
+    assert second.status_code == 200, second.get_json()
+    assert second.get_json()["status"] == "cancelled"
