@@ -21,6 +21,16 @@ GIN index over both (:func:`gin_pairs`), which answers both equalities in one in
 scan, whatever the estimate, and either one alone as well as an index of its own
 would: those fields have no other (an earlier version's is dropped).
 
+A GIN index takes new entries into a pending list, merged into its tree when the
+list passes ``gin_pending_list_limit`` (4 MB by default) or at a VACUUM, and every
+scan of the index reads the whole list. A big table is vacuumed after a fifth more
+rows, so its lists grow to their limit under steady writes: a look-up of one
+patient's months (116 records) read 114 pending pages, 4-6 ms, against 0.25 ms
+merged. Every index here keeps at most :data:`PENDING_LIMIT_KB` pending; one an
+earlier version made gets that setting and has its list merged at the next start.
+On a scratch table of 20,000 records with 30 keys each, inserts took 1.7 s with
+that limit, 1.4 s with the default and 3.0 s with no pending list at all.
+
 The indexes are plain PostgreSQL schema: FerretDB ignores them otherwise, and
 dropping a collection drops them with its table. Creating them is idempotent and
 runs at every start, so collections created since the last start get theirs too.
@@ -41,6 +51,9 @@ METADATA_TABLE = "_ferretdb_database_metadata"
 #: Top-level fields queries pin by equality: a search's lifted filter, and a population
 #: page's shard (search/shards.py).
 PINNED = INDEXED | {SHARD_FIELD}
+#: The pending list each GIN index keeps at most (kB): a scan reads it whole.
+PENDING_LIMIT_KB = 128
+_PENDING_OPTION = f"gin_pending_list_limit={PENDING_LIMIT_KB}"
 
 
 def _ident(name: str) -> str:
@@ -118,7 +131,8 @@ def statements(schema: str, table: str, groups: Iterable[Sequence[str]]) -> list
     dropped = [index_name(table, field) for field in sorted(paired)]
     return [
         *(Statement(name, f"CREATE INDEX IF NOT EXISTS {_ident(name)} "
-                          f"ON {target} USING gin ({', '.join(map(_column, group))})", True)
+                          f"ON {target} USING gin ({', '.join(map(_column, group))}) "
+                          f"WITH ({_PENDING_OPTION})", True)
           for name, group in made),
         *(Statement(name, f"DROP INDEX IF EXISTS {_ident(schema)}.{_ident(name)}", False)
           for name in dropped),
@@ -187,5 +201,35 @@ def ensure_gin_indexes(url: str, schema: str,
                 # Observations takes seconds, and every worker runs this before it
                 # serves.
                 conn.execute(f"ANALYZE {_ident(schema)}.{_ident(table)}")  # type: ignore[arg-type]
+        ran += _bound_pending_lists(conn, schema)
     log.debug("GIN index statements run on %s: %d", schema, ran)
     return ran
+
+
+def _bound_pending_lists(conn: Any, schema: str) -> int:
+    """Give every GIN index of ``schema`` without it the pending-list limit, and merge
+    the list it has; returns how many were changed (none where this user may not:
+    a server not our own keeps its settings)."""
+    import psycopg
+
+    try:
+        rows = conn.execute(
+            "SELECT c.relname, c.reloptions FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam "
+            "WHERE n.nspname = %s AND c.relkind = 'i' AND a.amname = 'gin'",
+            (schema,)).fetchall()
+    except psycopg.errors.InsufficientPrivilege:
+        return 0
+    changed = 0
+    for name, options in rows:
+        if _PENDING_OPTION in (options or ()):
+            continue
+        target = f"{_ident(schema)}.{_ident(name)}"
+        try:
+            conn.execute(f"ALTER INDEX {target} SET ({_PENDING_OPTION})")  # type: ignore[arg-type]
+            conn.execute("SELECT gin_clean_pending_list(%s::regclass)", (target,))
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable,
+                psycopg.errors.UndefinedObject):
+            continue  # not ours to change, or dropped meanwhile by another start
+        changed += 1
+    return changed
