@@ -81,16 +81,21 @@ class Api:
         started = time.perf_counter()
         for attempt in (1, 2):
             conn = self._connection()
+            reused = conn.sock is not None
             try:
                 conn.request(method, url, body=data, headers=headers)
                 r = conn.getresponse()
                 raw = r.read()
                 break
-            except (http.client.HTTPException, ConnectionError):
-                # a kept-alive connection the server had closed: a read goes once more
-                # on a new one, timed afresh; a write might have been done, so it fails
+            except (http.client.HTTPException, ConnectionError) as exc:
+                # A kept-alive connection the server had closed (gunicorn closes idle
+                # ones): once more on a new one, timed afresh. A write goes again only
+                # when the old connection was closed before any answer (as urllib3
+                # decides): otherwise it may have been done.
                 self._drop()
-                if attempt == 2 or method != "GET":
+                closed = reused and isinstance(exc, (http.client.RemoteDisconnected,
+                                                     BrokenPipeError, ConnectionResetError))
+                if attempt == 2 or (method != "GET" and not closed):
                     raise
                 started = time.perf_counter()
         took = time.perf_counter() - started

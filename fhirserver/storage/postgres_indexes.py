@@ -206,10 +206,18 @@ def ensure_gin_indexes(url: str, schema: str,
     return ran
 
 
+#: How long a start waits for an index it sets the pending-list limit on (ms).
+#: ``ALTER INDEX ... SET`` locks the index exclusively, and every query of its table
+#: would queue behind an ALTER that waits for a long statement (a sibling worker's
+#: ANALYZE): it gives up instead, and a later start sets it.
+ALTER_LOCK_TIMEOUT_MS = 1000
+
+
 def _bound_pending_lists(conn: Any, schema: str) -> int:
     """Give every GIN index of ``schema`` without it the pending-list limit, and merge
-    the list it has; returns how many were changed (none where this user may not:
-    a server not our own keeps its settings)."""
+    the list it has; returns how many were changed. Only a speed-up: an index this
+    user may not change (a server not our own), one dropped meanwhile by another
+    start, or one busy past :data:`ALTER_LOCK_TIMEOUT_MS` is left as it is."""
     import psycopg
 
     try:
@@ -218,18 +226,25 @@ def _bound_pending_lists(conn: Any, schema: str) -> int:
             "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam "
             "WHERE n.nspname = %s AND c.relkind = 'i' AND a.amname = 'gin'",
             (schema,)).fetchall()
-    except psycopg.errors.InsufficientPrivilege:
+    except psycopg.Error:
+        return 0
+    wanted = [name for name, options in rows if _PENDING_OPTION not in (options or ())]
+    if not wanted:
         return 0
     changed = 0
-    for name, options in rows:
-        if _PENDING_OPTION in (options or ()):
-            continue
-        target = f"{_ident(schema)}.{_ident(name)}"
-        try:
-            conn.execute(f"ALTER INDEX {target} SET ({_PENDING_OPTION})")  # type: ignore[arg-type]
-            conn.execute("SELECT gin_clean_pending_list(%s::regclass)", (target,))
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable,
-                psycopg.errors.UndefinedObject):
-            continue  # not ours to change, or dropped meanwhile by another start
-        changed += 1
+    try:
+        conn.execute(f"SET lock_timeout = {ALTER_LOCK_TIMEOUT_MS}")
+        for name in wanted:
+            target = f"{_ident(schema)}.{_ident(name)}"
+            try:
+                conn.execute(f"ALTER INDEX {target} SET ({_PENDING_OPTION})")
+                conn.execute("SELECT gin_clean_pending_list(%s::regclass)", (target,))
+            except psycopg.Error as exc:
+                log.info("GIN index %s keeps its pending-list setting for now: %s",
+                         name, type(exc).__name__)
+                continue
+            changed += 1
+        conn.execute("RESET lock_timeout")
+    except psycopg.Error as exc:
+        log.info("GIN pending-list limits not set at this start: %s", type(exc).__name__)
     return changed

@@ -129,6 +129,52 @@ def test_every_gin_index_keeps_a_short_pending_list_and_an_older_one_is_merged_a
         assert merged == 0
 
 
+def test_a_start_does_not_wait_on_a_busy_index_for_its_pending_list_setting(
+        database_server, db_name, fhir, settings) -> None:  # type: ignore[no-untyped-def]
+    """Setting the pending-list limit locks the index exclusively, and every query of
+    its table would queue behind a start waiting for a long statement: the start gives
+    up on a busy index after ALTER_LOCK_TIMEOUT_MS (serving goes on, http.html#search)
+    and a later start sets it."""
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("the embedded database only (MONGODB_URI names another server)")
+    import threading
+
+    import psycopg
+
+    from fhirserver.storage.postgres_indexes import PENDING_LIMIT_KB
+    from fhirserver.storage.repository import Repository
+
+    fhir.create(f.patient("Busy"))
+    option = f"gin_pending_list_limit={PENDING_LIMIT_KB}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        table = _table(conn, db_name, "Patient")
+        index = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_am a ON a.oid = c.relam WHERE n.nspname = %s AND a.amname = 'gin' "
+            "AND c.relname LIKE %s", (db_name, f"{table}%")).fetchone()[0]
+        conn.execute(f'ALTER INDEX "{db_name}"."{index}" RESET (gin_pending_list_limit)')
+
+    def options(conn) -> list[str]:  # type: ignore[no-untyped-def]
+        return conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s",
+                            (index,)).fetchone()[0] or []
+
+    with psycopg.connect(pg_url) as busy:  # a long statement's transaction on the table
+        busy.execute(f'SELECT count(*) FROM "{db_name}"."{table}"').fetchone()
+        start = threading.Thread(target=lambda: Repository.from_settings(settings).close())
+        start.start()
+        start.join(20)
+        waited = start.is_alive()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            kept = option not in options(conn)
+        busy.rollback()  # lets a start that waits go on, so that the test ends
+        start.join()
+    assert not waited and kept
+    Repository.from_settings(settings).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert option in options(conn)
+
+
 def test_starts_at_once_and_a_killed_start_leave_each_pair_indexed_and_no_single(
         database_server, db_name, fhir, app) -> None:  # type: ignore[no-untyped-def]
     """Two server processes starting together on a database an earlier version indexed
