@@ -156,8 +156,9 @@ def test_a_start_does_not_wait_on_a_busy_index_for_its_pending_list_setting(
         conn.execute(f'ALTER INDEX "{db_name}"."{index}" RESET (gin_pending_list_limit)')
 
     def options(conn) -> list[str]:  # type: ignore[no-untyped-def]
-        return conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s",
-                            (index,)).fetchone()[0] or []
+        return conn.execute(
+            "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s", (db_name, index)).fetchone()[0] or []
 
     with psycopg.connect(pg_url) as busy:  # a long statement's transaction on the table
         busy.execute(f'SELECT count(*) FROM "{db_name}"."{table}"').fetchone()
