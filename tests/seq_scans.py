@@ -29,6 +29,23 @@ def _log_path(pg_url: str) -> Path:
     return Path(host).parent / "postgresql.log"
 
 
+def reconfigure(pg_url: str, change: str) -> None:
+    """``ALTER SYSTEM <change>`` and a reload: open sessions apply it when they next
+    wait for a command."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM {change}")  # type: ignore[arg-type]
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def log_since(log: Path, offset: int) -> str:
+    """What the server log holds past ``offset``."""
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode("utf-8", "replace")
+
+
 def _large(schema: str, sql: str) -> bool:
     from fhirserver.model.types import SUPPORTED_TYPES
     from fhirserver.storage.repository import OPERATIONAL_INDEXES
@@ -73,19 +90,14 @@ def no_seq_scans(pg_url: str, schema: str,
 
     log = _log_path(pg_url)
     offset = log.stat().st_size
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET log_min_duration_statement = 0")
-        conn.execute("SELECT pg_reload_conf()")
+    reconfigure(pg_url, "SET log_min_duration_statement = 0")
     scans: list[str] = []
     try:
         yield scans
     finally:
+        reconfigure(pg_url, "RESET log_min_duration_statement")
+        text = log_since(log, offset)
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET log_min_duration_statement")
-            conn.execute("SELECT pg_reload_conf()")
-            with open(log, "rb") as fh:
-                fh.seek(offset)
-                text = fh.read().decode("utf-8", "replace")
             conn.execute("SET enable_seqscan = off")
             for sql in dict.fromkeys(_statements(text, schema)):
                 if checked is not None:

@@ -18,7 +18,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import BulkWriteError
 
-from tests.seq_scans import _log_path
+from tests.seq_scans import _log_path, log_since, reconfigure
 
 #: A statement line of the server log: its process id and the statement.
 LINE = re.compile(r"\[(\d+)\] LOG:  (?:statement|execute [^:]*): (.*)$")
@@ -30,35 +30,25 @@ def statements(pg_url: str, probe: Callable[[], object], marker: str) -> Iterato
     it as (backend pid, text), in order. A reload reaches each session when it next
     waits for a command: the block starts once ``probe`` shows up in the log (a
     statement naming ``marker``)."""
-    import psycopg
-
     log = _log_path(pg_url)
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET log_statement = 'all'")
-        conn.execute("SELECT pg_reload_conf()")
+    reconfigure(pg_url, "SET log_statement = 'all'")
     deadline = time.monotonic() + 10
     while True:
         offset = log.stat().st_size
         probe()
-        with open(log, "rb") as fh:
-            fh.seek(offset)
-            if marker in fh.read().decode("utf-8", "replace") or time.monotonic() > deadline:
-                break
+        if marker in log_since(log, offset) or time.monotonic() > deadline:
+            break
         time.sleep(0.05)
     offset = log.stat().st_size
     ran: list[tuple[str, str]] = []
     try:
         yield ran
     finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET log_statement")
-            conn.execute("SELECT pg_reload_conf()")
-        with open(log, "rb") as fh:
-            fh.seek(offset)
-            for line in fh.read().decode("utf-8", "replace").splitlines():
-                found = LINE.search(line)
-                if found:
-                    ran.append((found.group(1), found.group(2).strip()))
+        reconfigure(pg_url, "RESET log_statement")
+        for line in log_since(log, offset).splitlines():
+            found = LINE.search(line)
+            if found:
+                ran.append((found.group(1), found.group(2).strip()))
 
 
 def _wrapped(ran: list[tuple[str, str]], verb: str, table_of: str) -> list[bool]:
