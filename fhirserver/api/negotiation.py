@@ -56,16 +56,31 @@ _ACCEPTED = {
 NOT_FHIR = ("/oauth/", "/.well-known/", "/openapi.json", "/docs", "/bulk-files/", "/app")
 
 
+#: Where a request keeps the media type chosen for it: it is chosen before any work
+#: (a 406 comes first) and asked for again when the answer is rendered.
+_CHOSEN = "fhirserver.response_mimetype"
+
+
 def response_mimetype(req: Request) -> str:
     """The media type to answer in, or NotAcceptable."""
+    chosen = req.environ.get(_CHOSEN)
+    if chosen is None:
+        chosen = req.environ[_CHOSEN] = _negotiated(req)
+    return str(chosen)
+
+
+def _negotiated(req: Request) -> str:
     fmt = req.args.get("_format")
     if fmt:
         base = fmt.split(";")[0].strip().lower()
         if base in _FORMAT_ALIASES:
             return _FORMAT_ALIASES[base]
         raise errors.NotAcceptable(f"Unsupported _format '{fmt}'; use json or xml")
+    asked = req.headers.get("Accept")
+    if asked in _ACCEPTED:  # one media type, as most clients send: what it names
+        return _ACCEPTED[asked]
     accept = req.accept_mimetypes
-    if not accept or not req.headers.get("Accept"):
+    if not accept or not asked:
         return FHIR_JSON
     best = accept.best_match(list(_ACCEPTED))
     if best:

@@ -199,6 +199,21 @@ def test_json_still_wins_a_tie_and_406_stays_json(fhir):
     assert r.status_code == 406 and "xml" in r.get_json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize("asked,answered", [
+    ("application/fhir+json", "application/fhir+json"), ("application/json", "application/json"),
+    ("application/json+fhir", "application/fhir+json"), ("application/fhir+xml", XML),
+    ("application/xml", "application/xml"), ("text/xml", "text/xml"),
+    ("application/xml+fhir", XML)])
+def test_each_media_type_asked_alone_or_among_others_is_the_one_answered(fhir, asked, answered):
+    """http.html#mime-type: a client naming one media type gets it, whether Accept
+    names it alone or weighted beside one it likes less, for the 406 check before
+    the work and for the answer itself."""
+    for accept in (asked, f"{asked}, text/plain;q=0.1", f"text/plain;q=0.2, {asked};q=0.9"):
+        r = fhir.get("metadata", headers={"Accept": accept})
+        assert r.status_code == 200, (accept, r.data[:200])
+        assert r.headers["Content-Type"] == f"{answered}; charset=utf-8", accept
+
+
 def test_metadata_history_and_vread_in_xml(fhir):
     """http.html#capabilities: format lists XML; history and vread in XML; _pretty."""
     r = fhir.get("metadata?_format=xml&_pretty=true")
