@@ -10,11 +10,14 @@ values whose NamingSystem is published.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .identity_numbers import GB11643, VALIDATORS, InvalidNumber, normalise
 
@@ -85,6 +88,27 @@ class Registry:
                                  f"'{e.document_type}'")
         self._exact = {e.system: e for e in self.entries if not e.template}
         self._templates = [(e, e.pattern()) for e in self.entries if e.template]
+        # Each system as it appears in JSON text (a template: its text before the
+        # first part), for :meth:`may_hold`. JSON escapes character by character,
+        # so the text of a system that matches starts with one of these.
+        self._in_json = tuple(orjson.dumps(_PART.split(e.system)[0])[1:-1]
+                              for e in self.entries)
+        #: what all of them begin with (usually the authority's URI): one search
+        #: tells most texts apart
+        self._shared = os.path.commonprefix(list(self._in_json)) if self._in_json else b""
+
+    def may_hold(self, value: Any) -> bool:
+        """Whether ``value`` (a resource, or any JSON value) may hold an identifier of
+        a registered system: False only when its JSON text names none of them, found
+        by one pass of the C serializer and a search per system, where a walk of a
+        search page's resources costs a walk of every element."""
+        try:
+            text = orjson.dumps(value)
+        except TypeError:  # not JSON (a lone surrogate, a non-JSON value): look
+            return True
+        if self._shared not in text:
+            return False
+        return any(needle in text for needle in self._in_json)
 
     def by_key(self, key: str) -> IdentifierSystem:
         for e in self.entries:

@@ -143,6 +143,8 @@ def masked(resource: dict[str, Any], registry: Registry,
     def change(node: dict[str, Any], entry: IdentifierSystem, _path: str) -> str | None:
         return None if node["system"] in keep else mask(node["value"], entry)
 
+    if not registry.may_hold(resource):  # most records (an Observation) hold none
+        return resource, False
     out = _rewrite(resource, change, registry, str(resource.get("resourceType", "")))
     if out is resource:
         return resource, False

@@ -3,7 +3,11 @@ MASKED label; http.html#update: a masked value sent back keeps the stored one)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fhirserver.model.identifier_systems import load_registry
 from fhirserver.model.masking import (
@@ -159,3 +163,64 @@ def test_masks_are_found_in_resources_the_json_serializer_cannot_write_whole():
         assert "Patient.identifier[0].value" in masked_paths(body, REGISTRY), extra
         plain = {**PATIENT, **extra}
         assert not carries_masks(plain, REGISTRY) and masked_paths(plain, REGISTRY) == []
+
+
+# -- the pre-filter: a record naming no registered system is not walked -------------
+
+def _holds_registered(value, registry) -> bool:  # type: ignore[no-untyped-def]
+    """The definition: an Identifier-shaped element whose system is registered."""
+    if isinstance(value, list):
+        return any(_holds_registered(v, registry) for v in value)
+    if not isinstance(value, dict):
+        return False
+    system, number = value.get("system"), value.get("value")
+    if isinstance(system, str) and isinstance(number, str) and registry.match(system):
+        return True
+    return any(_holds_registered(v, registry) for v in value.values())
+
+
+def _registry_with(system: str):  # type: ignore[no-untyped-def]
+    import json
+
+    from fhirserver.model.identifier_systems import DEFAULT_FILE, Registry
+
+    data = json.loads(Path(DEFAULT_FILE).read_text(encoding="utf-8"))
+    data["systems"].append({**data["systems"][-1], "key": "odd", "system": system})
+    return Registry(data)
+
+
+SYSTEMS = st.sampled_from([
+    RID, PASSPORT, MRN, CARD, "https://fhirserver.example/sid/passport/chn",  # not a country
+    "https://fhirserver.example/sid/mrn/", "http://loinc.org", "https://fhirserver.example/sid",
+    'urn:odd:"quoted"\\back/slash\u00e9\x01/x-1', 'urn:odd:"quoted"\\back/slash\u00e9\x01/',
+]) | st.text(max_size=8)
+IDENTIFIER = st.fixed_dictionaries({"system": SYSTEMS, "value": st.text(min_size=1, max_size=6)})
+BODIES = st.recursive(
+    st.none() | st.integers() | st.text(max_size=6) | IDENTIFIER,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                  max_size=3),
+    max_leaves=12)
+
+
+@given(BODIES)
+def test_a_record_holding_a_registered_identifier_is_never_passed_over(body) -> None:  # type: ignore[no-untyped-def]
+    """``may_hold`` answers False only for bodies without any identifier of a
+    registered system, exact or templated, including a system whose text JSON escapes
+    (quotes, backslashes, control characters); and masking agrees with a walk."""
+    registry = _registry_with('urn:odd:"quoted"\\back/slash\u00e9\x01/{organization}')
+    if _holds_registered(body, registry):
+        assert registry.may_hold(body)
+    resource = {"resourceType": "Observation", "contained": [body]}
+    shown, changed = masked(resource, registry)
+    if not _holds_registered(body, registry):
+        assert shown is resource and not changed
+
+
+def test_an_observation_naming_no_registered_system_is_answered_as_it_is() -> None:
+    observation = {"resourceType": "Observation", "status": "final",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+                   "identifier": [{"system": "urn:lab", "value": "110101199003071233"}]}
+    assert not REGISTRY.may_hold(observation)
+    assert masked(observation, REGISTRY) == (observation, False)
+    with_rid = {**observation, "identifier": [{"system": RID, "value": "110101199003071233"}]}
+    assert REGISTRY.may_hold(with_rid) and masked(with_rid, REGISTRY)[1]
