@@ -174,3 +174,22 @@ def test_a_narrative_that_shows_a_protected_value_is_kept_encrypted(db):
     plain = {**resource, "text": {"status": "generated",
                                   "div": '<div xmlns="http://www.w3.org/1999/xhtml">Wang</div>'}}
     assert cipher.seal(plain)[0]["text"] == plain["text"]  # nothing shown: left as written
+
+
+def test_a_record_with_nothing_encrypted_is_answered_as_it_is_and_every_value_still_opens(db):
+    """Reading a record looks for encrypted values in one pass over its JSON text: a
+    record holding none (an Observation) is the stored object itself; one holding
+    some opens wherever they are, also when its values are not plain JSON (exact
+    decimals, integers past 64 bits, which that pass cannot write)."""
+    from decimal import Decimal
+
+    cipher = FieldCipher(KeyRing(db, Sealer(master())), is_identity)
+    observation = {"resourceType": "Observation", "id": "o", "status": "final",
+                   "valueQuantity": {"value": 36.5, "unit": "Cel"},
+                   "note": [{"text": '"e": not a sealed value'}]}
+    assert cipher.open(observation) is observation
+    for odd in ({}, {"multipleBirthInteger": 2**70}, {"extension": [{"url": "x",
+                                                                  "valueDecimal": Decimal("2.50")}]}):
+        resource = {**PATIENT, "id": "p", **odd}
+        sealed, _ = cipher.seal(resource)
+        assert cipher.open(sealed) == resource, odd
