@@ -51,8 +51,12 @@ from .chain import (
 from .events import storable
 from .shared_tail import SharedTail
 
-#: Records per ``insert_many`` at most; more waiting go in the next group.
-MAX_GROUP = 256
+#: Records per ``insert_many`` at most; more waiting go in the next group. FerretDB
+#: writes an insert in batches of 100 and, for an ordered insert refused in one
+#: batch, still writes the next: a group of one batch keeps "the records before the
+#: refused one are written, none after it", on which :meth:`Appender._insert_after`
+#: counts.
+MAX_GROUP = 100
 #: The head hint moves with every record number that is a multiple of this...
 HEAD_EVERY = 64
 #: ...and when an appender goes idle, at most this often (seconds).

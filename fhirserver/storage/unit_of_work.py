@@ -193,8 +193,9 @@ class UnitOfWork:
         # a primary key is atomic on every MongoDB wire-protocol server, where a
         # filtered replace is not (FerretDB reads and then writes).
         # The history claim made this writer the only one that may move the record
-        # from version n to n+1; the filter checks it is still at n (FerretDB finds
-        # it by the ``_id`` index and tests ``v``, in the same statement).
+        # from version n to n+1; the filter checks it is still at n (FerretDB reads the
+        # record by the ``_id`` index and tests ``v`` before its UPDATE, so the filter
+        # alone would let two writers through: the claim is what decides).
         self._claim(w, session)
         matched = current.replace_one(
             {"_id": w.id, "v": w.expected}, current_document(w), session=session
