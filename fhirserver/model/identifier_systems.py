@@ -91,8 +91,7 @@ class Registry:
         # Each system as it appears in JSON text (a template: its text before the
         # first part), for :meth:`may_hold`. JSON escapes character by character,
         # so the text of a system that matches starts with one of these.
-        self._in_json = tuple(orjson.dumps(_PART.split(e.system)[0])[1:-1]
-                              for e in self.entries)
+        self._in_json = tuple(_in_json(_PART.split(e.system)[0]) for e in self.entries)
         #: what all of them begin with (usually the authority's URI): one search
         #: tells most texts apart
         self._shared = os.path.commonprefix(list(self._in_json)) if self._in_json else b""
@@ -126,6 +125,15 @@ class Registry:
             if m:
                 return Match(entry, next(iter(m.groupdict().values())))
         return None
+
+
+def _in_json(text: str) -> bytes:
+    """``text`` as JSON writes it inside a string; empty (found in every text: the
+    walk decides) for a text JSON cannot write, such as a lone surrogate."""
+    try:
+        return orjson.dumps(text)[1:-1]
+    except TypeError:
+        return b""
 
 
 @cache

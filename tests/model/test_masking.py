@@ -224,3 +224,13 @@ def test_an_observation_naming_no_registered_system_is_answered_as_it_is() -> No
     assert masked(observation, REGISTRY) == (observation, False)
     with_rid = {**observation, "identifier": [{"system": RID, "value": "110101199003071233"}]}
     assert REGISTRY.may_hold(with_rid) and masked(with_rid, REGISTRY)[1]
+
+
+def test_a_registered_system_json_cannot_write_still_loads_and_masks() -> None:
+    """A custom registry may name a system holding a lone surrogate: the server
+    still starts, and its identifiers are still found by the walk."""
+    registry = _registry_with("urn:odd:\ud800")
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:odd:\ud800",
+                                                       "value": "A1234567"}]}
+    assert registry.may_hold({"resourceType": "Observation"})  # cannot tell: walks
+    assert masked(body, registry)[1]
