@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -94,7 +94,8 @@ class Registry:
         self._in_json = tuple(_in_json(_PART.split(e.system)[0]) for e in self.entries)
         #: what all of them begin with (usually the authority's URI): one search
         #: tells most texts apart
-        self._shared = os.path.commonprefix(list(self._in_json)) if self._in_json else b""
+        self._shared: bytes = cast(bytes, os.path.commonprefix(list(self._in_json))) \
+            if self._in_json else b""
 
     def may_hold(self, value: Any) -> bool:
         """Whether ``value`` (a resource, or any JSON value) may hold an identifier of
