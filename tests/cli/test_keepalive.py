@@ -1,0 +1,165 @@
+"""Kept-alive connections of the real ``fhirserver serve`` (gunicorn, one worker of
+four threads, embedded database): RFC 9112 section 9.3 (persistence) and 9.3.2
+(pipelining).
+
+A thread that answered on a kept-alive connection waits there briefly for the next
+request (``gunicorn_worker.FhirThreadWorker``); these tests hold that to what a client
+relies on: every request on a connection is answered, in order, whenever it comes,
+and clients that keep sending do not keep another connection waiting for a thread.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhirserver.storage.ferretdb import free_port
+from tests.cli.test_serve import stop, wait_up
+
+THREADS = 4  # the worker's threads (cli.py)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    if os.environ.get("MONGODB_URI"):
+        pytest.skip("runs the embedded database")
+    data_dir = tmp_path_factory.mktemp("keepalive")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port), "FHIR_WORKERS": "1"})
+    exe = Path(sys.executable).parent / "fhirserver"
+    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc)
+        yield "127.0.0.1", port
+    finally:
+        stop(proc)
+
+
+PATHS = ("/metadata", "/.well-known/smart-configuration")
+
+
+def _kind(body: bytes) -> str:
+    """Which of PATHS a body answers."""
+    doc = orjson.loads(body)
+    return "/metadata" if doc.get("resourceType") == "CapabilityStatement" else \
+        "/.well-known/smart-configuration" if "token_endpoint" in doc else "?"
+
+
+def test_a_kept_alive_connection_answers_each_request_whenever_it_comes_rfc9112_9_3(server):
+    """Requests back to back, and after pauses longer than a thread waits on the
+    connection (the connection goes back to the worker's poller), all on one
+    connection: each gets its own answer."""
+    conn = http.client.HTTPConnection(*server, timeout=30)
+    try:
+        sock = None
+        for i in range(24):
+            path = PATHS[i % 2]
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200, body[:300]
+            assert _kind(body) == path
+            assert not resp.will_close
+            sock = sock or conn.sock
+            assert conn.sock is sock  # the same connection throughout
+            if i % 6 == 5:
+                time.sleep(0.05)
+    finally:
+        conn.close()
+
+
+def _read_answer(sock: socket.socket, buffered: bytes) -> tuple[int, bytes, bytes]:
+    """One HTTP/1.1 answer with a Content-Length: (status, body, bytes after it)."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, "connection closed before the answer"
+        data += part
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines[1:]
+                  if line.lower().startswith("content-length:"))
+    while len(rest) < length:
+        part = sock.recv(65536)
+        assert part, "connection closed inside the answer"
+        rest += part
+    return int(lines[0].split()[1]), rest[:length], rest[length:]
+
+
+def test_pipelined_requests_are_answered_in_order_rfc9112_9_3_2(server):
+    """Three requests sent in one write, before any answer: three answers, in the
+    order of the requests, on the same connection."""
+    order = [PATHS[1], PATHS[0], PATHS[1]]
+    raw = b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n".encode()
+                   for p in order)
+    with socket.create_connection(server, timeout=30) as sock:
+        sock.sendall(raw)
+        left = b""
+        for path in order:
+            status, body, left = _read_answer(sock, left)
+            assert status == 200
+            assert _kind(body) == path
+
+
+def test_clients_that_keep_sending_do_not_keep_a_new_connection_waiting_rfc9112_9_3(server):
+    """As many connections as the worker has threads, each sending its next request
+    the moment the last is answered, hold every thread between their requests. A new
+    connection's request must still be answered while they go on sending: a thread
+    serves the connection it answered only while no other connection waits (without
+    that, the others got thousands of answers while it waited)."""
+    stop_sending = threading.Event()
+    sent = [0] * THREADS
+    failures: list[BaseException] = []
+
+    def chatty(k: int) -> None:
+        conn = http.client.HTTPConnection(*server, timeout=60)
+        try:
+            while not stop_sending.is_set():
+                conn.request("GET", "/.well-known/smart-configuration")
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200
+                sent[k] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+        finally:
+            conn.close()
+
+    clients = [threading.Thread(target=chatty, args=(k,), daemon=True) for k in range(THREADS)]
+    for c in clients:
+        c.start()
+    try:
+        deadline = time.monotonic() + 30
+        while min(sent) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert min(sent) >= 20, f"the sending clients did not get going: {sent}"
+        newcomer = http.client.HTTPConnection(*server, timeout=20)
+        before = sum(sent)
+        try:
+            newcomer.request("GET", "/metadata")
+            resp = newcomer.getresponse()
+            body = resp.read()
+        finally:
+            newcomer.close()
+        meanwhile = sum(sent) - before
+        assert resp.status == 200 and _kind(body) == "/metadata"
+        # A thread takes the newcomer once it has answered the request in hand: a few
+        # answers to the others meanwhile, not their whole stream.
+        assert meanwhile < 100, f"{meanwhile} answers to the others while it waited"
+    finally:
+        stop_sending.set()
+        for c in clients:
+            c.join(timeout=60)
+    assert not failures, failures[0]
