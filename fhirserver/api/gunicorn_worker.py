@@ -122,10 +122,10 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _next_request_comes(self, conn: Any) -> bool:
         """Whether the connection's next request is here or comes within the linger,
         while no other connection waits for a thread."""
+        if self._waiting:
+            return False  # gthread queues it behind them, read-ahead bytes or not
         if conn.parser.unreader.buf.getvalue():
             return True  # read ahead with the last request (pipelined)
-        if self._waiting:
-            return False
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
         return bool(poller.poll(LINGER_MS))

@@ -113,15 +113,48 @@ def test_pipelined_requests_are_answered_in_order_rfc9112_9_3_2(server):
             assert _kind(body) == path
 
 
-def test_clients_that_keep_sending_do_not_keep_a_new_connection_waiting_rfc9112_9_3(server):
+SMART = b"GET /.well-known/smart-configuration HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one-by-one", "pipelined"])
+def test_clients_that_keep_sending_do_not_keep_a_new_connection_waiting_rfc9112_9_3(
+        server, pipelined):
     """As many connections as the worker has threads, each sending its next request
-    the moment the last is answered, hold every thread between their requests. A new
+    the moment the last is answered (or, pipelined, always having more requests sent
+    ahead, RFC 9112 section 9.3.2), hold every thread between their requests. A new
     connection's request must still be answered while they go on sending: a thread
     serves the connection it answered only while no other connection waits (without
     that, the others got thousands of answers while it waited)."""
     stop_sending = threading.Event()
     sent = [0] * THREADS
     failures: list[BaseException] = []
+
+    def pipelining(k: int) -> None:
+        sock = socket.create_connection(server, timeout=60)
+
+        def read() -> None:
+            seen = b""
+            while True:
+                try:
+                    part = sock.recv(1 << 16)
+                except OSError:
+                    return
+                if not part:
+                    return
+                seen = seen[-16:] + part  # a status line split across two reads counts
+                sent[k] += seen.count(b"HTTP/1.1 200") - seen[:-len(part)].count(b"HTTP/1.1 200")
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            while not stop_sending.is_set():
+                sock.sendall(SMART * 50)
+        except OSError as exc:
+            if not stop_sending.is_set():
+                failures.append(exc)
+        finally:
+            sock.close()
+            reader.join(timeout=10)
 
     def chatty(k: int) -> None:
         conn = http.client.HTTPConnection(*server, timeout=60)
@@ -137,7 +170,8 @@ def test_clients_that_keep_sending_do_not_keep_a_new_connection_waiting_rfc9112_
         finally:
             conn.close()
 
-    clients = [threading.Thread(target=chatty, args=(k,), daemon=True) for k in range(THREADS)]
+    clients = [threading.Thread(target=pipelining if pipelined else chatty, args=(k,),
+                                daemon=True) for k in range(THREADS)]
     for c in clients:
         c.start()
     try:
