@@ -11,9 +11,11 @@ failure.
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -85,6 +87,11 @@ def closing_unread(app: Any) -> Any:
 #: worker's poller. A client sending its requests one after another (an EHR, an app
 #: paging) sends the next within about a millisecond of the answer.
 LINGER_MS = 5
+#: Threads closing ended connections gracefully, and how many such closes may wait at
+#: once: each may take gunicorn's 2 s, and a client that sends more requests after
+#: ``Connection: close`` must not pile up open descriptors.
+CLOSERS = 4
+MAX_CLOSING = 256
 
 
 class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -104,6 +111,8 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
         util.write_error = write_outcome
         self._waiting = 0  # connections handed to the pool, not yet taken by a thread
         self._waiting_lock = threading.Lock()
+        self._closing = 0  # graceful closes handed to the closing threads, not yet done
+        self._closer = ThreadPoolExecutor(CLOSERS, thread_name_prefix="close")
         return super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
@@ -128,7 +137,38 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
             return True  # read ahead with the last request (pipelined)
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
-        return bool(poller.poll(LINGER_MS))
+        # a connection that came to wait meanwhile goes first
+        return bool(poller.poll(LINGER_MS)) and not self._waiting
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """gthread's, with the graceful close of a connection that ends (up to 2 s
+        waiting for the client's FIN, RFC 9112 section 9.6) done by a closing thread:
+        on the worker's main thread it stopped accepting and dispatching for that long,
+        so a few clients that keep their end open stalled every other connection."""
+        if "close" not in vars(conn):  # once per connection
+            conn.close = functools.partial(self._close_later, conn.close)
+        super().finish_request(conn, fs)
+
+    def _close_later(self, close: Any, graceful: bool = False) -> None:
+        if not graceful:
+            close()
+            return
+        with self._waiting_lock:
+            full = self._closing >= MAX_CLOSING
+            if not full:
+                self._closing += 1
+        if full:
+            close()  # past the cap: at once (a reset at worst), never an open descriptor more
+            return
+
+        def closed() -> None:
+            try:
+                close(graceful=True)
+            finally:
+                with self._waiting_lock:
+                    self._closing -= 1
+
+        self._closer.submit(closed)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
