@@ -15,18 +15,15 @@ import http.client
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 
 from fhirserver.storage.ferretdb import free_port
-from tests.cli.test_serve import stop, wait_up
+from tests.cli.test_serve import start, stop, wait_up
 
 THREADS = 4  # the worker's threads (cli.py)
 
@@ -35,13 +32,8 @@ THREADS = 4  # the worker's threads (cli.py)
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     if os.environ.get("MONGODB_URI"):
         pytest.skip("runs the embedded database")
-    data_dir = tmp_path_factory.mktemp("keepalive")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    env.update({"FHIR_DATA_DIR": str(data_dir), "FHIR_PORT": str(port), "FHIR_WORKERS": "1"})
-    exe = Path(sys.executable).parent / "fhirserver"
-    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start(tmp_path_factory.mktemp("keepalive"), port)  # one worker
     try:
         wait_up(f"http://127.0.0.1:{port}", proc)
         yield "127.0.0.1", port
