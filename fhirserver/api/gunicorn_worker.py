@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import functools
 import select
+import selectors
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from typing import Any
 
 import orjson
 from gunicorn import util
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers import gthread
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from ..errors import Issue, operation_outcome
 
@@ -87,11 +89,10 @@ def closing_unread(app: Any) -> Any:
 #: worker's poller. A client sending its requests one after another (an EHR, an app
 #: paging) sends the next within about a millisecond of the answer.
 LINGER_MS = 5
-#: Threads closing ended connections gracefully, and how many such closes may wait at
-#: once: each may take gunicorn's 2 s, and a client that sends more requests after
-#: ``Connection: close`` must not pile up open descriptors.
-CLOSERS = 4
-MAX_CLOSING = 256
+#: How long a graceful close waits for the client to close its end, and how much it
+#: reads meanwhile (``gunicorn.util.close_graceful``'s defaults).
+CLOSE_SECONDS = 2.0
+CLOSE_DRAIN = 64 * 1024
 
 
 class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -105,14 +106,19 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
     last one when it comes within :data:`LINGER_MS` and no other connection waits for a
     thread. gthread would hand the connection to its main thread's poller and back to a
     pool thread, a trip through two queues and three thread switches per request that
-    cost more of the process's one interpreter lock than parsing the request did."""
+    cost more of the process's one interpreter lock than parsing the request did.
+
+    A connection that ends is closed gracefully on the main thread's poller, not by
+    waiting there for the client (:meth:`close_gracefully`)."""
 
     def init_process(self) -> Any:
         util.write_error = write_outcome
         self._waiting = 0  # connections handed to the pool, not yet taken by a thread
         self._waiting_lock = threading.Lock()
-        self._closing = 0  # graceful closes handed to the closing threads, not yet done
-        self._closer = ThreadPoolExecutor(CLOSERS, thread_name_prefix="close")
+        # connections closing gracefully -> when their wait ends (in that order)
+        self._closing: dict[Any, float] = {}
+        FhirConnection.worker = self
+        gthread.TConn = FhirConnection  # what ``accept`` makes its connections with
         return super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
@@ -140,35 +146,56 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
         # a connection that came to wait meanwhile goes first
         return bool(poller.poll(LINGER_MS)) and not self._waiting
 
-    def finish_request(self, conn: Any, fs: Any) -> None:
-        """gthread's, with the graceful close of a connection that ends (up to 2 s
-        waiting for the client's FIN, RFC 9112 section 9.6) done by a closing thread:
-        on the worker's main thread it stopped accepting and dispatching for that long,
-        so a few clients that keep their end open stalled every other connection."""
-        if "close" not in vars(conn):  # once per connection
-            conn.close = functools.partial(self._close_later, conn.close)
-        super().finish_request(conn, fs)
+    def murder_keepalived(self, force: bool = False) -> None:
+        """gthread's expiry of idle kept-alive connections, and of the graceful closes
+        past their time (all of them when the worker stops)."""
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        while self._closing:
+            conn = next(iter(self._closing))
+            if not force and self._closing[conn] > now:
+                break
+            self._closed(conn)
 
-    def _close_later(self, close: Any, graceful: bool = False) -> None:
-        if not graceful:
-            close()
+    def close_gracefully(self, conn: Any) -> None:
+        """RFC 9112 section 9.6 as ``gunicorn.util.close_graceful`` does it (half-close,
+        read until the client closes, at most 64 KiB or 2 s, then close) without its
+        waiting: the FIN leaves at once and the main thread's poller reads what comes.
+        gthread waited on its main thread, accepting and dispatching nothing, so a
+        few clients that keep their end open stalled every other connection."""
+        sock = conn.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, functools.partial(self._drain, conn))
+        except (OSError, ValueError, KeyError):
+            util.close(sock)
             return
-        with self._waiting_lock:
-            full = self._closing >= MAX_CLOSING
-            if not full:
-                self._closing += 1
-        if full:
-            close()  # past the cap: at once (a reset at worst), never an open descriptor more
-            return
+        conn.drained = 0
+        self._closing[conn] = time.monotonic() + CLOSE_SECONDS
+        self.nr_conns += 1  # bounded by worker_connections like any other
 
-        def closed() -> None:
-            try:
-                close(graceful=True)
-            finally:
-                with self._waiting_lock:
-                    self._closing -= 1
+    def _drain(self, conn: Any, sock: Any) -> None:
+        try:
+            while conn.drained < CLOSE_DRAIN:
+                data = sock.recv(CLOSE_DRAIN)
+                if not data:
+                    break
+                conn.drained += len(data)
+        except BlockingIOError:
+            return  # more may come before the client closes
+        except OSError:
+            pass
+        self._closed(conn)
 
-        self._closer.submit(closed)
+    def _closed(self, conn: Any) -> None:
+        del self._closing[conn]
+        self.nr_conns -= 1
+        try:
+            self.poller.unregister(conn.sock)
+        except (OSError, KeyError, ValueError):
+            pass
+        util.close(conn.sock)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -179,3 +206,18 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
             # Resume at once the exports a worker that died left (their lease runs out).
             start_runner(app)
         self.wsgi = closing_unread(app)
+
+
+class FhirConnection(TConn):  # type: ignore[misc]
+    """gthread's connection, whose graceful close the worker of its process does on its
+    poller (:meth:`FhirThreadWorker.close_gracefully`); closes on other threads (none
+    in gunicorn 27) keep gthread's."""
+
+    worker: FhirThreadWorker | None = None
+
+    def close(self, graceful: bool = False) -> None:
+        worker = FhirConnection.worker
+        if graceful and worker is not None and threading.current_thread() is threading.main_thread():
+            worker.close_gracefully(self)
+        else:
+            super().close(graceful)

@@ -218,8 +218,8 @@ def test_clients_that_keep_their_end_open_after_close_do_not_stall_others_rfc911
     """The server closes gracefully after ``Connection: close`` (RFC 9112 section 9.6:
     half-close, then read until the client closes, up to 2 s). Eight clients that
     never close their end each made gthread's main thread wait those 2 s, one after
-    the other, accepting nothing: a newcomer waited about 16 s. The closes run beside
-    it, so the newcomer is answered at once."""
+    the other, accepting nothing: a newcomer waited about 16 s. The main thread's poller
+    reads what they send meanwhile, so the newcomer is answered at once."""
     holders = []
     try:
         for _ in range(8):
