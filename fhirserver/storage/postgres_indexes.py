@@ -8,7 +8,9 @@ on ``(_jsonb->'field')`` answers it: this module gives one to ``_id`` and to the
 leading field of every index declared on a collection, so the one list of indexes
 the server declares for MongoDB (documents.py, repository.py) also decides what the
 embedded database indexes. Fields that are not top-level are skipped: FerretDB does
-not push dotted paths down.
+not push dotted paths down. The build of FerretDB that ``scripts/setup.sh`` makes
+sends an ``_id`` string as an equality, which FerretDB's own unique index answers
+(patches/id-equality.patch); the ``_id`` GIN index serves any other FerretDB 1.x.
 
 PostgreSQL estimates how many rows a ``@>`` on an array field selects with a fixed
 guess, so of two pushed equalities it often reads one index alone and filters the

@@ -90,3 +90,45 @@ def test_a_write_of_one_statement_sends_no_transaction_around_it(
         assert coll.find_one({"_id": "one"}) == {"_id": "one", "n": 2}
         assert coll.find_one({"_id": "dup"}) == {"_id": "dup", "n": 1}  # ordered: before it
         assert coll.count_documents({}) == 1 + 1 + 5 + 1 + 150
+
+
+def test_a_look_up_by_id_is_an_equality_the_unique_id_index_answers(
+        database_server, db_name) -> None:  # type: ignore[no-untyped-def]
+    """A find by a string or ObjectID ``_id`` (alone, with ``$eq``, or with other
+    equalities: an update's version check) reaches PostgreSQL as an equality on
+    ``_jsonb->'_id'``, which FerretDB's own unique index answers with no GIN index of
+    our own (scripts/ferretdb/patches/id-equality.patch); and what it selects is what
+    MongoDB selects: a string never matches an ObjectID of the same hex, nor a number."""
+    import psycopg
+    from bson import ObjectId
+
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("the embedded database only (MONGODB_URI names another server)")
+    oid = ObjectId()
+    with MongoClient(database_server[0]) as client:
+        coll = client[db_name]["lookups"]
+        other = ObjectId()
+        coll.insert_many([{"_id": "a", "v": 1}, {"_id": str(other), "v": 2}, {"_id": oid, "v": 3},
+                          {"_id": 7, "v": 4}, {"_id": "7", "v": 5}])
+        coll.insert_many([{"_id": f"filler{i}", "v": 0} for i in range(300)])
+        with statements(pg_url, lambda: coll.find_one({"_id": "a"}), db_name) as ran:
+            found = [coll.find_one({"_id": "a"}), coll.find_one({"_id": {"$eq": str(other)}}),
+                     coll.find_one({"_id": oid}), coll.find_one({"_id": "a", "v": 1}),
+                     coll.find_one({"_id": "7"}), coll.find_one({"_id": 7}),
+                     coll.find_one({"_id": "a", "v": 2}), coll.find_one({"_id": str(oid)}),
+                     coll.find_one({"_id": other})]
+        assert [d["v"] if d else None for d in found] == [1, 2, 3, 1, 5, 4, None, None, None]
+        selects = [sql for _, sql in ran if sql.startswith("SELECT") and "lookups" in sql]
+        by_id = [sql for sql in selects if "->'_id' = $" in sql]
+        assert len(by_id) == 8, selects  # all but the number, which keeps containment
+        table = re.search(rf'"{db_name}"\."(lookups_[0-9a-f]{{8}})"', by_id[0]).group(1)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'ANALYZE "{db_name}"."{table}"')
+            indexes = {row[0] for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                (db_name, table))}
+            assert not any("_gin_" in name for name in indexes), indexes  # FerretDB's own only
+            plan = "\n".join(row[0] for row in conn.execute(
+                f"""EXPLAIN SELECT _jsonb FROM "{db_name}"."{table}" WHERE _jsonb->'_id' = '"a"'"""))
+        assert "Index Scan" in plan and "Seq Scan" not in plan, plan
