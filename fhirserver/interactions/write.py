@@ -419,8 +419,11 @@ def _check_not_referenced(planner: Planner, target: str) -> None:
     keep a patient's record from being deleted nor tell the deleter that a list
     names them (an export reports a deleted member as not known)."""
     exempt = {GROUP} if target.startswith("Patient/") else set()
+    planned: dict[str, set[str]] = {}
+    for w in planner.writes:
+        planned.setdefault(w.type, set()).add(w.id)
     referrers = [
-        (t, i) for t, i in planner.repo.referrers(target)
+        (t, i) for t, i in planner.repo.referrers(target, besides=planned)
         if t not in exempt
         and ((p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs))
     ]

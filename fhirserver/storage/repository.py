@@ -9,7 +9,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from functools import partial
@@ -640,12 +640,18 @@ class Repository:
         doc = self.cols.claims.find_one({"_id": self.protection.claim_key(key)})
         return doc["rid"] if doc else None
 
-    def referrers(self, target: str, limit: int = 10) -> list[tuple[str, str]]:
-        """Current resources whose references point at ``target`` ("Type/id")."""
+    def referrers(self, target: str, limit: int = 10,
+                  besides: Mapping[str, Collection[str]] | None = None) -> list[tuple[str, str]]:
+        """Current resources whose references point at ``target`` ("Type/id"), up to
+        ``limit`` of each type, leaving out the ids ``besides`` names per type (the
+        records a plan writes, which it judges by what it writes: the limit must not
+        be filled by them, or a referrer past it would go unseen)."""
         out: list[tuple[str, str]] = []
         for rtype, col in self.cols.current.items():
-            out += [(rtype, d["_id"])
-                    for d in col.find({"refs": target, "del": False}, {"_id": 1}).limit(limit)]
+            flt: dict[str, Any] = {"refs": target, "del": False}
+            if besides and (ids := sorted(besides.get(rtype, ()))):
+                flt["_id"] = {"$nin": ids}
+            out += [(rtype, d["_id"]) for d in col.find(flt, {"_id": 1}).limit(limit)]
         return out
 
     def count(self, rtype: str, query: dict[str, Any]) -> int:

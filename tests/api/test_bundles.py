@@ -180,3 +180,31 @@ def test_bundle_limits_and_types(fhir, app):
     bad = fhir.post("", tx({"request": {"method": "FETCH", "url": "Patient"}}))
     assert bad.status_code == 400
     assert bad.get_json()["issue"][0]["expression"][0].startswith("Bundle.entry[0]")
+
+
+def test_a_transaction_that_moves_some_referrers_cannot_delete_what_the_rest_refer_to_http_transaction(fhir):
+    """http.html#delete (referential integrity, as HAPI) within a transaction
+    (http.html#trules): the records the transaction itself re-points are judged by what
+    it writes, and every other referrer is still found however many it re-points, so
+    the delete is 409 and nothing of the transaction is stored while one record still
+    refers to the Patient; once it re-points them all, the delete goes through."""
+    pid = fhir.create(patient())["id"]
+    other = fhir.create(patient())["id"]
+    oids = [fhir.create(observation(pid, code=f"1-{i}"))["id"] for i in range(12)]
+
+    def moved(oid: str) -> dict:
+        body = fhir.get(f"Observation/{oid}").get_json()
+        body["subject"] = {"reference": f"Patient/{other}"}
+        return {"resource": body, "request": {"method": "PUT", "url": f"Observation/{oid}"}}
+
+    delete = {"request": {"method": "DELETE", "url": f"Patient/{pid}"}}
+    r = fhir.post("", tx(*(moved(oid) for oid in oids[:11]), delete))
+    assert r.status_code == 409, r.get_json()
+    assert f"Observation/{oids[11]}" in r.get_json()["issue"][0]["diagnostics"]
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert fhir.get(f"Observation/{oids[0]}").get_json()["subject"]["reference"] == f"Patient/{pid}"
+
+    r = fhir.post("", tx(*(moved(oid) for oid in oids), delete))
+    assert r.status_code == 200, r.get_json()
+    assert fhir.get(f"Patient/{pid}").status_code == 410
+    assert fhir.get(f"Observation/{oids[11]}").get_json()["subject"]["reference"] == f"Patient/{other}"
