@@ -14,7 +14,9 @@ a round trip is shared by everyone who queued while the one before it ran.
 
 The processes of one server (gunicorn workers) share the chain's end through a
 locked file (:mod:`.shared_tail`): a leader chains its group after the end any of
-them wrote last. Other servers append to the same chain too: the primary key still
+them wrote last. It takes its group only once it holds that file, so the requests
+of its process that come while another process writes join this group: under load
+every process writes one insert per turn, however many requests it holds. Other servers append to the same chain too: the primary key still
 decides who gets a record number. An ordered insert stops at the
 first duplicate key; the records before it are written and stay (they link to the
 end this appender knew, so the chain holds), the rest is chained again after the
@@ -49,7 +51,7 @@ from .chain import (
     tail,
 )
 from .events import storable
-from .shared_tail import SharedTail
+from .shared_tail import Held, SharedTail
 
 #: Records per ``insert_many`` at most; more waiting go in the next group. FerretDB
 #: writes an insert in batches of 100 and, for an ordered insert refused in one
@@ -118,11 +120,22 @@ class Appender:
         return entry.number
 
     def _lead(self) -> None:
-        with self._mutex:
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+        group: list[_Entry] = []
         try:
-            self._write(group)
+            # The group is taken once the chain's end is held, not before: while
+            # another process's group is written, this process's requests keep
+            # joining the queue, and go in this insert instead of the next one.
+            with self._shared.held() as shared:
+                with self._mutex:
+                    group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                done, written = self._write(group, shared)
+            if written:
+                self._anchor(done, written)
+            self.groups += 1
         except BaseException as exc:  # even an interrupt must not leave anyone waiting
+            if not group:  # failed before taking it: the leader's own entry is first
+                with self._mutex:
+                    group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             for entry in group:
                 if not entry.number and entry.error is None:
                     entry.error = exc
@@ -139,40 +152,41 @@ class Appender:
             if following is not None:
                 following.ready.set()
 
-    def _write(self, group: list[_Entry]) -> None:
-        """Write ``group``: each entry ends with its record number or its error."""
-        written, failure = self._insert(group)
+    def _write(self, group: list[_Entry],
+               shared: Held) -> tuple[list[_Entry], list[dict[str, Any]]]:
+        """Write ``group`` with the chain's end held: each entry ends with its record
+        or its error; returns the entries written and their records, to anchor."""
+        written, failure = self._insert(group, shared)
         done, rest = group[:len(written)], group[len(written):]
         if isinstance(failure, OperationFailure) and len(rest) > 1:
             # The database answered and refused a record: that request fails, not
             # the others that happened to share its group, so the rest go alone.
             for entry in rest:
-                one, entry.error = self._insert([entry])
+                one, entry.error = self._insert([entry], shared)
                 if one:
                     done.append(entry)
                     written += one
         else:
             for entry in rest:
                 entry.error = failure
-        if written:
-            self._anchor(done, written)
-        self.groups += 1
+        return done, written
 
-    def _insert(self, group: list[_Entry]) -> tuple[list[dict[str, Any]], Exception | None]:
+    def _insert(self, group: list[_Entry],
+                shared: Held) -> tuple[list[dict[str, Any]], Exception | None]:
         """The records written for the first entries of ``group`` (all of them, or
-        those before a failure), and the failure; under the shared end's lock."""
-        with self._shared.held() as shared:
-            origin = self._chain_origin()
-            known = shared.read(origin) if origin else None
-            if known is not None and (self._tail is None or known[0] > self._tail[0]):
-                self._tail = known
-            try:
-                return self._insert_after(group)
-            finally:
-                origin = origin or self._chain_origin()
-                if origin and self._tail is not None \
-                        and (known is None or self._tail[0] > known[0]):
-                    shared.write(origin, *self._tail)
+        those before a failure), and the failure; ``shared``: the end other
+        processes of this server wrote, held."""
+        origin = self._chain_origin()
+        known = shared.read(origin) if origin else None
+        if known is not None and (self._tail is None or known[0] > self._tail[0]):
+            self._tail = known
+        try:
+            return self._insert_after(group)
+        finally:
+            origin = origin or self._chain_origin()
+            if origin and self._tail is not None \
+                    and (known is None or self._tail[0] > known[0]):
+                shared.write(origin, *self._tail)
 
     def _chain_origin(self) -> str | None:
         """The link of record 1 (read once), naming this chain in the shared file."""

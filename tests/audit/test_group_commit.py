@@ -340,3 +340,86 @@ def test_a_shared_end_that_cannot_be_opened_leaves_appending_as_it_was(client, d
     appender = Appender(client[db_name], shared_tail=tmp_path / "missing-dir" / "audit.tail")
     assert [appender.append(event(f"e{i}"), ["p"], keys, checkpoints) for i in range(3)] \
         == [1, 2, 3]
+
+
+def test_requests_that_come_while_another_worker_writes_go_in_one_insert(client, db_name, keys,
+                                                                         tmp_path):
+    """Group commit across the workers of one server: while another process holds the
+    chain's end (here: a lock on the shared file through a descriptor of its own, as
+    another worker's is), the requests of this one that come meanwhile all wait for
+    it and then go in one insert, rather than the first alone and the rest after it.
+    Each still gets its own record, in one chain."""
+    import fcntl
+    import os
+    import time
+
+    checkpoints, shared = tmp_path / "checkpoints.log", tmp_path / "audit.tail"
+    appender = Appender(client[db_name], shared_tail=shared)
+    appender.append(event("first"), ["p"], keys, checkpoints)  # the file exists, the chain too
+    groups, records = appender.groups, appender.records
+    other = os.open(shared, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    count = 6
+    numbers: list[int] = []
+    threads = [threading.Thread(target=lambda n=n: numbers.append(
+        appender.append(event(f"r{n}"), ["p"], keys, checkpoints))) for n in range(count)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(appender._queue) < count - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # the leader is blocked on the lock by now (nothing can finish)
+        assert not numbers
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+        for t in threads:
+            t.join(timeout=60)
+    assert sorted(numbers) == list(range(2, count + 2))
+    assert (appender.groups - groups, appender.records - records) == (1, count)
+    report = verify(client[db_name], keys, [checkpoints])
+    assert report.broken is None and report.checked == count + 1
+
+
+def test_a_leader_interrupted_while_it_waits_for_the_shared_end_leaves_nobody_waiting(
+        client, db_name, keys, tmp_path, monkeypatch):
+    """A leader stopped before it took its group (an interrupt while it waits for the
+    other workers' lock) fails the requests that were waiting with it, and the next
+    request leads and is written: the process's audit log is not left stuck."""
+    import fcntl
+
+    from fhirserver.audit import shared_tail
+
+    checkpoints, shared = tmp_path / "checkpoints.log", tmp_path / "audit.tail"
+    appender = Appender(client[db_name], shared_tail=shared)
+    assert appender.append(event("first"), ["p"], keys, checkpoints) == 1
+    real, armed = fcntl.flock, [True]
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and armed:
+            armed.clear()
+            raise KeyboardInterrupt("while waiting for the shared end")
+        real(fd, operation)
+
+    monkeypatch.setattr(shared_tail.fcntl, "flock", flock)
+    raised: list[str] = []
+
+    def interrupted() -> None:
+        try:
+            appender.append(event("interrupted"), ["p"], keys, checkpoints)
+        except BaseException as exc:  # noqa: BLE001 - what the request saw
+            raised.append(type(exc).__name__)
+
+    first = threading.Thread(target=interrupted)
+    first.start()
+    first.join(30)
+    assert raised == ["KeyboardInterrupt"]
+    numbers: list[int] = []
+    after = threading.Thread(target=lambda: numbers.append(
+        appender.append(event("next"), ["p"], keys, checkpoints)), daemon=True)
+    after.start()
+    after.join(30)
+    assert numbers == [2], "the next request was never written"
+    report = verify(client[db_name], keys, [checkpoints])
+    assert report.broken is None and report.checked == 2
