@@ -422,21 +422,22 @@ def _check_not_referenced(planner: Planner, target: str) -> None:
     planned: dict[str, set[str]] = {}
     for w in planner.writes:
         planned.setdefault(w.type, set()).add(w.id)
-    referrers = [
-        (t, i) for t, i in planner.repo.referrers(target, besides=planned)
-        if t not in exempt
-        and ((p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs))
-    ]
-    referrers += [
-        (w.type, w.id) for w in planner.writes
-        if not w.deleted and target in w.refs and w.type not in exempt
-    ]
-    if referrers:
-        shown = sorted({f"{t}/{i}" for t, i in referrers
-                        if (s := planner.repo.get(t, i)) is not None and planner.ctx.visible(s)})
-        hidden = len({(t, i) for t, i in referrers}) > len(shown)
+    stored = {
+        f"{t}/{i}" for t, i in planner.repo.referrers(target, besides=planned, skip=exempt)
+        if (p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs)
+    }
+    # What the same transaction writes: the caller's own entries, named as such (a
+    # record it creates is not stored yet, and may not be visible to it once it is).
+    written = sorted({f"{w.type}/{w.id} (written by this transaction)" for w in planner.writes
+                      if not w.deleted and target in w.refs and w.type not in exempt})
+    if stored or written:
+        shown = sorted(r for r in stored
+                       if (s := planner.repo.get(*r.split("/", 1))) is not None
+                       and planner.ctx.visible(s))
+        hidden = len(stored) > len(shown)
         # Hidden referrers are neither named nor counted.
-        names = ", ".join(shown[:5]) if shown else "other resources"
-        if shown and (hidden or len(shown) > 5):
+        named = written + shown
+        names = ", ".join(named[:5]) if named else "other resources"
+        if named and (hidden or len(named) > 5):
             names += " and other resources"
         raise errors.Conflict(f"{target} cannot be deleted: it is referenced by {names}")

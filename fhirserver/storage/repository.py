@@ -641,13 +641,16 @@ class Repository:
         return doc["rid"] if doc else None
 
     def referrers(self, target: str, limit: int = 10,
-                  besides: Mapping[str, Collection[str]] | None = None) -> list[tuple[str, str]]:
+                  besides: Mapping[str, Collection[str]] | None = None,
+                  skip: Collection[str] = ()) -> list[tuple[str, str]]:
         """Current resources whose references point at ``target`` ("Type/id"), up to
-        ``limit`` of each type, leaving out the ids ``besides`` names per type (the
-        records a plan writes, which it judges by what it writes: the limit must not
-        be filled by them, or a referrer past it would go unseen)."""
+        ``limit`` of each type but the types in ``skip``, leaving out the ids ``besides``
+        names per type (the records a plan writes, which it judges by what it writes:
+        the limit must not be filled by them, or a referrer past it would go unseen)."""
         out: list[tuple[str, str]] = []
         for rtype, col in self.cols.current.items():
+            if rtype in skip:
+                continue
             flt: dict[str, Any] = {"refs": target, "del": False}
             if besides and (ids := sorted(besides.get(rtype, ()))):
                 flt["_id"] = {"$nin": ids}

@@ -208,3 +208,20 @@ def test_a_transaction_that_moves_some_referrers_cannot_delete_what_the_rest_ref
     assert r.status_code == 200, r.get_json()
     assert fhir.get(f"Patient/{pid}").status_code == 410
     assert fhir.get(f"Observation/{oids[11]}").get_json()["subject"]["reference"] == f"Patient/{other}"
+
+
+def test_a_transaction_that_deletes_what_its_own_entry_refers_to_names_that_entry_http_transaction(fhir):
+    """http.html#delete (referential integrity, as HAPI) within a transaction
+    (http.html#trules): an entry of the same transaction that refers to the Patient it
+    deletes keeps it (409, nothing stored), and the answer names that entry as the
+    transaction's own, not as "other resources"."""
+    pid = fhir.create(patient())["id"]
+    before = total(fhir, "Observation")
+    r = fhir.post("", tx(post(observation(pid)),
+                         {"request": {"method": "DELETE", "url": f"Patient/{pid}"}}))
+    assert r.status_code == 409, r.get_json()
+    text = r.get_json()["issue"][0]["diagnostics"]
+    assert "(written by this transaction)" in text and "other resources" not in text, text
+    assert f"Patient/{pid} cannot be deleted: it is referenced by Observation/" in text
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert total(fhir, "Observation") == before

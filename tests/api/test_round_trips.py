@@ -144,3 +144,15 @@ def test_a_months_count_reaches_the_registry_in_steps_and_at_once_past_dense(fhi
          "request": {"method": "POST", "url": "Observation"}} for day in (13, 14)]}
     assert fhir.post("", bundle).status_code == 200
     assert [registry.find_one({"_id": m})["n"] for m in months] == [5, 5]
+
+
+def test_deleting_a_patient_asks_every_type_for_referrers_but_group_http_delete(fhir):
+    """R4 http.html#delete with referential integrity (as HAPI): a Patient is deleted
+    only when no current record refers to it. A Group's membership never keeps it
+    (interactions/write.py), so the Group collection is not asked; every other
+    collection of a type that may refer to it is, once."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    r, seen = sent(lambda: fhir.delete(f"Patient/{pid}"))
+    assert r.status_code == 200, r.get_json()
+    assert "find Group" not in seen, seen
+    assert seen["find Observation"] == 1 and seen["find DiagnosticReport"] == 1, seen
