@@ -78,6 +78,19 @@ class Context:
             return self.repo.count(stored.type, {"$and": [{"_id": stored.id}, flt]}) > 0
         return True
 
+    def visible_version(self, current: Stored, version: Stored) -> bool:
+        """May the caller see ``version`` of a record whose ``current`` version it
+        may see? Each version is judged by what it held: a record moved from another
+        patient, or whose sensitive label a later version dropped, keeps its earlier
+        versions hidden from those they were hidden from. A token whose scopes allow
+        only some records (granular) sees the current version only: what its scopes
+        select is evaluated on current records, not on old versions."""
+        if self.access is None or version.version == current.version:
+            return True
+        if self.access.decision(version.type, "read").constraints:
+            return False
+        return self.visible(version)
+
     def check_write(self, rtype: str, interaction: str, old: dict[str, Any] | None,
                     new: dict[str, Any] | None) -> None:
         managed_team(rtype, (new or old or {}).get("id"))

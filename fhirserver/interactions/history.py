@@ -94,6 +94,7 @@ def history(
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.Invalid("Invalid paging cursor in '_cursor'", expression="_cursor") from exc
     types = [rtype] if rtype else list(SUPPORTED_TYPES)
+    current = None
     if rtype and rid:
         current = ctx.repo.get(rtype, rid)
         if current is None:
@@ -104,6 +105,9 @@ def history(
     versions = ctx.repo.history(types, rid, since, after, limit=count + 1,
                                 filters={t: f for t, f in limits.items() if f is not None})
     page, more = versions[:count], len(versions) > count
+    # The cursor goes on after the last version read; a version the caller may not
+    # see (another patient's, or sensitive then) is left out of the page it was on.
+    shown = page if current is None else [s for s in page if ctx.visible_version(current, s)]
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     base_params = [(k, v) for k, v in params if k in ("_since", "_count")]
     links = [link("self", page_url(ctx, path, list(params)))]
@@ -111,4 +115,4 @@ def history(
         lu, key = ctx.repo.history_key(page[-1])
         cursor = encode_cursor({"lu": lu.isoformat(), "k": key})
         links.append(link("next", page_url(ctx, path, [*base_params, ("_cursor", cursor)])))
-    return bundle("history", (history_entry(ctx, s) for s in page), links=links)
+    return bundle("history", (history_entry(ctx, s) for s in shown), links=links)

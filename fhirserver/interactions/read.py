@@ -33,7 +33,7 @@ def vread(ctx: Context, rtype: str, rid: str, version: str) -> Stored:
     current = ctx.repo.get(rtype, rid)
     if current is None:
         ctx.probe_absent(rtype, rid)  # as long as a hidden one takes
-    elif not ctx.visible(current):
+    elif not ctx.visible(current) or (stored is not None and not ctx.visible_version(current, stored)):
         stored = None
     if stored is None:
         raise errors.NotFound(f"Version {version} of {rtype}/{rid} is not known")

@@ -519,3 +519,59 @@ def test_a_token_without_a_scope_for_a_type_learns_no_ids_of_it(fhir, app, world
             assert (hidden.status_code, hidden.get_json()["issue"][0]["code"]) == \
                 (missing.status_code, missing.get_json()["issue"][0]["code"]), (rtype, suffix)
             assert hidden.status_code == 403, (rtype, suffix)
+
+
+def _versions(who: As, url: str) -> list[str]:
+    r = who.get(url)
+    assert r.status_code == 200, r.get_json()
+    return [e["resource"]["meta"]["versionId"] for e in r.get_json().get("entry", [])]
+
+
+def test_a_version_of_another_patient_stays_hidden_after_the_record_moves_http_vread(
+        fhir, app, world):
+    """R4 http.html#vread and #history (instance): a result filed to the wrong patient
+    and then corrected keeps its first version hidden from the clinician of the patient
+    it moved to; that version was the other patient's record (DESIGN.md section 1)."""
+    me, other = world["mine"], world["other"]
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, me, dr)
+    filed = fhir.create(f.observation(other, code="hiv-vl"))
+    moved = fhir.put(f"Observation/{filed['id']}", {**filed, "subject": {"reference": f"Patient/{me}"}})
+    assert moved.status_code == 200, moved.get_json()
+    oid = filed["id"]
+
+    assert dr.get(f"Observation/{oid}").status_code == 200
+    assert dr.get(f"Observation/{oid}/_history/2").status_code == 200
+    assert dr.get(f"Observation/{oid}/_history/1").status_code == 404
+    # as a version that never was
+    assert dr.get(f"Observation/{oid}/_history/1").get_json()["issue"][0]["diagnostics"] \
+        == dr.get(f"Observation/{oid}/_history/9").get_json()["issue"][0]["diagnostics"] \
+        .replace("Version 9", "Version 1")
+    assert _versions(dr, f"Observation/{oid}/_history") == ["2"]
+    assert _versions(fhir, f"Observation/{oid}/_history") == ["2", "1"]  # the operator sees both
+
+
+def test_a_version_that_was_sensitive_stays_hidden_after_its_label_is_dropped_http_vread(
+        fhir, app, world):
+    """R4 http.html#vread and #history (instance), security labels (security-labels.html)
+    under a patient's consent: a record another organisation wrote with a sensitive
+    label is hidden from a clinician once the patient restricts sensitive records; when a
+    later version drops the label, the labelled version stays hidden."""
+    me = world["mine"]
+    theirs = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-ma", fhirUser="Practitioner/dr-ma",
+                           organization="Organization/hospital-2"))
+    scan_card(fhir, app, me, theirs)
+    patient = As(fhir, mint(app, "patient", "patient/*.rs patient/Patient.u", patient=me))
+    assert patient.post(f"Patient/{me}/$consent", {"resourceType": "Parameters", "parameter": [
+        {"name": "restrictSensitive", "valueBoolean": True}]}).status_code == 200
+    labelled = fhir.create({**f.observation(me, code="hiv-1"), "meta": SENSITIVE})
+    oid = labelled["id"]
+    assert theirs.get(f"Observation/{oid}").status_code == 404
+    plain = {k: v for k, v in labelled.items() if k != "meta"}
+    assert fhir.put(f"Observation/{oid}", plain).status_code == 200
+
+    assert theirs.get(f"Observation/{oid}").status_code == 200
+    assert theirs.get(f"Observation/{oid}/_history/1").status_code == 404
+    assert _versions(theirs, f"Observation/{oid}/_history") == ["2"]
+    assert patient.get(f"Observation/{oid}/_history/1").status_code == 200  # the patient's own
+    assert _versions(patient, f"Observation/{oid}/_history") == ["2", "1"]
