@@ -34,8 +34,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -106,13 +108,23 @@ def protected_nodes(resource: Any, is_identity: IsIdentitySystem) -> list[tuple[
 NARRATIVE = "narrative"
 
 
+_MARKUP = re.compile(r"<[^>]*>")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _squeezed(text: str) -> str:
-    return _SEPARATORS.sub("", text).upper()
+    """``text`` as the letters and digits a reader of it sees: markup out, character
+    references decoded (``&#53;`` is a 5), compatibility forms folded (a no-break
+    space, full-width digits), then nothing but letters and digits, upper-case. A
+    number split by a tag, a reference or punctuation still shows the number."""
+    seen = unicodedata.normalize("NFKC", html.unescape(_MARKUP.sub("", text)))
+    return _NOT_ALNUM.sub("", seen).upper()
 
 
 def narratives_showing(resource: Any, values: list[str]) -> list[Node]:
     """The Narratives (``text`` of the resource and of its contained resources) whose
-    ``div`` shows one of ``values``, however spaced or cased: a generated narrative
+    ``div`` shows one of ``values``, however spaced, cased, punctuated, marked up or
+    written with character references: a generated narrative
     renders identifiers and telecom as text, and would keep in clear what their
     elements keep encrypted."""
     wanted = [_squeezed(v) for v in values if len(_squeezed(v)) >= 4]

@@ -303,3 +303,31 @@ def test_a_narrative_that_renders_the_number_neither_stores_nor_shows_it(app, fh
     hits = scan_documents(app.extensions["fhirserver"].repo.db,
                           needles([Secret(NUMBER, RID, "resident ID")]))
     assert not shown and not hits, report(hits)
+
+
+@pytest.mark.parametrize("written", [
+    NUMBER[:3] + "&#" + str(ord(NUMBER[3])) + ";" + NUMBER[4:],  # a character reference
+    NUMBER[:6] + "&#160;" + NUMBER[6:],  # a no-break space between its parts
+    NUMBER[:6] + "\u00a0" + NUMBER[6:],  # the same, as the character
+    "<b>" + NUMBER[:6] + "</b>" + NUMBER[6:],  # split by markup
+    NUMBER[:6] + "." + NUMBER[6:14] + "." + NUMBER[14:],  # punctuated
+    "".join(chr(ord(c) + 0xFEE0) for c in NUMBER),  # full-width digits
+])
+def test_a_narrative_that_renders_the_number_in_another_writing_neither_stores_nor_shows_it(
+        app, fhir, written):
+    """narrative.html: what a reader of the narrative sees decides, not its characters:
+    the number written with a character reference, a no-break space, markup,
+    punctuation or full-width digits is withheld from a clinician who sees it masked,
+    and stored encrypted."""
+    div = f'<div xmlns="http://www.w3.org/1999/xhtml">Wang Wei, resident ID {written}</div>'
+    pid = fhir.create(f.patient("Wang", identifier=[{"system": RID, "value": NUMBER}],
+                                text={"status": "generated", "div": div}))["id"]
+    treat(app, "Practitioner/dr-li", pid)
+    dr = As(fhir, mint(app, "user", "user/*.cruds", subject="dr-li",
+                       fhirUser="Practitioner/dr-li", organization="Organization/hospital-1"))
+    seen = dr.get(f"Patient/{pid}").get_json()
+    assert seen["identifier"][0]["value"] == SHOWN
+    assert "resident ID" not in seen["text"]["div"], seen["text"]["div"]
+    db = app.extensions["fhirserver"].repo.db
+    stored = str(list(db["Patient"].find({"_id": pid})) + list(db["Patient_history"].find({"rid": pid})))
+    assert "resident ID" not in stored and written not in stored
