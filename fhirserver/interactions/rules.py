@@ -8,7 +8,12 @@ from typing import Any
 from .. import errors
 from ..model import groups
 from ..model.nesting import check_depth
-from ..model.references import iter_references, parse_reference, rewrite_references
+from ..model.references import (
+    iter_references,
+    malformed_local,
+    parse_reference,
+    rewrite_references,
+)
 from ..model.types import DIRECTORY_TYPES, SUPPORTED_TYPES
 from ..model.validation import validate_resource
 from ..mpi.patients import check_patient
@@ -98,6 +103,13 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
     reach = _readable_patients(planner.ctx)
     for path, ref in iter_references(resource):
         local = parse_reference(ref, base)
+        if local is None and (meant := malformed_local(ref, base)) in SUPPORTED_TYPES:
+            # Stored as given, it would name nothing, in no patient's compartment.
+            problems.append(errors.Issue(
+                f"Reference '{ref[:200]}' is not a reference to a {meant}: the form is "
+                f"{meant}/[id], an id being 1-64 letters, digits, '-' and '.'",
+                code="invalid", expression=(path,)))
+            continue
         if local is None or local.type not in SUPPORTED_TYPES or local.type in DIRECTORY_TYPES:
             continue
         if groups.is_member_path(path) and reach is not None and local.id not in reach:

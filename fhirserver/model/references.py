@@ -26,6 +26,7 @@ __all__ = [
     "LocalRef",
     "is_conditional_reference",
     "iter_references",
+    "malformed_local",
     "parse_reference",
     "rewrite_references",
 ]
@@ -80,6 +81,26 @@ def parse_reference(ref: str, base_url: str = "") -> LocalRef | None:
     if match is None or match["type"] not in ALL_R4_TYPES or not is_valid_id(match["id"]):
         return None
     return LocalRef(match["type"], match["id"], match["version"])
+
+
+def malformed_local(ref: str, base_url: str = "") -> str | None:
+    """The resource type a reference means to name on this server when it is no
+    literal reference (references.html#literal): ``Patient/a b``, ``Patient/``,
+    ``Patient/x/y``, an id over 64 characters; None for a well-formed one and for
+    what is not local (contained, ``urn:``, another server, a conditional
+    reference)."""
+    if not isinstance(ref, str) or ref.startswith(("#", "urn:")):
+        return None
+    path = ref
+    if "://" in ref:
+        base = base_url.rstrip("/")
+        if not base or not ref.startswith(base + "/"):
+            return None
+        path = ref[len(base) + 1 :]
+    rtype, slash, _ = path.partition("/")
+    if not slash or rtype not in ALL_R4_TYPES or parse_reference(ref, base_url) is not None:
+        return None
+    return rtype
 
 
 def _is_reference(value: object) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime, parsedate_to_datetime
 from datetime import timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+
+import pytest
 
 from tests.factories import observation, patient
 
@@ -201,3 +203,20 @@ def test_absolute_reference_to_this_server_is_stored_relative_references_literal
     found = fhir.get(f"Observation?subject=Patient/{pid}").get_json()
     assert [e["resource"]["id"] for e in found["entry"]] == [obs["id"]]
     assert fhir.delete(f"Patient/{pid}").status_code == 409  # still referenced
+
+
+@pytest.mark.parametrize("ref", ["Patient/a b", "Patient/", "Patient/x/y", "Patient//x",
+                                 "Patient/$bogus", "Patient/urn:uuid:1234", "Patient/\u00e9",
+                                 "Patient/" + "x" * 65, "Patient/x/_history/"])
+def test_a_malformed_local_reference_is_refused_not_stored_references_literal(fhir, ref):
+    """references.html#literal: a local reference is ``Type/id`` (an id of 1-64 letters,
+    digits, '-' and '.'), optionally ``/_history/vid``. One that means a type this
+    server stores but has no such form names nothing (in no patient's compartment):
+    refused with its location, nothing stored."""
+    before = fhir.get("Observation?_summary=count").get_json()["total"]
+    r = fhir.post("Observation", {**observation(), "subject": {"reference": ref}})
+    assert r.status_code == 422, r.get_json()
+    issue = r.get_json()["issue"][0]
+    assert issue["expression"] == ["Observation.subject.reference"]
+    assert "not a reference to a Patient" in issue["diagnostics"]
+    assert fhir.get("Observation?_summary=count").get_json()["total"] == before
