@@ -88,8 +88,12 @@ def parse_range(value: str, tz: tzinfo) -> Range | None:
             start = datetime(year, int(m["m"]), int(m["d"]), tzinfo=zone)
             end = _plus(start, timedelta(days=1))
         else:
+            # A leap second (``23:59:60``, which the dateTime pattern allows) has no
+            # place on the clock Python keeps: it is read as the last second of its
+            # minute, so that it is found in its minute, day, month and year.
+            second = int(m["S"] or 0)
             start = datetime(year, int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"]),
-                             int(m["S"] or 0), tzinfo=zone)
+                             59 if second == 60 else second, tzinfo=zone)
             if m["S"] is None:
                 step = timedelta(minutes=1)
             elif m["f"] is None:

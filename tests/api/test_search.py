@@ -307,3 +307,26 @@ def test_metadata_lists_includes_and_operations(fhir):
     assert {"everything", "ihe-pix"} <= {o["name"] for o in by_type["Patient"]["operation"]}
     assert [o["name"] for o in by_type["Observation"]["operation"]] == ["lastn"]
     assert "operation" not in by_type["DiagnosticReport"]
+
+
+def test_a_leap_second_is_found_in_its_minute_day_and_year_search_date(fhir):
+    """datatypes.html#dateTime allows a leap second (``23:59:60``), so the record is
+    stored; search.html#date must then find it like any other time of its day: it is
+    read as the last second of its minute, for the stored value and for a search value
+    that names it. (A date without a zone is a day of the server's zone, Asia/Shanghai
+    by default: this UTC leap second falls on its 1 January.)"""
+    pid = fhir.create(f.patient("Leap"))["id"]
+    oid = fhir.create({**f.observation(pid), "effectiveDateTime": "2016-12-31T23:59:60Z"})["id"]
+    after = fhir.create({**f.observation(pid), "effectiveDateTime": "2017-01-01T00:00:00Z"})["id"]
+
+    def found(value: str) -> set[str]:
+        r = fhir.get(f"Observation?patient={pid}&date={value}")
+        assert r.status_code == 200, r.get_json()
+        return set(ids(r.get_json()))
+
+    for value in ("2017-01-01", "2017", "2017-01", "gt2000", "lt2100", "2016-12-31T23:59:60Z",
+                  "ge2016-12-31T23:59:59Z", "lt2017-01-01T00:00:00Z"):
+        assert oid in found(value), value
+    assert found("lt2017-01-01T00:00:00Z") == {oid}
+    assert found("ge2017-01-01T00:00:00Z") == {after}
+    assert fhir.get("Observation?date=2016-12-31T23:59:61Z").status_code == 400
