@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from .. import errors
 from ..model.references import is_conditional_reference, rewrite_references
@@ -200,8 +201,23 @@ def check_overlaps(ctx: Context, body: dict[str, Any], entries: list[Entry],
     then the transaction SHALL fail": 400 naming both entries, before any write."""
     urls = _full_urls(body)
     first: dict[str, int] = {}
+    by_criteria: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     for entry in entries:
-        index = entry[0]
+        index, method, target, request, _ = entry
+        criteria = request.get("ifNoneExist") if method == "POST" \
+            else target.query if method == "PUT" and target.id is None else None
+        if isinstance(criteria, str) and criteria:
+            # Two conditional writes of one criteria write the one resource it
+            # identifies, whether it exists yet or not.
+            key = (target.type, tuple(sorted(parse_qsl(criteria, keep_blank_values=True))))
+            if key in by_criteria:
+                earlier = by_criteria[key]
+                raise errors.Invalid(issues=[errors.Issue(
+                    f"Bundle.entry[{earlier}] and Bundle.entry[{index}] both write the "
+                    f"{target.type} that '{criteria[:200]}' identifies; a resource may appear "
+                    "only once in a transaction (http.html#trules)",
+                    expression=(f"Bundle.entry[{earlier}]", f"Bundle.entry[{index}]"))])
+            by_criteria[key] = index
         try:
             identity = _identity(ctx, entry, mapping, urls[index])
         except errors.FhirError as err:

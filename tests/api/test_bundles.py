@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tests.factories import observation, patient
 
 SYS = "http://example.org/mrn"
@@ -225,3 +227,30 @@ def test_a_transaction_that_deletes_what_its_own_entry_refers_to_names_that_entr
     assert f"Patient/{pid} cannot be deleted: it is referenced by Observation/" in text
     assert fhir.get(f"Patient/{pid}").status_code == 200
     assert total(fhir, "Observation") == before
+
+
+@pytest.mark.parametrize("full_urls", [False, True])
+def test_two_conditional_writes_of_one_criteria_in_a_transaction_are_400_http_transaction(
+        fhir, full_urls):
+    """http.html#trules: a transaction whose entries write one resource twice fails
+    (400, naming both entries, nothing stored). Two conditional creates, or a
+    conditional create and a conditional update, of the same criteria write the one
+    resource it identifies, however their parameters are ordered."""
+    before = total(fhir, "Patient")
+    family = "Twice" + ("Url" if full_urls else "")
+    urls = ("urn:uuid:2a0a9e0c-6b1e-4a55-9a38-3f0c1e7d0a11",
+            "urn:uuid:2a0a9e0c-6b1e-4a55-9a38-3f0c1e7d0a12") if full_urls else (None, None)
+    for second in (post(patient(family=family), urls[1],
+                        ifNoneExist=f"gender=female&family={family}"),
+                   {"resource": patient(family=family),
+                    "request": {"method": "PUT", "url": f"Patient?family={family}&gender=female"},
+                    **({"fullUrl": urls[1]} if full_urls else {})}):
+        r = fhir.post("", tx(post(patient(family=family), urls[0],
+                                  ifNoneExist=f"family={family}&gender=female"), second))
+        assert r.status_code == 400, r.get_json()
+        issue = r.get_json()["issue"][0]
+        assert issue["expression"] == ["Bundle.entry[0]", "Bundle.entry[1]"], issue
+        assert total(fhir, "Patient") == before
+    r = fhir.post("", tx(post(patient(family=family), urls[0],
+                              ifNoneExist=f"family={family}&gender=female"), kind="batch"))
+    assert r.status_code == 200
