@@ -120,6 +120,17 @@ def _child_setup(libc: ctypes.CDLL | None, parent: int | None, own_namespace: bo
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+def process_state(pid: int) -> tuple[str, str] | None:
+    """The state letter (``R``, ``S``, ``Z`` for a zombie...) and program name of
+    process ``pid`` (``/proc/<pid>/stat``), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, _, rest = stat.partition(" (")[2].rpartition(") ")
+    return (rest.split(" ", 1)[0], name) if rest else None
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster in ``directory``, reachable through a Unix socket only."""
 
@@ -210,23 +221,36 @@ class EmbeddedPostgres:
     def _stop_stale(self, bindir: Path) -> None:
         """A cluster whose parent was killed may still be running or shutting down:
         ask it for a fast shutdown and wait until it is gone (its socket is private,
-        so it can only be ours)."""
+        so it can only be ours). One that has exited but is not yet reaped (a zombie:
+        after a ``kill -9`` of the server, its new parent, the init process, reaps it
+        in its own time) still holds its process id, which postgres takes for a
+        server running on the cluster: the start waits for it to go."""
         pid_file = self.cluster / "postmaster.pid"
         try:
             pid = int(pid_file.read_text().split()[0])
-            if Path(os.readlink(f"/proc/{pid}/cwd")).resolve() != self.cluster.resolve():
-                return  # the number was reused by a program that is not this cluster
-            os.kill(pid, signal.SIGINT)
         except (OSError, ValueError, IndexError):
-            return  # no file, or a stale one: postgres replaces it itself
+            return  # no file, or not one postgres wrote
+        found = process_state(pid)
+        if found is None:
+            return  # a stale file: postgres replaces it itself
+        state, name = found
+        if state == "Z":
+            if name != "postgres":
+                return  # the number was reused by a program that is not this cluster
+        else:
+            try:
+                if Path(os.readlink(f"/proc/{pid}/cwd")).resolve() != self.cluster.resolve():
+                    return  # the number was reused by a program that is not this cluster
+                os.kill(pid, signal.SIGINT)
+            except OSError:
+                return  # gone meanwhile
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if process_state(pid) is None:
                 return
             time.sleep(0.1)
-        raise PostgresError(f"a PostgreSQL (pid {pid}) still runs on {self.cluster}")
+        raise PostgresError(f"a PostgreSQL (pid {pid}) still runs on {self.cluster}, or has "
+                            "exited and was not reaped by its parent")
 
     def _wait_ready(self, bindir: Path, offset: int) -> None:
         """Wait until PostgreSQL accepts connections. While it answers "starting up"
