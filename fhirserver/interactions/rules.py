@@ -22,7 +22,7 @@ from ..storage.limits import MAX_DOCUMENT_BYTES, resource_bytes
 from ..storage.records import Stored
 from .context import Context, Planner
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/"([0-9]{1,18})"|"([0-9]{1,18})"|([0-9]{1,18}))\s*$')
 
 
 def version_of_etag(value: object) -> int:
@@ -31,12 +31,13 @@ def version_of_etag(value: object) -> int:
     if not m:
         raise errors.Invalid(f"If-Match value {str(value)[:60]!r} is not a version ETag such "
                              "as W/\"1\"")
-    return int(m.group(1))
+    return int(next(g for g in m.groups() if g is not None))
 
 
 def check_if_match(if_match: str | None, current: Stored | None, label: str) -> None:
-    """412 when the client's version is not the current one (http.html#concurrency)."""
-    if not if_match:
+    """412 when the client's version is not the current one (http.html#concurrency);
+    an If-Match sent empty names no version (400), as one that is not an ETag."""
+    if if_match is None:
         return
     wanted = version_of_etag(if_match)
     if current is None or current.deleted or current.version != wanted:

@@ -220,3 +220,22 @@ def test_a_malformed_local_reference_is_refused_not_stored_references_literal(fh
     assert issue["expression"] == ["Observation.subject.reference"]
     assert "not a reference to a Patient" in issue["diagnostics"]
     assert fhir.get("Observation?_summary=count").get_json()["total"] == before
+
+
+@pytest.mark.parametrize("header", ['W/"1', '"1', '1"', "W/1", "", " ", 'W/"1" x', "*"])
+def test_an_if_match_that_is_no_version_etag_is_400_and_changes_nothing_http_concurrency(
+        fhir, header):
+    """http.html#concurrency: If-Match carries the version's ETag (W/"1"; "1" and a bare
+    1 are read too). A header that names no version, half-quoted or sent empty, is a
+    malformed request (400), not a version that does not match (412), and nothing
+    changes."""
+    created = fhir.create(patient())
+    r = fhir.put(f"Patient/{created['id']}", {**created, "active": True},
+                 headers={"If-Match": header})
+    assert r.status_code == 400, (header, r.get_json())
+    assert "If-Match" in r.get_json()["issue"][0]["diagnostics"]
+    assert fhir.get(f"Patient/{created['id']}").get_json()["meta"]["versionId"] == "1"
+    statuses = [fhir.put(f"Patient/{created['id']}", {**created, "active": True},
+                         headers={"If-Match": good}).status_code
+                for good in ('W/"1"', '"1"', "1")]
+    assert statuses == [200, 412, 412]  # each read as version 1, current after the first
