@@ -60,6 +60,19 @@ def is_conditional_reference(ref: str) -> bool:
     return match is not None and ref.partition("?")[0] in ALL_R4_TYPES
 
 
+def _local_path(ref: str, base_url: str) -> str | None:
+    """``ref`` relative to this server (``Type/...``), or None when it is no local
+    reference: contained (``#x``), ``urn:uuid:``/``urn:oid:``, another server's URL."""
+    if not isinstance(ref, str) or not ref or ref.startswith(("#", "urn:")):
+        return None
+    if "://" not in ref:
+        return ref
+    base = base_url.rstrip("/")
+    if not base or not ref.startswith(base + "/"):
+        return None
+    return ref[len(base) + 1 :]
+
+
 def parse_reference(ref: str, base_url: str = "") -> LocalRef | None:
     """The local resource ``ref`` names, or None when it names none.
 
@@ -69,15 +82,8 @@ def parse_reference(ref: str, base_url: str = "") -> LocalRef | None:
     references and anything not of the form ``Type/id[/_history/vid]`` with an R4
     resource type give None.
     """
-    if not isinstance(ref, str) or not ref or ref.startswith(("#", "urn:")):
-        return None
-    path = ref
-    if "://" in ref:
-        base = base_url.rstrip("/")
-        if not base or not ref.startswith(base + "/"):
-            return None
-        path = ref[len(base) + 1 :]
-    match = _RELATIVE.fullmatch(path)
+    path = _local_path(ref, base_url)
+    match = _RELATIVE.fullmatch(path) if path is not None else None
     if match is None or match["type"] not in ALL_R4_TYPES or not is_valid_id(match["id"]):
         return None
     return LocalRef(match["type"], match["id"], match["version"])
@@ -89,14 +95,9 @@ def malformed_local(ref: str, base_url: str = "") -> str | None:
     ``Patient/x/y``, an id over 64 characters; None for a well-formed one and for
     what is not local (contained, ``urn:``, another server, a conditional
     reference)."""
-    if not isinstance(ref, str) or ref.startswith(("#", "urn:")):
+    path = _local_path(ref, base_url)
+    if path is None:
         return None
-    path = ref
-    if "://" in ref:
-        base = base_url.rstrip("/")
-        if not base or not ref.startswith(base + "/"):
-            return None
-        path = ref[len(base) + 1 :]
     rtype, slash, _ = path.partition("/")
     if not slash or rtype not in ALL_R4_TYPES or parse_reference(ref, base_url) is not None:
         return None
