@@ -112,13 +112,22 @@ _MARKUP = re.compile(r"<[^>]*>")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 
 
-def _squeezed(text: str) -> str:
-    """``text`` as the letters and digits a reader of it sees: markup out, character
-    references decoded (``&#53;`` is a 5), compatibility forms folded (a no-break
-    space, full-width digits), then nothing but letters and digits, upper-case. A
-    number split by a tag, a reference or punctuation still shows the number."""
-    seen = unicodedata.normalize("NFKC", html.unescape(_MARKUP.sub("", text)))
-    return _NOT_ALNUM.sub("", seen).upper()
+def _squeezed(text: str, markup: bool = False) -> str:
+    """``text`` as the letters and digits a reader of it sees: markup out (kept with
+    ``markup``: an attribute, a ``title`` or a ``mailto:`` link, holds text too),
+    character references decoded (``&#53;`` is a 5), compatibility forms folded (a
+    no-break space, full-width digits), then nothing but letters and digits,
+    upper-case. A number split by a tag, a reference or punctuation still shows the
+    number."""
+    seen = html.unescape(text if markup else _MARKUP.sub("", text))
+    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", seen)).upper()
+
+
+def _shows(div: str, wanted: list[str]) -> bool:
+    """Does narrative ``div`` show one of the squeezed ``wanted`` values, in its text
+    or in its markup?"""
+    text, marked = _squeezed(div), _squeezed(div, markup=True)
+    return any(w in text or w in marked for w in wanted)
 
 
 def narratives_showing(resource: Any, values: list[str]) -> list[Node]:
@@ -132,7 +141,7 @@ def narratives_showing(resource: Any, values: list[str]) -> list[Node]:
         return []
     return [node["text"] for node in _dicts(resource)
             if isinstance(node.get("text"), dict) and isinstance(node["text"].get("div"), str)
-            and any(w in _squeezed(node["text"]["div"]) for w in wanted)]
+            and _shows(node["text"]["div"], wanted)]
 
 
 def _dicts(tree: Any) -> list[Node]:

@@ -16,6 +16,7 @@ from .. import errors
 from ..model.types import SUPPORTED_TYPES
 from ..search.dates import utc
 from ..search.results import parse_whole
+from ..storage.records import Stored
 from .bundles import bundle, decode_cursor, encode_cursor, history_entry, link, page_url
 from .context import Context
 
@@ -74,6 +75,23 @@ def _history_limit(ctx: Context, rtype: str) -> dict[str, Any] | None:
     return {"rid" if rtype == "Patient" else "pat": {"$in": sorted(patients)}}
 
 
+def _visible_versions(ctx: Context, current: Stored, rtype: str, since: datetime | None,
+                      after: tuple[datetime, str] | None, wanted: int) -> list[Stored]:
+    """Up to ``wanted`` versions of one record that the caller may see, newest first
+    (``Context.visible_version``: another patient's version, or one sensitive then,
+    is not). Read on past the hidden ones, so that neither the page's cursor (the
+    last version shown) nor its ``next`` link tells of a hidden version."""
+    out: list[Stored] = []
+    while len(out) < wanted:
+        batch = ctx.repo.history([rtype], current.id, since, after, limit=wanted)
+        out += [s for s in batch if ctx.visible_version(current, s)]
+        if len(batch) < wanted:
+            break
+        lu, key = ctx.repo.history_key(batch[-1])
+        after = (_naive(lu), key)
+    return out[:wanted]
+
+
 def history(
     ctx: Context,
     params: Sequence[tuple[str, str]],
@@ -101,13 +119,13 @@ def history(
             ctx.probe_absent(rtype, rid)  # as long as a hidden one takes
         if current is None or not ctx.visible(current):
             raise errors.NotFound(f"Resource {rtype}/{rid} is not known")
-    limits = {} if rid else {t: _history_limit(ctx, t) for t in types}
-    versions = ctx.repo.history(types, rid, since, after, limit=count + 1,
-                                filters={t: f for t, f in limits.items() if f is not None})
+    if current is not None and rtype is not None:
+        versions = _visible_versions(ctx, current, rtype, since, after, count + 1)
+    else:
+        limits = {t: _history_limit(ctx, t) for t in types}
+        versions = ctx.repo.history(types, rid, since, after, limit=count + 1,
+                                    filters={t: f for t, f in limits.items() if f is not None})
     page, more = versions[:count], len(versions) > count
-    # The cursor goes on after the last version read; a version the caller may not
-    # see (another patient's, or sensitive then) is left out of the page it was on.
-    shown = page if current is None else [s for s in page if ctx.visible_version(current, s)]
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     base_params = [(k, v) for k, v in params if k in ("_since", "_count")]
     links = [link("self", page_url(ctx, path, list(params)))]
@@ -115,4 +133,4 @@ def history(
         lu, key = ctx.repo.history_key(page[-1])
         cursor = encode_cursor({"lu": lu.isoformat(), "k": key})
         links.append(link("next", page_url(ctx, path, [*base_params, ("_cursor", cursor)])))
-    return bundle("history", (history_entry(ctx, s) for s in shown), links=links)
+    return bundle("history", (history_entry(ctx, s) for s in page), links=links)

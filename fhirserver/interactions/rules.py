@@ -107,7 +107,7 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
         if local is None and (meant := malformed_local(ref, base)) in SUPPORTED_TYPES:
             # Stored as given, it would name nothing, in no patient's compartment.
             problems.append(errors.Issue(
-                f"Reference '{ref[:200]}' is not a reference to a {meant}: the form is "
+                f"Reference '{ref[:200]}' is not a valid {meant} reference: the form is "
                 f"{meant}/[id], an id being 1-64 letters, digits, '-' and '.'",
                 code="invalid", expression=(path,)))
             continue

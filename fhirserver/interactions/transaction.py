@@ -209,7 +209,8 @@ def check_overlaps(ctx: Context, body: dict[str, Any], entries: list[Entry],
         if isinstance(criteria, str) and criteria:
             # Two conditional writes of one criteria write the one resource it
             # identifies, whether it exists yet or not.
-            key = (target.type, tuple(sorted(parse_qsl(criteria, keep_blank_values=True))))
+            key = (target.type, tuple(sorted(parse_qsl(criteria.lstrip("?"),
+                                                       keep_blank_values=True))))
             if key in by_criteria:
                 earlier = by_criteria[key]
                 raise errors.Invalid(issues=[errors.Issue(

@@ -92,13 +92,13 @@ def parse_reference(ref: str, base_url: str = "") -> LocalRef | None:
 def malformed_local(ref: str, base_url: str = "") -> str | None:
     """The resource type a reference means to name on this server when it is no
     literal reference (references.html#literal): ``Patient/a b``, ``Patient/``,
-    ``Patient/x/y``, an id over 64 characters; None for a well-formed one and for
+    ``Patient/x/y``, ``//Patient/x`` under the base, an id over 64 characters; None for a well-formed one and for
     what is not local (contained, ``urn:``, another server, a conditional
     reference)."""
     path = _local_path(ref, base_url)
     if path is None:
         return None
-    rtype, slash, _ = path.partition("/")
+    rtype, slash, _ = path.lstrip("/").partition("/")
     if not slash or rtype not in ALL_R4_TYPES or parse_reference(ref, base_url) is not None:
         return None
     return rtype

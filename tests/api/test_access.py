@@ -575,3 +575,43 @@ def test_a_version_that_was_sensitive_stays_hidden_after_its_label_is_dropped_ht
     assert _versions(theirs, f"Observation/{oid}/_history") == ["2"]
     assert patient.get(f"Observation/{oid}/_history/1").status_code == 200  # the patient's own
     assert _versions(patient, f"Observation/{oid}/_history") == ["2", "1"]
+
+
+def test_paging_an_instance_history_tells_nothing_of_a_hidden_version_http_history(
+        fhir, app, world):
+    """R4 http.html#history (instance) with paging: a version hidden from the caller
+    (another patient's) is neither on a page nor behind a cursor: each page's next link
+    goes on from the last version shown, and there is none when no visible version is
+    left."""
+    import base64
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    me, other = world["mine"], world["other"]
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, me, dr)
+    first = fhir.create(f.observation(me, code="moved"))
+    oid = first["id"]
+    second = fhir.put(f"Observation/{oid}", {**first, "subject": {"reference": f"Patient/{other}"}})
+    assert second.status_code == 200
+    third = fhir.put(f"Observation/{oid}", {**second.get_json(), "subject": {"reference": f"Patient/{me}"}})
+    assert third.status_code == 200
+    hidden = fhir.get(f"Observation/{oid}/_history/2").get_json()["meta"]["lastUpdated"]
+
+    seen, url, cursors = [], f"Observation/{oid}/_history?_count=1", []
+    while url:
+        r = dr.get(url)
+        assert r.status_code == 200, r.get_json()
+        body = r.get_json()
+        seen += [e["resource"]["meta"]["versionId"] for e in body.get("entry", [])]
+        nxt = [link["url"] for link in body.get("link", []) if link["relation"] == "next"]
+        url = ""
+        if nxt:
+            parts = urlsplit(nxt[0])
+            cursor = parse_qs(parts.query)["_cursor"][0]
+            cursors.append(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))))
+            url = f"{parts.path.removeprefix('/fhir/')}?{parts.query}"
+    assert seen == ["3", "1"]
+    assert len(cursors) == 1 and cursors[0]["k"].endswith("/3"), cursors
+    shown = third.get_json()["meta"]["lastUpdated"]
+    assert cursors[0]["lu"][:23] == shown[:23] != hidden[:23] or hidden[:23] == shown[:23]

@@ -242,6 +242,8 @@ def test_two_conditional_writes_of_one_criteria_in_a_transaction_are_400_http_tr
             "urn:uuid:2a0a9e0c-6b1e-4a55-9a38-3f0c1e7d0a12") if full_urls else (None, None)
     for second in (post(patient(family=family), urls[1],
                         ifNoneExist=f"gender=female&family={family}"),
+                   post(patient(family=family), urls[1],
+                        ifNoneExist=f"?family={family}&gender=female"),
                    {"resource": patient(family=family),
                     "request": {"method": "PUT", "url": f"Patient?family={family}&gender=female"},
                     **({"fullUrl": urls[1]} if full_urls else {})}):

@@ -207,7 +207,8 @@ def test_absolute_reference_to_this_server_is_stored_relative_references_literal
 
 @pytest.mark.parametrize("ref", ["Patient/a b", "Patient/", "Patient/x/y", "Patient//x",
                                  "Patient/$bogus", "Patient/urn:uuid:1234", "Patient/\u00e9",
-                                 "Patient/" + "x" * 65, "Patient/x/_history/"])
+                                 "Patient/" + "x" * 65, "Patient/x/_history/",
+                                 "http://fhir.test/fhir//Patient/x"])
 def test_a_malformed_local_reference_is_refused_not_stored_references_literal(fhir, ref):
     """references.html#literal: a local reference is ``Type/id`` (an id of 1-64 letters,
     digits, '-' and '.'), optionally ``/_history/vid``. One that means a type this
@@ -218,7 +219,7 @@ def test_a_malformed_local_reference_is_refused_not_stored_references_literal(fh
     assert r.status_code == 422, r.get_json()
     issue = r.get_json()["issue"][0]
     assert issue["expression"] == ["Observation.subject.reference"]
-    assert "not a reference to a Patient" in issue["diagnostics"]
+    assert "not a valid Patient reference" in issue["diagnostics"]
     assert fhir.get("Observation?_summary=count").get_json()["total"] == before
 
 

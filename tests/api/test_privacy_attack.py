@@ -312,6 +312,8 @@ def test_a_narrative_that_renders_the_number_neither_stores_nor_shows_it(app, fh
     "<b>" + NUMBER[:6] + "</b>" + NUMBER[6:],  # split by markup
     NUMBER[:6] + "." + NUMBER[6:14] + "." + NUMBER[14:],  # punctuated
     "".join(chr(ord(c) + 0xFEE0) for c in NUMBER),  # full-width digits
+    f'<span title="{NUMBER}">on file</span>',  # in an attribute
+    f'<a href="https://id.example/{NUMBER}">on file</a>',  # in a link
 ])
 def test_a_narrative_that_renders_the_number_in_another_writing_neither_stores_nor_shows_it(
         app, fhir, written):
@@ -331,3 +333,17 @@ def test_a_narrative_that_renders_the_number_in_another_writing_neither_stores_n
     db = app.extensions["fhirserver"].repo.db
     stored = str(list(db["Patient"].find({"_id": pid})) + list(db["Patient_history"].find({"rid": pid})))
     assert "resident ID" not in stored and written not in stored
+
+
+def test_a_narrative_whose_link_holds_the_e_mail_address_does_not_store_it_in_clear(app, fhir):
+    """narrative.html: a generated narrative renders an e-mail address as a mailto:
+    link; the address, encrypted in the telecom element, is not kept in clear in the
+    narrative's markup either."""
+    div = ('<div xmlns="http://www.w3.org/1999/xhtml">'
+           '<a href="mailto:wang.wei@example.com">write to the patient</a></div>')
+    pid = fhir.create(f.patient("Wang", identifier=[{"system": RID, "value": NUMBER}],
+                                telecom=[{"system": "email", "value": "wang.wei@example.com"}],
+                                text={"status": "generated", "div": div}))["id"]
+    db = app.extensions["fhirserver"].repo.db
+    stored = str(list(db["Patient"].find({"_id": pid})) + list(db["Patient_history"].find({"rid": pid})))
+    assert "wang.wei@example.com" not in stored and "write to the patient" not in stored
