@@ -23,11 +23,13 @@ from ..auth.disclosure import kept_whole, sees_whole
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
 from ..model.masking import mask
+from ..storage.deletions import Mark
 from ..storage.limits import MAX_DOCUMENT_BYTES, stored_bytes
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
 from ..storage.search_claims import ClaimBusy, Held
-from ..storage.unit_of_work import IdentifierTaken, VersionConflict
+from ..storage.unit_of_work import IdentifierTaken, InFlight, VersionConflict
+from . import integrity
 
 #: Retry jitter from its own generator: the global one is the caller's (and
 #: property-based tests replay it).
@@ -182,6 +184,10 @@ class Planner:
     _cache: dict[tuple[str, str], Stored | None] = field(default_factory=dict)
     #: conditional criteria this plan holds until its writes are done
     held: list[Held] = field(default_factory=list)
+    #: the deletes this plan has marked, and the stored records its writes refer to,
+    #: each with the first path referring to it (interactions/integrity.py)
+    marks: list[tuple[Mark, Write]] = field(default_factory=list)
+    referred: dict[str, str] = field(default_factory=dict)
 
     @property
     def repo(self) -> Repository:
@@ -204,6 +210,9 @@ class Planner:
                 f"{write.type}/{write.id} would take {size:,} bytes stored with its search "
                 f"values; this server stores at most {MAX_DOCUMENT_BYTES:,} per resource",
                 expression=write.type)
+        base = self._cache.get((write.type, write.id))
+        if base is not None and base.version == write.expected:
+            write.base_tx = base.tx  # see storage/unit_of_work.py
         self.writes.append(write)
         self._pending[(write.type, write.id)] = write
         return write
@@ -306,13 +315,21 @@ class Planner:
         return mask(value, found.entry)
 
     def commit(self) -> None:
+        try:
+            self._commit()
+        except BaseException:
+            integrity.abandon(self)
+            raise
+        self.marks = []  # the deletes stand: their marks stay (storage/deletions.py)
+
+    def _commit(self) -> None:
         self.check()
         for h in self.held:
             if not self.repo.search_claims.renew(h):
                 raise ClaimBusy(f"the claim on conditional criteria {h.key} was taken over")
         ended = self._ended_patients()
         try:
-            self.repo.commit(self.writes)
+            self.repo.commit(self.writes, verify=lambda: integrity.settle(self))
             for patient in ended:
                 end_patient(self.repo.db, patient)
             if self.ctx.access is not None:
@@ -329,6 +346,7 @@ class Planner:
                 expression=f"{exc.write.type}.identifier", details="identifier-taken",
             ) from exc
         self.writes = []
+        self.referred = {}
         self._pending.clear()
         self._cache.clear()
 
@@ -358,8 +376,8 @@ def run_single(ctx: Context, plan: Callable[[Planner], T], *, retry: bool = True
             if attempt + 1 < attempts:
                 time.sleep(_JITTER.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
                 continue
-            if retry:
-                raise errors.Conflict(str(exc)) from exc
+            if retry or isinstance(exc, InFlight):  # the version may yet stand: not a 412
+                raise errors.Conflict(f"{exc}: try again") from exc
             raise errors.PreconditionFailed(
                 f"{exc.write.type}/{exc.write.id} was changed by another request "
                 "(If-Match no longer matches)"

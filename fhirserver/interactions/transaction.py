@@ -23,7 +23,7 @@ from ..model.references import is_conditional_reference, rewrite_references
 from ..model.types import SUPPORTED_TYPES
 from ..storage.indexing import instant
 from ..storage.search_claims import ClaimBusy
-from ..storage.unit_of_work import VersionConflict
+from ..storage.unit_of_work import InFlight, VersionConflict
 from . import write
 from .bundles import bundle
 from .conditional import claim_criteria, single_match
@@ -250,7 +250,8 @@ def transaction(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[
             if attempt + 1 < attempts:
                 time.sleep(_JITTER.uniform(0, 0.005 * (attempt + 1)))  # de-synchronise the racers
                 continue
-            if isinstance(exc, VersionConflict) and attempts == 1:
+            if isinstance(exc, VersionConflict) and not isinstance(exc, InFlight) \
+                    and attempts == 1:
                 raise errors.PreconditionFailed(
                     f"{exc.write.type}/{exc.write.id} was changed by another request "
                     "(If-Match no longer matches)") from exc

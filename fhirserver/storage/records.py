@@ -21,6 +21,9 @@ class Stored:
     content_hash: str = ""
     org: str | None = None  # the organisation that first wrote it (consent)
     by: str | None = None  # who first wrote it (Practitioner/x, client/y): authorship reach
+    #: the journal entry of the multi-write unit that wrote this version, if one did:
+    #: while that unit is in flight, nobody may build on the version (unit_of_work.py)
+    tx: str | None = None
 
     @property
     def etag(self) -> str:
@@ -66,6 +69,10 @@ class Write:
     #: size is checked before it is written: unit_of_work.current_document)
     derived: dict[str, Any] | None = field(default=None, init=False, repr=False,
                                            compare=False)
+    #: the journal entry of the unit that writes this version (set at commit), and
+    #: that of the version it replaces (``Stored.tx``), if a multi-write unit wrote it
+    tx: str | None = field(default=None, init=False, compare=False)
+    base_tx: str | None = field(default=None, init=False, compare=False)
 
     @property
     def taken(self) -> list[str]:

@@ -26,6 +26,15 @@ by every read) was weighed and left out: it would cost a second write of every
 document at commit, and every read, the read by id included, a filter that FerretDB
 cannot push down to its primary key.
 
+Writers, though, never build on such a write: each document a unit writes names its
+journal entry (``tx``, left in place after the commit), and a write planned on a
+version whose entry is still in the journal is a :class:`VersionConflict` (the
+caller plans again, or answers 409). Otherwise a transaction that fails could not
+take back a version another request had already replaced ("changed again since"),
+and the other request would have built on a version that never was. Whether an
+entry is still there costs one read by primary key the first time a process meets
+it, none after it is gone (:class:`Finished`).
+
 Every single write is a compare-and-set too: ``expected=None`` inserts the current
 document (the primary key refuses a second create of the same id); ``expected=n``
 first claims history key ``<id>/<n+1>`` (the primary key again: only one writer can)
@@ -36,6 +45,7 @@ and then replaces the current document. Losing that race raises
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -62,6 +72,7 @@ log = logging.getLogger(__name__)
 
 ORPHAN_AGE = timedelta(seconds=30)
 Rebuild = Callable[[str, dict[str, Any]], dict[str, Any]]
+Verify = Callable[[], None]
 
 
 class VersionConflict(Exception):
@@ -70,6 +81,15 @@ class VersionConflict(Exception):
     def __init__(self, write: Write) -> None:
         super().__init__(f"{write.type}/{write.id} was changed by another request")
         self.write = write
+
+
+class InFlight(VersionConflict):
+    """The current version was written by a transaction that has not ended."""
+
+    def __init__(self, write: Write) -> None:
+        super().__init__(write)
+        message = f"{write.type}/{write.id} is being written by a transaction still in progress"
+        self.args = (message,)
 
 
 class IdentifierTaken(Exception):
@@ -123,6 +143,7 @@ def current_document(w: Write) -> dict[str, Any]:
         "by": w.by,
         "sens": d["sens"],
         **d["shards"],
+        **({"tx": w.tx} if w.tx else {}),
     }
 
 
@@ -142,6 +163,32 @@ def history_document(w: Write) -> dict[str, Any]:
     }
 
 
+class Finished:
+    """Journal entries known to be gone: a unit's entry is deleted when it ends and
+    its id is never used again, so once seen gone it stays gone. Bounded; forgetting
+    one costs a read."""
+
+    def __init__(self, journal: Any, size: int = 65536) -> None:
+        self.journal = journal
+        self.size = size
+        self._gone: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def add(self, entry: str) -> None:
+        with self._lock:
+            self._gone[entry] = None
+            if len(self._gone) > self.size:
+                del self._gone[next(iter(self._gone))]
+
+    def in_flight(self, entry: str) -> bool:
+        if entry in self._gone:
+            return False
+        if self.journal.find_one({"_id": entry}, {"_id": 1}) is not None:
+            return True
+        self.add(entry)
+        return False
+
+
 class UnitOfWork:
     def __init__(
         self,
@@ -158,6 +205,7 @@ class UnitOfWork:
         # FerretDB 1.x answers ``_id: {$in: [...]}`` by scanning (storage/recovery.py).
         self.pk_only = pk_only
         self.leases = Leases(cols.journal, lambda: self.recover(wait=False))
+        self.finished = Finished(cols.journal)
 
     def close(self) -> None:
         self.leases.close()
@@ -165,6 +213,11 @@ class UnitOfWork:
     # -- one write -----------------------------------------------------------------
 
     def _apply(self, w: Write, session: ClientSession | None = None) -> None:
+        if w.expected is not None and w.base_tx and session is None \
+                and self.finished.in_flight(w.base_tx):
+            # The version it builds on belongs to a unit still in flight, which may
+            # yet take it back.
+            raise InFlight(w)
         taken = self._take_claims(w, session)
         try:
             self._apply_version(w, session)
@@ -326,18 +379,33 @@ class UnitOfWork:
 
     # -- several writes --------------------------------------------------------------
 
-    def commit(self, writes: Sequence[Write]) -> None:
+    def commit(self, writes: Sequence[Write], verify: Verify | None = None) -> None:
+        """Write all of ``writes`` or none. ``verify`` runs once they are all stored,
+        before the unit ends: what it raises takes them back (a check that must see
+        the writes in the database, storage/deletions.py)."""
         if not writes:
             return
         if len(writes) == 1:
             self._apply(writes[0])
+            self._verified([writes[0]], verify)
         elif self.use_transactions:
             with self.client.start_session() as session:
                 session.with_transaction(lambda s: [self._apply(w, s) for w in writes])
+            self._verified(writes, verify)
         else:
-            self._commit_compensating(writes)
+            self._commit_compensating(writes, verify)
 
-    def _commit_compensating(self, writes: Sequence[Write]) -> None:
+    def _verified(self, applied: Sequence[Write], verify: Verify | None) -> None:
+        if verify is None:
+            return
+        try:
+            verify()
+        except BaseException:
+            for w in reversed(applied):
+                self._undo(w)
+            raise
+
+    def _commit_compensating(self, writes: Sequence[Write], verify: Verify | None) -> None:
         journal_id = uuid.uuid4().hex
         owner = me()
         self.cols.journal.insert_one(
@@ -351,6 +419,8 @@ class UnitOfWork:
             }
         )
         self.leases.hold(journal_id)
+        for w in writes:
+            w.tx = journal_id
         applied: list[Write] = []
         try:
             try:
@@ -359,6 +429,8 @@ class UnitOfWork:
                     if w.expected is not None:
                         self._apply(w)
                         applied.append(w)
+                if verify is not None:
+                    verify()
             except BaseException:
                 for w in reversed(applied):
                     self._undo(w)
@@ -374,8 +446,11 @@ class UnitOfWork:
 
     def _finish(self, journal_id: str, token: str) -> bool:
         """Drop the entry, if it is still this process's; False when it is not."""
-        return self.cols.journal.delete_one(
+        done = self.cols.journal.delete_one(
             {"_id": journal_id, "owner.token": token}).deleted_count == 1
+        if done:
+            self.finished.add(journal_id)
+        return done
 
     def _insert_new(self, writes: Sequence[Write], applied: list[Write]) -> None:
         """Creates in bulk, one round trip per collection: imports are mostly creates.

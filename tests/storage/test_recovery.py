@@ -18,6 +18,7 @@ import pytest
 
 from fhirserver.storage.journal import LEASE, Leases, me, start_time
 from fhirserver.storage.recovery import RECOVERY_LOCK
+from tests.conftest import FhirClient, make_app
 from tests.factories import observation, patient
 
 
@@ -69,8 +70,8 @@ def written(fhir: Any) -> tuple[str, list[dict[str, Any]]]:
 
 
 def leave_pending(repo: Any, writes: list[dict[str, Any]], owner: dict[str, Any],
-                  lease: timedelta) -> str:
-    entry_id = uuid.uuid4().hex
+                  lease: timedelta, entry_id: str | None = None) -> str:
+    entry_id = entry_id or uuid.uuid4().hex
     repo.cols.journal.insert_one({"_id": entry_id, "state": "pending",
                                   "started": datetime.now(UTC), "owner": owner,
                                   "lease": datetime.now(UTC) + lease, "writes": writes})
@@ -188,3 +189,39 @@ def test_recovery_waits_for_another_live_recovery_http_transaction(fhir, repo, l
     assert repo.uow.recover(wait=True) == 1
     assert time.monotonic() - started >= 1.0
     assert undone(fhir, repo, pid)
+
+
+def test_no_request_builds_on_a_transaction_in_flight_http_transaction(
+        fhir, repo, settings, living):
+    """R4 http.html#transaction ("either all succeed or all fail"): while another
+    process's transaction is still running, an update or delete of a record it wrote
+    is refused with 409, not built on; the transaction can then still be taken back
+    whole (its process dies) and the record is updated from version 1 after that.
+    Built on, the update left the rolled-back transaction's version of the Patient in
+    place ("changed again since")."""
+    writer = make_app(settings)  # the process that runs the transaction
+    try:
+        pid, writes = written(FhirClient(writer.test_client()))
+    finally:
+        writer.extensions["fhirserver"].repo.close()
+    entry = repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
+    assert all(repo.cols.current[w["type"]].find_one({"_id": w["id"]})["tx"] == entry
+               for w in writes)
+    leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
+
+    r = fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid})
+    assert r.status_code == 409, r.get_json()
+    assert "transaction still in progress" in r.get_json()["issue"][0]["diagnostics"]
+    r = fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid},
+                 headers={"If-Match": 'W/"2"'})
+    assert r.status_code == 409, r.get_json()  # not a 412: version 2 may yet stand
+    assert fhir.delete(f"Observation/{writes[1]['id']}").status_code == 409
+    assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "2"
+
+    living.kill()
+    living.wait()
+    assert repo.uow.recover() == 1
+    assert undone(fhir, repo, pid)
+    r = fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["meta"]["versionId"] == "2"
