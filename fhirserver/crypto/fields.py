@@ -110,17 +110,21 @@ NARRATIVE = "narrative"
 
 _MARKUP = re.compile(r"<[^>]*>")
 _NOT_ALNUM = re.compile(r"[\W_]+")
+_DIGIT = re.compile(r"(?![0-9])\d")  # a decimal digit of another script
 
 
 def _squeezed(text: str, markup: bool = False) -> str:
     """``text`` as the letters and digits a reader of it sees: markup out (kept with
     ``markup``: an attribute, a ``title`` or a ``mailto:`` link, holds text too),
     character references decoded (``&#53;`` is a 5), compatibility forms folded (a
-    no-break space, full-width digits), then nothing but letters and digits,
+    no-break space, full-width digits), digits of any script read as the digits they
+    are (Arabic-Indic, Devanagari...), then nothing but letters and digits,
     upper-case. A number split by a tag, a reference or punctuation still shows the
     number."""
-    seen = html.unescape(text if markup else _MARKUP.sub("", text))
-    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", seen)).upper()
+    seen = unicodedata.normalize("NFKC", html.unescape(text if markup else _MARKUP.sub("", text)))
+    if not seen.isascii():
+        seen = _DIGIT.sub(lambda m: str(unicodedata.decimal(m.group(), 0)), seen)
+    return _NOT_ALNUM.sub("", seen).upper()
 
 
 def _shows(div: str, wanted: list[str]) -> bool:

@@ -312,6 +312,8 @@ def test_a_narrative_that_renders_the_number_neither_stores_nor_shows_it(app, fh
     "<b>" + NUMBER[:6] + "</b>" + NUMBER[6:],  # split by markup
     NUMBER[:6] + "." + NUMBER[6:14] + "." + NUMBER[14:],  # punctuated
     "".join(chr(ord(c) + 0xFEE0) for c in NUMBER),  # full-width digits
+    "".join(chr(0x0660 + int(c)) if c.isdigit() else c for c in NUMBER),  # Arabic-Indic
+    "".join(chr(0x0966 + int(c)) if c.isdigit() else c for c in NUMBER),  # Devanagari
     f'<span title="{NUMBER}">on file</span>',  # in an attribute
     f'<a href="https://id.example/{NUMBER}">on file</a>',  # in a link
 ])
@@ -319,7 +321,7 @@ def test_a_narrative_that_renders_the_number_in_another_writing_neither_stores_n
         app, fhir, written):
     """narrative.html: what a reader of the narrative sees decides, not its characters:
     the number written with a character reference, a no-break space, markup,
-    punctuation or full-width digits is withheld from a clinician who sees it masked,
+    punctuation, full-width digits or the digits of another script is withheld from a clinician who sees it masked,
     and stored encrypted."""
     div = f'<div xmlns="http://www.w3.org/1999/xhtml">Wang Wei, resident ID {written}</div>'
     pid = fhir.create(f.patient("Wang", identifier=[{"system": RID, "value": NUMBER}],
