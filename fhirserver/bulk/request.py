@@ -28,6 +28,7 @@ from datetime import datetime
 from urllib.parse import parse_qsl
 
 from .. import errors
+from ..search.dates import leap_second_read
 
 FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 #: What a general request may carry whatever the operation (http.html#parameters).
@@ -110,7 +111,7 @@ def parse(level: str, params: Sequence[tuple[str, str]], *, lenient: bool,
             raise errors.Invalid(f"_since must be an instant with its time zone, e.g. "
                                  f"2024-01-01T00:00:00Z, not '{since}'", expression="_since")
         try:
-            datetime.fromisoformat(since)
+            datetime.fromisoformat(leap_second_read(since))
         except ValueError as exc:
             raise errors.Invalid(f"_since '{since}' is no date", expression="_since") from exc
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import errors
 from ..model.types import SUPPORTED_TYPES
-from ..search.dates import utc
+from ..search.dates import leap_second_read, utc
 from ..search.results import parse_whole
 from ..storage.records import Stored
 from .bundles import bundle, decode_cursor, encode_cursor, history_entry, link, page_url
@@ -27,7 +27,7 @@ def _parse_since(value: str) -> datetime:
     try:
         # a "+" sent unencoded arrives as a space: read it as HAPI does
         parsed = datetime.fromisoformat(re.sub(r" ([0-9]{2}:[0-9]{2})$", r"+\1",
-                                               value.replace("Z", "+00:00")))
+                                               leap_second_read(value).replace("Z", "+00:00")))
     except ValueError as exc:
         raise errors.Invalid(f"Invalid instant '{value}' for '_since'", expression="_since") from exc
     if parsed.tzinfo is None:

@@ -25,6 +25,13 @@ _DATE = re.compile(
 
 Range = tuple[datetime, datetime]
 _MS = timedelta(milliseconds=1)
+_LEAP = re.compile(r"(T[0-9]{2}:[0-9]{2}):60(?=[.+Z-]|$)")
+
+
+def leap_second_read(instant: str) -> str:
+    """``instant`` with a leap second (``23:59:60``, which the instant pattern allows)
+    read as the last second of its minute: Python's clock has no place for it."""
+    return _LEAP.sub(r"\1:59", instant)
 
 
 def utc(t: datetime) -> datetime:

@@ -309,6 +309,18 @@ def test_history_since_the_first_instant_has_every_version_http_history(fhir):
     assert r.status_code == 200 and not r.get_json().get("entry")
 
 
+def test_history_since_a_leap_second_is_read_as_its_minutes_last_second_http_history(fhir):
+    """datatypes.html#instant allows a leap second (``23:59:60``): ``_since`` with one is
+    an instant like any other (read as ``23:59:59``), not a 400."""
+    pid = fhir.create(patient())["id"]
+    r = fhir.get(f"Patient/{pid}/_history?_since=2016-12-31T23:59:60Z")
+    assert r.status_code == 200, r.get_json()
+    assert len(r.get_json()["entry"]) == 1
+    r = fhir.get(f"Patient/{pid}/_history?_since=2999-12-31T23:59:60.5%2B08:00")
+    assert r.status_code == 200 and not r.get_json().get("entry"), r.get_json()
+    assert fhir.get(f"Patient/{pid}/_history?_since=2016-12-31T23:59:61Z").status_code == 400
+
+
 def test_a_resource_dated_at_the_edges_of_time_is_stored_and_found_search_date(fhir):
     pid = fhir.create(patient())["id"]
     early = fhir.create(observation(pid, effectiveDateTime="0001-01-01T00:00:00+14:00"))["id"]

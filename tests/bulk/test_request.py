@@ -40,6 +40,13 @@ def test_type_filters_or_within_a_type_and_since_is_last_updated_gt():
         (("category", "lab"), ("_lastUpdated", "gt2024-01-02T03:04:05+08:00")))
 
 
+def test_since_may_name_a_leap_second():
+    """Bulk Data Export: ``_since`` is an instant, and datatypes.html#instant allows a
+    leap second; the search reads it as the last second of its minute."""
+    req = run([("_type", "Observation"), ("_since", "2016-12-31T23:59:60Z")])
+    assert req.queries("Observation") == ((("_lastUpdated", "gt2016-12-31T23:59:60Z"),),)
+
+
 def test_a_type_the_scopes_do_not_allow_is_403_naming_type():
     with pytest.raises(errors.Forbidden) as caught:
         run([("_type", "Observation")], allowed=lambda t: t == "Patient")
