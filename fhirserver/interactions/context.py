@@ -188,6 +188,9 @@ class Planner:
     #: each with the first path referring to it (interactions/integrity.py)
     marks: list[tuple[Mark, Write]] = field(default_factory=list)
     referred: dict[str, str] = field(default_factory=dict)
+    #: what the caller calls the records it writes, where that is not "Type/id" (a
+    #: transaction's entries: their ids are chosen by the server)
+    names: dict[str, str] = field(default_factory=dict)
 
     @property
     def repo(self) -> Repository:

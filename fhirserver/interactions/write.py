@@ -433,7 +433,8 @@ def _check_not_referenced(planner: Planner, delete: Write) -> None:
     }
     # What the same transaction writes: the caller's own entries, named as such (a
     # record it creates is not stored yet, and may not be visible to it once it is).
-    written = sorted({f"{w.type}/{w.id} (written by this transaction)" for w in planner.writes
+    written = sorted({f"{planner.names.get(f'{w.type}/{w.id}', f'{w.type}/{w.id}')} "
+                      "(written by this transaction)" for w in planner.writes
                       if not w.deleted and target in w.refs and w.type not in exempt})
     if stored or written:
         shown = sorted(r for r in stored

@@ -216,15 +216,17 @@ def test_a_transaction_that_deletes_what_its_own_entry_refers_to_names_that_entr
     """http.html#delete (referential integrity, as HAPI) within a transaction
     (http.html#trules): an entry of the same transaction that refers to the Patient it
     deletes keeps it (409, nothing stored), and the answer names that entry as the
-    transaction's own, not as "other resources"."""
+    transaction's own, by its entry (its id is the server's choice), not as "other
+    resources"."""
     pid = fhir.create(patient())["id"]
     before = total(fhir, "Observation")
     r = fhir.post("", tx(post(observation(pid)),
                          {"request": {"method": "DELETE", "url": f"Patient/{pid}"}}))
     assert r.status_code == 409, r.get_json()
     text = r.get_json()["issue"][0]["diagnostics"]
-    assert "(written by this transaction)" in text and "other resources" not in text, text
-    assert f"Patient/{pid} cannot be deleted: it is referenced by Observation/" in text
+    assert "other resources" not in text, text
+    assert text == (f"Bundle.entry[1]: Patient/{pid} cannot be deleted: it is referenced by the "
+                    "Observation of Bundle.entry[0] (written by this transaction)"), text
     assert fhir.get(f"Patient/{pid}").status_code == 200
     assert total(fhir, "Observation") == before
 
