@@ -67,6 +67,20 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are unique (RFC 8259 section 4: they "SHOULD be"): with
+    a name twice, which value counts would depend on the reader, and a check in front
+    of this server could pass one that this server reads otherwise."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"the name '{name[:100]}' appears twice in one object")
+            seen.add(name)
+    return found
+
+
 def loads(raw: bytes | str, *, trusted: bool = False) -> Any:
     """Parse JSON text, keeping numbers exact (see the module docstring).
 
@@ -74,8 +88,8 @@ def loads(raw: bytes | str, *, trusted: bool = False) -> Any:
     (lone surrogates, ``NaN``), so the API refuses the same documents as before, but
     for numbers beyond a double's range (``1e400``), which are JSON and FHIR decimals.
     The standard library's parser, which hands each number's text to a hook, then
-    builds the value. Every refusal is a :class:`ValueError`. ``trusted`` text
-    (written by :func:`dumps`) skips the check.
+    builds the value, refusing an object with a name twice. Every refusal is a
+    :class:`ValueError`. ``trusted`` text (written by :func:`dumps`) skips the checks.
     """
     recheck = False
     if not trusted:
@@ -86,7 +100,8 @@ def loads(raw: bytes | str, *, trusted: bool = False) -> Any:
                 raise
             recheck = True  # orjson stopped there: what follows is checked below
     try:
-        value = json.loads(raw, parse_float=_float, parse_int=_int, parse_constant=_constant)
+        value = json.loads(raw, parse_float=_float, parse_int=_int, parse_constant=_constant,
+                           object_pairs_hook=None if trusted else _unique)
     except RecursionError as exc:
         raise ValueError("the JSON is nested too deeply") from exc
     if recheck:

@@ -360,6 +360,24 @@ def test_deeply_nested_extensions_are_400_before_validation_json(fhir):
     assert total(fhir, "Patient") == 0
 
 
+@pytest.mark.parametrize(("url", "body", "name"), [
+    ("Patient", '{"resourceType": "Patient", "gender": "male", "gender": "female"}', "gender"),
+    ("Patient", '{"resourceType": "Patient", "name": [{"family": "Li", "family": "Wang"}]}',
+     "family"),
+    ("", ('{"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": '
+     '"POST", "url": "Patient"}, "resource": {"resourceType": "Patient", "id": "a", "id": "b"}}]}'),
+     "id"),
+])
+def test_a_name_twice_in_one_object_is_400_naming_it_json(fhir, url, body, name):
+    """json.html is RFC 8259, whose object names SHOULD be unique: with one twice, what
+    the resource says depends on the reader (a gateway in front may read the first),
+    so the server refuses it rather than keep the last."""
+    r = fhir.post(url, body)
+    text = outcome(r)["issue"][0]["diagnostics"]
+    assert f"the name '{name}' appears twice in one object" in text, text
+    assert total(fhir, "Patient") == 0
+
+
 def test_nesting_within_the_limit_is_accepted_json(fhir):
     fhir.create(patient(extension=[_nested_extension(25)]))
     r = fhir.post("", tx(post(patient(extension=[_nested_extension(25)]))))
