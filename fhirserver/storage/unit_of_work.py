@@ -163,15 +163,43 @@ def history_document(w: Write) -> dict[str, Any]:
     }
 
 
+def new_entry_id(started: datetime) -> str:
+    """A journal entry's id: its start (milliseconds, hex) and a random part."""
+    return f"{int(started.timestamp() * 1000):x}-{uuid.uuid4().hex}"
+
+
+def started_of(entry: str) -> datetime | None:
+    """When the unit of journal entry ``entry`` began, as its id says (None for ids
+    of an older form)."""
+    head, dash, _ = entry.partition("-")
+    try:
+        return datetime.fromtimestamp(int(head, 16) / 1000, UTC) if dash else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 class Finished:
-    """Journal entries known to be gone: a unit's entry is deleted when it ends and
-    its id is never used again, so once seen gone it stays gone. Bounded; forgetting
-    one costs a read."""
+    """Which journal entries are gone. A unit's entry is deleted when it ends and its
+    id is never used again, so once gone it stays gone.
+
+    An entry is looked for by its id at most once per process, and not at all when
+    it began well before a recent list of the whole journal (:data:`SNAPSHOT_AGE`
+    old at most) and is not on it: that is the common case, an update of a record an
+    import or a transaction wrote some time ago. Start times are compared across
+    processes, so hosts sharing a database need clocks within :data:`SKEW` (the
+    journal's leases ask for as much, storage/journal.py).
+    """
+
+    SNAPSHOT_AGE = timedelta(seconds=1)
+    SKEW = timedelta(seconds=10)
+    #: past this many entries in flight, each is looked up by id
+    SNAPSHOT_LIMIT = 1000
 
     def __init__(self, journal: Any, size: int = 65536) -> None:
         self.journal = journal
         self.size = size
         self._gone: dict[str, None] = {}
+        self._snapshot: tuple[datetime, frozenset[str]] | None = None
         self._lock = threading.Lock()
 
     def add(self, entry: str) -> None:
@@ -180,9 +208,27 @@ class Finished:
             if len(self._gone) > self.size:
                 del self._gone[next(iter(self._gone))]
 
+    def _listed(self) -> tuple[datetime, frozenset[str]] | None:
+        now = datetime.now(UTC)
+        snap = self._snapshot
+        if snap is None or snap[0] < now - self.SNAPSHOT_AGE:
+            # Taken before the query is sent: an entry that began before this instant
+            # and is not listed had ended by the time the journal was read.
+            ids = [d["_id"] for d in self.journal.find({}, {"_id": 1})
+                   .limit(self.SNAPSHOT_LIMIT + 1)]
+            snap = (now, frozenset(ids)) if len(ids) <= self.SNAPSHOT_LIMIT else None
+            self._snapshot = snap
+        return snap
+
     def in_flight(self, entry: str) -> bool:
         if entry in self._gone:
             return False
+        started = started_of(entry)
+        if started is not None:
+            snap = self._listed()
+            if snap is not None and started < snap[0] - self.SKEW and entry not in snap[1]:
+                self.add(entry)
+                return False
         if self.journal.find_one({"_id": entry}, {"_id": 1}) is not None:
             return True
         self.add(entry)
@@ -406,13 +452,14 @@ class UnitOfWork:
             raise
 
     def _commit_compensating(self, writes: Sequence[Write], verify: Verify | None) -> None:
-        journal_id = uuid.uuid4().hex
+        started = datetime.now(UTC)
+        journal_id = new_entry_id(started)
         owner = me()
         self.cols.journal.insert_one(
             {
                 "_id": journal_id,
                 "state": "pending",
-                "started": datetime.now(UTC),
+                "started": started,
                 "owner": owner.document(),
                 "lease": new_lease(),
                 "writes": [journal_write(w) for w in writes],

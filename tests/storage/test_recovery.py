@@ -18,6 +18,7 @@ import pytest
 
 from fhirserver.storage.journal import LEASE, Leases, me, start_time
 from fhirserver.storage.recovery import RECOVERY_LOCK
+from fhirserver.storage.unit_of_work import Finished, new_entry_id
 from tests.conftest import FhirClient, make_app
 from tests.factories import observation, patient
 
@@ -225,3 +226,21 @@ def test_no_request_builds_on_a_transaction_in_flight_http_transaction(
     r = fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid})
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["meta"]["versionId"] == "2"
+
+
+def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
+    """What the check against building on a transaction in flight relies on: an entry
+    in the journal is in flight, whether it began long ago (listed with the whole
+    journal) or just now (looked up by id); one not there has ended, and stays ended
+    for this process."""
+    finished = Finished(repo.cols.journal)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    running, ended = new_entry_id(long_ago), new_entry_id(long_ago)
+    just_now = new_entry_id(datetime.now(UTC))
+    for entry in (running, just_now):
+        leave_pending(repo, [], owner_of(living.pid), lease=LEASE, entry_id=entry)
+    assert finished.in_flight(running) and finished.in_flight(just_now)
+    assert not finished.in_flight(ended)
+    assert not finished.in_flight(uuid.uuid4().hex)  # an id of the older form
+    repo.cols.journal.delete_many({"_id": {"$in": [running, just_now]}})
+    assert not finished.in_flight(running) and not finished.in_flight(just_now)
