@@ -23,13 +23,11 @@ from ..auth.disclosure import kept_whole, sees_whole
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
 from ..model.masking import mask
-from ..storage.deletions import Mark
 from ..storage.limits import MAX_DOCUMENT_BYTES, stored_bytes
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
 from ..storage.search_claims import ClaimBusy, Held
 from ..storage.unit_of_work import IdentifierTaken, InFlight, VersionConflict
-from . import integrity
 
 #: Retry jitter from its own generator: the global one is the caller's (and
 #: property-based tests replay it).
@@ -184,10 +182,6 @@ class Planner:
     _cache: dict[tuple[str, str], Stored | None] = field(default_factory=dict)
     #: conditional criteria this plan holds until its writes are done
     held: list[Held] = field(default_factory=list)
-    #: the deletes this plan has marked, and the stored records its writes refer to,
-    #: each with the first path referring to it (interactions/integrity.py)
-    marks: list[tuple[Mark, Write]] = field(default_factory=list)
-    referred: dict[str, str] = field(default_factory=dict)
     #: what the caller calls the records it writes, where that is not "Type/id" (a
     #: transaction's entries: their ids are chosen by the server)
     names: dict[str, str] = field(default_factory=dict)
@@ -216,6 +210,7 @@ class Planner:
         base = self._cache.get((write.type, write.id))
         if base is not None and base.version == write.expected:
             write.base_tx = base.tx  # see storage/unit_of_work.py
+            write.base_written = base.last_updated
         self.writes.append(write)
         self._pending[(write.type, write.id)] = write
         return write
@@ -318,21 +313,13 @@ class Planner:
         return mask(value, found.entry)
 
     def commit(self) -> None:
-        try:
-            self._commit()
-        except BaseException:
-            integrity.abandon(self)
-            raise
-        self.marks = []  # the deletes stand: their marks stay (storage/deletions.py)
-
-    def _commit(self) -> None:
         self.check()
         for h in self.held:
             if not self.repo.search_claims.renew(h):
                 raise ClaimBusy(f"the claim on conditional criteria {h.key} was taken over")
         ended = self._ended_patients()
         try:
-            self.repo.commit(self.writes, verify=lambda: integrity.settle(self))
+            self.repo.commit(self.writes)
             for patient in ended:
                 end_patient(self.repo.db, patient)
             if self.ctx.access is not None:
@@ -349,7 +336,6 @@ class Planner:
                 expression=f"{exc.write.type}.identifier", details="identifier-taken",
             ) from exc
         self.writes = []
-        self.referred = {}
         self._pending.clear()
         self._cache.clear()
 

@@ -23,8 +23,7 @@ from ..model.groups import GROUP
 from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import blinded_hash, make_write
-from ..storage.records import Stored, Write
-from . import integrity
+from ..storage.records import Stored
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result, managed_team
 from .disclosure import disclosed, record_of, sees_whole_of
@@ -387,7 +386,7 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
                    method="DELETE", tz=planner.ctx.tz, protection=planner.repo.protection,
                    previous_claims=_claims(planner, rtype, current.resource))
     )
-    planner.checks.append(lambda: _check_not_referenced(planner, w))
+    planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
     return Result(
         200,
         w.stored(),
@@ -414,15 +413,11 @@ def conditional_delete(planner: Planner, rtype: str, query: str) -> Result:
     return delete(planner, rtype, found)
 
 
-def _check_not_referenced(planner: Planner, delete: Write) -> None:
-    """409 while other records refer to the target of ``delete``. A Group's membership
-    is no such record: it lists patients, often another organisation's list, and must
-    neither keep a patient's record from being deleted nor tell the deleter that a
-    list names them (an export reports a deleted member as not known). The target is
-    marked first, so that a write referring to it at the same moment either is seen
-    here or sees the delete (interactions/integrity.py)."""
-    target = f"{delete.type}/{delete.id}"
-    integrity.mark_delete(planner, delete)
+def _check_not_referenced(planner: Planner, target: str) -> None:
+    """409 while other records refer to ``target``. A Group's membership is no such
+    record: it lists patients, often another organisation's list, and must neither
+    keep a patient's record from being deleted nor tell the deleter that a list
+    names them (an export reports a deleted member as not known)."""
     exempt = {GROUP} if target.startswith("Patient/") else set()
     planned: dict[str, set[str]] = {}
     for w in planner.writes:

@@ -73,6 +73,9 @@ class Write:
     #: that of the version it replaces (``Stored.tx``), if a multi-write unit wrote it
     tx: str | None = field(default=None, init=False, compare=False)
     base_tx: str | None = field(default=None, init=False, compare=False)
+    #: when the version it replaces was written: with its number, which version that
+    #: is (a number is used again once a failed unit takes its version back)
+    base_written: datetime | None = field(default=None, init=False, compare=False)
 
     @property
     def taken(self) -> list[str]:

@@ -50,8 +50,6 @@ from ..search.shards import ORDER_FIELD, resume_position, walked
 from ..search.shards import plan as shard_plan
 from ..search.sorting import row_key, sort_values
 from .day_buckets import add_day_buckets
-from .deletions import COLLECTION as DELETIONS_COLLECTION
-from .deletions import Deletions
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
 from .postgres_indexes import ensure_gin_indexes
@@ -66,7 +64,7 @@ from .records import Stored, Write
 from .reencryption import Progress, Reencryption
 from .search_claims import SearchClaims
 from .stored_form import resource_of
-from .unit_of_work import UnitOfWork, Verify
+from .unit_of_work import UnitOfWork
 
 #: Indexes of the collections beside the resources: care relationships by who holds
 #: them (the access policy's one query per caller), audit records by patient (a
@@ -155,8 +153,6 @@ class Repository:
         self.lookup_ids_one_by_one = "ferretdbVersion" in self.db.command("buildInfo")
         #: locks on conditional criteria while a conditional create writes
         self.search_claims = SearchClaims(self.db[SEARCH_CLAIMS_COLLECTION])
-        #: deletes of records that others may be referring to at the same moment
-        self.deletions = Deletions(self.db[DELETIONS_COLLECTION], self.cols.current)
         self.uow = UnitOfWork(
             self.cols,
             self.client,  # type: ignore[arg-type]
@@ -711,9 +707,9 @@ class Repository:
 
     # -- writes ----------------------------------------------------------------------
 
-    def commit(self, writes: Sequence[Write], verify: Verify | None = None) -> None:
+    def commit(self, writes: Sequence[Write]) -> None:
         self._register(writes)
-        self.uow.commit(writes, verify)
+        self.uow.commit(writes)
 
     def _register(self, writes: Sequence[Write]) -> None:
         """Record the month and day buckets the writes put records in, and their

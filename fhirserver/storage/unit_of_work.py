@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 
 ORPHAN_AGE = timedelta(seconds=30)
 Rebuild = Callable[[str, dict[str, Any]], dict[str, Any]]
-Verify = Callable[[], None]
 
 
 class VersionConflict(Exception):
@@ -296,9 +295,13 @@ class UnitOfWork:
         # record by the ``_id`` index and tests ``v`` before its UPDATE, so the filter
         # alone would let two writers through: the claim is what decides).
         self._claim(w, session)
-        matched = current.replace_one(
-            {"_id": w.id, "v": w.expected}, current_document(w), session=session
-        ).matched_count == 1
+        # The version planned on, not only its number: a unit that failed took its
+        # version back and another may have written one of the same number since.
+        base: dict[str, Any] = {"_id": w.id, "v": w.expected}
+        if w.base_written is not None:
+            base["lu"] = w.base_written
+        matched = current.replace_one(base, current_document(w), session=session
+                                      ).matched_count == 1
         if not matched:
             # Give back this writer's claim only: a writer stalled past ORPHAN_AGE may
             # find its claim cleared (:meth:`_clear_orphan`) and the version another's.
@@ -425,33 +428,18 @@ class UnitOfWork:
 
     # -- several writes --------------------------------------------------------------
 
-    def commit(self, writes: Sequence[Write], verify: Verify | None = None) -> None:
-        """Write all of ``writes`` or none. ``verify`` runs once they are all stored,
-        before the unit ends: what it raises takes them back (a check that must see
-        the writes in the database, storage/deletions.py)."""
+    def commit(self, writes: Sequence[Write]) -> None:
         if not writes:
             return
         if len(writes) == 1:
             self._apply(writes[0])
-            self._verified([writes[0]], verify)
         elif self.use_transactions:
             with self.client.start_session() as session:
                 session.with_transaction(lambda s: [self._apply(w, s) for w in writes])
-            self._verified(writes, verify)
         else:
-            self._commit_compensating(writes, verify)
+            self._commit_compensating(writes)
 
-    def _verified(self, applied: Sequence[Write], verify: Verify | None) -> None:
-        if verify is None:
-            return
-        try:
-            verify()
-        except BaseException:
-            for w in reversed(applied):
-                self._undo(w)
-            raise
-
-    def _commit_compensating(self, writes: Sequence[Write], verify: Verify | None) -> None:
+    def _commit_compensating(self, writes: Sequence[Write]) -> None:
         started = datetime.now(UTC)
         journal_id = new_entry_id(started)
         owner = me()
@@ -476,8 +464,6 @@ class UnitOfWork:
                     if w.expected is not None:
                         self._apply(w)
                         applied.append(w)
-                if verify is not None:
-                    verify()
             except BaseException:
                 for w in reversed(applied):
                     self._undo(w)

@@ -6,8 +6,7 @@ and update are bounded here by the commands they send (issue: speed, "create / u
 >= 150 req/s"), not by time. A write is audited twice (before and after: nothing
 changes that the log does not show) and looks up the clinician's emergencies for it
 (test_audit.py: a cached reach may predate another worker's break-the-glass), reads
-what its references point to, writes the record and its history version, and then
-looks for a delete of what it refers to in flight (interactions/integrity.py)."""
+what its references point to, and writes the record and its history version."""
 
 from __future__ import annotations
 
@@ -83,7 +82,7 @@ def test_a_clinicians_read_create_and_update_send_only_what_they_need_http_crud(
         r, seen = sent(lambda: dr.post("Observation", f.observation(pid, code="1-2")))
         assert r.status_code == 201, r.get_json()
         assert seen == Counter({"insert _audit": 2, "find Patient": 1, "insert Observation": 1,
-                                "insert Observation_history": 1, "find _deletions": 1,
+                                "insert Observation_history": 1,
                                 "find _care_relationships": 1}), seen
 
     body = dr.get(f"Observation/{oid}").get_json()
@@ -93,7 +92,7 @@ def test_a_clinicians_read_create_and_update_send_only_what_they_need_http_crud(
         assert r.status_code == 200, r.get_json()
         assert seen == Counter({"insert _audit": 2, "find Observation": 1, "find Patient": 1,
                                 "update Observation": 1, "insert Observation_history": 1,
-                                "find _deletions": 1, "find _care_relationships": 1}), seen
+                                "find _care_relationships": 1}), seen
         body = r.get_json()
 
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from fhirserver.storage.journal import LEASE, Leases, me, start_time
+from fhirserver.interactions import write
+from fhirserver.interactions.context import Context, Planner
+from fhirserver.storage.journal import LEASE, Leases, journal_write, me, start_time
 from fhirserver.storage.recovery import RECOVERY_LOCK
-from fhirserver.storage.unit_of_work import Finished, new_entry_id
+from fhirserver.storage.unit_of_work import Finished, VersionConflict, new_entry_id
 from tests.conftest import FhirClient, make_app
 from tests.factories import observation, patient
 
@@ -244,3 +246,42 @@ def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
     assert not finished.in_flight(uuid.uuid4().hex)  # an id of the older form
     repo.cols.journal.delete_many({"_id": {"$in": [running, just_now]}})
     assert not finished.in_flight(running) and not finished.in_flight(just_now)
+
+
+def test_a_plan_on_a_version_taken_back_does_not_land_on_its_successor_http_update(
+        app, repo, settings):
+    """R4 http.html#update: a write replaces the version it was planned on. Planned on
+    a transaction's version 2 that is then rolled back (its process died), and with
+    another transaction's version 2 written since, it is a conflict (planned again),
+    not a replacement of a version it never saw, which would have dropped that
+    transaction's change."""
+    ctx = Context(repo, settings, "")
+
+    def patient_v(gender: str, **more: str) -> dict[str, Any]:
+        return {"resourceType": "Patient", "id": "vr", "gender": gender, **more}
+
+    def unit(gender: str, **more: str) -> list[Any]:
+        planner = Planner(ctx)
+        write.update(planner, "Patient", "vr", patient_v(gender, **more))
+        other = f"vr-{uuid.uuid4().hex[:8]}"
+        write.update(planner, "Patient", other, {"resourceType": "Patient", "id": other})
+        writes = list(planner.writes)
+        planner.commit()
+        return writes
+
+    first = Planner(ctx)
+    write.update(first, "Patient", "vr", patient_v("male"))
+    first.commit()
+    rolled_back = unit("female")  # version 2
+    stale = Planner(ctx)
+    write.update(stale, "Patient", "vr", patient_v("other"))  # planned on it
+    leave_pending(repo, [journal_write(w) for w in rolled_back], dead_owner(),
+                  lease=timedelta(hours=1))
+    assert repo.uow.recover() == 1
+    assert repo.get("Patient", "vr").version == 1
+    unit("unknown", birthDate="2000-01-01")  # another version 2
+    with pytest.raises(VersionConflict):
+        stale.commit()
+    now = repo.get("Patient", "vr")
+    assert (now.version, now.resource["gender"], now.resource["birthDate"]) == \
+        (2, "unknown", "2000-01-01")
