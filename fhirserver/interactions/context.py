@@ -28,6 +28,7 @@ from ..storage.records import Stored, Write
 from ..storage.repository import Repository
 from ..storage.search_claims import ClaimBusy, Held
 from ..storage.unit_of_work import IdentifierTaken, InFlight, VersionConflict
+from . import integrity
 
 #: Retry jitter from its own generator: the global one is the caller's (and
 #: property-based tests replay it).
@@ -182,6 +183,10 @@ class Planner:
     _cache: dict[tuple[str, str], Stored | None] = field(default_factory=dict)
     #: conditional criteria this plan holds until its writes are done
     held: list[Held] = field(default_factory=list)
+    #: the stored records its writes refer to, each with the first path referring to
+    #: it, and checks to run again once its writes are stored (interactions/integrity.py)
+    referred: dict[str, str] = field(default_factory=dict)
+    settles: list[Callable[[], None]] = field(default_factory=list)
     #: what the caller calls the records it writes, where that is not "Type/id" (a
     #: transaction's entries: their ids are chosen by the server)
     names: dict[str, str] = field(default_factory=dict)
@@ -259,6 +264,9 @@ class Planner:
         if current is None:
             self.ctx.probe_absent(rtype, rid)
             return False
+        if current.deleted and current.tx and self.repo.uow.finished.in_flight(current.tx):
+            # A delete still in flight, which may yet be taken back: planned again.
+            raise InFlight(target=f"{rtype}/{rid}")
         if version is not None:
             return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)
         return not current.deleted and self.ctx.visible(current)
@@ -319,7 +327,10 @@ class Planner:
                 raise ClaimBusy(f"the claim on conditional criteria {h.key} was taken over")
         ended = self._ended_patients()
         try:
-            self.repo.commit(self.writes)
+            self.repo.commit(
+                self.writes,
+                verify=(lambda: integrity.settle(self)) if self.referred or self.settles else None,
+                journalled=any(w.deleted for w in self.writes))
             for patient in ended:
                 end_patient(self.repo.db, patient)
             if self.ctx.access is not None:
@@ -336,6 +347,7 @@ class Planner:
                 expression=f"{exc.write.type}.identifier", details="identifier-taken",
             ) from exc
         self.writes = []
+        self.referred, self.settles = {}, []
         self._pending.clear()
         self._cache.clear()
 

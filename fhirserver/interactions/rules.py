@@ -20,6 +20,7 @@ from ..mpi.patients import check_patient
 from ..search.results import whole_number
 from ..storage.limits import MAX_DOCUMENT_BYTES, resource_bytes
 from ..storage.records import Stored
+from . import integrity
 from .context import Context, Planner
 
 _ETAG = re.compile(r'^\s*(?:W/"([0-9]{1,18})"|"([0-9]{1,18})"|([0-9]{1,18}))\s*$')
@@ -120,6 +121,9 @@ def check_references(planner: Planner, resource: dict[str, Any]) -> None:
             ok = False  # this server's version ids are integers
         else:
             ok = planner.resolves(local.type, local.id, version)
+        if ok and planner.pending(local.type, local.id) is None \
+                and not groups.is_member_path(path):
+            integrity.refer(planner, f"{local.type}/{local.id}", path)
         if not ok:
             problems.append(
                 errors.Issue(

@@ -387,6 +387,9 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
                    previous_claims=_claims(planner, rtype, current.resource))
     )
     planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
+    # ... and again once the delete is stored: a write referring to the record may
+    # have been stored in between (interactions/integrity.py)
+    planner.settles.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
     return Result(
         200,
         w.stored(),

@@ -64,7 +64,7 @@ from .records import Stored, Write
 from .reencryption import Progress, Reencryption
 from .search_claims import SearchClaims
 from .stored_form import resource_of
-from .unit_of_work import UnitOfWork
+from .unit_of_work import UnitOfWork, Verify
 
 #: Indexes of the collections beside the resources: care relationships by who holds
 #: them (the access policy's one query per caller), audit records by patient (a
@@ -707,9 +707,16 @@ class Repository:
 
     # -- writes ----------------------------------------------------------------------
 
-    def commit(self, writes: Sequence[Write]) -> None:
+    def commit(self, writes: Sequence[Write], verify: Verify | None = None,
+               journalled: bool = False) -> None:
         self._register(writes)
-        self.uow.commit(writes)
+        self.uow.commit(writes, verify, journalled)
+
+    def standing(self, rtype: str, rid: str) -> tuple[bool, str | None]:
+        """Whether ``rtype/rid`` exists and is not deleted, and the journal entry of
+        the unit that wrote its current version, if one did."""
+        doc = self.cols.current[rtype].find_one({"_id": rid}, {"del": 1, "tx": 1})
+        return (doc is not None and not doc.get("del")), (doc or {}).get("tx")
 
     def _register(self, writes: Sequence[Write]) -> None:
         """Record the month and day buckets the writes put records in, and their

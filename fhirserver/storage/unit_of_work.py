@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 
 ORPHAN_AGE = timedelta(seconds=30)
 Rebuild = Callable[[str, dict[str, Any]], dict[str, Any]]
+Verify = Callable[[], None]
 
 
 class VersionConflict(Exception):
@@ -83,12 +84,13 @@ class VersionConflict(Exception):
 
 
 class InFlight(VersionConflict):
-    """The current version was written by a transaction that has not ended."""
+    """The current version was written by a unit that has not ended: a transaction,
+    or a delete (``target``: a record a write refers to, being deleted)."""
 
-    def __init__(self, write: Write) -> None:
-        super().__init__(write)
-        message = f"{write.type}/{write.id} is being written by a transaction still in progress"
-        self.args = (message,)
+    def __init__(self, write: Write | None = None, target: str | None = None) -> None:
+        about = target if write is None else f"{write.type}/{write.id}"
+        Exception.__init__(self, f"{about} is being written by a request still in progress")
+        self.write = write  # type: ignore[assignment]  # None: a record referred to
 
 
 class IdentifierTaken(Exception):
@@ -428,18 +430,36 @@ class UnitOfWork:
 
     # -- several writes --------------------------------------------------------------
 
-    def commit(self, writes: Sequence[Write]) -> None:
+    def commit(self, writes: Sequence[Write], verify: Verify | None = None,
+               journalled: bool = False) -> None:
+        """Write all of ``writes`` or none. ``verify`` runs once they are all stored,
+        before the unit ends: what it raises takes them back (a check that must see
+        them in the database: interactions/integrity.py). ``journalled`` writes even
+        a single write as a unit with a journal entry: others cannot build on it
+        until it ends, and a crash before then rolls it back."""
         if not writes:
             return
-        if len(writes) == 1:
+        if len(writes) == 1 and not (journalled and not self.use_transactions):
             self._apply(writes[0])
+            self._verified(writes, verify)
         elif self.use_transactions:
             with self.client.start_session() as session:
                 session.with_transaction(lambda s: [self._apply(w, s) for w in writes])
+            self._verified(writes, verify)
         else:
-            self._commit_compensating(writes)
+            self._commit_compensating(writes, verify)
 
-    def _commit_compensating(self, writes: Sequence[Write]) -> None:
+    def _verified(self, applied: Sequence[Write], verify: Verify | None) -> None:
+        if verify is None:
+            return
+        try:
+            verify()
+        except BaseException:
+            for w in reversed(applied):
+                self._undo(w)
+            raise
+
+    def _commit_compensating(self, writes: Sequence[Write], verify: Verify | None) -> None:
         started = datetime.now(UTC)
         journal_id = new_entry_id(started)
         owner = me()
@@ -464,6 +484,8 @@ class UnitOfWork:
                     if w.expected is not None:
                         self._apply(w)
                         applied.append(w)
+                if verify is not None:
+                    verify()
             except BaseException:
                 for w in reversed(applied):
                     self._undo(w)

@@ -214,7 +214,7 @@ def test_no_request_builds_on_a_transaction_in_flight_http_transaction(
 
     r = fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid})
     assert r.status_code == 409, r.get_json()
-    assert "transaction still in progress" in r.get_json()["issue"][0]["diagnostics"]
+    assert "being written by a request still in progress" in r.get_json()["issue"][0]["diagnostics"]
     r = fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid},
                  headers={"If-Match": 'W/"2"'})
     assert r.status_code == 409, r.get_json()  # not a 412: version 2 may yet stand

@@ -1,0 +1,171 @@
+"""A delete of a referenced record and a write referring to it, at the same moment.
+
+The server refuses to delete a record other records refer to (409, as HAPI does
+with referential integrity enforced on delete: R4 http.html#delete leaves the rule
+to the server, and this one promises that a stored reference to a supported type
+resolves). A create that checked its reference just before the delete looked for
+referrers, and was stored just after, used to be left pointing at a deleted Patient.
+The protocol is interactions/integrity.py: each side reads the other again once its
+own write is stored.
+
+The interleavings are made with the planner's own steps: a plan's checks run
+(``Planner.check``), the other request runs whole, then the plan commits.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from fhirserver.interactions import write
+from fhirserver.interactions.context import Context, Planner
+from fhirserver.storage.journal import journal_write
+from tests import factories as f
+from tests.conftest import FhirClient, make_app
+from tests.storage.test_recovery import leave_pending, living, owner_of  # noqa: F401
+
+ROUNDS = 12
+
+
+@pytest.fixture
+def repo(app: Any) -> Any:
+    return app.extensions["fhirserver"].repo
+
+
+@pytest.fixture
+def ctx(app: Any, repo: Any) -> Context:
+    return Context(repo, app.extensions["fhirserver"].settings, "")
+
+
+def referring(repo: Any, pid: str) -> int:
+    """Live records of any type that refer to the Patient."""
+    return sum(col.count_documents({"refs": f"Patient/{pid}", "del": False})
+               for col in repo.cols.current.values())
+
+
+def test_a_create_whose_patient_was_deleted_after_its_check_is_taken_back_http_delete(
+        fhir, repo, ctx):
+    """The create's reference resolved; the Patient was then deleted (no referrer
+    yet); the create, once stored, finds it deleted and is taken back: 409 naming the
+    reference, and nothing refers to the deleted Patient, in its history neither."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    creating = Planner(ctx)
+    write.create(creating, "Observation", f.observation(pid))
+    creating.check()  # the reference resolves: the Patient is there
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    with pytest.raises(Exception) as refused:
+        creating.commit()
+    assert getattr(refused.value, "status", None) == 409
+    issue = refused.value.outcome()["issue"][0]  # type: ignore[attr-defined]
+    assert f"Patient/{pid} was deleted while this request was written" in issue["diagnostics"]
+    assert issue["expression"] == ["Observation.subject.reference"]
+    assert referring(repo, pid) == 0
+    assert repo.cols.history["Observation"].count_documents({}) == 0
+
+
+def test_a_delete_that_a_create_got_in_before_is_taken_back_http_delete(fhir, repo, ctx):
+    """The delete found no referrer; a create referring to the Patient was then stored;
+    the delete, once stored, looks again, finds it and is taken back: 409 naming it,
+    and the Patient is there at its version as before."""
+    pid = fhir.create(f.patient("Staying"))["id"]
+    deleting = Planner(ctx)
+    write.delete(deleting, "Patient", pid)
+    deleting.check()  # no referrer yet
+    oid = fhir.create(f.observation(pid))["id"]
+    with pytest.raises(Exception) as refused:
+        deleting.commit()
+    assert getattr(refused.value, "status", None) == 409
+    assert f"referenced by Observation/{oid}" in str(refused.value)
+    p = fhir.get(f"Patient/{pid}")
+    assert p.status_code == 200 and p.get_json()["meta"]["versionId"] == "1"
+    assert repo.cols.history["Patient"].count_documents({"rid": pid}) == 1
+    assert fhir.get(f"Observation/{oid}").status_code == 200
+
+
+def test_a_reference_to_a_record_whose_delete_is_in_flight_waits_for_it_http_delete(
+        fhir, repo, settings, living):  # noqa: F811
+    """A delete still running (its unit in the journal, its process alive): a write
+    referring to the record is planned again while it runs and answered 409 (try
+    again), not 422, since the delete may yet be taken back; rolled back (its process
+    died), the record is there and the write succeeds."""
+    pid = fhir.create(f.patient("Pending"))["id"]
+    deleter = make_app(settings)  # the process that runs the delete
+    try:
+        client = FhirClient(deleter.test_client())
+        assert client.delete(f"Patient/{pid}").status_code == 200
+    finally:
+        deleter.extensions["fhirserver"].repo.close()
+    doc = repo.cols.current["Patient"].find_one({"_id": pid})
+    assert doc["del"] and doc["tx"]
+    history = repo.cols.history["Patient"].find_one({"_id": f"{pid}/2"})
+    deleted = {"type": "Patient", "id": pid, "expected": 1, "version": 2, "claims": [],
+               "previous_claims": [], "lu": history["lu"], "h": ""}
+    team = [journal_write(w) for w in []]
+    leave_pending(repo, [deleted, *team], owner_of(living.pid), lease=timedelta(hours=1),
+                  entry_id=doc["tx"])
+    r = fhir.post("Observation", f.observation(pid))
+    assert r.status_code == 409, r.get_json()
+    assert "in progress" in r.get_json()["issue"][0]["diagnostics"]
+    living.kill()
+    living.wait()
+    assert repo.uow.recover() == 1
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert fhir.post("Observation", f.observation(pid)).status_code == 201
+
+
+@pytest.mark.parametrize("writers", ["create", "put"])
+def test_delete_and_writes_at_once_never_leave_a_reference_to_a_deleted_patient_http_delete(
+        fhir, app, repo, writers):
+    """A delete and three writes referring to the Patient at the same moment, many
+    times over (three creates; or three updates of one Observation, re-pointing it at
+    the Patient, which build on each other): either the delete is refused and the
+    Patient is there, or it is deleted and nothing refers to it. A write answered
+    with an error left nothing: the Observation is as before, or absent."""
+    outcomes = set()
+    for _ in range(ROUNDS):
+        pid = fhir.create(f.patient("Raced"))["id"]
+        elsewhere = fhir.create(f.patient("Elsewhere"))["id"]
+        moved = fhir.create(f.observation(elsewhere))
+        start = threading.Barrier(4)
+        answers: dict[str, Any] = {}
+
+        def run(name: str, call: Any) -> None:
+            client = FhirClient(app.test_client())
+            start.wait()
+            time.sleep(random.uniform(0, 0.03))  # each round another interleaving
+            answers[name] = call(client).status_code
+
+        calls = {"delete": lambda c: c.delete(f"Patient/{pid}")}
+        for i in range(3):
+            if writers == "create":
+                calls[f"w{i}"] = lambda c: c.post("Observation", f.observation(pid))
+            else:
+                calls[f"w{i}"] = lambda c, i=i: c.put(
+                    f"Observation/{moved['id']}",
+                    {**moved, "subject": {"reference": f"Patient/{pid}"},
+                     "valueQuantity": {"value": i, "unit": "mmol/l"}})
+        threads = [threading.Thread(target=run, args=item) for item in calls.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(code < 500 for code in answers.values()), answers
+        alive = fhir.get(f"Patient/{pid}").status_code == 200
+        wrote = sum(1 for k, code in answers.items() if k != "delete" and code in (200, 201))
+        outcomes.add((answers["delete"], wrote))
+        if alive:
+            assert answers["delete"] == 409, answers
+        else:
+            assert answers["delete"] == 200 and wrote == 0, answers
+            assert referring(repo, pid) == 0
+        if writers == "put" and not wrote:
+            now = fhir.get(f"Observation/{moved['id']}").get_json()
+            assert now["subject"]["reference"] == f"Patient/{elsewhere}", now
+        if writers == "create":
+            assert referring(repo, pid) == wrote
+    print(sorted(outcomes))
