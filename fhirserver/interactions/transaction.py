@@ -296,10 +296,12 @@ def _plan(planner: Planner, body: dict[str, Any], entries: list[Entry],
                 full = _full_urls(body)[index]
                 if method == "POST" and full in mapping:
                     resource = {**resource, "id": mapping[full].split("/", 1)[1]}
-            before, written = len(planner.checks), len(planner.writes)
+            before, settles = len(planner.checks), len(planner.settles)
+            written = len(planner.writes)
             results[index] = _create_with_id(planner, target, method, request, resource, mapping,
                                              _full_urls(body)[index])
             planner.checks[before:] = [_located(index, c) for c in planner.checks[before:]]
+            planner.settles[settles:] = [_located(index, c) for c in planner.settles[settles:]]
             if method == "POST" or (method == "PUT" and target.id is None):
                 for w in planner.writes[written:]:  # ids the server chose
                     planner.names[f"{w.type}/{w.id}"] = f"the {w.type} of Bundle.entry[{index}]"
