@@ -264,8 +264,10 @@ class Planner:
         if current is None:
             self.ctx.probe_absent(rtype, rid)
             return False
-        if current.deleted and current.tx and self.repo.uow.finished.in_flight(current.tx):
-            # A delete still in flight, which may yet be taken back: planned again.
+        if current.deleted and current.tx and self.repo.uow.finished.in_flight(current.tx) \
+                and self.ctx.visible(current):
+            # A delete still in flight, which may yet be taken back: planned again. (Of
+            # a record the caller may not see: a 422, as for any other.)
             raise InFlight(target=f"{rtype}/{rid}")
         if version is not None:
             return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)

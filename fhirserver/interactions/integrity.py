@@ -53,6 +53,21 @@ def settle(planner: Planner) -> None:
             _still_there(planner, target, path)
 
 
+def wait_for_units(planner: Planner, target: str) -> None:
+    """Until the units that began before a stored delete of ``target`` and still run
+    have ended (at most :data:`WAIT`; past it the delete is refused, 409)."""
+    own = next((w.tx for w in planner.writes if w.tx), None)
+    uow = planner.repo.uow
+    running = uow.older_in_flight(own)
+    deadline = time.monotonic() + WAIT
+    while running:
+        if time.monotonic() > deadline:
+            raise errors.Conflict(f"{target} cannot be deleted while other transactions "
+                                  "are being written: try again")
+        time.sleep(POLL)
+        running = [unit for unit in running if uow.finished.in_flight(unit)]
+
+
 def _still_there(planner: Planner, target: str, path: str) -> None:
     rtype, _, rid = target.partition("/")
     deadline = time.monotonic() + WAIT

@@ -24,6 +24,7 @@ from ..model.types import is_valid_id
 from ..mpi.patients import claims, identity_documents, keep_server_owned
 from ..storage.indexing import blinded_hash, make_write
 from ..storage.records import Stored
+from . import integrity
 from .conditional import claim_criteria, single_match
 from .context import Planner, Result, managed_team
 from .disclosure import disclosed, record_of, sees_whole_of
@@ -389,7 +390,8 @@ def delete(planner: Planner, rtype: str, rid: str, *, if_match: str | None = Non
     planner.checks.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
     # ... and again once the delete is stored: a write referring to the record may
     # have been stored in between (interactions/integrity.py)
-    planner.settles.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}"))
+    planner.settles.append(lambda: _check_not_referenced(planner, f"{rtype}/{rid}",
+                                                         stored=True))
     return Result(
         200,
         w.stored(),
@@ -416,11 +418,17 @@ def conditional_delete(planner: Planner, rtype: str, query: str) -> Result:
     return delete(planner, rtype, found)
 
 
-def _check_not_referenced(planner: Planner, target: str) -> None:
+def _check_not_referenced(planner: Planner, target: str, stored: bool = False) -> None:
     """409 while other records refer to ``target``. A Group's membership is no such
     record: it lists patients, often another organisation's list, and must neither
     keep a patient's record from being deleted nor tell the deleter that a list
-    names them (an export reports a deleted member as not known)."""
+    names them (an export reports a deleted member as not known).
+
+    Once the delete is ``stored``, the units running beside it are waited for first:
+    one that took a reference away (deleted or re-pointed a record) may yet fail, and
+    taking its writes back puts the reference back (interactions/integrity.py)."""
+    if stored:
+        integrity.wait_for_units(planner, target)
     exempt = {GROUP} if target.startswith("Patient/") else set()
     planned: dict[str, set[str]] = {}
     for w in planner.writes:

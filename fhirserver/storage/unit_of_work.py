@@ -557,6 +557,18 @@ class UnitOfWork:
                 history.replace_one({"_id": f"{w.id}/{w.version}"}, history_document(w),
                                     upsert=True, session=session)
 
+    def older_in_flight(self, own: str | None) -> list[str]:
+        """The journal entries of the units running now that began before ``own`` (all
+        but it when its start is not known): two units each waiting for the other
+        would wait for ever."""
+        mine = started_of(own) if own else None
+        found = []
+        for d in self.cols.journal.find({"state": "pending"}, {"_id": 1}):
+            began = started_of(d["_id"])
+            if d["_id"] != own and (mine is None or began is None or began < mine):
+                found.append(d["_id"])
+        return found
+
     # -- recovery --------------------------------------------------------------------
 
     def recover(self, wait: bool = True) -> int:

@@ -24,8 +24,8 @@ import pytest
 
 from fhirserver.interactions import write
 from fhirserver.interactions.context import Context, Planner
-from fhirserver.storage.journal import journal_write
 from tests import factories as f
+from tests.api.test_access import clinician
 from tests.conftest import FhirClient, make_app
 from tests.storage.test_recovery import leave_pending, living, owner_of  # noqa: F401
 
@@ -88,7 +88,7 @@ def test_a_delete_that_a_create_got_in_before_is_taken_back_http_delete(fhir, re
 
 
 def test_a_reference_to_a_record_whose_delete_is_in_flight_waits_for_it_http_delete(
-        fhir, repo, settings, living):  # noqa: F811
+        fhir, app, repo, settings, living):  # noqa: F811
     """A delete still running (its unit in the journal, its process alive): a write
     referring to the record is planned again while it runs and answered 409 (try
     again), not 422, since the delete may yet be taken back; rolled back (its process
@@ -105,12 +105,15 @@ def test_a_reference_to_a_record_whose_delete_is_in_flight_waits_for_it_http_del
     history = repo.cols.history["Patient"].find_one({"_id": f"{pid}/2"})
     deleted = {"type": "Patient", "id": pid, "expected": 1, "version": 2, "claims": [],
                "previous_claims": [], "lu": history["lu"], "h": ""}
-    team = [journal_write(w) for w in []]
-    leave_pending(repo, [deleted, *team], owner_of(living.pid), lease=timedelta(hours=1),
+    leave_pending(repo, [deleted], owner_of(living.pid), lease=timedelta(hours=1),
                   entry_id=doc["tx"])
     r = fhir.post("Observation", f.observation(pid))
     assert r.status_code == 409, r.get_json()
     assert "in progress" in r.get_json()["issue"][0]["diagnostics"]
+    # A clinician who does not treat the patient learns nothing of the delete.
+    stranger = clinician(app, fhir, dr="dr-stranger")
+    r = stranger.post("Observation", f.observation(pid))
+    assert r.status_code in (403, 422), r.get_json()
     living.kill()
     living.wait()
     assert repo.uow.recover() == 1
