@@ -25,12 +25,24 @@ write's references resolved to (rules.check_references).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from .. import errors
+from ..storage.records import Write
+from ..storage.repository import Repository
 
-if TYPE_CHECKING:
-    from .context import Planner
+
+class Planner(Protocol):
+    """What these checks read of a plan (interactions/context.Planner, which calls
+    them: a protocol keeps this module below it)."""
+
+    @property
+    def repo(self) -> Repository: ...
+
+    writes: list[Write]
+    referred: dict[str, str]
+    settles: list[Callable[[], None]]
 
 #: How long a write waits for a delete of what it refers to (a delete takes
 #: milliseconds; one held up longer is answered "try again").

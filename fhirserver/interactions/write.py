@@ -433,7 +433,7 @@ def _check_not_referenced(planner: Planner, target: str, stored: bool = False) -
     planned: dict[str, set[str]] = {}
     for w in planner.writes:
         planned.setdefault(w.type, set()).add(w.id)
-    stored = {
+    referring = {
         f"{t}/{i}" for t, i in planner.repo.referrers(target, besides=planned, skip=exempt)
         if (p := planner.pending(t, i)) is None or (not p.deleted and target in p.refs)
     }
@@ -442,11 +442,11 @@ def _check_not_referenced(planner: Planner, target: str, stored: bool = False) -
     written = sorted({f"{planner.names.get(f'{w.type}/{w.id}', f'{w.type}/{w.id}')} "
                       "(written by this transaction)" for w in planner.writes
                       if not w.deleted and target in w.refs and w.type not in exempt})
-    if stored or written:
-        shown = sorted(r for r in stored
+    if referring or written:
+        shown = sorted(r for r in referring
                        if (s := planner.repo.get(*r.split("/", 1))) is not None
                        and planner.ctx.visible(s))
-        hidden = len(stored) > len(shown)
+        hidden = len(referring) > len(shown)
         # Hidden referrers are neither named nor counted.
         named = written + shown
         names = ", ".join(named[:5]) if named else "other resources"
