@@ -57,12 +57,15 @@ _context: Context | None = None
 ORPHAN_CHECK_SECONDS = 1.0
 
 
-def _start(settings: Settings) -> None:
-    """A worker's connection and request context, made once."""
+def _start(settings: Settings, parent: int) -> None:
+    """A worker's connection and request context, made once. ``parent`` is the
+    import's process id, given by the import itself: a worker still starting when the
+    import was killed has been adopted by then, and its own parent would be its
+    adopter."""
     global _context
     from ..storage.repository import Repository
 
-    threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True,
+    threading.Thread(target=_end_with, args=(parent,), daemon=True,
                      name="import-parent").start()
     # The import that starts it has made the indexes and recovered (cli.run_import).
     repo = Repository.from_settings(settings, initialise=False)
@@ -129,7 +132,7 @@ def write_groups(settings: Settings, groups: Iterable[Group], jobs: int,
     pending: Iterator[Group] = iter(groups)
     exhausted = False
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start, initargs=(settings,))
+                               initializer=_start, initargs=(settings, os.getpid()))
     try:
         while True:
             while not exhausted and len(schedule) < jobs * WINDOW_PER_JOB:

@@ -141,11 +141,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.parametrize("kill_after", [0.0, 2.0])
 def test_a_killed_import_leaves_no_worker_behind_and_an_import_again_completes_it(
-        settings, tmp_path):
+        settings, tmp_path, kill_after):
     """`kill -9` of an import: its workers end too (they would otherwise wait for work
     forever, holding their connections), each group is whole or absent, and the
-    same import again writes the rest."""
+    same import again writes the rest. Killed at once, the workers are still starting
+    (importing the server's modules): they must not take the process that adopts
+    them for the import they work for."""
     import os
     import signal
     import subprocess
@@ -170,7 +173,7 @@ def test_a_killed_import_leaves_no_worker_behind_and_an_import_again_completes_i
                    Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")}
         time.sleep(0.05)
     assert len(workers) == 2, "the import started no workers"
-    time.sleep(2)  # into the writing of the first groups
+    time.sleep(kill_after)  # 2 s: into the writing of the first groups
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 15
