@@ -187,6 +187,9 @@ class Planner:
     #: it, and checks to run again once its writes are stored (interactions/integrity.py)
     referred: dict[str, str] = field(default_factory=dict)
     settles: list[Callable[[], None]] = field(default_factory=list)
+    #: before its first read, and once its writes are stored (integrity.settle)
+    started: float = field(default_factory=integrity.now)
+    stored_at: float = 0.0
     #: what the caller calls the records it writes, where that is not "Type/id" (a
     #: transaction's entries: their ids are chosen by the server)
     names: dict[str, str] = field(default_factory=dict)
@@ -264,14 +267,24 @@ class Planner:
         if current is None:
             self.ctx.probe_absent(rtype, rid)
             return False
-        if current.deleted and current.tx and self.repo.uow.finished.in_flight(current.tx) \
-                and self.ctx.visible(current):
-            # A delete still in flight, which may yet be taken back: planned again. (Of
-            # a record the caller may not see: a 422, as for any other.)
+        if current.tx and self.repo.uow.finished.in_flight(current.tx) \
+                and self.ctx.visible(current) and self._taken_back_changes(current):
+            # Written by a unit still in flight, whose failure would make the record
+            # exist where it does not, or not where it does (a delete, a create):
+            # planned again. (Of a record the caller may not see: a 422, as for any other.)
             raise InFlight(target=f"{rtype}/{rid}")
         if version is not None:
             return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)
         return not current.deleted and self.ctx.visible(current)
+
+    def _taken_back_changes(self, current: Stored) -> bool:
+        """Whether taking back ``current``'s version would change whether the record
+        exists: a delete does, and so does a create (no version before it, or a
+        deleted one); an update of a live record does not."""
+        if current.deleted or current.version == 1:
+            return True
+        before = self.repo.get_version(current.type, current.id, current.version - 1)
+        return before is None or before.deleted
 
     def check(self) -> None:
         for check in self.checks:
@@ -352,6 +365,7 @@ class Planner:
         self.referred, self.settles = {}, []
         self._pending.clear()
         self._cache.clear()
+        self.started = integrity.now()
 
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from fhirserver.interactions import write
+from fhirserver.interactions import integrity, write
 from fhirserver.interactions.context import Context, Planner
 from tests import factories as f
 from tests.api.test_access import clinician
@@ -85,6 +85,35 @@ def test_a_delete_that_a_create_got_in_before_is_taken_back_http_delete(fhir, re
     assert p.status_code == 200 and p.get_json()["meta"]["versionId"] == "1"
     assert repo.cols.history["Patient"].count_documents({"rid": pid}) == 1
     assert fhir.get(f"Observation/{oid}").status_code == 200
+
+
+def test_a_quick_write_stored_after_a_delete_is_seen_by_its_second_look_http_delete(
+        fhir, app, repo, ctx, monkeypatch):
+    """A create read its Patient alive; the Patient's delete was then stored; the
+    create, stored at once, is quick enough to skip its own second look
+    (integrity.QUICK): the delete, which waits integrity.GRACE before looking for
+    referrers again, finds it and is taken back. Both windows are widened here so
+    that the create certainly falls inside them."""
+    monkeypatch.setattr(integrity, "GRACE", 3.0)
+    monkeypatch.setattr(integrity, "QUICK", 2.5)
+    pid = fhir.create(f.patient("Staying"))["id"]
+    creating = Planner(ctx)
+    write.create(creating, "Observation", f.observation(pid))
+    creating.check()  # the reference resolves: the Patient is there
+    answer: dict[str, Any] = {}
+    deleter = threading.Thread(target=lambda: answer.update(
+        r=FhirClient(app.test_client()).delete(f"Patient/{pid}")))
+    deleter.start()
+    deadline = time.monotonic() + 10
+    while not (repo.cols.current["Patient"].find_one({"_id": pid}) or {}).get("del"):
+        assert time.monotonic() < deadline, "the delete was never stored"
+        time.sleep(0.005)
+    creating.commit()  # stored while the delete waits: no error
+    deleter.join(30)
+    assert answer["r"].status_code == 409, answer["r"].get_json()
+    assert "is referenced by Observation/" in answer["r"].get_json()["issue"][0]["diagnostics"]
+    assert fhir.get(f"Patient/{pid}").get_json()["meta"]["versionId"] == "1"
+    assert referring(repo, pid) == 1
 
 
 def test_a_reference_to_a_record_whose_delete_is_in_flight_waits_for_it_http_delete(

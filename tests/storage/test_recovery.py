@@ -230,6 +230,43 @@ def test_no_request_builds_on_a_transaction_in_flight_http_transaction(
     assert r.get_json()["meta"]["versionId"] == "2"
 
 
+def test_a_reference_to_a_record_a_transaction_in_flight_created_waits_for_it_http_transaction(
+        fhir, repo, settings, living):
+    """R4 http.html#transaction: a Patient created by a transaction still running is
+    not referred to while it runs (409, try again): the transaction may yet fail and
+    take the Patient back, leaving the reference dangling. Taken back (its process
+    died), the reference does not resolve (422)."""
+    writer = make_app(settings)  # the process that runs the transaction
+    try:
+        body = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:5b0b0b0b-0000-4000-8000-000000000001",
+             "resource": patient(family="Fresh"), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {**observation(), "subject": {
+                "reference": "urn:uuid:5b0b0b0b-0000-4000-8000-000000000001"}},
+             "request": {"method": "POST", "url": "Observation"}}]}
+        r = FhirClient(writer.test_client()).post("", body)
+        assert r.status_code == 200, r.get_json()
+    finally:
+        writer.extensions["fhirserver"].repo.close()
+    pid, oid = (e["response"]["location"].split("/")[1] for e in r.get_json()["entry"])
+    entry = repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
+    writes = [{"type": t, "id": i, "expected": None, "version": 1, "claims": [],
+               "previous_claims": []} for t, i in (("Patient", pid), ("Observation", oid))]
+    leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
+
+    r = fhir.post("Observation", observation(pid))
+    assert r.status_code == 409, r.get_json()
+    assert "in progress" in r.get_json()["issue"][0]["diagnostics"]
+
+    living.kill()
+    living.wait()
+    assert repo.uow.recover() == 1
+    assert fhir.get(f"Patient/{pid}").status_code == 404
+    r = fhir.post("Observation", observation(pid))
+    assert r.status_code == 422, r.get_json()
+    assert repo.cols.current["Observation"].count_documents({}) == 0
+
+
 def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
     """What the check against building on a transaction in flight relies on: an entry
     in the journal is in flight, whether it began long ago (listed with the whole
