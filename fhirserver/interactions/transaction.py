@@ -42,19 +42,21 @@ STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "3
 Entry = tuple[int, str, Target, dict[str, Any], Any]  # index, method, target, request, resource
 
 
+def _root(index: int, e: str) -> str:
+    """A FHIRPath of an entry's resource, rooted at the entry."""
+    if e.startswith("Bundle.entry."):
+        return f"Bundle.entry[{index}]." + e[len("Bundle.entry."):]
+    if e[:1].isupper():  # Type.path -> the entry's resource
+        _, dot, rest = e.partition(".")
+        return f"Bundle.entry[{index}].resource" + (dot + rest if dot else "")
+    return e
+
+
 def _at(index: int, err: errors.FhirError) -> errors.FhirError:
     """The same error with each FHIRPath rooted at the entry it came from."""
-    def root(e: str) -> str:
-        if e.startswith("Bundle.entry."):
-            return f"Bundle.entry[{index}]." + e[len("Bundle.entry."):]
-        if e[:1].isupper():  # Type.path -> the entry's resource
-            head, dot, rest = e.partition(".")
-            return f"Bundle.entry[{index}].resource" + (dot + rest if dot else "")
-        return e
-
     issues = []
     for issue in err.issues:
-        exprs = tuple(root(e) for e in issue.expression) or (f"Bundle.entry[{index}]",)
+        exprs = tuple(_root(index, e) for e in issue.expression) or (f"Bundle.entry[{index}]",)
         issues.append(dataclasses.replace(
             issue, diagnostics=f"Bundle.entry[{index}]: {issue.diagnostics}", expression=exprs
         ))
@@ -297,11 +299,14 @@ def _plan(planner: Planner, body: dict[str, Any], entries: list[Entry],
                 if method == "POST" and full in mapping:
                     resource = {**resource, "id": mapping[full].split("/", 1)[1]}
             before, settles = len(planner.checks), len(planner.settles)
-            written = len(planner.writes)
+            written, referred = len(planner.writes), set(planner.referred)
             results[index] = _create_with_id(planner, target, method, request, resource, mapping,
                                              _full_urls(body)[index])
-            planner.checks[before:] = [_located(index, c) for c in planner.checks[before:]]
-            planner.settles[settles:] = [_located(index, c) for c in planner.settles[settles:]]
+            planner.checks[before:] = [_located(planner, index, c)
+                                       for c in planner.checks[before:]]
+            planner.settles[settles:] = [_located(planner, index, c)
+                                        for c in planner.settles[settles:]]
+            _root_references(planner, index, referred)
             if method == "POST" or (method == "PUT" and target.id is None):
                 for w in planner.writes[written:]:  # ids the server chose
                     planner.names[f"{w.type}/{w.id}"] = f"the {w.type} of Bundle.entry[{index}]"
@@ -314,13 +319,22 @@ def _rooted(err: errors.FhirError) -> bool:
     return any(e.startswith("Bundle.entry[") for i in err.issues for e in i.expression)
 
 
-def _located(index: int, check: Callable[[], None]) -> Callable[[], None]:
+def _located(planner: Planner, index: int, check: Callable[[], None]) -> Callable[[], None]:
     def run() -> None:
+        known = set(planner.referred)
         try:
             check()
         except errors.FhirError as err:
             raise _at(index, err) from err
+        _root_references(planner, index, known)
     return run
+
+
+def _root_references(planner: Planner, index: int, known: set[str]) -> None:
+    """The paths of the references entry ``index`` added to those read again once
+    stored (interactions/integrity.py), rooted at the entry: an error names them so."""
+    for key in planner.referred.keys() - known:
+        planner.referred[key] = _root(index, planner.referred[key])
 
 
 def _create_with_id(planner: Planner, target: Target, method: str, request: dict[str, Any],

@@ -68,6 +68,36 @@ def test_a_create_whose_patient_was_deleted_after_its_check_is_taken_back_http_d
     assert repo.cols.history["Observation"].count_documents({}) == 0
 
 
+def test_a_transaction_entry_whose_patient_was_deleted_after_its_check_is_named_http_transaction(
+        fhir, repo, monkeypatch):
+    """R4 http.html#transaction: a transaction whose entry refers to a Patient deleted
+    after the entry's reference resolved is taken back whole (409), and the error
+    names the entry's reference by its place in the Bundle."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    other = fhir.create(f.patient("Staying"))["id"]
+    commit = repo.commit
+    deleted: list[int] = []
+
+    def delete_first(*args: Any, **kw: Any) -> None:
+        """The transaction's writes, checked, are about to be stored: the delete runs."""
+        if not deleted:  # once: the transaction's (the delete's own passes through)
+            deleted.append(0)
+            deleted[0] = fhir.delete(f"Patient/{pid}").status_code
+        commit(*args, **kw)
+
+    monkeypatch.setattr(repo, "commit", delete_first)
+    body = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": f.observation(other), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": f.observation(pid), "request": {"method": "POST", "url": "Observation"}}]}
+    r = fhir.post("", body)
+    assert deleted == [200]
+    assert r.status_code == 409, r.get_json()
+    issue = r.get_json()["issue"][0]
+    assert f"Patient/{pid} was deleted while this request was written" in issue["diagnostics"]
+    assert issue["expression"] == ["Bundle.entry[1].resource.subject.reference"]
+    assert repo.cols.current["Observation"].count_documents({}) == 0
+
+
 def test_a_delete_that_a_create_got_in_before_is_taken_back_http_delete(fhir, repo, ctx):
     """The delete found no referrer; a create referring to the Patient was then stored;
     the delete, once stored, looks again, finds it and is taken back: 409 naming it,
