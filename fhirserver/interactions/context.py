@@ -181,6 +181,8 @@ class Planner:
     checks: list[Callable[[], None]] = field(default_factory=list)
     _pending: dict[tuple[str, str], Write] = field(default_factory=dict)
     _cache: dict[tuple[str, str], Stored | None] = field(default_factory=dict)
+    #: when (time.monotonic) each cached version was read: see :meth:`resolves`
+    _read_at: dict[tuple[str, str], float] = field(default_factory=dict)
     #: conditional criteria this plan holds until its writes are done
     held: list[Held] = field(default_factory=list)
     #: the stored records its writes refer to, each with the first path referring to
@@ -228,9 +230,11 @@ class Planner:
 
     def prefetch(self, rtype: str, ids: list[str]) -> None:
         """Load current versions in one query (imports plan many writes at once)."""
+        read_at = time.monotonic()
         found = self.repo.get_many(rtype, ids)
         for rid in ids:
             self._cache[(rtype, rid)] = found.get(rid)
+            self._read_at[(rtype, rid)] = read_at
 
     def presume_absent(self, rtype: str, ids: Iterable[str]) -> None:
         """Plan ``ids`` as free without reading them (an import's records of patients
@@ -244,6 +248,7 @@ class Planner:
         key = (rtype, rid)
         if key not in self._cache:
             # kept: an import's results all name the same patient
+            self._read_at[key] = time.monotonic()
             self._cache[key] = self.repo.get(rtype, rid)
         return self._cache[key]
 
@@ -263,19 +268,33 @@ class Planner:
         w = self.pending(rtype, rid)
         if w is not None and version is None:
             return not w.deleted
-        current = self.current(rtype, rid)
+        current = self._settled(rtype, rid)
         if current is None:
             self.ctx.probe_absent(rtype, rid)
             return False
-        if current.tx and self.repo.uow.finished.in_flight(current.tx) \
-                and self.ctx.visible(current) and self._taken_back_changes(current):
-            # Written by a unit still in flight, whose failure would make the record
-            # exist where it does not, or not where it does (a delete, a create):
-            # planned again. (Of a record the caller may not see: a 422, as for any other.)
-            raise InFlight(target=f"{rtype}/{rid}")
         if version is not None:
             return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)
         return not current.deleted and self.ctx.visible(current)
+
+    def _settled(self, rtype: str, rid: str) -> Stored | None:
+        """The current version, as its unit left it. One written by a unit still in
+        flight, whose failure would make the record exist where it does not, or not
+        where it does (a delete, a create), is planned again (InFlight); of a record
+        the caller may not see it answers as any hidden one (a 422). One whose unit
+        ended after it was read is read again: the unit may have taken it back."""
+        finished = self.repo.uow.finished
+        for _ in range(3):
+            current = self.current(rtype, rid)
+            if current is None or not current.tx:
+                return current
+            if finished.in_flight(current.tx):
+                if self.ctx.visible(current) and self._taken_back_changes(current):
+                    raise InFlight(target=f"{rtype}/{rid}")
+                return current
+            if finished.ended_before(current.tx, self._read_at.get((rtype, rid), 0.0)):
+                return current
+            self._cache.pop((rtype, rid), None)
+        raise InFlight(target=f"{rtype}/{rid}")
 
     def _taken_back_changes(self, current: Stored) -> bool:
         """Whether taking back ``current``'s version would change whether the record
@@ -345,7 +364,7 @@ class Planner:
             self.repo.commit(
                 self.writes,
                 verify=(lambda: integrity.settle(self)) if self.referred or self.settles else None,
-                journalled=any(w.deleted for w in self.writes))
+                journalled=any(w.deleted for w in self.writes) or integrity.slow(self))
             for patient in ended:
                 end_patient(self.repo.db, patient)
             if self.ctx.access is not None:
@@ -365,6 +384,7 @@ class Planner:
         self.referred, self.settles = {}, []
         self._pending.clear()
         self._cache.clear()
+        self._read_at.clear()
         self.started = integrity.now()
 
 

@@ -17,9 +17,11 @@ second, and one of the two always sees the other:
 
 Only a delete that has passed its second look can stand, so a write it did not see
 was stored after the target was deleted, and a writer planned on that write would
-have found the target deleted (a 422): no chain of writes builds on one that is then
-taken back. A reference is checked again only to the records of this server the
-write's references resolved to (rules.check_references).
+have found the target deleted (a 422). Nor does a write refer to a record that a
+unit still running may take back: a reference to a record whose create or delete is
+in flight is planned again, and a version whose unit ended after it was read is read
+again (context.Planner.resolves). A reference is checked again only to the records
+of this server the write's references resolved to (rules.check_references).
 
 Most writes need no second look, and skip its round trip. A stored delete waits
 :data:`GRACE` before its own second look. A write whose first read of its targets
@@ -28,6 +30,10 @@ apart was therefore stored before any delete its first read missed looked again:
 delete was stored after that read, and looks :data:`GRACE` later. That delete
 sees the write and is taken back. Durations are measured on each process's own
 clock, one that keeps counting while the machine sleeps; no two clocks are compared.
+A write already slow when it comes to store is written as a journalled unit, so
+that nobody refers to its records while its second look may take them back. One
+that only becomes slow while storing is not: a reference to one of its records made
+in that instant, while what it refers to is deleted, is the window left.
 The managed care team of a Patient (model/care_teams.py) is deleted with the
 Patient, without a look for its own referrers, so a write referring to it always
 looks again.
@@ -96,6 +102,13 @@ def settle(planner: Planner) -> None:
             _still_there(planner, target, path)
 
 
+def slow(planner: Planner) -> bool:
+    """Whether a plan that refers to stored records will look at them again once
+    stored: then its writes are a journalled unit (storage/unit_of_work.py), so that
+    nobody builds on a record that its second look may yet take back."""
+    return bool(planner.referred) and now() - planner.started >= QUICK
+
+
 def _looked_for(target: str) -> bool:
     """Whether every delete of ``target`` looks for its referrers once stored."""
     rtype, _, rid = target.partition("/")
@@ -122,16 +135,23 @@ def before_second_look(planner: Planner, target: str) -> None:
 
 
 def _still_there(planner: Planner, target: str, path: str) -> None:
+    """The second look at ``target``. A version whose unit still runs is waited for
+    (the unit may fail: a delete then stands back up, a create goes), and one whose
+    unit ended after it was read is read again."""
     rtype, _, rid = target.partition("/")
+    finished = planner.repo.uow.finished
     deadline = time.monotonic() + WAIT
     while True:
+        read_at = time.monotonic()
         live, unit = planner.repo.standing(rtype, rid)
-        if live:
-            return
-        if unit is None or not planner.repo.uow.finished.in_flight(unit):
+        running = unit is not None and finished.in_flight(unit)
+        if unit is None or (not running and finished.ended_before(unit, read_at)):
+            if live:
+                return
             raise errors.Conflict(f"{target} was deleted while this request was written: "
                                   "nothing was written", expression=path)
         if time.monotonic() > deadline:
-            raise errors.Conflict(f"{target} is being deleted by another request: nothing "
+            raise errors.Conflict(f"{target} is being written by another request: nothing "
                                   "was written, try again", expression=path)
-        time.sleep(POLL)
+        if running:
+            time.sleep(POLL)

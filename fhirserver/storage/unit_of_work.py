@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -199,17 +200,19 @@ class Finished:
     def __init__(self, journal: Any, size: int = 65536) -> None:
         self.journal = journal
         self.size = size
-        self._gone: dict[str, None] = {}
-        self._snapshot: tuple[datetime, frozenset[str]] | None = None
+        #: entry -> when (time.monotonic) this process knew it gone
+        self._gone: dict[str, float] = {}
+        self._snapshot: tuple[datetime, frozenset[str], float] | None = None
         self._lock = threading.Lock()
 
-    def add(self, entry: str) -> None:
+    def add(self, entry: str, known: float | None = None) -> None:
+        """``entry`` is gone, as this process knows since ``known`` (now if None)."""
         with self._lock:
-            self._gone[entry] = None
+            self._gone.setdefault(entry, time.monotonic() if known is None else known)
             if len(self._gone) > self.size:
                 del self._gone[next(iter(self._gone))]
 
-    def _listed(self) -> tuple[datetime, frozenset[str]] | None:
+    def _listed(self) -> tuple[datetime, frozenset[str], float] | None:
         now = datetime.now(UTC)
         snap = self._snapshot
         if snap is None or snap[0] < now - self.SNAPSHOT_AGE:
@@ -217,7 +220,8 @@ class Finished:
             # and is not listed had ended by the time the journal was read.
             ids = [d["_id"] for d in self.journal.find({}, {"_id": 1})
                    .limit(self.SNAPSHOT_LIMIT + 1)]
-            snap = (now, frozenset(ids)) if len(ids) <= self.SNAPSHOT_LIMIT else None
+            snap = (now, frozenset(ids), time.monotonic()) \
+                if len(ids) <= self.SNAPSHOT_LIMIT else None
             self._snapshot = snap
         return snap
 
@@ -228,12 +232,19 @@ class Finished:
         if started is not None:
             snap = self._listed()
             if snap is not None and started < snap[0] - self.SKEW and entry not in snap[1]:
-                self.add(entry)
+                self.add(entry, snap[2])
                 return False
         if self.journal.find_one({"_id": entry}, {"_id": 1}) is not None:
             return True
         self.add(entry)
         return False
+
+    def ended_before(self, entry: str, instant: float) -> bool:
+        """Whether ``entry`` is known to have ended before ``instant`` (time.monotonic),
+        once :meth:`in_flight` said it has ended. A version read before then may have
+        been taken back since by its unit, which ended in between: read it again."""
+        known = self._gone.get(entry)
+        return known is not None and known <= instant
 
 
 class UnitOfWork:

@@ -146,6 +146,42 @@ def test_a_quick_write_stored_after_a_delete_is_seen_by_its_second_look_http_del
     assert referring(repo, pid) == 1
 
 
+def test_nobody_refers_to_a_record_that_a_slow_writes_second_look_takes_back_http_delete(
+        fhir, repo, ctx, monkeypatch):
+    """A create of an Observation read its Patient alive; the Patient was then deleted,
+    which took long enough for the create to look again once stored, and take itself
+    back. While it looks, a DiagnosticReport referring to the new Observation is
+    planned again and answered 409 (try again), not stored: the create, slow, is a
+    journalled unit. Stored, the report would have pointed at an Observation taken
+    back an instant later."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    other = fhir.create(f.patient("Staying"))["id"]
+    creating = Planner(ctx)
+    created = write.create(creating, "Observation", f.observation(pid))
+    creating.check()
+    assert fhir.delete(f"Patient/{pid}").status_code == 200  # takes integrity.GRACE
+    standing = repo.standing
+    reports: list[Any] = []
+
+    def report_first(rtype: str, rid: str) -> Any:
+        """The create's second look is about to read the Patient: a report is sent."""
+        if not reports:
+            reports.append(fhir.post("DiagnosticReport", {
+                "resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": f"Patient/{other}"},
+                "result": [{"reference": f"Observation/{created.stored.id}"}]}))
+        return standing(rtype, rid)
+
+    monkeypatch.setattr(repo, "standing", report_first)
+    with pytest.raises(Exception) as refused:
+        creating.commit()
+    assert getattr(refused.value, "status", None) == 409
+    assert reports[0].status_code == 409, reports[0].get_json()
+    assert "in progress" in reports[0].get_json()["issue"][0]["diagnostics"]
+    assert repo.cols.current["Observation"].count_documents({}) == 0
+    assert repo.cols.current["DiagnosticReport"].count_documents({}) == 0
+
+
 def test_a_reference_to_a_record_whose_delete_is_in_flight_waits_for_it_http_delete(
         fhir, app, repo, settings, living):  # noqa: F811
     """A delete still running (its unit in the journal, its process alive): a write

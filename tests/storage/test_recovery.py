@@ -230,12 +230,10 @@ def test_no_request_builds_on_a_transaction_in_flight_http_transaction(
     assert r.get_json()["meta"]["versionId"] == "2"
 
 
-def test_a_reference_to_a_record_a_transaction_in_flight_created_waits_for_it_http_transaction(
-        fhir, repo, settings, living):
-    """R4 http.html#transaction: a Patient created by a transaction still running is
-    not referred to while it runs (409, try again): the transaction may yet fail and
-    take the Patient back, leaving the reference dangling. Taken back (its process
-    died), the reference does not resolve (422)."""
+def created_by_a_pending_transaction(fhir: Any, repo: Any, settings: Any,
+                                     owner: dict[str, Any]) -> str:
+    """A Patient (and an Observation of theirs) created by a transaction whose journal
+    entry is left pending, owned by ``owner``; returns the Patient's id."""
     writer = make_app(settings)  # the process that runs the transaction
     try:
         body = {"resourceType": "Bundle", "type": "transaction", "entry": [
@@ -252,8 +250,17 @@ def test_a_reference_to_a_record_a_transaction_in_flight_created_waits_for_it_ht
     entry = repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
     writes = [{"type": t, "id": i, "expected": None, "version": 1, "claims": [],
                "previous_claims": []} for t, i in (("Patient", pid), ("Observation", oid))]
-    leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
+    leave_pending(repo, writes, owner, lease=timedelta(hours=1), entry_id=entry)
+    return pid
 
+
+def test_a_reference_to_a_record_a_transaction_in_flight_created_waits_for_it_http_transaction(
+        fhir, repo, settings, living):
+    """R4 http.html#transaction: a Patient created by a transaction still running is
+    not referred to while it runs (409, try again): the transaction may yet fail and
+    take the Patient back, leaving the reference dangling. Taken back (its process
+    died), the reference does not resolve (422)."""
+    pid = created_by_a_pending_transaction(fhir, repo, settings, owner_of(living.pid))
     r = fhir.post("Observation", observation(pid))
     assert r.status_code == 409, r.get_json()
     assert "in progress" in r.get_json()["issue"][0]["diagnostics"]
@@ -264,6 +271,27 @@ def test_a_reference_to_a_record_a_transaction_in_flight_created_waits_for_it_ht
     assert fhir.get(f"Patient/{pid}").status_code == 404
     r = fhir.post("Observation", observation(pid))
     assert r.status_code == 422, r.get_json()
+    assert repo.cols.current["Observation"].count_documents({}) == 0
+
+
+def test_a_record_read_before_its_transaction_was_taken_back_is_read_again_http_transaction(
+        fhir, app, repo, settings, living):
+    """R4 http.html#transaction: a write read a Patient while the transaction creating
+    it ran; the transaction was then taken back, and ended, before the write asked
+    whether it still runs. Ended, it may have taken the Patient back after the read:
+    the write reads the Patient again, finds it gone, and its reference does not
+    resolve (422), where it would have pointed at nothing."""
+    pid = created_by_a_pending_transaction(fhir, repo, settings, owner_of(living.pid))
+    ctx = Context(repo, app.extensions["fhirserver"].settings, "")
+    planner = Planner(ctx)
+    assert planner.current("Patient", pid) is not None  # read while the transaction runs
+    living.kill()
+    living.wait()
+    assert repo.uow.recover() == 1
+    with pytest.raises(Exception) as refused:
+        write.create(planner, "Observation", observation(pid))
+        planner.check()
+    assert getattr(refused.value, "status", None) == 422, refused.value
     assert repo.cols.current["Observation"].count_documents({}) == 0
 
 
