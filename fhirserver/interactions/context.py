@@ -294,16 +294,17 @@ class Planner:
             if finished.ended_before(current.tx, self._read_at.get((rtype, rid), 0.0)):
                 return current
             self._cache.pop((rtype, rid), None)
-        raise InFlight(target=f"{rtype}/{rid}")
+            current = self.current(rtype, rid)
+        if current is not None and self.ctx.visible(current):
+            raise InFlight(target=f"{rtype}/{rid}")  # written again and again meanwhile
+        return current
 
     def _taken_back_changes(self, current: Stored) -> bool:
         """Whether taking back ``current``'s version would change whether the record
-        exists: a delete does, and so does a create (no version before it, or a
-        deleted one); an update of a live record does not."""
-        if current.deleted or current.version == 1:
-            return True
-        before = self.repo.get_version(current.type, current.id, current.version - 1)
-        return before is None or before.deleted
+        exists: a delete does, and so does a create; an update of a live record does
+        not."""
+        return current.deleted or not integrity.stays(self.repo, current.type, current.id,
+                                                       current.version)
 
     def check(self) -> None:
         for check in self.checks:

@@ -115,6 +115,15 @@ def _looked_for(target: str) -> bool:
     return not is_managed(rtype, rid)
 
 
+def stays(repo: Repository, rtype: str, rid: str, version: int) -> bool:
+    """Whether taking back ``version`` of a live record leaves it live: it updated a
+    live version (taking back a create or a re-create takes the record away)."""
+    if version <= 1:
+        return False
+    before = repo.get_version(rtype, rid, version - 1)
+    return before is not None and not before.deleted
+
+
 def before_second_look(planner: Planner, target: str) -> None:
     """Wait, once a delete of ``target`` is stored, until the units that began before
     it and still run have ended (at most :data:`WAIT`; past it the delete is refused,
@@ -136,15 +145,18 @@ def before_second_look(planner: Planner, target: str) -> None:
 
 def _still_there(planner: Planner, target: str, path: str) -> None:
     """The second look at ``target``. A version whose unit still runs is waited for
-    (the unit may fail: a delete then stands back up, a create goes), and one whose
-    unit ended after it was read is read again."""
+    when taking it back would change whether the record is there (a delete stands
+    back up, a create goes; an update of a live record leaves it there), and one
+    whose unit ended after it was read is read again."""
     rtype, _, rid = target.partition("/")
     finished = planner.repo.uow.finished
     deadline = time.monotonic() + WAIT
     while True:
         read_at = time.monotonic()
-        live, unit = planner.repo.standing(rtype, rid)
+        live, unit, version = planner.repo.standing(rtype, rid)
         running = unit is not None and finished.in_flight(unit)
+        if running and live and stays(planner.repo, rtype, rid, version):
+            return  # an update in flight: taken back or not, the record is there
         if unit is None or (not running and finished.ended_before(unit, read_at)):
             if live:
                 return

@@ -712,11 +712,14 @@ class Repository:
         self._register(writes)
         self.uow.commit(writes, verify, journalled)
 
-    def standing(self, rtype: str, rid: str) -> tuple[bool, str | None]:
-        """Whether ``rtype/rid`` exists and is not deleted, and the journal entry of
-        the unit that wrote its current version, if one did."""
-        doc = self.cols.current[rtype].find_one({"_id": rid}, {"del": 1, "tx": 1})
-        return (doc is not None and not doc.get("del")), (doc or {}).get("tx")
+    def standing(self, rtype: str, rid: str) -> tuple[bool, str | None, int]:
+        """Whether ``rtype/rid`` exists and is not deleted, the journal entry of the
+        unit that wrote its current version, if one did, and that version's number
+        (0: none)."""
+        doc = self.cols.current[rtype].find_one({"_id": rid}, {"del": 1, "tx": 1, "v": 1})
+        if doc is None:
+            return False, None, 0
+        return not doc.get("del"), doc.get("tx"), int(doc.get("v") or 0)
 
     def _register(self, writes: Sequence[Write]) -> None:
         """Record the month and day buckets the writes put records in, and their

@@ -295,6 +295,30 @@ def test_a_record_read_before_its_transaction_was_taken_back_is_read_again_http_
     assert repo.cols.current["Observation"].count_documents({}) == 0
 
 
+def test_a_slow_write_referring_to_a_record_a_transaction_in_flight_updated_is_not_held_http_transaction(
+        fhir, app, repo, settings, living, monkeypatch):
+    """R4 http.html#transaction: another process's transaction still running updated
+    a live Patient. A write referring to the Patient, slow enough to look at it again
+    once stored, neither waits for that transaction nor fails: taken back or not,
+    the update leaves the Patient there (only a create or delete in flight is waited
+    for)."""
+    from fhirserver.interactions import integrity
+
+    monkeypatch.setattr(integrity, "QUICK", 0.0)  # every write looks again
+    monkeypatch.setattr(integrity, "WAIT", 1.0)
+    writer = make_app(settings)  # the process that runs the transaction
+    try:
+        pid, writes = written(FhirClient(writer.test_client()))
+    finally:
+        writer.extensions["fhirserver"].repo.close()
+    entry = repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
+    leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
+    planner = Planner(Context(repo, app.extensions["fhirserver"].settings, ""))
+    write.create(planner, "Observation", observation(pid))
+    planner.commit()
+    assert repo.cols.current["Observation"].count_documents({"refs": f"Patient/{pid}"}) == 3
+
+
 def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
     """What the check against building on a transaction in flight relies on: an entry
     in the journal is in flight, whether it began long ago (listed with the whole
