@@ -72,6 +72,17 @@ def written(fhir: Any) -> tuple[str, list[dict[str, Any]]]:
     return pid, writes
 
 
+def written_by_another_process(repo: Any, settings: Any) -> tuple[str, list[dict[str, Any]], str]:
+    """:func:`written` by another process (an app of its own); also returns the
+    transaction's journal entry, as its records name it."""
+    writer = make_app(settings)
+    try:
+        pid, writes = written(FhirClient(writer.test_client()))
+    finally:
+        writer.extensions["fhirserver"].repo.close()
+    return pid, writes, repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
+
+
 def leave_pending(repo: Any, writes: list[dict[str, Any]], owner: dict[str, Any],
                   lease: timedelta, entry_id: str | None = None) -> str:
     entry_id = entry_id or uuid.uuid4().hex
@@ -202,12 +213,7 @@ def test_no_request_builds_on_a_transaction_in_flight_http_transaction(
     whole (its process dies) and the record is updated from version 1 after that.
     Built on, the update left the rolled-back transaction's version of the Patient in
     place ("changed again since")."""
-    writer = make_app(settings)  # the process that runs the transaction
-    try:
-        pid, writes = written(FhirClient(writer.test_client()))
-    finally:
-        writer.extensions["fhirserver"].repo.close()
-    entry = repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
+    pid, writes, entry = written_by_another_process(repo, settings)
     assert all(repo.cols.current[w["type"]].find_one({"_id": w["id"]})["tx"] == entry
                for w in writes)
     leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
@@ -306,12 +312,7 @@ def test_a_slow_write_referring_to_a_record_a_transaction_in_flight_updated_is_n
 
     monkeypatch.setattr(integrity, "QUICK", 0.0)  # every write looks again
     monkeypatch.setattr(integrity, "WAIT", 1.0)
-    writer = make_app(settings)  # the process that runs the transaction
-    try:
-        pid, writes = written(FhirClient(writer.test_client()))
-    finally:
-        writer.extensions["fhirserver"].repo.close()
-    entry = repo.cols.current["Patient"].find_one({"_id": pid})["tx"]
+    pid, writes, entry = written_by_another_process(repo, settings)
     leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
     planner = Planner(Context(repo, app.extensions["fhirserver"].settings, ""))
     write.create(planner, "Observation", observation(pid))
