@@ -268,7 +268,7 @@ class Planner:
         w = self.pending(rtype, rid)
         if w is not None and version is None:
             return not w.deleted
-        current = self._settled(rtype, rid)
+        current = self._settled(rtype, rid, version)
         if current is None:
             self.ctx.probe_absent(rtype, rid)
             return False
@@ -276,19 +276,22 @@ class Planner:
             return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)
         return not current.deleted and self.ctx.visible(current)
 
-    def _settled(self, rtype: str, rid: str) -> Stored | None:
+    def _settled(self, rtype: str, rid: str, version: int | None = None) -> Stored | None:
         """The current version, as its unit left it. One written by a unit still in
         flight, whose failure would make the record exist where it does not, or not
-        where it does (a delete, a create), is planned again (InFlight); of a record
-        the caller may not see it answers as any hidden one (a 422). One whose unit
-        ended after it was read is read again: the unit may have taken it back."""
+        where it does (a delete, a create), or take away the ``version`` referred to,
+        is planned again (InFlight); of a record the caller may not see it answers as
+        any hidden one (a 422). One whose unit ended after it was read is read again:
+        the unit may have taken it back. (Versions before the current one are final:
+        nobody builds on a version whose unit is in flight.)"""
         finished = self.repo.uow.finished
         for _ in range(3):
             current = self.current(rtype, rid)
             if current is None or not current.tx:
                 return current
             if finished.in_flight(current.tx):
-                if self.ctx.visible(current) and self._taken_back_changes(current):
+                if self.ctx.visible(current) and (version == current.version
+                                                  or self._taken_back_changes(current)):
                     raise InFlight(target=f"{rtype}/{rid}")
                 return current
             if finished.ended_before(current.tx, self._read_at.get((rtype, rid), 0.0)):

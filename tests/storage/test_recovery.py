@@ -320,6 +320,27 @@ def test_a_slow_write_referring_to_a_record_a_transaction_in_flight_updated_is_n
     assert repo.cols.current["Observation"].count_documents({"refs": f"Patient/{pid}"}) == 3
 
 
+def test_a_reference_to_the_version_a_transaction_in_flight_wrote_waits_for_it_http_transaction(
+        fhir, repo, settings, living):
+    """R4 references.html#versions: a reference to Patient/x/_history/2, the version a
+    transaction still running wrote, is not stored while it runs (409, try again):
+    taken back, that version would never have been; a reference to the Patient itself
+    is stored (taken back or not, the Patient is there). Taken back (its process
+    died), version 2 does not resolve (422)."""
+    pid, writes, entry = written_by_another_process(repo, settings)
+    leave_pending(repo, writes, owner_of(living.pid), lease=timedelta(hours=1), entry_id=entry)
+    versioned = {**observation(), "subject": {"reference": f"Patient/{pid}/_history/2"}}
+    r = fhir.post("Observation", versioned)
+    assert r.status_code == 409, r.get_json()
+    assert "in progress" in r.get_json()["issue"][0]["diagnostics"]
+    assert fhir.post("Observation", observation(pid)).status_code == 201
+    living.kill()
+    living.wait()
+    assert repo.uow.recover() == 1
+    r = fhir.post("Observation", versioned)
+    assert r.status_code == 422, r.get_json()
+
+
 def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
     """What the check against building on a transaction in flight relies on: an entry
     in the journal is in flight, whether it began long ago (listed with the whole
