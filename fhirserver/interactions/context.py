@@ -273,7 +273,11 @@ class Planner:
             self.ctx.probe_absent(rtype, rid)
             return False
         if version is not None:
-            return self.repo.get_version(rtype, rid, version) is not None and self.ctx.visible(current)
+            # Read whatever the version (a hidden record costs the reads a missing one
+            # does). One past the current version is a write's claim
+            # (storage/unit_of_work.py), not yet a version, and may never be one.
+            found = self.repo.get_version(rtype, rid, version) is not None
+            return found and version <= current.version and self.ctx.visible(current)
         return not current.deleted and self.ctx.visible(current)
 
     def _settled(self, rtype: str, rid: str, version: int | None = None) -> Stored | None:

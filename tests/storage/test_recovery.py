@@ -341,6 +341,25 @@ def test_a_reference_to_the_version_a_transaction_in_flight_wrote_waits_for_it_h
     assert r.status_code == 422, r.get_json()
 
 
+def test_a_reference_to_a_version_claimed_but_not_yet_written_does_not_resolve_http_update(
+        fhir, app, repo):
+    """R4 references.html#versions: an update first claims version 2 in the history,
+    then replaces the current version. In between, a reference to
+    Patient/x/_history/2 does not resolve (422): the update may still fail and give
+    its claim back, and version 2 would never have been. Once written, it resolves."""
+    pid = fhir.create(patient())["id"]
+    planner = Planner(Context(repo, app.extensions["fhirserver"].settings, ""))
+    write.update(planner, "Patient", pid, {**patient(family="Later"), "id": pid})
+    claimed = planner.writes[0]
+    repo.uow._claim(claimed, None)  # the update's first step, and no further
+    versioned = {**observation(), "subject": {"reference": f"Patient/{pid}/_history/2"}}
+    r = fhir.post("Observation", versioned)
+    assert r.status_code == 422, r.get_json()
+    repo.cols.history["Patient"].delete_one({"_id": f"{pid}/2"})  # the claim given back
+    assert fhir.put(f"Patient/{pid}", {**patient(family="Later"), "id": pid}).status_code == 200
+    assert fhir.post("Observation", versioned).status_code == 201
+
+
 def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
     """What the check against building on a transaction in flight relies on: an entry
     in the journal is in flight, whether it began long ago (listed with the whole
