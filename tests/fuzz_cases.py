@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from fhirserver.errors import Invalid
 from fhirserver.model import xml_text
-from fhirserver.search.parameters import RESULT_PARAMS, parameters_for
+from fhirserver.search.catalog import parameters_for
+from fhirserver.search.parameters import RESULT_PARAMS
 
 TYPES = ("Patient", "Observation", "DiagnosticReport")
 #: Types the server does not serve, or serves only in part, and names that are no type.

@@ -13,7 +13,7 @@ from flask import current_app
 
 from ..interactions.context import Context
 from ..model.types import DIRECTORY_TYPES, SUPPORTED_TYPES
-from ..search.parameters import parameters_for
+from ..search.catalog import parameters_for
 from ..storage.indexing import instant, now
 from ..version import __version__
 from . import opdefs

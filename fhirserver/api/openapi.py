@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.types import SUPPORTED_TYPES
-from ..search.parameters import parameters_for
+from ..search.catalog import parameters_for
 from . import fhir_schema, openapi_paths
 from .opdefs import OPERATIONS
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..interactions.compartment import MEMBERS as COMPARTMENT_MEMBERS
 from ..model.types import SUPPORTED_TYPES
-from ..search.parameters import RESULT_PARAMS, parameters_for
+from ..search.catalog import parameters_for
+from ..search.parameters import RESULT_PARAMS
 from .opdefs import OPERATIONS, Operation, Param
 
 FHIR_JSON = "application/fhir+json"

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import errors
+from ..search.catalog import parameters_for
 from ..search.compile import param_condition
 from ..search.definitions import TABLES
 from ..search.extract import references
-from ..search.parameters import SearchParameter, parameters_for
+from ..search.parameters import SearchParameter
 from ..search.query import Include, SearchQuery
 from ..storage.records import Stored
 from .context import Context

@@ -1,6 +1,6 @@
 """FHIR R4 search, pure part (search.html): query string -> typed query -> MongoDB.
 
-    parameters.parameters_for(type)        the parameter table (definitions.py)
+    catalog.parameters_for(type)           the parameter table (definitions.py)
     extract.extract(resource, tz)          index values stored as ``sp`` at write time
     parse.parse_query(type, items, ...)    -> query.SearchQuery (frozen)
     compile.compile_filter / compile_sort
@@ -11,4 +11,4 @@ condition building for its type. Nothing here does I/O.
 
 from __future__ import annotations
 
-__all__ = ["compile", "extract", "parameters", "parse", "query"]
+__all__ = ["catalog", "compile", "extract", "parameters", "parse", "query"]

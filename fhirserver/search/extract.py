@@ -13,7 +13,8 @@ from datetime import UTC, tzinfo
 from typing import Any
 
 from . import paths
-from .parameters import SearchParameter, parameters_for
+from .catalog import parameters_for
+from .parameters import SearchParameter
 from .text import BOUNDED_TYPES, bound
 from .types import HANDLERS
 

@@ -39,7 +39,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..model.types import is_valid_id
-from .parameters import SearchParameter, parameters_for
+from .catalog import parameters_for
+from .parameters import SearchParameter
 
 KEY_FIELD = "k"
 #: String parameters keep prefixes of this many characters at most: a longer search

@@ -4,15 +4,14 @@ A :class:`SearchParameter` says where a parameter's values live in a resource, a
 small path language read by :mod:`.paths` (``name.given:string``,
 ``telecom[system=email]:ContactPoint``, ``subject[is=Patient]:Reference``): each path
 ends in the FHIR datatype found there, so extraction never has to guess a shape.
-The per-resource tables are in :mod:`.definitions`.
+The per-resource tables are in :mod:`.definitions`; :mod:`.catalog` joins them
+with the common ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from dataclasses import field as attribute
-from types import MappingProxyType
 
 TYPES = ("token", "string", "date", "reference", "quantity", "uri", "number", "composite",
          "special")
@@ -51,7 +50,7 @@ class SearchParameter:
     bases: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
     union: tuple[str, ...] = ()
-    #: The parameters ``union`` names, as :func:`parameters_for` gives this one.
+    #: The parameters ``union`` names, as :func:`.catalog.parameters_for` gives this one.
     parts: tuple[SearchParameter, ...] = attribute(default=(), compare=False, repr=False)
 
     @property
@@ -79,28 +78,3 @@ HTTP_PARAMS = frozenset({"_format", "_pretty"})
 UNSUPPORTED_PARAMS = frozenset({
     "_text", "_content", "_list", "_type", "_query", "_filter",
 })
-
-
-def parameters_for(resource_type: str) -> Mapping[str, SearchParameter]:
-    """Every search parameter of ``resource_type`` by name, the common ones included.
-
-    Unknown types have only the common parameters (search.html#all).
-    """
-    from .definitions import TABLES
-
-    return _TABLES_WITH_COMMON.get(resource_type) or _build(resource_type, TABLES)
-
-
-_TABLES_WITH_COMMON: dict[str, Mapping[str, SearchParameter]] = {}
-
-
-def _build(
-    resource_type: str, tables: Mapping[str, tuple[SearchParameter, ...]]
-) -> Mapping[str, SearchParameter]:
-    params = {p.name: p for p in (*COMMON, *tables.get(resource_type, ()))}
-    for name, param in params.items():
-        if param.union:
-            params[name] = replace(param, parts=tuple(params[n] for n in param.union))
-    table = MappingProxyType(params)
-    _TABLES_WITH_COMMON[resource_type] = table
-    return table

@@ -16,13 +16,13 @@ from datetime import UTC, datetime, tzinfo
 from ..errors import Invalid
 from . import results
 from .blinding import BlindIndex, blinded_values
+from .catalog import parameters_for
 from .definitions import TABLES
 from .parameters import (
     HTTP_PARAMS,
     RESULT_PARAMS,
     UNSUPPORTED_PARAMS,
     SearchParameter,
-    parameters_for,
 )
 from .query import Chain, Clause, Condition, Has, Include, Missing, SearchQuery
 from .text import split_escaped

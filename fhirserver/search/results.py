@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from ..errors import Invalid
+from .catalog import parameters_for
 from .definitions import TABLES
-from .parameters import parameters_for
 from .query import Include
 
 TOTALS = ("none", "estimate", "accurate")

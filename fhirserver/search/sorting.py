@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import Invalid
+from .catalog import parameters_for
 from .dates import utc
-from .parameters import parameters_for
 from .query import SearchQuery
 from .results import UNSORTABLE
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..search.catalog import parameters_for
 from ..search.keys import KEY_FIELD, day_keyed, day_keys, stored_values
-from ..search.parameters import parameters_for
 from ..search.shards import ORDER_FIELD, shard_fields
 from .documents import Collections
 from .stored_form import needs_text, stored_form

@@ -43,9 +43,9 @@ from ..search.buckets import (
     registry_docs,
     walk_plan,
 )
+from ..search.catalog import parameters_for
 from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
 from ..search.latest import GROUPED, MARKER, group_doc, group_of
-from ..search.parameters import parameters_for
 from ..search.shards import ORDER_FIELD, resume_position, walked
 from ..search.shards import plan as shard_plan
 from ..search.sorting import row_key, sort_values

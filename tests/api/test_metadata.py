@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhirserver.search.parameters import parameters_for
+from fhirserver.search.catalog import parameters_for
 
 
 def test_capability_statement_lists_registered_interactions_http_capabilities(fhir):

@@ -134,7 +134,7 @@ def test_combo_searches_find_the_same_before_and_after_the_pass_that_drops_old_c
     from fhirserver.cli import _recover
     from fhirserver.search.extract import extract
     from fhirserver.search.keys import EXACT_TYPES
-    from fhirserver.search.parameters import parameters_for
+    from fhirserver.search.catalog import parameters_for
 
     app = make_app(settings)
     fhir = FhirClient(app.test_client())

@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fhirserver.search.catalog import parameters_for
 from fhirserver.search.compile import compile_filter
 from fhirserver.search.dates import parse_range
 from fhirserver.search.extract import extract
 from fhirserver.search.keys import day_condition, is_indexed, keys_of, lifted
-from fhirserver.search.parameters import parameters_for
 from fhirserver.search.parse import parse_query
 
 OBS = {

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from fhirserver.search.catalog import parameters_for
 from fhirserver.search.definitions import TABLES
-from fhirserver.search.parameters import TYPES, parameters_for
+from fhirserver.search.parameters import TYPES
 from fhirserver.search.types import HANDLERS
 
 R4_NAMES = {

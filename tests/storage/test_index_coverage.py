@@ -10,9 +10,9 @@ from datetime import UTC
 import pytest
 
 from fhirserver.model.types import SUPPORTED_TYPES
+from fhirserver.search.catalog import parameters_for
 from fhirserver.search.compile import compile_filter
 from fhirserver.search.keys import INDEXED, is_indexed, lifted
-from fhirserver.search.parameters import parameters_for
 from fhirserver.search.parse import parse_query
 from fhirserver.search.sorting import compile_sort
 from fhirserver.storage.documents import current_indexes
