@@ -299,6 +299,9 @@ def steps() -> None:
     r.add_argument("-c", "--threads", type=int, default=4, help="client threads")
     r.add_argument("--timeout", type=float, default=600, help="seconds per request")
     r.add_argument("--rows", default="", help="comma-separated row keys (default: all)")
+    r.add_argument("--cpu", action="store_true",
+                   help="also print the CPU ms per request of the server's Python workers, "
+                   "FerretDB and PostgreSQL (server on this machine; scripts/bench_cpu.py)")
     r.add_argument("--token", default=os.environ.get("FHIR_TOKEN", ""),
                    help="operator token [FHIR_TOKEN] (default: minted with fhirserver token)")
     for p in (b, r):

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import bench_search_data as data
+from bench_cpu import KINDS, ServerCpu
 from bench_search_data import BenchError
 from bench_search_rows import Api, DataSet, Row, Target, crowded_observations, rows
 from rich.console import Console
@@ -54,9 +55,11 @@ def mint(cli: str, url: str, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def time_row(api: Api, row: Row, warmup: int, n: int, threads: int) -> tuple[list[float], float]:
-    """Warm-up, then ``n`` timed requests from ``threads`` threads: (latencies, seconds).
-    The first failure stops the row and is raised."""
+def time_row(api: Api, row: Row, warmup: int, n: int, threads: int,
+             meter: ServerCpu | None = None) -> tuple[list[float], float, dict[str, float]]:
+    """Warm-up, then ``n`` timed requests from ``threads`` threads: (latencies, seconds,
+    the server's CPU seconds over the timed requests by kind of process, when
+    ``meter`` reads them). The first failure stops the row and is raised."""
     failed: list[BaseException] = []
 
     def one(i: int) -> float:
@@ -80,12 +83,23 @@ def time_row(api: Api, row: Row, warmup: int, n: int, threads: int) -> tuple[lis
             return took
 
         list(pool.map(tracked, range(warmup)))
+        before = meter.sample() if meter else {}
         started = time.perf_counter()
         latencies = list(pool.map(tracked, range(warmup, warmup + n)))
         seconds = time.perf_counter() - started
+        after = meter.sample() if meter else {}
     if failed:
         raise BenchError(f"{row.label}: {failed[0]}") from failed[0]
-    return latencies, seconds
+    return latencies, seconds, {k: after[k] - before[k] for k in after}
+
+
+def server_cpu(url: str) -> ServerCpu:
+    """The meter of ``--cpu``: the server must run on this machine."""
+    parts = urlsplit(url)
+    try:
+        return ServerCpu(parts.port or (443 if parts.scheme == "https" else 80))
+    except LookupError as exc:
+        raise BenchError(f"--cpu reads the server's processes on this machine: {exc}") from exc
 
 
 def check_loaded(api: Api, ds: DataSet, operator: str, work: str) -> None:
@@ -178,32 +192,43 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
              f"Patients, {manifest['observations'] + synthea.get('Observation', 0)} Observations, "
              f"{manifest['reports'] + synthea.get('DiagnosticReport', 0)} DiagnosticReports "
              f"(scale {manifest['params']['scale']:g}); {args.threads} client threads")
-    table = Table(title=title, caption=CAPTION, caption_justify="left")
-    for col in ("key", "request", "n", "p50 ms", "p99 ms", "req/s", "target (ms)", "met"):
-        table.add_column(col, justify="right" if col in ("n", "p50 ms", "p99 ms", "req/s")
-                         else "left")
+    meter = server_cpu(args.url) if args.cpu else None
+    caption = CAPTION + (CPU_CAPTION if meter else "")
+    table = Table(title=title, caption=caption, caption_justify="left")
+    cpu_cols = [f"cpu {SHORT[kind]}" for kind in KINDS] if meter else []
+    for col in ("key", "request", "n", "p50 ms", "p99 ms", "req/s", *cpu_cols, "target (ms)",
+                "met"):
+        table.add_column(col, justify="left" if col in ("key", "request", "target (ms)", "met")
+                         else "right")
     try:
         for row in table_rows:
             if chosen and row.key not in chosen:
                 continue
-            lat, seconds = time_row(api, row, args.warmup, args.requests, args.threads)
+            lat, seconds, cpu = time_row(api, row, args.warmup, args.requests, args.threads,
+                                         meter)
             p50, p99 = statistics.median(lat) * 1000, percentile(lat, 0.99) * 1000
             rate = len(lat) / seconds
             met = row.target.met(p50, p99, rate)
+            per_request = [f"{cpu[kind] * 1000 / len(lat):.2f}" for kind in KINDS] if meter else []
             table.add_row(row.key, row.label, str(len(lat)), f"{p50:.1f}", f"{p99:.1f}",
-                          f"{rate:.1f}", row.target.text(), "[green]yes" if met else "[red]no")
+                          f"{rate:.1f}", *per_request, row.target.text(),
+                          "[green]yes" if met else "[red]no")
             console.print(f"{row.key}: {len(lat)} requests in {seconds:.1f} s", highlight=False)
         target = Target(rate=500)
         if imported and (not chosen or "import" in chosen):
             resources, seconds, _ = imported
             rate = resources / seconds
             table.add_row("import", "fhirserver import (resources/s, measured by build)",
-                          str(resources), "", "", f"{rate:.0f}", target.text(),
+                          str(resources), "", "", f"{rate:.0f}", *[""] * len(cpu_cols),
+                          target.text(),
                           "[green]yes" if target.met(None, None, rate) else "[red]no")
     finally:
         if table.row_count:
             console.print(table)
 
+SHORT = {"python": "py", "ferretdb": "fdb", "postgresql": "pg"}
+CPU_CAPTION = (" cpu py / fdb / pg: CPU ms per timed request of the server's Python "
+               "workers, FerretDB and PostgreSQL.")
 CAPTION = (f"Callers: clinician {CLINICIAN} (care team of the patients queried) for reads, "
            "writes and patient-scoped searches; operator token for the identifier, name and "
            "population rows (only an operator reaches every patient: clinicians and backend "

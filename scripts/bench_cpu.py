@@ -1,0 +1,100 @@
+"""CPU time the server's processes spend per request, by kind of process.
+
+On a shared two-core machine the latency and throughput of a row move with what the
+host gives the machine that minute; the CPU a request costs moves much less, and it
+says where that cost sits: in the server's Python workers, in FerretDB, or in
+PostgreSQL. Read from ``/proc`` for the server running on this machine: the process
+that listens on the bench URL's port, the process that started it, and everything
+below them. A process's own times plus those of its children that it has reaped
+count, so PostgreSQL backends that end during a row are not lost.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+KINDS = ("python", "ferretdb", "postgresql")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and its reaped children)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw.rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return int(fields[1]), (utime + stime + cutime + cstime) / _TICK
+
+
+def _kind(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "python"
+    if "ferretdb" in cmd.split(" ", 1)[0]:
+        return "ferretdb"
+    if cmd.startswith("postgres") or "/bin/postgres " in cmd:
+        return "postgresql"
+    return "python"
+
+
+def _listening(port: int) -> set[str]:
+    """The sockets (as /proc/*/fd links read) that listen on TCP ``port``."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[1].rsplit(":", 1)[1] == f"{port:04X}" and cols[3] == _LISTEN:
+                inodes.add(f"socket:[{cols[9]}]")
+    return inodes
+
+
+def _holds(pid: int, sockets: set[str]) -> bool:
+    try:
+        return any(os.readlink(fd) in sockets for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+class ServerCpu:
+    """Samples of the CPU seconds of a local server's process tree, by kind."""
+
+    def __init__(self, port: int) -> None:
+        sockets = _listening(port)
+        holders = {p for p in _pids() if sockets and _holds(p, sockets)}
+        if not holders:
+            raise LookupError(f"no process on this machine listens on port {port}")
+        # gunicorn's workers hold the listening socket too: the server is the holder
+        # whose parent holds none (``fhirserver serve``, gunicorn's arbiter).
+        parents = {p: s[0] for p in holders if (s := _stat(p)) is not None}
+        self.root = min(p for p in holders if parents.get(p) not in holders)
+
+    def sample(self) -> dict[str, float]:
+        """CPU seconds so far of every process in the server's tree, by kind."""
+        parents: dict[int, int] = {}
+        seconds: dict[int, float] = {}
+        for p in _pids():
+            s = _stat(p)
+            if s is not None:
+                parents[p], seconds[p] = s
+        tree, below = {self.root}, {self.root}
+        while below:
+            below = {p for p, parent in parents.items() if parent in below} - tree
+            tree |= below
+        out = dict.fromkeys(KINDS, 0.0)
+        for p in tree:
+            if p in seconds:
+                out[_kind(p)] += seconds[p]
+        return out
