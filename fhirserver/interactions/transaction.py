@@ -15,6 +15,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -355,25 +356,70 @@ def _create_with_id(planner: Planner, target: Target, method: str, request: dict
 
 
 def batch(ctx: Context, body: dict[str, Any], prefer: str | None) -> dict[str, Any]:
-    entries_out: list[dict[str, Any]] = []
     raw = body.get("entry", [])
     if isinstance(raw, list) and len(raw) > ctx.settings.max_bundle_entries:
         parse_entries(ctx, body)  # raises the 413
-    for i, entry in enumerate(raw if isinstance(raw, list) else []):
+    entries = raw if isinstance(raw, list) else []
+    results: list[Result] = []
+    while len(results) < len(entries):
+        run = _deletes_from(ctx, entries, len(results))
+        if len(run) > 1:
+            results += _side_by_side(ctx, run)
+        else:
+            results.append(_batch_entry(ctx, len(results), entries[len(results)]))
+    return bundle("batch-response", [_response_entry(ctx, r, prefer) for r in results])
+
+
+def _batch_entry(ctx: Context, i: int, entry: Any) -> Result:
+    """One batch entry on its own: its result, or its error as a result."""
+    try:
+        _, method, target, request, resource = _parse_entry(i, entry, ctx.base_url)
+        if method in ("GET", "HEAD"):
+            return read_entry(Planner(ctx), target, request)
+        return run_single(
+            ctx, lambda p: write_entry(p, target, method, request, resource),
+            retry=not request.get("ifMatch"),
+        )
+    except errors.FhirError as err:
+        err = _at(i, err) if not _rooted(err) else err
+        return Result(err.status, outcome=err.outcome())
+
+
+#: Deletes of one batch run at most this many at a time (_side_by_side).
+SIDE_BY_SIDE = 8
+
+
+def _deletes_from(ctx: Context, entries: list[Any], start: int) -> list[tuple[int, Any]]:
+    """The entries from ``start`` on that are plain deletes (``DELETE Type/id``, no
+    If-Match) of distinct records, as (index, entry)."""
+    run: list[tuple[int, Any]] = []
+    seen: set[tuple[str, str | None]] = set()
+    for i in range(start, len(entries)):
         try:
-            _, method, target, request, resource = _parse_entry(i, entry, ctx.base_url)
-            if method in ("GET", "HEAD"):
-                result = read_entry(Planner(ctx), target, request)
-            else:
-                result = run_single(
-                    ctx, lambda p: write_entry(p, target, method, request, resource),
-                    retry=not request.get("ifMatch"),
-                )
-        except errors.FhirError as err:
-            err = _at(i, err) if not _rooted(err) else err
-            result = Result(err.status, outcome=err.outcome())
-        entries_out.append(_response_entry(ctx, result, prefer))
-    return bundle("batch-response", entries_out)
+            _, method, target, request, _ = _parse_entry(i, entries[i], ctx.base_url)
+        except errors.FhirError:
+            break
+        key = (target.type, target.id)
+        if method != "DELETE" or target.id is None or target.version is not None \
+                or target.history or target.search or target.query \
+                or request.get("ifMatch") or key in seen:
+            break
+        seen.add(key)
+        run.append((i, entries[i]))
+    return run
+
+
+def _side_by_side(ctx: Context, run: list[tuple[int, Any]]) -> list[Result]:
+    """Deletes of distinct records, run at the same time. Each stored delete waits a
+    moment before it looks for referrers again (interactions/integrity.py): one after
+    the other, a batch of deletes would wait that long for each. A delete refused
+    with 409 (a record that another of these deletes was to remove still refers to
+    its target, or a unit of theirs was in flight) runs again once all have ended,
+    as it would have run after them one by one."""
+    with ThreadPoolExecutor(min(len(run), SIDE_BY_SIDE)) as pool:
+        results = list(pool.map(lambda e: _batch_entry(ctx, *e), run))
+    return [_batch_entry(ctx, *entry) if result.status == 409 else result
+            for entry, result in zip(run, results, strict=True)]
 
 
 def _response_entry(ctx: Context, result: Result, prefer: str | None) -> dict[str, Any]:

@@ -258,3 +258,71 @@ def test_two_conditional_writes_of_one_criteria_in_a_transaction_are_400_http_tr
     r = fhir.post("", tx(post(patient(family=family), urls[0],
                               ifNoneExist=f"family={family}&gender=female"), kind="batch"))
     assert r.status_code == 200
+
+
+def _delete(ref: str) -> dict:
+    return {"request": {"method": "DELETE", "url": ref}}
+
+
+def test_a_batchs_deletes_of_distinct_records_wait_for_their_second_look_side_by_side_http_batch(
+        fhir, monkeypatch):
+    """R4 http.html#brules: a batch's entries are independent, so its deletes of
+    distinct records need not run one after the other. Each stored delete waits before
+    it looks for referrers again (interactions/integrity.py); those waits overlap."""
+    from fhirserver.interactions import integrity
+
+    pid = fhir.create(patient(family="Many"))["id"]
+    oids = [fhir.create(observation(pid, code=f"9-{i}"))["id"] for i in range(4)]
+    waiting, most = [0], [0]
+    look = integrity.before_second_look
+
+    def counted(planner, target):  # the real wait, counted while it runs
+        waiting[0] += 1
+        most[0] = max(most[0], waiting[0])
+        try:
+            look(planner, target)
+        finally:
+            waiting[0] -= 1
+
+    monkeypatch.setattr(integrity, "before_second_look", counted)
+    r = fhir.post("", tx(*[_delete(f"Observation/{o}") for o in oids],
+                         {"request": {"method": "GET", "url": f"Observation/{oids[0]}"}},
+                         kind="batch"))
+    assert r.status_code == 200, r.get_json()
+    statuses = [e["response"]["status"] for e in r.get_json()["entry"]]
+    assert all(s.startswith("20") for s in statuses[:4]), statuses
+    assert statuses[4].startswith("410")  # the GET after them sees the delete done
+    assert most[0] > 1
+    assert all(fhir.get(f"Observation/{o}").status_code == 410 for o in oids)
+
+
+@pytest.mark.parametrize("patient_first", [False, True])
+def test_a_batch_deleting_a_patient_and_the_observation_referring_to_it_deletes_both_http_batch(
+        fhir, patient_first):
+    """R4 http.html#brules: the order of a batch's entries should not matter. A delete
+    refused because another delete of the batch had not yet removed its referrer runs
+    again once the others have ended."""
+    pid = fhir.create(patient(family="Leaving"))["id"]
+    oid = fhir.create(observation(pid, code="9-9"))["id"]
+    deletes = [_delete(f"Observation/{oid}"), _delete(f"Patient/{pid}")]
+    r = fhir.post("", tx(*(deletes[::-1] if patient_first else deletes), kind="batch"))
+    assert r.status_code == 200, r.get_json()
+    statuses = [e["response"]["status"] for e in r.get_json()["entry"]]
+    assert all(s.startswith("20") for s in statuses), r.get_json()
+    assert fhir.get(f"Patient/{pid}").status_code == 410
+    assert fhir.get(f"Observation/{oid}").status_code == 410
+
+
+def test_a_batch_delete_still_refused_when_a_record_outside_it_refers_to_the_target_http_batch(
+        fhir):
+    """R4 http.html#delete: a record still referred to is not deleted (409); run side
+    by side or again, the batch's delete of it is refused, the other stands."""
+    pid = fhir.create(patient(family="Kept"))["id"]
+    oid = fhir.create(observation(pid, code="9-8"))["id"]
+    other = fhir.create(patient(family="Other"))["id"]
+    lone = fhir.create(observation(other, code="9-7"))["id"]
+    r = fhir.post("", tx(_delete(f"Patient/{pid}"), _delete(f"Observation/{lone}"), kind="batch"))
+    statuses = [e["response"]["status"] for e in r.get_json()["entry"]]
+    assert statuses[0].startswith("409") and statuses[1].startswith("20"), statuses
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert fhir.get(f"Observation/{oid}").status_code == 200
