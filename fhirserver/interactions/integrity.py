@@ -137,7 +137,7 @@ def before_second_look(planner: Planner, target: str) -> None:
             raise errors.Conflict(f"{target} cannot be deleted while other transactions "
                                   "are being written: try again")
         time.sleep(POLL)
-        running = [unit for unit in running if uow.finished.in_flight(unit)]
+        running = uow.finished.still_in_flight(running)
     left = planner.stored_at + GRACE - now()
     if left > 0:
         time.sleep(left)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -385,8 +386,11 @@ def _batch_entry(ctx: Context, i: int, entry: Any) -> Result:
         return Result(err.status, outcome=err.outcome())
 
 
-#: Deletes of one batch run at most this many at a time (_side_by_side).
+#: Deletes of batches run side by side at most this many at a time in one process
+#: (_side_by_side): each is a unit that every later delete waits for, so concurrent
+#: batches share them rather than each adding as many.
 SIDE_BY_SIDE = 8
+_SLOTS = threading.BoundedSemaphore(SIDE_BY_SIDE)
 
 
 def _deletes_from(ctx: Context, entries: list[Any], start: int) -> list[tuple[int, Any]]:
@@ -414,10 +418,15 @@ def _side_by_side(ctx: Context, run: list[tuple[int, Any]]) -> list[Result]:
     moment before it looks for referrers again (interactions/integrity.py): one after
     the other, a batch of deletes would wait that long for each. A delete refused
     with 409 (a record that another of these deletes was to remove still refers to
-    its target, or a unit of theirs was in flight) runs again once all have ended,
-    as it would have run after them one by one."""
+    its target, or a unit of theirs was in flight) runs again, alone, once all have
+    ended: deleting a record and what refers to it succeeds in either order, as the
+    order of a batch's entries should not matter (R4 http.html#brules)."""
+    def one(entry: tuple[int, Any]) -> Result:
+        with _SLOTS:
+            return _batch_entry(ctx, *entry)
+
     with ThreadPoolExecutor(min(len(run), SIDE_BY_SIDE)) as pool:
-        results = list(pool.map(lambda e: _batch_entry(ctx, *e), run))
+        results = list(pool.map(one, run))
     return [_batch_entry(ctx, *entry) if result.status == 409 else result
             for entry, result in zip(run, results, strict=True)]
 

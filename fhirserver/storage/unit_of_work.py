@@ -239,6 +239,19 @@ class Finished:
         self.add(entry)
         return False
 
+    def still_in_flight(self, entries: list[str]) -> list[str]:
+        """Those of ``entries`` still in flight, in one read of the journal for all of
+        them (a waiter polls many units at once: one read each would flood the
+        database while they run)."""
+        unknown = [e for e in entries if e not in self._gone]
+        if not unknown:
+            return []
+        found = {d["_id"] for d in self.journal.find({"_id": {"$in": unknown}}, {"_id": 1})}
+        for entry in unknown:
+            if entry not in found:
+                self.add(entry)
+        return [e for e in unknown if e in found]
+
     def ended_before(self, entry: str, instant: float) -> bool:
         """Whether ``entry`` is known to have ended before ``instant`` (time.monotonic),
         once :meth:`in_flight` said it has ended. A version read before then may have

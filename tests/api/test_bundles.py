@@ -326,3 +326,51 @@ def test_a_batch_delete_still_refused_when_a_record_outside_it_refers_to_the_tar
     assert statuses[0].startswith("409") and statuses[1].startswith("20"), statuses
     assert fhir.get(f"Patient/{pid}").status_code == 200
     assert fhir.get(f"Observation/{oid}").status_code == 200
+
+
+def test_concurrent_batches_share_the_side_by_side_deletes_of_a_process_http_batch(
+        live, monkeypatch):
+    """R4 http.html#brules. Every stored delete waits for the older deletes in flight
+    (interactions/integrity.py), so batches that each ran their deletes side by side
+    would make every delete of the server wait for all of theirs: a process runs at
+    most SIDE_BY_SIDE at once, whoever sends them."""
+    import threading
+
+    from fhirserver.interactions import integrity, transaction
+    from tests.conftest import http_as
+
+    monkeypatch.setattr(transaction, "_SLOTS", threading.BoundedSemaphore(2))
+    http = http_as(live)
+    pid = http.post("Patient", patient(family="Shared")).json()["id"]
+    batches = [[http.post("Observation", observation(pid, code=f"8-{b}{i}")).json()["id"]
+                for i in range(3)] for b in range(3)]
+    waiting, most, lock = [0], [0], threading.Lock()
+    look = integrity.before_second_look
+
+    def counted(planner, target):  # the real wait, counted while it runs
+        with lock:
+            waiting[0] += 1
+            most[0] = max(most[0], waiting[0])
+        try:
+            look(planner, target)
+        finally:
+            with lock:
+                waiting[0] -= 1
+
+    monkeypatch.setattr(integrity, "before_second_look", counted)
+    answers: list = []
+
+    def send(oids: list[str]) -> None:
+        answers.append(http_as(live).post("", tx(*[_delete(f"Observation/{o}") for o in oids],
+                                                 kind="batch")))
+
+    senders = [threading.Thread(target=send, args=(oids,)) for oids in batches]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert all(e["response"]["status"].startswith("20")
+               for r in answers for e in r.json()["entry"])
+    assert most[0] == 2
+    assert all(http.get(f"Observation/{o}").status_code == 410 for oids in batches for o in oids)

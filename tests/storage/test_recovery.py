@@ -9,6 +9,7 @@ its last step; the entry's owner is a real process, alive or gone.
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -376,6 +377,24 @@ def test_a_unit_is_in_flight_while_its_journal_entry_is_there(repo, living):
     assert not finished.in_flight(uuid.uuid4().hex)  # an id of the older form
     repo.cols.journal.delete_many({"_id": {"$in": [running, just_now]}})
     assert not finished.in_flight(running) and not finished.in_flight(just_now)
+
+
+def test_the_units_a_delete_waits_for_are_polled_together(repo, living):
+    """A stored delete waits for the older units in flight (interactions/integrity.py)
+    and polls them all in one read: those whose journal entry is gone have ended,
+    are known ended from then on, and are not read again."""
+    finished = Finished(repo.cols.journal)
+    first, second, gone = (new_entry_id(datetime.now(UTC)) for _ in range(3))
+    for entry in (first, second):
+        leave_pending(repo, [], owner_of(living.pid), lease=LEASE, entry_id=entry)
+    before = time.monotonic()
+    assert finished.still_in_flight([first, second, gone]) == [first, second]
+    assert finished.ended_before(gone, time.monotonic()) and not finished.in_flight(gone)
+    repo.cols.journal.delete_one({"_id": first})
+    assert finished.still_in_flight([first, second]) == [second]
+    assert not finished.ended_before(first, before) and finished.ended_before(first, time.monotonic())
+    repo.cols.journal.delete_one({"_id": second})
+    assert finished.still_in_flight([first, second]) == []
 
 
 def test_a_plan_on_a_version_taken_back_does_not_land_on_its_successor_http_update(
