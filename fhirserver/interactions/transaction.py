@@ -389,7 +389,7 @@ def _batch_entry(ctx: Context, i: int, entry: Any) -> Result:
 #: Deletes of batches run side by side at most this many at a time in one process
 #: (_side_by_side): each is a unit that every later delete waits for, so concurrent
 #: batches share them rather than each adding as many.
-SIDE_BY_SIDE = 8
+SIDE_BY_SIDE = 4
 _SLOTS = threading.BoundedSemaphore(SIDE_BY_SIDE)
 
 
