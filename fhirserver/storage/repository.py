@@ -35,6 +35,7 @@ from ..search.buckets import (
     DAYS,
     DENSE,
     REGISTRY,
+    REGISTRY_BATCH,
     buckets_of,
     by_day,
     group,
@@ -589,7 +590,7 @@ class Repository:
         ``date<`` or ``date>``), by month: each with its count of records created into
         it (``n``, search/buckets.py) where it has one."""
         found = self.db[REGISTRY].find({"g": group(rtype, patient, plan)}, {"m": 1, "n": 1, "v": 1})
-        return {d["m"]: d for d in found}
+        return {d["m"]: d for d in found.batch_size(REGISTRY_BATCH)}
 
     def buckets(self, rtype: str, patient: str, plan: str, ascending: bool,
                 at: Any = None, has_start: bool = False,

@@ -160,3 +160,28 @@ def test_deleting_a_patient_asks_every_type_for_referrers_but_group_http_delete(
     assert r.status_code == 200, r.get_json()
     assert "find Group" not in seen, seen
     assert seen["find Observation"] == 2 and seen["find DiagnosticReport"] == 2, seen
+
+
+def test_a_patients_months_come_in_one_reply_however_many_search_sort(fhir, app):
+    """search.html#sort, patient-operation-everything.html, observation-operation-lastn:
+    a sorted page first reads the registry of the patient's months (search/buckets.py),
+    one small document a month. A patient with results in 110 months (more than the
+    driver's first batch of 101) gets them in one reply, not a second round trip."""
+    pid = fhir.create(f.patient("Decades"))["id"]
+    months = [f"{2010 + i // 12}-{i % 12 + 1:02d}-15T08:00:00Z" for i in range(110)]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": f.observation(pid, code="1-1", effectiveDateTime=when),
+         "request": {"method": "POST", "url": "Observation"}} for when in months]}
+    assert fhir.post("", bundle).status_code == 200
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, pid, dr)
+    for url in (f"Observation?patient={pid}&_sort=-date&_count=5",
+                f"Observation?patient={pid}&_sort=date&_count=5",
+                f"Patient/{pid}/$everything?_count=5",
+                f"Observation/$lastn?patient={pid}"):
+        r, seen = sent(lambda url=url: dr.get(url))
+        assert r.status_code == 200, r.get_json()
+        assert not [c for c in seen if c.startswith("getMore")], (url, seen)
+        assert len([e for e in r.get_json()["entry"] if e["search"]["mode"] == "match"]) \
+            == (1 if "lastn" in url else 5), url
+
