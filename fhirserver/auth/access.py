@@ -44,6 +44,10 @@ LASTING = timedelta(days=365 * 100)
 #: change made in this process is seen at once; one made in another worker within
 #: the TTL is caught for single-resource reads by a direct check before refusing.
 REACH_TTL = 2.0
+#: A caller's relationships come in one reply: a clinic system's organisation can hold
+#: thousands, and the driver's batches of 101 cost a round trip each at every reload
+#: (10,000 of these small documents make about a megabyte).
+RELATIONSHIPS_BATCH = 10_000
 _reach_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
 
@@ -237,7 +241,8 @@ class Access:
         found: set[str] = set()
         for w in who:
             rels = _cached(self.db, w, lambda w=w: {"r": list(self.db[CARE].find(
-                {"who": w}, {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1}))})
+                {"who": w}, {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1}
+            ).batch_size(RELATIONSHIPS_BATCH))})
             live, emergency = live_reach(rels, self.now)
             found |= live
             self._emergency |= emergency

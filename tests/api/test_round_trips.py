@@ -185,3 +185,28 @@ def test_a_patients_months_come_in_one_reply_however_many_search_sort(fhir, app)
         assert len([e for e in r.get_json()["entry"] if e["search"]["mode"] == "match"]) \
             == (1 if "lastn" in url else 5), url
 
+
+def test_whom_a_clinician_treats_is_loaded_in_one_reply_however_many(fhir, app):
+    """The access policy loads a caller's care relationships now and then (auth/access.py
+    REACH_TTL). A clinician treating 150 patients (more than the driver's first batch of
+    101) gets them in one reply, and reaches the last of them (DESIGN.md section 1)."""
+    from datetime import timedelta
+
+    from fhirserver.auth import access
+
+    st = app.extensions["fhirserver"]
+    now = st.clock()
+    treated = [fhir.create(f.patient(f"Ward{n:03d}"))["id"] for n in range(3)]
+    for n in range(150):
+        access.record_care(st.repo.db, "Practitioner/dr-li", treated[n] if n < 3 else f"p-{n}",
+                           now + timedelta(hours=24), "card-scan", now=now)
+    dr = clinician(app, fhir)
+    access.forget(st.repo.db, "Practitioner/dr-li")
+    COMMANDS.seen, COMMANDS.active = Counter(), True
+    try:
+        found = dr.get("Patient?family=Ward")
+    finally:
+        COMMANDS.active = False
+    assert found.status_code == 200, found.get_json()
+    assert sorted(e["resource"]["id"] for e in found.get_json()["entry"]) == sorted(treated)
+    assert not [c for c in COMMANDS.seen if c.startswith("getMore")], COMMANDS.seen
