@@ -66,15 +66,20 @@ def registry_group(rtype: str, patient: str) -> str:
     return f"{rtype}|{patient}|{GROUPED[rtype]}"
 
 
+def group_id(key: GroupKey) -> str:
+    """The digest that names a group: its codes may be as long as a code may be (an
+    index entry may not, and a $lastn reads a patient's groups without their codes)."""
+    return hashlib.sha256(json.dumps([key[0], *key[1]]).encode()).hexdigest()
+
+
 def group_doc(rtype: str, patient: str, key: GroupKey,
               code_keys: Iterable[str]) -> dict[str, Any]:
     """The registry document of one group. ``t``: a key (``k``) every record of the
     group has, which selects its records; None when its code has no coding (a text)."""
     g = registry_group(rtype, patient)
     chosen = min(code_keys, default=None)
-    # Hashed: a group's codes may be as long as a code may be (an index entry may not).
-    digest = hashlib.sha256(json.dumps([key[0], *key[1]]).encode()).hexdigest()
-    return {"_id": f"{g}|{digest}", "g": g, "s": key[0], "c": list(key[1]), "t": chosen}
+    return {"_id": f"{g}|{group_id(key)}", "g": g, "s": key[0], "c": list(key[1]),
+            "t": chosen}
 
 
 def complete_doc(rtype: str, patient: str) -> dict[str, Any]:
@@ -83,21 +88,22 @@ def complete_doc(rtype: str, patient: str) -> dict[str, Any]:
     return {"_id": f"{g}*", "g": g, "done": True}
 
 
-def read_groups(docs: Iterable[Mapping[str, Any]]) -> tuple[dict[GroupKey, str | None], bool]:
-    """The groups a patient's registry documents list (each with its selecting key),
-    and whether they are all of the patient's groups."""
-    groups: dict[GroupKey, str | None] = {}
+def read_groups(docs: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str | None], bool]:
+    """The groups a patient's registry documents list, by :func:`group_id` (read
+    without their codes), each with its selecting key, and whether they are all of
+    the patient's groups."""
+    groups: dict[str, str | None] = {}
     complete = False
     for doc in docs:
         if doc.get("done"):
             complete = True
-        elif isinstance(doc.get("c"), list):
-            groups[(str(doc.get("s", "")), tuple(doc["c"]))] = doc.get("t")
+        elif "t" in doc and isinstance(doc.get("_id"), str) and "|" in doc["_id"]:
+            groups[doc["_id"].rsplit("|", 1)[1]] = doc["t"] if isinstance(doc["t"], str) \
+                else None
     return groups, complete
 
 
-def short(groups: Iterable[GroupKey], kept: Mapping[GroupKey, Sequence[Any]],
-          most: int) -> list[GroupKey]:
+def short(groups: Iterable[str], kept: Mapping[str, Sequence[Any]], most: int) -> list[str]:
     """The groups that hold fewer than ``most`` records so far."""
     return [key for key in groups if len(kept.get(key, ())) < most]
 

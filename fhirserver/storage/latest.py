@@ -14,9 +14,9 @@ from ..search.keys import KEY_FIELD, lifted
 from ..search.latest import (
     GROUPED,
     MARKER,
-    GroupKey,
     complete_doc,
     group_doc,
+    group_id,
     group_of,
     read_groups,
     recorded,
@@ -66,7 +66,7 @@ def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
         # Few records a code (a code measured yearly): the latest months would fill
         # few groups, and the record would be read whole after the walk.
         return None
-    kept: dict[GroupKey, list[Stored]] = {}
+    kept: dict[str, list[Stored]] = {}
     walked, idle, wasted = True, 0, 0
     for n, bucket in enumerate(repo.buckets(rtype, patient, plan, False, months=months)):
         unfilled = len(short(groups, kept, most))
@@ -96,7 +96,8 @@ def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
         first = repo.find(rtype, chosen, ORDER, most)
         # Not one the walk kept under its old code (an update ran meanwhile).
         seen = {s.id for room in kept.values() for s in room}
-        ours = [s for s in first if group_of(s.resource or {}) == key and s.id not in seen]
+        ours = [s for s in first
+                if group_id(group_of(s.resource or {})) == key and s.id not in seen]
         if len(first) < most or len(ours) == len(first):
             kept[key] = ours
         else:  # a longer code sharing the key's first characters, or one kept already
@@ -104,8 +105,8 @@ def newest_per_group(repo: Repository, rtype: str, query: dict[str, Any],
     return [s for group in kept.values() for s in group]
 
 
-def _offer(kept: dict[GroupKey, list[Stored]], found: Iterator[Stored], most: int,
-           only: frozenset[GroupKey] | None = None) -> int:
+def _offer(kept: dict[str, list[Stored]], found: Iterator[Stored], most: int,
+           only: frozenset[str] | None = None) -> int:
     """Keep each record (newest first) while its group has room; with ``only``, just
     the records of those groups, stopping once they are full. Returns how many were
     kept."""
@@ -113,7 +114,7 @@ def _offer(kept: dict[GroupKey, list[Stored]], found: Iterator[Stored], most: in
     # A record an update moved to an older bucket while the walk ran is met twice.
     seen = {s.id for room in kept.values() for s in room}
     for stored in found:
-        key = group_of(stored.resource or {})
+        key = group_id(group_of(stored.resource or {}))
         if (only is not None and key not in only) or stored.id in seen:
             continue
         seen.add(stored.id)
@@ -126,13 +127,13 @@ def _offer(kept: dict[GroupKey, list[Stored]], found: Iterator[Stored], most: in
     return added
 
 
-def _groups(repo: Repository, rtype: str, patient: str) -> dict[GroupKey, str | None]:
-    """The patient's groups, each with the key that selects its records. A patient
-    whose records were written before groups were registered has its record read
-    once to register them."""
+def _groups(repo: Repository, rtype: str, patient: str) -> dict[str, str | None]:
+    """The patient's groups (by :func:`group_id`), each with the key that selects its
+    records. Their codes stay in the database: a code may be megabytes long, and a
+    reply the driver cannot take is a failed $lastn. A patient whose records were
+    written before groups were registered has its record read once to register them."""
     registry = repo.db[REGISTRY]
-    docs = list(registry.find({"g": registry_group(rtype, patient)}, {"s": 1, "c": 1, "t": 1,
-                                                                     "done": 1}))
+    docs = list(registry.find({"g": registry_group(rtype, patient)}, {"t": 1, "done": 1}))
     groups, complete = read_groups(docs)
     if complete or repo.marked(MARKER):
         return groups

@@ -10,6 +10,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import bson
+from pymongo import monitoring
+from pymongo.monitoring import CommandListener
+
 from tests import factories as f
 from tests.conftest import FhirClient, make_app
 from tests.finds import listening
@@ -236,3 +240,48 @@ def test_lastn_of_a_crowded_month_reads_some_of_its_days(app, fhir):
     got, read = _lastn(app, fhir, f"Observation/$lastn?patient={pid}")
     assert sorted(got) == sorted([old, stay[-1]])
     assert read <= 6 * 3 + 1, (read, FINDS.filters)
+
+
+class _RegistryBytes(CommandListener):
+    """How many bytes the registry's replies (months and $lastn groups) carry."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.size = 0
+
+    def started(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
+        cursor = event.reply.get("cursor") or {}
+        if self.active and event.command_name in ("find", "getMore") \
+                and str(cursor.get("ns", "")).split(".", 1)[-1] == "_months":
+            self.size += len(bson.encode(event.reply))
+
+    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+REGISTRY_BYTES = _RegistryBytes()
+monitoring.register(REGISTRY_BYTES)
+
+
+def test_lastn_reads_a_patients_groups_without_their_codes(app, fhir):
+    """R4 datatypes.html#string: a code's text has no length limit, and each $lastn
+    group of a patient is registered with its code. $lastn reads the patient's groups
+    without those codes: what the registry hands back does not grow with them (about
+    50 MB of codes made one reply that the driver refused: a 500). The answer is
+    $lastn's definition (observation-operation-lastn.html)."""
+    pid = fhir.create(f.patient())["id"]
+    _monthly(fhir, pid, "8480-6", range(2019, 2025))
+    for n in range(3):
+        text = f"{n} " + secrets.token_hex(50_000)
+        body = {**obs_at(pid, f"2010-0{n + 1}-05"), "code": {"text": text}}
+        assert fhir.post("Observation", body).status_code == 201
+    REGISTRY_BYTES.size, REGISTRY_BYTES.active = 0, True
+    try:
+        got = ids(get(fhir, f"Observation/$lastn?patient={pid}"))
+    finally:
+        REGISTRY_BYTES.active = False
+    assert sorted(got) == _expected(fhir, pid, 1)
+    assert REGISTRY_BYTES.size < 50_000, REGISTRY_BYTES.size
