@@ -1,0 +1,93 @@
+"""A read that leaves fields out answers as the same read in full, less those fields.
+
+The embedded FerretDB does not decode the fields a find's exclusion projection drops
+(scripts/ferretdb/patches/skip-projected-fields.patch): the server's searches drop
+their search values (storage/repository.py ``_KEYED``) while filtering on them
+(``sp.date:hi``) and sorting on them (``so.-date``), so a field the filter or the
+sort reads must still be decoded for them. Compared here against the same find
+without a projection, over the query shapes the server sends and others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymongo import MongoClient
+
+FIELDS = ("a", "b", "c", "d")
+_SCALARS = st.integers(min_value=0, max_value=4) | st.sampled_from(["x", "y", "z"])
+_VALUES = (_SCALARS | st.lists(_SCALARS, max_size=3)
+           | st.fixed_dictionaries({"lo": _SCALARS, "hi": _SCALARS}))
+_DOCUMENTS = st.lists(st.dictionaries(st.sampled_from(FIELDS), _VALUES), min_size=1,
+                      max_size=8)
+
+_CONDITIONS = st.one_of(
+    st.builds(lambda f, v: {f: v}, st.sampled_from(FIELDS), _SCALARS),
+    st.builds(lambda f, v: {f + ".lo": {"$gte": v}}, st.sampled_from(FIELDS),
+              st.integers(min_value=0, max_value=4)),
+    st.builds(lambda f: {f: {"$exists": True}}, st.sampled_from(FIELDS)),
+)
+_FILTERS = st.one_of(
+    st.just({}),
+    _CONDITIONS,
+    st.builds(lambda a, b: {"$and": [a, {"$or": [b, {"zz": 1}]}]}, _CONDITIONS, _CONDITIONS),
+    st.builds(lambda a, b: {"$nor": [a], **b}, _CONDITIONS, _CONDITIONS),
+    st.builds(lambda f: {"$expr": "$" + f}, st.sampled_from(FIELDS)),  # $expr reads any field
+)
+_PROJECTIONS = st.lists(st.sampled_from(FIELDS), min_size=1, unique=True).map(
+    lambda fs: {f: 0 for f in fs})
+_SORTS = st.lists(st.tuples(st.sampled_from([*FIELDS, "a.lo", "b.hi"]), st.sampled_from([1, -1])),
+                  max_size=2, unique_by=lambda s: s[0])
+
+
+def _projected(doc: dict[str, Any], projection: dict[str, int]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in projection}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bson.encode({"v": a}) == bson.encode({"v": b})
+
+
+def _compare(col: Any, flt: dict[str, Any], projection: dict[str, int],
+             sort: list[tuple[str, int]]) -> None:
+    order = [*sort, ("_id", 1)]
+    full = list(col.find(flt).sort(order))
+    lean = list(col.find(flt, projection).sort(order))
+    assert _same(lean, [_projected(d, projection) for d in full]), (flt, projection, sort)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=_DOCUMENTS, flt=_FILTERS, projection=_PROJECTIONS, sort=_SORTS)
+def test_a_find_without_some_fields_selects_and_orders_as_the_full_find(
+        mongo_uri: str, docs: list[dict], flt: dict, projection: dict,
+        sort: list[tuple[str, int]]) -> None:
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        col = client["test_projected_reads"]["docs"]
+        col.delete_many({})
+        col.insert_many([{"_id": f"d{i}", **doc} for i, doc in enumerate(docs)])
+        _compare(col, flt, projection, sort)
+
+
+def test_the_servers_search_read_filters_and_sorts_on_fields_it_leaves_out(
+        mongo_uri: str) -> None:
+    """The shape of a patient's sorted, date-bounded page (search/buckets.py): the
+    projection drops ``sp`` and ``k`` while the filter reads them (top level and
+    under ``$and``), and the sort reads ``so`` beside them."""
+    docs = [{"_id": f"o{i}", "pat": "p1" if i % 3 else "p2", "del": i == 7,
+             "k": ["code=a" if i % 2 else "code=b", "patient=Patient/p1"],
+             "sp": {"date:hi": f"2024-05-{i + 1:02d}"}, "so": {"-date": f"2024-05-{i + 1:02d}"},
+             "b": ["date>2024-05"], "res": f"resource {i}", "refs": [], "h": "x", "ps": ["4"]}
+            for i in range(12)]
+    flt = {"pat": "p1", "k": "code=a", "del": False, "b": "date>2024-05",
+           "$and": [{"$and": [{"k": "patient=Patient/p1"}, {"sp.date:hi": {"$gt": "2024-05-03"}}]}]}
+    projection = {"sp": 0, "refs": 0, "h": 0, "k": 0, "b": 0, "ps": 0}
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        col = client["test_projected_reads"]["search"]
+        col.delete_many({})
+        col.insert_many(docs)
+        got = list(col.find(flt, projection).sort([("so.-date", -1), ("_id", 1)]).limit(3))
+        assert [d["_id"] for d in got] == ["o11", "o5"]  # p1, code a, live, after the 3rd
+        assert all(set(d) == {"_id", "pat", "del", "so", "res"} for d in got)
+        _compare(col, flt, projection, [("so.-date", -1)])
