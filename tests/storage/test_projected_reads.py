@@ -9,9 +9,11 @@ without a projection, over the query shapes the server sends and others."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import bson
+from bson.raw_bson import RawBSONDocument
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import MongoClient
@@ -91,3 +93,26 @@ def test_the_servers_search_read_filters_and_sorts_on_fields_it_leaves_out(
         assert [d["_id"] for d in got] == ["o11", "o5"]  # p1, code a, live, after the 3rd
         assert all(set(d) == {"_id", "pat", "del", "so", "res"} for d in got)
         _compare(col, flt, projection, [("so.-date", -1)])
+
+
+def _raw(pairs: list[tuple[str, Any]]) -> RawBSONDocument:
+    """A BSON document that may repeat a key (a dict cannot)."""
+    body = b"".join(bson.encode({k: v})[4:-1] for k, v in pairs)
+    return RawBSONDocument(struct.pack("<i", len(body) + 5) + body + b"\x00")
+
+
+def test_a_find_whose_projection_or_filter_repeats_a_key_is_answered(mongo_uri: str) -> None:
+    """A client can send a key twice in a projection or a filter: the answer is the
+    same as without the projection, not a dropped connection."""
+    docs = [{"_id": f"d{i}", "owner": "alice" if i % 2 else "bob", "sec": f"s{i}"}
+            for i in range(6)]
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000, retryReads=False) as client:
+        col = client["test_projected_reads"]["repeated"]
+        col.delete_many({})
+        col.insert_many(docs)
+        got = list(col.find({"owner": "alice"}, _raw([("sec", 0), ("sec", 0)])).sort("_id", 1))
+        assert got == [{"_id": d["_id"], "owner": "alice"} for d in docs if d["owner"] == "alice"]
+        flt = _raw([("$or", [{"sec": "s1"}, {"sec": "s2"}]), ("$or", [{"sec": "s2"}])])
+        full = list(col.find(flt).sort("_id", 1))
+        assert list(col.find(flt, {"sec": 0}).sort("_id", 1)) == [
+            _projected(d, {"sec": 0}) for d in full]
