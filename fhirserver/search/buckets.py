@@ -36,9 +36,9 @@ REGISTRY = "_months"
 #: One reply for all of a patient's months (decades of records): the driver's first
 #: batch is 101 documents, and a patient with 111 months of results paid a second
 #: round trip (``getMore``) on every sorted page. A month's document is small (ids
-#: are at most 64 characters), so 5,000 make well under a megabyte. Not for the $lastn
-#: groups, whose documents hold codes of any length: FerretDB does not cut a reply at
-#: 16 MB, and the driver refuses one over 48 MB.
+#: are at most 64 characters), so 5,000 make well under a megabyte. (A reply ends at
+#: 16 MiB whatever the batch size: MongoDB does so, and the embedded FerretDB is
+#: patched to, scripts/ferretdb/patches/reply-size-limit.patch.)
 REGISTRY_BATCH = 5000
 NONE = "-"
 #: Records created into one month of one patient above which the month is read by day.
