@@ -30,11 +30,15 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (utime + stime + cutime + cstime) / _TICK
 
 
-def _kind(pid: int) -> str:
+def _cmdline(pid: int) -> str:
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
-        return "python"
+        return ""
+
+
+def _kind(pid: int) -> str:
+    cmd = _cmdline(pid)
     if "ferretdb" in cmd.split(" ", 1)[0]:
         return "ferretdb"
     if cmd.startswith("postgres") or "/bin/postgres " in cmd:
@@ -71,6 +75,17 @@ def _pids() -> list[int]:
 class ServerCpu:
     """Samples of the CPU seconds of a local server's process tree, by kind."""
 
+    @classmethod
+    def of_database(cls, data_dir: Path) -> ServerCpu:
+        """The embedded database of ``data_dir``: its FerretDB, its PostgreSQL and
+        PostgreSQL's backends, whoever started them."""
+        roots = [p for p in _pids() if _kind(p) != "python" and str(data_dir) in _cmdline(p)]
+        if not roots:
+            raise LookupError(f"no embedded database of {data_dir} runs on this machine")
+        meter = cls.__new__(cls)
+        meter.roots = set(roots)
+        return meter
+
     def __init__(self, port: int) -> None:
         sockets = _listening(port)
         holders = {p for p in _pids() if sockets and _holds(p, sockets)}
@@ -79,7 +94,7 @@ class ServerCpu:
         # gunicorn's workers hold the listening socket too: the server is the holder
         # whose parent holds none (``fhirserver serve``, gunicorn's arbiter).
         parents = {p: s[0] for p in holders if (s := _stat(p)) is not None}
-        self.root = min(p for p in holders if parents.get(p) not in holders)
+        self.roots = {min(p for p in holders if parents.get(p) not in holders)}
 
     def sample(self) -> dict[str, float]:
         """CPU seconds so far of every process in the server's tree, by kind."""
@@ -89,7 +104,7 @@ class ServerCpu:
             s = _stat(p)
             if s is not None:
                 parents[p], seconds[p] = s
-        tree, below = {self.root}, {self.root}
+        tree, below = set(self.roots), set(self.roots)
         while below:
             below = {p for p, parent in parents.items() if parent in below} - tree
             tree |= below

@@ -13,7 +13,7 @@ from flask import Response
 from flask_smorest import Blueprint
 
 from .. import errors
-from ..audit.chain import RECORDS, newest, record_id
+from ..audit.chain import RECORDS, DamagedRecord, event_of, newest, record_id
 from ..audit.events import QUERY_ROLE
 from ..interactions.bundles import bundle, link, outcome_entry, page_url
 from ..interactions.context import Context
@@ -115,7 +115,10 @@ def search_audit() -> Response:
     links = [link("self", page_url(ctx, "AuditEvent", list(params.items())))]
     if len(docs) > count:
         links.append(link("next", page_url(ctx, "AuditEvent", [*applied, ("_cursor", str(page[-1]["_id"]))])))
-    events = [d["event"] if reach is None else redact(d["event"], reach) for d in page]
+    try:
+        events = [event_of(d) if reach is None else redact(event_of(d), reach) for d in page]
+    except DamagedRecord as exc:
+        raise errors.ServerError(str(exc)) from exc
     entries = [{"fullUrl": ctx.url(f"AuditEvent/{e['id']}"), "resource": e,
                 "search": {"mode": "match"}} for e in events]
     if ignored:

@@ -41,7 +41,9 @@ from . import checkpoints
 RECORDS = "_audit"
 HEAD = "_audit_head"
 GENESIS = "0" * 64
-FORMAT = 2  # keyed records; the plain SHA-256 records before them carry no "v"
+#: 3: keyed records holding their event as JSON text; 2: keyed records holding it as a
+#: document (still read and verified); the plain SHA-256 records before them carry no "v"
+FORMAT = 3
 PURPOSE = "audit/record-mac/v1"
 _LEGACY_FIELDS = frozenset({"_id", "prev", "hash", "event", "patients"})
 
@@ -83,13 +85,40 @@ class AuditUnavailable(Exception):
 
 def keyed_record(number: int, previous: str, event: dict[str, Any], patients: list[str],
                  keys: Keys) -> dict[str, Any]:
-    """Record ``number``, linked to ``previous`` (the link of record ``number - 1``)."""
+    """Record ``number``, linked to ``previous`` (the link of record ``number - 1``).
+
+    The event is stored as JSON text, not as a document: every request appends one,
+    and the log is only ever filtered by ``patients`` and ``_id``, so nothing reads its
+    fields in the database. A document's every field costs the database to encode
+    (FerretDB keeps a type schema of each), while one string costs it almost nothing:
+    the append every answer waits for is the shorter for it. The MAC covers the text
+    as stored."""
     record: dict[str, Any] = {
         "_id": record_id(number), "v": FORMAT, "kid": keys.kid, "prev": previous,
-        "event": {**event, "id": f"audit-{number}"}, "patients": patients,
+        "event": orjson.dumps({**event, "id": f"audit-{number}"}).decode(),
+        "patients": patients,
     }
     record["mac"] = mac(keys.record, record)
     return record
+
+
+class DamagedRecord(ValueError):
+    """A stored record whose event cannot be read: the log was altered."""
+
+
+def event_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The AuditEvent a stored record holds: JSON text from format 3 on, a document in
+    the records written before."""
+    event = doc.get("event")
+    if isinstance(event, str):
+        try:
+            event = orjson.loads(event)
+        except orjson.JSONDecodeError:
+            event = None
+    if not isinstance(event, dict):
+        raise DamagedRecord(f"audit record {doc.get('_id')} holds no readable event "
+                            "(`fhirserver audit verify` says where the log was altered)")
+    return event
 
 
 def newest(db: Any) -> tuple[int, str]:

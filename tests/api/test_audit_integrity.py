@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -20,6 +21,8 @@ from fhirserver.audit.chain import (
     RECORDS,
     Report,
     digest,
+    event_of,
+    mac,
     newest,
     record_id,
     verify,
@@ -106,10 +109,11 @@ def test_a_rewritten_event_with_a_recomputed_plain_chain_is_detected(log):
     previous = log.record(rewritten - 1)["mac"]
     for n in range(rewritten, log.last + 1):
         doc = log.record(n)
+        event = event_of(doc)
         if n == rewritten:
-            doc["event"]["outcome"] = "0"
-            doc["event"]["action"] = "D"
-        doc["prev"], doc["mac"] = previous, digest(previous, doc["event"])
+            event = {**event, "outcome": "0", "action": "D"}
+            doc["event"] = orjson.dumps(event).decode()
+        doc["prev"], doc["mac"] = previous, digest(previous, event)
         previous = doc["mac"]
         log.db[RECORDS].replace_one({"_id": doc["_id"]}, doc)
     log.db[HEAD].replace_one({"_id": "head"}, {"_id": "head", "seq": log.last, "link": previous})
@@ -121,7 +125,7 @@ def test_a_log_rewritten_wholesale_as_old_plain_records_is_detected(log):
     checkpoints show the records were keyed."""
     previous = GENESIS
     for doc in list(log.db[RECORDS].find({}).sort("_id", 1)):
-        event = {**doc["event"], "outcome": "0"}
+        event = {**event_of(doc), "outcome": "0"}
         plain = {"_id": doc["_id"], "prev": previous, "hash": digest(previous, event),
                  "event": event, "patients": doc["patients"]}
         log.db[RECORDS].replace_one({"_id": doc["_id"]}, plain)
@@ -211,3 +215,48 @@ def test_a_plain_record_after_keyed_ones_is_detected(log):
     log.db[RECORDS].insert_one({"_id": record_id(n + 1), "prev": last["mac"],
                                 "hash": digest(last["mac"], event), "event": event, "patients": []})
     log.assert_broken_at(n + 1, "has no MAC")
+
+
+def test_records_holding_their_event_as_a_document_still_verify_and_are_served(live):
+    """Records written before events were stored as text (format 2: the event as a
+    document) stay part of the chain: they verify, the text records after them link to
+    them, and a patient still sees them in GET AuditEvent (R4 auditevent.html)."""
+    log = Log(live)
+    keys, previous, pid = log.setup.keys, GENESIS, "p-before-text"
+    for n in (1, 2, 3):
+        record = {"_id": record_id(n), "v": 2, "kid": keys.kid, "prev": previous,
+                  "event": {"resourceType": "AuditEvent", "id": f"audit-{n}", "action": "R",
+                            "recorded": "2026-01-01T00:00:00Z",
+                            "agent": [{"who": {"reference": "Practitioner/dr-old"},
+                                       "requestor": True}],
+                            "entity": [{"what": {"reference": f"Patient/{pid}"}}]},
+                  "patients": [pid]}
+        record["mac"] = mac(keys.record, record)
+        log.db[RECORDS].insert_one(record)
+        previous = record["mac"]
+    log.db[HEAD].insert_one({"_id": "head", "seq": 3, "link": previous})
+    log.requests(1)
+    patient = http_as(live, "patient", "patient/*.rs", patient=pid)
+    r = patient.get("AuditEvent?_count=50")
+    assert r.status_code == 200, r.text
+    report = log.verify()
+    assert report.broken is None and report.checked == log.last >= 6 and report.legacy == 0
+    assert log.record(4)["prev"] == previous and isinstance(log.record(4)["event"], str)
+    assert log.record(4)["v"] == 3 and event_of(log.record(4))["id"] == "audit-4"
+    ids = [e["resource"]["id"] for e in r.json()["entry"]]
+    assert ids[-3:] == ["audit-3", "audit-2", "audit-1"]
+    assert r.json()["entry"][-1]["resource"]["agent"][0]["who"]["reference"] == "Practitioner/dr-old"
+
+
+def test_an_event_text_altered_into_nonsense_is_detected_and_not_served_as_an_event(log):
+    """The MAC covers the event's text; a patient's GET AuditEvent over a record whose
+    text no longer reads as JSON answers an OperationOutcome naming the record, not a
+    crash and not a silently shorter log."""
+    n = log.last
+    pid = log.record(n)["patients"][0]
+    log.db[RECORDS].update_one({"_id": record_id(n)}, {"$set": {"event": "{not json"}})
+    log.assert_broken_at(n, "altered")
+    r = http_as((log.url, log.app), "patient", "patient/*.rs", patient=pid).get(
+        "AuditEvent?_count=50")
+    assert r.status_code == 500 and r.json()["resourceType"] == "OperationOutcome"
+    assert f"audit record {record_id(n)} holds no readable event" in r.text

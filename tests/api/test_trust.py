@@ -17,6 +17,7 @@ import requests
 from pymongo import monitoring
 from pymongo.monitoring import CommandListener
 
+from fhirserver.audit.chain import event_of
 from fhirserver.auth import users
 from fhirserver.auth.access import record_care
 from fhirserver.auth.clients import Client, register
@@ -362,7 +363,7 @@ def test_7_only_registration_learns_that_an_identity_number_is_taken(world):
     r = desk.post("Patient", f.patient("Copy", birthDate="1970-01-01", gender="male",
                                        identifier=[{"system": RID, "value": number}]))
     assert r.status_code == 409 and holder not in r.text
-    events = [d["event"] for d in world.db["_audit"].find({}) if d["event"].get("outcomeDesc")]
+    events = [e for e in map(event_of, world.db["_audit"].find({})) if e.get("outcomeDesc")]
     assert any("identifier-taken" in e["outcomeDesc"] for e in events)
     # A patient cannot change their own resident ID.
     me = world.as_patient(holder, "patient/*.cruds")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
-from fhirserver.audit.chain import RECORDS, Keys, verify
+from fhirserver.audit.chain import RECORDS, Keys, event_of, verify
 from fhirserver.crypto.master import read_or_create
 
 WRITER = """
@@ -46,6 +46,6 @@ def test_concurrent_appenders_in_several_processes_keep_one_chain(mongo_uri, db_
         db = client[db_name]
         report = verify(db, keys, [checkpoints])
         assert report.broken is None and report.checked == 45 and report.checkpoint == 45
-        written = sorted(d["event"]["outcomeDesc"] for d in db[RECORDS].find({}))
+        written = sorted(event_of(d)["outcomeDesc"] for d in db[RECORDS].find({}))
     assert written == sorted(f"w{n}-{i}" for n in range(3) for i in range(15))
     assert len(checkpoints.read_text().splitlines()) == 45

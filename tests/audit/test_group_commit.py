@@ -14,7 +14,7 @@ import pytest
 from pymongo import MongoClient
 
 from fhirserver.audit.appender import Appender
-from fhirserver.audit.chain import RECORDS, AuditUnavailable, Keys, verify
+from fhirserver.audit.chain import RECORDS, AuditUnavailable, Keys, event_of, verify
 from fhirserver.crypto.master import read_or_create
 from fhirserver.storage.ferretdb import free_port
 
@@ -60,7 +60,7 @@ def stored(db) -> dict[str, dict]:  # type: ignore[no-untyped-def]
     """The stored records by their event's outcomeDesc; fails on a record stored twice."""
     by_name: dict[str, dict] = {}
     for doc in db[RECORDS].find({}):
-        name = doc["event"]["outcomeDesc"]
+        name = event_of(doc)["outcomeDesc"]
         assert name not in by_name, f"{name} was stored twice"
         by_name[name] = doc
     return by_name
@@ -75,7 +75,7 @@ def assert_in_each_writers_order(numbers: dict[tuple[str, int], int], docs: dict
         assert [n for _, n in mine] == sorted(n for _, n in mine), writer
         for i, n in mine:
             doc = docs[f"{writer}-{i}"]
-            assert int(doc["_id"]) == n and doc["event"]["id"] == f"audit-{n}"
+            assert int(doc["_id"]) == n and event_of(doc)["id"] == f"audit-{n}"
             assert doc["patients"] == [writer]
 
 
@@ -268,7 +268,7 @@ def test_text_no_database_stores_is_replaced_not_refused(client, db_name, keys, 
     appender = Appender(db)
     appender.append(event("a\x00b\ud800c"), ["p\x00"], keys, checkpoints)
     (record,) = db[RECORDS].find()
-    assert record["event"]["outcomeDesc"] == "a\ufffdb\ufffdc" and record["patients"] == ["p\ufffd"]
+    assert event_of(record)["outcomeDesc"] == "a\ufffdb\ufffdc" and record["patients"] == ["p\ufffd"]
     assert verify(db, keys, [checkpoints]).broken is None
 
 
