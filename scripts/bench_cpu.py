@@ -46,6 +46,17 @@ def _kind(pid: int) -> str:
     return "python"
 
 
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        stat = _stat(pid)
+        if stat is None:
+            return False
+        pid = stat[0]
+    return False
+
+
 def _listening(port: int) -> set[str]:
     """The sockets (as /proc/*/fd links read) that listen on TCP ``port``."""
     inodes: set[str] = set()
@@ -76,14 +87,19 @@ class ServerCpu:
     """Samples of the CPU seconds of a local server's process tree, by kind."""
 
     @classmethod
-    def of_database(cls, data_dir: Path) -> ServerCpu:
-        """The embedded database of ``data_dir``: its FerretDB, its PostgreSQL and
-        PostgreSQL's backends, whoever started them."""
-        roots = [p for p in _pids() if _kind(p) != "python" and str(data_dir) in _cmdline(p)]
+    def of_database(cls, data_dir: Path, owner: int) -> ServerCpu:
+        """The embedded database of ``data_dir`` that process ``owner`` started: its
+        FerretDB, its PostgreSQL and PostgreSQL's backends. Another process's
+        database (``owner`` attached to it) would count that process's load too, so
+        it is refused, as is a database of another directory whose name merely
+        starts with this one's."""
+        mark = f"{Path(data_dir).resolve()}/postgresql/"
+        roots = {p for p in _pids() if _kind(p) != "python" and mark in _cmdline(p)
+                 and _descends(p, owner)}
         if not roots:
-            raise LookupError(f"no embedded database of {data_dir} runs on this machine")
+            raise LookupError(f"no embedded database of {data_dir} started by process {owner}")
         meter = cls.__new__(cls)
-        meter.roots = set(roots)
+        meter.roots = roots
         return meter
 
     def __init__(self, port: int) -> None:

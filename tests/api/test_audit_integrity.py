@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from bson import Binary, ObjectId
 from click.testing import CliRunner
 
 from fhirserver.api.auditing import EXTENSION
@@ -100,6 +101,15 @@ def test_changing_whose_record_it_was_is_detected(log):
 def test_a_field_added_to_a_record_is_detected(log):
     log.db[RECORDS].update_one({"_id": record_id(3)}, {"$set": {"note": "harmless"}})
     log.assert_broken_at(3, "altered")
+
+
+@pytest.mark.parametrize("value", [Binary(b"\x00\x01"), ObjectId()], ids=["binary", "objectid"])
+def test_a_value_json_cannot_hold_is_named_as_an_alteration_not_a_crash(log, value):
+    """The MAC is over canonical JSON, and the server stores nothing JSON has no form
+    for: a BSON binary or ObjectId put in a record is reported at that record, and
+    ``audit verify`` says so instead of failing with a traceback."""
+    log.db[RECORDS].update_one({"_id": record_id(2)}, {"$set": {"event": value}})
+    log.assert_broken_at(2, "not JSON (altered)")
 
 
 def test_a_rewritten_event_with_a_recomputed_plain_chain_is_detected(log):
