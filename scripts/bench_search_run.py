@@ -93,6 +93,27 @@ def time_row(api: Api, row: Row, warmup: int, n: int, threads: int,
     return latencies, seconds, {k: after[k] - before[k] for k in after}
 
 
+#: The fixed pure-Python work of :func:`machine_pace`: multiply-adds.
+PACE_STEPS = 1_000_000
+
+
+def machine_pace() -> float:
+    """CPU milliseconds this process takes for a fixed pure-Python loop, best of three,
+    taken with the server idle just before a row. This machine's speed can change
+    severalfold from one minute to the next, and a row's latencies move with it: the
+    figure printed beside the row says which kind of minute it was measured in (a
+    bigger figure is a slower machine). One thread on an idle machine does not see
+    what contention for both cores costs, so it tells fast minutes from slow ones,
+    not by how much."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for i in range(PACE_STEPS):
+            total += i * 3
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
 def server_cpu(url: str) -> ServerCpu:
     """The meter of ``--cpu``: the server must run on this machine."""
     parts = urlsplit(url)
@@ -196,14 +217,15 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
     caption = CAPTION + (CPU_CAPTION if meter else "")
     table = Table(title=title, caption=caption, caption_justify="left")
     cpu_cols = [f"cpu {SHORT[kind]}" for kind in KINDS] if meter else []
-    for col in ("key", "request", "n", "p50 ms", "p99 ms", "req/s", *cpu_cols, "target (ms)",
-                "met"):
+    for col in ("key", "request", "n", "p50 ms", "p99 ms", "req/s", *cpu_cols, "pace ms",
+                "target (ms)", "met"):
         table.add_column(col, justify="left" if col in ("key", "request", "target (ms)", "met")
                          else "right")
     try:
         for row in table_rows:
             if chosen and row.key not in chosen:
                 continue
+            pace = machine_pace()
             lat, seconds, cpu = time_row(api, row, args.warmup, args.requests, args.threads,
                                          meter)
             p50, p99 = statistics.median(lat) * 1000, percentile(lat, 0.99) * 1000
@@ -211,7 +233,7 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
             met = row.target.met(p50, p99, rate)
             per_request = [f"{cpu[kind] * 1000 / len(lat):.2f}" for kind in KINDS] if meter else []
             table.add_row(row.key, row.label, str(len(lat)), f"{p50:.1f}", f"{p99:.1f}",
-                          f"{rate:.1f}", *per_request, row.target.text(),
+                          f"{rate:.1f}", *per_request, f"{pace:.0f}", row.target.text(),
                           "[green]yes" if met else "[red]no")
             console.print(f"{row.key}: {len(lat)} requests in {seconds:.1f} s", highlight=False)
         target = Target(rate=500)
@@ -219,7 +241,7 @@ def run(args: argparse.Namespace, manifest: dict[str, Any], cli: str,
             resources, seconds, _ = imported
             rate = resources / seconds
             table.add_row("import", "fhirserver import (resources/s, measured by build)",
-                          str(resources), "", "", f"{rate:.0f}", *[""] * len(cpu_cols),
+                          str(resources), "", "", f"{rate:.0f}", *[""] * len(cpu_cols), "",
                           target.text(),
                           "[green]yes" if target.met(None, None, rate) else "[red]no")
     finally:
@@ -233,4 +255,7 @@ CAPTION = (f"Callers: clinician {CLINICIAN} (care team of the patients queried) 
            "writes and patient-scoped searches; operator token for the identifier, name and "
            "population rows (only an operator reaches every patient: clinicians and backend "
            "clients see their own patients only). Authorization and audit as the server runs "
-           "them. Every answer checked against the data set.")
+           "them. Every answer checked against the data set. pace ms: CPU ms of a fixed "
+           f"pure-Python loop ({PACE_STEPS:,} multiply-adds, best of 3) in the bench client "
+           "just before the row, the server idle: how fast the machine was then (bigger is "
+           "slower).")

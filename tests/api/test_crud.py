@@ -124,6 +124,48 @@ def test_delete_refused_while_referenced(fhir):
     assert fhir.delete(f"Patient/{pid}").status_code == 200
 
 
+def test_an_update_that_moves_its_reference_must_name_a_record_that_exists(fhir):
+    """references.html#literal on update: a reference an update changes must resolve
+    (422 naming it); a Group member it keeps must still exist, though a Group never
+    keeps a Patient from being deleted."""
+    pid = fhir.create(patient())["id"]
+    other = fhir.create(patient())["id"]
+    created = fhir.create(observation(pid))
+    kept = fhir.put(f"Observation/{created['id']}", {**created, "status": "amended"})
+    assert kept.status_code == 200, kept.get_json()
+    moved = fhir.put(f"Observation/{created['id']}",
+                     {**kept.get_json(), "subject": {"reference": "Patient/missing"}})
+    assert moved.status_code == 422
+    assert moved.get_json()["issue"][0]["expression"] == ["Observation.subject.reference"]
+    moved = fhir.put(f"Observation/{created['id']}",
+                     {**kept.get_json(), "subject": {"reference": f"Patient/{other}"}})
+    assert moved.status_code == 200 and moved.get_json()["subject"]["reference"] == f"Patient/{other}"
+
+    member = fhir.create(patient())["id"]
+    group = fhir.create({"resourceType": "Group", "type": "person", "actual": True,
+                         "member": [{"entity": {"reference": f"Patient/{member}"}}]})
+    assert fhir.delete(f"Patient/{member}").status_code == 200  # a member keeps nobody
+    r = fhir.put(f"Group/{group['id']}", {**group, "name": "renamed"})
+    assert r.status_code == 422, r.get_json()
+    assert r.get_json()["issue"][0]["expression"] == ["Group.member[0].entity.reference"]
+
+
+def test_a_transaction_cannot_delete_a_patient_an_update_in_it_keeps_referring_to(fhir):
+    """http.html#transaction with referential integrity: a Patient deleted by the same
+    transaction that updates a record still referring to it leaves the transaction
+    refused and nothing changed."""
+    pid = fhir.create(patient())["id"]
+    created = fhir.create(observation(pid))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": f"Patient/{pid}"}},
+        {"resource": {**created, "status": "amended"},
+         "request": {"method": "PUT", "url": f"Observation/{created['id']}"}}]}
+    r = fhir.post("", bundle)
+    assert r.status_code in (409, 422), r.get_json()
+    assert fhir.get(f"Patient/{pid}").status_code == 200
+    assert fhir.get(f"Observation/{created['id']}").get_json()["status"] == created["status"]
+
+
 def test_if_match_stale_is_412_current_succeeds_http_concurrency(fhir):
     created = fhir.create(patient())
     rid = created["id"]

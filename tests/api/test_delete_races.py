@@ -182,6 +182,48 @@ def test_nobody_refers_to_a_record_that_a_slow_writes_second_look_takes_back_htt
     assert repo.cols.current["DiagnosticReport"].count_documents({}) == 0
 
 
+def test_an_update_between_a_create_and_its_second_look_reads_the_patient_again_http_delete(
+        fhir, repo, ctx, monkeypatch):
+    """A create of an Observation, quick when it came to store (not journalled), whose
+    insert then stalls while its Patient is deleted (no referrer yet: the delete
+    stands); once stored it is slow, looks again, finds the Patient gone and is taken
+    back. An update of that Observation landing between its store and that look must
+    read the Patient again, though it keeps the reference: the version it replaces may
+    still be taken back, and the update would then be left referring to a deleted
+    Patient (the take-back cannot restore a record changed since). It is refused
+    (422), the create is taken back, and nothing refers to the deleted Patient."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    creating = Planner(ctx)
+    oid = write.create(creating, "Observation", f.observation(pid)).stored.id
+    creating.check()  # the Patient is there
+
+    uow, standing = repo.uow, repo.standing
+    apply_version = uow._apply_version
+    deleted: list[int] = []
+    updates: list[Any] = []
+
+    def stalled(w: Any, session: Any = None) -> Any:
+        if w.type == "Observation" and w.id == oid and not deleted:
+            deleted.append(fhir.delete(f"Patient/{pid}").status_code)  # runs whole
+        return apply_version(w, session)
+
+    def update_first(rtype: str, rid: str) -> Any:
+        if not updates:  # the create's second look is about to read: the update runs whole
+            body = fhir.get(f"Observation/{oid}").get_json()
+            updates.append(fhir.put(f"Observation/{oid}", {**body, "status": "amended"}))
+        return standing(rtype, rid)
+
+    monkeypatch.setattr(uow, "_apply_version", stalled)
+    monkeypatch.setattr(repo, "standing", update_first)
+    with pytest.raises(Exception) as refused:
+        creating.commit()
+    assert getattr(refused.value, "status", None) == 409
+    assert deleted == [200]
+    assert updates[0].status_code == 422, updates[0].get_json()
+    assert fhir.get(f"Patient/{pid}").status_code in (404, 410)
+    assert referring(repo, pid) == 0
+
+
 def test_a_reference_to_a_record_whose_delete_is_in_flight_waits_for_it_http_delete(
         fhir, app, repo, settings, living):  # noqa: F811
     """A delete still running (its unit in the journal, its process alive): a write
