@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .api import init_api
     from .api.state import AppState
     from .auth.access import drop_authorship_relationships
+    from .auth.consent import count_lost_change
     from .storage.repository import Repository
 
     settings = settings or Settings.from_env()
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     repo = Repository.from_settings(settings)
     drop_authorship_relationships(repo.db)
+    count_lost_change(repo.db)
     app.extensions["fhirserver"] = AppState(settings, repo)
     init_api(app)
     if settings.trusted_proxies > 0:

@@ -1,13 +1,17 @@
 """Authorization overhead per request: token check + access policy, per kind of caller.
 
-    .venv/bin/python scripts/bench_auth.py [-n 2000] [--relationships 50]
+    .venv/bin/python scripts/bench_auth.py [-n 2000] [--relationships 50] [--consents 20000]
 
 Runs in-process against the configured database (MONGODB_URI, else the embedded
 FerretDB, started if needed) what every FHIR request pays before its own work:
 verifying the Bearer token (RS256; a repeated token is remembered), building the
 caller, and the policy's search filter for Observation, which for clinicians and
 backend clients reads their care relationships and the patients' consent choices.
-Prints p50/p99 in microseconds per caller kind.
+Prints p50/p99 in microseconds per caller kind. Then, with that many patients'
+sharing choices stored, what a worker's look at them every ``consent.REFRESH``
+seconds costs: when nothing changed (the change log's number alone), when another
+process changed one (that one read), and when a process started (every choice read
+again, as every look did before the change log).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from fhirserver.auth import consent
 from fhirserver.auth.access import Access, record_care
 from fhirserver.auth.callers import caller_from_claims
 from fhirserver.auth.tokens import TokenService
@@ -37,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=2000, help="requests per caller kind")
     ap.add_argument("--relationships", type=int, default=50, help="care relationships of the clinician")
+    ap.add_argument("--consents", type=int, default=20000, help="patients with a sharing choice")
     args = ap.parse_args()
     settings = Settings.from_env(mongodb_db="fhir_bench_auth")
     with database(settings) as live:
@@ -76,9 +82,48 @@ def main() -> None:
                     table.add_row(name, f"{statistics.median(times):.0f}",
                                   f"{ordered[int(0.99 * len(ordered))]:.0f}", f"{times[0]:.0f}")
             console.print(table)
+            console.print(_consent_looks(repo.db, args.consents, max(20, args.n // 20)))
         finally:
             repo.client.drop_database("fhir_bench_auth")
             repo.close()
+
+
+def _consent_looks(db: object, stored: int, looks: int) -> Table:
+    """Store ``stored`` choices (in batches, with progress), then time ``looks`` looks
+    of each kind: unchanged, and after a change counted by another process."""
+    choices = db[consent.CONSENTS]  # type: ignore[index]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("storing sharing choices", total=stored)
+        for start in range(0, stored, 1000):
+            batch = range(start, min(stored, start + 1000))
+            choices.insert_many([{"_id": f"bench-c{i}", "restrict_sensitive": True} for i in batch])
+            progress.advance(task, len(batch))
+    consent.save(db, "bench-c0", consent.Choice(opt_out=True))
+    consent.REFRESH = 0.0
+    consent.cached(db, [])  # this process's own change read, as every worker has it
+    table = Table(title=f"a worker's look at {stored} sharing choices ({looks} looks each)")
+    for col in ("look", "p50 µs", "p99 µs"):
+        table.add_column(col, justify="left" if col == "look" else "right")
+    kinds = (("nothing changed", None),
+             ("another process changed one", lambda i: consent.save(
+                 db, "bench-c1", consent.Choice(opt_out=i % 2 == 0))),
+             ("a process started: read whole", lambda i: consent.count_lost_change(db)))
+    with Progress(console=console, transient=True) as progress:
+        for name, change in kinds:
+            task = progress.add_task(name, total=looks)
+            times: list[float] = []
+            for i in range(looks):
+                if change is not None:
+                    change(i)
+                    held = consent._cache[consent._cache_key(db)]
+                    held.looked = 0.0  # as another process's change leaves this one's cache
+                t0 = time.perf_counter()
+                assert consent.cached(db, ["bench-c0"]) == {"bench-c0": consent.Choice(opt_out=True)}
+                times.append((time.perf_counter() - t0) * 1e6)
+                progress.advance(task)
+            ordered = sorted(times)
+            table.add_row(name, f"{statistics.median(times):.0f}", f"{ordered[int(0.99 * len(ordered))]:.0f}")
+    return table
 
 
 if __name__ == "__main__":

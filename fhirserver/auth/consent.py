@@ -9,10 +9,13 @@ Which labels are sensitive is ``model/security_labels.py``.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage import changes
 from ..storage.upserts import upsert
 
 CONSENTS = "_consents"
@@ -40,28 +43,82 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 def save(db: Any, patient: str, choice: Choice) -> None:
     upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
-    _cache.pop(_cache_key(db), None)  # this process sees its own change at once
+    changes.record(db, CONSENTS, patient)  # once stored: storage/changes.py
+    with _refreshing:  # not during a refresh that may have read the number before ours
+        held = _cache.get(_cache_key(db))
+        if held is not None:
+            held.looked = float("-inf")  # this process reads its own change at its next look
 
 
-#: Per process: every patient's choice, re-read every REFRESH seconds. Only patients
-#: who chose something have a record, so this stays small, and a request that must
-#: check hundreds of treated patients pays no database round trip for it.
+def count_lost_change(db: Any) -> None:
+    """A process stopped between storing a choice and noting it leaves the other
+    processes holding the old one. A process starting counts a change it cannot
+    name, so they all read the choices whole once, whether or not one was lost."""
+    changes.unnamed_change(db, CONSENTS)
+
+
+#: Per process: every patient's choice. Only patients who chose something have a
+#: record, and a request that must check hundreds of treated patients pays no
+#: database round trip for them. Every REFRESH seconds one process thread reads the
+#: change log (storage/changes.py): the choices that changed since, when any did.
 REFRESH = 2.0
-_cache: dict[str, tuple[float, dict[str, Choice]]] = {}
+
+
+@dataclass
+class _Cached:
+    choices: dict[str, Choice]
+    counted: int
+    looked: float
+
+
+_cache: dict[str, _Cached] = {}
+_refreshing = threading.Lock()
 
 
 def _cache_key(db: Any) -> str:
     return f"{getattr(db.client, 'address', '')}/{db.name}"
 
 
-def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
-    import time
+def _read_all(db: Any, counted: int, now: float) -> _Cached:
+    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, now)
 
+
+def _refresh(db: Any, held: _Cached | None, now: float) -> _Cached:
+    counted = changes.count(db, CONSENTS)  # before the choices: storage/changes.py
+    if held is None:
+        return _read_all(db, counted, now)
+    if counted == held.counted:
+        return _Cached(held.choices, counted, now)
+    keys = changes.changed_since(db, CONSENTS, held.counted, counted)
+    if keys is None:
+        return _read_all(db, counted, now)
+    choices = dict(held.choices)
+    for key in sorted(set(keys)):
+        doc = db[CONSENTS].find_one({"_id": key})
+        if doc is None:
+            choices.pop(key, None)
+        else:
+            choices[key] = _choice(doc)
+    return _Cached(choices, counted, now)
+
+
+def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
+    """The choices of ``patients`` that made one. One thread of a process refreshes
+    them at a time; the others meanwhile answer from what it held (at most REFRESH
+    seconds old), and wait only when nothing is held yet."""
     key = _cache_key(db)
-    at, everyone = _cache.get(key, (0.0, {}))
-    if time.monotonic() - at > REFRESH:
-        everyone = {d["_id"]: _choice(d) for d in db[CONSENTS].find({})}
-        _cache[key] = (time.monotonic(), everyone)
+    held = _cache.get(key)
+    now = time.monotonic()
+    if held is None or now - held.looked > REFRESH:
+        if _refreshing.acquire(blocking=held is None):
+            try:
+                held = _cache.get(key)
+                if held is None or now - held.looked > REFRESH:
+                    held = _cache[key] = _refresh(db, held, now)
+            finally:
+                _refreshing.release()
+    assert held is not None
+    everyone = held.choices
     return {p: everyone[p] for p in patients if p in everyone}
 
 

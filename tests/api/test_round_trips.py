@@ -24,7 +24,8 @@ from .test_access import clinician, scan_card
 
 #: What the policy reloads now and then (whom a caller reaches, the patients'
 #: consents: cached per process for a moment, auth/access.py REACH_TTL), not per request.
-POLICY_RELOADS = {("find", "_consents"), ("find", "_care_relationships")}
+POLICY_RELOADS = {("find", "_consents"), ("find", "_consents_changes"),
+                  ("find", "_care_relationships")}
 
 
 class Commands(CommandListener):

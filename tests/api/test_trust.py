@@ -795,7 +795,9 @@ def test_7_merge_and_delete_name_no_hidden_record(world):
     them); a refused delete neither names nor counts hidden referrers."""
     source = world.op.post("Patient", f.patient("Dup", birthDate="1975-03-03")).json()["id"]
     hidden = world.op.post("Observation", {**f.observation(source, code="hiv-2"), "meta": HIV}).json()["id"]
-    world.db["_consents"].insert_one({"_id": source, "restrict_sensitive": True})
+    from fhirserver.auth import consent
+
+    consent.save(world.db, source, consent.Choice(restrict_sensitive=True))
     import time
 
     time.sleep(2.1)
