@@ -173,6 +173,14 @@ class Throttled(FhirError):
     code = "throttled"
 
 
+class Unavailable(FhirError):
+    """A resource the answer depends on could not be reached in time (RFC 9110 section
+    15.6.4): the request may be tried again."""
+
+    status = 503
+    code = "transient"
+
+
 class ServerError(FhirError):
     status = 500
     code = "exception"

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import errors
 from ..storage import changes
 from ..storage.upserts import upsert
 
@@ -43,32 +44,46 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 def save(db: Any, patient: str, choice: Choice) -> None:
     upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
-    changes.record(db, CONSENTS, patient)  # once stored: storage/changes.py
-    with _refreshing:  # not during a refresh that may have read the number before ours
-        held = _cache.get(_cache_key(db))
-        if held is not None:
-            held.looked = float("-inf")  # this process reads its own change at its next look
+    try:
+        changes.record(db, CONSENTS, patient)  # once stored: storage/changes.py
+    finally:
+        # not during a refresh that may have looked for notes before ours
+        if _refreshing.acquire(timeout=WAIT):
+            try:
+                held = _cache.get(_cache_key(db))
+                if held is not None:
+                    held.looked = float("-inf")  # this process reads its own change next
+            finally:
+                _refreshing.release()
 
 
 def count_lost_change(db: Any) -> None:
     """A process stopped between storing a choice and noting it leaves the other
-    processes holding the old one. A process starting counts a change it cannot
+    processes holding the old one. A process starting notes a change it cannot
     name, so they all read the choices whole once, whether or not one was lost."""
-    changes.unnamed_change(db, CONSENTS)
+    changes.record(db, CONSENTS, None)
 
 
 #: Per process: every patient's choice. Only patients who chose something have a
 #: record, and a request that must check hundreds of treated patients pays no
-#: database round trip for them. Every REFRESH seconds one process thread reads the
-#: change log (storage/changes.py): the choices that changed since, when any did.
+#: database round trip for them. Every REFRESH seconds one thread of the process
+#: reads the change log (storage/changes.py), and the choices that changed since when
+#: any did; every RELOAD seconds it reads them whole (a choice stored whose note
+#: failed, a restored database, a process that looked too seldom: at most this late).
 REFRESH = 2.0
+RELOAD = 300.0
+#: A thread waits for another's refresh once what is held is this old, and no longer
+#: than WAIT seconds: past it the request fails rather than use older choices.
+STALE = 2 * REFRESH
+WAIT = 30.0
 
 
 @dataclass
 class _Cached:
     choices: dict[str, Choice]
-    counted: int
+    counted: int  # the number of the newest change read
     looked: float
+    loaded: float  # when the choices were read whole
 
 
 _cache: dict[str, _Cached] = {}
@@ -79,44 +94,47 @@ def _cache_key(db: Any) -> str:
     return f"{getattr(db.client, 'address', '')}/{db.name}"
 
 
-def _read_all(db: Any, counted: int, now: float) -> _Cached:
-    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, now)
+def _read_all(db: Any, now: float) -> _Cached:
+    counted = changes.newest(db, CONSENTS)  # the notes before the choices
+    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, now, now)
 
 
 def _refresh(db: Any, held: _Cached | None, now: float) -> _Cached:
-    counted = changes.count(db, CONSENTS)  # before the choices: storage/changes.py
-    if held is None:
-        return _read_all(db, counted, now)
-    if counted == held.counted:
-        return _Cached(held.choices, counted, now)
-    keys = changes.changed_since(db, CONSENTS, held.counted, counted)
+    if held is None or now - held.loaded > RELOAD:
+        return _read_all(db, now)
+    counted, keys = changes.changed_since(db, CONSENTS, held.counted)
     if keys is None:
-        return _read_all(db, counted, now)
-    choices = dict(held.choices)
-    for key in sorted(set(keys)):
-        doc = db[CONSENTS].find_one({"_id": key})
-        if doc is None:
-            choices.pop(key, None)
-        else:
-            choices[key] = _choice(doc)
-    return _Cached(choices, counted, now)
+        return _read_all(db, now)
+    choices = held.choices
+    if keys:
+        choices = dict(choices)
+        for key in sorted(set(keys)):
+            doc = db[CONSENTS].find_one({"_id": key})
+            if doc is None:
+                choices.pop(key, None)
+            else:
+                choices[key] = _choice(doc)
+    return _Cached(choices, counted, now, held.loaded)
 
 
 def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
     """The choices of ``patients`` that made one. One thread of a process refreshes
-    them at a time; the others meanwhile answer from what it held (at most REFRESH
-    seconds old), and wait only when nothing is held yet."""
+    them at a time; the others meanwhile answer from what is held while it is less
+    than STALE seconds old, and otherwise wait for the refresh."""
     key = _cache_key(db)
     held = _cache.get(key)
     now = time.monotonic()
     if held is None or now - held.looked > REFRESH:
-        if _refreshing.acquire(blocking=held is None):
+        wait = held is None or now - held.looked > STALE
+        if _refreshing.acquire(timeout=WAIT) if wait else _refreshing.acquire(blocking=False):
             try:
                 held = _cache.get(key)
                 if held is None or now - held.looked > REFRESH:
                     held = _cache[key] = _refresh(db, held, now)
             finally:
                 _refreshing.release()
+        elif wait:
+            raise errors.Unavailable("The patients' sharing choices could not be read in time")
     assert held is not None
     everyone = held.choices
     return {p: everyone[p] for p in patients if p in everyone}
