@@ -9,6 +9,7 @@ Which labels are sensitive is ``model/security_labels.py``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable
@@ -44,15 +45,24 @@ def load(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
 
 def save(db: Any, patient: str, choice: Choice) -> None:
     upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
+    noted = False
     try:
         changes.record(db, CONSENTS, patient)  # once stored: storage/changes.py
+        noted = True
     finally:
+        if not noted:
+            # stored, unnamed: every process, this one too, reads the choices whole,
+            # or (when this note fails as well) at the latest after RELOAD
+            with contextlib.suppress(Exception):
+                changes.record(db, CONSENTS, None)
         # not during a refresh that may have looked for notes before ours
         if _refreshing.acquire(timeout=WAIT):
             try:
                 held = _cache.get(_cache_key(db))
                 if held is not None:
                     held.looked = float("-inf")  # this process reads its own change next
+                    if not noted:
+                        held.loaded = float("-inf")
             finally:
                 _refreshing.release()
 
@@ -82,6 +92,7 @@ WAIT = 30.0
 class _Cached:
     choices: dict[str, Choice]
     counted: int  # the number of the newest change read
+    epoch: str | None  # of the change log read
     looked: float
     loaded: float  # when the choices were read whole
 
@@ -95,26 +106,33 @@ def _cache_key(db: Any) -> str:
 
 
 def _read_all(db: Any, now: float) -> _Cached:
-    counted = changes.newest(db, CONSENTS)  # the notes before the choices
-    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, now, now)
+    counted, epoch = changes.newest(db, CONSENTS)  # the notes before the choices
+    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, epoch, now, now)
 
 
-def _refresh(db: Any, held: _Cached | None, now: float) -> _Cached:
-    if held is None or now - held.loaded > RELOAD:
+def _refresh(db: Any, key: str, held: _Cached | None, now: float) -> _Cached:
+    """Bring the choices up to date, under ``_refreshing``. Reading them whole only
+    because RELOAD passed, this first publishes what the change log brings, so other
+    threads answer from it meanwhile instead of waiting for the whole read."""
+    if held is None:
         return _read_all(db, now)
-    counted, keys = changes.changed_since(db, CONSENTS, held.counted)
+    counted, epoch, keys = changes.changed_since(db, CONSENTS, held.counted, held.epoch)
     if keys is None:
         return _read_all(db, now)
     choices = held.choices
     if keys:
         choices = dict(choices)
-        for key in sorted(set(keys)):
-            doc = db[CONSENTS].find_one({"_id": key})
+        for patient in sorted(set(keys)):
+            doc = db[CONSENTS].find_one({"_id": patient})
             if doc is None:
-                choices.pop(key, None)
+                choices.pop(patient, None)
             else:
-                choices[key] = _choice(doc)
-    return _Cached(choices, counted, now, held.loaded)
+                choices[patient] = _choice(doc)
+    fresh = _Cached(choices, counted, epoch, now, held.loaded)
+    if now - held.loaded > RELOAD:
+        _cache[key] = fresh
+        return _read_all(db, now)
+    return fresh
 
 
 def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
@@ -130,11 +148,13 @@ def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
             try:
                 held = _cache.get(key)
                 if held is None or now - held.looked > REFRESH:
-                    held = _cache[key] = _refresh(db, held, now)
+                    held = _cache[key] = _refresh(db, key, held, now)
             finally:
                 _refreshing.release()
         elif wait:
             raise errors.Unavailable("The patients' sharing choices could not be read in time")
+        else:
+            held = _cache.get(key) or held
     assert held is not None
     everyone = held.choices
     return {p: everyone[p] for p in patients if p in everyone}

@@ -148,9 +148,10 @@ def test_concurrent_changes_take_distinct_numbers_without_a_gap(watched) -> None
     with ThreadPoolExecutor(8) as pool:
         numbers = list(pool.map(lambda i: changes.record(db, "c", f"k{i}"), range(120)))
     assert sorted(numbers) == list(range(1, 121))
-    newest, keys = changes.changed_since(db, "c", 100)
-    assert newest == 120 and keys is not None and len(keys) == 20
-    assert changes.newest(db, "c") == 120
+    newest, epoch = changes.newest(db, "c")
+    assert newest == 120 and epoch
+    by_number = sorted((n, f"k{i}") for i, n in enumerate(numbers) if n > 100)
+    assert changes.changed_since(db, "c", 100, epoch) == (120, epoch, [k for _, k in by_number])
 
 
 def test_concurrent_choices_of_many_patients_are_all_read(watched, monkeypatch) -> None:
@@ -187,11 +188,10 @@ def test_a_request_waits_for_a_refresh_only_past_stale_and_then_fails_503(
     assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}
 
 
-def test_a_log_restored_from_before_makes_the_reader_read_whole(watched, monkeypatch) -> None:
-    """The notes numbered again from below what a reader last read (a database
-    restored from an earlier copy): it reads the choices whole, not only new notes."""
+def test_a_log_begun_again_makes_the_reader_read_whole(watched, monkeypatch) -> None:
+    """The notes numbered again from 1 (the log dropped and begun again): the log's
+    epoch changed, and the reader reads the choices whole, not only new notes."""
     db, _ = watched
-    monkeypatch.setattr(changes, "NAMED_AT_MOST", 2)
     monkeypatch.setattr(consent, "REFRESH", 0.0)
     for i in range(5):
         consent.save(db, f"p{i}", Choice(opt_out=True))
@@ -199,3 +199,47 @@ def test_a_log_restored_from_before_makes_the_reader_read_whole(watched, monkeyp
     db.drop_collection(changes.log_collection(consent.CONSENTS))
     saved_elsewhere(db, "p9", Choice(restrict_sensitive=True))  # note 1 of the new log
     assert consent.cached(db, ["p9"]) == {"p9": Choice(restrict_sensitive=True)}
+
+
+def test_a_choice_whose_note_failed_is_read_whole_by_every_process(watched, monkeypatch) -> None:
+    """Stored, but its note could not be written (the answer is an error): the
+    writer notes a change it cannot name, so every process reads the choices whole,
+    and its own process does so at its next look even if that note fails too."""
+    db, _ = watched
+    monkeypatch.setattr(consent, "REFRESH", 0.0)
+    assert consent.cached(db, ["p1"]) == {}
+    real = changes.record
+
+    def fails_named(db: Any, collection: str, key: str | None) -> int:
+        if key is not None:
+            raise ConnectionError("the note was not written")
+        return real(db, collection, key)
+
+    held = dataclasses.replace(consent._cache[consent._cache_key(db)])
+    monkeypatch.setattr(changes, "record", fails_named)
+    with pytest.raises(ConnectionError):
+        consent.save(db, "p1", Choice(opt_out=True))
+    mine = consent._cache[consent._cache_key(db)]
+    consent._cache[consent._cache_key(db)] = held  # as another process holds it
+    assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}
+
+    def fails(db: Any, collection: str, key: str | None) -> int:
+        raise ConnectionError("no note is written")
+
+    consent._cache[consent._cache_key(db)] = mine
+    monkeypatch.setattr(changes, "record", fails)
+    with pytest.raises(ConnectionError):
+        consent.save(db, "p1", Choice(restrict_sensitive=True))
+    assert consent.cached(db, ["p1"]) == {"p1": Choice(restrict_sensitive=True)}
+
+
+def test_a_worker_that_looked_before_the_first_note_follows_the_log(watched, monkeypatch) -> None:
+    """Choices read before any was noted: the first notes are read one by one, and
+    the log's epoch learnt with them, not taken for a log begun again."""
+    db, finds = watched
+    monkeypatch.setattr(consent, "REFRESH", 0.0)
+    assert consent.cached(db, ["p1"]) == {}
+    saved_elsewhere(db, "p1", Choice(opt_out=True))
+    for _ in range(3):
+        assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}
+    assert finds.seen["_consents whole"] == 1  # the first look's
