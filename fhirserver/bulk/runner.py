@@ -224,6 +224,11 @@ class Runner:
                     if revoked_now(db, job["claims"]):  # a disabled client exports no more
                         raise errors.Forbidden("The access token that started this export "
                                                "was revoked; the export was stopped")
+                    if step["cursor"]:
+                        # An export may run for long: each page applies whom the client
+                        # reaches and the patients' sharing choices as they are now.
+                        ctx = self.context(job)
+                        flt = selection(ctx, req, rtype)
                     paging = {"_cursor": step["cursor"]} if step["cursor"] else {}
                     found = search.keyset_page(ctx, rtype, flt, ORDER, self.page, paging)
                     self._write(ctx, job, rtype, found.rows, fd, step)

@@ -441,6 +441,26 @@ def test_simultaneous_kickoffs_of_one_client_start_one_export(quiet, lab):
     assert lab["client"].get("/$export?_type=Observation", headers=lab["h"]).status_code == 202
 
 
+def test_a_choice_made_during_an_export_applies_to_its_next_pages(quiet, lab, monkeypatch):
+    """An export runs after its request returned, page by page: a patient who opts out
+    of sharing across organisations meanwhile (DESIGN.md section 1) is applied from the
+    next page on, as for every request, not only to exports started later."""
+    job_id = _start(lab)
+    st = quiet.extensions["fhirserver"]
+    monkeypatch.setattr(consent, "REFRESH", 0.0)
+    calls = iter(range(100))
+
+    def opt_out_after_the_first_page() -> bool:
+        if next(calls) == 1:
+            consent.save(st.repo.db, lab["treated"], consent.Choice(opt_out=True))
+        return False
+
+    assert runner(quiet, page=1).step(stop=opt_out_after_the_first_page) is True
+    path = st.settings.exports / job_id / "Observation.ndjson"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["id"] in lab["obs"]
+
+
 def test_an_export_stops_when_its_client_is_disabled(quiet, lab):
     """An export runs after its request returned: a client disabled meanwhile (its
     tokens cut off, as ``fhirserver clients disable`` does) exports nothing more. The
