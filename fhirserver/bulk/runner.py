@@ -179,6 +179,12 @@ class Runner:
         resumes it)."""
         try:
             done = self._work(job, stop)
+        except errors.Unavailable:
+            # passing (the sharing choices not read in time): left to its lease, which
+            # runs out, and any process resumes it from its checkpoint
+            log.warning("export %s left for later: the sharing choices were not read in time",
+                        job["_id"])
+            return
         except errors.FhirError as exc:
             self._fail(job, exc.status, exc.outcome())
             return
@@ -212,6 +218,7 @@ class Runner:
             issues += self._missing(ctx, req)
         while step["index"] < len(req.types):
             rtype = req.types[step["index"]]
+            ctx = self.context(job)
             flt = selection(ctx, req, rtype)
             if step["total"] is None:
                 step["total"] = self.repo.count(rtype, flt)
@@ -224,11 +231,10 @@ class Runner:
                     if revoked_now(db, job["claims"]):  # a disabled client exports no more
                         raise errors.Forbidden("The access token that started this export "
                                                "was revoked; the export was stopped")
-                    if step["cursor"]:
-                        # An export may run for long: each page applies whom the client
-                        # reaches and the patients' sharing choices as they are now.
-                        ctx = self.context(job)
-                        flt = selection(ctx, req, rtype)
+                    # An export may run for long: each page applies whom the client
+                    # reaches and the patients' sharing choices as they are now.
+                    ctx = self.context(job)
+                    flt = selection(ctx, req, rtype)
                     paging = {"_cursor": step["cursor"]} if step["cursor"] else {}
                     found = search.keyset_page(ctx, rtype, flt, ORDER, self.page, paging)
                     self._write(ctx, job, rtype, found.rows, fd, step)

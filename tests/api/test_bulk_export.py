@@ -461,6 +461,52 @@ def test_a_choice_made_during_an_export_applies_to_its_next_pages(quiet, lab, mo
     assert len(lines) == 1 and lines[0]["id"] in lab["obs"]
 
 
+def test_a_choice_made_before_an_exports_first_page_applies_to_it(quiet, lab, monkeypatch):
+    """The first page of a type too: a choice made after the job was claimed."""
+    job_id = _start(lab)
+    st = quiet.extensions["fhirserver"]
+    monkeypatch.setattr(consent, "REFRESH", 0.0)
+    calls = iter(range(100))
+
+    def opt_out_at_once() -> bool:
+        if next(calls) == 0:
+            consent.save(st.repo.db, lab["treated"], consent.Choice(opt_out=True))
+        return False
+
+    assert runner(quiet, page=10).step(stop=opt_out_at_once) is True
+    assert not (st.settings.exports / job_id / "Observation.ndjson").exists()  # none written
+    assert jobs.get(st.repo.db, job_id)["status"] == "complete"
+
+
+def test_an_export_whose_choices_cannot_be_read_in_time_is_left_for_later(quiet, lab, monkeypatch):
+    """Choices not read in time (503 for a request) end no export: the job keeps its
+    checkpoint and files, and is resumed once its lease ran out."""
+    from fhirserver import errors
+
+    job_id = _start(lab)
+    st = quiet.extensions["fhirserver"]
+    pages = iter(range(100))
+    runner(quiet, page=1).step(stop=lambda: next(pages) >= 1)  # one page written
+
+    def not_in_time(db, patients):  # type: ignore[no-untyped-def]
+        raise errors.Unavailable("The patients' sharing choices could not be read in time")
+
+    db = st.repo.db
+    db[jobs.JOBS].update_one({"_id": job_id},
+                             {"$set": {"lease_until": datetime.now(UTC) - timedelta(seconds=1)}})
+    with monkeypatch.context() as m:
+        m.setattr(consent, "cached", not_in_time)
+        assert runner(quiet, page=1, name="other").step() is True
+    job = jobs.get(db, job_id)
+    assert job["status"] != "failed" and job["step"]["count"] == 1
+    db[jobs.JOBS].update_one({"_id": job_id},
+                             {"$set": {"lease_until": datetime.now(UTC) - timedelta(seconds=1)}})
+    assert runner(quiet, page=1, name="third").step() is True
+    assert jobs.get(db, job_id)["status"] == "complete"
+    lines = (st.settings.exports / job_id / "Observation.ndjson").read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(lab["obs"])
+
+
 def test_an_export_stops_when_its_client_is_disabled(quiet, lab):
     """An export runs after its request returned: a client disabled meanwhile (its
     tokens cut off, as ``fhirserver clients disable`` does) exports nothing more. The
