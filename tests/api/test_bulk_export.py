@@ -441,21 +441,28 @@ def test_simultaneous_kickoffs_of_one_client_start_one_export(quiet, lab):
     assert lab["client"].get("/$export?_type=Observation", headers=lab["h"]).status_code == 202
 
 
+def _opt_out_at(quiet, lab, monkeypatch, call: int):  # type: ignore[no-untyped-def]
+    """A runner's ``stop`` that never stops, and at its ``call``-th asking (0: before
+    the first page) the treated patient opts out of sharing across organisations."""
+    monkeypatch.setattr(consent, "REFRESH", 0.0)
+    calls = iter(range(100))
+    db = quiet.extensions["fhirserver"].repo.db
+
+    def stop() -> bool:
+        if next(calls) == call:
+            consent.save(db, lab["treated"], consent.Choice(opt_out=True))
+        return False
+
+    return stop
+
+
 def test_a_choice_made_during_an_export_applies_to_its_next_pages(quiet, lab, monkeypatch):
     """An export runs after its request returned, page by page: a patient who opts out
     of sharing across organisations meanwhile (DESIGN.md section 1) is applied from the
     next page on, as for every request, not only to exports started later."""
     job_id = _start(lab)
     st = quiet.extensions["fhirserver"]
-    monkeypatch.setattr(consent, "REFRESH", 0.0)
-    calls = iter(range(100))
-
-    def opt_out_after_the_first_page() -> bool:
-        if next(calls) == 1:
-            consent.save(st.repo.db, lab["treated"], consent.Choice(opt_out=True))
-        return False
-
-    assert runner(quiet, page=1).step(stop=opt_out_after_the_first_page) is True
+    assert runner(quiet, page=1).step(stop=_opt_out_at(quiet, lab, monkeypatch, 1)) is True
     path = st.settings.exports / job_id / "Observation.ndjson"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["id"] in lab["obs"]
@@ -465,15 +472,7 @@ def test_a_choice_made_before_an_exports_first_page_applies_to_it(quiet, lab, mo
     """The first page of a type too: a choice made after the job was claimed."""
     job_id = _start(lab)
     st = quiet.extensions["fhirserver"]
-    monkeypatch.setattr(consent, "REFRESH", 0.0)
-    calls = iter(range(100))
-
-    def opt_out_at_once() -> bool:
-        if next(calls) == 0:
-            consent.save(st.repo.db, lab["treated"], consent.Choice(opt_out=True))
-        return False
-
-    assert runner(quiet, page=10).step(stop=opt_out_at_once) is True
+    assert runner(quiet, page=10).step(stop=_opt_out_at(quiet, lab, monkeypatch, 0)) is True
     assert not (st.settings.exports / job_id / "Observation.ndjson").exists()  # none written
     assert jobs.get(st.repo.db, job_id)["status"] == "complete"
 
