@@ -18,8 +18,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     from .api import init_api
     from .api.state import AppState
+    from .auth import consent, reach_cache
     from .auth.access import drop_authorship_relationships
-    from .auth.consent import count_lost_change
     from .storage.repository import Repository
 
     settings = settings or Settings.from_env()
@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     repo = Repository.from_settings(settings)
     drop_authorship_relationships(repo.db)
-    count_lost_change(repo.db)
+    # a change another process stored but never noted is read once by every process
+    consent.count_lost_change(repo.db)
+    reach_cache.count_lost_change(repo.db)
     app.extensions["fhirserver"] = AppState(settings, repo)
     init_api(app)
     if settings.trusted_proxies > 0:

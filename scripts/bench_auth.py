@@ -1,6 +1,7 @@
 """Authorization overhead per request: token check + access policy, per kind of caller.
 
     .venv/bin/python scripts/bench_auth.py [-n 2000] [--relationships 50] [--consents 20000]
+                                           [--organisation 10000]
 
 Runs in-process against the configured database (MONGODB_URI, else the embedded
 FerretDB, started if needed) what every FHIR request pays before its own work:
@@ -11,7 +12,10 @@ Prints p50/p99 in microseconds per caller kind. Then, with that many patients'
 sharing choices stored, what a worker's look at them every ``consent.REFRESH``
 seconds costs: when nothing changed (the change log's number alone), when another
 process changed one (that one read), and when a process started (every choice read
-again, as every look did before the change log).
+again, as every look did before the change log). Then the same for a clinic
+system's organisation with that many care relationships: the look at whom it
+reaches every ``reach_cache.REFRESH`` seconds, which read all of them again before
+their change log.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fhirserver.auth import consent
+from fhirserver.auth import consent, reach_cache
 from fhirserver.auth.access import Access, record_care
 from fhirserver.auth.callers import caller_from_claims
 from fhirserver.auth.tokens import TokenService
@@ -43,6 +47,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2000, help="requests per caller kind")
     ap.add_argument("--relationships", type=int, default=50, help="care relationships of the clinician")
     ap.add_argument("--consents", type=int, default=20000, help="patients with a sharing choice")
+    ap.add_argument("--organisation", type=int, default=10000,
+                    help="care relationships of a clinic system's organisation")
     args = ap.parse_args()
     settings = Settings.from_env(mongodb_db="fhir_bench_auth")
     with database(settings) as live:
@@ -83,6 +89,7 @@ def main() -> None:
                                   f"{ordered[int(0.99 * len(ordered))]:.0f}", f"{times[0]:.0f}")
             console.print(table)
             console.print(_consent_looks(repo.db, args.consents, max(20, args.n // 20)))
+            console.print(_reach_looks(repo.db, args.organisation, max(20, args.n // 20)))
         finally:
             repo.client.drop_database("fhir_bench_auth")
             repo.close()
@@ -119,6 +126,60 @@ def _consent_looks(db: object, stored: int, looks: int) -> Table:
                     held.looked = 0.0  # as another process's change leaves this one's cache
                 t0 = time.perf_counter()
                 assert consent.cached(db, ["bench-c0"]) == {"bench-c0": consent.Choice(opt_out=True)}
+                times.append((time.perf_counter() - t0) * 1e6)
+                progress.advance(task)
+            ordered = sorted(times)
+            table.add_row(name, f"{statistics.median(times):.0f}", f"{ordered[int(0.99 * len(ordered))]:.0f}")
+    return table
+
+
+def _reach_looks(db: object, stored: int, looks: int) -> Table:
+    """Give an organisation ``stored`` care relationships (in batches, with progress),
+    then time ``looks`` looks at whom its client reaches, of each kind."""
+    org = "Organization/bench-big"
+    care = db[reach_cache.CARE]  # type: ignore[index]
+    until = datetime.now(UTC) + timedelta(hours=2)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("storing care relationships", total=stored)
+        for start in range(0, stored, 1000):
+            batch = range(start, min(stored, start + 1000))
+            care.insert_many([{"_id": f"{org}|bench-r{i}", "who": org, "patient": f"bench-r{i}",
+                               "until": until, "reason": "card-scan", "emergency": False,
+                               "at": until} for i in batch])
+            progress.advance(task, len(batch))
+    reach_cache.count_lost_change(db)  # stored around the log: read whole at the next look
+    reach_cache.REFRESH = 0.0
+    caller = caller_from_claims({"sub": "bench-client", "kind": "system", "scope": "system/*.rs",
+                                 "organization": org, "client_id": "bench"})
+
+    def look() -> None:
+        assert len(Access(caller, db, datetime.now(UTC)).reachable() or ()) >= stored
+
+    look()
+    table = Table(title=f"a worker's look at whom an organisation with {stored} care "
+                        f"relationships reaches ({looks} looks each)")
+    for col in ("look", "p50 µs", "p99 µs"):
+        table.add_column(col, justify="left" if col == "look" else "right")
+
+    def elsewhere(i: int) -> None:  # opened by another process: this one holds the old map
+        held = reach_cache._held[reach_cache._db_key(db)]
+        kept = dict(held.callers)
+        record_care(db, org, f"bench-new{i}", until, "card-scan")
+        held.callers = kept
+
+    kinds = (("nothing changed", None),
+             ("another process opened one", elsewhere),
+             ("a process started: read whole (every look before)",
+              lambda i: reach_cache.count_lost_change(db)))
+    with Progress(console=console, transient=True) as progress:
+        for name, change in kinds:
+            task = progress.add_task(name, total=looks)
+            times: list[float] = []
+            for i in range(looks):
+                if change is not None:
+                    change(i)
+                t0 = time.perf_counter()
+                look()
                 times.append((time.perf_counter() - t0) * 1e6)
                 progress.advance(task)
             ordered = sorted(times)

@@ -31,24 +31,21 @@ from pymongo.errors import DuplicateKeyError
 from .. import errors
 from ..model.groups import GROUP
 from ..model.security_labels import is_sensitive
-from . import consent
+from . import consent, reach_cache
 from .bindings import family_reach
 from .policy import Caller, Decision, decide, may_write
+from .reach_cache import CARE
 
-CARE = "_care_relationships"
 LASTING = timedelta(days=365 * 100)
 
 
-#: Per process, for REACH_TTL seconds: whom each caller reaches (a care index or a
-#: family list), so most requests make no database round trip for the policy. A
-#: change made in this process is seen at once; one made in another worker within
-#: the TTL is caught for single-resource reads by a direct check before refusing.
-REACH_TTL = 2.0
-#: A caller's relationships come in one reply: a clinic system's organisation can hold
-#: thousands, and the driver's batches of 101 cost a round trip each at every reload
-#: (10,000 of these small documents make about a megabyte).
-RELATIONSHIPS_BATCH = 10_000
-_reach_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+#: Per process, for FAMILY_TTL seconds: whom a patient caller's family binding reaches,
+#: so most requests make no database round trip for it. A change made in this process
+#: is seen at once; one made in another worker within the TTL is caught for
+#: single-resource reads by a direct check before refusing. Care relationships are
+#: kept by :mod:`.reach_cache` instead.
+FAMILY_TTL = 2.0
+_family_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
 
 def _cache_key(db: Any, who: str) -> tuple[str, str]:
@@ -56,18 +53,18 @@ def _cache_key(db: Any, who: str) -> tuple[str, str]:
 
 
 def forget(db: Any, who: str) -> None:
-    _reach_cache.pop(_cache_key(db, who), None)
+    _family_cache.pop(_cache_key(db, who), None)
 
 
 def _cached(db: Any, who: str, load: Any) -> dict[str, Any]:
     key = _cache_key(db, who)
-    hit = _reach_cache.get(key)
-    if hit is not None and time.monotonic() - hit[0] < REACH_TTL:
+    hit = _family_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < FAMILY_TTL:
         return hit[1]
     value = load()
-    if len(_reach_cache) > 50_000:
-        _reach_cache.clear()
-    _reach_cache[key] = (time.monotonic(), value)
+    if len(_family_cache) > 50_000:
+        _family_cache.clear()
+    _family_cache[key] = (time.monotonic(), value)
     return value
 
 
@@ -107,7 +104,7 @@ def record_care(db: Any, who: str, patient: str, until: datetime, reason: str,
                     and emergency_now(current, now or datetime.now(UTC)):
                 _keep_emergency(doc, current, tz)
         if _swap(db, current, doc):
-            forget(db, who)
+            reach_cache.changed(db, [key])
             return
     raise errors.Conflict("The care relationship was changed by another request at the same "
                           "time; try again")
@@ -174,8 +171,8 @@ def emergency_now(doc: dict[str, Any], now: datetime) -> bool:
 
 
 def live_reach(rels: dict[str, Any], now: datetime) -> tuple[frozenset[str], frozenset[str]]:
-    """The patients the cached relationships ``rels["r"]`` reach at ``now``, and those
-    of them reached by an emergency. Relationships only end between two loads, so the
+    """The patients the cached relationships ``rels["r"]`` (by patient) reach at
+    ``now``, and those of them reached by an emergency. Relationships only end between two loads, so the
     answer holds until the next end after the moment it was worked out at: it is kept
     in ``rels`` until then, and a request of a caller who treats thousands costs no
     pass over them all."""
@@ -185,7 +182,7 @@ def live_reach(rels: dict[str, Any], now: datetime) -> tuple[frozenset[str], fro
     found: set[str] = set()
     emergency: set[str] = set()
     ends: list[datetime] = []
-    for d in rels["r"]:
+    for d in rels["r"].values():
         until = d["until"].replace(tzinfo=now.tzinfo)
         if until > now:
             found.add(d["patient"])
@@ -206,7 +203,7 @@ class Access:
     db: Any
     now: datetime
     _reach: frozenset[str] | None | bool = field(default=False)  # False: not computed
-    _emergency: set[str] = field(default_factory=set)
+    _emergency: frozenset[str] = frozenset()
     #: the patients whose care relationship with the caller this request looked up
     #: without the cache (:meth:`_fresh_reach`), and whether it was an emergency one
     _fresh_emergency: dict[str, bool] = field(default_factory=dict)
@@ -235,18 +232,14 @@ class Access:
         if caller.kind == "patient":
             own = caller.patient or ""
             return frozenset({own, *self._family()["m"]})
-        # A clinician's own relationships; a backend client's organisation's.
-        who = [caller.practitioner] if caller.kind == "user" else [caller.organization]
-        who = [w for w in who if w]
-        found: set[str] = set()
-        for w in who:
-            rels = _cached(self.db, w, lambda w=w: {"r": list(self.db[CARE].find(
-                {"who": w}, {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1}
-            ).batch_size(RELATIONSHIPS_BATCH))})
-            live, emergency = live_reach(rels, self.now)
-            found |= live
-            self._emergency |= emergency
-        return frozenset(found)
+        # A clinician's own relationships; a backend client's organisation's. The sets
+        # live_reach keeps are used as they are: an organisation's hold thousands.
+        who = caller.practitioner if caller.kind == "user" else caller.organization
+        if not who:
+            return frozenset()
+        live, emergency = live_reach(reach_cache.relationships(self.db, who), self.now)
+        self._emergency = emergency
+        return live
 
     def _family(self) -> dict[str, Any]:
         """A patient caller's bound family: members ``m`` and the children among them
@@ -503,7 +496,8 @@ def drop_authorship_relationships(db: Any) -> None:
     """Earlier versions opened a patient's whole record for a century to whoever wrote
     or performed one of its results; authorship now reaches that record only, so
     those relationships are removed at start."""
-    db[CARE].delete_many({"reason": "author"})
+    if db[CARE].delete_many({"reason": "author"}).deleted_count:
+        reach_cache.changed(db, None)
 
 
 def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
@@ -517,8 +511,10 @@ def set_team_member(db: Any, patient: str, practitioner: str, now: datetime,
     for _ in range(ATTEMPTS):
         current = db[CARE].find_one({"_id": key})
         doc = _membership(db, current, key, patient, practitioner, now, remove, organization)
-        if doc is None or _swap(db, current, doc):
-            forget(db, practitioner)
+        if doc is None:
+            return
+        if _swap(db, current, doc):
+            reach_cache.changed(db, [key])
             return
     raise errors.Conflict("The care relationship was changed by another request at the same "
                           "time; try again")
@@ -570,9 +566,11 @@ def end_patient(db: Any, patient: str) -> None:
     found = list(db[CARE].find({"patient": patient}, {"who": 1}))
     if not found:
         return
-    db[CARE].delete_many({"_id": {"$in": [d["_id"] for d in found]}})
-    for d in found:
-        forget(db, d["who"])
+    keys = [d["_id"] for d in found]
+    try:
+        db[CARE].delete_many({"_id": {"$in": keys}})
+    finally:  # some may be deleted even when the call fails
+        reach_cache.changed(db, keys)
 
 
 def team(db: Any, patient: str, now: datetime) -> list[tuple[str, datetime]]:

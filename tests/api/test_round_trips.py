@@ -23,9 +23,10 @@ from tests import factories as f
 from .test_access import clinician, scan_card
 
 #: What the policy reloads now and then (whom a caller reaches, the patients'
-#: consents: cached per process for a moment, auth/access.py REACH_TTL), not per request.
+#: consents: cached per process and brought up to date by change logs every few
+#: seconds, auth/reach_cache.py and auth/consent.py), not per request.
 POLICY_RELOADS = {("find", "_consents"), ("find", "_consents_changes"),
-                  ("find", "_care_relationships")}
+                  ("find", "_care_relationships"), ("find", "_care_relationships_changes")}
 
 
 class Commands(CommandListener):
@@ -188,12 +189,12 @@ def test_a_patients_months_come_in_one_reply_however_many_search_sort(fhir, app)
 
 
 def test_whom_a_clinician_treats_is_loaded_in_one_reply_however_many(fhir, app):
-    """The access policy loads a caller's care relationships now and then (auth/access.py
-    REACH_TTL). A clinician treating 150 patients (more than the driver's first batch of
+    """The access policy loads a caller's care relationships once per process
+    (auth/reach_cache.py). A clinician treating 150 patients (more than the driver's first batch of
     101) gets them in one reply, and reaches the last of them (DESIGN.md section 1)."""
     from datetime import timedelta
 
-    from fhirserver.auth import access
+    from fhirserver.auth import access, reach_cache
 
     st = app.extensions["fhirserver"]
     now = st.clock()
@@ -202,7 +203,7 @@ def test_whom_a_clinician_treats_is_loaded_in_one_reply_however_many(fhir, app):
         access.record_care(st.repo.db, "Practitioner/dr-li", treated[n] if n < 3 else f"p-{n}",
                            now + timedelta(hours=24), "card-scan", now=now)
     dr = clinician(app, fhir)
-    access.forget(st.repo.db, "Practitioner/dr-li")
+    reach_cache.clear()  # a process that has not read them yet
     COMMANDS.seen, COMMANDS.active = Counter(), True
     try:
         found = dr.get("Patient?family=Ward")

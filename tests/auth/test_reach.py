@@ -25,8 +25,8 @@ def _rel(patient: str, hours: float, emergency_hours: float | None = None) -> di
 
 
 def test_each_relationship_reaches_until_its_end_and_an_emergency_until_its_own():
-    rels: dict[str, Any] = {"r": [_rel("scan", 24), _rel("short", 1), _rel("glass", 24, 2),
-                                  _rel("ended", -1)]}
+    rels: dict[str, Any] = {"r": {d["patient"]: d for d in (
+        _rel("scan", 24), _rel("short", 1), _rel("glass", 24, 2), _rel("ended", -1))}}
     at = {h: T0 + timedelta(hours=h) for h in (0, 0.5, 1, 1.5, 2, 23, 24)}
     expected = {
         0: ({"scan", "short", "glass"}, {"glass"}),
@@ -45,5 +45,5 @@ def test_each_relationship_reaches_until_its_end_and_an_emergency_until_its_own(
 
 
 def test_a_caller_with_no_live_relationship_reaches_nobody():
-    assert live_reach({"r": []}, T0) == (frozenset(), frozenset())
-    assert live_reach({"r": [_rel("ended", -2)]}, T0) == (frozenset(), frozenset())
+    assert live_reach({"r": {}}, T0) == (frozenset(), frozenset())
+    assert live_reach({"r": {"ended": _rel("ended", -2)}}, T0) == (frozenset(), frozenset())

@@ -1,0 +1,197 @@
+"""Per process: each caller's care relationships, kept current by a change log.
+
+Whom a caller reaches rests on their care relationships (``auth/access.py``): a
+clinician's few dozen, but a clinic system's organisation can hold tens of
+thousands. They used to be read again whole, per caller, every 2 s in every worker,
+so a busy organisation's client paid for all its relationships every 2 s, whether
+any had changed or not: about 0.2 s a look at 10,000 (``scripts/bench_auth.py``).
+
+Now a process keeps what it read. Every writer of a relationship notes its ``_id``
+in the change log of ``_care_relationships`` once it is stored
+(``storage/changes.py``); every REFRESH seconds one thread of a process reads the
+notes that came since its last look and reads those relationships alone, by
+``_id``, into the callers it holds. A note it cannot name (a process that may have
+stopped between storing and noting), more notes than it reads one by one, a log
+begun again, and RELOAD seconds drop everything it holds: each caller's
+relationships are read whole again at their next request. The writer's own process
+applies its change at once, as the cache it replaced forgot the caller's entry.
+
+Relationships end by time, not by a write: each holds its end, which
+:func:`.access.live_reach` compares with the request's moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from .. import errors
+from ..storage import changes
+
+CARE = "_care_relationships"
+#: What a caller's reach needs of each relationship.
+FIELDS = {"patient": 1, "until": 1, "emergency": 1, "emergency_until": 1}
+#: A caller's relationships come in one reply: a clinic system's organisation can hold
+#: thousands, and the driver's batches of 101 cost a round trip each (10,000 of these
+#: small documents make about a megabyte).
+BATCH = 10_000
+REFRESH = 2.0
+RELOAD = 300.0
+#: A thread waits for another's refresh once what is held is this old, and no longer
+#: than WAIT seconds: past it the request fails (503) rather than use older reach.
+STALE = 2 * REFRESH
+WAIT = 30.0
+#: Callers held per process at most; past it the process starts afresh.
+CALLERS = 50_000
+
+
+@dataclass
+class _Held:
+    counted: int  # the number of the newest change read
+    epoch: str | None  # of the change log read
+    looked: float
+    loaded: float  # when everything held was dropped and began to be read again
+    #: per caller: ``{"r": {patient: relationship}}``, plus what live_reach keeps
+    callers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_held: dict[str, _Held] = {}
+_lock = threading.Lock()
+
+
+def _db_key(db: Any) -> str:
+    return f"{getattr(db.client, 'address', '')}/{db.name}"
+
+
+def _acquire(wait: bool) -> bool:
+    return _lock.acquire(timeout=WAIT) if wait else _lock.acquire(blocking=False)
+
+
+def _current(db: Any) -> _Held:
+    """What this process holds for ``db``, brought up to date every REFRESH seconds
+    by one thread; the others answer from it meanwhile while it is under STALE."""
+    key = _db_key(db)
+    held = _held.get(key)
+    now = time.monotonic()
+    if held is not None and now - held.looked <= REFRESH:
+        return held
+    wait = held is None or now - held.looked > STALE
+    if not _acquire(wait):
+        if wait:
+            raise errors.Unavailable("The care relationships could not be read in time")
+        assert held is not None
+        return held
+    try:
+        held = _held.get(key)
+        if held is None or now - held.looked > REFRESH:
+            held = _held[key] = _refresh(db, held, now)
+        return held
+    finally:
+        _lock.release()
+
+
+def _refresh(db: Any, held: _Held | None, now: float) -> _Held:
+    if held is None:
+        return _Held(*changes.newest(db, CARE), now, now)  # the notes before the reads
+    counted, epoch, keys = changes.changed_since(db, CARE, held.counted, held.epoch)
+    if keys is None or now - held.loaded > RELOAD:
+        return _Held(counted, epoch, now, now)
+    _apply(db, held, keys)
+    held.counted, held.epoch, held.looked = counted, epoch, now
+    return held
+
+
+def _apply(db: Any, held: _Held, keys: Iterable[str]) -> None:
+    """Read again the relationships ``keys`` of the callers ``held`` holds. Each
+    caller's map is replaced, never changed in place: other threads may be reading it."""
+    for key in sorted(set(keys)):
+        who, _, patient = key.rpartition("|")
+        entry = held.callers.get(who)
+        if entry is None:
+            continue
+        doc = db[CARE].find_one({"_id": key}, FIELDS)
+        rels = dict(entry["r"])
+        if doc is None:
+            rels.pop(patient, None)
+        else:
+            rels[patient] = doc
+        held.callers[who] = {"r": rels}
+
+
+def relationships(db: Any, who: str) -> dict[str, Any]:
+    """``who``'s relationships as :func:`.access.live_reach` takes them, read whole
+    the first time this process is asked for them since it last dropped what it held.
+    Read under the lock, so that no change is applied meanwhile to what the read may
+    already have missed."""
+    held = _current(db)
+    entry = held.callers.get(who)
+    if entry is not None:
+        return entry
+    if not _acquire(True):
+        raise errors.Unavailable("The care relationships could not be read in time")
+    try:
+        held = _held.get(_db_key(db)) or held
+        entry = held.callers.get(who)
+        if entry is None:
+            found = db[CARE].find({"who": who}, FIELDS).batch_size(BATCH)
+            entry = {"r": {d["patient"]: d for d in found}}
+            if len(held.callers) >= CALLERS:
+                held.callers = {}
+            held.callers[who] = entry
+        return entry
+    finally:
+        _lock.release()
+
+
+def changed(db: Any, keys: list[str] | None) -> None:
+    """Note that the relationships ``keys`` (``"<who>|<patient>"``) were stored or
+    removed (None: some that cannot be named), and apply them here at once. A note
+    that fails is followed by one that names nothing, and this process drops what it
+    holds at its next look even if that one fails too."""
+    if keys is not None and len(keys) > changes.NAMED_AT_MOST:
+        keys = None  # a reader would read them whole anyway
+    noted = False
+    try:
+        if keys is None:
+            changes.record(db, CARE, None)
+        else:
+            for key in keys:
+                changes.record(db, CARE, key)
+        noted = True
+    finally:
+        if not noted:
+            with contextlib.suppress(Exception):
+                changes.record(db, CARE, None)
+        if _lock.acquire(timeout=WAIT):
+            try:
+                held = _held.get(_db_key(db))
+                if held is not None:
+                    drop = keys is None or not noted
+                    if not drop:
+                        try:
+                            _apply(db, held, keys)  # type: ignore[arg-type]
+                        except PyMongoError:
+                            drop = True
+                    if drop:  # everything is read again at the next look
+                        held.loaded = held.looked = float("-inf")
+            finally:
+                _lock.release()
+
+
+def count_lost_change(db: Any) -> None:
+    """A process stopped between storing a relationship and noting it leaves the
+    others holding the old one: a process starting notes a change it cannot name,
+    so they all drop what they hold once."""
+    changes.record(db, CARE, None)
+
+
+def clear() -> None:
+    """Forget everything this process holds (tests: a process that just started)."""
+    with _lock:
+        _held.clear()
