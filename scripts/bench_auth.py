@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
@@ -98,55 +100,35 @@ def main() -> None:
 def _consent_looks(db: object, stored: int, looks: int) -> Table:
     """Store ``stored`` choices (in batches, with progress), then time ``looks`` looks
     of each kind: unchanged, and after a change counted by another process."""
-    choices = db[consent.CONSENTS]  # type: ignore[index]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("storing sharing choices", total=stored)
-        for start in range(0, stored, 1000):
-            batch = range(start, min(stored, start + 1000))
-            choices.insert_many([{"_id": f"bench-c{i}", "restrict_sensitive": True} for i in batch])
-            progress.advance(task, len(batch))
+    _store(db[consent.CONSENTS], "storing sharing choices", stored,  # type: ignore[index]
+           lambda i: {"_id": f"bench-c{i}", "restrict_sensitive": True})
     consent.save(db, "bench-c0", consent.Choice(opt_out=True))
     consent.REFRESH = 0.0
     consent.cached(db, [])  # this process's own change read, as every worker has it
-    table = Table(title=f"a worker's look at {stored} sharing choices ({looks} looks each)")
-    for col in ("look", "p50 µs", "p99 µs"):
-        table.add_column(col, justify="left" if col == "look" else "right")
-    kinds = (("nothing changed", None),
-             ("another process changed one", lambda i: consent.save(
-                 db, "bench-c1", consent.Choice(opt_out=i % 2 == 0))),
-             ("a process started: read whole", lambda i: consent.count_lost_change(db)))
-    with Progress(console=console, transient=True) as progress:
-        for name, change in kinds:
-            task = progress.add_task(name, total=looks)
-            times: list[float] = []
-            for i in range(looks):
-                if change is not None:
-                    change(i)
-                    held = consent._cache[consent._cache_key(db)]
-                    held.looked = 0.0  # as another process's change leaves this one's cache
-                t0 = time.perf_counter()
-                assert consent.cached(db, ["bench-c0"]) == {"bench-c0": consent.Choice(opt_out=True)}
-                times.append((time.perf_counter() - t0) * 1e6)
-                progress.advance(task)
-            ordered = sorted(times)
-            table.add_row(name, f"{statistics.median(times):.0f}", f"{ordered[int(0.99 * len(ordered))]:.0f}")
-    return table
+
+    def changed_elsewhere(i: int) -> None:
+        consent.save(db, "bench-c1", consent.Choice(opt_out=i % 2 == 0))
+        held = consent._cache[consent._cache_key(db)]
+        held.looked = 0.0  # as another process's change leaves this one's cache
+
+    def look() -> None:
+        assert consent.cached(db, ["bench-c0"]) == {"bench-c0": consent.Choice(opt_out=True)}
+
+    return _timed_looks(
+        f"a worker's look at {stored} sharing choices ({looks} looks each)", looks, look,
+        (("nothing changed", None),
+         ("another process changed one", changed_elsewhere),
+         ("a process started: read whole", lambda i: consent.count_lost_change(db))))
 
 
 def _reach_looks(db: object, stored: int, looks: int) -> Table:
     """Give an organisation ``stored`` care relationships (in batches, with progress),
     then time ``looks`` looks at whom its client reaches, of each kind."""
     org = "Organization/bench-big"
-    care = db[reach_cache.CARE]  # type: ignore[index]
     until = datetime.now(UTC) + timedelta(hours=2)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("storing care relationships", total=stored)
-        for start in range(0, stored, 1000):
-            batch = range(start, min(stored, start + 1000))
-            care.insert_many([{"_id": f"{org}|bench-r{i}", "who": org, "patient": f"bench-r{i}",
-                               "until": until, "reason": "card-scan", "emergency": False,
-                               "at": until} for i in batch])
-            progress.advance(task, len(batch))
+    _store(db[reach_cache.CARE], "storing care relationships", stored,  # type: ignore[index]
+           lambda i: {"_id": f"{org}|bench-r{i}", "who": org, "patient": f"bench-r{i}",
+                      "until": until, "reason": "card-scan", "emergency": False, "at": until})
     reach_cache.count_lost_change(db)  # stored around the log: read whole at the next look
     reach_cache.REFRESH = 0.0
     caller = caller_from_claims({"sub": "bench-client", "kind": "system", "scope": "system/*.rs",
@@ -156,10 +138,6 @@ def _reach_looks(db: object, stored: int, looks: int) -> Table:
         assert len(Access(caller, db, datetime.now(UTC)).reachable() or ()) >= stored
 
     look()
-    table = Table(title=f"a worker's look at whom an organisation with {stored} care "
-                        f"relationships reaches ({looks} looks each)")
-    for col in ("look", "p50 µs", "p99 µs"):
-        table.add_column(col, justify="left" if col == "look" else "right")
 
     def elsewhere(i: int) -> None:  # opened by another process: this one holds the old map
         held = reach_cache._held[reach_cache._db_key(db)]
@@ -167,10 +145,31 @@ def _reach_looks(db: object, stored: int, looks: int) -> Table:
         record_care(db, org, f"bench-new{i}", until, "card-scan")
         held.callers = kept
 
-    kinds = (("nothing changed", None),
-             ("another process opened one", elsewhere),
-             ("a process started: read whole (every look before)",
-              lambda i: reach_cache.count_lost_change(db)))
+    return _timed_looks(
+        f"a worker's look at whom an organisation with {stored} care relationships reaches "
+        f"({looks} looks each)", looks, look,
+        (("nothing changed", None),
+         ("another process opened one", elsewhere),
+         ("a process started: read whole (every look before)",
+          lambda i: reach_cache.count_lost_change(db))))
+
+
+def _store(collection: Any, label: str, stored: int, doc: Callable[[int], dict[str, Any]]) -> None:
+    """Insert ``stored`` documents ``doc(i)`` in batches of 1,000, with progress."""
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(label, total=stored)
+        for start in range(0, stored, 1000):
+            batch = range(start, min(stored, start + 1000))
+            collection.insert_many([doc(i) for i in batch])
+            progress.advance(task, len(batch))
+
+
+def _timed_looks(title: str, looks: int, look: Callable[[], None],
+                 kinds: tuple[tuple[str, Callable[[int], None] | None], ...]) -> Table:
+    """p50/p99 of ``looks`` calls of ``look`` for each kind, each after its change."""
+    table = Table(title=title)
+    for col in ("look", "p50 µs", "p99 µs"):
+        table.add_column(col, justify="left" if col == "look" else "right")
     with Progress(console=console, transient=True) as progress:
         for name, change in kinds:
             task = progress.add_task(name, total=looks)
@@ -185,7 +184,6 @@ def _reach_looks(db: object, stored: int, looks: int) -> Table:
             ordered = sorted(times)
             table.add_row(name, f"{statistics.median(times):.0f}", f"{ordered[int(0.99 * len(ordered))]:.0f}")
     return table
-
 
 if __name__ == "__main__":
     main()

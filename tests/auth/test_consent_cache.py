@@ -12,42 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
-from pymongo.monitoring import CommandListener
 
 from fhirserver.auth import consent
 from fhirserver.auth.consent import Choice
 from fhirserver.storage import changes
-
-
-class Finds(CommandListener):
-    """Every find, as its collection, and "whole" when it read one without naming ids."""
-
-    def __init__(self) -> None:
-        self.seen: Counter[str] = Counter()
-
-    def started(self, event: Any) -> None:
-        if event.command_name in ("find", "findAndModify"):
-            filtered = "_id" in (event.command.get("filter") or event.command.get("query") or {})
-            self.seen[str(event.command[event.command_name]) + ("" if filtered else " whole")] += 1
-
-    def succeeded(self, event: Any) -> None:
-        pass
-
-    def failed(self, event: Any) -> None:
-        pass
+from tests.finds import FindCounts, counted
 
 
 @pytest.fixture
-def watched(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, Finds]]:
+def watched(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, FindCounts]]:
     """The test's database, every find sent to it counted; no choice cached yet."""
-    finds = Finds()
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, event_listeners=[finds])
-    db = client[db_name]
-    consent._cache.pop(consent._cache_key(db), None)
-    yield db, finds
-    consent._cache.pop(consent._cache_key(db), None)
-    client.close()
+    with counted(mongo_uri, db_name) as (db, finds):
+        consent._cache.pop(consent._cache_key(db), None)
+        yield db, finds
+        consent._cache.pop(consent._cache_key(db), None)
 
 
 def saved_elsewhere(db: Any, patient: str, choice: Choice) -> None:

@@ -13,45 +13,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
-from pymongo.monitoring import CommandListener
 
 from fhirserver import errors
 from fhirserver.auth import access, reach_cache
 from fhirserver.storage import changes
+from tests.finds import FindCounts, counted
 
 DR = "Practitioner/dr-li"
 ORG = "Organization/clinic"
 
 
-class Finds(CommandListener):
-    """Every find, as its collection, and "whole" when it read one without naming ids."""
-
-    def __init__(self) -> None:
-        self.seen: Counter[str] = Counter()
-
-    def started(self, event: Any) -> None:
-        if event.command_name == "find":
-            filtered = "_id" in (event.command.get("filter") or {})
-            self.seen[str(event.command["find"]) + ("" if filtered else " whole")] += 1
-
-    def succeeded(self, event: Any) -> None:
-        pass
-
-    def failed(self, event: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def watched(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, Finds]]:
+def watched(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, FindCounts]]:
     """The test's database, every find sent to it counted; nothing held yet."""
-    finds = Finds()
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, event_listeners=[finds])
-    db = client[db_name]
-    reach_cache._held.pop(reach_cache._db_key(db), None)
-    yield db, finds
-    reach_cache._held.pop(reach_cache._db_key(db), None)
-    client.close()
+    with counted(mongo_uri, db_name) as (db, finds):
+        reach_cache._held.pop(reach_cache._db_key(db), None)
+        yield db, finds
+        reach_cache._held.pop(reach_cache._db_key(db), None)
 
 
 def now() -> datetime:
