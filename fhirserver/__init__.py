@@ -27,10 +27,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     repo = Repository.from_settings(settings)
-    drop_authorship_relationships(repo.db)
-    # a change another process stored but never noted is read once by every process
+    # a change another process stored but never noted (a worker killed between the
+    # two) is read once by every process: before anything else, so that the others
+    # learn of it as soon as the worker started in its place is
     consent.count_lost_change(repo.db)
     reach_cache.count_lost_change(repo.db)
+    drop_authorship_relationships(repo.db)
     app.extensions["fhirserver"] = AppState(settings, repo)
     init_api(app)
     if settings.trusted_proxies > 0:

@@ -9,7 +9,6 @@ Which labels are sensitive is ``model/security_labels.py``.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterable
@@ -47,14 +46,9 @@ def save(db: Any, patient: str, choice: Choice) -> None:
     upsert(db[CONSENTS], {"_id": patient, **choice.__dict__})
     noted = False
     try:
-        changes.record(db, CONSENTS, patient)  # once stored: storage/changes.py
+        changes.note(db, CONSENTS, [patient])  # once stored: storage/changes.py
         noted = True
     finally:
-        if not noted:
-            # stored, unnamed: every process, this one too, reads the choices whole,
-            # or (when this note fails as well) at the latest after RELOAD
-            with contextlib.suppress(Exception):
-                changes.record(db, CONSENTS, None)
         # not during a refresh that may have looked for notes before ours
         if _refreshing.acquire(timeout=WAIT):
             try:
@@ -65,13 +59,15 @@ def save(db: Any, patient: str, choice: Choice) -> None:
                         held.loaded = float("-inf")
             finally:
                 _refreshing.release()
+        else:  # the next look of this process, whoever makes it, reads them whole
+            _behind.add(_cache_key(db))
 
 
 def count_lost_change(db: Any) -> None:
     """A process stopped between storing a choice and noting it leaves the other
     processes holding the old one. A process starting notes a change it cannot
     name, so they all read the choices whole once, whether or not one was lost."""
-    changes.record(db, CONSENTS, None)
+    changes.note(db, CONSENTS, None)
 
 
 #: Per process: every patient's choice. Only patients who chose something have a
@@ -91,32 +87,35 @@ WAIT = 30.0
 @dataclass
 class _Cached:
     choices: dict[str, Choice]
-    counted: int  # the number of the newest change read
-    epoch: str | None  # of the change log read
+    counted: changes.Position  # the newest change read
     looked: float
     loaded: float  # when the choices were read whole
 
 
 _cache: dict[str, _Cached] = {}
 _refreshing = threading.Lock()
+#: databases whose choices this process changed while another thread held the lock
+#: past WAIT: read whole at the next look
+_behind: set[str] = set()
 
 
 def _cache_key(db: Any) -> str:
-    return f"{getattr(db.client, 'address', '')}/{db.name}"
+    return changes.db_key(db)
 
 
 def _read_all(db: Any, now: float) -> _Cached:
-    counted, epoch = changes.newest(db, CONSENTS)  # the notes before the choices
-    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, epoch, now, now)
+    counted = changes.newest(db, CONSENTS)  # the notes before the choices
+    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, now, now)
 
 
 def _refresh(db: Any, key: str, held: _Cached | None, now: float) -> _Cached:
     """Bring the choices up to date, under ``_refreshing``. Reading them whole only
     because RELOAD passed, this first publishes what the change log brings, so other
     threads answer from it meanwhile instead of waiting for the whole read."""
-    if held is None:
+    if held is None or key in _behind:
+        _behind.discard(key)
         return _read_all(db, now)
-    counted, epoch, keys = changes.changed_since(db, CONSENTS, held.counted, held.epoch)
+    counted, keys = changes.changed_since(db, CONSENTS, held.counted)
     if keys is None:
         return _read_all(db, now)
     choices = held.choices
@@ -128,7 +127,7 @@ def _refresh(db: Any, key: str, held: _Cached | None, now: float) -> _Cached:
                 choices.pop(patient, None)
             else:
                 choices[patient] = _choice(doc)
-    fresh = _Cached(choices, counted, epoch, now, held.loaded)
+    fresh = _Cached(choices, counted, now, held.loaded)
     if now - held.loaded > RELOAD:
         _cache[key] = fresh
         return _read_all(db, now)
@@ -142,12 +141,12 @@ def cached(db: Any, patients: Iterable[str]) -> dict[str, Choice]:
     key = _cache_key(db)
     held = _cache.get(key)
     now = time.monotonic()
-    if held is None or now - held.looked > REFRESH:
+    if held is None or now - held.looked > REFRESH or key in _behind:
         wait = held is None or now - held.looked > STALE
         if _refreshing.acquire(timeout=WAIT) if wait else _refreshing.acquire(blocking=False):
             try:
                 held = _cache.get(key)
-                if held is None or now - held.looked > REFRESH:
+                if held is None or now - held.looked > REFRESH or key in _behind:
                     held = _cache[key] = _refresh(db, key, held, now)
             finally:
                 _refreshing.release()

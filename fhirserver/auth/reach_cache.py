@@ -14,7 +14,8 @@ notes that came since its last look and reads those relationships alone, by
 stopped between storing and noting), more notes than it reads one by one, a log
 begun again, and RELOAD seconds drop everything it holds: each caller's
 relationships are read whole again at their next request. The writer's own process
-applies its change at once, as the cache it replaced forgot the caller's entry.
+applies its change at once, as the cache it replaced forgot the caller's entry (or,
+when another thread holds the cache past WAIT, drops everything at its next look).
 
 Relationships end by time, not by a write: each holds its end, which
 :func:`.access.live_reach` compares with the request's moment.
@@ -22,7 +23,6 @@ Relationships end by time, not by a write: each holds its end, which
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterable
@@ -53,8 +53,7 @@ CALLERS = 50_000
 
 @dataclass
 class _Held:
-    counted: int  # the number of the newest change read
-    epoch: str | None  # of the change log read
+    counted: changes.Position  # the newest change read
     looked: float
     loaded: float  # when everything held was dropped and began to be read again
     #: per caller: ``{"r": {patient: relationship}}``, plus what live_reach keeps
@@ -63,10 +62,13 @@ class _Held:
 
 _held: dict[str, _Held] = {}
 _lock = threading.Lock()
+#: databases whose relationships this process changed while another thread held the
+#: lock past WAIT: everything held is dropped at the next look
+_behind: set[str] = set()
 
 
 def _db_key(db: Any) -> str:
-    return f"{getattr(db.client, 'address', '')}/{db.name}"
+    return changes.db_key(db)
 
 
 def _acquire(wait: bool) -> bool:
@@ -79,7 +81,7 @@ def _current(db: Any) -> _Held:
     key = _db_key(db)
     held = _held.get(key)
     now = time.monotonic()
-    if held is not None and now - held.looked <= REFRESH:
+    if held is not None and now - held.looked <= REFRESH and key not in _behind:
         return held
     wait = held is None or now - held.looked > STALE
     if not _acquire(wait):
@@ -89,21 +91,22 @@ def _current(db: Any) -> _Held:
         return held
     try:
         held = _held.get(key)
-        if held is None or now - held.looked > REFRESH:
+        if held is None or key in _behind:
+            _behind.discard(key)
+            held = _held[key] = _Held(changes.newest(db, CARE), now, now)  # notes before reads
+        elif now - held.looked > REFRESH:
             held = _held[key] = _refresh(db, held, now)
         return held
     finally:
         _lock.release()
 
 
-def _refresh(db: Any, held: _Held | None, now: float) -> _Held:
-    if held is None:
-        return _Held(*changes.newest(db, CARE), now, now)  # the notes before the reads
-    counted, epoch, keys = changes.changed_since(db, CARE, held.counted, held.epoch)
+def _refresh(db: Any, held: _Held, now: float) -> _Held:
+    counted, keys = changes.changed_since(db, CARE, held.counted)
     if keys is None or now - held.loaded > RELOAD:
-        return _Held(counted, epoch, now, now)
+        return _Held(counted, now, now)
     _apply(db, held, keys)
-    held.counted, held.epoch, held.looked = counted, epoch, now
+    held.counted, held.looked = counted, now
     return held
 
 
@@ -158,16 +161,9 @@ def changed(db: Any, keys: list[str] | None) -> None:
         keys = None  # a reader would read them whole anyway
     noted = False
     try:
-        if keys is None:
-            changes.record(db, CARE, None)
-        else:
-            for key in keys:
-                changes.record(db, CARE, key)
+        changes.note(db, CARE, keys)
         noted = True
     finally:
-        if not noted:
-            with contextlib.suppress(Exception):
-                changes.record(db, CARE, None)
         if _lock.acquire(timeout=WAIT):
             try:
                 held = _held.get(_db_key(db))
@@ -182,16 +178,19 @@ def changed(db: Any, keys: list[str] | None) -> None:
                         held.loaded = held.looked = float("-inf")
             finally:
                 _lock.release()
+        else:
+            _behind.add(_db_key(db))
 
 
 def count_lost_change(db: Any) -> None:
     """A process stopped between storing a relationship and noting it leaves the
     others holding the old one: a process starting notes a change it cannot name,
     so they all drop what they hold once."""
-    changes.record(db, CARE, None)
+    changes.note(db, CARE, None)
 
 
 def clear() -> None:
     """Forget everything this process holds (tests: a process that just started)."""
     with _lock:
         _held.clear()
+        _behind.clear()

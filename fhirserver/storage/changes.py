@@ -27,6 +27,16 @@ The hint also holds the log's epoch, a random name given when the hint is first
 written: a reader that finds another epoch than the one it read (the log dropped,
 or restored from a copy) reads the collection whole.
 
+Each note carries a random nonce too. A reader keeps the nonce of the last note it
+read and finds it again at each look: a log restored a few notes back (a backup, a
+replica set's rollback) or dropped and filled again past the reader's number holds
+another note, or none, at that number, and the reader reads the collection whole
+instead of skipping the changes numbered again.
+
+A writer whose note fails notes a change it cannot name instead; when that fails
+too, its process owes the log that note and writes it at its next look, so the other
+processes read the collection whole as soon as the log can be written again.
+
 The notes live in a collection of their own (``<collection>_changes``), so reading
 the cached collection whole never reads them with it; every ``_id`` there is a
 string, which the embedded database's primary key answers by equality.
@@ -34,15 +44,38 @@ string, which the embedded database's primary key answers by equality.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
+from dataclasses import dataclass
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 #: Notes kept: a writer deletes the note this many numbers before its own.
 KEEP = 10_000
 #: A reader that finds more new notes than this reads the collection whole.
 NAMED_AT_MOST = 100
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a reader stands in a log: the number of the last note it read (0: none),
+    the log's epoch, and that note's nonce."""
+
+    number: int = 0
+    epoch: str | None = None
+    nonce: str | None = None
+
+
+#: (database, collection) whose writer in this process owes the log a note naming
+#: nothing: its named note and the unnamed one after it both failed.
+_owed: set[tuple[str, str]] = set()
+_owed_lock = threading.Lock()
+
+
+def db_key(db: Any) -> str:
+    return f"{getattr(db.client, 'address', '')}/{db.name}"
 
 
 def log_collection(collection: str) -> str:
@@ -66,7 +99,8 @@ def record(db: Any, collection: str, key: str | None) -> int:
     number = _hint(log, collection)[0] + 1
     while True:
         try:
-            log.insert_one({"_id": _note_id(collection, number), "key": key})
+            log.insert_one({"_id": _note_id(collection, number), "key": key,
+                            "nonce": secrets.token_hex(8)})
             break
         except DuplicateKeyError:
             number += 1  # taken by another writer: the next one
@@ -81,44 +115,80 @@ def record(db: Any, collection: str, key: str | None) -> int:
     return number
 
 
-def newest(db: Any, collection: str) -> tuple[int, str | None]:
-    """The number of the newest note (0 before the first), and the log's epoch."""
+def note(db: Any, collection: str, keys: list[str] | None) -> None:
+    """Note the documents ``keys`` of ``collection`` once they are stored (None: a
+    change that cannot be named). A note that fails is followed by one naming
+    nothing, or when that fails too, this process owes it (written at its next look
+    at the log); the failure is raised either way."""
+    try:
+        for key in keys if keys is not None else [None]:
+            record(db, collection, key)
+    except BaseException:
+        with _owed_lock:
+            _owed.add((db_key(db), collection))
+        with contextlib.suppress(PyMongoError, OSError):
+            _settle(db, collection)
+        raise
+
+
+def _settle(db: Any, collection: str) -> None:
+    """Write the note naming nothing this process owes the log, if it owes one."""
+    owed = (db_key(db), collection)
+    if owed in _owed:
+        record(db, collection, None)
+        with _owed_lock:
+            _owed.discard(owed)
+
+
+def newest(db: Any, collection: str) -> Position:
+    """Where the newest note stands (number 0 before the first)."""
     log = db[log_collection(collection)]
     number, epoch = _hint(log, collection)
-    while log.find_one({"_id": _note_id(collection, number + 1)}, {"_id": 1}) is not None:
-        number += 1
-    return number, epoch
-
-
-def changed_since(db: Any, collection: str, seen: int,
-                  epoch: str | None) -> tuple[int, str | None, list[str] | None]:
-    """The number of the newest note, the log's epoch, and the keys noted after
-    number ``seen`` of log ``epoch`` up to it; the keys are None when they cannot all
-    be named (read the collection whole).
-
-    No note after ``seen`` is nothing new, unless the hint says otherwise: another
-    epoch is another log (dropped and begun again), a hint far below ``seen`` an older
-    copy of this one (restored: a copy a few changes older is seen within
-    ``auth/consent.py`` RELOAD), and a hint past ``seen`` with still no note after it
-    means the notes were deleted (more than KEEP changes since the last look)."""
-    log = db[log_collection(collection)]
-    keys: list[str] = []
-    number = seen
+    last = log.find_one({"_id": _note_id(collection, number)}, {"nonce": 1}) if number else None
     while True:
-        note = log.find_one({"_id": _note_id(collection, number + 1)}, {"key": 1})
-        if note is None and number == seen:
+        after = log.find_one({"_id": _note_id(collection, number + 1)}, {"nonce": 1})
+        if after is None:
+            break
+        number, last = number + 1, after
+    return Position(number, epoch, last.get("nonce") if last else None)
+
+
+def changed_since(db: Any, collection: str,
+                  seen: Position) -> tuple[Position, list[str] | None]:
+    """Where the newest note stands, and the keys noted after ``seen`` up to it; the
+    keys are None when they cannot all be named (read the collection whole).
+
+    The note at ``seen`` must still be the one read there: another nonce, or none, is
+    a log restored a few notes back or dropped and filled again. No note after
+    ``seen`` is nothing new, unless the hint says otherwise: another epoch is another
+    log, a hint far below ``seen`` an older copy of this one, and a hint past
+    ``seen`` with still no note after it means the notes were deleted (more than
+    KEEP changes since the last look)."""
+    with contextlib.suppress(PyMongoError, OSError):
+        _settle(db, collection)
+    log = db[log_collection(collection)]
+    if seen.number:
+        last = log.find_one({"_id": _note_id(collection, seen.number)}, {"nonce": 1})
+        if last is None or last.get("nonce") != seen.nonce:
+            return newest(db, collection), None
+    keys: list[str] = []
+    number, nonce, epoch = seen.number, seen.nonce, seen.epoch
+    while True:
+        note_ = log.find_one({"_id": _note_id(collection, number + 1)}, {"key": 1, "nonce": 1})
+        if note_ is None and number == seen.number:
             hint, now_epoch = _hint(log, collection)
-            if now_epoch != epoch or hint < seen - NAMED_AT_MOST:
-                return (*newest(db, collection), None)
-            if hint > seen:  # a note written since the first look, or deleted
-                note = log.find_one({"_id": _note_id(collection, number + 1)}, {"key": 1})
-                if note is None:
-                    return (*newest(db, collection), None)
-        if note is None:
+            if now_epoch != epoch or hint < seen.number - NAMED_AT_MOST:
+                return newest(db, collection), None
+            if hint > seen.number:  # a note written since the first look, or deleted
+                note_ = log.find_one({"_id": _note_id(collection, number + 1)},
+                                     {"key": 1, "nonce": 1})
+                if note_ is None:
+                    return newest(db, collection), None
+        if note_ is None:
             if epoch is None:  # read before the log's first note: these are of its epoch
                 epoch = _hint(log, collection)[1]
-            return number, epoch, keys
-        number += 1
-        if note.get("key") is None or len(keys) == NAMED_AT_MOST:
-            return (*newest(db, collection), None)
-        keys.append(str(note["key"]))
+            return Position(number, epoch, nonce), keys
+        number, nonce = number + 1, note_.get("nonce")
+        if note_.get("key") is None or len(keys) == NAMED_AT_MOST:
+            return newest(db, collection), None
+        keys.append(str(note_["key"]))

@@ -39,8 +39,9 @@ def saved_elsewhere(db: Any, patient: str, choice: Choice) -> None:
 
 
 def test_unchanged_choices_cost_one_read_of_the_counter(watched, monkeypatch) -> None:
-    """Past REFRESH a worker looks for the note after the last it read, and at the
-    newest number (both by id), and nothing more while there is none."""
+    """Past REFRESH a worker finds again the last note it read, looks for the one
+    after it and at the newest number (all three by id), and nothing more while there
+    is none."""
     db, finds = watched
     monkeypatch.setattr(consent, "REFRESH", 0.0)
     consent.save(db, "p1", Choice(opt_out=True))
@@ -48,7 +49,7 @@ def test_unchanged_choices_cost_one_read_of_the_counter(watched, monkeypatch) ->
     finds.seen.clear()
     for _ in range(3):
         assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}
-    assert finds.seen == Counter({"_consents_changes": 6})
+    assert finds.seen == Counter({"_consents_changes": 9})
 
 
 def test_a_choice_another_worker_saves_is_read_alone_at_the_next_look(watched, monkeypatch) -> None:
@@ -62,8 +63,9 @@ def test_a_choice_another_worker_saves_is_read_alone_at_the_next_look(watched, m
     finds.seen.clear()
     assert consent.cached(db, ["p0", "p1"]) == {"p0": Choice(opt_out=True),
                                                 "p1": Choice(restrict_sensitive=True)}
-    # the number, the note naming p1, and p1's choice: never the collection whole
-    assert finds.seen == Counter({"_consents_changes": 2, "_consents": 1})
+    # the last note read, the note naming p1, the look past it, and p1's choice:
+    # never the collection whole
+    assert finds.seen == Counter({"_consents_changes": 3, "_consents": 1})
     saved_elsewhere(db, "p1", Choice())  # withdrawn: read again as well
     saved_elsewhere(db, "p0", Choice())
     assert consent.cached(db, ["p0", "p1"]) == {"p0": Choice(), "p1": Choice()}
@@ -126,10 +128,12 @@ def test_concurrent_changes_take_distinct_numbers_without_a_gap(watched) -> None
     with ThreadPoolExecutor(8) as pool:
         numbers = list(pool.map(lambda i: changes.record(db, "c", f"k{i}"), range(120)))
     assert sorted(numbers) == list(range(1, 121))
-    newest, epoch = changes.newest(db, "c")
-    assert newest == 120 and epoch
+    newest = changes.newest(db, "c")
+    assert newest.number == 120 and newest.epoch and newest.nonce
     by_number = sorted((n, f"k{i}") for i, n in enumerate(numbers) if n > 100)
-    assert changes.changed_since(db, "c", 100, epoch) == (120, epoch, [k for _, k in by_number])
+    note_100 = db[changes.log_collection("c")].find_one({"_id": "c#100"})
+    assert changes.changed_since(db, "c", changes.Position(100, newest.epoch, note_100["nonce"])) \
+        == (newest, [k for _, k in by_number])
 
 
 def test_concurrent_choices_of_many_patients_are_all_read(watched, monkeypatch) -> None:

@@ -13,9 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
+from pymongo.errors import AutoReconnect
+from pymongo.monitoring import CommandListener
 
 from fhirserver import errors
 from fhirserver.auth import access, reach_cache
+from fhirserver.auth.reach_cache import CARE
 from fhirserver.storage import changes
 from tests.finds import FindCounts, counted
 
@@ -55,8 +59,9 @@ def elsewhere(db: Any, change: Any) -> None:
 
 
 def test_a_callers_relationships_are_read_once_then_only_the_log(watched, monkeypatch) -> None:
-    """Past REFRESH a worker looks for the note after the last it read, by id, and
-    nothing more while there is none: never the caller's relationships again."""
+    """Past REFRESH a worker finds again the last note it read and looks for the one
+    after it and at the newest number, all by id, and nothing more while there is
+    none: never the caller's relationships again."""
     db, finds = watched
     monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
     for p in ("p1", "p2", "p3"):
@@ -66,7 +71,7 @@ def test_a_callers_relationships_are_read_once_then_only_the_log(watched, monkey
     finds.seen.clear()
     for _ in range(3):
         assert reached(db, ORG) == {"p1", "p2", "p3"}
-    assert finds.seen == Counter({"_care_relationships_changes": 6})
+    assert finds.seen == Counter({"_care_relationships_changes": 9})
 
 
 def test_a_relationship_another_worker_opens_is_read_alone_at_the_next_look(
@@ -80,8 +85,9 @@ def test_a_relationship_another_worker_opens_is_read_alone_at_the_next_look(
     monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
     finds.seen.clear()
     assert reached(db, ORG) == {"p1", "p2"}
-    # the note naming it, the look past it, and the relationship itself by id
-    assert finds.seen == Counter({"_care_relationships_changes": 2, "_care_relationships": 1})
+    # the last note read, the note naming it, the look past it, and the relationship
+    # itself by id
+    assert finds.seen == Counter({"_care_relationships_changes": 3, "_care_relationships": 1})
 
 
 def test_relationships_another_worker_ends_stop_reaching_at_the_next_look(
@@ -219,3 +225,183 @@ def test_a_request_waits_for_a_refresh_only_past_stale_and_then_fails_503(
         held.looked -= reach_cache.STALE
         with pytest.raises(errors.Unavailable):
             reached(db, ORG)
+
+
+OTHER = "Organization/other"
+
+
+def other_process(db: Any, change: Any) -> None:
+    """``change`` made by another worker: this process's cache neither sees nor
+    applies it (its own changed() finds nothing held), as in a second process."""
+    key = reach_cache._db_key(db)
+    held = reach_cache._held.pop(key, None)
+    try:
+        change()
+    finally:
+        if held is not None:
+            reach_cache._held[key] = held
+
+
+def _fail(*_: Any, **__: Any) -> int:
+    raise AutoReconnect("the log is not writable")
+
+
+def test_restore_a_few_notes_back_then_an_ended_relationship_is_seen(watched, monkeypatch):
+    """A database restored from a copy a few notes older (or a replica set's
+    rollback): the numbers after the copy's are taken again by new notes, which the
+    reader finds by the nonce of the last note it read, not by number."""
+    db, _ = watched
+    monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
+    scan(db, ORG, "p1")
+    for q in ("q1", "q2", "q3"):
+        scan(db, OTHER, q)
+    assert reached(db, ORG) == {"p1"}          # this worker has read every note
+    seen = reach_cache._held[reach_cache._db_key(db)].counted.number
+    # The database is restored from a backup taken before the three OTHER scans (or a
+    # replica-set rollback undoes them): those notes and documents go, same epoch.
+    log = db[changes.log_collection(CARE)]
+    for n in (seen - 2, seen - 1, seen):
+        log.delete_one({"_id": f"{CARE}#{n}"})
+    log.update_one({"_id": CARE}, {"$set": {"n": seen - 3}})
+    db[CARE].delete_many({"who": OTHER})
+    # Another worker then deletes Patient p1: its relationships go, noted as #seen-2.
+    other_process(db, lambda: access.end_patient(db, "p1"))
+    assert db[CARE].count_documents({"patient": "p1"}) == 0
+    assert reached(db, ORG) == set()
+
+
+def test_a_dropped_log_refilled_past_the_readers_number_is_seen(watched, monkeypatch):
+    """A log dropped and begun again, filled past the reader's number while it was
+    busy: the note at its number is another one, so it reads everything again."""
+    db, _ = watched
+    monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
+    scan(db, ORG, "p1")
+    assert reached(db, ORG) == {"p1"}
+    seen = reach_cache._held[reach_cache._db_key(db)].counted.number
+    db.drop_collection(changes.log_collection(CARE))
+    other_process(db, lambda: access.end_patient(db, "p1"))  # note #1 of a new epoch
+    stale = 0
+    for i in range(seen + 5):                  # busy elsewhere: a note at every look
+        other_process(db, lambda i=i: scan(db, OTHER, f"q{i}"))
+        if i >= seen:
+            stale += "p1" in reached(db, ORG)
+    assert stale == 0
+
+
+def test_an_end_whose_notes_failed_elsewhere_is_seen_before_reload(watched, monkeypatch):
+    """Both the named note and the unnamed one after it failed: the writer's process
+    owes the log the unnamed note and writes it at its next look."""
+    db, _ = watched
+    monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
+    scan(db, ORG, "p1")
+    assert reached(db, ORG) == {"p1"}
+    monkeypatch.setattr(changes, "record", _fail)
+    with pytest.raises(AutoReconnect):
+        other_process(db, lambda: access.end_patient(db, "p1"))
+    monkeypatch.undo()
+    monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
+    assert db[CARE].count_documents({"patient": "p1"}) == 0
+    assert reached(db, ORG) == set()
+
+
+def test_same_process_end_is_seen_when_note_fails_and_lock_is_busy(watched, monkeypatch):
+    """The note failed while another thread held the cache past WAIT: the writer's
+    own process still reads everything again at its next look."""
+    db, _ = watched
+    record = changes.record
+    monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
+    scan(db, ORG, "p1")
+    assert reached(db, ORG) == {"p1"}
+    monkeypatch.setattr(reach_cache, "WAIT", 0.1)
+    monkeypatch.setattr(changes, "record", _fail)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a slow whole read / refresh of another thread
+        with reach_cache._lock:
+            busy.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    busy.wait(5)
+    try:
+        with pytest.raises(AutoReconnect):
+            access.end_patient(db, "p1")       # stored; note fails; lock not had
+    finally:
+        release.set()
+        t.join()
+    monkeypatch.setattr(changes, "record", record)
+    assert reached(db, ORG) == set()
+
+
+def test_a_refresh_whose_by_id_read_fails_loses_no_end(watched, monkeypatch):
+    """A refresh that fails half-way answers nothing and leaves its position where it
+    was: the next look applies every change again."""
+    db, _ = watched
+    monkeypatch.setattr(reach_cache, "REFRESH", 60.0)
+    scan(db, ORG, "p1")
+    scan(db, ORG, "p2")
+    assert reached(db, ORG) == {"p1", "p2"}
+    other_process(db, lambda: access.end_patient(db, "p1"))
+    other_process(db, lambda: access.end_patient(db, "p2"))
+    real = reach_cache._apply
+
+    def flaky(db_: Any, held: Any, keys: Any) -> None:
+        real(db_, held, sorted(set(keys))[:1])  # the first applied, then the database goes
+        raise AutoReconnect("lost")
+
+    monkeypatch.setattr(reach_cache, "_apply", flaky)
+    monkeypatch.setattr(reach_cache, "REFRESH", 0.0)
+    with pytest.raises(AutoReconnect):
+        reached(db, ORG)                       # fails closed, does not answer
+    monkeypatch.setattr(reach_cache, "_apply", real)
+    assert reached(db, ORG) == set()           # counted was not advanced
+
+
+class _Hook(CommandListener):
+    def __init__(self) -> None:
+        self.armed: Any = None
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        if self.armed is not None and event.command_name == "find" \
+                and event.reply.get("cursor", {}).get("ns", "").endswith("." + CARE):
+            hook, self.armed = self.armed, None
+            hook()
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+def test_a_first_load_racing_another_workers_end_loses_nothing(mongo_uri, db_name, monkeypatch):
+    """The whole read of a caller has its reply; before it is stored, another worker
+    ends one of them and this process's refresh runs. The end must not be lost."""
+    hook = _Hook()
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, event_listeners=[hook])
+    db = client[db_name]
+    key = reach_cache._db_key(db)
+    reach_cache._held.pop(key, None)
+    try:
+        monkeypatch.setattr(reach_cache, "REFRESH", 60.0)
+        reached(db, "Organization/warm")       # held exists; ORG not held yet
+        scan(db, ORG, "p1")
+        refresher: list[threading.Thread] = []
+
+        def meanwhile() -> None:
+            db[CARE].delete_one({"_id": f"{ORG}|p1"})       # another worker's end_patient
+            changes.record(db, CARE, f"{ORG}|p1")
+            reach_cache._held[key].looked = float("-inf")   # this process's next look
+            t = threading.Thread(target=reach_cache._current, args=(db,))
+            t.start()
+            t.join(0.5)                        # blocked by the lock while the load runs
+            refresher.append(t)
+
+        hook.armed = meanwhile
+        reached(db, ORG)                       # concurrent with the end: either answer
+        refresher[0].join(10)
+        assert reached(db, ORG) == set()
+    finally:
+        reach_cache._held.pop(key, None)
+        client.close()
