@@ -18,7 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 from .. import errors
-from ..auth.access import Access, end_patient
+from ..auth.access import Access, end_patient, record_care
 from ..auth.disclosure import kept_whole, sees_whole
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
@@ -101,6 +101,22 @@ class Context:
 
         patients = {patient_of(r) for r in (old, new) if r is not None}
         self.access.check_write(rtype, interaction, patients, creating=old is None)
+
+    def open_care(self, who: str, found: Stored, until: datetime, reason: str, *,
+                  now: datetime, emergency: bool = False) -> None:
+        """Open a care relationship with the Patient this request ``found`` (a card
+        scan, break-the-glass). A delete of the Patient at the same moment ends every
+        relationship with it once committed; one written just after that is ended
+        here, once the Patient is seen deleted since it was found (it would reach the
+        deleted patient's records, or a new person registered at the id)."""
+        record_care(self.repo.db, who, found.id, until, reason, emergency=emergency, now=now)
+        current = self.repo.get("Patient", found.id)
+        gone = current is None or current.deleted or any(
+            v is None or v.deleted for v in (self.repo.get_version("Patient", found.id, n)
+                                             for n in range(found.version + 1, current.version)))
+        if gone:
+            end_patient(self.repo.db, found.id)
+            raise errors.NotFound(f"Resource Patient/{found.id} is not known")
 
     @property
     def reaches_all(self) -> bool:

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 from .. import errors
-from ..auth.access import record_care
 from ..auth.policy import Caller
 from ..storage.indexing import instant
 from .context import Context
@@ -29,7 +28,8 @@ def break_glass(ctx: Context, caller: Caller, pid: str, reason: str) -> dict[str
         "organization": caller.organization, "client": caller.client_id, "reason": reason,
         "at": now, "until": until,
     })
-    record_care(ctx.repo.db, caller.practitioner, pid, until, "break-glass", emergency=True, now=now)
+    ctx.open_care(caller.practitioner, stored, until, "break-glass", now=now,
+                  emergency=True)
     return {"resourceType": "OperationOutcome", "issue": [{
         "severity": "warning", "code": "informational",
         "diagnostics": f"Emergency access to Patient/{pid} until {instant(until)}; "

@@ -23,7 +23,6 @@ from pymongo.errors import DuplicateKeyError
 from stdnum import luhn
 
 from .. import errors
-from ..auth.access import record_care
 from ..interactions import read as read_
 from ..interactions import write
 from ..interactions.context import Context, run_single
@@ -230,7 +229,7 @@ def scan(ctx: Context, payload: str, scanner: str | None, organization: str | No
     until = now + timedelta(hours=ctx.settings.care_hours)
     for who in (scanner, organization):
         if who and who.split("/")[0] in ("Practitioner", "Organization"):
-            record_care(ctx.repo.db, who, card["patient"], until, "card-scan", now=now)
+            ctx.open_care(who, patient, until, "card-scan", now=now)
     return patient.resource or {}
 
 

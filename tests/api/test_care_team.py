@@ -5,6 +5,7 @@ themselves onto it through REST."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -321,3 +322,50 @@ def test_a_card_scan_over_a_place_written_before_places_had_their_own_end_is_not
     assert dr.get(f"Patient/{pid}").status_code == 200
     st.clock = lambda: now + timedelta(hours=25)
     assert dr.get(f"Patient/{pid}").status_code == 404
+
+
+@pytest.mark.parametrize("registered_again", [False, True])
+@pytest.mark.parametrize("opening", ["scan", "break-glass"])
+def test_a_relationship_opened_while_the_patient_is_deleted_does_not_outlive_it(
+        fhir, app, monkeypatch, opening, registered_again):
+    """DESIGN.md section 1 (only clinicians treating the patient read the record) and
+    http.html#delete: a Patient deleted while a clinician's card scan or break-the-glass
+    is being written, after the request found the Patient and before it wrote the
+    relationship, leaves no relationship behind: neither with the deleted patient nor
+    with a new person registered at the same id meanwhile. The request answers 404."""
+    from fhirserver.auth.access import CARE
+
+    from .test_access import emergency_role
+
+    db = app.extensions["fhirserver"].repo.db
+    emergency_role(app, "dr-race")
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    dr = clinician(app, fhir, "dr-race")
+    fhir.post(f"Patient/{pid}/$issue-card", None)
+    code = fhir.get(f"Patient/{pid}/$card-qr").get_json()["parameter"][0]["valueString"]
+
+    answers: list[int] = []
+
+    def delete() -> None:  # another request, on a thread of its own as a server runs it
+        answers.append(fhir.delete(f"Patient/{pid}").status_code)
+        if registered_again:
+            answers.append(fhir.put(f"Patient/{pid}", {**f.patient("Newcomer"), "id": pid})
+                           .status_code)
+
+    def delete_meanwhile() -> None:
+        other = threading.Thread(target=delete)
+        other.start()
+        other.join()
+
+    _meanwhile(monkeypatch, f"Practitioner/dr-race|{pid}", delete_meanwhile)
+    if opening == "scan":
+        r = dr.post("Patient/$scan-card", {"resourceType": "Parameters", "parameter": [
+            {"name": "payload", "valueString": code}]})
+    else:
+        r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+            {"name": "reason", "valueString": "collapse"}]})
+    monkeypatch.undo()
+    assert answers == ([200, 201] if registered_again else [200])
+    assert r.status_code == 404, r.get_json()
+    assert db[CARE].count_documents({"patient": pid}) == 0
+    assert dr.get(f"Patient/{pid}").status_code in (404, 410)
