@@ -105,7 +105,8 @@ def _cache_key(db: Any) -> str:
 
 def _read_all(db: Any, now: float) -> _Cached:
     counted = changes.newest(db, CONSENTS)  # the notes before the choices
-    return _Cached({d["_id"]: _choice(d) for d in db[CONSENTS].find({})}, counted, now, now)
+    return _Cached({d["_id"]: _choice(d) for d in changes.primary(db, CONSENTS).find({})},
+                   counted, now, now)
 
 
 def _refresh(db: Any, key: str, held: _Cached | None, now: float) -> _Cached:
@@ -122,7 +123,7 @@ def _refresh(db: Any, key: str, held: _Cached | None, now: float) -> _Cached:
     if keys:
         choices = dict(choices)
         for patient in sorted(set(keys)):
-            doc = db[CONSENTS].find_one({"_id": patient})
+            doc = changes.primary(db, CONSENTS).find_one({"_id": patient})
             if doc is None:
                 choices.pop(patient, None)
             else:

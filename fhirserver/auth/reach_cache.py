@@ -118,7 +118,7 @@ def _apply(db: Any, held: _Held, keys: Iterable[str]) -> None:
         entry = held.callers.get(who)
         if entry is None:
             continue
-        doc = db[CARE].find_one({"_id": key}, FIELDS)
+        doc = changes.primary(db, CARE).find_one({"_id": key}, FIELDS)
         rels = dict(entry["r"])
         if doc is None:
             rels.pop(patient, None)
@@ -142,7 +142,7 @@ def relationships(db: Any, who: str) -> dict[str, Any]:
         held = _held.get(_db_key(db)) or held
         entry = held.callers.get(who)
         if entry is None:
-            found = db[CARE].find({"who": who}, FIELDS).batch_size(BATCH)
+            found = changes.primary(db, CARE).find({"who": who}, FIELDS).batch_size(BATCH)
             entry = {"r": {d["patient"]: d for d in found}}
             if len(held.callers) >= CALLERS:
                 held.callers = {}

@@ -50,6 +50,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo import ReadPreference
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 #: Notes kept: a writer deletes the note this many numbers before its own.
@@ -78,6 +79,13 @@ def db_key(db: Any) -> str:
     return f"{getattr(db.client, 'address', '')}/{db.name}"
 
 
+def primary(db: Any, name: str) -> Any:
+    """Collection ``name`` read from the primary whatever ``MONGODB_URI`` prefers: a
+    reader of a note must not read the change it names, or the log, from a copy that
+    is behind it (the change would be lost until the next whole read)."""
+    return db.get_collection(name, read_preference=ReadPreference.PRIMARY)
+
+
 def log_collection(collection: str) -> str:
     return f"{collection}_changes"
 
@@ -95,7 +103,7 @@ def _hint(log: Any, collection: str) -> tuple[int, str | None]:
 def record(db: Any, collection: str, key: str | None) -> int:
     """Note that the document ``key`` of ``collection`` changed (None: a change that
     cannot be named); call it once the change is stored. Returns its number."""
-    log = db[log_collection(collection)]
+    log = primary(db, log_collection(collection))
     number = _hint(log, collection)[0] + 1
     while True:
         try:
@@ -142,7 +150,7 @@ def _settle(db: Any, collection: str) -> None:
 
 def newest(db: Any, collection: str) -> Position:
     """Where the newest note stands (number 0 before the first)."""
-    log = db[log_collection(collection)]
+    log = primary(db, log_collection(collection))
     number, epoch = _hint(log, collection)
     last = log.find_one({"_id": _note_id(collection, number)}, {"nonce": 1}) if number else None
     while True:
@@ -166,7 +174,7 @@ def changed_since(db: Any, collection: str,
     KEEP changes since the last look)."""
     with contextlib.suppress(PyMongoError, OSError):
         _settle(db, collection)
-    log = db[log_collection(collection)]
+    log = primary(db, log_collection(collection))
     if seen.number:
         last = log.find_one({"_id": _note_id(collection, seen.number)}, {"nonce": 1})
         if last is None or last.get("nonce") != seen.nonce:

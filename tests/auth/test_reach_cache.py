@@ -405,3 +405,16 @@ def test_a_first_load_racing_another_workers_end_loses_nothing(mongo_uri, db_nam
     finally:
         reach_cache._held.pop(key, None)
         client.close()
+
+
+def test_the_log_and_the_relationships_are_read_from_the_primary(mongo_uri, db_name) -> None:
+    """A deployment reading from secondaries (``readPreference`` in MONGODB_URI) must
+    not read a note's change from a copy behind the note: the caches read the logs
+    and what they name from the primary."""
+    from pymongo import ReadPreference
+
+    with MongoClient(mongo_uri, readPreference="secondaryPreferred") as client:
+        db = client[db_name]
+        assert db[CARE].read_preference != ReadPreference.PRIMARY
+        for name in (CARE, changes.log_collection(CARE)):
+            assert changes.primary(db, name).read_preference == ReadPreference.PRIMARY
