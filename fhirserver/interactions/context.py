@@ -110,10 +110,22 @@ class Context:
         here, once the Patient is seen deleted since it was found (it would reach the
         deleted patient's records, or a new person registered at the id)."""
         record_care(self.repo.db, who, found.id, until, reason, emergency=emergency, now=now)
-        current = self.repo.get("Patient", found.id)
-        gone = current is None or current.deleted or any(
-            v is None or v.deleted for v in (self.repo.get_version("Patient", found.id, n)
-                                             for n in range(found.version + 1, current.version)))
+        finished = self.repo.uow.finished
+        for _ in range(100):
+            current = self.repo.get("Patient", found.id)
+            # from the version found on: it may have been taken back and its number
+            # written again (by a delete) since the request read it
+            seen = [current] + ([self.repo.get_version("Patient", found.id, n)
+                                 for n in range(found.version, current.version)]
+                                if current is not None else [])
+            # a delete in flight may yet be taken back; once committed, its own
+            # end_patient runs after and finds the relationship written above
+            if not finished.still_in_flight([v.tx for v in seen if v is not None and v.tx]):
+                break
+            time.sleep(0.05)
+        else:
+            raise errors.Conflict("The patient is being changed; try again")
+        gone = current is None or any(v is None or v.deleted for v in seen)
         if gone:
             end_patient(self.repo.db, found.id)
             raise errors.NotFound(f"Resource Patient/{found.id} is not known")

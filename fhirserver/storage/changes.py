@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +76,21 @@ _owed: set[tuple[str, str]] = set()
 _owed_lock = threading.Lock()
 
 
+#: per client, the address it was first seen at: a key that neither selects a server
+#: again (MongoClient.address blocks, then raises, while none answers) nor changes
+#: with the replica set's primary
+_addresses: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def db_key(db: Any) -> str:
-    return f"{getattr(db.client, 'address', '')}/{db.name}"
+    client = db.client
+    try:
+        base = _addresses[client]
+    except (KeyError, TypeError):
+        base = str(getattr(client, "address", ""))
+        with contextlib.suppress(TypeError):
+            base = _addresses.setdefault(client, base)
+    return f"{base}/{db.name}"
 
 
 def primary(db: Any, name: str) -> Any:
@@ -128,12 +142,13 @@ def note(db: Any, collection: str, keys: list[str] | None) -> None:
     change that cannot be named). A note that fails is followed by one naming
     nothing, or when that fails too, this process owes it (written at its next look
     at the log); the failure is raised either way."""
+    owed = (db_key(db), collection)  # now, while the server that stored the change answers
     try:
         for key in keys if keys is not None else [None]:
             record(db, collection, key)
     except BaseException:
         with _owed_lock:
-            _owed.add((db_key(db), collection))
+            _owed.add(owed)
         with contextlib.suppress(PyMongoError, OSError):
             _settle(db, collection)
         raise

@@ -9,10 +9,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymongo.errors import AutoReconnect
 
-from fhirserver.auth.access import record_care
+from fhirserver.auth.access import CARE, record_care
+from fhirserver.storage.unit_of_work import UnitOfWork
 from tests import factories as f
-from tests.api.test_access import As, clinician
+from tests.api.test_access import As, clinician, emergency_role
 from tests.conftest import mint
 
 
@@ -369,3 +371,83 @@ def test_a_relationship_opened_while_the_patient_is_deleted_does_not_outlive_it(
     assert r.status_code == 404, r.get_json()
     assert db[CARE].count_documents({"patient": pid}) == 0
     assert dr.get(f"Patient/{pid}").status_code in (404, 410)
+
+
+def test_a_delete_taken_back_does_not_end_the_patients_other_relationships(
+        fhir, app, monkeypatch):
+    """transaction.html (all or nothing): a transaction deletes the Patient, then fails
+    on a later entry and is taken back (storage/unit_of_work.py: readers see a unit's
+    first writes before its last). A break-the-glass that found the Patient before, and
+    reads it again while the delete is in flight, waits for the unit, and does not end
+    the care of a patient who, in the end, was never deleted."""
+    db = app.extensions["fhirserver"].repo.db
+    emergency_role(app, "dr-race")
+    pid = fhir.create(f.patient("Staying"))["id"]
+    org = fhir.create({"resourceType": "Organization", "name": "A"})["id"]
+    now = datetime.now(UTC)
+    record_care(db, "Practitioner/dr-other", pid, now + timedelta(days=30), "card-scan", now=now)
+    dr = clinician(app, fhir, "dr-race")
+    go, deleted, done = threading.Event(), threading.Event(), threading.Event()
+    answers: list[int] = []
+
+    def glass() -> None:
+        try:
+            answers.append(dr.post(f"Patient/{pid}/$break-glass", {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "reason", "valueString": "collapse"}]}).status_code)
+        finally:
+            done.set()
+
+    def in_flight() -> None:      # break-glass found the Patient; about to write the care
+        go.set()
+        assert deleted.wait(10)
+
+    _meanwhile(monkeypatch, f"Practitioner/dr-race|{pid}", in_flight)
+    real = UnitOfWork._apply
+    armed = [True]
+
+    def apply(self, w, session=None):
+        if armed[0] and w.type == "Organization":   # the Patient delete is applied already
+            armed[0] = False
+            deleted.set()
+            done.wait(1.0)  # break-glass re-reads meanwhile (or waits for the unit)
+            raise AutoReconnect("the database went away mid-transaction")
+        return real(self, w, session)
+
+    monkeypatch.setattr(UnitOfWork, "_apply", apply)
+    b = threading.Thread(target=glass)
+    b.start()
+    assert go.wait(10)
+    r = fhir.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": f"Patient/{pid}"}},
+        {"resource": {"resourceType": "Organization", "id": org, "name": "B"},
+         "request": {"method": "PUT", "url": f"Organization/{org}"}}]})
+    b.join()
+    monkeypatch.undo()
+    assert r.status_code >= 500, r.get_json()
+    assert fhir.get(f"Patient/{pid}").status_code == 200      # never deleted
+    assert db[CARE].count_documents({"_id": f"Practitioner/dr-other|{pid}"}) == 1
+    assert answers == [200]
+
+
+def test_a_break_the_glass_while_the_patient_is_updated_keeps_its_relationship(
+        fhir, app, monkeypatch):
+    """A break-the-glass racing updates of the Patient (not a delete) opens the
+    relationship as ever: only a delete since the Patient was found ends it."""
+    db = app.extensions["fhirserver"].repo.db
+    emergency_role(app, "dr-race")
+    pid = fhir.create(f.patient("Busy"))["id"]
+    dr = clinician(app, fhir, "dr-race")
+
+    def update() -> None:
+        t = threading.Thread(target=lambda: [
+            fhir.put(f"Patient/{pid}", {**f.patient(f"Busy{i}"), "id": pid}) for i in range(3)])
+        t.start()
+        t.join()
+
+    _meanwhile(monkeypatch, f"Practitioner/dr-race|{pid}", update)
+    r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "collapse"}]})
+    monkeypatch.undo()
+    assert r.status_code == 200, r.get_json()
+    assert db[CARE].count_documents({"patient": pid}) == 1

@@ -225,3 +225,31 @@ def test_a_worker_that_looked_before_the_first_note_follows_the_log(watched, mon
     for _ in range(3):
         assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}
     assert finds.seen["_consents whole"] == 1  # the first look's
+
+
+def test_a_choice_saved_while_the_lock_is_busy_is_read_by_its_own_process_at_once(
+        watched, monkeypatch) -> None:
+    """The note is written, but another thread held the cache past WAIT: the writer's
+    own process reads the choices whole at its next look, not after REFRESH."""
+    import threading
+
+    db, _ = watched
+    monkeypatch.setattr(consent, "REFRESH", 60.0)
+    assert consent.cached(db, ["p1"]) == {}
+    monkeypatch.setattr(consent, "WAIT", 0.1)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with consent._refreshing:
+            busy.set()
+            release.wait(5)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    busy.wait(5)
+    try:
+        consent.save(db, "p1", Choice(opt_out=True))
+    finally:
+        release.set()
+        other.join()
+    assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}

@@ -418,3 +418,58 @@ def test_the_log_and_the_relationships_are_read_from_the_primary(mongo_uri, db_n
         assert db[CARE].read_preference != ReadPreference.PRIMARY
         for name in (CARE, changes.log_collection(CARE)):
             assert changes.primary(db, name).read_preference == ReadPreference.PRIMARY
+
+
+def test_an_end_noted_while_the_lock_is_busy_is_seen_by_its_own_process_at_once(
+        watched, monkeypatch) -> None:
+    """The note is written, but another thread held the cache past WAIT: the writer's
+    own process reads everything again at its next look, not after REFRESH."""
+    db, _ = watched
+    monkeypatch.setattr(reach_cache, "REFRESH", 60.0)
+    scan(db, ORG, "p1")
+    assert reached(db, ORG) == {"p1"}
+    monkeypatch.setattr(reach_cache, "WAIT", 0.1)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with reach_cache._lock:
+            busy.set()
+            release.wait(5)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    busy.wait(5)
+    try:
+        access.end_patient(db, "p1")
+    finally:
+        release.set()
+        th.join()
+    assert reached(db, ORG) == set()
+
+
+def test_owed_when_the_database_goes_away_between_the_store_and_its_note(
+        watched, monkeypatch) -> None:
+    """The change is stored; then the server stops answering: the note fails, and so
+    does every server selection (MongoClient.address selects one). The process still
+    owes the log its unnamed note."""
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    db, _ = watched
+    monkeypatch.setattr(changes, "_owed", set())
+    gone = [False]
+    real_address = MongoClient.address
+
+    def address(self):
+        if gone[0]:
+            raise ServerSelectionTimeoutError("no server answers")
+        return real_address.fget(self)
+
+    def record(*_: Any, **__: Any) -> int:
+        gone[0] = True
+        raise ServerSelectionTimeoutError("no server answers")
+
+    monkeypatch.setattr(MongoClient, "address", property(address))
+    monkeypatch.setattr(changes, "record", record)
+    with pytest.raises(ServerSelectionTimeoutError):
+        changes.note(db, "c", ["k"])
+    assert changes._owed == {(f"{real_address.fget(db.client)}/{db.name}", "c")}
