@@ -231,25 +231,12 @@ def test_a_choice_saved_while_the_lock_is_busy_is_read_by_its_own_process_at_onc
         watched, monkeypatch) -> None:
     """The note is written, but another thread held the cache past WAIT: the writer's
     own process reads the choices whole at its next look, not after REFRESH."""
-    import threading
+    from tests.auth.test_reach_cache import held_elsewhere
 
     db, _ = watched
     monkeypatch.setattr(consent, "REFRESH", 60.0)
     assert consent.cached(db, ["p1"]) == {}
     monkeypatch.setattr(consent, "WAIT", 0.1)
-    busy, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with consent._refreshing:
-            busy.set()
-            release.wait(5)
-
-    other = threading.Thread(target=hold)
-    other.start()
-    busy.wait(5)
-    try:
+    with held_elsewhere(consent._refreshing):
         consent.save(db, "p1", Choice(opt_out=True))
-    finally:
-        release.set()
-        other.join()
     assert consent.cached(db, ["p1"]) == {"p1": Choice(opt_out=True)}

@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,26 @@ def watched(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, FindCounts]]:
         reach_cache._held.pop(reach_cache._db_key(db), None)
         yield db, finds
         reach_cache._held.pop(reach_cache._db_key(db), None)
+
+
+@contextmanager
+def held_elsewhere(lock: Any) -> Iterator[None]:
+    """``lock`` held by another thread meanwhile (a slow whole read or refresh)."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            busy.set()
+            release.wait(5)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    busy.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        other.join()
 
 
 def now() -> datetime:
@@ -314,22 +335,8 @@ def test_same_process_end_is_seen_when_note_fails_and_lock_is_busy(watched, monk
     assert reached(db, ORG) == {"p1"}
     monkeypatch.setattr(reach_cache, "WAIT", 0.1)
     monkeypatch.setattr(changes, "record", _fail)
-    busy, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # a slow whole read / refresh of another thread
-        with reach_cache._lock:
-            busy.set()
-            release.wait(5)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    busy.wait(5)
-    try:
-        with pytest.raises(AutoReconnect):
-            access.end_patient(db, "p1")       # stored; note fails; lock not had
-    finally:
-        release.set()
-        t.join()
+    with held_elsewhere(reach_cache._lock), pytest.raises(AutoReconnect):
+        access.end_patient(db, "p1")  # stored; the note fails; the lock is not had
     monkeypatch.setattr(changes, "record", record)
     assert reached(db, ORG) == set()
 
@@ -429,21 +436,8 @@ def test_an_end_noted_while_the_lock_is_busy_is_seen_by_its_own_process_at_once(
     scan(db, ORG, "p1")
     assert reached(db, ORG) == {"p1"}
     monkeypatch.setattr(reach_cache, "WAIT", 0.1)
-    busy, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with reach_cache._lock:
-            busy.set()
-            release.wait(5)
-
-    th = threading.Thread(target=hold)
-    th.start()
-    busy.wait(5)
-    try:
+    with held_elsewhere(reach_cache._lock):
         access.end_patient(db, "p1")
-    finally:
-        release.set()
-        th.join()
     assert reached(db, ORG) == set()
 
 
