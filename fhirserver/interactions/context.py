@@ -24,6 +24,7 @@ from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
 from ..model.masking import mask
 from ..storage.limits import MAX_DOCUMENT_BYTES, stored_bytes
+from ..storage.protection import CARDS
 from ..storage.records import Stored, Write
 from ..storage.repository import Repository
 from ..storage.search_claims import ClaimBusy, Held
@@ -33,6 +34,16 @@ from . import integrity
 #: Retry jitter from its own generator: the global one is the caller's (and
 #: property-based tests replay it).
 _JITTER = random.Random()
+
+
+def end_person(db: Any, patient: str) -> None:
+    """What a deleted Patient's person held ends with the record: every care
+    relationship with them (auth/access.py end_patient) and their active health card
+    (a card without its pointer is revoked, mpi/cards.py). A new person registered
+    at the id later is opened neither by those who treated the deleted one nor by
+    their card."""
+    end_patient(db, patient)
+    db[CARDS].delete_one({"_id": f"active|{patient}"})
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class Context:
                                  for n in range(found.version, current.version)]
                                 if current is not None else [])
             # a delete in flight may yet be taken back; once committed, its own
-            # end_patient runs after and finds the relationship written above
+            # end_person runs after and finds the relationship written above
             if not finished.still_in_flight([v.tx for v in seen if v is not None and v.tx]):
                 break
             time.sleep(0.05)
@@ -127,7 +138,7 @@ class Context:
             raise errors.Conflict("The patient is being changed; try again")
         gone = current is None or any(v is None or v.deleted for v in seen)
         if gone:
-            end_patient(self.repo.db, found.id)
+            end_person(self.repo.db, found.id)
             raise errors.NotFound(f"Resource Patient/{found.id} is not known")
 
     @property
@@ -359,7 +370,7 @@ class Planner:
             elif w.expected is not None:
                 current = self.current("Patient", w.id)
                 if current is not None and current.deleted:
-                    end_patient(self.repo.db, w.id)
+                    end_person(self.repo.db, w.id)
         return ended
 
     def _taken(self, exc: IdentifierTaken) -> tuple[str, str]:
@@ -402,7 +413,7 @@ class Planner:
                 verify=(lambda: integrity.settle(self)) if self.referred or self.settles else None,
                 journalled=any(w.deleted for w in self.writes) or integrity.slow(self))
             for patient in ended:
-                end_patient(self.repo.db, patient)
+                end_person(self.repo.db, patient)
             if self.ctx.access is not None:
                 for w in self.writes:
                     self.ctx.access.touch(w.patient)

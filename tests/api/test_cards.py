@@ -228,3 +228,19 @@ def test_card_for_a_patient_with_a_resident_id(fhir, clock):
     assert fhir.post(f"Patient/{pid}/$issue-card", None).status_code == 201
     idents = fhir.get(f"Patient/{pid}").get_json()["identifier"]
     assert {i["system"] for i in idents} == {RID, CARD}
+
+
+def test_a_deleted_patients_card_opens_nobody_registered_at_the_id_later(fhir, clock):
+    """http.html#delete and DESIGN.md (one card, one person): deleting a Patient
+    revokes their card with the record. A new person registered at the same id later
+    is not opened by the deleted person's card, and has no card until one is issued."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    fhir.post(f"Patient/{pid}/$issue-card", None)
+    code = payload(fhir, pid)
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    again = fhir.put(f"Patient/{pid}", {**f.patient("Newcomer"), "id": pid})
+    assert again.status_code in (200, 201), again.get_json()
+    r = scan(fhir, code)
+    assert r.status_code == 403 and detail(r) == "card-revoked"
+    assert "Newcomer" not in r.get_data(as_text=True)
+    assert fhir.get(f"Patient/{pid}/$card-qr").status_code == 404
