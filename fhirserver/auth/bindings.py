@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ..storage.protection import CARDS
+
 BINDINGS = "_card_bindings"
 MAX_MEMBERS = 5
 
@@ -35,3 +37,21 @@ def family_reach(db: Any, holder: str) -> dict[str, Any]:
 
 def members(db: Any, holder: str) -> list[str]:
     return list(family_reach(db, holder)["m"])
+
+
+def end_bindings(db: Any, patient: str) -> set[str]:
+    """Remove every binding ``patient`` is in, as holder or as member (a deleted
+    Patient's: a new person registered at the id later must neither reach the family
+    nor be reached by it). Returns everyone whose family reach changed. Two finds,
+    each answered from its index (``storage/repository.py``), not one ``$or``."""
+    col = db[BINDINGS]
+    found = [*col.find({"member": patient, "kind": "binding"}),
+             *col.find({"holder": patient, "kind": "binding"})]
+    changed: set[str] = set()
+    for b in found:
+        col.delete_one({"_id": b["_id"]})
+        col.delete_one({"_id": f"pair|{b['holder']}|{b['member']}"})
+        db[CARDS].update_many({"patient": b["member"], "guardian": b["holder"]},
+                              {"$set": {"guardian": None}})
+        changed |= {b["holder"], b["member"]}
+    return changed

@@ -18,7 +18,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 from .. import errors
-from ..auth.access import Access, end_patient, record_care
+from ..auth.access import Access, end_patient, forget, record_care
+from ..auth.bindings import end_bindings
 from ..auth.disclosure import kept_whole, sees_whole
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
@@ -38,11 +39,14 @@ _JITTER = random.Random()
 
 def end_person(db: Any, patient: str) -> None:
     """What a deleted Patient's person held ends with the record: every care
-    relationship with them (auth/access.py end_patient) and their active health card
-    (a card without its pointer is revoked, mpi/cards.py). A new person registered
-    at the id later is opened neither by those who treated the deleted one nor by
-    their card."""
+    relationship with them (auth/access.py end_patient), their family bindings either
+    way (auth/bindings.py) and their active health card (a card without its pointer
+    is revoked, mpi/cards.py). A new person registered at the id later is opened
+    neither by those who treated the deleted one, nor by their family or card, and
+    does not reach the deleted one's family."""
     end_patient(db, patient)
+    for who in end_bindings(db, patient):
+        forget(db, f"family|{who}")
     db[CARDS].delete_one({"_id": f"active|{patient}"})
 
 

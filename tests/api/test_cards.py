@@ -244,3 +244,29 @@ def test_a_deleted_patients_card_opens_nobody_registered_at_the_id_later(fhir, c
     assert r.status_code == 403 and detail(r) == "card-revoked"
     assert "Newcomer" not in r.get_data(as_text=True)
     assert fhir.get(f"Patient/{pid}/$card-qr").status_code == 404
+
+
+@pytest.mark.parametrize("deleted", ["member", "holder"])
+def test_a_deleted_patients_family_bindings_end_with_the_record(fhir, app, clock, deleted):
+    """http.html#delete and DESIGN.md section 1 (family bound to the card read the
+    record): deleting a Patient ends the family bindings they are in, either way. A
+    new person registered at the id later is not read by the deleted member's
+    family, and does not read the deleted holder's family."""
+    from tests.api.test_access import As
+    from tests.conftest import mint
+
+    holder, _ = _cardholder(fhir, "Holder")
+    member, number = _cardholder(fhir, "Member")
+    bound = fhir.post(f"Patient/{holder}/$bind-family", params(card=number, relationship="PRN"))
+    assert bound.status_code == 201, bound.get_json()
+    gone, kept = (member, holder) if deleted == "member" else (holder, member)
+    assert fhir.delete(f"Patient/{gone}").status_code == 200
+    again = fhir.put(f"Patient/{gone}", {**f.patient("Newcomer"), "id": gone})
+    assert again.status_code in (200, 201), again.get_json()
+    as_holder = As(fhir, mint(app, "patient", "patient/*.rs", subject="holder",
+                              fhirUser=f"Patient/{holder}", patient=holder))
+    assert as_holder.get(f"Patient/{member}").status_code == 404
+    assert fhir.get(f"Patient/{holder}/$family").get_json().get("total", 0) == 0
+    newcomer = As(fhir, mint(app, "patient", "patient/*.rs", subject="newcomer",
+                             fhirUser=f"Patient/{gone}", patient=gone))
+    assert newcomer.get(f"Patient/{kept}").status_code == 404
