@@ -573,6 +573,14 @@ def end_patient(db: Any, patient: str) -> None:
         reach_cache.changed(db, keys)
 
 
+def end_relationship(db: Any, who: str, patient: str, at: datetime, reason: str) -> None:
+    """Remove ``who``'s relationship with ``patient`` if it is still the one opened
+    at ``at`` for ``reason`` (a request's own, which must not stand: Context.open_care)."""
+    key = f"{who}|{patient}"
+    if db[CARE].delete_one({"_id": key, "at": at, "reason": reason}).deleted_count:
+        reach_cache.changed(db, [key])
+
+
 def team(db: Any, patient: str, now: datetime) -> list[tuple[str, datetime]]:
     """The patient's active team members and when each membership ends."""
     return sorted((d["who"], _team_end(d, now.tzinfo))

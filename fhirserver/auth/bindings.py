@@ -42,8 +42,9 @@ def members(db: Any, holder: str) -> list[str]:
 def end_bindings(db: Any, patient: str) -> set[str]:
     """Remove every binding ``patient`` is in, as holder or as member (a deleted
     Patient's: a new person registered at the id later must neither reach the family
-    nor be reached by it). Returns everyone whose family reach changed. Two finds,
-    each answered from its index (``storage/repository.py``), not one ``$or``."""
+    nor be reached by it), and the binding requests they made. Returns everyone whose
+    family reach changed. Each query is answered from an index or a key
+    (``storage/repository.py``), as two finds rather than one ``$or``."""
     col = db[BINDINGS]
     found = [*col.find({"member": patient, "kind": "binding"}),
              *col.find({"holder": patient, "kind": "binding"})]
@@ -51,7 +52,11 @@ def end_bindings(db: Any, patient: str) -> set[str]:
     for b in found:
         col.delete_one({"_id": b["_id"]})
         col.delete_one({"_id": f"pair|{b['holder']}|{b['member']}"})
-        db[CARDS].update_many({"patient": b["member"], "guardian": b["holder"]},
-                              {"$set": {"guardian": None}})
+        pointer = db[CARDS].find_one({"_id": f"active|{b['member']}"})
+        if pointer is not None:  # the member's card, by its key: no scan of the cards
+            db[CARDS].update_one({"_id": pointer["card"], "guardian": b["holder"]},
+                                 {"$set": {"guardian": None}})
         changed |= {b["holder"], b["member"]}
+    # the requests the patient made, which another would otherwise accept for them
+    col.delete_many({"holder": patient, "kind": "request"})
     return changed

@@ -63,6 +63,13 @@ def save(db: Any, patient: str, choice: Choice) -> None:
             _behind.add(_cache_key(db))
 
 
+def forget_patient(db: Any, patient: str) -> None:
+    """A deleted Patient's choice goes with the record: a new person registered at
+    the id later has made none."""
+    if db[CONSENTS].delete_one({"_id": patient}).deleted_count:
+        changes.note(db, CONSENTS, [patient])
+
+
 def count_lost_change(db: Any) -> None:
     """A process stopped between storing a choice and noting it leaves the other
     processes holding the old one. A process starting notes a change it cannot

@@ -105,6 +105,14 @@ def set_disabled(db: Any, username: str, disabled: bool) -> User:
     return replace(user, disabled=disabled)
 
 
+def disable_accounts_of(db: Any, fhir_user: str) -> int:
+    """Disable every account that signs in as ``fhir_user`` (a deleted Patient's):
+    no sign-in, and no refresh token it holds is exchanged again (:func:`active`).
+    Access tokens already issued end with their lifetime."""
+    return int(db[USERS].update_many({"fhirUser": fhir_user, "disabled": {"$ne": True}},
+                                     {"$set": {"disabled": True}}).modified_count)
+
+
 def remove(db: Any, username: str) -> bool:
     """Delete an account; False if there was none."""
     if "\x00" in username:

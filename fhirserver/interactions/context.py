@@ -18,9 +18,11 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 from .. import errors
-from ..auth.access import Access, end_patient, forget, record_care
+from ..auth import consent
+from ..auth.access import Access, end_patient, end_relationship, forget, record_care
 from ..auth.bindings import end_bindings
 from ..auth.disclosure import kept_whole, sees_whole
+from ..auth.users import disable_accounts_of
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
 from ..model.masking import mask
@@ -43,11 +45,16 @@ def end_person(db: Any, patient: str) -> None:
     way (auth/bindings.py) and their active health card (a card without its pointer
     is revoked, mpi/cards.py). A new person registered at the id later is opened
     neither by those who treated the deleted one, nor by their family or card, and
-    does not reach the deleted one's family."""
+    does not reach the deleted one's family; the deleted one's sharing choices are
+    not theirs, and the deleted one's patient accounts are disabled (their sign-in
+    and refresh tokens would open the new record as their own)."""
+    # the card first: a binding written while this runs checks its cards afterwards
+    db[CARDS].delete_one({"_id": f"active|{patient}"})
     end_patient(db, patient)
     for who in end_bindings(db, patient):
         forget(db, f"family|{who}")
-    db[CARDS].delete_one({"_id": f"active|{patient}"})
+    consent.forget_patient(db, patient)
+    disable_accounts_of(db, f"Patient/{patient}")
 
 
 @dataclass(frozen=True)
@@ -140,10 +147,15 @@ class Context:
             time.sleep(0.05)
         else:
             raise errors.Conflict("The patient is being changed; try again")
-        gone = current is None or any(v is None or v.deleted for v in seen)
-        if gone:
+        if current is None or current.deleted:
             end_person(self.repo.db, found.id)
-            raise errors.NotFound(f"Resource Patient/{found.id} is not known")
+        elif any(v is None or v.deleted for v in seen):
+            # deleted, and a new person registered at the id since: their card and
+            # family are theirs; only what this request opened ends
+            end_relationship(self.repo.db, who, found.id, at=now, reason=reason)
+        else:
+            return
+        raise errors.NotFound(f"Resource Patient/{found.id} is not known")
 
     @property
     def reaches_all(self) -> bool:
@@ -374,6 +386,8 @@ class Planner:
             elif w.expected is not None:
                 current = self.current("Patient", w.id)
                 if current is not None and current.deleted:
+                    if current.tx and self.repo.uow.finished.in_flight(current.tx):
+                        raise InFlight(w)  # a delete that may yet be taken back
                     end_person(self.repo.db, w.id)
         return ended
 

@@ -69,7 +69,8 @@ from .unit_of_work import UnitOfWork, Verify
 
 #: Indexes of the collections beside the resources: care relationships by who holds
 #: them (the access policy's one query per caller), audit records by patient (a
-#: patient's own log), card scans by patient.
+#: patient's own log), card scans by patient, accounts by whom they sign in as (a
+#: deleted Patient's are disabled).
 OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("_care_relationships", [("who", 1)]),
     ("_care_relationships", [("patient", 1), ("team", 1)]),
@@ -79,6 +80,7 @@ OPERATIONAL_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("_card_bindings", [("card", 1), ("kind", 1)]),
     ("_card_bindings", [("holder", 1), ("kind", 1)]),
     ("_oauth_token_families", [("family", 1)]),
+    ("_users", [("fhirUser", 1)]),
     (REGISTRY, [("g", 1)]),
 )
 log = logging.getLogger(__name__)

@@ -1,0 +1,179 @@
+"""What a deleted Patient's id leaves for the next person registered at it
+(http.html#delete; DESIGN.md section 1: one card, one person; only those treating a
+patient, and their bound family, read the record): nothing. The deleted person's
+binding requests, sharing choices, accounts and card end with the record, and the
+ending neither runs ahead of a delete that may be taken back nor reaches a newcomer
+registered since."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fhirserver import errors
+from fhirserver.interactions import write
+from fhirserver.interactions.context import Context, Planner
+from tests import factories as f
+from tests.api.test_access import As, clinician
+from tests.api.test_cards import _cardholder, clock, params, payload  # noqa: F401
+from tests.conftest import FhirClient, mint
+
+pytestmark = pytest.mark.usefixtures("clock")
+
+
+def patient_as(fhir, app, pid: str, scope: str = "patient/*.cruds") -> As:
+    return As(fhir, mint(app, "patient", scope, subject=f"u-{pid}", fhirUser=f"Patient/{pid}",
+                         patient=pid))
+
+
+def newcomer_at(fhir, pid: str) -> None:
+    r = fhir.put(f"Patient/{pid}", {**f.patient("Newcomer"), "id": pid})
+    assert r.status_code in (200, 201), r.get_json()
+
+
+def in_thread(fn):
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_a_deleted_holders_open_request_ends_with_the_record(fhir, app):
+    holder, _ = _cardholder(fhir, "Holder")
+    member, number = _cardholder(fhir, "Member")
+    r = patient_as(fhir, app, holder).post(f"Patient/{holder}/$bind-family",
+                                           params(card=number, relationship="PRN"))
+    assert r.status_code == 202
+    assert fhir.delete(f"Patient/{holder}").status_code == 200
+    newcomer_at(fhir, holder)
+    assert fhir.post(f"Patient/{holder}/$issue-card", None).status_code == 201
+    as_member = patient_as(fhir, app, member)
+    listing = as_member.get(f"Patient/{member}/$family").get_json()
+    pending = [e["resource"] for e in listing.get("entry", []) if not e["resource"]["active"]]
+    assert pending == []  # neither accepted for the newcomer nor shown under their name
+    assert patient_as(fhir, app, holder, "patient/*.rs").get(f"Patient/{member}").status_code == 404
+
+
+def test_a_deleted_persons_sharing_choices_end_with_the_record(fhir):
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    assert fhir.post(f"Patient/{pid}/$consent", params(shareWithFamily="true")).status_code == 200
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    newcomer_at(fhir, pid)
+    got = {p["name"]: p["valueBoolean"]
+           for p in fhir.get(f"Patient/{pid}/$consent").get_json()["parameter"]}
+    assert got == {"restrictSensitive": False, "optOut": False, "shareWithFamily": False}
+
+
+def test_a_scan_that_found_the_deleted_person_leaves_the_newcomers_card(
+        fhir, app, monkeypatch):
+    """A scan of the deleted person's card that found their record, then waited while
+    the record was deleted, a newcomer registered at the id and given a card: the
+    scan answers 404 and ends only the relationship it opened."""
+    pid, _ = _cardholder(fhir, "Leaving")
+    code = payload(fhir, pid)
+    original = Context.open_care
+
+    def racing(self, *a, **kw):  # between the scan's read and open_care
+        other = FhirClient(app.test_client())
+
+        def reregister():
+            assert other.delete(f"Patient/{pid}").status_code == 200
+            newcomer_at(other, pid)
+            issued = other.post(f"Patient/{pid}/$issue-card", None).status_code
+            return issued, other.get(f"Patient/{pid}/$card-qr").status_code
+
+        assert in_thread(reregister) == (201, 200)  # the newcomer's card works
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Context, "open_care", racing)
+    r = clinician(app, fhir).post("Patient/$scan-card", params(payload=code))
+    assert r.status_code == 404
+    monkeypatch.setattr(Context, "open_care", original)
+    assert fhir.get(f"Patient/{pid}/$card-qr").status_code == 200  # the newcomer's card
+
+
+def test_a_put_while_a_delete_is_in_flight_ends_nothing_of_a_patient_kept(fhir, app):
+    """transaction.html (all or nothing): a PUT at the id while the Patient's delete is
+    in flight answers 409, and when the delete is taken back the Patient keeps its
+    card."""
+    st = app.extensions["fhirserver"]
+    pid, _ = _cardholder(fhir, "Staying")
+    planner = Planner(Context(st.repo, st.settings, ""))
+    write.delete(planner, "Patient", pid)
+    put = []
+
+    def meanwhile() -> None:
+        other = FhirClient(app.test_client())
+        put.append(in_thread(lambda: other.put(
+            f"Patient/{pid}", {**f.patient("Newcomer"), "id": pid}).status_code))
+        raise errors.Conflict("a referrer appeared: the delete is taken back")
+
+    planner.settles.append(meanwhile)
+    with pytest.raises(errors.Conflict):
+        planner.commit()
+    planner.release_claims()
+    assert put == [409]  # the PUT did not happen ...
+    r = fhir.get(f"Patient/{pid}")
+    assert r.status_code == 200 and r.get_json()["name"][0]["family"] == "Staying"  # not deleted
+    assert fhir.get(f"Patient/{pid}/$card-qr").status_code == 200  # and keeps its card
+
+
+def test_ending_a_persons_bindings_scans_no_collection(
+        fhir, app, database_server, db_name, monkeypatch):
+    """Speed (issue: every query from an index): the bindings, and the cards whose
+    guardian they clear, are found by index or key, the cards counted as large."""
+    from tests import seq_scans
+
+    pg_url = database_server[1]
+    if not pg_url:
+        pytest.skip("embedded database only")
+    holder, _ = _cardholder(fhir, "Holder")
+    member, number = _cardholder(fhir, "Member")
+    assert fhir.post(f"Patient/{holder}/$bind-family", params(card=number)).status_code == 201
+    large = seq_scans._large
+    monkeypatch.setattr(seq_scans, "_large",
+                        lambda schema, sql: large(schema, sql) or '"_health_cards_' in sql)
+    checked: list[str] = []
+    from fhirserver.auth.bindings import end_bindings
+    with seq_scans.no_seq_scans(pg_url, db_name, checked) as scans:
+        end_bindings(st_db(app), member)
+    assert any("_card_bindings" in s for s in checked)
+    assert not scans
+
+
+def st_db(app):
+    return app.extensions["fhirserver"].repo.db
+
+
+def test_a_deleted_persons_account_and_refresh_token_do_not_reach_the_newcomer(live):
+    """RFC 6749 section 6 (refresh): the deleted person's account is disabled with the
+    record, so their refresh token opens nothing registered at the id later."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import requests
+
+    from fhirserver.auth.grants import s256
+    from tests.api.test_smart_launch import _authorize_url, _exchange, browser_approves, setup
+    from tests.conftest import http_as
+
+    url, app = live
+    pid, username = setup(app)  # the account "alice" -> Patient/pid, app-1
+    verifier = "v" * 50
+    location = browser_approves(_authorize_url(url, s256(verifier)), username,
+                                "correct horse battery", patient=pid)
+    tokens = _exchange(url, parse_qs(urlsplit(location).query)["code"][0], verifier).json()
+    op = http_as(live)
+    for obs in op.ids(f"Observation?patient={pid}"):
+        assert op.delete(f"Observation/{obs}").status_code == 200
+    assert op.delete(f"Patient/{pid}").status_code == 200
+    r = op.put(f"Patient/{pid}", {**f.patient("Newcomer"), "id": pid})
+    assert r.status_code in (200, 201), r.text
+    fresh = requests.post(f"{url}/oauth/token", timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+        "client_id": "app-1"})
+    assert fresh.status_code == 400, fresh.text
+    from fhirserver.auth import users
+
+    assert users.find(app.extensions["fhirserver"].repo.db, username).disabled
