@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import grants
-from .tokens import REVOKED, TokenService, client_holder, user_holder
+from .tokens import REVOKED, TokenService, client_holder, cut_off, patient_holder, user_holder
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ def end_client(db: Any, service: TokenService, client_id: str, now: datetime,
     families |= {d["family"] for d in db[grants.REFRESH].find({"client_id": client_id}, {"family": 1})
                  if d.get("family")}
     return Ended(_revoke(db, families))
+
+
+def end_patient_tokens(db: Any, patient: str, now: datetime) -> None:
+    """Revoke every access token issued up to ``now`` in the context of ``patient``
+    (a deleted Patient): the patient's own and those of apps launched for them. Their
+    refresh tokens need nothing here: the patient's accounts are disabled with the
+    record, and a clinician's refreshed token is issued after the cut-off."""
+    cut_off(db, patient_holder(patient), int(now.timestamp()), _keep_until(now, 0))
 
 
 def _revoke(db: Any, families: set[str]) -> int:

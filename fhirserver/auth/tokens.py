@@ -148,8 +148,7 @@ class TokenService:
         """Revoke every token of ``holder`` (:func:`holders`) issued at or before the
         second ``before``; the record is kept until ``exp``, when all of them have
         expired. Tokens issued later are unaffected."""
-        upsert(self.db[REVOKED], {"_id": holder, "before": before, "exp": exp})
-        self.cache.revoked_at = 0.0
+        cut_off(self.db, holder, before, exp)
 
     def _cut_off(self, claims: dict[str, Any]) -> bool:
         issued = int(claims.get("iat", 0))
@@ -196,6 +195,16 @@ class TokenService:
         return claims
 
 
+def cut_off(db: Any, holder: str, before: int, exp: int) -> None:
+    """:meth:`TokenService.cut_off` without a service (no keys needed): this process
+    reads the revocations again at its next verification, the others within
+    ``REVOCATION_REFRESH``."""
+    upsert(db[REVOKED], {"_id": holder, "before": before, "exp": exp})
+    with _lock:
+        for cache in _caches.values():
+            cache.revoked_at = 0.0
+
+
 def revoked_now(db: Any, claims: dict[str, Any]) -> bool:
     """Has the token with these claims been revoked, by itself or by its holder's
     cut-off (a disabled account or client)? Read from the database rather than a
@@ -208,12 +217,17 @@ def revoked_now(db: Any, claims: dict[str, Any]) -> bool:
 
 def holders(claims: dict[str, Any]) -> list[str]:
     """Who holds a token, as cut-off keys (pure): the account a user's or patient's
-    token was issued to (``sub`` is its user name) and the client it was issued to."""
+    token was issued to (``sub`` is its user name), the client it was issued to, and
+    the patient it was issued in the context of (a patient's own token, an app
+    launched for a patient): a deleted Patient's tokens end with the record, or they
+    would open a new person registered at the id later."""
     out = []
     if claims.get("kind") in ("user", "patient") and claims.get("sub"):
         out.append(user_holder(str(claims["sub"])))
     if claims.get("client_id"):
         out.append(client_holder(str(claims["client_id"])))
+    if claims.get("patient"):
+        out.append(patient_holder(str(claims["patient"])))
     return out
 
 
@@ -223,6 +237,10 @@ def user_holder(username: str) -> str:
 
 def client_holder(client_id: str) -> str:
     return f"client|{client_id}"
+
+
+def patient_holder(patient: str) -> str:
+    return f"patient|{patient}"
 
 
 def challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:

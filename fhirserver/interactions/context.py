@@ -22,6 +22,8 @@ from ..auth import consent
 from ..auth.access import Access, end_patient, end_relationship, forget, record_care
 from ..auth.bindings import end_bindings
 from ..auth.disclosure import kept_whole, sees_whole
+from ..auth.revocation import end_patient_tokens, wait_past_cut_off
+from ..auth.tokens import patient_holder
 from ..auth.users import disable_accounts_of
 from ..config import Settings
 from ..model.identifier_systems import HEALTH_CARD_KEY, Registry, load_registry
@@ -46,9 +48,11 @@ def end_person(db: Any, patient: str) -> None:
     is revoked, mpi/cards.py). A new person registered at the id later is opened
     neither by those who treated the deleted one, nor by their family or card, and
     does not reach the deleted one's family; the deleted one's sharing choices are
-    not theirs, and the deleted one's patient accounts are disabled (their sign-in
-    and refresh tokens would open the new record as their own)."""
-    # the card first: a binding written while this runs checks its cards afterwards
+    not theirs, and the deleted one's patient accounts are disabled and the access
+    tokens issued for them revoked (their sign-in, refresh and access tokens would
+    open the new record as their own)."""
+    end_patient_tokens(db, patient, datetime.now(UTC))
+    # the card before the bindings: a binding written meanwhile checks its cards after
     db[CARDS].delete_one({"_id": f"active|{patient}"})
     end_patient(db, patient)
     for who in end_bindings(db, patient):
@@ -389,6 +393,9 @@ class Planner:
                     if current.tx and self.repo.uow.finished.in_flight(current.tx):
                         raise InFlight(w)  # a delete that may yet be taken back
                     end_person(self.repo.db, w.id)
+                    # its tokens were cut off up to this second: the newcomer's,
+                    # issued once it is registered, must come in a later one
+                    wait_past_cut_off(self.repo.db, patient_holder(w.id), datetime.now(UTC))
         return ended
 
     def _taken(self, exc: IdentifierTaken) -> tuple[str, str]:

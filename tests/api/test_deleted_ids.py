@@ -149,7 +149,8 @@ def st_db(app):
 
 def test_a_deleted_persons_account_and_refresh_token_do_not_reach_the_newcomer(live):
     """RFC 6749 section 6 (refresh): the deleted person's account is disabled with the
-    record, so their refresh token opens nothing registered at the id later."""
+    record, so their refresh token opens nothing registered at the id later, and the
+    access token their app holds is revoked (RFC 7009 section 2)."""
     from urllib.parse import parse_qs, urlsplit
 
     import requests
@@ -174,6 +175,36 @@ def test_a_deleted_persons_account_and_refresh_token_do_not_reach_the_newcomer(l
         "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
         "client_id": "app-1"})
     assert fresh.status_code == 400, fresh.text
+    old = requests.get(f"{url}/Patient/{pid}", timeout=10,
+                       headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert old.status_code == 401, old.text  # the app's access token ended with the record
     from fhirserver.auth import users
 
     assert users.find(app.extensions["fhirserver"].repo.db, username).disabled
+
+
+def test_a_deleted_persons_access_tokens_do_not_open_the_newcomer(fhir, app):
+    """RFC 7009 section 2 (revocation) and SMART App Launch (a token's ``patient``
+    context): the access tokens issued for the deleted person end with the record,
+    their own and those of apps launched for them, so none opens a new person
+    registered at the id within its lifetime; tokens issued for the newcomer later
+    work, and so do tokens for other patients."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    other = fhir.create(f.patient("Staying"))["id"]
+    own = patient_as(fhir, app, pid)
+    launched = As(fhir, mint(app, "patient", "patient/*.rs", subject="someone-else",
+                             client_id="app-1", patient=pid))
+    staying = patient_as(fhir, app, other)
+    assert own.get(f"Patient/{pid}").status_code == 200
+    assert launched.get(f"Patient/{pid}").status_code == 200
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    newcomer_at(fhir, pid)
+    for old in (own, launched):
+        r = old.get(f"Patient/{pid}")
+        assert r.status_code == 401, r.get_json()
+        assert "revoked" in r.headers["WWW-Authenticate"]
+    assert staying.get(f"Patient/{other}").status_code == 200
+    newcomers = patient_as(fhir, app, pid)
+    found = newcomers.get(f"Patient/{pid}")
+    assert found.status_code == 200
+    assert found.get_json()["name"][0]["family"] == "Newcomer"
