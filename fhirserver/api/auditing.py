@@ -21,7 +21,8 @@ from ..audit.chain import Keys
 from ..audit.events import Facts, audit_event
 from ..audit.queries import PURPOSE as PSEUDONYM_PURPOSE
 from ..audit.queries import Pseudonyms, describe, pseudonymise
-from ..auth.access import CARE, emergency_now
+from ..auth.access import CARE
+from ..auth.reach import emergency_now
 from ..crypto.binding import bind
 from ..crypto.master import load
 from ..model.identifier_systems import Registry, load_registry

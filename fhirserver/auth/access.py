@@ -34,6 +34,7 @@ from ..model.security_labels import is_sensitive
 from . import consent, reach_cache
 from .bindings import family_reach
 from .policy import Caller, Decision, decide, may_write
+from .reach import emergency_now, live_reach
 from .reach_cache import CARE
 
 LASTING = timedelta(days=365 * 100)
@@ -158,41 +159,6 @@ def _own_end(doc: dict[str, Any] | None, tz: Any) -> datetime | None:
         return None
     end = doc.get("own_until") if doc.get("team") else doc["until"]
     return end.replace(tzinfo=tz) if isinstance(end, datetime) else None
-
-
-def emergency_now(doc: dict[str, Any], now: datetime) -> bool:
-    """Does the care relationship ``doc`` give emergency access at ``now``? Until its
-    emergency's own end when it was laid over a longer relationship, else until the
-    relationship's."""
-    if not doc.get("emergency"):
-        return False
-    end = doc.get("emergency_until") or doc.get("until")
-    return isinstance(end, datetime) and end.replace(tzinfo=now.tzinfo) > now
-
-
-def live_reach(rels: dict[str, Any], now: datetime) -> tuple[frozenset[str], frozenset[str]]:
-    """The patients the cached relationships ``rels["r"]`` (by patient) reach at
-    ``now``, and those of them reached by an emergency. Relationships only end between two loads, so the
-    answer holds until the next end after the moment it was worked out at: it is kept
-    in ``rels`` until then, and a request of a caller who treats thousands costs no
-    pass over them all."""
-    memo = rels.get("live")
-    if memo is not None and memo[0] <= now < memo[1]:
-        return memo[2], memo[3]
-    found: set[str] = set()
-    emergency: set[str] = set()
-    ends: list[datetime] = []
-    for d in rels["r"].values():
-        until = d["until"].replace(tzinfo=now.tzinfo)
-        if until > now:
-            found.add(d["patient"])
-            ends.append(until)
-            if emergency_now(d, now):
-                emergency.add(d["patient"])
-                ends.append((d.get("emergency_until") or until).replace(tzinfo=now.tzinfo))
-    out = frozenset(found), frozenset(emergency)
-    rels["live"] = (now, min(ends, default=datetime.max.replace(tzinfo=now.tzinfo)), *out)
-    return out
 
 
 @dataclass

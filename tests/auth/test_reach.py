@@ -9,7 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fhirserver.auth.access import live_reach
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fhirserver.auth.reach import live_reach, with_changes
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -47,3 +50,43 @@ def test_each_relationship_reaches_until_its_end_and_an_emergency_until_its_own(
 def test_a_caller_with_no_live_relationship_reaches_nobody():
     assert live_reach({"r": {}}, T0) == (frozenset(), frozenset())
     assert live_reach({"r": {"ended": _rel("ended", -2)}}, T0) == (frozenset(), frozenset())
+
+
+# -- carried over a change ------------------------------------------------------------
+
+_HOURS = st.sampled_from([-3, -1, 0.25, 0.5, 1, 2, 6, 24])
+_DOC = st.one_of(st.none(), st.tuples(_HOURS, st.one_of(st.none(), _HOURS)))
+_PATIENTS = st.sampled_from([f"p{i}" for i in range(8)])
+
+
+def _doc(patient: str, spec: tuple[float, float | None] | None) -> dict[str, Any] | None:
+    return None if spec is None else _rel(patient, *spec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.dictionaries(_PATIENTS, _DOC.filter(lambda d: d is not None)),
+       worked_out=_HOURS, changed=st.dictionaries(_PATIENTS, _DOC, min_size=1),
+       later=st.lists(st.sampled_from([0, 0.1, 0.5, 1, 1.5, 2, 5, 23, 30]), min_size=1))
+def test_an_answer_carried_over_a_change_is_the_one_worked_out_afresh(
+        before, worked_out, changed, later):
+    """A worker applies another's changes to what it holds (auth/reach_cache.py): for
+    every moment after, the reach it carried over is exactly what the changed
+    relationships reach when worked out from all of them, so no patient stays
+    reached past the end of their new relationship, nor unreached once it began."""
+    rels: dict[str, Any] = {"r": {p: _rel(p, *spec) for p, spec in before.items()}}
+    since = T0 + timedelta(hours=worked_out)
+    live_reach(rels, since)  # the answer a request worked out and kept
+    carried = with_changes(rels, {p: _doc(p, spec) for p, spec in changed.items()})
+    fresh = {"r": dict(carried["r"])}
+    for h in later:
+        at = since + timedelta(hours=h)
+        assert live_reach(carried, at) == live_reach(fresh, at), h
+        fresh.pop("live", None)
+
+
+def test_a_change_leaves_the_held_map_as_other_threads_read_it():
+    rels: dict[str, Any] = {"r": {"a": _rel("a", 24)}}
+    kept = live_reach(rels, T0)
+    carried = with_changes(rels, {"a": None, "b": _rel("b", 1, 1)})
+    assert set(rels["r"]) == {"a"} and live_reach(rels, T0) == kept
+    assert live_reach(carried, T0) == (frozenset({"b"}), frozenset({"b"}))

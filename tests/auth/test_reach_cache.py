@@ -19,7 +19,7 @@ from pymongo.errors import AutoReconnect
 from pymongo.monitoring import CommandListener
 
 from fhirserver import errors
-from fhirserver.auth import access, reach_cache
+from fhirserver.auth import access, reach, reach_cache
 from fhirserver.auth.reach_cache import CARE
 from fhirserver.storage import changes
 from tests.finds import FindCounts, counted
@@ -66,7 +66,7 @@ def scan(db: Any, who: str, patient: str, hours: float = 24) -> None:
 
 
 def reached(db: Any, who: str) -> set[str]:
-    return set(access.live_reach(reach_cache.relationships(db, who), now())[0])
+    return set(reach.live_reach(reach_cache.relationships(db, who), now())[0])
 
 
 def elsewhere(db: Any, change: Any) -> None:
