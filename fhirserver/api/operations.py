@@ -164,7 +164,6 @@ def patient_consent(rtype: str, rid: str) -> Response:
                                    "choices")
     else:
         _allow(interaction, ("patient",), rid)
-    current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
     if request.method == "POST":
         values = dict(operation_params())
         flags: dict[str, bool] = {}
@@ -174,8 +173,9 @@ def patient_consent(rtype: str, rid: str) -> Response:
                 if values[name] not in ("true", "false"):
                     raise errors.Invalid(f"'{name}' must be a boolean", expression=name)
                 flags[attr] = values[name] == "true"
-        current = consent.Choice(**{**current.__dict__, **flags})
-        consent.save(ctx.repo.db, rid, current)
+        current = consent.change(ctx.repo.db, ctx.repo.search_claims, rid, flags)
+    else:
+        current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
     return render(200, {"resourceType": "Parameters", "parameter": [
         {"name": "restrictSensitive", "valueBoolean": current.restrict_sensitive},
         {"name": "optOut", "valueBoolean": current.opt_out},

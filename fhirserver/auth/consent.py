@@ -9,6 +9,7 @@ Which labels are sensitive is ``model/security_labels.py``.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterable
@@ -17,9 +18,11 @@ from typing import Any
 
 from .. import errors
 from ..storage import changes
+from ..storage.search_claims import SearchClaims
 from ..storage.upserts import upsert
 
 CONSENTS = "_consents"
+_JITTER = random.Random()
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,32 @@ def save(db: Any, patient: str, choice: Choice) -> None:
                 _refreshing.release()
         else:  # the next look of this process, whoever makes it, reads them whole
             _behind.add(_cache_key(db))
+
+
+#: How long a change of one patient's choices waits for another's to finish.
+CHANGE_WAIT = 5.0
+
+
+def change(db: Any, claims: SearchClaims, patient: str, flags: dict[str, bool]) -> Choice:
+    """Set the choices named in ``flags`` (``Choice`` fields), keeping the others as
+    stored, and return the result. Two changes at once (the patient on two devices, a
+    guardian and the patient) would each read the same choices and the second write
+    would undo the first's flag: each holds the patient's lock (a primary key,
+    ``storage/search_claims.py``) from its read to its write. 409 when another holds
+    it past CHANGE_WAIT."""
+    deadline = time.monotonic() + CHANGE_WAIT
+    while (held := claims.take(f"consent|{patient}", "Patient", patient)) is None:
+        if time.monotonic() > deadline:
+            raise errors.Conflict("The sharing choices are being changed; try again")
+        time.sleep(_JITTER.uniform(0.01, 0.05))
+    try:
+        stored = load(db, [patient]).get(patient) or Choice()
+        if flags:
+            stored = Choice(**{**stored.__dict__, **flags})
+            save(db, patient, stored)
+        return stored
+    finally:
+        claims.release(held)
 
 
 def forget_patient(db: Any, patient: str) -> None:

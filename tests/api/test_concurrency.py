@@ -103,3 +103,34 @@ def test_a_writer_stalled_past_its_claim_leaves_the_version_another_wrote_http_v
     second = fhir.get(f"Observation/{obs['id']}/_history/2")
     assert second.status_code == 200, second.get_json()
     assert second.get_json()["status"] == "cancelled"
+
+
+def test_two_sharing_choices_set_at_once_both_stay(app, fhir):
+    """DESIGN.md section 1 (a patient's sharing choices): a patient who sets one
+    choice on one device while another is set elsewhere keeps both; each POST of
+    $consent changes the choices it names and no other, however the two interleave."""
+    flags = ("restrictSensitive", "optOut", "shareWithFamily")
+    for round_ in range(ROUNDS):
+        pid = fhir.create(patient(f"Chooser{round_}"))["id"]
+        barrier = threading.Barrier(len(flags))
+        statuses: list[int] = []
+
+        def choose(name: str, pid: str = pid, barrier: threading.Barrier = barrier,
+                   statuses: list[int] = statuses) -> None:
+            client = app.test_client()
+            barrier.wait()
+            r = client.post(f"Patient/{pid}/$consent", json={
+                "resourceType": "Parameters",
+                "parameter": [{"name": name, "valueBoolean": True}]},
+                content_type="application/fhir+json")
+            statuses.append(r.status_code)
+
+        threads = [threading.Thread(target=choose, args=(name,)) for name in flags]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * len(flags)
+        kept = {p["name"]: p["valueBoolean"]
+                for p in fhir.get(f"Patient/{pid}/$consent").get_json()["parameter"]}
+        assert kept == dict.fromkeys(flags, True), round_
