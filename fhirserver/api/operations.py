@@ -19,6 +19,7 @@ from ..interactions import care_team as team_op
 from ..interactions import compartment, emergency, lastn
 from ..mpi import match_op, pix
 from ..mpi import merge as merge_
+from ..storage.repository import Repository
 from .body import json_body
 from .negotiation import render, version_headers
 from .resources import check_type, query_items, strict
@@ -173,13 +174,19 @@ def patient_consent(rtype: str, rid: str) -> Response:
                 if values[name] not in ("true", "false"):
                     raise errors.Invalid(f"'{name}' must be a boolean", expression=name)
                 flags[attr] = values[name] == "true"
-        current = consent.change(ctx.repo.db, ctx.repo.search_claims, rid, flags)
+        current = consent.change(ctx.repo.db, ctx.repo.search_claims, rid, flags,
+                                 alive=lambda: _registered(ctx.repo, rid))
     else:
         current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
     return render(200, {"resourceType": "Parameters", "parameter": [
         {"name": "restrictSensitive", "valueBoolean": current.restrict_sensitive},
         {"name": "optOut", "valueBoolean": current.opt_out},
         {"name": "shareWithFamily", "valueBoolean": current.share_with_family}]})
+
+
+def _registered(repo: Repository, pid: str) -> bool:
+    found = repo.get("Patient", pid)
+    return found is not None and not found.deleted
 
 
 @blp.route("/<rtype>/<rid>/$care-team", methods=["GET", "POST"])

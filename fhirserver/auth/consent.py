@@ -12,12 +12,14 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
 from ..storage import changes
+from ..storage.documents import SEARCH_CLAIMS_COLLECTION
 from ..storage.search_claims import SearchClaims
 from ..storage.upserts import upsert
 
@@ -70,33 +72,52 @@ def save(db: Any, patient: str, choice: Choice) -> None:
 CHANGE_WAIT = 5.0
 
 
-def change(db: Any, claims: SearchClaims, patient: str, flags: dict[str, bool]) -> Choice:
-    """Set the choices named in ``flags`` (``Choice`` fields), keeping the others as
-    stored, and return the result. Two changes at once (the patient on two devices, a
-    guardian and the patient) would each read the same choices and the second write
-    would undo the first's flag: each holds the patient's lock (a primary key,
-    ``storage/search_claims.py``) from its read to its write. 409 when another holds
-    it past CHANGE_WAIT."""
+@contextmanager
+def _held(claims: SearchClaims, patient: str) -> Iterator[bool]:
+    """Hold ``patient``'s choices (a primary key, ``storage/search_claims.py``) for a
+    read and the write after it; yields False when another held them past
+    CHANGE_WAIT (a holder that died keeps them for its lease)."""
     deadline = time.monotonic() + CHANGE_WAIT
     while (held := claims.take(f"consent|{patient}", "Patient", patient)) is None:
         if time.monotonic() > deadline:
-            raise errors.Conflict("The sharing choices are being changed; try again")
+            yield False
+            return
         time.sleep(_JITTER.uniform(0.01, 0.05))
     try:
+        yield True
+    finally:
+        claims.release(held)
+
+
+def change(db: Any, claims: SearchClaims, patient: str, flags: dict[str, bool],
+           alive: Callable[[], bool]) -> Choice:
+    """Set the choices named in ``flags`` (``Choice`` fields), keeping the others as
+    stored, and return the result. Two changes at once (the patient on two devices, a
+    guardian and the patient) would each read the same choices and the second write
+    would undo the first's flag: each holds the patient's choices from its read to
+    its write. ``alive``: whether the Patient is still there, asked once they are
+    held, so that a change racing the Patient's delete is not left for a new person
+    registered at the id (the delete forgets the choices under the same hold). 409
+    when another holds them past CHANGE_WAIT; 404 once the Patient is deleted."""
+    with _held(claims, patient) as held:
+        if not held:
+            raise errors.Conflict("The sharing choices are being changed; try again")
+        if not alive():
+            raise errors.NotFound(f"Resource Patient/{patient} is not known")
         stored = load(db, [patient]).get(patient) or Choice()
         if flags:
             stored = Choice(**{**stored.__dict__, **flags})
             save(db, patient, stored)
         return stored
-    finally:
-        claims.release(held)
 
 
 def forget_patient(db: Any, patient: str) -> None:
     """A deleted Patient's choice goes with the record: a new person registered at
-    the id later has made none."""
-    if db[CONSENTS].delete_one({"_id": patient}).deleted_count:
-        changes.note(db, CONSENTS, [patient])
+    the id later has made none. Once a change in flight has ended (or after
+    CHANGE_WAIT: it died), as it wrote it."""
+    with _held(SearchClaims(db[SEARCH_CLAIMS_COLLECTION]), patient):
+        if db[CONSENTS].delete_one({"_id": patient}).deleted_count:
+            changes.note(db, CONSENTS, [patient])
 
 
 def count_lost_change(db: Any) -> None:

@@ -134,3 +134,30 @@ def test_two_sharing_choices_set_at_once_both_stay(app, fhir):
         kept = {p["name"]: p["valueBoolean"]
                 for p in fhir.get(f"Patient/{pid}/$consent").get_json()["parameter"]}
         assert kept == dict.fromkeys(flags, True), round_
+
+
+def test_sharing_choices_set_after_the_patient_was_deleted_are_not_kept(app, fhir):
+    """DESIGN.md section 1: a deleted person's choices are not the next person's at the
+    id. A $consent POST that arrives once the Patient is deleted (a request in flight
+    across the delete) finds it gone (404) and stores nothing for a newcomer
+    registered at the id; the delete forgets the choices under the same hold as a
+    change, so one that was already running ends before they are forgotten."""
+    from tests.api.test_deleted_ids import newcomer_at
+
+    pid = fhir.create(patient("Leaving"))["id"]
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    r = fhir.post(f"Patient/{pid}/$consent", {
+        "resourceType": "Parameters", "parameter": [{"name": "optOut", "valueBoolean": True}]})
+    assert r.status_code == 404, r.get_json()
+    newcomer_at(fhir, pid)
+    kept = {p["name"]: p["valueBoolean"]
+            for p in fhir.get(f"Patient/{pid}/$consent").get_json()["parameter"]}
+    assert kept["optOut"] is False
+
+
+def test_sharing_choices_of_an_unknown_patient_are_not_kept(fhir):
+    """A $consent POST for an id that holds no Patient stores nothing a Patient
+    registered at the id later would take for its own: 404."""
+    r = fhir.post("Patient/never-registered/$consent", {
+        "resourceType": "Parameters", "parameter": [{"name": "optOut", "valueBoolean": True}]})
+    assert r.status_code == 404, r.get_json()
