@@ -18,7 +18,7 @@ import click
 from ..config import Settings
 from ..storage.embedded import database
 from .scopes import ScopeError, parse_scopes
-from .tokens import TokenService
+from .tokens import MAX_LIFETIME, TokenService
 
 if TYPE_CHECKING:
     from ..storage.repository import Repository
@@ -72,7 +72,8 @@ def operator_session(param_hint: str | None = None
 @click.option("--patient", help="A patient's token: the Patient id.")
 @click.option("--client", help="A backend client's token: its client id.")
 @click.option("--organization", help="Organization/<id> the clinician or client acts for.")
-@click.option("--lifetime", type=int, default=None, help="Seconds [FHIR_TOKEN_SECONDS, 3600].")
+@click.option("--lifetime", type=click.IntRange(1, MAX_LIFETIME), default=None,
+              help="Seconds [FHIR_TOKEN_SECONDS, 3600]; at most 30 days.")
 def token(scope: str, kind: str | None, practitioner: str | None, patient: str | None,
           client: str | None, organization: str | None, lifetime: int | None) -> None:
     """Print an access token for this server (keep it secret)."""

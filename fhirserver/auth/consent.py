@@ -73,18 +73,21 @@ CHANGE_WAIT = 5.0
 
 
 @contextmanager
-def _held(claims: SearchClaims, patient: str) -> Iterator[bool]:
+def _held(claims: SearchClaims, patient: str,
+          wait: float = CHANGE_WAIT) -> Iterator[Callable[[], bool] | None]:
     """Hold ``patient``'s choices (a primary key, ``storage/search_claims.py``) for a
-    read and the write after it; yields False when another held them past
-    CHANGE_WAIT (a holder that died keeps them for its lease)."""
-    deadline = time.monotonic() + CHANGE_WAIT
+    read and the write after it; yields how to check, just before writing, that they
+    are still held (a lease, taken over by the next change once it ran out: the
+    holder stalled), or None when another held them past CHANGE_WAIT (a holder that
+    died keeps them for its lease)."""
+    deadline = time.monotonic() + wait
     while (held := claims.take(f"consent|{patient}", "Patient", patient)) is None:
         if time.monotonic() > deadline:
-            yield False
+            yield None
             return
         time.sleep(_JITTER.uniform(0.01, 0.05))
     try:
-        yield True
+        yield lambda: claims.renew(held)
     finally:
         claims.release(held)
 
@@ -99,23 +102,27 @@ def change(db: Any, claims: SearchClaims, patient: str, flags: dict[str, bool],
     held, so that a change racing the Patient's delete is not left for a new person
     registered at the id (the delete forgets the choices under the same hold). 409
     when another holds them past CHANGE_WAIT; 404 once the Patient is deleted."""
-    with _held(claims, patient) as held:
-        if not held:
+    with _held(claims, patient) as still_held:
+        if still_held is None:
             raise errors.Conflict("The sharing choices are being changed; try again")
         if not alive():
             raise errors.NotFound(f"Resource Patient/{patient} is not known")
         stored = load(db, [patient]).get(patient) or Choice()
         if flags:
             stored = Choice(**{**stored.__dict__, **flags})
+            if not still_held():  # another change went ahead: what was read is old
+                raise errors.Conflict("The sharing choices were changed meanwhile; try again")
             save(db, patient, stored)
         return stored
 
 
 def forget_patient(db: Any, patient: str) -> None:
     """A deleted Patient's choice goes with the record: a new person registered at
-    the id later has made none. Once a change in flight has ended (or after
-    CHANGE_WAIT: it died), as it wrote it."""
-    with _held(SearchClaims(db[SEARCH_CLAIMS_COLLECTION]), patient):
+    the id later has made none. Once a change in flight has written, or no longer
+    holds the choices (it stalled past its lease and finds them taken: it writes
+    nothing)."""
+    claims = SearchClaims(db[SEARCH_CLAIMS_COLLECTION])
+    with _held(claims, patient, wait=claims.lease.total_seconds() + CHANGE_WAIT):
         if db[CONSENTS].delete_one({"_id": patient}).deleted_count:
             changes.note(db, CONSENTS, [patient])
 

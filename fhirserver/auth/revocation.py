@@ -30,7 +30,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import grants
-from .tokens import REVOKED, TokenService, client_holder, cut_off, patient_holder, user_holder
+from .tokens import (
+    MAX_LIFETIME,
+    REVOKED,
+    TokenService,
+    client_holder,
+    cut_off,
+    patient_holder,
+    user_holder,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ class Ended:
 def _keep_until(now: datetime, token_seconds: int) -> int:
     """When every token issued before ``now`` has expired: the longest lifetime an
     access token can have here (refresh tokens are revoked by family, not by this)."""
-    longest = max(token_seconds, 3600, int(timedelta(days=grants.REFRESH_DAYS).total_seconds()))
+    longest = max(min(token_seconds, MAX_LIFETIME), 3600,
+                  int(timedelta(days=grants.REFRESH_DAYS).total_seconds()))
     return int(now.timestamp()) + longest
 
 

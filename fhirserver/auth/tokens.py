@@ -39,6 +39,11 @@ KEYS = "_auth_keys"
 REVOKED = "_auth_revoked"
 ALGORITHM = "RS256"
 REVOCATION_REFRESH = 2.0
+#: The longest an access token lives, whatever FHIR_TOKEN_SECONDS or ``fhirserver
+#: token --lifetime`` ask: the revocations that end tokens by holder (a disabled
+#: account, a deleted Patient) are kept this long, and a token outliving them would
+#: be valid again (auth/revocation.py).
+MAX_LIFETIME = 30 * 24 * 3600
 _VERIFIED_CACHE = 10_000
 
 
@@ -124,7 +129,8 @@ class TokenService:
              client_id: str = "", **context: str | None) -> tuple[str, dict[str, Any]]:
         t = int(now.timestamp())
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": self.issuer, "sub": subject, "iat": t, "exp": t + lifetime,
+            "iss": self.issuer, "aud": self.issuer, "sub": subject, "iat": t,
+            "exp": t + min(lifetime, MAX_LIFETIME),
             "jti": secrets.token_urlsafe(16), "scope": scope, "kind": kind, "client_id": client_id,
         }
         claims.update({k: v for k, v in context.items() if v})
@@ -218,16 +224,20 @@ def revoked_now(db: Any, claims: dict[str, Any]) -> bool:
 def holders(claims: dict[str, Any]) -> list[str]:
     """Who holds a token, as cut-off keys (pure): the account a user's or patient's
     token was issued to (``sub`` is its user name), the client it was issued to, and
-    the patient it was issued in the context of (a patient's own token, an app
-    launched for a patient): a deleted Patient's tokens end with the record, or they
-    would open a new person registered at the id later."""
+    the patients it was issued for: the one signed in (``fhirUser``) and the one in
+    context (an app launched for a patient, or on a family member's record): a
+    deleted Patient's tokens end with the record, or they would open a new person
+    registered at the id later."""
     out = []
     if claims.get("kind") in ("user", "patient") and claims.get("sub"):
         out.append(user_holder(str(claims["sub"])))
     if claims.get("client_id"):
         out.append(client_holder(str(claims["client_id"])))
-    if claims.get("patient"):
-        out.append(patient_holder(str(claims["patient"])))
+    patients = {str(claims["patient"])} if claims.get("patient") else set()
+    user = str(claims.get("fhirUser") or "")
+    if user.startswith("Patient/"):
+        patients.add(user.removeprefix("Patient/"))  # whose record it opens as its own
+    out += [patient_holder(p) for p in sorted(patients)]
     return out
 
 

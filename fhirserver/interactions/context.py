@@ -41,7 +41,7 @@ from . import integrity
 _JITTER = random.Random()
 
 
-def end_person(db: Any, patient: str) -> None:
+def end_person(repo: Repository, patient: str, deleted: int | None) -> None:
     """What a deleted Patient's person held ends with the record: every care
     relationship with them (auth/access.py end_patient), their family bindings either
     way (auth/bindings.py) and their active health card (a card without its pointer
@@ -50,7 +50,17 @@ def end_person(db: Any, patient: str) -> None:
     does not reach the deleted one's family; the deleted one's sharing choices are
     not theirs, and the deleted one's patient accounts are disabled and the access
     tokens issued for them revoked (their sign-in, refresh and access tokens would
-    open the new record as their own)."""
+    open the new record as their own).
+
+    ``deleted``: the version that deleted the record (None: it is gone). Once a new
+    person is registered at the id, nothing is done: their registration ended the
+    deleted one's before it was committed, and what the id holds now is theirs (a
+    delete slow to get here would revoke their tokens and disable their accounts)."""
+    if deleted is not None:
+        now = repo.get("Patient", patient)
+        if now is not None and (not now.deleted or now.version != deleted):
+            return
+    db = repo.db
     end_patient_tokens(db, patient, datetime.now(UTC))
     # the card before the bindings: a binding written meanwhile checks its cards after
     db[CARDS].delete_one({"_id": f"active|{patient}"})
@@ -152,7 +162,7 @@ class Context:
         else:
             raise errors.Conflict("The patient is being changed; try again")
         if current is None or current.deleted:
-            end_person(self.repo.db, found.id)
+            end_person(self.repo, found.id, current.version if current is not None else None)
         elif any(v is None or v.deleted for v in seen):
             # deleted, and a new person registered at the id since: their card and
             # family are theirs; only what this request opened ends
@@ -377,22 +387,22 @@ class Planner:
             check()
         self.checks = []
 
-    def _ended_patients(self) -> list[str]:
+    def _ended_patients(self) -> list[Write]:
         """Patients deleted by this plan, whose care relationships end once it is
         committed. Those written again at a deleted Patient's id lose the ones a
         crash right after the delete may have left, before the new record exists."""
-        ended: list[str] = []
+        ended: list[Write] = []
         for w in self.writes:
             if w.type != "Patient":
                 continue
             if w.resource is None:
-                ended.append(w.id)
+                ended.append(w)
             elif w.expected is not None:
                 current = self.current("Patient", w.id)
                 if current is not None and current.deleted:
                     if current.tx and self.repo.uow.finished.in_flight(current.tx):
                         raise InFlight(w)  # a delete that may yet be taken back
-                    end_person(self.repo.db, w.id)
+                    end_person(self.repo, w.id, current.version)
                     # its tokens were cut off up to this second: the newcomer's,
                     # issued once it is registered, must come in a later one
                     wait_past_cut_off(self.repo.db, patient_holder(w.id), datetime.now(UTC))
@@ -437,8 +447,8 @@ class Planner:
                 self.writes,
                 verify=(lambda: integrity.settle(self)) if self.referred or self.settles else None,
                 journalled=any(w.deleted for w in self.writes) or integrity.slow(self))
-            for patient in ended:
-                end_person(self.repo.db, patient)
+            for w in ended:
+                end_person(self.repo, w.id, w.version)
             if self.ctx.access is not None:
                 for w in self.writes:
                     self.ctx.access.touch(w.patient)

@@ -161,3 +161,78 @@ def test_sharing_choices_of_an_unknown_patient_are_not_kept(fhir):
     r = fhir.post("Patient/never-registered/$consent", {
         "resourceType": "Parameters", "parameter": [{"name": "optOut", "valueBoolean": True}]})
     assert r.status_code == 404, r.get_json()
+
+
+def _choices(fhir, pid: str) -> dict[str, bool]:
+    return {p["name"]: p["valueBoolean"]
+            for p in fhir.get(f"Patient/{pid}/$consent").get_json()["parameter"]}
+
+
+def _choose(client, pid: str, name: str) -> int:
+    return client.post(f"Patient/{pid}/$consent", json={
+        "resourceType": "Parameters", "parameter": [{"name": name, "valueBoolean": True}]},
+        content_type="application/fhir+json").status_code
+
+
+def test_a_sharing_choice_stalled_past_its_hold_does_not_undo_the_next(app, fhir, monkeypatch):
+    """A $consent change holds the patient's choices for a lease; one stalled past it
+    between its read and its write (a slow database) finds them taken by the next
+    change and writes nothing (409) rather than its stale read over the other's flag."""
+    import time
+    from datetime import timedelta
+
+    from fhirserver.auth import consent
+
+    app.extensions["fhirserver"].repo.search_claims.lease = timedelta(seconds=1)
+    pid = fhir.create(patient("Choosing"))["id"]
+    original, calls = consent.load, []
+
+    def stalled(db, patients):
+        found = original(db, patients)
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2)  # read, then stalled past the lease
+        return found
+
+    monkeypatch.setattr(consent, "load", stalled)
+    first: list[int] = []
+    t = threading.Thread(target=lambda: first.append(
+        _choose(app.test_client(), pid, "restrictSensitive")))
+    t.start()
+    time.sleep(1.2)
+    second = _choose(app.test_client(), pid, "optOut")
+    t.join()
+    assert (first, second) == ([409], 200)
+    assert _choices(fhir, pid) == {"restrictSensitive": False, "optOut": True,
+                                   "shareWithFamily": False}
+
+
+def test_a_sharing_choice_racing_the_patients_delete_is_not_the_newcomers(
+        app, fhir, monkeypatch):
+    """DESIGN.md section 1: a choice being set while the Patient is deleted and a new
+    person registered at the id is not left for the newcomer: the delete forgets the
+    choices once the change has written, or the change finds its hold taken and
+    writes nothing."""
+    from datetime import timedelta
+
+    from fhirserver.auth import consent
+    from tests.api.test_deleted_ids import in_thread, newcomer_at
+
+    app.extensions["fhirserver"].repo.search_claims.lease = timedelta(seconds=1)
+    pid = fhir.create(patient("Leaving"))["id"]
+    original, fired = consent.load, []
+
+    def load_then_delete(db, patients):
+        found = original(db, patients)
+        if not fired:  # the change has read; the delete and a newcomer come now
+            fired.append(1)
+            other = app.test_client()
+            assert in_thread(lambda: other.delete(f"Patient/{pid}").status_code) == 200
+            in_thread(lambda: newcomer_at(fhir, pid))
+        return found
+
+    monkeypatch.setattr(consent, "load", load_then_delete)
+    assert _choose(app.test_client(), pid, "shareWithFamily") in (200, 409)
+    monkeypatch.setattr(consent, "load", original)
+    assert _choices(fhir, pid) == {"restrictSensitive": False, "optOut": False,
+                                   "shareWithFamily": False}

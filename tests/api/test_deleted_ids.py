@@ -14,6 +14,7 @@ import pytest
 from fhirserver import errors
 from fhirserver.interactions import write
 from fhirserver.interactions.context import Context, Planner
+from fhirserver.storage.unit_of_work import VersionConflict
 from tests import factories as f
 from tests.api.test_access import As, clinician
 from tests.api.test_cards import _cardholder, clock, params, payload  # noqa: F401
@@ -208,3 +209,102 @@ def test_a_deleted_persons_access_tokens_do_not_open_the_newcomer(fhir, app):
     found = newcomers.get(f"Patient/{pid}")
     assert found.status_code == 200
     assert found.get_json()["name"][0]["family"] == "Newcomer"
+
+
+def _family_app(fhir, app, scope: str):
+    """A holder's app opened on a bound family member's record (SMART launch/patient
+    picks the member): signed in as the holder, the member in context."""
+    holder, _ = _cardholder(fhir, "Holder")
+    member, number = _cardholder(fhir, "Member")
+    assert fhir.post(f"Patient/{holder}/$bind-family",
+                     params(card=number)).status_code == 201
+    return holder, member, As(fhir, mint(app, "patient", scope, subject=f"u-{holder}",
+                                         client_id="app-1", fhirUser=f"Patient/{holder}",
+                                         patient=member))
+
+
+def test_a_deleted_holders_family_app_token_does_not_open_the_newcomer(fhir, app):
+    """SMART App Launch (fhirUser, patient context): a token signed in as the deleted
+    person but opened on a family member's record ends with the deleted record too:
+    it would read, and with a write scope set the sharing choices of, a newcomer
+    registered at the id as its own."""
+    holder, member, family_app = _family_app(fhir, app, "patient/*.cruds")
+    assert family_app.get(f"Patient/{member}").status_code == 200
+    assert fhir.delete(f"Patient/{holder}").status_code == 200
+    newcomer_at(fhir, holder)
+    assert family_app.get(f"Patient/{holder}").status_code == 401
+    r = family_app.post(f"Patient/{holder}/$consent", params(optOut="true"))
+    assert r.status_code == 401, r.get_json()
+
+
+def test_a_delete_slow_to_end_the_person_leaves_a_newcomer_registered_meanwhile_alone(
+        fhir, app, monkeypatch):
+    """What a deleted person held is ended after the delete's commit; a newcomer
+    registered at the id before that comes (the deleting thread stalled) ended it
+    already, at their registration: the late ending finds the id re-registered and
+    revokes none of the newcomer's tokens."""
+    import time
+
+    from fhirserver.interactions import context as ctxmod
+
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    original = ctxmod.end_person
+    seen: dict = {}
+
+    def stalled(repo, patient, deleted):
+        if not seen:
+            seen["token"] = None
+            other = FhirClient(app.test_client())
+            in_thread(lambda: newcomer_at(other, pid))
+            seen["token"] = mint(app, "patient", "patient/*.rs", subject=f"new-{pid}",
+                                 fhirUser=f"Patient/{pid}", patient=pid)
+            time.sleep(1.1)  # past the second of the newcomer's token
+        return original(repo, patient, deleted)
+
+    monkeypatch.setattr(ctxmod, "end_person", stalled)
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    monkeypatch.setattr(ctxmod, "end_person", original)
+    r = As(fhir, seen["token"]).get(f"Patient/{pid}")
+    assert r.status_code == 200, r.headers.get("WWW-Authenticate")
+
+
+def test_a_registration_racing_another_at_a_deleted_id_leaves_the_winners_tokens(fhir, app):
+    """Two registrations at one deleted id at once (a client retrying, two desks):
+    the one that read the id deleted before the other committed ends nothing of the
+    newcomer who won; it fails its commit and is planned again as an update."""
+    import time
+
+    from fhirserver.interactions.context import Context, Planner
+
+    st = app.extensions["fhirserver"]
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    slow = Planner(Context(st.repo, st.settings, ""))
+    write.update(slow, "Patient", pid, {**f.patient("Newcomer"), "id": pid})  # read: deleted
+    newcomer_at(fhir, pid)  # the other desk commits first
+    newcomer = As(fhir, mint(app, "patient", "patient/*.rs", subject=f"new-{pid}",
+                             fhirUser=f"Patient/{pid}", patient=pid))
+    assert newcomer.get(f"Patient/{pid}").status_code == 200
+    time.sleep(1.1)
+    with pytest.raises(VersionConflict):  # run_single plans it again as an update
+        slow.commit()
+    slow.release_claims()
+    r = newcomer.get(f"Patient/{pid}")
+    assert r.status_code == 200, r.headers.get("WWW-Authenticate")
+
+
+def test_a_token_lives_no_longer_than_the_revocations_that_end_it(app):
+    """RFC 7009: a revoked token stays revoked for its whole life; the cut-offs that
+    end a deleted person's tokens are kept 30 days, so no token is issued for longer,
+    whatever the lifetime asked."""
+    from datetime import UTC, datetime
+
+    from fhirserver.auth.tokens import MAX_LIFETIME, TokenService
+    from fhirserver.crypto.master import load
+    from fhirserver.crypto.sealing import sealer
+
+    st = app.extensions["fhirserver"]
+    service = TokenService(st.repo.db, st.settings.issuer, sealer(load(st.settings)))
+    _, claims = service.mint(subject="x", scope="patient/*.rs", kind="patient",
+                             lifetime=40 * 24 * 3600, now=datetime.now(UTC), patient="x")
+    assert claims["exp"] - claims["iat"] == MAX_LIFETIME == 30 * 24 * 3600
