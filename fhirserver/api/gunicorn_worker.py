@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from gunicorn import util
+from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -120,6 +121,14 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
         FhirConnection.worker = self
         gthread.TConn = FhirConnection  # what ``accept`` makes its connections with
         return super().init_process()
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """As gunicorn's, but a transfer coding the fast HTTP parser (``gunicorn_h1c``,
+        which reports it as a bad header) does not know is answered 501, as the Python
+        parser answers it (RFC 9112 section 6.1)."""
+        if isinstance(exc, InvalidHeader) and "unsupported transfer-encoding" in str(exc).lower():
+            exc = UnsupportedTransferCoding(str(exc))
+        super().handle_error(req, client, addr, exc)
 
     def enqueue_req(self, conn: Any) -> None:
         with self._waiting_lock:
