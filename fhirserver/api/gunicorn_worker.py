@@ -126,7 +126,7 @@ class FhirThreadWorker(ThreadWorker):  # type: ignore[misc]
         """As gunicorn's, but a transfer coding the fast HTTP parser (``gunicorn_h1c``,
         which reports it as a bad header) does not know is answered 501, as the Python
         parser answers it (RFC 9112 section 6.1)."""
-        if isinstance(exc, InvalidHeader) and "unsupported transfer-encoding" in str(exc).lower():
+        if isinstance(exc, InvalidHeader) and exc.hdr == "Unsupported Transfer-Encoding":
             exc = UnsupportedTransferCoding(str(exc))
         super().handle_error(req, client, addr, exc)
 

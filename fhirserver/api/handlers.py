@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
@@ -58,6 +59,17 @@ def _http_error(exc: HTTPException) -> Response:
     return render(status, outcome, headers)
 
 
+def _unreadable_body(exc: Exception) -> Response:
+    """A chunked body the server cannot read (a bad chunk size, chunk data without its
+    CRLF, a malformed trailer; RFC 9112 section 7.1), or one the client stopped
+    sending: the client's fault, found only when the application reads the body. The
+    connection is closed: what is left of it cannot be told from a next request."""
+    reason = "ended early" if isinstance(exc, NoMoreData) else "is not valid chunked encoding"
+    outcome = errors.operation_outcome([errors.Issue(
+        f"The request body could not be read: it {reason}", code="structure")])
+    return render(400, outcome, {"Connection": "close"})
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     outcome = errors.operation_outcome(
@@ -70,4 +82,6 @@ def _unexpected(exc: Exception) -> Response:
 def register(app: Flask) -> None:
     app.register_error_handler(errors.FhirError, render_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ParseException, _unreadable_body)
+    app.register_error_handler(NoMoreData, _unreadable_body)
     app.register_error_handler(Exception, _unexpected)

@@ -151,3 +151,21 @@ def test_a_connection_said_to_stay_open_stays_open_after_an_unread_body_http_kee
         sock.sendall(b"GET /metadata HTTP/1.1\r\nHost: t\r\n\r\n")
         second = sock.recv(65536)
         assert second.startswith(b"HTTP/1.1 200"), (size, second[:100])
+
+
+@pytest.mark.parametrize("name,body", [
+    ("chunk size not hexadecimal", b"0x37\r\n" + b"{" * 55 + b"\r\n0\r\n\r\n"),
+    ("chunk data without its CRLF", b"2\r\n{}XX0\r\n\r\n"),
+    ("control byte in a chunk extension", b"2;a=\x01\r\n{}\r\n0\r\n\r\n"),
+    ("trailer line without a colon", b"2\r\n{}\r\n0\r\nnot a trailer\r\n\r\n"),
+])
+def test_a_malformed_chunked_body_is_400_not_500_http_summary(server, name, body):
+    """RFC 9112 section 7.1: a chunked body the server cannot read is the client's
+    error, found only once the application reads it: 400 with an OperationOutcome (R4
+    http.html#summary), never a 500, and the connection closes."""
+    head = (b"POST /Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+            b"Transfer-Encoding: chunked\r\nAuthorization: "
+            + TOKENS[server[1]].encode() + b"\r\n\r\n")
+    status, headers, answer = exchange(server, head + body)
+    outcome(status, headers, answer, 400)
+    assert headers.get("connection", "").lower() == "close"
