@@ -46,6 +46,9 @@ class Settings:
     # the GIN indexes FerretDB's query pushdown needs (storage/postgres_indexes.py).
     # Set automatically for the embedded database.
     ferretdb_postgresql_url: str = ""  # FERRETDB_POSTGRESQL_URL
+    # The database is the embedded one of ``data_dir``, written by the processes that
+    # share that directory alone (set by storage/embedded.py, not configured).
+    embedded: bool = False
     # Master patient index: the identifier systems (JSON, see model/identifier_systems.json).
     identifier_systems: str = ""  # FHIR_IDENTIFIER_SYSTEMS
     # Health cards: how long a QR code stays valid, and the key that signs it
@@ -99,6 +102,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name not in ENV_NAMES:
+                continue  # set by the server itself
             raw = env.get(ENV_NAMES[f.name])
             if raw is None or raw == "":
                 continue

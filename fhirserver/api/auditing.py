@@ -21,6 +21,7 @@ from ..audit.chain import Keys
 from ..audit.events import Facts, audit_event
 from ..audit.queries import PURPOSE as PSEUDONYM_PURPOSE
 from ..audit.queries import Pseudonyms, describe, pseudonymise
+from ..auth import reach_cache
 from ..auth.access import CARE
 from ..auth.reach import emergency_now
 from ..crypto.binding import bind
@@ -99,23 +100,25 @@ def _emergency(who: str | None, patients: list[str]) -> bool:
     held) by break-the-glass? This request's authorization already read the
     relationships it relied on (``Access.emergency``): an emergency it saw is one,
     even when the request then ended it (deleting the Patient) or its time ran out
-    meanwhile. A read changes none, so what it did not see was none; for the others,
-    and for every patient of a request that may change data (breaking the glass
-    itself), one query reads the clinician's emergency relationships running when
-    the request was authorized (an ended one gave this request nothing: it was
-    refused)."""
+    meanwhile, and one it opened (breaking the glass) is one. What it did not see was
+    none for a read. For a change it was none too when what this process holds is
+    exact (auth/reach_cache.py: the embedded database, whose workers signal each
+    other's changes); otherwise the cache may predate another worker's
+    break-the-glass, and one query reads the clinician's emergency relationships
+    running when the request was authorized (an ended one gave this request
+    nothing: it was refused). That query was one of a write's seven commands."""
     if not who or not who.startswith("Practitioner/"):
         return False
     access = g.get("access")
     if access is None or access.caller is None or access.caller.practitioner != who:
         access = None
-    reads = request.method in ("GET", "HEAD")
+    settled = request.method in ("GET", "HEAD") or reach_cache.exact(state().repo.db)
     unknown: list[str] = []
     for p in patients:
         known = access.emergency(p) if access is not None else None
         if known:
             return True
-        if known is None or not reads:
+        if known is None or not settled:
             unknown.append(p)
     if not unknown:
         return False

@@ -421,6 +421,10 @@ class Access:
                 and emergency_now(doc, self.now)  # type: ignore[arg-type]
         return live
 
+    def opened_emergency(self, patient: str) -> None:
+        """This request broke the glass for ``patient``: its reach is emergency."""
+        self._fresh_emergency[patient] = True
+
     def emergency(self, patient: str) -> bool | None:
         """Whether the clinician's access to ``patient`` rests on break-the-glass, as
         this request's own authorization saw the relationship; None when it did not

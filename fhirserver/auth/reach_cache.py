@@ -17,6 +17,13 @@ relationships are read whole again at their next request. The writer's own proce
 applies its change at once, as the cache it replaced forgot the caller's entry (or,
 when another thread holds the cache past WAIT, drops everything at its next look).
 
+On a database that the server's own processes alone write (the embedded one,
+:func:`share`), a writer also bumps a signal file in the data directory
+(``storage/change_signal.py``), and a process whose signal moved since its last look
+looks again before it answers: what it holds is then as current as the database for
+every change noted before the request came (:func:`exact`), not up to REFRESH
+seconds behind.
+
 Relationships end by time, not by a write: each holds its end, which
 :func:`.reach.live_reach` compares with the request's moment. What it worked out is
 carried over a change (:func:`.reach.with_changes`): an organisation's next request
@@ -35,6 +42,7 @@ from pymongo.errors import PyMongoError
 
 from .. import errors
 from ..storage import changes
+from ..storage.change_signal import ChangeSignal
 from .reach import with_changes
 
 CARE = "_care_relationships"
@@ -61,6 +69,8 @@ class _Held:
     loaded: float  # when everything held was dropped and began to be read again
     #: per caller: ``{"r": {patient: relationship}}``, plus what live_reach keeps
     callers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the signal file's value read before the change log was (None: no signal)
+    signal: bytes | None = None
 
 
 _held: dict[str, _Held] = {}
@@ -68,6 +78,9 @@ _lock = threading.Lock()
 #: databases whose relationships this process changed while another thread held the
 #: lock past WAIT: everything held is dropped at the next look
 _behind: set[str] = set()
+#: databases whose relationships only this server's processes write, by key: their
+#: signal file
+_signals: dict[str, ChangeSignal] = {}
 
 
 def _db_key(db: Any) -> str:
@@ -80,13 +93,16 @@ def _acquire(wait: bool) -> bool:
 
 def _current(db: Any) -> _Held:
     """What this process holds for ``db``, brought up to date every REFRESH seconds
-    by one thread; the others answer from it meanwhile while it is under STALE."""
+    by one thread; the others answer from it meanwhile while it is under STALE. When
+    the signal moved, every thread waits for the look it calls for."""
     key = _db_key(db)
     held = _held.get(key)
     now = time.monotonic()
-    if held is not None and now - held.looked <= REFRESH and key not in _behind:
+    signal = _signals.get(key)
+    news = signal is not None and held is not None and signal.read() != held.signal
+    if held is not None and now - held.looked <= REFRESH and not news and key not in _behind:
         return held
-    wait = held is None or now - held.looked > STALE
+    wait = held is None or now - held.looked > STALE or news
     if not _acquire(wait):
         if wait:
             raise errors.Unavailable("The care relationships could not be read in time")
@@ -94,23 +110,45 @@ def _current(db: Any) -> _Held:
         return held
     try:
         held = _held.get(key)
+        # read before the change log: a change signalled after this is looked for again
+        value = signal.read() if signal is not None else None
         if held is None or key in _behind:
             _behind.discard(key)
-            held = _held[key] = _Held(changes.newest(db, CARE), now, now)  # notes before reads
-        elif now - held.looked > REFRESH:
-            held = _held[key] = _refresh(db, held, now)
+            held = _held[key] = _Held(changes.newest(db, CARE), now, now,  # notes before reads
+                                      signal=value)
+        elif now - held.looked > REFRESH or held.signal != value:
+            held = _held[key] = _refresh(db, held, now, value)
         return held
     finally:
         _lock.release()
 
 
-def _refresh(db: Any, held: _Held, now: float) -> _Held:
+def _refresh(db: Any, held: _Held, now: float, signal: bytes | None) -> _Held:
     counted, keys = changes.changed_since(db, CARE, held.counted)
     if keys is None or now - held.loaded > RELOAD:
-        return _Held(counted, now, now)
+        return _Held(counted, now, now, signal=signal)
     _apply(db, held, keys)
-    held.counted, held.looked = counted, now
+    held.counted, held.looked, held.signal = counted, now, signal
     return held
+
+
+def share(db: Any, signal: ChangeSignal | None) -> None:
+    """``db``'s relationships are written by this server's processes alone, which
+    tell each other of their changes through ``signal`` (None: no longer)."""
+    key = _db_key(db)
+    if signal is None:
+        _signals.pop(key, None)
+    else:
+        _signals[key] = signal
+
+
+def exact(db: Any) -> bool:
+    """Whether what this process holds of ``db`` reflects every change of a
+    relationship noted before the caller's last look (:func:`relationships`): the
+    database is signalled (:func:`share`) and its signal could be read."""
+    key = _db_key(db)
+    held = _held.get(key)
+    return key in _signals and held is not None and held.signal is not None
 
 
 def _apply(db: Any, held: _Held, keys: Iterable[str]) -> None:
@@ -163,6 +201,7 @@ def changed(db: Any, keys: list[str] | None) -> None:
         changes.note(db, CARE, keys)
         noted = True
     finally:
+        _bump(db)
         if _lock.acquire(timeout=WAIT):
             try:
                 held = _held.get(_db_key(db))
@@ -186,6 +225,13 @@ def count_lost_change(db: Any) -> None:
     others holding the old one: a process starting notes a change it cannot name,
     so they all drop what they hold once."""
     changes.note(db, CARE, None)
+    _bump(db)
+
+
+def _bump(db: Any) -> None:
+    signal = _signals.get(_db_key(db))
+    if signal is not None:
+        signal.bump()
 
 
 def clear() -> None:

@@ -30,6 +30,7 @@ def break_glass(ctx: Context, caller: Caller, pid: str, reason: str) -> dict[str
     })
     ctx.open_care(caller.practitioner, stored, until, "break-glass", now=now,
                   emergency=True)
+    ctx.access.opened_emergency(pid)  # this request's own record is emergency access
     return {"resourceType": "OperationOutcome", "issue": [{
         "severity": "warning", "code": "informational",
         "diagnostics": f"Emergency access to Patient/{pid} until {instant(until)}; "

@@ -149,7 +149,7 @@ def database(settings: Settings, own: bool = False) -> Iterator[Settings]:
         else:
             lock.close()
             uri, pg_url = _wait_running(data_dir, OWNER_TIMEOUT)
-            yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=pg_url)
+            yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=pg_url, embedded=True)
             return
     state = data_dir / STATE_FILE
     try:
@@ -159,7 +159,8 @@ def database(settings: Settings, own: bool = False) -> Iterator[Settings]:
             with private_file(state, "w") as fh:
                 fh.write(json.dumps({"pid": os.getpid(), "uri": uri,
                                      "postgresql_url": server.postgresql_url}))
-            yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=server.postgresql_url)
+            yield settings.with_(mongodb_uri=uri, ferretdb_postgresql_url=server.postgresql_url,
+                                 embedded=True)
         finally:
             state.unlink(missing_ok=True)
             server.stop()
