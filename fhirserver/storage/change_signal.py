@@ -19,6 +19,7 @@ that the server's own processes alone write (the embedded one) may rely on it.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 #: The file's content: random, so that a new value is never one a reader holds.
@@ -33,15 +34,19 @@ class ChangeSignal:
         self.path = path
         self._fd: int | None = None
         self._pid = 0
+        self._lock = threading.Lock()
 
     def _descriptor(self) -> int | None:
-        if self._fd is None or self._pid != os.getpid():
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                return None
-            self._pid = os.getpid()
-        return self._fd
+        if self._fd is not None and self._pid == os.getpid():
+            return self._fd
+        with self._lock:  # one descriptor per process, however many threads ask at once
+            if self._fd is None or self._pid != os.getpid():
+                try:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except OSError:
+                    return None
+                self._pid = os.getpid()
+            return self._fd
 
     def read(self) -> bytes | None:
         """The current value; None when the file cannot be read (then nothing may be
