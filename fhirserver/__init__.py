@@ -20,8 +20,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .api.state import AppState
     from .auth import consent, reach_cache
     from .auth.access import drop_authorship_relationships
-    from .storage.change_signal import ChangeSignal
-    from .storage.change_signal import path_of as signal_path
     from .storage.repository import Repository
 
     settings = settings or Settings.from_env()
@@ -29,10 +27,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     repo = Repository.from_settings(settings)
-    if settings.embedded:
-        # only this server's processes write it: they signal each other's changes
-        reach_cache.share(repo.db, ChangeSignal(signal_path(settings.data_dir,
-                                                            f"care-{repo.db.name}")))
     # a change another process stored but never noted (a worker killed between the
     # two) is read once by every process: before anything else, so that the others
     # learn of it as soon as the worker started in its place is

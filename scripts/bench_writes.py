@@ -39,12 +39,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fhirserver import create_app
-from fhirserver.auth import reach_cache
 from fhirserver.auth.access import record_care
 from fhirserver.auth.tokens import TokenService
 from fhirserver.config import Settings
 from fhirserver.crypto.master import load
 from fhirserver.crypto.sealing import sealer
+from fhirserver.storage import changes
 from fhirserver.storage.embedded import STATE_FILE, database
 
 console = Console()
@@ -132,7 +132,7 @@ def run(app: Any, repo: Any, settings: Settings, args: argparse.Namespace,
                             lifetime=3600, now=now, fhirUser=DOCTOR,
                             organization="Organization/bench-writes")
     writer = Writer(app, token, patient)
-    signal = reach_cache._signals[reach_cache._db_key(repo.db)]
+    signals = Path(settings.data_dir)
     for _ in range(30):  # warm-up, and records to update
         writer.create()
     figures: dict[tuple[str, str], list[float]] = {}
@@ -142,7 +142,7 @@ def run(app: Any, repo: Any, settings: Settings, args: argparse.Namespace,
             for block in range(args.blocks):
                 for kind in (("signalled", "unsignalled") if block % 2 == 0
                              else ("unsignalled", "signalled")):
-                    reach_cache.share(repo.db, signal if kind == "signalled" else None)
+                    changes.signal_in(repo.db, signals if kind == "signalled" else None)
                     before, cpu = meter.sample(), time.process_time()
                     for _ in range(args.per_block):
                         call()
@@ -151,7 +151,7 @@ def run(app: Any, repo: Any, settings: Settings, args: argparse.Namespace,
                     spent = time.process_time() - cpu + sum(after[k] - before[k] for k in KINDS
                                                             if k != "python")
                     figures.setdefault((name, kind), []).append(1000 * spent / args.per_block)
-    reach_cache.share(repo.db, signal)
+    changes.signal_in(repo.db, signals)
     table = Table(title=f"CPU ms per request ({args.blocks} blocks of {args.per_block} per kind)")
     for col in ("request", "signalled", "unsignalled", "signalled / unsignalled"):
         table.add_column(col, justify="left" if col == "request" else "right")

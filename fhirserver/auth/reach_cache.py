@@ -17,12 +17,12 @@ relationships are read whole again at their next request. The writer's own proce
 applies its change at once, as the cache it replaced forgot the caller's entry (or,
 when another thread holds the cache past WAIT, drops everything at its next look).
 
-On a database that the server's own processes alone write (the embedded one,
-:func:`share`), a writer also bumps a signal file in the data directory
-(``storage/change_signal.py``), and a process whose signal moved since its last look
+On a database that the server's own processes alone write (the embedded one), each
+note is signalled through a file in the data directory (``storage/changes.py``,
+``storage/change_signal.py``), and a process whose signal moved since its last look
 looks again before it answers: what it holds is then as current as the database for
-every change noted before the request came (:func:`exact`), not up to REFRESH
-seconds behind.
+every change noted and signalled before the request came (:func:`exact`), not up to
+REFRESH seconds behind.
 
 Relationships end by time, not by a write: each holds its end, which
 :func:`.reach.live_reach` compares with the request's moment. What it worked out is
@@ -42,7 +42,6 @@ from pymongo.errors import PyMongoError
 
 from .. import errors
 from ..storage import changes
-from ..storage.change_signal import ChangeSignal
 from .reach import with_changes
 
 CARE = "_care_relationships"
@@ -78,9 +77,6 @@ _lock = threading.Lock()
 #: databases whose relationships this process changed while another thread held the
 #: lock past WAIT: everything held is dropped at the next look
 _behind: set[str] = set()
-#: databases whose relationships only this server's processes write, by key: their
-#: signal file
-_signals: dict[str, ChangeSignal] = {}
 
 
 def _db_key(db: Any) -> str:
@@ -98,7 +94,7 @@ def _current(db: Any) -> _Held:
     key = _db_key(db)
     held = _held.get(key)
     now = time.monotonic()
-    signal = _signals.get(key)
+    signal = changes.signal_of(db, CARE)
     news = signal is not None and held is not None and signal.read() != held.signal
     if held is not None and now - held.looked <= REFRESH and not news and key not in _behind:
         return held
@@ -132,23 +128,13 @@ def _refresh(db: Any, held: _Held, now: float, signal: bytes | None) -> _Held:
     return held
 
 
-def share(db: Any, signal: ChangeSignal | None) -> None:
-    """``db``'s relationships are written by this server's processes alone, which
-    tell each other of their changes through ``signal`` (None: no longer)."""
-    key = _db_key(db)
-    if signal is None:
-        _signals.pop(key, None)
-    else:
-        _signals[key] = signal
-
-
 def exact(db: Any) -> bool:
     """Whether what this process holds of ``db`` reflects every change of a
-    relationship noted before the caller's last look (:func:`relationships`): the
-    database is signalled (:func:`share`) and its signal could be read."""
-    key = _db_key(db)
-    held = _held.get(key)
-    return key in _signals and held is not None and held.signal is not None
+    relationship noted and signalled before the caller's last look
+    (:func:`relationships`): the database is signalled and its signal could be read."""
+    held = _held.get(_db_key(db))
+    return changes.signal_of(db, CARE) is not None and held is not None \
+        and held.signal is not None
 
 
 def _apply(db: Any, held: _Held, keys: Iterable[str]) -> None:
@@ -201,7 +187,6 @@ def changed(db: Any, keys: list[str] | None) -> None:
         changes.note(db, CARE, keys)
         noted = True
     finally:
-        _bump(db)
         if _lock.acquire(timeout=WAIT):
             try:
                 held = _held.get(_db_key(db))
@@ -225,13 +210,6 @@ def count_lost_change(db: Any) -> None:
     others holding the old one: a process starting notes a change it cannot name,
     so they all drop what they hold once."""
     changes.note(db, CARE, None)
-    _bump(db)
-
-
-def _bump(db: Any) -> None:
-    signal = _signals.get(_db_key(db))
-    if signal is not None:
-        signal.bump()
 
 
 def clear() -> None:

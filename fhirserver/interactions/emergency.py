@@ -28,9 +28,11 @@ def break_glass(ctx: Context, caller: Caller, pid: str, reason: str) -> dict[str
         "organization": caller.organization, "client": caller.client_id, "reason": reason,
         "at": now, "until": until,
     })
+    # this request's own record is emergency access, even when it fails once the
+    # emergency is stored (the relationship stays)
+    ctx.access.opened_emergency(pid)
     ctx.open_care(caller.practitioner, stored, until, "break-glass", now=now,
                   emergency=True)
-    ctx.access.opened_emergency(pid)  # this request's own record is emergency access
     return {"resourceType": "OperationOutcome", "issue": [{
         "severity": "warning", "code": "informational",
         "diagnostics": f"Emergency access to Patient/{pid} until {instant(until)}; "

@@ -37,6 +37,11 @@ A writer whose note fails notes a change it cannot name instead; when that fails
 too, its process owes the log that note and writes it at its next look, so the other
 processes read the collection whole as soon as the log can be written again.
 
+On the embedded database, whose writers are the processes of one server alone, each
+note is also signalled (``storage/change_signal.py``): a reader whose signal moved
+since its last look looks again at once instead of at its next timed look
+(:func:`signal_in`, :func:`signal_of`).
+
 The notes live in a collection of their own (``<collection>_changes``), so reading
 the cached collection whole never reads them with it; every ``_id`` there is a
 string, which the embedded database's primary key answers by equality.
@@ -49,10 +54,14 @@ import secrets
 import threading
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pymongo import ReadPreference
 from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from .change_signal import ChangeSignal
+from .change_signal import path_of as signal_path
 
 #: Notes kept: a writer deletes the note this many numbers before its own.
 KEEP = 10_000
@@ -91,6 +100,41 @@ def db_key(db: Any) -> str:
         with contextlib.suppress(TypeError):
             base = _addresses.setdefault(client, base)
     return f"{base}/{db.name}"
+
+
+#: per database key, the directory of its change signals: set for a database that
+#: only the processes sharing that directory write (the embedded one)
+_signal_dirs: dict[str, Path] = {}
+#: per (database key, collection), its signal, opened once per process
+_signals: dict[tuple[str, str], ChangeSignal] = {}
+_signals_lock = threading.Lock()
+
+
+def signal_in(db: Any, directory: Path | None) -> None:
+    """Signal every note of ``db``'s change logs in ``directory`` (None: no longer):
+    ``db`` is written by the processes that share that directory alone."""
+    key = db_key(db)
+    with _signals_lock:
+        for known in [k for k in _signals if k[0] == key]:
+            del _signals[known]
+        if directory is None:
+            _signal_dirs.pop(key, None)
+        else:
+            _signal_dirs[key] = Path(directory)
+
+
+def signal_of(db: Any, collection: str) -> ChangeSignal | None:
+    """The signal of ``collection``'s change log (None: ``db`` is not signalled)."""
+    key = db_key(db)
+    found = _signals.get((key, collection))
+    if found is not None or key not in _signal_dirs:
+        return found
+    with _signals_lock:
+        directory = _signal_dirs.get(key)
+        if directory is None:
+            return None
+        return _signals.setdefault(
+            (key, collection), ChangeSignal(signal_path(directory, f"{collection}-{db.name}")))
 
 
 def primary(db: Any, name: str) -> Any:
@@ -132,6 +176,9 @@ def record(db: Any, collection: str, key: str | None) -> int:
                        upsert=True)
     except DuplicateKeyError:  # another writer's first hint at the same moment
         log.update_one({"_id": collection}, {"$max": {"n": number}})
+    signal = signal_of(db, collection)
+    if signal is not None:
+        signal.bump()
     if number > KEEP:
         log.delete_one({"_id": _note_id(collection, number - KEEP)})
     return number

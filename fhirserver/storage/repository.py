@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from functools import partial
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,7 @@ from ..search.latest import GROUPED, MARKER, group_doc, group_of
 from ..search.shards import ORDER_FIELD, resume_position, walked
 from ..search.shards import plan as shard_plan
 from ..search.sorting import row_key, sort_values
+from . import changes
 from .day_buckets import add_day_buckets
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
 from .indexing import rebuild_current
@@ -182,6 +184,10 @@ class Repository:
             transactions=settings.mongodb_transactions,
             postgresql_url=settings.ferretdb_postgresql_url,
         )
+        if settings.embedded:
+            # only the processes of this data directory write it: they signal their
+            # notes of changes to each other (storage/changes.py)
+            changes.signal_in(repo.db, Path(settings.data_dir))
         try:
             # Another key could open no data key: stop here, with both key ids named.
             bind(repo.db, master)

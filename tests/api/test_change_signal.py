@@ -14,6 +14,7 @@ from pymongo import monitoring
 from pymongo.monitoring import CommandListener
 
 from fhirserver.auth import reach_cache
+from fhirserver.storage import changes
 from fhirserver.storage.change_signal import ChangeSignal
 from tests import factories as f
 
@@ -22,14 +23,14 @@ from .test_audit import _purpose, break_glass, events
 
 
 @pytest.fixture
-def settings(settings):  # noqa: F811 - the suite's, on a database declared embedded
+def settings(settings):  # the suite's, on a database declared embedded
     return settings.with_(embedded=True)
 
 
 @pytest.fixture(autouse=True)
-def _unshared(app):
+def _unsignalled(app):
     yield
-    reach_cache.share(app.extensions["fhirserver"].repo.db, None)
+    changes.signal_in(app.extensions["fhirserver"].repo.db, None)
 
 
 class EmergencyLookups(CommandListener):
@@ -106,8 +107,7 @@ def test_a_write_after_another_workers_break_the_glass_is_emergency_without_a_qu
     assert dr.post("Observation", f.observation(calm)).status_code == 201
     assert _purpose(events(app)[-1]) != "ETREAT" and LOOKUPS.seen == 0
 
-    unreadable = ChangeSignal(tmp_path / "no-such-directory" / "care.signal")
-    reach_cache.share(app.extensions["fhirserver"].repo.db, unreadable)
+    changes.signal_in(app.extensions["fhirserver"].repo.db, tmp_path / "no-such-directory")
     assert dr.post("Observation", f.observation(calm)).status_code == 201
     assert _purpose(events(app)[-1]) != "ETREAT"
     assert LOOKUPS.seen == 1
@@ -130,12 +130,34 @@ def test_a_card_scanned_in_another_worker_is_reached_at_once(fhir, app, monkeypa
     scan_card(fhir, app, second, dr)
 
     _as_before(app, before)
-    signal = reach_cache._signals[reach_cache._db_key(app.extensions["fhirserver"].repo.db)]
+    signal = changes.signal_of(app.extensions["fhirserver"].repo.db, reach_cache.CARE)
+    assert signal is not None
     _held(app).signal = signal.read()  # as if nobody had signalled
     assert late not in dr.ids("Observation")
 
     _as_before(app, before)
     assert late in dr.ids("Observation")
+
+
+def test_every_note_of_a_change_is_signalled_whoever_writes_it(app, settings):
+    """Any process of the data directory that notes a change signals it: a server's
+    worker, and a command such as an import, which builds its repository alone."""
+    from fhirserver.storage.repository import Repository
+
+    db = app.extensions["fhirserver"].repo.db
+    signal = changes.signal_of(db, reach_cache.CARE)
+    assert signal is not None
+    before = signal.read()
+    changes.note(db, reach_cache.CARE, ["Practitioner/x|p"])
+    assert signal.read() != before
+    changes.signal_in(db, None)
+    other = Repository.from_settings(settings, initialise=False)
+    try:
+        before = signal.read()
+        changes.note(other.db, reach_cache.CARE, ["Practitioner/x|q"])
+        assert signal.read() != before
+    finally:
+        other.close()
 
 
 def test_a_signal_is_seen_by_every_reader_of_its_file(tmp_path):
@@ -154,3 +176,63 @@ def test_a_signal_is_seen_by_every_reader_of_its_file(tmp_path):
     lost = ChangeSignal(tmp_path / "missing" / "x.signal")
     lost.bump()
     assert lost.read() is None
+
+
+def test_a_signal_file_deleted_or_replaced_is_followed_to_the_new_one(tmp_path):
+    """A reader that opened the file before it was deleted (a clean-up) or replaced
+    (a restore) reads the file now at the path, which the others write: a change
+    signalled there is news to it."""
+    path = tmp_path / "care-x.signal"
+    reader = ChangeSignal(path)
+    held = reader.read()
+    path.unlink()
+    ChangeSignal(path).bump()  # a worker started since: it opened a new file
+    assert reader.read() not in (held, None)
+    held = reader.read()
+    replacement = tmp_path / "restored"
+    replacement.write_bytes(b"12345678")
+    replacement.replace(path)
+    assert reader.read() == b"12345678"
+
+
+def test_a_signal_that_could_not_be_written_proves_nothing_to_its_writer(tmp_path):
+    """The others never learn of a change whose signal was lost: until this process
+    signals again, what it reads is unknown (its writes then ask the database)."""
+    directory = tmp_path / "data"
+    directory.mkdir()
+    signal = ChangeSignal(directory / "care-x.signal")
+    assert signal.read() is not None
+    (directory / "care-x.signal").unlink()
+    directory.rmdir()
+    signal.bump()
+    assert signal.read() is None
+    directory.mkdir()
+    assert signal.read() is None  # still: the lost one is not made good by a read
+    signal.bump()
+    assert signal.read() is not None
+
+
+def test_a_break_the_glass_that_fails_once_its_emergency_is_stored_is_recorded_as_one(
+        fhir, app, monkeypatch):
+    """DESIGN.md section 1: the emergency relationship is stored, then the request
+    fails (here: a Patient write in flight that never ends, a 409); the relationship
+    stays, and the failed request's record is emergency access too."""
+    import time
+
+    from fhirserver.storage.unit_of_work import Finished
+
+    monkeypatch.setattr(reach_cache, "REFRESH", 60.0)
+    emergency_role(app, "dr-li")
+    pid = fhir.create(f.patient("Treated"))["id"]
+    dr = clinician(app, fhir)
+    scan_card(fhir, app, pid, dr)
+    assert dr.get(f"Patient/{pid}").status_code == 200
+    with monkeypatch.context() as m:
+        m.setattr(Finished, "still_in_flight", lambda self, entries: ["busy"])
+        m.setattr(time, "sleep", lambda s: None)
+        r = dr.post(f"Patient/{pid}/$break-glass", {"resourceType": "Parameters", "parameter": [
+            {"name": "reason", "valueString": "sepsis"}]})
+    assert r.status_code == 409, r.get_json()
+    db = app.extensions["fhirserver"].repo.db
+    assert db[reach_cache.CARE].find_one({"_id": f"Practitioner/dr-li|{pid}"})["emergency"]
+    assert _purpose(events(app)[-1]) == "ETREAT"
