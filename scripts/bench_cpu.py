@@ -17,6 +17,7 @@ from pathlib import Path
 KINDS = ("python", "ferretdb", "postgresql")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
+AUTOVACUUM = "postgres: autovacuum worker"
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
@@ -112,8 +113,8 @@ class ServerCpu:
         parents = {p: s[0] for p in holders if (s := _stat(p)) is not None}
         self.roots = {min(p for p in holders if parents.get(p) not in holders)}
 
-    def sample(self) -> dict[str, float]:
-        """CPU seconds so far of every process in the server's tree, by kind."""
+    def _tree(self) -> tuple[set[int], dict[int, float]]:
+        """The server's processes now, and the CPU seconds of every process."""
         parents: dict[int, int] = {}
         seconds: dict[int, float] = {}
         for p in _pids():
@@ -124,8 +125,21 @@ class ServerCpu:
         while below:
             below = {p for p, parent in parents.items() if parent in below} - tree
             tree |= below
+        return tree, seconds
+
+    def sample(self) -> dict[str, float]:
+        """CPU seconds so far of every process in the server's tree, by kind."""
+        tree, seconds = self._tree()
         out = dict.fromkeys(KINDS, 0.0)
         for p in tree:
             if p in seconds:
                 out[_kind(p)] += seconds[p]
         return out
+
+    def maintenance(self) -> list[str]:
+        """The server's PostgreSQL autovacuum workers at work now (``autovacuum worker
+        ferretdb``). After an import, or rows that wrote, PostgreSQL vacuums and
+        analyses the grown tables for a minute or more; a row timed meanwhile would
+        count that work as its own, and its latencies would queue behind it."""
+        return [cmd.strip() for p in self._tree()[0]
+                if (cmd := _cmdline(p)).startswith(AUTOVACUUM)]
