@@ -177,6 +177,10 @@ def patient_consent(rtype: str, rid: str) -> Response:
         current = consent.change(ctx.repo.db, ctx.repo.search_claims, rid, flags,
                                  alive=lambda: _registered(ctx.repo, rid))
     else:
+        if not _registered(ctx.repo, rid):
+            # As a change would (consent.change): an id that holds no Patient has no
+            # choices to show, rather than defaults that read as the person's own.
+            raise errors.NotFound(f"Resource Patient/{rid} is not known")
         current = consent.load(ctx.repo.db, [rid]).get(rid) or consent.Choice()
     return render(200, {"resourceType": "Parameters", "parameter": [
         {"name": "restrictSensitive", "valueBoolean": current.restrict_sensitive},

@@ -67,6 +67,19 @@ def test_a_deleted_persons_sharing_choices_end_with_the_record(fhir):
     assert got == {"restrictSensitive": False, "optOut": False, "shareWithFamily": False}
 
 
+def test_sharing_choices_of_an_id_without_a_patient_are_not_found(fhir):
+    """GET $consent of an id that holds no Patient (never did, or deleted) is 404 as
+    its POST is (http.html#read: an unknown resource is 404), not defaults that an
+    operator would read as the person's own choices."""
+    pid = fhir.create(f.patient("Leaving"))["id"]
+    assert fhir.delete(f"Patient/{pid}").status_code == 200
+    for rid in (pid, "never-registered"):
+        for r in (fhir.get(f"Patient/{rid}/$consent"),
+                  fhir.post(f"Patient/{rid}/$consent", params(optOut="true"))):
+            assert r.status_code == 404, r.get_json()
+            assert r.get_json()["resourceType"] == "OperationOutcome"
+
+
 def test_a_scan_that_found_the_deleted_person_leaves_the_newcomers_card(
         fhir, app, monkeypatch):
     """A scan of the deleted person's card that found their record, then waited while
