@@ -66,3 +66,30 @@ def counted(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, FindCounts]]:
         yield client[db_name], finds
     finally:
         client.close()
+
+
+class Commands(CommandListener):
+    """Every command sent while active, as (command name, collection)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.active:
+            target = event.command.get(event.command_name)
+            self.sent.append((event.command_name, target if isinstance(target, str) else ""))
+
+    def succeeded(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def failed(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def commands_listening() -> Commands:
+    """A registered listener of every command of clients created from now on, inactive
+    until a test turns it on."""
+    listener = Commands()
+    monitoring.register(listener)
+    return listener

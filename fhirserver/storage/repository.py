@@ -67,6 +67,7 @@ from .records import Stored, Write
 from .reencryption import Progress, Reencryption
 from .search_claims import SearchClaims
 from .stored_form import resource_of
+from .table_estimates import TableEstimates
 from .unit_of_work import UnitOfWork, Verify
 
 #: Indexes of the collections beside the resources: care relationships by who holds
@@ -131,6 +132,7 @@ class Repository:
     ) -> None:
         self.db_name = db_name
         self.postgresql_url = postgresql_url
+        self.table_estimates = TableEstimates(postgresql_url, db_name) if postgresql_url else None
         self.alias = f"fhir-{uuid.uuid4().hex[:12]}"
         connect(db=db_name, host=uri, alias=self.alias, tz_aware=True, uuidRepresentation="standard")
         self.client = get_connection(self.alias)
@@ -642,8 +644,15 @@ class Repository:
         return key_values(name, [d["_id"] for d in found])
 
     def estimated_count(self, rtype: str) -> int:
-        """The number of current documents of a type, from collection metadata."""
-        return self.cols.current[rtype].estimated_document_count()
+        """The number of current documents of a type, from collection metadata, or
+        under FerretDB on PostgreSQL from PostgreSQL's statistics: FerretDB counts by
+        reading every document (storage/table_estimates.py)."""
+        collection = self.cols.current[rtype]
+        if self.table_estimates is not None:
+            known = self.table_estimates.count(collection.name)
+            if known is not None:
+                return known
+        return collection.estimated_document_count()
 
     def claim_holder(self, key: str) -> str | None:
         """The id of the active Patient holding unique identifier ``system|value``."""
