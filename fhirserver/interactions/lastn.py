@@ -21,9 +21,10 @@ from ..search.query import Clause
 from ..search.results import parse_whole
 from ..storage.latest import ORDER, newest_per_group
 from ..storage.records import Stored
+from .bounds import bounded
 from .bundles import bundle, link, match_entry, outcome_entry, page_url
 from .context import Context
-from .search import bounded, matching_named, parse, touch_searched
+from .search import matching_named, parse, touch_searched
 
 #: The parameters that name the patient whose groups the registry answers for.
 PATIENT = frozenset({"patient", "subject"})

@@ -19,12 +19,13 @@ from ..auth.lookup_rules import uses_lookup_exception
 from ..search.blinding import identity_probes
 from ..search.buckets import newest_first
 from ..search.compile import compile_clause, compile_filter
-from ..search.keys import is_indexed, lifted, named_patients, selective_key
+from ..search.keys import lifted, named_patients, selective_key
 from ..search.parse import parse_query
 from ..search.query import Clause, SearchQuery
 from ..search.shards import POPULATION_SORT, estimate, resume_position
 from ..search.sorting import DEFAULT_SORT, after, compile_sort, decode_key, encode_key, reverse
 from ..storage.records import Stored
+from .bounds import bounded
 from .bundles import (
     bundle,
     decode_cursor,
@@ -88,20 +89,6 @@ def matching_named(ctx: Context, query: SearchQuery,
     except errors.Forbidden:
         touch_searched(ctx, query, extra_filter or {})
         raise
-
-
-def bounded(ctx: Context, rtype: str, flt: dict[str, Any]) -> None:
-    """Refuse (400 too-costly, search.html#errors) a search no index can answer once
-    its type holds more than ``FHIR_SCAN_LIMIT`` records: it would read them all,
-    and a clinician at a desk would wait for it. Narrow it by patient, code or
-    identifier."""
-    if is_indexed(rtype, flt):
-        return
-    limit = ctx.settings.scan_limit
-    if ctx.repo.estimated_count(rtype) > limit:
-        raise errors.TooCostly(
-            f"This {rtype} search would read every one of more than {limit} records: "
-            "add a parameter that narrows it (patient, subject, code, identifier, _id)")
 
 
 def is_identifier_lookup(query: SearchQuery) -> bool:

@@ -71,3 +71,70 @@ def test_lastn_without_a_patient_on_a_large_type_is_400_too_costly(fhir):
     assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly"
     r = fhir.get(f"Observation/$lastn?patient={pid}")
     assert r.status_code == 200 and len(r.get_json()["entry"]) >= 1
+
+
+def _report(pid: str, results: list[str], status: str = "final") -> dict:
+    return {"resourceType": "DiagnosticReport", "status": status,
+            "code": {"coding": [{"system": "http://loinc.org", "code": "24323-8"}]},
+            "subject": {"reference": f"Patient/{pid}"},
+            **({"result": [{"reference": f"Observation/{o}"} for o in results]} if results else {})}
+
+
+def test_has_whose_inner_condition_no_index_answers_is_400_too_costly_search_has(fhir):
+    """A ``_has`` (search.html#has) runs its inner query alone against the referring
+    type, whatever narrows the outer search: ``status=final`` over every
+    DiagnosticReport is the whole collection, refused on a large type like any
+    search no index answers (search.html#errors); a code narrows it."""
+    pid = fhir.create(f.patient())["id"]
+    obs = [fhir.create(f.observation(pid))["id"] for _ in range(5)]
+    for o in obs:
+        fhir.create(_report(pid, [o]))
+    r = fhir.get(f"Observation?patient={pid}&_has:DiagnosticReport:result:status=final")
+    assert r.status_code == 400, r.get_json()
+    issue = r.get_json()["issue"][0]
+    assert issue["code"] == "too-costly"
+    assert issue["expression"] == ["_has:DiagnosticReport:result"]
+    r = fhir.get(f"Observation?patient={pid}"
+                 "&_has:DiagnosticReport:result:code=http://loinc.org|24323-8")
+    assert r.status_code == 200
+    assert sorted(e["resource"]["id"] for e in r.get_json()["entry"]) == sorted(obs)
+
+
+def test_a_chain_whose_inner_condition_no_index_answers_is_400_too_costly_search_chaining(
+        fhir):
+    """A chain (search.html#chaining) runs its inner query first and alone: over a
+    large type it must be answered from an index, as a search of its own must."""
+    for n in range(5):
+        fhir.create(f.patient(f"Family{n}", gender="female"))
+    r = fhir.get("Observation?code=http://loinc.org|15074-8&patient.gender=female")
+    assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly"
+    assert fhir.get("Observation?code=http://loinc.org|15074-8"
+                    "&patient.family=Family1").status_code == 200
+
+
+@pytest.fixture
+def report_finds():  # type: ignore[no-untyped-def]
+    from tests.finds import listening
+
+    return listening("DiagnosticReport")
+
+
+def test_revinclude_reads_the_referrers_through_an_index_search_revinclude(report_finds, fhir):
+    """``_revinclude`` (search.html#revinclude) finds the referring resources by an
+    indexed equality per page resource, never by a list the database cannot look up
+    (which read every DiagnosticReport): each of its finds is pinned by ``refs``."""
+    pid = fhir.create(f.patient())["id"]
+    obs = [fhir.create(f.observation(pid))["id"] for _ in range(3)]
+    reports = [fhir.create(_report(pid, obs[:2]))["id"], fhir.create(_report(pid, [obs[2]]))["id"]]
+    fhir.create(_report(fhir.create(f.patient())["id"], []))  # refers to none of them
+    for rev in ("DiagnosticReport:result", "*"):
+        report_finds.active, report_finds.filters = True, []
+        r = fhir.get(f"Observation?patient={pid}&_revinclude={rev}")
+        report_finds.active = False
+        assert r.status_code == 200
+        got = sorted(e["resource"]["id"] for e in r.get_json()["entry"]
+                     if e["search"]["mode"] == "include")
+        assert got == sorted(reports), rev
+        assert report_finds.filters
+        assert all(isinstance(flt.get("refs"), str) for flt in report_finds.filters), \
+            report_finds.filters
