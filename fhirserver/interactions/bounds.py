@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from .. import errors
-from ..search.keys import is_indexed
+from ..search.keys import indexed_branches, is_indexed
 from .context import Context
 
 
 def bounded(ctx: Context, rtype: str, flt: dict[str, Any], through: str | None = None) -> None:
     """Refuse ``flt`` on ``rtype`` when no index answers it and the type is large.
     ``through``: the chained or ``_has`` parameter whose inner query it is."""
-    if is_indexed(rtype, flt):
-        return
+    if is_indexed(rtype, flt) or indexed_branches(rtype, flt) is not None:
+        return  # an index answers it, or one per id of the few it is limited to
     limit = ctx.settings.scan_limit
     if ctx.repo.estimated_count(rtype) <= limit:
         return

@@ -324,3 +324,57 @@ def selective_key(rtype: str, flt: Filter) -> bool:
     one of a parameter with few values?"""
     key = lifted(rtype, flt).get(KEY_FIELD)
     return key is not None and not _broad(key)
+
+
+#: A filter limited to at most this many ids (the patients a clinician treats) may be
+#: read id by id: :func:`indexed_branches`.
+ID_LOOKUPS_MAX = 1000
+
+
+def _alternatives(cond: Filter) -> list[Filter] | None:
+    """``cond`` as filters any match satisfies one of: an ``_id`` list as one
+    equality per id, an ``$or`` as its branches (each split the same way)."""
+    ids = cond.get("_id") if set(cond) == {"_id"} else None
+    if isinstance(ids, dict) and set(ids) == {"$in"} and isinstance(ids["$in"], list) \
+            and all(isinstance(i, str) for i in ids["$in"]):
+        return [{"_id": i} for i in sorted(set(ids["$in"]))]
+    if set(cond) == {"$or"} and isinstance(cond["$or"], list):
+        out: list[Filter] = []
+        for branch in cond["$or"]:
+            if not isinstance(branch, dict):
+                return None
+            out += _alternatives(branch) or [branch]
+        return out
+    return None
+
+
+def indexed_branches(rtype: str, flt: Filter) -> list[Filter] | None:
+    """``flt`` as a union of filters that each reach an index, when it reaches none
+    itself but one of its conditions is a list of ids, or an ``$or`` of those and
+    indexed equalities: a clinician's search of Patients is limited to those they
+    treat or registered (``{$or: [{_id: {$in: [...]}}, {by: ...}]}``), which no
+    index answers on FerretDB (``$in`` and ``$or`` are never pushed down), so it read
+    every Patient; read branch by branch it costs a look-up per patient treated.
+    None when ``flt`` reaches an index already, or has no such condition, or one of
+    more than :data:`ID_LOOKUPS_MAX` branches."""
+    if is_indexed(rtype, flt):
+        return None
+    parts = [flt["$and"]] if set(flt) == {"$and"} and isinstance(flt["$and"], list) else None
+    conjuncts: list[Filter] = []
+    stack = list(parts[0]) if parts else [flt]
+    while stack:
+        part = stack.pop(0)
+        if isinstance(part, dict) and set(part) == {"$and"} and isinstance(part["$and"], list):
+            stack[:0] = part["$and"]
+        elif isinstance(part, dict):
+            conjuncts.append(part)
+        else:
+            return None
+    for i, conjunct in enumerate(conjuncts):
+        branches = _alternatives(conjunct)
+        if not branches or len(branches) > ID_LOOKUPS_MAX \
+                or not all(is_indexed(rtype, b) for b in branches):
+            continue
+        rest = conjuncts[:i] + conjuncts[i + 1:]
+        return [{"$and": [*rest, b]} if rest else b for b in branches]
+    return None

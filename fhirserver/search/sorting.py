@@ -145,3 +145,33 @@ def decode_key(raw: Any) -> list[Any]:
         else:
             raise Invalid("Invalid paging cursor", expression="_cursor")
     return out
+
+
+#: MongoDB's order of the kinds of value a sort field holds (null and missing first).
+_KIND_ORDER = ((type(None), 0), (bool, 5), (int, 1), (float, 1), (str, 2), (datetime, 6))
+
+
+def _kind(value: Any) -> int:
+    for kind, rank in _KIND_ORDER:
+        if isinstance(value, kind):
+            return rank
+    return 9
+
+
+def compare_rows(sort: Sequence[SortKey], a: Sequence[Any], b: Sequence[Any]) -> int:
+    """-1, 0 or 1 as the row keys ``a`` and ``b`` (:func:`row_key`) come in ``sort``
+    order, as MongoDB orders them (missing lowest): for rows read in several queries
+    and merged."""
+    for (_, direction), x, y in zip(sort, a, b, strict=True):
+        kx, ky = _kind(x), _kind(y)
+        if kx != ky:
+            order = (kx > ky) - (kx < ky)
+        elif x is None:
+            order = 0
+        else:
+            if isinstance(x, datetime) and isinstance(y, datetime):
+                x, y = utc(x), utc(y)
+            order = (x > y) - (x < y)
+        if order:
+            return order * (1 if direction > 0 else -1)
+    return 0

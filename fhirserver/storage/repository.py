@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
-from functools import partial
+from functools import cmp_to_key, partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,11 +46,11 @@ from ..search.buckets import (
     walk_plan,
 )
 from ..search.catalog import parameters_for
-from ..search.keys import EXACT_TYPES, KEY_FIELD, key_values, keys_of, lifted
+from ..search.keys import EXACT_TYPES, KEY_FIELD, indexed_branches, key_values, keys_of, lifted
 from ..search.latest import GROUPED, MARKER, group_doc, group_of
 from ..search.shards import ORDER_FIELD, resume_position, walked
 from ..search.shards import plan as shard_plan
-from ..search.sorting import row_key, sort_values
+from ..search.sorting import compare_rows, row_key, sort_values
 from . import changes
 from .day_buckets import add_day_buckets
 from .documents import SEARCH_CLAIMS_COLLECTION, build_collections
@@ -556,9 +556,34 @@ class Repository:
         plan = walk_plan(rtype, sort)
         if plan is not None and self.patient_walk(rtype, flt):
             return self._walk(rtype, flt, sort, limit, plan, flt["pat"], start)
-        cursor = self.cols.current[rtype].find(flt, _KEYED)
-        cursor = cursor.sort(list(sort)).limit(limit)
-        return [(self._stored(rtype, d), row_key(sort, d)) for d in cursor]
+        docs = self._by_branches(rtype, query, _KEYED, sort, limit)
+        if docs is None:
+            docs = list(self.cols.current[rtype].find(flt, _KEYED).sort(list(sort)).limit(limit))
+        return [(self._stored(rtype, d), row_key(sort, d)) for d in docs]
+
+    def _by_branches(self, rtype: str, query: dict[str, Any], projection: dict[str, Any],
+                     sort: Sequence[tuple[str, int]] = (), limit: int = 0,
+                     ) -> list[dict[str, Any]] | None:
+        """The matches of ``query`` read branch by branch when it reaches no index
+        itself but splits into branches that each do (a clinician's patients, id by
+        id: search/keys.py ``indexed_branches``), merged in ``sort`` order and cut to
+        ``limit``; None when it does not split."""
+        branches = indexed_branches(rtype, query)
+        if branches is None:
+            return None
+        found: dict[Any, dict[str, Any]] = {}
+        collection = self.cols.current[rtype]
+        for branch in branches:
+            cursor = collection.find(_live(rtype, branch), projection)
+            if sort:
+                cursor = cursor.sort(list(sort))
+            for d in cursor.limit(limit) if limit else cursor:
+                found.setdefault(d["_id"], d)
+        docs = list(found.values())
+        if sort:
+            docs.sort(key=cmp_to_key(
+                lambda a, b: compare_rows(sort, row_key(sort, a), row_key(sort, b))))
+        return docs[:limit] if limit else docs
 
     def _shard_walk(self, rtype: str, flt: dict[str, Any], sort: Sequence[tuple[str, int]],
                     limit: int, start: Sequence[Any] | None) -> list[tuple[Stored, list[Any]]]:
@@ -677,11 +702,17 @@ class Repository:
         return out
 
     def count(self, rtype: str, query: dict[str, Any]) -> int:
-        flt = _live(rtype, query)
-        return self.cols.current[rtype].count_documents(flt)
+        docs = self._by_branches(rtype, query, {"_id": 1})
+        if docs is not None:
+            return len(docs)
+        return self.cols.current[rtype].count_documents(_live(rtype, query))
 
     def compartments(self, rtype: str, query: dict[str, Any], limit: int) -> list[str]:
         """The patients (up to ``limit``) whose current resources match ``query``."""
+        docs = self._by_branches(rtype, query, {"pat": 1})
+        if docs is not None:
+            field = "_id" if rtype == "Patient" else "pat"
+            return list(dict.fromkeys(str(d[field]) for d in docs if d.get(field)))[:limit]
         flt = _live(rtype, query)
         key = "$_id" if rtype == "Patient" else "$pat"
         found = self.cols.current[rtype].aggregate(

@@ -138,3 +138,51 @@ def test_revinclude_reads_the_referrers_through_an_index_search_revinclude(repor
         assert report_finds.filters
         assert all(isinstance(flt.get("refs"), str) for flt in report_finds.filters), \
             report_finds.filters
+
+
+@pytest.fixture
+def patient_finds():  # type: ignore[no-untyped-def]
+    from tests.finds import listening
+
+    return listening("Patient")
+
+
+def test_a_clinicians_patient_list_reads_their_patients_not_every_patient(
+        patient_finds, fhir, app):
+    """``Patient?_count=N`` from a clinician (the clinician app's first screen) is
+    limited to the patients they treat or registered, a list FerretDB cannot look up
+    in one query: it read every Patient of the server (5 s at 20,000). It is read
+    patient by patient, each an equality an index answers, and pages, counts
+    (search.html#count) and sorts (search.html#sort) come out as they did."""
+    from datetime import UTC, datetime, timedelta
+
+    from fhirserver.auth.access import record_care
+    from tests.api.test_access import clinician
+
+    db = app.extensions["fhirserver"].repo.db
+    treated = [fhir.create(f.patient(f"Treated{n}", birthDate=f"19{50 + n}-01-01"))["id"]
+               for n in range(5)]
+    for n in range(4):
+        fhir.create(f.patient(f"Stranger{n}"))
+    for pid in treated:
+        record_care(db, "Practitioner/dr-li", pid, datetime.now(UTC) + timedelta(hours=2), "test")
+    dr = clinician(app, fhir)
+    registered = dr.post("Patient", f.patient("Registered", birthDate="1949-01-01"))
+    assert registered.status_code == 201, registered.get_json()
+    mine = [*treated, registered.get_json()["id"]]
+    patient_finds.active = True
+    seen, url = [], "Patient?_count=2&_sort=-birthdate"
+    while url:
+        r = dr.get(url)
+        assert r.status_code == 200, r.get_json()
+        page = r.get_json()
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"].split("/fhir/", 1)[1] for link in page["link"]
+                    if link["relation"] == "next"), None)
+    counted = dr.get("Patient?_summary=count").get_json()["total"]
+    patient_finds.active = False
+    assert seen == [*reversed(treated), mine[-1]]  # newest birth date first
+    assert counted == len(mine)
+    assert patient_finds.filters
+    for flt in patient_finds.filters:
+        assert isinstance(flt.get("_id") or flt.get("by"), str), flt
