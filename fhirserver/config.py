@@ -35,7 +35,7 @@ class Settings:
     max_count: int = 1000  # FHIR_MAX_COUNT
     # A search no index can answer (no patient, code, identifier, id...) is refused
     # with 400 too-costly once its type holds more records than this.
-    scan_limit: int = 20000  # FHIR_SCAN_LIMIT
+    scan_limit: int = 2000  # FHIR_SCAN_LIMIT
     # Time zone used for dates without one, in queries and stored data (IANA name).
     timezone: str = "Asia/Shanghai"  # FHIR_TIMEZONE
     # Embedded database (PostgreSQL behind FerretDB): where it keeps its files, and

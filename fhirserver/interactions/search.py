@@ -154,7 +154,8 @@ def search(
     query = parse(ctx, rtype, params, strict=strict)
     lookup = _identity_lookup(ctx, query, note)
     flt = matching_named(ctx, query, extra_filter)
-    bounded(ctx, rtype, flt)
+    if flt or not listing(query):
+        bounded(ctx, rtype, flt)
     if ctx.access is not None:
         touch_searched(ctx, query, flt)
     applied = list(query.applied)
@@ -226,6 +227,15 @@ def touch_searched(ctx: Context, query: SearchQuery, flt: dict[str, Any]) -> Non
     if ctx.access is not None:
         for patient in named[:AUDITED_PATIENTS]:
             ctx.access.touch(patient)
+
+
+def listing(query: SearchQuery) -> bool:
+    """Is this a page of records in the server's order, with no count of them
+    (``_summary=count``, ``_count=0``, ``_total=accurate``)? Without a condition it
+    is read shard by shard at the cost of the page (``Repository.population_walk``),
+    while a count would read them all."""
+    return unsorted(query) and query.summary != "count" and query.count != 0 \
+        and query.total != "accurate"
 
 
 def unsorted(query: SearchQuery) -> bool:

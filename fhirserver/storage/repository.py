@@ -366,9 +366,11 @@ class Repository:
     def population_walk(self, rtype: str, query: dict[str, Any]) -> bool:
         """Is an unsorted page of ``query`` a population page read shard by shard
         (search/shards.py)? Only once every record has its shards, and only for a
-        key that selects a large share of the type, with no patient pinned."""
+        key that selects a large share of the type, with no patient pinned, or for
+        no condition at all (``GET Patient``: every record matches, so each shard
+        read fills the page with what it holds)."""
         flt = lifted(rtype, query)
-        if "pat" in flt or "_id" in flt or not walked(flt.get(KEY_FIELD)):
+        if query and ("pat" in flt or "_id" in flt or not walked(flt.get(KEY_FIELD))):
             return False
         if not self._shards_ready:
             self._shards_ready = not self.population_shards_pending()

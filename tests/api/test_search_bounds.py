@@ -186,3 +186,31 @@ def test_a_clinicians_patient_list_reads_their_patients_not_every_patient(
     assert patient_finds.filters
     for flt in patient_finds.filters:
         assert isinstance(flt.get("_id") or flt.get("by"), str), flt
+
+
+def test_a_listing_without_conditions_pages_by_shards_and_a_count_of_all_is_refused(
+        patient_finds, fhir):
+    """``GET Patient`` (http.html#search, no parameters) pages through the type at
+    the cost of each page: every record matches, so it is read shard by shard
+    (search/shards.py), finest shards first, each pinned by an indexed equality. Counting them all, or sorting them all, would read
+    every record: refused on a large type (search.html#errors)."""
+    made = {fhir.create(f.patient(f"Listed{n}"))["id"] for n in range(7)}
+    patient_finds.active = True
+    seen: list[str] = []
+    url: str | None = "Patient?_count=2"
+    while url:
+        r = fhir.get(url)
+        assert r.status_code == 200, r.get_json()
+        page = r.get_json()
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"].split("/fhir/", 1)[1] for link in page["link"]
+                    if link["relation"] == "next"), None)
+    patient_finds.active = False
+    assert sorted(seen) == sorted(made)
+    # read in the walk's order: finest shards first (on a type this small each page
+    # goes on to the coarsest, which a large one fills long before)
+    assert isinstance(patient_finds.filters[0].get("ps"), str), patient_finds.filters
+    for refused in ("Patient?_summary=count", "Patient?_total=accurate", "Patient?_count=0",
+                    "Patient?_sort=family"):
+        r = fhir.get(refused)
+        assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly", refused
