@@ -140,6 +140,19 @@ def test_revinclude_reads_the_referrers_through_an_index_search_revinclude(repor
             report_finds.filters
 
 
+def paged(get, url: str | None) -> list[str]:  # type: ignore[no-untyped-def]
+    """The ids of every page from ``url`` on, following next links (http.html#paging)."""
+    seen: list[str] = []
+    while url:
+        r = get(url)
+        assert r.status_code == 200, r.get_json()
+        page = r.get_json()
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"].split("/fhir/", 1)[1] for link in page["link"]
+                    if link["relation"] == "next"), None)
+    return seen
+
+
 @pytest.fixture
 def patient_finds():  # type: ignore[no-untyped-def]
     from tests.finds import listening
@@ -171,14 +184,7 @@ def test_a_clinicians_patient_list_reads_their_patients_not_every_patient(
     assert registered.status_code == 201, registered.get_json()
     mine = [*treated, registered.get_json()["id"]]
     patient_finds.active = True
-    seen, url = [], "Patient?_count=2&_sort=-birthdate"
-    while url:
-        r = dr.get(url)
-        assert r.status_code == 200, r.get_json()
-        page = r.get_json()
-        seen += [e["resource"]["id"] for e in page.get("entry", [])]
-        url = next((link["url"].split("/fhir/", 1)[1] for link in page["link"]
-                    if link["relation"] == "next"), None)
+    seen = paged(dr.get, "Patient?_count=2&_sort=-birthdate")
     counted = dr.get("Patient?_summary=count").get_json()["total"]
     patient_finds.active = False
     assert seen == [*reversed(treated), mine[-1]]  # newest birth date first
@@ -192,19 +198,12 @@ def test_a_listing_without_conditions_pages_by_shards_and_a_count_of_all_is_refu
         patient_finds, fhir):
     """``GET Patient`` (http.html#search, no parameters) pages through the type at
     the cost of each page: every record matches, so it is read shard by shard
-    (search/shards.py), finest shards first, each pinned by an indexed equality. Counting them all, or sorting them all, would read
-    every record: refused on a large type (search.html#errors)."""
+    (search/shards.py), finest shards first, each pinned by an indexed equality.
+    Counting them all, or sorting them all, would read every record: refused on a
+    large type (search.html#errors)."""
     made = {fhir.create(f.patient(f"Listed{n}"))["id"] for n in range(7)}
     patient_finds.active = True
-    seen: list[str] = []
-    url: str | None = "Patient?_count=2"
-    while url:
-        r = fhir.get(url)
-        assert r.status_code == 200, r.get_json()
-        page = r.get_json()
-        seen += [e["resource"]["id"] for e in page.get("entry", [])]
-        url = next((link["url"].split("/fhir/", 1)[1] for link in page["link"]
-                    if link["relation"] == "next"), None)
+    seen = paged(fhir.get, "Patient?_count=2")
     patient_finds.active = False
     assert sorted(seen) == sorted(made)
     # read in the walk's order: finest shards first (on a type this small each page
