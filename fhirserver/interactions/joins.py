@@ -2,8 +2,9 @@
 
 MongoDB has no join that FerretDB also runs, so a join is resolved inside out: the
 inner condition is run against the other collection first, and what it finds
-becomes an ``$in`` on this one. The inner condition must be answered from an index
-on a large type (it runs alone, whatever narrows the outer search: ``bounds.py``),
+becomes an ``$in`` on this one. The inner condition, limited to what the caller may
+see, must be answered from an index on a large type (it runs alone, whatever narrows
+the outer search: ``bounds.py``),
 and the number of resources a join may carry is bounded; a search over more is
 refused as too costly rather than answered wrongly.
 """
@@ -28,17 +29,16 @@ def resolver(ctx: Context) -> Any:
         if isinstance(join, Chain):
             found: dict[str, list[str]] = {}
             for target, inner in join.inner:
-                condition = compile_condition(inner, resolve)
-                bounded(ctx, target, condition, join.param.name)
-                ids = ctx.repo.find_ids(target, _seen(ctx, target, condition), limit=MAX_JOIN + 1)
+                seen = _seen(ctx, target, compile_condition(inner, resolve))
+                bounded(ctx, target, seen, join.param.name)
+                ids = ctx.repo.find_ids(target, seen, limit=MAX_JOIN + 1)
                 _bounded(len(ids), join.param.name)
                 found[target] = ids
             _bounded(sum(len(v) for v in found.values()), join.param.name)
             return chain_condition(join, found)
-        condition = compile_condition(join.inner, resolve)
-        bounded(ctx, join.source, condition, f"_has:{join.source}:{join.param.name}")
-        refs = ctx.repo.key_values(join.source, join.param.name,
-                                   _seen(ctx, join.source, condition), limit=MAX_JOIN + 1)
+        seen = _seen(ctx, join.source, compile_condition(join.inner, resolve))
+        bounded(ctx, join.source, seen, f"_has:{join.source}:{join.param.name}")
+        refs = ctx.repo.key_values(join.source, join.param.name, seen, limit=MAX_JOIN + 1)
         _bounded(len(refs), f"_has:{join.source}:{join.param.name}")
         return has_condition(join, refs)
 

@@ -264,7 +264,9 @@ def _total(ctx: Context, query: SearchQuery, rtype: str, flt: dict[str, Any],
     if found.estimate is not None:
         return found.estimate
     if query.total == "estimate":
-        return ctx.repo.count(rtype, flt)
+        # With no condition every record matches: the type's size is the estimate
+        # (a count would read them all).
+        return ctx.repo.count(rtype, flt) if flt else ctx.repo.estimated_count(rtype)
     return None
 
 
@@ -288,8 +290,12 @@ def keyset_page(ctx: Context, rtype: str, flt: dict[str, Any], sort: list[tuple[
         # A cursor of an unsorted page read in the order an older version gave (before
         # every record had its shards, or before a patient's records came newest
         # first): the same order on. Not for ``_sort=-date``, which asks for its order:
-        # no link of it holds one value.
+        # no link of it holds one value. That order is read whole: a search with no
+        # condition (only read shard by shard) is bounded as any other then, or a
+        # cursor made up to look old would read every record of the type.
         sort = DEFAULT_SORT
+        if not flt:
+            bounded(ctx, rtype, flt)
 
     if "b" in cursor:
         backwards, before = reverse(sort), decode_key(cursor["b"])

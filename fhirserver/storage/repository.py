@@ -648,6 +648,9 @@ class Repository:
                 yield month
 
     def find_ids(self, rtype: str, query: dict[str, Any], limit: int = 0) -> list[str]:
+        docs = self._by_branches(rtype, query, {"_id": 1}, (), limit)
+        if docs is not None:
+            return [d["_id"] for d in docs]
         flt = _live(rtype, query)
         return [d["_id"] for d in self.cols.current[rtype].find(flt, {"_id": 1}).limit(limit)]
 

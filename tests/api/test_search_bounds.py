@@ -213,3 +213,55 @@ def test_a_listing_without_conditions_pages_by_shards_and_a_count_of_all_is_refu
                     "Patient?_sort=family"):
         r = fhir.get(refused)
         assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly", refused
+
+
+@pytest.fixture
+def observation_finds():  # type: ignore[no-untyped-def]
+    from tests.finds import listening
+
+    return listening("Observation")
+
+
+def test_a_listing_cursor_made_up_to_look_old_reads_no_more_than_a_page(
+        observation_finds, sent, fhir):
+    """A one-value cursor is an older version's link of an unsorted page, and goes on
+    in ``_id`` order, which reads the whole type: on a listing with no condition (read
+    shard by shard otherwise) it is bounded as a search no index answers
+    (search.html#errors), and ``_total=estimate`` (search.html#total) never counts
+    every record: the type's size is the estimate."""
+    from fhirserver.interactions.bundles import encode_cursor
+
+    pid = fhir.create(f.patient())["id"]
+    for day in range(1, 8):
+        fhir.create(f.observation(pid, effectiveDateTime=f"2024-01-0{day}"))
+    r = fhir.get(f"Observation?_count=2&_cursor={encode_cursor({'a': ['0']})}")
+    assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly"
+    observation_finds.active = sent.active = True
+    r = fhir.get("Observation?_count=2&_total=estimate")
+    observation_finds.active = sent.active = False
+    assert r.status_code == 200 and r.get_json()["total"] >= 2
+    assert not [c for c in sent.sent if c[0] in ("count", "aggregate") and c[1] == "Observation"]
+    assert isinstance(observation_finds.filters[0].get("ps"), str)
+
+
+def test_a_clinicians_chain_runs_its_inner_query_over_their_patients_search_chaining(
+        fhir, app):
+    """The inner query of a chain is limited to what the caller may see: for a
+    clinician, the patients they treat, read one by one, so it is answered however
+    many Patients the server holds (search.html#chaining)."""
+    from datetime import UTC, datetime, timedelta
+
+    from fhirserver.auth.access import record_care
+    from tests.api.test_access import clinician
+
+    db = app.extensions["fhirserver"].repo.db
+    mine = fhir.create(f.patient("Mine", gender="female"))["id"]
+    for n in range(4):
+        fhir.create(f.observation(fhir.create(f.patient(f"Other{n}", gender="female"))["id"]))
+    record_care(db, "Practitioner/dr-li", mine, datetime.now(UTC) + timedelta(hours=2), "test")
+    wanted = fhir.create(f.observation(mine))["id"]
+    r = clinician(app, fhir).get("Observation?code=http://loinc.org|15074-8&patient.gender=female")
+    assert r.status_code == 200, r.get_json()
+    assert [e["resource"]["id"] for e in r.get_json()["entry"]] == [wanted]
+    r = fhir.get("Observation?code=http://loinc.org|15074-8&patient.gender=female")
+    assert r.status_code == 400  # the operator's inner query is every female Patient
