@@ -6,7 +6,38 @@ from __future__ import annotations
 import pytest
 
 from tests import factories as f
-from tests.finds import Commands, commands_listening
+from tests.finds import commands_listening, listening
+
+# Registered before any app of the module exists: a listener applies to the clients
+# created after it (and an app may reuse the client of an earlier one).
+SENT = commands_listening()
+REPORT_FINDS = listening("DiagnosticReport")
+PATIENT_FINDS = listening("Patient")
+OBSERVATION_FINDS = listening("Observation")
+
+
+@pytest.fixture
+def sent():  # type: ignore[no-untyped-def]
+    SENT.active, SENT.sent = False, []
+    return SENT
+
+
+@pytest.fixture
+def report_finds():  # type: ignore[no-untyped-def]
+    REPORT_FINDS.active, REPORT_FINDS.filters = False, []
+    return REPORT_FINDS
+
+
+@pytest.fixture
+def patient_finds():  # type: ignore[no-untyped-def]
+    PATIENT_FINDS.active, PATIENT_FINDS.filters = False, []
+    return PATIENT_FINDS
+
+
+@pytest.fixture
+def observation_finds():  # type: ignore[no-untyped-def]
+    OBSERVATION_FINDS.active, OBSERVATION_FINDS.filters = False, []
+    return OBSERVATION_FINDS
 
 
 @pytest.fixture
@@ -30,9 +61,6 @@ def test_an_unindexed_search_of_a_large_type_is_400_too_costly_search_errors(fhi
     assert fhir.get("Patient?birthdate=ge1900").status_code == 200
 
 
-@pytest.fixture
-def sent() -> Commands:
-    return commands_listening()
 
 
 def test_the_refusal_reads_none_of_the_records_it_refuses_to_read_search_errors(
@@ -48,6 +76,7 @@ def test_the_refusal_reads_none_of_the_records_it_refuses_to_read_search_errors(
     r = fhir.get("Observation?date=ge2020-01-01")
     sent.active = False
     assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly"
+    assert sent.sent  # the listener sees this app's commands
     read = [(name, target) for name, target in sent.sent
             if target == "Observation" or name in ("collStats", "dbStats")]
     if settings.ferretdb_postgresql_url:
@@ -112,11 +141,6 @@ def test_a_chain_whose_inner_condition_no_index_answers_is_400_too_costly_search
                     "&patient.family=Family1").status_code == 200
 
 
-@pytest.fixture
-def report_finds():  # type: ignore[no-untyped-def]
-    from tests.finds import listening
-
-    return listening("DiagnosticReport")
 
 
 def test_revinclude_reads_the_referrers_through_an_index_search_revinclude(report_finds, fhir):
@@ -153,11 +177,6 @@ def paged(get, url: str | None) -> list[str]:  # type: ignore[no-untyped-def]
     return seen
 
 
-@pytest.fixture
-def patient_finds():  # type: ignore[no-untyped-def]
-    from tests.finds import listening
-
-    return listening("Patient")
 
 
 def test_a_clinicians_patient_list_reads_their_patients_not_every_patient(
@@ -215,11 +234,6 @@ def test_a_listing_without_conditions_pages_by_shards_and_a_count_of_all_is_refu
         assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "too-costly", refused
 
 
-@pytest.fixture
-def observation_finds():  # type: ignore[no-untyped-def]
-    from tests.finds import listening
-
-    return listening("Observation")
 
 
 def test_a_listing_cursor_made_up_to_look_old_reads_no_more_than_a_page(
